@@ -1,0 +1,366 @@
+use prost::Message;
+
+use super::*;
+use crate::proto::{v1, v2};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const STALE: u64 = 0x7ff0_0000_0000_0002;
+
+fn opts() -> Options {
+    Options {
+        max_decoded_bytes: 32 << 20,
+        cluster: None,
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+}
+
+fn reassemble(d: &Decoded) -> v1::WriteRequest {
+    let mut buf = Vec::new();
+    for e in &d.entries {
+        wire::put_len_field(&mut buf, e.field, &e.bytes);
+    }
+    v1::WriteRequest::decode(buf.as_slice()).expect("entries form a valid WriteRequest")
+}
+
+#[test]
+fn content_types_pick_the_protocol() {
+    let ok = [
+        ("application/x-protobuf", Protocol::V1),
+        (
+            "application/x-protobuf;proto=prometheus.WriteRequest",
+            Protocol::V1,
+        ),
+        (
+            "application/x-protobuf; proto=io.prometheus.write.v2.Request",
+            Protocol::V2,
+        ),
+        ("Application/X-Protobuf; charset=utf-8", Protocol::V1),
+    ];
+    for (ct, want) in ok {
+        assert_eq!(Protocol::from_content_type(Some(ct)).unwrap(), want, "{ct}");
+    }
+    for bad in [
+        None,
+        Some("application/json"),
+        Some("application/x-protobuf;proto=foo.Bar"),
+        Some("text/plain"),
+    ] {
+        assert!(
+            matches!(
+                Protocol::from_content_type(bad),
+                Err(DecodeError::UnsupportedContentType(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+/// Every fixture decodes to the counts its README states, and re-assembling the entries gives
+/// back exactly the sender's series (labels, timestamps, value bits) and metadata.
+#[test]
+fn fixtures_pass_through_bit_for_bit() {
+    // (file, series, samples, stale markers, other NaN, metadata)
+    let table = [
+        ("prom242_rw1_100_stale_markers.snappy", 100, 100, 100, 0, 0),
+        ("prom242_rw1_500samples_a.snappy", 500, 500, 0, 0, 0),
+        ("prom242_rw1_500samples_b.snappy", 500, 500, 0, 23, 0),
+        ("prom242_rw1_metadata_only.snappy", 0, 0, 0, 0, 449),
+        ("prom242_rw1_mixed_stale_and_up0.snappy", 100, 100, 58, 0, 0),
+    ];
+    for (name, series, samples, stale, nan, metadata) in table {
+        let body = fixture(name);
+        let d = decode(Protocol::V1, &body, &opts()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (d.counts.series, d.counts.samples, d.counts.metadata),
+            (series, samples, metadata),
+            "{name}"
+        );
+        let original = v1::WriteRequest::decode(
+            snap::raw::Decoder::new()
+                .decompress_vec(&body)
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        let got = reassemble(&d);
+        // NaN != NaN, so compare encodings: same labels, timestamps and value bits.
+        assert!(
+            got.encode_to_vec() == original.encode_to_vec(),
+            "{name}: re-assembled request differs"
+        );
+        let bits: Vec<u64> = got
+            .timeseries
+            .iter()
+            .flat_map(|t| t.samples.iter().map(|s| s.value.to_bits()))
+            .collect();
+        let want: Vec<u64> = original
+            .timeseries
+            .iter()
+            .flat_map(|t| t.samples.iter().map(|s| s.value.to_bits()))
+            .collect();
+        assert_eq!(bits, want, "{name}: value bits");
+        assert_eq!(
+            bits.iter().filter(|b| **b == STALE).count(),
+            stale,
+            "{name}: stale markers"
+        );
+        assert_eq!(
+            bits.iter()
+                .filter(|b| f64::from_bits(**b).is_nan() && **b != STALE)
+                .count(),
+            nan,
+            "{name}: NaNs"
+        );
+    }
+}
+
+fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: samples
+            .iter()
+            .map(|(t, v)| v1::Sample {
+                timestamp: *t,
+                value: *v,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn snappy(msg: &impl Message) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(&msg.encode_to_vec())
+        .unwrap()
+}
+
+#[test]
+fn cluster_label_is_inserted_in_order_and_existing_one_kept() {
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "up"), ("job", "a")], &[(1, 1.0)]),
+            series(
+                &[("__name__", "up"), ("cluster", "mine"), ("job", "b")],
+                &[(1, 1.0)],
+            ),
+            series(&[("__name__", "up"), ("a", "x")], &[(1, 1.0)]),
+        ],
+        metadata: vec![],
+    };
+    let o = Options {
+        cluster: Some("aks-1".into()),
+        ..opts()
+    };
+    let d = decode(Protocol::V1, &snappy(&req), &o).unwrap();
+    let got = reassemble(&d);
+    let names = |t: &v1::TimeSeries| {
+        t.labels
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    assert_eq!(names(&got.timeseries[0]), "__name__=up,cluster=aks-1,job=a");
+    assert_eq!(names(&got.timeseries[1]), "__name__=up,cluster=mine,job=b");
+    assert_eq!(names(&got.timeseries[2]), "__name__=up,a=x,cluster=aks-1");
+    // Same series, same shard, whatever request it came in.
+    let d2 = decode(Protocol::V1, &snappy(&req), &o).unwrap();
+    assert_eq!(d.entries[0].shard_key, d2.entries[0].shard_key);
+    assert_ne!(d.entries[0].shard_key, d.entries[1].shard_key);
+}
+
+#[test]
+fn declared_length_is_checked_before_allocating() {
+    // A tiny body whose snappy header declares 4 GiB - 1.
+    let mut body = Vec::new();
+    wire::put_varint(&mut body, u64::from(u32::MAX));
+    body.extend_from_slice(&[0u8; 16]);
+    let e = decompress(&body, 1 << 20).unwrap_err();
+    assert!(
+        matches!(e, DecodeError::DecodedTooLarge { declared, .. } if declared == u32::MAX as usize),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_inputs_are_refused_with_reasons() {
+    let unsorted = v1::WriteRequest {
+        timeseries: vec![series(
+            &[("__name__", "up"), ("z", "1"), ("a", "2")],
+            &[(1, 1.0)],
+        )],
+        metadata: vec![],
+    };
+    let e = decode(Protocol::V1, &snappy(&unsorted), &opts())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "series up{z=\"1\",a=\"2\"}: labels are not sorted by name: \"a\" comes after \"z\""
+    );
+    let e = decode(Protocol::V1, b"\x10garbage-not-snappy", &opts()).unwrap_err();
+    assert!(matches!(e, DecodeError::Snappy(_)), "{e}");
+    let garbage = snap::raw::Encoder::new()
+        .compress_vec(&[0x0a, 0xff, 0xff, 0xff, 0x0f, 1])
+        .unwrap();
+    let e = decode(Protocol::V1, &garbage, &opts()).unwrap_err();
+    assert!(matches!(e, DecodeError::Protobuf(_)), "{e}");
+}
+
+fn v2_request() -> v2::Request {
+    let symbols: Vec<String> = [
+        "",
+        "__name__",
+        "http_requests_total",
+        "job",
+        "api",
+        "Requests served.",
+        "trace_id",
+        "abc",
+        "rpc_seconds",
+        "seconds",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v2::Request {
+        symbols,
+        timeseries: vec![
+            v2::TimeSeries {
+                labels_refs: vec![1, 2, 3, 4],
+                samples: vec![
+                    v2::Sample {
+                        value: 1.0,
+                        timestamp: 1000,
+                        start_timestamp: 500,
+                    },
+                    v2::Sample {
+                        value: f64::from_bits(STALE),
+                        timestamp: 2000,
+                        start_timestamp: 500,
+                    },
+                ],
+                exemplars: vec![v2::Exemplar {
+                    labels_refs: vec![6, 7],
+                    value: 1.0,
+                    timestamp: 1000,
+                }],
+                metadata: Some(v2::Metadata {
+                    r#type: v2::metadata::MetricType::Counter as i32,
+                    help_ref: 5,
+                    unit_ref: 0,
+                }),
+                ..Default::default()
+            },
+            v2::TimeSeries {
+                labels_refs: vec![1, 8, 3, 4],
+                histograms: vec![v2::Histogram {
+                    count: Some(v2::histogram::Count::CountInt(3)),
+                    sum: 1.5,
+                    schema: 3,
+                    zero_threshold: 1e-128,
+                    zero_count: Some(v2::histogram::ZeroCount::ZeroCountInt(1)),
+                    positive_spans: vec![v2::BucketSpan {
+                        offset: 0,
+                        length: 2,
+                    }],
+                    positive_deltas: vec![1, 0],
+                    timestamp: 1000,
+                    start_timestamp: 10,
+                    ..Default::default()
+                }],
+                metadata: Some(v2::Metadata {
+                    r#type: v2::metadata::MetricType::Histogram as i32,
+                    help_ref: 0,
+                    unit_ref: 9,
+                }),
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+#[test]
+fn v2_is_translated_to_v1() {
+    let d = decode(Protocol::V2, &snappy(&v2_request()), &opts()).unwrap();
+    assert_eq!(
+        d.counts,
+        Counts {
+            series: 2,
+            samples: 2,
+            histograms: 1,
+            exemplars: 1,
+            metadata: 2
+        }
+    );
+    let got = reassemble(&d);
+    let t0 = &got.timeseries[0];
+    assert_eq!(
+        t0.labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect::<Vec<_>>(),
+        [("__name__", "http_requests_total"), ("job", "api")]
+    );
+    assert_eq!(t0.samples[1].value.to_bits(), STALE);
+    assert_eq!(
+        t0.samples.iter().map(|s| s.timestamp).collect::<Vec<_>>(),
+        [1000, 2000]
+    );
+    assert_eq!(t0.exemplars[0].labels[0].name, "trace_id");
+    let h = &got.timeseries[1].histograms[0];
+    assert_eq!(
+        (h.schema, h.sum, h.timestamp, h.positive_deltas.clone()),
+        (3, 1.5, 1000, vec![1, 0])
+    );
+    assert_eq!(h.count, Some(v1::histogram::Count::CountInt(3)));
+    let md: Vec<_> = got
+        .metadata
+        .iter()
+        .map(|m| {
+            (
+                m.metric_family_name.as_str(),
+                m.r#type,
+                m.help.as_str(),
+                m.unit.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        md,
+        [
+            ("http_requests_total", 1, "Requests served.", ""),
+            ("rpc_seconds", 3, "", "seconds")
+        ]
+    );
+}
+
+#[test]
+fn v2_bad_references_are_refused() {
+    let mut r = v2_request();
+    r.timeseries[0].labels_refs = vec![1, 99];
+    let e = decode(Protocol::V2, &snappy(&r), &opts())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("symbol reference 99 is out of range"), "{e}");
+    let mut r = v2_request();
+    r.timeseries[0].labels_refs = vec![1, 2, 3];
+    assert!(decode(Protocol::V2, &snappy(&r), &opts()).is_err());
+}
+
+#[test]
+fn v2_body_sent_as_v1_is_refused_not_misread() {
+    // A 2.0 request decoded as 1.0: its field 4/5 are unknown to 1.0, so nothing would be
+    // forwarded; the receiver must not silently accept it as an empty request.
+    let d = decode(Protocol::V1, &snappy(&v2_request()), &opts()).unwrap();
+    assert_eq!(d.counts, Counts::default());
+}

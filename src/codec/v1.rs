@@ -1,0 +1,192 @@
+//! Remote write 1.0: validate `prometheus.WriteRequest` in place and hand on each `TimeSeries`
+//! and `MetricMetadata` as the sender encoded it.
+
+use bytes::Bytes;
+
+use super::wire::{self, Fields, WireType};
+use super::{
+    hash_bytes, validate, Counts, DecodeError, Decoded, Entry, Options, FIELD_METADATA,
+    FIELD_TIMESERIES,
+};
+
+/// Label, sample, exemplar and histogram field numbers of `TimeSeries`.
+const TS_LABELS: u32 = 1;
+const TS_SAMPLES: u32 = 2;
+const TS_EXEMPLARS: u32 = 3;
+const TS_HISTOGRAMS: u32 = 4;
+
+pub(super) fn decode(raw: Bytes, opts: &Options) -> Result<Decoded, DecodeError> {
+    let mut out = Decoded::default();
+    for field in Fields::new(&raw) {
+        let field = field?;
+        match (field.number, field.wire) {
+            (FIELD_TIMESERIES, WireType::Len) => {
+                let entry = series_entry(&raw, field.data, opts)?;
+                out.counts.series += 1;
+                add_counts(&mut out.counts, &entry);
+                out.entries.push(entry);
+            }
+            (FIELD_METADATA, WireType::Len) => {
+                out.entries.push(metadata_entry(&raw, field.data)?);
+                out.counts.metadata += 1;
+            }
+            (FIELD_TIMESERIES | FIELD_METADATA, _) => {
+                return Err(DecodeError::Protobuf(format!(
+                    "field {} has the wrong wire type",
+                    field.number
+                )))
+            }
+            // Unknown fields (including the reserved field 2) are ignored, as protobuf allows.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn add_counts(c: &mut Counts, e: &Entry) {
+    c.samples += u64::from(e.samples);
+    c.histograms += u64::from(e.histograms);
+    c.exemplars += u64::from(e.exemplars);
+}
+
+/// One label's name and value, borrowed from the series bytes.
+fn label(data: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (mut name, mut value) = (&[][..], &[][..]);
+    for f in Fields::new(data) {
+        let f = f?;
+        match (f.number, f.wire) {
+            (1, WireType::Len) => name = f.data,
+            (2, WireType::Len) => value = f.data,
+            (1 | 2, _) => {
+                return Err(DecodeError::Protobuf(
+                    "label field has the wrong wire type".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok((name, value))
+}
+
+/// Collects the labels of a series (typically 5-20, so a small vector).
+fn labels(series: &[u8]) -> Result<Vec<(&[u8], &[u8])>, DecodeError> {
+    let mut out = Vec::with_capacity(16);
+    for f in Fields::new(series) {
+        let f = f?;
+        if f.number == TS_LABELS {
+            if f.wire != WireType::Len {
+                return Err(DecodeError::Protobuf(
+                    "TimeSeries.labels has the wrong wire type".into(),
+                ));
+            }
+            out.push(label(f.data)?);
+        }
+    }
+    Ok(out)
+}
+
+fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Entry, DecodeError> {
+    let labels = labels(series)?;
+    validate::check_labels(labels.iter().copied())?;
+
+    let (mut samples, mut histograms, mut exemplars) = (0u32, 0u32, 0u32);
+    for f in Fields::new(series) {
+        let f = f?;
+        let counter = match f.number {
+            TS_SAMPLES => &mut samples,
+            TS_EXEMPLARS => &mut exemplars,
+            TS_HISTOGRAMS => &mut histograms,
+            _ => continue,
+        };
+        if f.wire != WireType::Len {
+            return Err(DecodeError::Protobuf(format!(
+                "TimeSeries field {} has the wrong wire type",
+                f.number
+            )));
+        }
+        *counter = counter.saturating_add(1);
+    }
+
+    let mut key_parts: Vec<&[u8]> = Vec::with_capacity(labels.len() * 2 + 2);
+    for (n, v) in &labels {
+        key_parts.push(n);
+        key_parts.push(v);
+    }
+    let bytes = match &opts.cluster {
+        Some(cluster) if !labels.iter().any(|(n, _)| *n == b"cluster") => {
+            key_parts.push(b"cluster");
+            key_parts.push(cluster.as_bytes());
+            Bytes::from(with_label(series, b"cluster", cluster.as_bytes())?)
+        }
+        _ => raw.slice_ref(series),
+    };
+    // The shard key is over the labels as sent (plus the added cluster label): the same series
+    // always lands in the same shard.
+    let shard_key = hash_bytes(&key_parts);
+    Ok(Entry {
+        shard_key,
+        field: FIELD_TIMESERIES,
+        bytes,
+        samples,
+        histograms,
+        exemplars,
+    })
+}
+
+/// Re-encodes a series with one more label, inserted in name order; every other field is
+/// copied as it was.
+fn with_label(series: &[u8], name: &[u8], value: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let mut label_msg = Vec::with_capacity(name.len() + value.len() + 4);
+    wire::put_len_field(&mut label_msg, 1, name);
+    wire::put_len_field(&mut label_msg, 2, value);
+    // Insert before the first label whose name sorts after `name`, else after the last label.
+    let fields = Fields::new(series).collect::<Result<Vec<_>, _>>()?;
+    let mut at = fields
+        .iter()
+        .rposition(|f| f.number == TS_LABELS)
+        .map_or(0, |i| i + 1);
+    for (i, f) in fields.iter().enumerate() {
+        if f.number == TS_LABELS && label(f.data)?.0 > name {
+            at = i;
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(series.len() + label_msg.len() + 4);
+    for (i, f) in fields.iter().enumerate() {
+        if i == at {
+            wire::put_len_field(&mut out, TS_LABELS, &label_msg);
+        }
+        out.extend_from_slice(f.raw);
+    }
+    if at == fields.len() {
+        wire::put_len_field(&mut out, TS_LABELS, &label_msg);
+    }
+    Ok(out)
+}
+
+fn metadata_entry(raw: &Bytes, meta: &[u8]) -> Result<Entry, DecodeError> {
+    let mut family: &[u8] = &[];
+    for f in Fields::new(meta) {
+        let f = f?;
+        if f.wire == WireType::Len {
+            // metric_family_name (2), help (4) and unit (5) are strings.
+            if matches!(f.number, 2 | 4 | 5) && std::str::from_utf8(f.data).is_err() {
+                return Err(DecodeError::Protobuf(format!(
+                    "metadata field {} is not valid UTF-8",
+                    f.number
+                )));
+            }
+            if f.number == 2 {
+                family = f.data;
+            }
+        }
+    }
+    Ok(Entry {
+        shard_key: hash_bytes(&[family]),
+        field: FIELD_METADATA,
+        bytes: raw.slice_ref(meta),
+        samples: 0,
+        histograms: 0,
+        exemplars: 0,
+    })
+}

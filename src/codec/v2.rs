@@ -1,0 +1,215 @@
+//! Remote write 2.0: decode `io.prometheus.write.v2.Request` and translate it to 1.0 messages.
+//!
+//! Symbols become label strings; samples, native histograms and exemplars map field for field;
+//! per-series metadata becomes one 1.0 `MetricMetadata` per metric family and request.
+//! `Sample.start_timestamp`, `Histogram.start_timestamp` and the older
+//! `TimeSeries.created_timestamp` have no place in 1.0 and are not forwarded.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::{
+    hash_bytes, validate, Counts, DecodeError, Decoded, Entry, Options, FIELD_METADATA,
+    FIELD_TIMESERIES,
+};
+use crate::proto::{v1, v2};
+
+pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError> {
+    let req = v2::Request::decode(raw).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    let symbols = &req.symbols;
+    if symbols.first().is_some_and(|s| !s.is_empty()) {
+        return Err(DecodeError::Protobuf(
+            "symbols[0] must be the empty string".into(),
+        ));
+    }
+    let sym = |r: u32| -> Result<&str, DecodeError> {
+        symbols.get(r as usize).map(String::as_str).ok_or_else(|| {
+            DecodeError::Protobuf(format!(
+                "symbol reference {r} is out of range ({} symbols)",
+                symbols.len()
+            ))
+        })
+    };
+
+    let mut out = Decoded::default();
+    let mut families_seen: HashSet<String> = HashSet::new();
+    let mut metadata = Vec::new();
+    for ts in &req.timeseries {
+        if ts.labels_refs.len() % 2 != 0 {
+            return Err(DecodeError::Protobuf(
+                "labels_refs has an odd number of entries".into(),
+            ));
+        }
+        let mut pairs = Vec::with_capacity(ts.labels_refs.len() / 2 + 1);
+        for pair in ts.labels_refs.chunks_exact(2) {
+            pairs.push((sym(pair[0])?, sym(pair[1])?));
+        }
+        validate::check_labels(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))?;
+        if let Some(cluster) = &opts.cluster {
+            if !pairs.iter().any(|(n, _)| *n == "cluster") {
+                let at = pairs.partition_point(|(n, _)| *n < "cluster");
+                pairs.insert(at, ("cluster", cluster.as_str()));
+            }
+        }
+        let name = pairs
+            .iter()
+            .find(|(n, _)| *n == "__name__")
+            .map_or("", |(_, v)| *v);
+
+        let labels: Vec<v1::Label> = pairs
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: (*n).to_string(),
+                value: (*v).to_string(),
+            })
+            .collect();
+        let exemplars = ts
+            .exemplars
+            .iter()
+            .map(|e| {
+                if e.labels_refs.len() % 2 != 0 {
+                    return Err(DecodeError::Protobuf(
+                        "exemplar labels_refs has an odd number of entries".into(),
+                    ));
+                }
+                let labels = e
+                    .labels_refs
+                    .chunks_exact(2)
+                    .map(|p| {
+                        Ok(v1::Label {
+                            name: sym(p[0])?.to_string(),
+                            value: sym(p[1])?.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, DecodeError>>()?;
+                Ok(v1::Exemplar {
+                    labels,
+                    value: e.value,
+                    timestamp: e.timestamp,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let series = v1::TimeSeries {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| v1::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+            exemplars,
+            histograms: ts.histograms.iter().map(histogram).collect(),
+        };
+        let key_parts: Vec<&[u8]> = pairs
+            .iter()
+            .flat_map(|(n, v)| [n.as_bytes(), v.as_bytes()])
+            .collect();
+        let entry = Entry {
+            shard_key: hash_bytes(&key_parts),
+            field: FIELD_TIMESERIES,
+            samples: count(series.samples.len()),
+            histograms: count(series.histograms.len()),
+            exemplars: count(series.exemplars.len()),
+            bytes: Bytes::from(series.encode_to_vec()),
+        };
+        out.counts.series += 1;
+        add(&mut out.counts, &entry);
+        out.entries.push(entry);
+
+        if let Some(md) = &ts.metadata {
+            let (help, unit) = (sym(md.help_ref)?, sym(md.unit_ref)?);
+            let unspecified = md.r#type == v2::metadata::MetricType::Unspecified as i32;
+            if !(unspecified && help.is_empty() && unit.is_empty()) {
+                let family = family_name(name, md.r#type);
+                if families_seen.insert(family.to_string()) {
+                    metadata.push(v1::MetricMetadata {
+                        r#type: md.r#type,
+                        metric_family_name: family.to_string(),
+                        help: help.to_string(),
+                        unit: unit.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    for md in metadata {
+        out.entries.push(Entry {
+            shard_key: hash_bytes(&[md.metric_family_name.as_bytes()]),
+            field: FIELD_METADATA,
+            bytes: Bytes::from(md.encode_to_vec()),
+            samples: 0,
+            histograms: 0,
+            exemplars: 0,
+        });
+        out.counts.metadata += 1;
+    }
+    Ok(out)
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn add(c: &mut Counts, e: &Entry) {
+    c.samples += u64::from(e.samples);
+    c.histograms += u64::from(e.histograms);
+    c.exemplars += u64::from(e.exemplars);
+}
+
+/// The metric family a series belongs to: classic histogram and summary series carry a suffix.
+fn family_name(series_name: &str, metric_type: i32) -> &str {
+    use v2::metadata::MetricType;
+    let suffixes: &[&str] = if metric_type == MetricType::Histogram as i32
+        || metric_type == MetricType::Gaugehistogram as i32
+    {
+        &["_bucket", "_sum", "_count"]
+    } else if metric_type == MetricType::Summary as i32 {
+        &["_sum", "_count"]
+    } else {
+        &[]
+    };
+    suffixes
+        .iter()
+        .find_map(|s| series_name.strip_suffix(s))
+        .unwrap_or(series_name)
+}
+
+fn histogram(h: &v2::Histogram) -> v1::Histogram {
+    use v1::histogram::{Count, ZeroCount};
+    use v2::histogram as h2;
+    let spans = |s: &[v2::BucketSpan]| {
+        s.iter()
+            .map(|b| v1::BucketSpan {
+                offset: b.offset,
+                length: b.length,
+            })
+            .collect()
+    };
+    v1::Histogram {
+        count: h.count.map(|c| match c {
+            h2::Count::CountInt(n) => Count::CountInt(n),
+            h2::Count::CountFloat(f) => Count::CountFloat(f),
+        }),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: h.zero_count.map(|c| match c {
+            h2::ZeroCount::ZeroCountInt(n) => ZeroCount::ZeroCountInt(n),
+            h2::ZeroCount::ZeroCountFloat(f) => ZeroCount::ZeroCountFloat(f),
+        }),
+        negative_spans: spans(&h.negative_spans),
+        negative_deltas: h.negative_deltas.clone(),
+        negative_counts: h.negative_counts.clone(),
+        positive_spans: spans(&h.positive_spans),
+        positive_deltas: h.positive_deltas.clone(),
+        positive_counts: h.positive_counts.clone(),
+        // The 1.0 and 2.0 enums share their numbering (unknown, yes, no, gauge).
+        reset_hint: h.reset_hint,
+        timestamp: h.timestamp,
+        custom_values: h.custom_values.clone(),
+    }
+}

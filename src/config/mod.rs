@@ -1,0 +1,800 @@
+//! Configuration: one flat set of keys, from flags, environment, a YAML file and defaults.
+//!
+//! Every key can be given as a flag (`--flush-interval`), a `PROMLINK_*` environment variable
+//! (`PROMLINK_FLUSH_INTERVAL`), or a key in the YAML file named by `--config`
+//! (`flush_interval: 5s`), in that order of precedence. The environment variables of Azure's
+//! remote-write sidecar (`INGESTION_URL`, `LISTENING_PORT`, `IDENTITY_TYPE`, `AZURE_CLIENT_ID`,
+//! `AZURE_TENANT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH`, `CLUSTER`, `INGESTION_AAD_AUDIENCE`) are
+//! honoured too, ranking just below promlink's own, so swapping the image in an existing sidecar
+//! manifest gives a working forwarder.
+//!
+//! [`Settings::resolve`] checks everything before any port is bound and reports every problem
+//! at once (key, value, why); `main` exits with 64 (`EX_USAGE`) on any.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::identity::{Cloud, IdentityConfig, IdentityKind};
+use crate::queue::BatchLimits;
+use crate::receive::{FullStatus, ReceiveConfig};
+use crate::secret::Secret;
+use crate::upstream::UpstreamConfig;
+
+/// The stream Azure Monitor managed Prometheus ingests into.
+pub const DEFAULT_STREAM: &str = "Microsoft-PrometheusMetrics";
+/// The ingestion API version in Azure's documentation.
+pub const DEFAULT_API_VERSION: &str = "2023-04-24";
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every configuration key. All optional here; defaults and checks are in [`Settings::resolve`].
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// YAML configuration file; flags and environment variables override its keys.
+    #[arg(long, env = "PROMLINK_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address for remote write, /health, /ready and /metrics [default: 0.0.0.0:8081; Azure
+    /// sidecar: LISTENING_PORT]
+    #[arg(long, env = "PROMLINK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Full DCE ingestion URL: https://<dce>.<region>-1.metrics.ingest.monitor.azure.com/dataCollectionRules/<dcr-id>/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24
+    /// [Azure sidecar: INGESTION_URL]
+    #[arg(long, env = "PROMLINK_INGESTION_URL")]
+    pub ingestion_url: Option<String>,
+
+    /// DCE metrics ingestion endpoint (instead of --ingestion-url), e.g. https://mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com
+    #[arg(long, env = "PROMLINK_DCE_ENDPOINT")]
+    pub dce_endpoint: Option<String>,
+
+    /// DCR immutable id (with --dce-endpoint), e.g. dcr-0123456789abcdef0123456789abcdef
+    #[arg(long, env = "PROMLINK_DCR_ID")]
+    pub dcr_id: Option<String>,
+
+    /// Stream name (with --dce-endpoint) [default: Microsoft-PrometheusMetrics]
+    #[arg(long, env = "PROMLINK_STREAM")]
+    pub stream: Option<String>,
+
+    /// Ingestion api-version (with --dce-endpoint) [default: 2023-04-24]
+    #[arg(long, env = "PROMLINK_API_VERSION")]
+    pub api_version: Option<String>,
+
+    /// How to get the Entra ID token [default: system-assigned; Azure sidecar: IDENTITY_TYPE]
+    #[arg(long, env = "PROMLINK_IDENTITY", value_enum)]
+    pub identity: Option<IdentityKind>,
+
+    /// Azure cloud, for the default authority host and token scope [default: public]
+    #[arg(long, env = "PROMLINK_CLOUD", value_enum)]
+    pub cloud: Option<Cloud>,
+
+    /// Entra tenant id (client-secret, client-certificate, workload) [env: AZURE_TENANT_ID too]
+    #[arg(long, env = "PROMLINK_TENANT_ID")]
+    pub tenant_id: Option<String>,
+
+    /// Application (client) id, or the user-assigned identity's client id [env: AZURE_CLIENT_ID too]
+    #[arg(long, env = "PROMLINK_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// File holding the client secret (client-secret); the AZURE_CLIENT_SECRET variable also works
+    #[arg(long, env = "PROMLINK_CLIENT_SECRET_FILE")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// PEM file with the client certificate and its private key (client-certificate)
+    /// [env: AZURE_CLIENT_CERTIFICATE_PATH too]
+    #[arg(long, env = "PROMLINK_CLIENT_CERTIFICATE_PATH")]
+    pub client_certificate_path: Option<PathBuf>,
+
+    /// Federated service-account token file (workload) [env: AZURE_FEDERATED_TOKEN_FILE too]
+    #[arg(long, env = "PROMLINK_FEDERATED_TOKEN_FILE")]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// File holding a bearer token, re-read when it changes (token-file)
+    #[arg(long, env = "PROMLINK_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Entra authority host [default: by --cloud; env: AZURE_AUTHORITY_HOST too]
+    #[arg(long, env = "PROMLINK_AUTHORITY_HOST")]
+    pub authority_host: Option<String>,
+
+    /// Token scope or audience, e.g. https://monitor.azure.com/.default [default: by --cloud;
+    /// Azure sidecar: INGESTION_AAD_AUDIENCE]
+    #[arg(long, env = "PROMLINK_TOKEN_SCOPE")]
+    pub token_scope: Option<String>,
+
+    /// PEM file of extra CA certificates trusted for the upstream and the authority host
+    #[arg(long, env = "PROMLINK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Adds cluster="<value>" to every series that has no cluster label [Azure sidecar: CLUSTER]
+    #[arg(long, env = "PROMLINK_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Most samples in one upstream request [default: 5000]
+    #[arg(long, env = "PROMLINK_MAX_SAMPLES_PER_REQUEST")]
+    pub max_samples_per_request: Option<usize>,
+
+    /// Most uncompressed bytes in one upstream request [default: 4194304]
+    #[arg(long, env = "PROMLINK_MAX_BYTES_PER_REQUEST")]
+    pub max_bytes_per_request: Option<usize>,
+
+    /// Longest time a sample waits for its batch to fill, e.g. 2s [default: 2s]
+    #[arg(long, env = "PROMLINK_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub flush_interval: Option<Duration>,
+
+    /// Upstream shards: concurrent upstream requests, each keeping its series in order [default: 4]
+    #[arg(long, env = "PROMLINK_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Queue budget in bytes (waiting + in flight); when full, writes are refused [default: 268435456]
+    #[arg(long, env = "PROMLINK_QUEUE_MAX_BYTES")]
+    pub queue_max_bytes: Option<usize>,
+
+    /// Status answered when the queue is full: 503 (every Prometheus retries it) or 429
+    /// (needs retry_on_http_429 in Prometheus) [default: 503]
+    #[arg(long, env = "PROMLINK_QUEUE_FULL_STATUS", value_enum)]
+    pub queue_full_status: Option<FullStatus>,
+
+    /// Largest compressed request body accepted, bytes [default: 16777216]
+    #[arg(long, env = "PROMLINK_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Largest decoded request body accepted, bytes, checked before decompressing [default: 67108864]
+    #[arg(long, env = "PROMLINK_MAX_DECODED_BYTES")]
+    pub max_decoded_bytes: Option<usize>,
+
+    /// Upstream request timeout [default: 30s]
+    #[arg(long, env = "PROMLINK_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+
+    /// First upstream retry delay [default: 500ms]
+    #[arg(long, env = "PROMLINK_RETRY_MIN_BACKOFF", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub retry_min_backoff: Option<Duration>,
+
+    /// Longest upstream retry delay [default: 30s]
+    #[arg(long, env = "PROMLINK_RETRY_MAX_BACKOFF", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub retry_max_backoff: Option<Duration>,
+
+    /// Refresh the token this long before it expires [default: 5m]
+    #[arg(long, env = "PROMLINK_TOKEN_REFRESH_BEFORE_EXPIRY", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub token_refresh_before_expiry: Option<Duration>,
+
+    /// /ready needs an upstream answer within this window [default: 2m]
+    #[arg(long, env = "PROMLINK_READY_WINDOW", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub ready_window: Option<Duration>,
+
+    /// Time allowed after SIGTERM to deliver what is queued [default: 30s]
+    #[arg(long, env = "PROMLINK_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+
+    /// Allow a plain http:// upstream (benchmarks, local tests): metrics and tokens travel unencrypted
+    #[arg(long, env = "PROMLINK_ALLOW_PLAIN_HTTP", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plain_http: Option<bool>,
+
+    /// Log format [default: text]
+    #[arg(long, env = "PROMLINK_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. info or promlink=debug [default: info]
+    #[arg(long, env = "PROMLINK_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// One configuration problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {value:?}: {why}")]
+pub struct Problem {
+    /// The key, as spelled in the YAML file (flags use dashes).
+    pub key: String,
+    /// The offending value (redacted for secrets).
+    pub value: String,
+    /// Why it is wrong.
+    pub why: String,
+}
+
+/// Every problem found; printed one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+/// The resolved, checked configuration of `promlink serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Receiver settings.
+    pub receive: ReceiveConfig,
+    /// Upstream settings.
+    pub upstream: UpstreamConfig,
+    /// Identity settings.
+    pub identity: IdentityConfig,
+    /// Queue shards.
+    pub shards: usize,
+    /// Queue budget.
+    pub queue_max_bytes: usize,
+    /// /ready window.
+    pub ready_window: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Whether the upstream is an Azure Monitor DCE URL (vs. a generic remote-write receiver).
+    pub azure_upstream: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// Reads an environment variable, treating empty as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    /// Fills every unset key from `lower` (lower precedence).
+    pub fn or(self, lower: Settings) -> Settings {
+        macro_rules! merge {
+            ($($f:ident),* $(,)?) => { Settings { $($f: self.$f.or(lower.$f)),* } };
+        }
+        merge!(
+            config,
+            listen,
+            ingestion_url,
+            dce_endpoint,
+            dcr_id,
+            stream,
+            api_version,
+            identity,
+            cloud,
+            tenant_id,
+            client_id,
+            client_secret_file,
+            client_certificate_path,
+            federated_token_file,
+            token_file,
+            authority_host,
+            token_scope,
+            ca_file,
+            cluster,
+            max_samples_per_request,
+            max_bytes_per_request,
+            flush_interval,
+            shards,
+            queue_max_bytes,
+            queue_full_status,
+            max_body_bytes,
+            max_decoded_bytes,
+            request_timeout,
+            retry_min_backoff,
+            retry_max_backoff,
+            token_refresh_before_expiry,
+            ready_window,
+            shutdown_grace,
+            allow_plain_http,
+            log_format,
+            log_level,
+        )
+    }
+
+    /// Keys from the environment variables of Azure's remote-write sidecar and the Azure SDKs.
+    /// Problems (an unknown IDENTITY_TYPE, a bad port) are added to `problems`.
+    pub fn from_azure_env(problems: &mut Vec<Problem>) -> Settings {
+        let mut s = Settings::default();
+        s.ingestion_url = env("INGESTION_URL");
+        if let Some(port) = env("LISTENING_PORT") {
+            match port.trim().parse::<u16>() {
+                Ok(p) => s.listen = Some(SocketAddr::from(([0, 0, 0, 0], p))),
+                Err(_) => problems.push(Problem {
+                    key: "LISTENING_PORT".into(),
+                    value: port,
+                    why: "not a port number".into(),
+                }),
+            }
+        }
+        if let Some(t) = env("IDENTITY_TYPE") {
+            s.identity = match t.trim() {
+                "userAssigned" => Some(IdentityKind::UserAssigned),
+                "systemAssigned" => Some(IdentityKind::SystemAssigned),
+                "aadApplication" => Some(IdentityKind::ClientCertificate),
+                "workloadIdentity" => Some(IdentityKind::Workload),
+                _ => {
+                    problems.push(Problem {
+                        key: "IDENTITY_TYPE".into(),
+                        value: t,
+                        why: "expected userAssigned, systemAssigned, aadApplication or workloadIdentity".into(),
+                    });
+                    None
+                }
+            };
+        }
+        s.client_id = env("AZURE_CLIENT_ID");
+        s.tenant_id = env("AZURE_TENANT_ID");
+        s.client_certificate_path = env("AZURE_CLIENT_CERTIFICATE_PATH").map(PathBuf::from);
+        s.federated_token_file = env("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from);
+        s.authority_host = env("AZURE_AUTHORITY_HOST");
+        s.cluster = env("CLUSTER");
+        s.token_scope = env("INGESTION_AAD_AUDIENCE").map(|a| audience_to_scope(&a));
+        s
+    }
+
+    /// Reads the YAML file named by `config`, if any.
+    ///
+    /// # Errors
+    /// A problem naming the file and the YAML error (which names the key and line).
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, Problem> {
+        let text = std::fs::read_to_string(path).map_err(|e| Problem {
+            key: "config".into(),
+            value: path.display().to_string(),
+            why: format!("cannot read the file: {e}"),
+        })?;
+        serde_saphyr::from_str::<Settings>(&text).map_err(|e| Problem {
+            key: "config".into(),
+            value: path.display().to_string(),
+            why: format!("invalid YAML configuration: {e}"),
+        })
+    }
+
+    /// Merges flags/`PROMLINK_*` (self), the Azure sidecar environment and the config file, then
+    /// checks and resolves everything.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem found.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let azure = Settings::from_azure_env(&mut problems);
+        let file = match &self.config {
+            Some(p) => Settings::from_file(p).unwrap_or_else(|e| {
+                problems.push(e);
+                Settings::default()
+            }),
+            None => Settings::default(),
+        };
+        let merged = self.or(azure).or(file);
+        match merged.resolve() {
+            Ok(cfg) if problems.is_empty() => Ok(cfg),
+            Ok(_) => Err(ConfigError(problems)),
+            Err(ConfigError(more)) => {
+                problems.extend(more);
+                Err(ConfigError(problems))
+            }
+        }
+    }
+
+    /// Applies defaults and checks every key and cross-key rule.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem found.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let mut p = Vec::new();
+        let mut bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
+            p.push(Problem {
+                key: key.into(),
+                value: value.to_string(),
+                why: why.into(),
+            })
+        };
+        let allow_plain_http = self.allow_plain_http.unwrap_or(false);
+
+        let url = match (&self.ingestion_url, &self.dce_endpoint) {
+            (Some(_), Some(_)) => {
+                bad(
+                    "dce_endpoint",
+                    &self.dce_endpoint.clone().unwrap_or_default(),
+                    "give either ingestion_url or dce_endpoint + dcr_id, not both",
+                );
+                None
+            }
+            (Some(u), None) => Some(u.clone()),
+            (None, Some(ep)) => match &self.dcr_id {
+                None => {
+                    bad("dcr_id", &"", "required with dce_endpoint");
+                    None
+                }
+                Some(id) => Some(format!(
+                    "{}/dataCollectionRules/{}/streams/{}/api/v1/write?api-version={}",
+                    ep.trim_end_matches('/'),
+                    id,
+                    self.stream.as_deref().unwrap_or(DEFAULT_STREAM),
+                    self.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION)
+                )),
+            },
+            (None, None) => {
+                bad(
+                    "ingestion_url",
+                    &"",
+                    "required (or dce_endpoint + dcr_id; Azure sidecar: INGESTION_URL)",
+                );
+                None
+            }
+        };
+        let key = if self.ingestion_url.is_some() {
+            "ingestion_url"
+        } else {
+            "dce_endpoint"
+        };
+        let mut azure_upstream = false;
+        let url = url.and_then(|u| match check_ingestion_url(&u, allow_plain_http) {
+            Ok((url, azure)) => {
+                azure_upstream = azure;
+                Some(url)
+            }
+            Err(why) => {
+                bad(key, &u, &why);
+                None
+            }
+        });
+
+        let cloud = self.cloud.unwrap_or(Cloud::Public);
+        let kind = self.identity.unwrap_or(IdentityKind::SystemAssigned);
+        let authority = self
+            .authority_host
+            .clone()
+            .unwrap_or_else(|| cloud.authority_host().to_string());
+        let authority_host = match Url::parse(&authority) {
+            Ok(u) if u.scheme() == "https" => Some(u),
+            Ok(_) => {
+                bad("authority_host", &authority, "must be an https:// URL");
+                None
+            }
+            Err(e) => {
+                bad("authority_host", &authority, &format!("not a URL: {e}"));
+                None
+            }
+        };
+        let need = |field: &Option<String>, name: &str, p: &mut Vec<Problem>| {
+            if field.is_none() {
+                p.push(Problem {
+                    key: name.into(),
+                    value: String::new(),
+                    why: format!("required with identity {}", kind_name(kind)),
+                });
+            }
+        };
+        drop(bad);
+        match kind {
+            IdentityKind::UserAssigned => need(&self.client_id, "client_id", &mut p),
+            IdentityKind::ClientSecret
+            | IdentityKind::ClientCertificate
+            | IdentityKind::Workload => {
+                need(&self.client_id, "client_id", &mut p);
+                need(&self.tenant_id, "tenant_id", &mut p);
+            }
+            _ => {}
+        }
+        let need_path = |field: &Option<PathBuf>, name: &str, p: &mut Vec<Problem>| match field {
+            None => p.push(Problem {
+                key: name.into(),
+                value: String::new(),
+                why: format!("required with identity {}", kind_name(kind)),
+            }),
+            Some(path) if !path.is_file() => p.push(Problem {
+                key: name.into(),
+                value: path.display().to_string(),
+                why: "no such file".into(),
+            }),
+            Some(_) => {}
+        };
+        let mut client_secret = None;
+        match kind {
+            IdentityKind::ClientCertificate => need_path(
+                &self.client_certificate_path,
+                "client_certificate_path",
+                &mut p,
+            ),
+            IdentityKind::Workload => {
+                need_path(&self.federated_token_file, "federated_token_file", &mut p)
+            }
+            IdentityKind::TokenFile => need_path(&self.token_file, "token_file", &mut p),
+            IdentityKind::ClientSecret => {
+                match (&self.client_secret_file, env("AZURE_CLIENT_SECRET")) {
+                    (Some(path), _) => match std::fs::read_to_string(path) {
+                        Ok(s) if !s.trim().is_empty() => {
+                            client_secret = Some(Secret::new(s.trim()))
+                        }
+                        Ok(_) => p.push(Problem {
+                            key: "client_secret_file".into(),
+                            value: path.display().to_string(),
+                            why: "the file is empty".into(),
+                        }),
+                        Err(e) => p.push(Problem {
+                            key: "client_secret_file".into(),
+                            value: path.display().to_string(),
+                            why: format!("cannot read: {e}"),
+                        }),
+                    },
+                    (None, Some(s)) => client_secret = Some(Secret::new(s)),
+                    (None, None) => p.push(Problem {
+                        key: "client_secret_file".into(),
+                        value: String::new(),
+                        why: "required with identity client-secret (or set AZURE_CLIENT_SECRET)"
+                            .into(),
+                    }),
+                }
+            }
+            _ => {}
+        }
+        if let Some(ca) = &self.ca_file {
+            if !ca.is_file() {
+                p.push(Problem {
+                    key: "ca_file".into(),
+                    value: ca.display().to_string(),
+                    why: "no such file".into(),
+                });
+            }
+        }
+        if azure_upstream && kind == IdentityKind::None {
+            p.push(Problem {
+                key: "identity".into(),
+                value: "none".into(),
+                why: "an Azure Monitor ingestion endpoint needs an Entra ID token; choose a managed, workload or application identity".into(),
+            });
+        }
+        if let Some(c) = &self.cluster {
+            if c.is_empty() || c.len() > 1023 {
+                p.push(Problem {
+                    key: "cluster".into(),
+                    value: c.clone(),
+                    why: "must be 1 to 1023 characters (Azure's label value limit)".into(),
+                });
+            }
+        }
+
+        let mut positive = |key: &str, v: Option<usize>, default: usize| -> usize {
+            match v {
+                Some(0) => {
+                    p.push(Problem {
+                        key: key.into(),
+                        value: "0".into(),
+                        why: "must be greater than zero".into(),
+                    });
+                    default
+                }
+                Some(v) => v,
+                None => default,
+            }
+        };
+        let max_samples = positive(
+            "max_samples_per_request",
+            self.max_samples_per_request,
+            5000,
+        );
+        let max_bytes = positive("max_bytes_per_request", self.max_bytes_per_request, 4 << 20);
+        let shards = positive("shards", self.shards, 4);
+        let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 256 << 20);
+        let max_body_bytes = positive("max_body_bytes", self.max_body_bytes, 16 << 20);
+        let max_decoded_bytes = positive("max_decoded_bytes", self.max_decoded_bytes, 64 << 20);
+        if shards > 256 {
+            p.push(Problem {
+                key: "shards".into(),
+                value: shards.to_string(),
+                why: "at most 256".into(),
+            });
+        }
+        let mut duration = |key: &str, v: Option<Duration>, default: Duration| -> Duration {
+            match v {
+                Some(d) if d.is_zero() => {
+                    p.push(Problem {
+                        key: key.into(),
+                        value: "0s".into(),
+                        why: "must be greater than zero".into(),
+                    });
+                    default
+                }
+                Some(d) => d,
+                None => default,
+            }
+        };
+        let flush_interval = duration(
+            "flush_interval",
+            self.flush_interval,
+            Duration::from_secs(2),
+        );
+        let request_timeout = duration(
+            "request_timeout",
+            self.request_timeout,
+            Duration::from_secs(30),
+        );
+        let retry_min = duration(
+            "retry_min_backoff",
+            self.retry_min_backoff,
+            Duration::from_millis(500),
+        );
+        let retry_max = duration(
+            "retry_max_backoff",
+            self.retry_max_backoff,
+            Duration::from_secs(30),
+        );
+        let refresh_before = duration(
+            "token_refresh_before_expiry",
+            self.token_refresh_before_expiry,
+            Duration::from_secs(300),
+        );
+        let ready_window = duration("ready_window", self.ready_window, Duration::from_secs(120));
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            self.shutdown_grace,
+            Duration::from_secs(30),
+        );
+        if retry_min > retry_max {
+            p.push(Problem {
+                key: "retry_min_backoff".into(),
+                value: humantime::format_duration(retry_min).to_string(),
+                why: format!(
+                    "must not exceed retry_max_backoff ({})",
+                    humantime::format_duration(retry_max)
+                ),
+            });
+        }
+        let log_level = self.log_level.clone().unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            p.push(Problem {
+                key: "log_level".into(),
+                value: log_level.clone(),
+                why: format!("not a log filter: {e}"),
+            });
+        }
+
+        let (Some(url), Some(authority_host), true) = (url, authority_host, p.is_empty()) else {
+            return Err(ConfigError(p));
+        };
+        let scope = self
+            .token_scope
+            .clone()
+            .unwrap_or_else(|| cloud.monitor_scope().to_string());
+        let batch = BatchLimits {
+            max_samples,
+            max_bytes,
+            flush_interval,
+        };
+        Ok(Config {
+            listen: self
+                .listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8081))),
+            receive: ReceiveConfig {
+                max_body_bytes,
+                codec: crate::codec::Options {
+                    max_decoded_bytes,
+                    cluster: self.cluster.clone(),
+                },
+                full_status: self
+                    .queue_full_status
+                    .unwrap_or(FullStatus::ServiceUnavailable),
+                retry_after_secs: 5,
+            },
+            upstream: UpstreamConfig {
+                url,
+                ca_file: self.ca_file.clone(),
+                request_timeout,
+                retry_min,
+                retry_max,
+                batch,
+            },
+            identity: IdentityConfig {
+                kind,
+                cloud,
+                tenant_id: self.tenant_id.clone(),
+                client_id: self.client_id.clone(),
+                client_secret,
+                client_certificate_path: self.client_certificate_path.clone(),
+                federated_token_file: self.federated_token_file.clone(),
+                token_file: self.token_file.clone(),
+                authority_host,
+                scope,
+                ca_file: self.ca_file.clone(),
+                refresh_before_expiry: refresh_before,
+                retry_min: Duration::from_secs(1).min(retry_max),
+                retry_max,
+            },
+            shards,
+            queue_max_bytes,
+            ready_window,
+            shutdown_grace,
+            azure_upstream,
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+            log_level,
+        })
+    }
+}
+
+fn kind_name(kind: IdentityKind) -> String {
+    use clap::ValueEnum;
+    kind.to_possible_value()
+        .map_or_else(|| format!("{kind:?}"), |v| v.get_name().to_string())
+}
+
+/// Turns an audience (`https://monitor.azure.us`) into a scope (`https://monitor.azure.us/.default`).
+pub fn audience_to_scope(audience: &str) -> String {
+    let a = audience.trim();
+    if a.ends_with("/.default") {
+        a.to_string()
+    } else {
+        format!("{}/.default", a.trim_end_matches('/'))
+    }
+}
+
+/// Host suffixes of Azure Monitor metrics ingestion endpoints, per cloud.
+const AZURE_INGEST_SUFFIXES: [&str; 3] = [
+    ".ingest.monitor.azure.com",
+    ".ingest.monitor.azure.us",
+    ".ingest.monitor.azure.cn",
+];
+
+/// Checks an ingestion URL. Returns the URL and whether it is an Azure Monitor DCE URL.
+///
+/// A URL whose host is an Azure ingestion host, or whose path starts with
+/// `/dataCollectionRules/`, must have the full DCE shape: `https`,
+/// `/dataCollectionRules/dcr-<32 hex>/streams/<stream>/api/v1/write` and an `api-version`.
+/// Any other URL is a generic remote-write receiver (a Prometheus, Mimir, ...).
+///
+/// # Errors
+/// The reason, as a sentence fragment.
+pub fn check_ingestion_url(raw: &str, allow_plain_http: bool) -> Result<(Url, bool), String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_plain_http => {}
+        "http" => return Err("plain http:// sends tokens and metrics unencrypted; use https:// or pass --allow-plain-http (tests and benchmarks only)".into()),
+        other => return Err(format!("scheme {other:?} is not supported; use https://")),
+    }
+    let host = url
+        .host_str()
+        .ok_or("the URL has no host")?
+        .to_ascii_lowercase();
+    let azure_host = AZURE_INGEST_SUFFIXES.iter().any(|s| host.ends_with(s));
+    let segments: Vec<&str> = url.path().trim_matches('/').split('/').collect();
+    let dce_path = segments
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case("dataCollectionRules"));
+    if !azure_host && !dce_path {
+        return Ok((url, false));
+    }
+    const SHAPE: &str = "/dataCollectionRules/<dcr-immutable-id>/streams/<stream>/api/v1/write";
+    match segments.as_slice() {
+        [dcr, id, streams, stream, api, v1, write]
+            if dcr.eq_ignore_ascii_case("dataCollectionRules")
+                && streams.eq_ignore_ascii_case("streams")
+                && *api == "api"
+                && *v1 == "v1"
+                && *write == "write" =>
+        {
+            let hex = id.strip_prefix("dcr-").unwrap_or("");
+            if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("DCR immutable id {id:?} must be \"dcr-\" followed by 32 hex digits (the DCR's immutableId, not its name or resource id)"));
+            }
+            if stream.is_empty() {
+                return Err(format!("the stream is empty; expected {DEFAULT_STREAM}"));
+            }
+        }
+        _ => return Err(format!("the path must be {SHAPE}")),
+    }
+    match url.query_pairs().find(|(k, _)| k == "api-version") {
+        Some((_, v)) if !v.is_empty() => {}
+        _ => return Err(format!(
+            "the api-version query parameter is missing (e.g. ?api-version={DEFAULT_API_VERSION})"
+        )),
+    }
+    Ok((url, true))
+}
+
+#[cfg(test)]
+mod tests;

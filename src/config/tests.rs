@@ -1,0 +1,168 @@
+use super::*;
+
+const DCR: &str = "dcr-0123456789abcdef0123456789abcdef";
+
+fn url() -> String {
+    format!("https://mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com/dataCollectionRules/{DCR}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24")
+}
+
+fn base() -> Settings {
+    Settings {
+        ingestion_url: Some(url()),
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn defaults_resolve() {
+    let c = base().resolve().unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8081");
+    assert!(c.azure_upstream);
+    assert_eq!(c.identity.kind, IdentityKind::SystemAssigned);
+    assert_eq!(c.identity.scope, "https://monitor.azure.com/.default");
+    assert_eq!(
+        c.identity.authority_host.as_str(),
+        "https://login.microsoftonline.com/"
+    );
+    assert_eq!(c.upstream.batch.max_samples, 5000);
+    assert_eq!(c.receive.full_status, FullStatus::ServiceUnavailable);
+}
+
+#[test]
+fn url_from_parts_matches_the_documented_shape() {
+    let s = Settings {
+        dce_endpoint: Some("https://mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com/".into()),
+        dcr_id: Some(DCR.into()),
+        ..Settings::default()
+    };
+    assert_eq!(s.resolve().unwrap().upstream.url.as_str(), url());
+}
+
+#[test]
+fn ingestion_url_rules() {
+    let table: &[(&str, bool, Result<bool, &str>)] = &[
+        (&url(), false, Ok(true)),
+        ("https://prom.example:9090/api/v1/write", false, Ok(false)),
+        ("http://127.0.0.1:9090/api/v1/write", false, Err("plain http://")),
+        ("http://127.0.0.1:9090/api/v1/write", true, Ok(false)),
+        ("ftp://x/y", false, Err("scheme \"ftp\"")),
+        ("https://d.eastus-1.metrics.ingest.monitor.azure.com/api/v1/write", false, Err("the path must be /dataCollectionRules/")),
+        ("https://d.eastus-1.metrics.ingest.monitor.azure.com/dataCollectionRules/my-dcr/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24", false, Err("must be \"dcr-\" followed by 32 hex digits")),
+        (&url().replace("?api-version=2023-04-24", ""), false, Err("api-version query parameter is missing")),
+        ("https://127.0.0.1:8443/dataCollectionRules/dcr-0123456789abcdef0123456789abcdef/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24", false, Ok(true)),
+        ("not a url", false, Err("not a URL")),
+    ];
+    for (u, plain, want) in table {
+        match (check_ingestion_url(u, *plain), want) {
+            (Ok((_, azure)), Ok(w)) => assert_eq!(azure, *w, "{u}"),
+            (Err(e), Err(w)) => assert!(e.contains(w), "{u}: {e} should contain {w}"),
+            (got, want) => panic!("{u}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_key_and_value() {
+    let s = Settings {
+        ingestion_url: Some("http://x/api/v1/write".into()),
+        identity: Some(IdentityKind::ClientSecret),
+        shards: Some(0),
+        flush_interval: Some(Duration::ZERO),
+        retry_min_backoff: Some(Duration::from_secs(60)),
+        retry_max_backoff: Some(Duration::from_secs(1)),
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        log_level: Some("info,[".into()),
+        ..Settings::default()
+    };
+    let ConfigError(problems) = s.resolve().unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "ingestion_url",
+        "client_id",
+        "tenant_id",
+        "client_secret_file",
+        "ca_file",
+        "shards",
+        "flush_interval",
+        "retry_min_backoff",
+        "log_level",
+    ] {
+        assert!(keys.contains(&k), "missing problem for {k}: {problems:#?}");
+    }
+    let shards = problems.iter().find(|p| p.key == "shards").unwrap();
+    assert_eq!(
+        shards.to_string(),
+        "shards = \"0\": must be greater than zero"
+    );
+}
+
+#[test]
+fn azure_upstream_refuses_identity_none() {
+    let s = Settings {
+        identity: Some(IdentityKind::None),
+        ..base()
+    };
+    let ConfigError(p) = s.resolve().unwrap_err();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].key, "identity");
+}
+
+#[test]
+fn yaml_file_keys_and_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, format!("ingestion_url: {}\nflush_interval: 750ms\nshards: 2\nidentity: none\nallow_plain_http: true\n", "http://127.0.0.1:1/api/v1/write")).unwrap();
+    let s = Settings::from_file(&good).unwrap();
+    assert_eq!(s.flush_interval, Some(Duration::from_millis(750)));
+    assert_eq!(s.shards, Some(2));
+    assert_eq!(s.identity, Some(IdentityKind::None));
+    // Flags win over the file.
+    let merged = Settings {
+        shards: Some(8),
+        ..Settings::default()
+    }
+    .or(s);
+    assert_eq!(merged.shards, Some(8));
+    assert_eq!(merged.resolve().unwrap().shards, 8);
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "ingestion_urll: https://x\n").unwrap();
+    let e = Settings::from_file(&bad).unwrap_err();
+    assert!(e.why.contains("ingestion_urll"), "{e}");
+}
+
+#[test]
+fn audiences_become_scopes() {
+    assert_eq!(
+        audience_to_scope("https://monitor.azure.us"),
+        "https://monitor.azure.us/.default"
+    );
+    assert_eq!(
+        audience_to_scope("https://monitor.azure.cn/"),
+        "https://monitor.azure.cn/.default"
+    );
+    assert_eq!(
+        audience_to_scope("https://monitor.azure.com//.default"),
+        "https://monitor.azure.com//.default"
+    );
+}
+
+#[test]
+fn secrets_never_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("secret");
+    std::fs::write(&f, "s3cr3t-value\n").unwrap();
+    let s = Settings {
+        identity: Some(IdentityKind::ClientSecret),
+        client_id: Some("app".into()),
+        tenant_id: Some("tenant".into()),
+        client_secret_file: Some(f),
+        ..base()
+    };
+    let c = s.resolve().unwrap();
+    assert_eq!(
+        c.identity.client_secret.as_ref().map(|s| s.expose()),
+        Some("s3cr3t-value")
+    );
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+}

@@ -1,0 +1,14 @@
+//! Local stand-ins for Azure, labeled as emulators everywhere they appear.
+//!
+//! Azure is not reachable from tests or the demo, so these emulate the two services promlink
+//! talks to, as strictly as the real ones are documented to be:
+//! - [`dce`]: a Data Collection Endpoint's metrics ingestion API (path, api-version, bearer
+//!   token, headers, snappy + protobuf body), counting and recording what it accepts;
+//! - [`entra`]: an Entra ID style token issuer (client credentials, client assertions,
+//!   federated tokens, App Service style managed identity);
+//! - [`tls`]: a throw-away CA so both speak verified TLS.
+
+pub mod dce;
+pub mod entra;
+mod serve;
+pub mod tls;

@@ -1,0 +1,64 @@
+//! The HTTP client every credential sends its token requests through.
+//!
+//! One reqwest client (rustls, the platform's roots plus the operator's `ca_file`) is handed to
+//! azure_identity as its transport, so a corporate CA or a local test issuer is trusted the same
+//! way for Entra ID and for the managed identity endpoint, and connections are pooled across
+//! refreshes. azure_identity's own retry policy is switched off: the refresher retries, with its
+//! own backoff, and counts every failure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
+
+use super::Error;
+
+/// Longest wait for a TCP + TLS connection to the token endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a whole token request, so a hung endpoint cannot stall the refresher.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds the reqwest client, trusting the certificates in `ca_file` in addition to the roots.
+///
+/// # Errors
+/// When the CA file cannot be read or holds no certificate, or the TLS setup fails.
+pub(crate) fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("promlink/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|source| Error::CaFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::CaPem {
+            path: path.to_owned(),
+            source: Some(source),
+        })?;
+        if certs.is_empty() {
+            return Err(Error::CaPem {
+                path: path.to_owned(),
+                source: None,
+            });
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(Error::HttpClient)
+}
+
+/// azure_identity client options: our transport, no retries, and `authority_host` as a custom
+/// cloud so every credential talks to the configured authority (public, sovereign or a test one).
+pub(crate) fn client_options(client: reqwest::Client, authority_host: &url::Url) -> ClientOptions {
+    let mut cloud = CustomConfiguration::default();
+    cloud.authority_host = authority_host.as_str().trim_end_matches('/').to_string();
+    ClientOptions {
+        transport: Some(Transport::new(Arc::new(client))),
+        retry: RetryOptions::none(),
+        cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
+        ..ClientOptions::default()
+    }
+}

@@ -1,0 +1,397 @@
+//! A synthetic remote-write 1.0 sender, shaped like Prometheus, for tests, benchmarks and the demo.
+//!
+//! It sends `rounds` timestamps of `series` distinct Kubernetes-shaped series (about nine
+//! labels each) to one URL. Series are split over `shards`; like Prometheus' queue manager
+//! (<https://github.com/prometheus/prometheus/blob/main/storage/remote/queue_manager.go>) each
+//! shard sends one request at a time and waits for its answer before the next, so per-series
+//! order holds end to end. A request carries up to `samples_per_request` samples, one
+//! `TimeSeries` per sample as Prometheus does, snappy block compressed, with the headers of
+//! Prometheus 2.42. 5xx, 429 and 408 answers and transport errors are retried with capped
+//! exponential backoff and jitter, honouring `Retry-After`, within `max_attempts` and the overall
+//! `deadline`; other answers drop the request. The [`Report`] carries the [`Checksum`] of the
+//! acknowledged samples, to compare with what the receiving end counted.
+//!
+//! The run is bounded: it stops after the last round, at the deadline, or on shutdown.
+
+pub mod checksum;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
+pub use checksum::Checksum;
+
+/// The bits of a Prometheus stale marker (a NaN).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Errors preparing a run (sending failures are counted in the [`Report`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// The CA certificate is not PEM.
+    #[error("loadgen: ca certificate")]
+    Ca(#[source] reqwest::Error),
+    /// The HTTP client could not be built.
+    #[error("loadgen: building the http client")]
+    Client(#[source] reqwest::Error),
+    /// A setting is out of range.
+    #[error("loadgen: {0}")]
+    Config(String),
+}
+
+/// What to send and how.
+#[derive(Clone, Debug)]
+pub struct LoadgenConfig {
+    /// Target URL (e.g. the DCE emulator's or promlink's receive URL).
+    pub url: String,
+    /// Distinct series. Default 100.
+    pub series: usize,
+    /// Timestamps per series. Default 10.
+    pub rounds: usize,
+    /// Concurrent senders, each owning a disjoint set of series. Default 4.
+    pub shards: usize,
+    /// Samples per request. Default 500 (Prometheus' `max_samples_per_send` is 2000; smaller
+    /// here to make more requests).
+    pub samples_per_request: usize,
+    /// Timestamp of the first round, Unix milliseconds; `None` uses now minus `rounds * interval`.
+    pub start_ms: Option<i64>,
+    /// Milliseconds between rounds. Default 15000.
+    pub interval_ms: i64,
+    /// Every n-th sample is a stale marker (`None`: none). Default `None`.
+    pub stale_every: Option<u64>,
+    /// CA certificate (PEM) to trust in addition to the built-in roots (the emulators' test CA).
+    pub ca_pem: Option<String>,
+    /// `Authorization: Bearer` token to send, if any.
+    pub bearer_token: Option<String>,
+    /// Attempts per request, first included. Default 5.
+    pub max_attempts: u32,
+    /// First backoff. Default 50 ms.
+    pub min_backoff: Duration,
+    /// Largest backoff (and largest honoured `Retry-After`). Default 2 s.
+    pub max_backoff: Duration,
+    /// Timeout of one HTTP attempt. Default 10 s.
+    pub request_timeout: Duration,
+    /// Bound on the whole run. Default 60 s.
+    pub deadline: Duration,
+}
+
+impl Default for LoadgenConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            series: 100,
+            rounds: 10,
+            shards: 4,
+            samples_per_request: 500,
+            start_ms: None,
+            interval_ms: 15_000,
+            stale_every: None,
+            ca_pem: None,
+            bearer_token: None,
+            max_attempts: 5,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Requests built.
+    pub requests: u64,
+    /// Requests acknowledged with 2xx.
+    pub requests_acked: u64,
+    /// Requests given up (non-retryable answer, attempts or deadline exhausted).
+    pub requests_failed: u64,
+    /// HTTP attempts made (requests plus retries).
+    pub attempts: u64,
+    /// Samples generated.
+    pub samples: u64,
+    /// Samples in acknowledged requests.
+    pub samples_acked: u64,
+    /// Checksum of every generated sample.
+    pub checksum_sent: Checksum,
+    /// Checksum of the acknowledged samples.
+    pub checksum_acked: Checksum,
+    /// Answers by status code, every attempt.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Attempts that got no HTTP answer (connect, reset, timeout).
+    pub transport_errors: u64,
+    /// The run stopped early (deadline or shutdown) before sending everything.
+    pub incomplete: bool,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    fn merge(&mut self, other: Report) {
+        self.requests += other.requests;
+        self.requests_acked += other.requests_acked;
+        self.requests_failed += other.requests_failed;
+        self.attempts += other.attempts;
+        self.samples += other.samples;
+        self.samples_acked += other.samples_acked;
+        self.checksum_sent.merge(&other.checksum_sent);
+        self.checksum_acked.merge(&other.checksum_acked);
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        self.transport_errors += other.transport_errors;
+        self.incomplete |= other.incomplete;
+    }
+}
+
+const METRICS: [&str; 6] = [
+    "container_cpu_usage_seconds_total",
+    "container_memory_working_set_bytes",
+    "container_network_receive_bytes_total",
+    "kube_pod_container_status_restarts_total",
+    "http_requests_total",
+    "up",
+];
+const APPS: [&str; 5] = ["api", "web", "worker", "ingest", "cache"];
+
+/// The labels of series `i`: distinct for each `i`, sorted by name like Prometheus sends them.
+pub fn series_labels(i: usize) -> Vec<Label> {
+    let metric = METRICS[i % METRICS.len()];
+    let app = APPS[(i / METRICS.len()) % APPS.len()];
+    let namespace = format!("team-{}", (i / 30) % 16);
+    let node = format!("aks-nodepool1-31415926-vmss{:06}", (i / 7) % 40);
+    let pod = format!("{app}-7f9c{:04x}-{:05x}", (i / 30) % 0xffff, i);
+    let ip = format!("10.244.{}.{}:8080", (i / 250) % 250, i % 250);
+    let mut labels = vec![
+        ("__name__", metric.to_owned()),
+        ("cluster", "promlink-emulated".to_owned()),
+        ("container", app.to_owned()),
+        ("instance", ip),
+        ("job", "kubernetes-pods".to_owned()),
+        ("namespace", namespace),
+        ("node", node),
+        ("pod", pod),
+        ("region", "westeurope".to_owned()),
+    ];
+    labels.sort_by(|a, b| a.0.cmp(b.0));
+    labels
+        .into_iter()
+        .map(|(name, value)| Label {
+            name: name.to_owned(),
+            value,
+        })
+        .collect()
+}
+
+/// Encodes a request like Prometheus: protobuf, then a snappy block.
+pub fn encode(request: &WriteRequest) -> Vec<u8> {
+    let raw = request.encode_to_vec();
+    // Compressing a slice into a fresh Vec only fails for inputs over ~4 GiB.
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .unwrap_or_default()
+}
+
+/// Runs the load, bounded by rounds, `deadline` and `shutdown`.
+///
+/// # Errors
+/// When the configuration is unusable or the HTTP client cannot be built.
+pub async fn run(cfg: LoadgenConfig, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
+    if cfg.shards == 0 || cfg.samples_per_request == 0 || cfg.max_attempts == 0 {
+        return Err(LoadgenError::Config(
+            "shards, samples_per_request and max_attempts must be > 0".to_owned(),
+        ));
+    }
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(cfg.request_timeout)
+        .user_agent(concat!("promlink-loadgen/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &cfg.ca_pem {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(pem.as_bytes()).map_err(LoadgenError::Ca)?,
+        );
+    }
+    let client = builder.build().map_err(LoadgenError::Client)?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + cfg.deadline;
+    let start_ms = cfg.start_ms.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        now.saturating_sub(cfg.interval_ms.saturating_mul(cfg.rounds as i64))
+    });
+    let mut tasks = Vec::new();
+    for shard in 0..cfg.shards {
+        let series: Vec<(usize, Vec<Label>)> = (shard..cfg.series)
+            .step_by(cfg.shards)
+            .map(|i| (i, series_labels(i)))
+            .collect();
+        let sender = Shard {
+            cfg: cfg.clone(),
+            client: client.clone(),
+            deadline,
+            shutdown: shutdown.clone(),
+            start_ms,
+        };
+        tasks.push(tokio::spawn(sender.run(series)));
+    }
+    let mut report = Report::default();
+    for task in tasks {
+        match task.await {
+            Ok(r) => report.merge(r),
+            Err(_) => report.incomplete = true,
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+struct Shard {
+    cfg: LoadgenConfig,
+    client: reqwest::Client,
+    deadline: tokio::time::Instant,
+    shutdown: CancellationToken,
+    start_ms: i64,
+}
+
+impl Shard {
+    async fn run(self, series: Vec<(usize, Vec<Label>)>) -> Report {
+        let mut report = Report::default();
+        let hashes: Vec<u64> = series
+            .iter()
+            .map(|(_, l)| checksum::series_hash(l))
+            .collect();
+        let mut pending: Vec<TimeSeries> = Vec::with_capacity(self.cfg.samples_per_request);
+        let mut pending_sum = Checksum::new();
+        let mut n: u64 = 0;
+        'rounds: for round in 0..self.cfg.rounds {
+            let ts = self
+                .start_ms
+                .saturating_add((round as i64).saturating_mul(self.cfg.interval_ms));
+            for ((i, labels), &h) in series.iter().zip(&hashes) {
+                if self.stopped() {
+                    report.incomplete = true;
+                    break 'rounds;
+                }
+                n += 1;
+                let value = match self.cfg.stale_every {
+                    Some(every) if every > 0 && n % every == 0 => f64::from_bits(STALE_NAN_BITS),
+                    _ => (*i as f64) * 10.0 + round as f64 * 1.5,
+                };
+                pending.push(TimeSeries {
+                    labels: labels.clone(),
+                    samples: vec![Sample {
+                        value,
+                        timestamp: ts,
+                    }],
+                    ..Default::default()
+                });
+                pending_sum.add(h, ts, value);
+                report.samples += 1;
+                report.checksum_sent.add(h, ts, value);
+                if pending.len() >= self.cfg.samples_per_request {
+                    self.send(
+                        std::mem::take(&mut pending),
+                        std::mem::take(&mut pending_sum),
+                        &mut report,
+                    )
+                    .await;
+                }
+            }
+        }
+        if !pending.is_empty() && !self.stopped() {
+            self.send(pending, pending_sum, &mut report).await;
+        } else if !pending.is_empty() {
+            report.incomplete = true;
+        }
+        report
+    }
+
+    fn stopped(&self) -> bool {
+        self.shutdown.is_cancelled() || tokio::time::Instant::now() >= self.deadline
+    }
+
+    async fn send(&self, timeseries: Vec<TimeSeries>, sum: Checksum, report: &mut Report) {
+        let samples = timeseries.len() as u64;
+        let body = bytes::Bytes::from(encode(&WriteRequest {
+            timeseries,
+            ..Default::default()
+        }));
+        report.requests += 1;
+        let mut backoff = self.cfg.min_backoff;
+        for attempt in 1..=self.cfg.max_attempts {
+            if self.stopped() {
+                report.incomplete = true;
+                break;
+            }
+            report.attempts += 1;
+            let mut request = self
+                .client
+                .post(&self.cfg.url)
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(body.clone());
+            if let Some(token) = &self.cfg.bearer_token {
+                request = request.bearer_auth(token);
+            }
+            let mut wait = backoff;
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    *report.statuses.entry(status.as_u16()).or_default() += 1;
+                    if status.is_success() {
+                        report.requests_acked += 1;
+                        report.samples_acked += samples;
+                        report.checksum_acked.merge(&sum);
+                        return;
+                    }
+                    let retryable = status.is_server_error()
+                        || status.as_u16() == 429
+                        || status.as_u16() == 408;
+                    if !retryable {
+                        let text = response.text().await.unwrap_or_default();
+                        tracing::debug!(%status, body = %text, "loadgen: request dropped");
+                        break;
+                    }
+                    if let Some(after) = retry_after(response.headers()) {
+                        wait = after;
+                    }
+                }
+                Err(error) => {
+                    report.transport_errors += 1;
+                    tracing::debug!(%error, "loadgen: transport error");
+                }
+            }
+            if attempt == self.cfg.max_attempts {
+                break;
+            }
+            let jitter = wait.mul_f64(rand::random::<f64>() * 0.2);
+            let sleep = (wait + jitter).min(self.cfg.max_backoff);
+            tokio::select! {
+                () = tokio::time::sleep_until((tokio::time::Instant::now() + sleep).min(self.deadline)) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(self.cfg.max_backoff);
+        }
+        report.requests_failed += 1;
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests;

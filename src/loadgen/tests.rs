@@ -1,0 +1,226 @@
+use super::*;
+use crate::emulator::dce::{DceConfig, DceEmulator, DceTls, Fault};
+use crate::emulator::entra::{EntraConfig, EntraEmulator, RegisteredClient};
+use crate::emulator::tls::TestCa;
+
+fn small(url: &str) -> LoadgenConfig {
+    LoadgenConfig {
+        url: url.to_owned(),
+        series: 50,
+        rounds: 6,
+        shards: 3,
+        samples_per_request: 40,
+        min_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        deadline: Duration::from_secs(30),
+        ..LoadgenConfig::default()
+    }
+}
+
+#[test]
+fn loadgen_series_labels_are_distinct_sorted_and_kubernetes_shaped() {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..5000 {
+        let labels = series_labels(i);
+        assert_eq!(labels.len(), 9);
+        assert!(labels.windows(2).all(|w| w[0].name < w[1].name), "sorted");
+        assert!(
+            seen.insert(checksum::series_hash(&labels)),
+            "series {i} collides"
+        );
+    }
+    let labels = series_labels(0);
+    let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+    for expected in [
+        "__name__",
+        "namespace",
+        "pod",
+        "container",
+        "instance",
+        "job",
+        "node",
+    ] {
+        assert!(names.contains(&expected), "{expected}");
+    }
+}
+
+#[tokio::test]
+async fn loadgen_plain_http_end_to_end_checksums_match() {
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::Plain,
+        ..DceConfig::default()
+    })
+    .await
+    .expect("dce");
+    let mut cfg = small(dce.url());
+    cfg.stale_every = Some(7);
+    let report = run(cfg, CancellationToken::new()).await.expect("run");
+    assert!(!report.incomplete);
+    assert_eq!(report.samples, 300);
+    assert_eq!(report.samples_acked, 300);
+    assert_eq!(report.requests_failed, 0);
+    assert_eq!(report.checksum_acked, report.checksum_sent);
+    let stats = dce.stats();
+    assert_eq!(stats.checksum, report.checksum_acked);
+    assert_eq!(stats.samples, 300);
+    assert_eq!(stats.distinct_series, 50);
+    assert_eq!(
+        stats.out_of_order_samples, 0,
+        "shards keep per-series order"
+    );
+    assert_eq!(stats.accepted_requests, report.requests_acked);
+    dce.shutdown().await;
+}
+
+#[tokio::test]
+async fn loadgen_https_with_entra_token_and_retries() {
+    let ca = TestCa::new("loadgen test CA").expect("ca");
+    let entra = EntraEmulator::start_with_ca(
+        EntraConfig {
+            clients: vec![RegisteredClient::with_secret("t", "app", "pw")],
+            ..EntraConfig::default()
+        },
+        &ca,
+    )
+    .await
+    .expect("entra");
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::from_ca(&ca).expect("tls"),
+        auth: Some(entra.verifier()),
+        granted: vec!["app".to_owned()],
+        ..DceConfig::default()
+    })
+    .await
+    .expect("dce");
+    // Get a token over the wire, like promlink would.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("pem"),
+        )
+        .no_proxy()
+        .build()
+        .expect("client");
+    let resp = http
+        .post(entra.token_url("t"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=app&client_secret=pw&scope=https%3A%2F%2Fmonitor.azure.com%2F.default")
+        .send()
+        .await
+        .expect("token");
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.bytes().await.expect("body")).expect("json");
+    let token = json["access_token"].as_str().expect("token").to_owned();
+
+    dce.push_fault(Fault::retry_after(429, 0));
+    dce.push_fault(Fault::status(503));
+    dce.push_fault(Fault::Reset);
+    let mut cfg = small(dce.url());
+    cfg.ca_pem = Some(ca.cert_pem().to_owned());
+    cfg.bearer_token = Some(token);
+    let report = run(cfg, CancellationToken::new()).await.expect("run");
+    assert_eq!(report.requests_failed, 0, "{report:?}");
+    assert_eq!(report.samples_acked, 300);
+    assert_eq!(report.attempts, report.requests + 3);
+    assert_eq!(report.statuses.get(&429), Some(&1));
+    assert_eq!(report.statuses.get(&503), Some(&1));
+    assert_eq!(report.transport_errors, 1);
+    assert_eq!(dce.stats().checksum, report.checksum_acked);
+    assert_eq!(report.checksum_acked, report.checksum_sent);
+    dce.shutdown().await;
+    entra.shutdown().await;
+}
+
+#[tokio::test]
+async fn loadgen_checksum_shows_loss_and_duplication() {
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::Plain,
+        ..DceConfig::default()
+    })
+    .await
+    .expect("dce");
+    // Accepted but answered 500: the sender retries, the receiver gets the data twice.
+    dce.push_fault(Fault::AcceptThen(500));
+    let report = run(small(dce.url()), CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(report.checksum_acked, report.checksum_sent);
+    let stats = dce.stats();
+    assert_ne!(
+        stats.checksum, report.checksum_acked,
+        "duplication must show"
+    );
+    assert!(stats.checksum.samples > report.samples_acked);
+    assert!(stats.repeated_timestamp_samples > 0);
+    dce.reset();
+
+    // A 400 drops a request: loss shows on both sides.
+    dce.push_fault(Fault::status(400));
+    let report = run(small(dce.url()), CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(report.requests_failed, 1);
+    assert_ne!(
+        report.checksum_acked, report.checksum_sent,
+        "loss must show"
+    );
+    assert_eq!(dce.stats().checksum, report.checksum_acked);
+    dce.shutdown().await;
+}
+
+#[tokio::test]
+async fn loadgen_is_bounded_by_attempts_deadline_and_shutdown() {
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::Plain,
+        ..DceConfig::default()
+    })
+    .await
+    .expect("dce");
+    for _ in 0..100 {
+        dce.push_fault(Fault::status(503));
+    }
+    let mut cfg = small(dce.url());
+    cfg.series = 3;
+    cfg.rounds = 1;
+    cfg.shards = 1;
+    cfg.max_attempts = 3;
+    let report = run(cfg.clone(), CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(report.attempts, 3);
+    assert_eq!(report.requests_failed, 1);
+    assert_eq!(report.samples_acked, 0);
+
+    cfg.max_attempts = 1000;
+    cfg.deadline = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let report = run(cfg.clone(), CancellationToken::new())
+        .await
+        .expect("run");
+    assert!(report.incomplete);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    cfg.deadline = Duration::from_secs(30);
+    let report = run(cfg, shutdown).await.expect("run");
+    assert!(report.incomplete);
+    assert_eq!(report.samples_acked, 0);
+    dce.shutdown().await;
+}
+
+#[tokio::test]
+async fn loadgen_rejects_unusable_config() {
+    let cfg = LoadgenConfig {
+        shards: 0,
+        ..LoadgenConfig::default()
+    };
+    assert!(matches!(
+        run(cfg, CancellationToken::new()).await,
+        Err(LoadgenError::Config(_))
+    ));
+    let cfg = LoadgenConfig {
+        ca_pem: Some("not pem".into()),
+        ..LoadgenConfig::default()
+    };
+    assert!(run(cfg, CancellationToken::new()).await.is_err());
+}

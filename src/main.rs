@@ -1,0 +1,81 @@
+//! The `promlink` command: parse the CLI, load and check the configuration, run, exit with a code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use promlink::config::Settings;
+
+/// Exit code for configuration errors (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "promlink",
+    version,
+    about = "Forwards Prometheus remote write to Azure Monitor managed Prometheus through a Data Collection Endpoint"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive remote write and forward it to the DCE (the forwarder).
+    Serve(Settings),
+    /// Check the configuration, print it resolved (secrets redacted), and exit: 0 if valid, 64 if not.
+    CheckConfig(Settings),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(settings) => {
+            let cfg = match settings.load() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("promlink: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            promlink::telemetry::init_logging(cfg.log_format, &cfg.log_level);
+            run(async move {
+                let running = promlink::serve::start(cfg).await?;
+                promlink::shutdown::on_signals(running.shutdown.clone());
+                running.wait().await;
+                Ok(())
+            })
+        }
+        Command::CheckConfig(settings) => match settings.load() {
+            Ok(cfg) => {
+                println!("configuration is valid:\n{cfg:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("promlink: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+    }
+}
+
+/// Runs `f` on a multi-threaded runtime; errors are printed and give exit code 1.
+fn run(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("promlink: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("promlink: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

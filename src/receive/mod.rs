@@ -1,0 +1,335 @@
+//! The receiver: an HTTP server taking Prometheus remote write on `POST /api/v1/write`.
+//!
+//! It checks headers and sizes before doing work, decodes and validates with [`crate::codec`],
+//! and answers 2xx only once the whole request is in the [`crate::queue`]. Every status code is
+//! chosen in [`status_of`]: 400 bad input (never retried by senders), 413 too large, 415 wrong
+//! content type or encoding, and a retryable status with `Retry-After` when the queue is full or
+//! promlink is shutting down. The same listener serves `/health`, `/ready` and `/metrics`, like
+//! Azure's remote-write sidecar does on its port.
+
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::codec::{self, Counts, DecodeError, Protocol};
+use crate::queue::{Full, Queue};
+pub use metrics::Metrics;
+
+/// What the receiver answers when the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+pub enum FullStatus {
+    /// 503 Service Unavailable: every Prometheus version retries it.
+    #[serde(rename = "503")]
+    #[value(name = "503")]
+    ServiceUnavailable,
+    /// 429 Too Many Requests: Prometheus retries it only with `retry_on_http_429: true`
+    /// (before 2.x it dropped the data); vmagent retries it.
+    #[serde(rename = "429")]
+    #[value(name = "429")]
+    TooManyRequests,
+}
+
+/// Receiver settings.
+#[derive(Clone, Debug)]
+pub struct ReceiveConfig {
+    /// Largest compressed body accepted.
+    pub max_body_bytes: usize,
+    /// Decoding options (decoded size limit, cluster label).
+    pub codec: codec::Options,
+    /// Status when the queue is full.
+    pub full_status: FullStatus,
+    /// `Retry-After` seconds sent with that status.
+    pub retry_after_secs: u64,
+}
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The body or its headers are unacceptable.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The queue is full.
+    #[error(transparent)]
+    Full(#[from] Full),
+    /// promlink is shutting down and accepts no more data.
+    #[error("promlink is shutting down and accepts no new data; retry against another instance or later")]
+    ShuttingDown,
+    /// Reading the body failed (client went away, or a timeout).
+    #[error("reading the request body: {0}")]
+    Body(String),
+}
+
+impl ReceiveError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ReceiveError::Decode(DecodeError::UnsupportedContentType(_)) => "content_type",
+            ReceiveError::Decode(DecodeError::UnsupportedEncoding(_)) => "encoding",
+            ReceiveError::Decode(
+                DecodeError::BodyTooLarge { .. } | DecodeError::DecodedTooLarge { .. },
+            ) => "too_large",
+            ReceiveError::Decode(DecodeError::Snappy(_)) => "snappy",
+            ReceiveError::Decode(DecodeError::Protobuf(_)) => "protobuf",
+            ReceiveError::Decode(DecodeError::Invalid { .. }) => "invalid",
+            ReceiveError::Full(_) => "queue_full",
+            ReceiveError::ShuttingDown => "shutting_down",
+            ReceiveError::Body(_) => "body",
+        }
+    }
+}
+
+/// The one place that maps refusals to HTTP statuses.
+pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
+    match e {
+        ReceiveError::Decode(d) => match d {
+            DecodeError::UnsupportedContentType(_) | DecodeError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            DecodeError::BodyTooLarge { .. } | DecodeError::DecodedTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            DecodeError::Snappy(_) | DecodeError::Protobuf(_) | DecodeError::Invalid { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+        },
+        ReceiveError::Full(_) => match full {
+            FullStatus::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            FullStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        },
+        ReceiveError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ReceiveError::Body(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Readiness as the rest of promlink sees it.
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when ready, else the reasons it is not.
+    fn check(&self) -> Result<(), Vec<String>>;
+}
+
+/// Shared receiver state.
+pub struct Receiver {
+    cfg: ReceiveConfig,
+    queue: Arc<Queue>,
+    metrics: Metrics,
+    queue_gauge: prometheus_client::metrics::gauge::Gauge,
+    accepting: AtomicBool,
+    readiness: Box<dyn Readiness>,
+    registry: Arc<prometheus_client::registry::Registry>,
+}
+
+impl Receiver {
+    /// Creates the receiver state.
+    pub fn new(
+        cfg: ReceiveConfig,
+        queue: Arc<Queue>,
+        metrics: Metrics,
+        queue_gauge: prometheus_client::metrics::gauge::Gauge,
+        readiness: Box<dyn Readiness>,
+        registry: Arc<prometheus_client::registry::Registry>,
+    ) -> Self {
+        Self {
+            cfg,
+            queue,
+            metrics,
+            queue_gauge,
+            accepting: AtomicBool::new(true),
+            readiness,
+            registry,
+        }
+    }
+
+    /// From now on, writes get a retryable refusal (shutdown has begun).
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// The axum router.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/v1/write", post(write))
+            .route("/health", get(|| async { "ok\n" }))
+            .route("/ready", get(ready))
+            .route("/metrics", get(metrics_handler))
+            .with_state(self)
+    }
+
+    fn accept(
+        &self,
+        protocol: Protocol,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Counts, ReceiveError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(ReceiveError::ShuttingDown);
+        }
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        if !encoding.is_some_and(|e| e.trim().eq_ignore_ascii_case("snappy")) {
+            return Err(DecodeError::UnsupportedEncoding(
+                encoding.unwrap_or("<missing>").to_string(),
+            )
+            .into());
+        }
+        let decoded = codec::decode(protocol, body, &self.cfg.codec)?;
+        let counts = decoded.counts;
+        if !decoded.entries.is_empty() {
+            self.queue.push(decoded.entries)?;
+            self.queue_gauge.set(self.queue.used_bytes() as i64);
+        }
+        Ok(counts)
+    }
+
+    fn count_accepted(&self, protocol: &'static str, c: &Counts) {
+        let l = metrics::ProtocolLabel { protocol };
+        let m = &self.metrics;
+        m.samples.get_or_create(&l).inc_by(c.samples);
+        m.histograms.get_or_create(&l).inc_by(c.histograms);
+        m.exemplars.get_or_create(&l).inc_by(c.exemplars);
+        m.series.get_or_create(&l).inc_by(c.series);
+        m.metadata.get_or_create(&l).inc_by(c.metadata);
+    }
+}
+
+async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let protocol = Protocol::from_content_type(content_type);
+    let label = match protocol {
+        Ok(Protocol::V1) => "v1",
+        Ok(Protocol::V2) => "v2",
+        Err(_) => "unknown",
+    };
+    let result = match protocol {
+        Err(e) => Err(ReceiveError::from(e)),
+        Ok(p) => match read_body(&headers, body, rx.cfg.max_body_bytes).await {
+            Err(e) => Err(e),
+            Ok(bytes) => {
+                rx.metrics.body_bytes.inc_by(bytes.len() as u64);
+                rx.accept(p, &headers, &bytes).map(|c| (p, c))
+            }
+        },
+    };
+    let response = match result {
+        Ok((p, counts)) => {
+            rx.count_accepted(label, &counts);
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if p == Protocol::V2 {
+                let h = resp.headers_mut();
+                h.insert(
+                    "X-Prometheus-Remote-Write-Samples-Written",
+                    HeaderValue::from(counts.samples),
+                );
+                h.insert(
+                    "X-Prometheus-Remote-Write-Histograms-Written",
+                    HeaderValue::from(counts.histograms),
+                );
+                h.insert(
+                    "X-Prometheus-Remote-Write-Exemplars-Written",
+                    HeaderValue::from(counts.exemplars),
+                );
+            }
+            resp
+        }
+        Err(e) => {
+            let status = status_of(&e, rx.cfg.full_status);
+            rx.metrics
+                .rejected
+                .get_or_create(&metrics::ReasonLabel { reason: e.reason() })
+                .inc();
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                tracing::warn!(error = %e, status = status.as_u16(), "write refused; the sender will retry");
+            } else {
+                tracing::info!(error = %e, status = status.as_u16(), "write refused");
+            }
+            let mut resp = (status, format!("{e}\n")).into_response();
+            if matches!(e, ReceiveError::Full(_) | ReceiveError::ShuttingDown) {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(rx.cfg.retry_after_secs),
+                );
+            }
+            resp
+        }
+    };
+    rx.metrics
+        .requests
+        .get_or_create(&metrics::RequestLabels {
+            protocol: label,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Reads the body up to `limit` bytes; refuses early on a larger `Content-Length`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ReceiveError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared.filter(|l| *l > limit) {
+        return Err(DecodeError::BodyTooLarge { size: len, limit }.into());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            ReceiveError::Decode(DecodeError::BodyTooLarge {
+                size: limit + 1,
+                limit,
+            })
+        } else {
+            ReceiveError::Body(e.to_string())
+        }
+    })
+}
+
+async fn ready(State(rx): State<Arc<Receiver>>) -> Response {
+    if !rx.accepting.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response();
+    }
+    match rx.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", reasons.join("; ")),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &rx.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,163 @@
+//! Upstream metrics: what was forwarded, retried and dropped, and how the DCE answered.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label set with one closed-enum `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason (closed set).
+    pub reason: &'static str,
+}
+
+/// Label set with the HTTP status class of an upstream answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    /// `2xx`, `4xx`, `5xx` or `error` (no HTTP answer).
+    pub class: &'static str,
+}
+
+/// Metrics of the upstream stage.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Upstream requests by status class.
+    pub requests: Family<ClassLabel, Counter>,
+    /// Upstream request duration.
+    pub request_duration: Histogram,
+    /// Samples accepted by the upstream.
+    pub samples_forwarded: Counter,
+    /// Native histogram samples accepted by the upstream.
+    pub histograms_forwarded: Counter,
+    /// Exemplars accepted by the upstream.
+    pub exemplars_forwarded: Counter,
+    /// Series entries accepted by the upstream.
+    pub series_forwarded: Counter,
+    /// Metadata entries accepted by the upstream.
+    pub metadata_forwarded: Counter,
+    /// Retries by reason.
+    pub retries: Family<ReasonLabel, Counter>,
+    /// Samples dropped by reason.
+    pub samples_dropped: Family<ReasonLabel, Counter>,
+    /// Batches dropped by reason.
+    pub batches_dropped: Family<ReasonLabel, Counter>,
+    /// Samples per upstream batch.
+    pub batch_samples: Histogram,
+    /// Uncompressed bytes per upstream batch.
+    pub batch_bytes: Histogram,
+    /// Queue bytes in use (waiting and in flight).
+    pub queue_bytes: Gauge,
+    /// Queue byte budget.
+    pub queue_max_bytes: Gauge,
+    /// Unix time of the last upstream acceptance.
+    pub last_success: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            samples_forwarded: Counter::default(),
+            histograms_forwarded: Counter::default(),
+            exemplars_forwarded: Counter::default(),
+            series_forwarded: Counter::default(),
+            metadata_forwarded: Counter::default(),
+            retries: Family::default(),
+            samples_dropped: Family::default(),
+            batches_dropped: Family::default(),
+            batch_samples: Histogram::new(exponential_buckets(10.0, 2.0, 14)),
+            batch_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 14)),
+            queue_bytes: Gauge::default(),
+            queue_max_bytes: Gauge::default(),
+            last_success: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `promlink_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry;
+        r.register(
+            "upstream_requests",
+            "Requests sent to the upstream, by status class of the answer.",
+            m.requests.clone(),
+        );
+        r.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request to the upstream's answer.",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "samples_forwarded",
+            "Samples the upstream accepted.",
+            m.samples_forwarded.clone(),
+        );
+        r.register(
+            "histograms_forwarded",
+            "Native histogram samples the upstream accepted.",
+            m.histograms_forwarded.clone(),
+        );
+        r.register(
+            "exemplars_forwarded",
+            "Exemplars the upstream accepted.",
+            m.exemplars_forwarded.clone(),
+        );
+        r.register(
+            "series_forwarded",
+            "Series entries the upstream accepted.",
+            m.series_forwarded.clone(),
+        );
+        r.register(
+            "metadata_forwarded",
+            "Metadata entries the upstream accepted.",
+            m.metadata_forwarded.clone(),
+        );
+        r.register(
+            "upstream_retries",
+            "Upstream requests that will be retried, by reason.",
+            m.retries.clone(),
+        );
+        r.register(
+            "samples_dropped",
+            "Samples dropped and never delivered, by reason.",
+            m.samples_dropped.clone(),
+        );
+        r.register(
+            "batches_dropped",
+            "Upstream batches dropped, by reason.",
+            m.batches_dropped.clone(),
+        );
+        r.register(
+            "batch_samples",
+            "Samples per upstream batch.",
+            m.batch_samples.clone(),
+        );
+        r.register(
+            "batch_bytes",
+            "Uncompressed bytes per upstream batch.",
+            m.batch_bytes.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Bytes held by the queue, waiting or in flight.",
+            m.queue_bytes.clone(),
+        );
+        r.register(
+            "queue_max_bytes",
+            "The queue's byte budget.",
+            m.queue_max_bytes.clone(),
+        );
+        r.register(
+            "upstream_last_success_timestamp_seconds",
+            "Unix time the upstream last accepted a batch.",
+            m.last_success.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,456 @@
+//! The upstream stage: one worker per queue shard sends batches to the DCE, in order.
+//!
+//! A worker takes a batch from its shard ([`crate::queue::Queue::pop_batch`]), encodes the
+//! entries into one remote write 1.0 `WriteRequest` (copying their bytes, not re-encoding),
+//! snappy-compresses it, and POSTs it with the headers the ingestion API expects
+//! (<https://learn.microsoft.com/azure/azure-monitor/essentials/prometheus-remote-write>). It
+//! does not take the next batch before this one is accepted or dropped, so samples of one series
+//! (always in one shard) leave in the order they arrived, retries included. How each answer is
+//! handled is in [`retry`].
+
+pub mod client;
+pub mod metrics;
+pub mod retry;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::codec::{wire, Entry};
+use crate::identity::TokenProvider;
+use crate::queue::{BatchLimits, Queue};
+pub use metrics::Metrics;
+use retry::{Action, Backoff, DropReason, RetryReason};
+
+/// Upstream settings, resolved by `crate::config`.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// The full ingestion URL.
+    pub url: Url,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// First retry delay.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Batch limits.
+    pub batch: BatchLimits,
+}
+
+/// Errors setting up the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The CA file is unusable.
+    #[error("ca file {0}: {1}")]
+    CaFile(String, String),
+    /// The HTTP client could not be built.
+    #[error("building the upstream client: {0}")]
+    Client(String),
+}
+
+/// What the rest of promlink (readiness, the demo's view) knows of the upstream.
+#[derive(Default)]
+pub struct Health {
+    last_answer_ms: AtomicU64,
+    last_success_ms: AtomicU64,
+    last_status: AtomicU16,
+}
+
+impl Health {
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn answered(&self, status: u16) {
+        self.last_answer_ms.store(Self::now_ms(), Ordering::Relaxed);
+        self.last_status.store(status, Ordering::Relaxed);
+    }
+
+    fn accepted(&self) {
+        self.last_success_ms
+            .store(Self::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the upstream gave any HTTP answer within `window`.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        let at = self.last_answer_ms.load(Ordering::Relaxed);
+        at != 0 && Self::now_ms().saturating_sub(at) <= window.as_millis() as u64
+    }
+
+    /// The last HTTP status the upstream answered (0: none yet).
+    pub fn last_status(&self) -> u16 {
+        self.last_status.load(Ordering::Relaxed)
+    }
+
+    /// Time of the last accepted batch, if any.
+    pub fn last_success(&self) -> Option<SystemTime> {
+        match self.last_success_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// The upstream sender shared by all shard workers.
+pub struct Upstream {
+    cfg: UpstreamConfig,
+    client: reqwest::Client,
+    identity: TokenProvider,
+    metrics: Metrics,
+    health: Arc<Health>,
+}
+
+/// How one attempt at a batch part ended.
+enum Outcome {
+    Delivered,
+    Split,
+    Dropped(DropReason),
+    Aborted,
+}
+
+impl Upstream {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// When the CA file is unusable or TLS cannot be set up.
+    pub fn new(
+        cfg: UpstreamConfig,
+        identity: TokenProvider,
+        metrics: Metrics,
+    ) -> Result<Self, UpstreamError> {
+        let client = client::build(cfg.ca_file.as_deref(), cfg.request_timeout)?;
+        Ok(Self {
+            cfg,
+            client,
+            identity,
+            metrics,
+            health: Arc::default(),
+        })
+    }
+
+    /// Readiness and status information.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs the worker of shard `shard` until the queue is closed and drained, or `abort` is
+    /// cancelled (the shutdown grace period ended): then what it still holds is dropped and
+    /// counted under `shutdown`.
+    pub async fn run_shard(
+        self: Arc<Self>,
+        queue: Arc<Queue>,
+        shard: usize,
+        abort: CancellationToken,
+    ) {
+        let mut scratch = Scratch::default();
+        loop {
+            let batch = tokio::select! {
+                b = queue.pop_batch(shard, &self.cfg.batch) => b,
+                _ = abort.cancelled() => None,
+            };
+            let Some(batch) = batch else { break };
+            let bytes: usize = batch.iter().map(Entry::encoded_len).sum();
+            self.deliver(batch, &mut scratch, &abort).await;
+            queue.release(bytes);
+            self.metrics.queue_bytes.set(queue.used_bytes() as i64);
+        }
+        // Whatever the shard still holds after an abort is lost with this process.
+        if abort.is_cancelled() {
+            let rest = queue.drain_shard(shard);
+            if !rest.is_empty() {
+                let bytes: usize = rest.iter().map(Entry::encoded_len).sum();
+                self.count_drop(&rest, DropReason::Shutdown);
+                queue.release(bytes);
+            }
+        }
+    }
+
+    /// Keeps readiness honest when no data flows: while the upstream has not answered within
+    /// half of `window`, sends an unauthenticated `GET` to the ingestion URL every few seconds.
+    /// Any HTTP answer proves DNS, routing and TLS; no data or token is sent.
+    pub async fn probe_when_idle(self: Arc<Self>, window: Duration, stop: CancellationToken) {
+        let every = (window / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            if !self.health.answered_within(window / 2) {
+                match self.client.get(self.cfg.url.clone()).send().await {
+                    Ok(resp) => self.health.answered(resp.status().as_u16()),
+                    Err(e) => tracing::debug!(error = %error_chain(&e), "upstream probe failed"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Sends one batch, splitting on 413, until every part is delivered or dropped.
+    async fn deliver(&self, batch: Vec<Entry>, scratch: &mut Scratch, abort: &CancellationToken) {
+        let mut parts: VecDeque<Vec<Entry>> = VecDeque::from([batch]);
+        while let Some(part) = parts.pop_front() {
+            match self.send(&part, scratch, abort).await {
+                Outcome::Delivered => self.count_delivered(&part),
+                Outcome::Split if part.len() > 1 => {
+                    let mut first = part;
+                    let second = first.split_off(first.len() / 2);
+                    // First half first: the order of samples within a series is kept.
+                    parts.push_front(second);
+                    parts.push_front(first);
+                }
+                Outcome::Split => self.count_drop(&part, DropReason::TooLarge),
+                Outcome::Dropped(reason) => self.count_drop(&part, reason),
+                Outcome::Aborted => {
+                    self.count_drop(&part, DropReason::Shutdown);
+                    for rest in parts.drain(..) {
+                        self.count_drop(&rest, DropReason::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one part, retrying as [`retry`] says, until it is delivered, must be split, is
+    /// dropped, or `abort` fires.
+    async fn send(
+        &self,
+        part: &[Entry],
+        scratch: &mut Scratch,
+        abort: &CancellationToken,
+    ) -> Outcome {
+        let body = scratch.encode(part);
+        let samples: u64 = part
+            .iter()
+            .map(|e| u64::from(e.samples + e.histograms))
+            .sum();
+        self.metrics.batch_samples.observe(samples as f64);
+        self.metrics.batch_bytes.observe(scratch.raw.len() as f64);
+        let mut backoff = Backoff::new(self.cfg.retry_min, self.cfg.retry_max);
+        loop {
+            if abort.is_cancelled() {
+                return Outcome::Aborted;
+            }
+            let (reason, retry_after) = match self.attempt(&body).await {
+                Attempt::Done(Action::Delivered) => {
+                    self.health.accepted();
+                    return Outcome::Delivered;
+                }
+                Attempt::Done(Action::Split) => return Outcome::Split,
+                Attempt::Done(Action::Drop(reason)) => return Outcome::Dropped(reason),
+                Attempt::Done(Action::Retry(reason)) => (reason, None),
+                Attempt::Done(Action::Reauthenticate) => (RetryReason::Unauthorized, None),
+                Attempt::RetryAfter(reason, after) => (reason, after),
+            };
+            self.metrics
+                .retries
+                .get_or_create(&metrics::ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+            let delay = backoff.next_delay_honouring(retry_after);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = abort.cancelled() => return Outcome::Aborted,
+            }
+        }
+    }
+
+    async fn attempt(&self, body: &Bytes) -> Attempt {
+        let token = match self.identity.bearer(Duration::from_secs(5)).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "no valid token for the upstream; holding data and retrying");
+                return Attempt::RetryAfter(RetryReason::NoToken, None);
+            }
+        };
+        let mut req = self
+            .client
+            .post(self.cfg.url.clone())
+            .headers(client::write_headers())
+            .body(body.clone());
+        if let Some(t) = &token {
+            match client::bearer(t) {
+                Ok(v) => req = req.header(client::AUTHORIZATION_HEADER, v),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot send the token");
+                    return Attempt::RetryAfter(RetryReason::NoToken, None);
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let resp = req.send().await;
+        self.metrics
+            .request_duration
+            .observe(started.elapsed().as_secs_f64());
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .requests
+                    .get_or_create(&metrics::ClassLabel { class: "error" })
+                    .inc();
+                tracing::warn!(error = %error_chain(&e), "upstream request failed; will retry");
+                return Attempt::RetryAfter(RetryReason::Connection, None);
+            }
+        };
+        let status = resp.status();
+        self.health.answered(status.as_u16());
+        let class = match status.as_u16() {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        self.metrics
+            .requests
+            .get_or_create(&metrics::ClassLabel { class })
+            .inc();
+        let action = retry::classify(status);
+        if action == Action::Delivered {
+            return Attempt::Done(action);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let message = upstream_message(resp).await;
+        match action {
+            Action::Reauthenticate => {
+                if let Some(t) = &token {
+                    self.identity.invalidate(t);
+                }
+                tracing::error!(
+                    status = status.as_u16(),
+                    upstream_message = %message,
+                    "upstream refused the token; refreshing it and retrying (a new Monitoring Metrics Publisher role assignment takes about 30 minutes to apply)"
+                );
+                Attempt::RetryAfter(RetryReason::Unauthorized, retry_after)
+            }
+            Action::Retry(reason) => {
+                tracing::warn!(status = status.as_u16(), upstream_message = %message, retry_after = ?retry_after, "upstream asked to retry");
+                Attempt::RetryAfter(reason, retry_after)
+            }
+            Action::Split => {
+                tracing::warn!(upstream_message = %message, "upstream says the batch is too large; splitting it");
+                Attempt::Done(action)
+            }
+            Action::Drop(reason) => {
+                tracing::error!(
+                    status = status.as_u16(),
+                    reason = reason.as_str(),
+                    upstream_message = %message,
+                    "upstream refused the batch; dropping it"
+                );
+                Attempt::Done(action)
+            }
+            Action::Delivered => Attempt::Done(action),
+        }
+    }
+
+    fn count_delivered(&self, part: &[Entry]) {
+        let m = &self.metrics;
+        for e in part {
+            if e.field == crate::codec::FIELD_METADATA {
+                m.metadata_forwarded.inc();
+            } else {
+                m.series_forwarded.inc();
+                m.samples_forwarded.inc_by(u64::from(e.samples));
+                m.histograms_forwarded.inc_by(u64::from(e.histograms));
+                m.exemplars_forwarded.inc_by(u64::from(e.exemplars));
+            }
+        }
+        m.last_success.set(Health::now_ms() as i64 / 1000);
+    }
+
+    fn count_drop(&self, part: &[Entry], reason: DropReason) {
+        let samples: u64 = part
+            .iter()
+            .map(|e| u64::from(e.samples + e.histograms))
+            .sum();
+        let label = metrics::ReasonLabel {
+            reason: reason.as_str(),
+        };
+        self.metrics
+            .samples_dropped
+            .get_or_create(&label)
+            .inc_by(samples);
+        self.metrics.batches_dropped.get_or_create(&label).inc();
+        if reason == DropReason::Shutdown {
+            tracing::error!(
+                samples,
+                "shutdown grace period ended before the upstream accepted this data; it is lost"
+            );
+        }
+    }
+}
+
+enum Attempt {
+    Done(Action),
+    RetryAfter(RetryReason, Option<Duration>),
+}
+
+/// Buffers reused across batches of one worker.
+#[derive(Default)]
+struct Scratch {
+    raw: Vec<u8>,
+    encoder: Option<snap::raw::Encoder>,
+}
+
+impl Scratch {
+    /// Concatenates entries into an encoded `WriteRequest` and snappy-compresses it.
+    fn encode(&mut self, part: &[Entry]) -> Bytes {
+        self.raw.clear();
+        for e in part {
+            wire::put_len_field(&mut self.raw, e.field, &e.bytes);
+        }
+        let enc = self.encoder.get_or_insert_with(snap::raw::Encoder::new);
+        let mut out = vec![0u8; snap::raw::max_compress_len(self.raw.len())];
+        // Compression of an in-memory buffer into a buffer of max_compress_len cannot fail.
+        let n = enc.compress(&self.raw, &mut out).unwrap_or(0);
+        out.truncate(n);
+        Bytes::from(out)
+    }
+}
+
+/// The upstream's error text, bounded, for logs.
+async fn upstream_message(resp: reqwest::Response) -> String {
+    const MAX: usize = 1024;
+    match resp.bytes().await {
+        Ok(b) => {
+            let s = String::from_utf8_lossy(&b[..b.len().min(MAX)])
+                .trim()
+                .to_string();
+            if b.len() > MAX {
+                format!("{s}...")
+            } else {
+                s
+            }
+        }
+        Err(e) => format!("<body unreadable: {e}>"),
+    }
+}
+
+/// An error with its causes, one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! What to do with each upstream answer, and how long to wait before trying again.
+//!
+//! Azure documents 403 (role missing or not yet applied) and 422 (duplicate series) for the
+//! ingestion API and says nothing of the others, so the rules follow the remote-write
+//! specification and Prometheus: 5xx, 429, 408 and connection errors are retried with capped
+//! exponential backoff and jitter; 401/403 refresh the token and keep retrying (a new role
+//! assignment takes about 30 minutes to apply, and dropping meanwhile would lose everything);
+//! 413 splits the batch; any other 4xx drops the batch, counted by reason.
+
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use reqwest::StatusCode;
+
+/// The longest `Retry-After` that is honoured as given; longer values are capped here so one
+/// odd header cannot park a shard for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The decision for one upstream answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Accepted.
+    Delivered,
+    /// Try the same batch again later.
+    Retry(RetryReason),
+    /// The token was refused: refresh it and try again later.
+    Reauthenticate,
+    /// Too large: split the batch and send the halves.
+    Split,
+    /// Refused for good: drop the batch, count it under this reason.
+    Drop(DropReason),
+}
+
+/// Why a batch is retried (a closed set: used as a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RetryReason {
+    /// 5xx.
+    ServerError,
+    /// 429.
+    Throttled,
+    /// 408.
+    Timeout,
+    /// 401 or 403.
+    Unauthorized,
+    /// Connection refused, reset, TLS failure, or no answer in time.
+    Connection,
+    /// No valid token to send.
+    NoToken,
+}
+
+impl RetryReason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::ServerError => "server_error",
+            RetryReason::Throttled => "throttled",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Unauthorized => "unauthorized",
+            RetryReason::Connection => "connection",
+            RetryReason::NoToken => "no_token",
+        }
+    }
+}
+
+/// Why data was dropped (a closed set: used as a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// 400: the upstream says the data is invalid.
+    BadRequest,
+    /// 404: wrong DCE, DCR or stream.
+    NotFound,
+    /// 422: duplicate series (documented by Azure).
+    Unprocessable,
+    /// Any other 4xx.
+    OtherClientError,
+    /// A single entry the upstream still calls too large after splitting.
+    TooLarge,
+    /// The shutdown grace period ended before the upstream accepted it.
+    Shutdown,
+}
+
+impl DropReason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BadRequest => "rejected_400",
+            DropReason::NotFound => "rejected_404",
+            DropReason::Unprocessable => "rejected_422",
+            DropReason::OtherClientError => "rejected_4xx",
+            DropReason::TooLarge => "too_large",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Classifies an HTTP status.
+pub fn classify(status: StatusCode) -> Action {
+    match status.as_u16() {
+        200..=299 => Action::Delivered,
+        401 | 403 => Action::Reauthenticate,
+        408 => Action::Retry(RetryReason::Timeout),
+        413 => Action::Split,
+        429 => Action::Retry(RetryReason::Throttled),
+        400 => Action::Drop(DropReason::BadRequest),
+        404 => Action::Drop(DropReason::NotFound),
+        422 => Action::Drop(DropReason::Unprocessable),
+        500..=599 => Action::Retry(RetryReason::ServerError),
+        // 1xx/3xx never reach here (redirects are not followed); treat as a server fault.
+        100..=199 | 300..=399 => Action::Retry(RetryReason::ServerError),
+        _ => Action::Drop(DropReason::OtherClientError),
+    }
+}
+
+/// Parses `Retry-After` (delay in seconds, or an HTTP date) into a delay from `now`, capped at
+/// [`MAX_RETRY_AFTER`]. Unparseable values are ignored.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Capped exponential backoff with jitter: the n-th delay is uniformly drawn from
+/// `[d/2, d]` where `d = min(max, min * 2^n)`.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff starting at `min` and never above `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
+        let d = self.min.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = d / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    /// The delay to wait when the server asked for `retry_after`: never less than asked.
+    pub fn next_delay_honouring(&mut self, retry_after: Option<Duration>) -> Duration {
+        let own = self.next_delay();
+        match retry_after {
+            Some(ra) => ra.max(own.min(ra + self.min)),
+            None => own,
+        }
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_matrix() {
+        let table = [
+            (200, Action::Delivered),
+            (204, Action::Delivered),
+            (400, Action::Drop(DropReason::BadRequest)),
+            (401, Action::Reauthenticate),
+            (403, Action::Reauthenticate),
+            (404, Action::Drop(DropReason::NotFound)),
+            (408, Action::Retry(RetryReason::Timeout)),
+            (409, Action::Drop(DropReason::OtherClientError)),
+            (413, Action::Split),
+            (422, Action::Drop(DropReason::Unprocessable)),
+            (429, Action::Retry(RetryReason::Throttled)),
+            (500, Action::Retry(RetryReason::ServerError)),
+            (503, Action::Retry(RetryReason::ServerError)),
+        ];
+        for (code, want) in table {
+            assert_eq!(
+                classify(StatusCode::from_u16(code).unwrap()),
+                want,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let cap = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(2));
+            assert!(
+                *d >= cap / 2 && *d <= cap,
+                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        // Never sooner than the server asked.
+        assert!(b.next_delay_honouring(Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,185 @@
+//! A test rig: the Entra emulator, the DCE emulator (sharing one test CA, verifying tokens) and
+//! promlink itself, all in-process on 127.0.0.1, promlink authenticating with a client secret.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use promlink::config::Settings;
+use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls};
+use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
+use promlink::emulator::tls::TestCa;
+use promlink::identity::IdentityKind;
+use promlink::serve::Running;
+
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+pub const SECRET: &str = "rig-client-secret";
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+pub struct Rig {
+    pub entra: EntraHandle,
+    pub dce: DceHandle,
+    pub promlink: Running,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// Knobs a test may turn before promlink starts.
+pub struct RigOptions {
+    pub keep_accepted: usize,
+    pub shards: usize,
+    pub flush_interval: Duration,
+    pub max_samples_per_request: usize,
+    pub queue_max_bytes: Option<usize>,
+    pub token_lifetime: Duration,
+    pub grant: bool,
+}
+
+impl Default for RigOptions {
+    fn default() -> Self {
+        Self {
+            keep_accepted: 10_000,
+            shards: 4,
+            flush_interval: Duration::from_millis(100),
+            max_samples_per_request: 5000,
+            queue_max_bytes: None,
+            token_lifetime: Duration::from_secs(3600),
+            grant: true,
+        }
+    }
+}
+
+impl Rig {
+    pub async fn start(opts: RigOptions) -> Rig {
+        let ca = TestCa::new("promlink test CA").unwrap();
+        let entra = EntraEmulator::start_with_ca(
+            EntraConfig {
+                clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, SECRET)],
+                token_lifetime: opts.token_lifetime,
+                ..EntraConfig::default()
+            },
+            &ca,
+        )
+        .await
+        .unwrap();
+        let dce = DceEmulator::start(DceConfig {
+            tls: DceTls::from_ca(&ca).unwrap(),
+            auth: Some(entra.verifier()),
+            granted: if opts.grant {
+                vec![CLIENT.to_string()]
+            } else {
+                vec![]
+            },
+            keep_accepted: opts.keep_accepted,
+            ..DceConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let settings = Settings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ingestion_url: Some(dce.url().to_string()),
+            identity: Some(IdentityKind::ClientSecret),
+            tenant_id: Some(TENANT.into()),
+            client_id: Some(CLIENT.into()),
+            client_secret_file: Some(secret_file),
+            authority_host: Some(entra.authority_host().to_string()),
+            ca_file: Some(ca_file),
+            shards: Some(opts.shards),
+            flush_interval: Some(opts.flush_interval),
+            max_samples_per_request: Some(opts.max_samples_per_request),
+            queue_max_bytes: opts.queue_max_bytes,
+            retry_min_backoff: Some(Duration::from_millis(20)),
+            retry_max_backoff: Some(Duration::from_millis(300)),
+            token_refresh_before_expiry: Some(opts.token_lifetime / 3),
+            shutdown_grace: Some(Duration::from_secs(5)),
+            ..Settings::default()
+        };
+        let cfg = settings.resolve().unwrap();
+        let promlink = promlink::serve::start(cfg).await.unwrap();
+        Rig {
+            entra,
+            dce,
+            promlink,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn write_url(&self) -> String {
+        format!("http://{}/api/v1/write", self.promlink.local_addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.promlink.local_addr)
+    }
+
+    /// POSTs a remote-write body with Prometheus' headers (or `content_type`).
+    pub async fn post(&self, body: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.http
+            .post(self.write_url())
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", content_type)
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `cond` holds on the DCE emulator's stats, or panics after `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&promlink::emulator::dce::DceStats) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.dce.stats();
+            if cond(&s) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; DCE stats: {s:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The value of a promlink metric line (exact series text before the value), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub async fn stop(self) {
+        self.promlink.shutdown.cancel();
+        self.promlink.wait().await;
+        self.dce.shutdown().await;
+        self.entra.shutdown().await;
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(FIXTURES).join(name)).unwrap()
+}
