@@ -235,7 +235,9 @@ async fn bad_requests_get_clear_4xx() {
     let mut huge_decl = Vec::new();
     promlink::codec::wire::put_varint(&mut huge_decl, u64::from(u32::MAX));
     huge_decl.extend_from_slice(&[0u8; 10_000]);
-    let cases: Vec<(&str, Vec<u8>, &str, Option<&str>, u16, &str)> = vec![
+    // (name, body, content type, content encoding, status, message)
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "json",
             good.clone(),

@@ -68,8 +68,11 @@ fn label(data: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     Ok((name, value))
 }
 
+/// A label's name and value bytes.
+type LabelPair<'a> = (&'a [u8], &'a [u8]);
+
 /// Collects the labels of a series (typically 5-20, so a small vector).
-fn labels(series: &[u8]) -> Result<Vec<(&[u8], &[u8])>, DecodeError> {
+fn labels(series: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
     let mut out = Vec::with_capacity(16);
     for f in Fields::new(series) {
         let f = f?;

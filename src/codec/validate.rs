@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn rules_table() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (&[("__name__", "up"), ("job", "x")], None),
             (&[("__name__", "ns:rule_rate5m"), ("a_1", "ü")], None),
             (&[("job", "x")], Some("up{} ... no __name__")),

@@ -148,7 +148,7 @@ pub fn len_field_size(number: u32, len: usize) -> usize {
 }
 
 fn varint_size(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]

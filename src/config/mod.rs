@@ -299,8 +299,10 @@ impl Settings {
     /// Keys from the environment variables of Azure's remote-write sidecar and the Azure SDKs.
     /// Problems (an unknown IDENTITY_TYPE, a bad port) are added to `problems`.
     pub fn from_azure_env(problems: &mut Vec<Problem>) -> Settings {
-        let mut s = Settings::default();
-        s.ingestion_url = env("INGESTION_URL");
+        let mut s = Settings {
+            ingestion_url: env("INGESTION_URL"),
+            ..Settings::default()
+        };
         if let Some(port) = env("LISTENING_PORT") {
             match port.trim().parse::<u16>() {
                 Ok(p) => s.listen = Some(SocketAddr::from(([0, 0, 0, 0], p))),
@@ -470,7 +472,6 @@ impl Settings {
                 });
             }
         };
-        drop(bad);
         match kind {
             IdentityKind::UserAssigned => need(&self.client_id, "client_id", &mut p),
             IdentityKind::ClientSecret
@@ -789,9 +790,11 @@ pub fn check_ingestion_url(raw: &str, allow_plain_http: bool) -> Result<(Url, bo
     }
     match url.query_pairs().find(|(k, _)| k == "api-version") {
         Some((_, v)) if !v.is_empty() => {}
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "the api-version query parameter is missing (e.g. ?api-version={DEFAULT_API_VERSION})"
-        )),
+        ))
+        }
     }
     Ok((url, true))
 }

@@ -236,6 +236,8 @@ pub struct Claims {
     pub idtyp: String,
     /// Token version; always `1.0`.
     pub ver: String,
+    /// Unique token id: two tokens issued in the same second still differ, as Entra's do.
+    pub uti: String,
 }
 
 impl Claims {
@@ -261,6 +263,7 @@ impl Claims {
             tid: tenant_id.to_owned(),
             idtyp: "app".to_owned(),
             ver: "1.0".to_owned(),
+            uti: format!("{:022x}", rand::random::<u128>() >> 40),
         }
     }
 }
@@ -587,10 +590,10 @@ fn entra_error(status: StatusCode, error: &str, code: u32, message: &str) -> Res
     json_response(status, body)
 }
 
-struct Rejection(Response);
+struct Rejection(Box<Response>);
 
 fn reject(status: StatusCode, error: &str, code: u32, message: &str) -> Rejection {
-    Rejection(entra_error(status, error, code, message))
+    Rejection(Box::new(entra_error(status, error, code, message)))
 }
 
 fn take_failure(shared: &Shared) -> Option<Response> {
@@ -659,7 +662,7 @@ async fn token(
         Err(Rejection(response)) => {
             shared.lock().stats.rejected += 1;
             tracing::debug!(status = %response.status(), %tenant, "EMULATOR entra: token request refused");
-            response
+            *response
         }
     }
 }

@@ -204,11 +204,29 @@ pub async fn run(cfg: LoadgenConfig, shutdown: CancellationToken) -> Result<Repo
             "shards, samples_per_request and max_attempts must be > 0".to_owned(),
         ));
     }
+    let url = url::Url::parse(&cfg.url)
+        .map_err(|e| LoadgenError::Config(format!("url {:?}: {e}", cfg.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(LoadgenError::Config(format!(
+            "url {:?}: scheme must be http or https",
+            cfg.url
+        )));
+    }
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(cfg.request_timeout)
         .user_agent(concat!("promlink-loadgen/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = &cfg.ca_pem {
+        // reqwest parses lazily; check the PEM holds a certificate so a typo fails here.
+        use rustls_pki_types::pem::PemObject as _;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .filter(Result::is_ok)
+            .count();
+        if certs == 0 {
+            return Err(LoadgenError::Config(
+                "ca_pem holds no PEM certificate".to_owned(),
+            ));
+        }
         builder = builder.add_root_certificate(
             reqwest::Certificate::from_pem(pem.as_bytes()).map_err(LoadgenError::Ca)?,
         );
@@ -278,7 +296,9 @@ impl Shard {
                 }
                 n += 1;
                 let value = match self.cfg.stale_every {
-                    Some(every) if every > 0 && n % every == 0 => f64::from_bits(STALE_NAN_BITS),
+                    Some(every) if every > 0 && n.is_multiple_of(every) => {
+                        f64::from_bits(STALE_NAN_BITS)
+                    }
                     _ => (*i as f64) * 10.0 + round as f64 * 1.5,
                 };
                 pending.push(TimeSeries {

@@ -137,7 +137,16 @@ async fn emulator_entra_client_secret_issues_verifiable_token() {
 #[tokio::test]
 async fn emulator_entra_rejections_have_entra_status_and_code() {
     let f = fixture().await;
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, u16, &str, &str)> = vec![
+    // (name, tenant, form, status, error, AADSTS code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "unknown tenant",
             "other-tenant",

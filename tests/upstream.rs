@@ -1,0 +1,247 @@
+//! The upstream retry matrix and per-series order, end to end against the DCE emulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fixture, Rig, RigOptions, CLIENT};
+use promlink::emulator::dce::Fault;
+use promlink::loadgen::{self, LoadgenConfig};
+
+const V1: &str = "application/x-protobuf";
+const FIXTURE: &str = "prom242_rw1_500samples_a.snappy";
+
+fn one_shard() -> RigOptions {
+    // One shard and one batch per request, so each fault meets exactly one batch.
+    RigOptions {
+        shards: 1,
+        ..RigOptions::default()
+    }
+}
+
+/// Retryable answers: the batch is sent again and arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_answers_are_retried_until_delivered() {
+    let table: Vec<(&str, Fault, &str)> = vec![
+        ("500", Fault::status(500), "server_error"),
+        ("503", Fault::status(503), "server_error"),
+        ("408", Fault::status(408), "timeout"),
+        ("429 Retry-After", Fault::retry_after(429, 1), "throttled"),
+        ("connection reset", Fault::Reset, "connection"),
+    ];
+    let rig = Rig::start(one_shard()).await;
+    let mut delivered = 0;
+    for (name, fault, reason) in table {
+        let before = rig
+            .metric(&format!(
+                "promlink_upstream_retries_total{{reason=\"{reason}\"}}"
+            ))
+            .await;
+        rig.dce.push_fault(fault.clone());
+        rig.dce.push_fault(fault);
+        assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204, "{name}");
+        delivered += 500;
+        rig.wait_for(name, Duration::from_secs(15), |s| s.samples >= delivered)
+            .await;
+        assert_eq!(
+            rig.dce.stats().samples,
+            delivered,
+            "{name}: delivered exactly once"
+        );
+        let after = rig
+            .metric(&format!(
+                "promlink_upstream_retries_total{{reason=\"{reason}\"}}"
+            ))
+            .await;
+        assert_eq!(
+            after - before,
+            2.0,
+            "{name}: two retries counted under {reason}"
+        );
+    }
+    assert_eq!(
+        rig.metric("promlink_samples_dropped_total{reason=\"rejected_400\"}")
+            .await,
+        0.0
+    );
+    rig.stop().await;
+}
+
+/// Permanent refusals drop the batch, count it by reason, and the next batch flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusals_drop_and_count_by_reason() {
+    let rig = Rig::start(one_shard()).await;
+    for (code, reason) in [
+        (400, "rejected_400"),
+        (404, "rejected_404"),
+        (422, "rejected_422"),
+        (409, "rejected_4xx"),
+    ] {
+        rig.dce.push_fault(Fault::status(code));
+        assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
+        let series = format!("promlink_samples_dropped_total{{reason=\"{reason}\"}}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rig.metric(&series).await < 500.0 {
+            assert!(tokio::time::Instant::now() < deadline, "{code} not dropped");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(rig.metric(&series).await, 500.0, "{code}");
+    }
+    assert_eq!(rig.dce.stats().samples, 0, "nothing dropped was delivered");
+    // The pipeline still flows after drops.
+    assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
+    rig.wait_for("delivery after drops", Duration::from_secs(10), |s| {
+        s.samples == 500
+    })
+    .await;
+    rig.stop().await;
+}
+
+/// 413 splits the batch; both halves arrive, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_splits_the_batch() {
+    let rig = Rig::start(one_shard()).await;
+    rig.dce.push_fault(Fault::status(413));
+    assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
+    rig.wait_for("both halves", Duration::from_secs(10), |s| s.samples == 500)
+        .await;
+    let stats = rig.dce.stats();
+    assert_eq!(stats.accepted_requests, 2, "one 413, then two halves");
+    assert_eq!(stats.out_of_order_samples, 0);
+    rig.stop().await;
+}
+
+/// 401: the token is refreshed at once and the batch delivered. 403: held and retried (role
+/// assignment still propagating) until the role is granted, then delivered; nothing dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_refreshes_the_token_and_forbidden_holds_data_until_granted() {
+    let rig = Rig::start(RigOptions {
+        grant: false,
+        ..one_shard()
+    })
+    .await;
+    // 403 until the role is granted.
+    assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.dce.stats().rejected.get(&403).copied().unwrap_or(0) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 403 retries: {:?}",
+            rig.dce.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(rig.dce.stats().samples, 0);
+    rig.dce.grant(CLIENT);
+    rig.wait_for("delivery after grant", Duration::from_secs(10), |s| {
+        s.samples == 500
+    })
+    .await;
+    assert_eq!(
+        rig.metric("promlink_samples_dropped_total{reason=\"rejected_4xx\"}")
+            .await,
+        0.0
+    );
+
+    // 401: a fresh token is fetched.
+    let issued = rig.entra.issued(CLIENT);
+    rig.dce.push_fault(Fault::status(401));
+    assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
+    rig.wait_for("delivery after 401", Duration::from_secs(10), |s| {
+        s.samples == 1000
+    })
+    .await;
+    // The refresh runs beside the retry (the old token stays usable until the new one arrives).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rig.entra.issued(CLIENT) == issued {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a 401 must trigger a token refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    rig.stop().await;
+}
+
+/// Tokens are refreshed before they expire: a run longer than two token lifetimes sees no 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refreshed_before_expiry() {
+    let rig = Rig::start(RigOptions {
+        token_lifetime: Duration::from_secs(3),
+        ..one_shard()
+    })
+    .await;
+    for i in 1..=14u64 {
+        assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
+        rig.wait_for("delivery", Duration::from_secs(10), |s| {
+            s.samples == 500 * i
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stats = rig.dce.stats();
+    assert_eq!(
+        stats.rejected.get(&401),
+        None,
+        "an expired token was sent: {stats:?}"
+    );
+    assert!(
+        rig.entra.issued(CLIENT) >= 3,
+        "only {} tokens in 7 s of 3 s tokens",
+        rig.entra.issued(CLIENT)
+    );
+    rig.stop().await;
+}
+
+/// Per-series order under concurrency (4 senders, 4 upstream shards, small batches) and
+/// retries (a burst of 5xx, 429 and resets): every sample arrives once, in order, and the
+/// checksum over (labels, timestamp, value bits) matches what the sender had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_series_order_survives_concurrency_and_retries() {
+    let rig = Rig::start(RigOptions {
+        shards: 4,
+        max_samples_per_request: 300,
+        flush_interval: Duration::from_millis(20),
+        keep_accepted: 0,
+        ..RigOptions::default()
+    })
+    .await;
+    for i in 0..60 {
+        rig.dce.push_fault(match i % 4 {
+            0 => Fault::status(503),
+            1 => Fault::retry_after(429, 0),
+            2 => Fault::Reset,
+            _ => Fault::status(500),
+        });
+    }
+    let report = loadgen::run(
+        LoadgenConfig {
+            url: rig.write_url(),
+            series: 2000,
+            rounds: 10,
+            shards: 4,
+            samples_per_request: 500,
+            stale_every: Some(97),
+            deadline: Duration::from_secs(60),
+            ..LoadgenConfig::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.samples_acked, 20_000, "{report:?}");
+    rig.wait_for("all samples", Duration::from_secs(30), |s| {
+        s.samples >= 20_000
+    })
+    .await;
+    let stats = rig.dce.stats();
+    assert_eq!(rig.dce.pending_faults(), 0, "every fault was served");
+    assert_eq!(stats.samples, 20_000);
+    assert_eq!(stats.out_of_order_samples, 0, "per-series order broken");
+    assert_eq!(stats.repeated_timestamp_samples, 0, "duplicates");
+    assert_eq!(
+        stats.checksum, report.checksum_acked,
+        "checksum over labels, timestamps, value bits"
+    );
+    rig.stop().await;
+}
