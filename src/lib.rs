@@ -18,6 +18,7 @@ pub mod proto {
 }
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod loadgen;
 pub mod queue;
 pub mod receive;

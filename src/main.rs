@@ -25,6 +25,10 @@ enum Command {
     Serve(Settings),
     /// Check the configuration, print it resolved (secrets redacted), and exit: 0 if valid, 64 if not.
     CheckConfig(Settings),
+    /// Run the whole path on this machine: a sender, promlink, and EMULATED Entra ID and DCE.
+    Demo(promlink::demo::DemoArgs),
+    /// Run only the DCE EMULATOR (with an Entra ID EMULATOR), for integration tests of your own.
+    EmulateDce(promlink::emulator::dce::EmulateDceArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,24 @@ fn main() -> ExitCode {
                 running.wait().await;
                 Ok(())
             })
+        }
+        Command::Demo(args) => {
+            promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "warn");
+            run(async move {
+                let stop = tokio_util::sync::CancellationToken::new();
+                promlink::shutdown::on_signals(stop.clone());
+                if promlink::demo::run(args, stop).await? {
+                    Ok(())
+                } else {
+                    anyhow::bail!(
+                        "the DCE emulator did not receive exactly what the sender had acknowledged"
+                    )
+                }
+            })
+        }
+        Command::EmulateDce(args) => {
+            promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "info");
+            run(async move { Ok(promlink::emulator::dce::run_emulate_dce(args).await?) })
         }
         Command::CheckConfig(settings) => match settings.load() {
             Ok(cfg) => {

@@ -141,7 +141,7 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_SHARDS")]
     pub shards: Option<usize>,
 
-    /// Queue budget in bytes (waiting + in flight); when full, writes are refused [default: 268435456]
+    /// Queue budget in bytes (waiting + in flight); when full, writes are refused [default: 67108864]
     #[arg(long, env = "PROMLINK_QUEUE_MAX_BYTES")]
     pub queue_max_bytes: Option<usize>,
 
@@ -581,7 +581,7 @@ impl Settings {
         );
         let max_bytes = positive("max_bytes_per_request", self.max_bytes_per_request, 4 << 20);
         let shards = positive("shards", self.shards, 4);
-        let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 256 << 20);
+        let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 64 << 20);
         let max_body_bytes = positive("max_body_bytes", self.max_body_bytes, 16 << 20);
         let max_decoded_bytes = positive("max_decoded_bytes", self.max_decoded_bytes, 64 << 20);
         if shards > 256 {

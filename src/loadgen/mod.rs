@@ -129,7 +129,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn merge(&mut self, other: Report) {
+    /// Adds another run's figures to these.
+    pub fn merge(&mut self, other: Report) {
         self.requests += other.requests;
         self.requests_acked += other.requests_acked;
         self.requests_failed += other.requests_failed;

@@ -1,0 +1,305 @@
+//! The `promlink` binary: configuration errors, the Azure sidecar's environment, SIGTERM, demo.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::fixture;
+use promlink::emulator::dce::{DceConfig, DceEmulator, DceTls};
+use promlink::emulator::entra::{EntraConfig, EntraEmulator, ManagedIdentity};
+use promlink::emulator::tls::TestCa;
+
+const BIN: &str = env!("CARGO_BIN_EXE_promlink");
+
+/// A child process stopped (by pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn promlink(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(url: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
+#[test]
+fn invalid_configuration_lists_every_problem_and_exits_64() {
+    let out = promlink(&[
+        "serve",
+        "--ingestion-url",
+        "http://example.invalid/x",
+        "--shards",
+        "0",
+        "--identity",
+        "client-secret",
+        "--listen",
+        "127.0.0.1:1",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "ingestion_url = \"http://example.invalid/x\": plain http://",
+        "shards = \"0\": must be greater than zero",
+        "client_id",
+        "tenant_id",
+        "client_secret_file",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+    let out = promlink(&["check-config"])
+        .env("IDENTITY_TYPE", "magic")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("IDENTITY_TYPE = \"magic\": expected userAssigned"),
+        "{err}"
+    );
+    assert!(err.contains("ingestion_url"), "{err}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = promlink(&["--version"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("promlink {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = promlink(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--listen",
+        "--ingestion-url",
+        "--identity",
+        "--token-file",
+        "--ca-file",
+        "--cluster",
+        "--max-samples-per-request",
+        "--flush-interval",
+        "--allow-plain-http",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from serve --help");
+    }
+}
+
+/// Someone swaps the image in an existing Azure sidecar manifest: only the sidecar's variables
+/// (plus the test CA, which a real Azure endpoint does not need) give a working forwarder that
+/// adds the cluster label, authenticated as the user-assigned managed identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_sidecar_environment_gives_a_working_forwarder() {
+    let ca = TestCa::new("sidecar test CA").unwrap();
+    let mi_client = "11112222-3333-4444-5555-666677778888";
+    let entra = EntraEmulator::start_with_ca(
+        EntraConfig {
+            managed_identities: vec![ManagedIdentity::user_assigned("tenant", mi_client)],
+            ..EntraConfig::default()
+        },
+        &ca,
+    )
+    .await
+    .unwrap();
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::from_ca(&ca).unwrap(),
+        auth: Some(entra.verifier()),
+        granted: vec![mi_client.to_string()],
+        keep_accepted: 100,
+        ..DceConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let port = free_port();
+    let _p = Proc(
+        promlink(&["serve"])
+            .env("INGESTION_URL", dce.url())
+            .env("LISTENING_PORT", port.to_string())
+            .env("IDENTITY_TYPE", "userAssigned")
+            .env("AZURE_CLIENT_ID", mi_client)
+            .env("CLUSTER", "aks-east-1")
+            .env("IDENTITY_ENDPOINT", entra.identity_endpoint())
+            .env("IDENTITY_HEADER", entra.identity_header())
+            .env("PROMLINK_CA_FILE", &ca_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("http://127.0.0.1:{port}/ready")).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(fixture("prom242_rw1_500samples_a.snappy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    for _ in 0..200 {
+        if dce.stats().samples == 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(dce.stats().samples, 500);
+    let all_clustered = dce
+        .accepted()
+        .iter()
+        .flat_map(|r| r.timeseries.iter())
+        .all(|t| {
+            t.labels
+                .iter()
+                .any(|l| l.name == "cluster" && l.value == "aks-east-1")
+        });
+    assert!(
+        all_clustered,
+        "CLUSTER adds cluster=\"aks-east-1\" to every series"
+    );
+    assert!(entra.issued(mi_client) >= 1);
+}
+
+/// SIGTERM: promlink stops accepting, delivers what it holds, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_what_is_queued_and_exits_zero() {
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::Plain,
+        ..DceConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "opaque-test-token\n").unwrap();
+    let port = free_port();
+    let mut p = Proc(
+        promlink(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ingestion-url",
+            dce.url(),
+            "--allow-plain-http",
+            "--identity",
+            "token-file",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            // A long flush interval: only shutdown makes this batch leave.
+            "--flush-interval",
+            "1h",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    wait_ready(&format!("http://127.0.0.1:{port}/health")).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(fixture("prom242_rw1_500samples_b.snappy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(dce.stats().samples, 0, "held by the flush interval");
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.0.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(p.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (s, err)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0), "{}", status.1);
+    assert_eq!(
+        dce.stats().samples,
+        500,
+        "queued data delivered at shutdown; log:\n{}",
+        status.1
+    );
+}
+
+#[test]
+fn demo_runs_end_to_end_and_reports_success() {
+    let out = promlink(&["demo", "--duration", "4s", "--series", "300", "--no-faults"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Azure is EMULATED"), "{stdout}");
+    assert!(
+        stdout.contains("every acknowledged sample arrived once, in order, bit for bit"),
+        "{stdout}"
+    );
+}
+
+/// The README's configuration table names every key `serve --help` offers.
+#[test]
+fn readme_documents_every_flag() {
+    let out = promlink(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut flags: Vec<String> = help
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|f| {
+            f.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .filter(|f| !f.is_empty() && f != "help")
+        .collect();
+    flags.sort();
+    flags.dedup();
+    assert!(flags.len() > 30, "{flags:?}");
+    for f in flags {
+        let key = format!("`{}`", f.replace('-', "_"));
+        assert!(readme.contains(&key), "README does not document {key}");
+    }
+}
