@@ -245,3 +245,23 @@ async fn per_series_order_survives_concurrency_and_retries() {
     );
     rig.stop().await;
 }
+
+/// Certificates are verified: without the emulator's CA the upstream is unreachable, and with it
+/// the same request goes through. There is no switch to skip verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_is_verified() {
+    use promlink::emulator::dce::{DceConfig, DceEmulator};
+    let dce = DceEmulator::start(DceConfig::default()).await.unwrap();
+    let untrusting = promlink::upstream::client::build(None, Duration::from_secs(5)).unwrap();
+    let err = untrusting.get(dce.url()).send().await.unwrap_err();
+    let chain = promlink::upstream::error_chain(&err);
+    assert!(chain.to_lowercase().contains("certificate"), "{chain}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, dce.ca_pem().unwrap()).unwrap();
+    let trusting = promlink::upstream::client::build(Some(&ca), Duration::from_secs(5)).unwrap();
+    let resp = trusting.get(dce.url()).send().await.unwrap();
+    assert_eq!(resp.status(), 405, "an HTTP answer over verified TLS");
+    dce.shutdown().await;
+}

@@ -155,7 +155,7 @@ impl Default for DceConfig {
     }
 }
 
-/// A scripted answer, served before normal handling, one per request, in order.
+/// A scripted answer, served before normal handling, one per `POST` request, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Answer `status` without looking at the request.
@@ -427,7 +427,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let fault = {
         let mut data = shared.lock();
         data.stats.requests += 1;
-        let fault = data.faults.pop_front();
+        // Faults script answers to writes: probes and other methods do not consume them.
+        let fault = if request.method() == axum::http::Method::POST {
+            data.faults.pop_front()
+        } else {
+            None
+        };
         if fault.is_some() {
             data.stats.faults += 1;
         }
