@@ -382,7 +382,7 @@ async fn health_ready_and_metrics_endpoints() {
     for name in [
         "promlink_receive_body_bytes_total",
         "promlink_queue_max_bytes",
-        "promlink_token_refreshes_total",
+        "promlink_token_valid",
     ] {
         assert!(m.contains(name), "{name} missing from /metrics");
     }

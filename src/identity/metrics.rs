@@ -1,4 +1,4 @@
-//! Token metrics, registered under the `promlink_token_` prefix.
+//! Token metrics, registered under `token_` in promlink's registry (so `promlink_token_*`).
 //!
 //! Label values are a closed enum ([`Outcome`]); no tenant, client id or URL ever becomes a label.
 
@@ -45,7 +45,7 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry` under `promlink_token_`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        let sub = registry.sub_registry_with_prefix("promlink_token");
+        let sub = registry.sub_registry_with_prefix("token");
         sub.register(
             "refreshes",
             "Token fetches from Entra ID or the managed identity endpoint, and token file re-reads, by outcome.",

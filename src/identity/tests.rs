@@ -415,7 +415,7 @@ async fn retries_injected_failures_with_backoff_and_recovers() {
     })
     .await;
     env.entra.fail_next(4, 503);
-    let mut registry = prometheus_client::registry::Registry::default();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("promlink");
     let metrics = Metrics::register(&mut registry);
     let provider = TokenProvider::new(env.secret_config(), metrics).expect("provider");
     let started = Instant::now();

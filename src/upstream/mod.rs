@@ -422,21 +422,30 @@ impl Scratch {
     }
 }
 
-/// The upstream's error text, bounded, for logs.
-async fn upstream_message(resp: reqwest::Response) -> String {
+/// The upstream's error text, for logs: at most 1 KiB is read, however large the body.
+async fn upstream_message(mut resp: reqwest::Response) -> String {
     const MAX: usize = 1024;
-    match resp.bytes().await {
-        Ok(b) => {
-            let s = String::from_utf8_lossy(&b[..b.len().min(MAX)])
-                .trim()
-                .to_string();
-            if b.len() > MAX {
-                format!("{s}...")
-            } else {
-                s
+    let mut buf = Vec::new();
+    let mut truncated = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX - buf.len();
+                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() > room {
+                    truncated = true;
+                    break;
+                }
             }
+            Ok(None) => break,
+            Err(e) => return format!("<body unreadable: {e}>"),
         }
-        Err(e) => format!("<body unreadable: {e}>"),
+    }
+    let text = String::from_utf8_lossy(&buf).trim().to_string();
+    if truncated {
+        format!("{text}...")
+    } else {
+        text
     }
 }
 

@@ -282,10 +282,10 @@ async fn emulator_dce_fault_script_is_served_in_order() {
             .0,
         200
     );
-    // Faults go before validation: even a bad request gets the scripted answer.
+    // Faults go before validation: even a bad write gets the scripted answer.
     f.dce.push_fault(Fault::status(502));
     assert_eq!(
-        f.status(f.http.get(format!("{}/nowhere", f.dce.base_url())))
+        f.status(f.http.post(format!("{}/nowhere", f.dce.base_url())))
             .await
             .0,
         502

@@ -1,0 +1,203 @@
+//! Helpers for end-to-end tests that drive real peers (Prometheus and promlink itself) as child
+//! processes: free loopback ports, a process guard that always stops its child by pid, log
+//! tails for failure messages, and a Prometheus text-format reader.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1: bound, read and released. Another process could take it
+/// before the caller binds it; on a test machine that race has not been seen to matter.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A child process that is stopped (SIGKILL, then reaped) when dropped, unless it already
+/// exited. Only ever signals its own pid.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Panics with the log tail if the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            self.status = Some(status);
+            panic!(
+                "{} exited early with {status}; log tail:\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// Sends SIGTERM to this pid and waits up to `timeout` for the exit; SIGKILL after that.
+    /// Returns the exit status and whether it exited within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, bool) {
+        if let Some(status) = self.status {
+            return (status, true);
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        let deadline = Instant::now() + timeout;
+        while sent && Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                return (status, true);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait");
+        self.status = Some(status);
+        (status, false)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One sample line of the Prometheus text format: series text (name plus labels, as written)
+/// and value. Comments, `# EOF` and blank lines are skipped; timestamps are ignored.
+pub fn parse_text(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            // Label values may hold spaces, so split after the closing brace when there is one.
+            let (series, rest) = match l.rfind('}') {
+                Some(i) => (&l[..=i], l[i + 1..].trim()),
+                None => l.split_once(' ')?,
+            };
+            let value = rest.split_whitespace().next()?;
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().ok()?,
+            };
+            Some((series.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// The metric name of a series text (`name{...}` or `name`).
+fn metric_name(series: &str) -> &str {
+    series.split('{').next().unwrap_or(series)
+}
+
+/// Every series of metric `name` with its value (an empty map when the metric is absent).
+pub fn series_of(text: &str, name: &str) -> BTreeMap<String, f64> {
+    parse_text(text)
+        .into_iter()
+        .filter(|(s, _)| metric_name(s) == name)
+        .collect()
+}
+
+/// The sum over every series of metric `name`; `None` when the metric has no series.
+pub fn sum_of(text: &str, name: &str) -> Option<f64> {
+    let series = series_of(text, name);
+    (!series.is_empty()).then(|| series.values().sum())
+}
+
+/// The value of one exact series text, e.g. `x_total{protocol="v1"}`.
+pub fn value_of(text: &str, series: &str) -> Option<f64> {
+    parse_text(text)
+        .into_iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| v)
+}
+
+/// Polls `check` every `every` until it returns `Some`, or panics with `what` and the last
+/// `Err` text after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_format() {
+        let text = "# HELP a x\n# TYPE a counter\na_total 3\nb{x=\"1 2\",y=\"z\"} 4.5 1700000000\nc +Inf\n# EOF\n";
+        let parsed = parse_text(text);
+        assert_eq!(
+            parsed,
+            vec![
+                ("a_total".to_string(), 3.0),
+                ("b{x=\"1 2\",y=\"z\"}".to_string(), 4.5),
+                ("c".to_string(), f64::INFINITY),
+            ]
+        );
+        assert_eq!(sum_of(text, "b"), Some(4.5));
+        assert_eq!(sum_of(text, "nope"), None);
+        assert_eq!(value_of(text, "a_total"), Some(3.0));
+    }
+}
