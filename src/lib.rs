@@ -20,6 +20,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod loadgen;
+pub mod privatelink;
 pub mod queue;
 pub mod receive;
 pub mod serve;

@@ -192,6 +192,59 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_ALLOW_PLAIN_HTTP", num_args = 0..=1, default_missing_value = "true")]
     pub allow_plain_http: Option<bool>,
 
+    /// Private Link path policy: require (only the verified private endpoint), prefer (fall back
+    /// to the public endpoint and alert), off [default: require for Azure Monitor ingestion hosts,
+    /// off otherwise]
+    #[arg(long, env = "PROMLINK_PRIVATE_LINK", value_enum)]
+    pub private_link: Option<crate::privatelink::Mode>,
+
+    /// DNS server to verify the upstream name with, ADDR:PORT (repeatable) [default: the system
+    /// resolver configuration]
+    #[arg(long, env = "PROMLINK_DNS_SERVER", value_delimiter = ',')]
+    pub dns_server: Option<Vec<SocketAddr>>,
+
+    /// DNS server giving the public answer for prefer's fallback, ADDR:PORT (repeatable)
+    #[arg(long, env = "PROMLINK_PUBLIC_DNS_SERVER", value_delimiter = ',')]
+    pub public_dns_server: Option<Vec<SocketAddr>>,
+
+    /// Extra CIDR counted as private besides RFC 1918, RFC 6598 and fc00::/7 (repeatable)
+    #[arg(long, env = "PROMLINK_PRIVATE_CIDR", value_delimiter = ',')]
+    pub private_cidr: Option<Vec<ipnet::IpNet>>,
+
+    /// The private endpoint's IP or CIDR; a private answer must match one (repeatable)
+    #[arg(long, env = "PROMLINK_EXPECTED_ENDPOINT_IP", value_delimiter = ',', value_parser = parse_ip_or_net)]
+    #[serde(default, deserialize_with = "de_ip_or_nets")]
+    pub expected_endpoint_ip: Option<Vec<ipnet::IpNet>>,
+
+    /// Shortest time between DNS verifications, whatever the TTL [default: 10s]
+    #[arg(long, env = "PROMLINK_REVERIFY_MIN", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub reverify_min: Option<Duration>,
+
+    /// Longest time between DNS verifications, whatever the TTL [default: 5m]
+    #[arg(long, env = "PROMLINK_REVERIFY_MAX", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub reverify_max: Option<Duration>,
+
+    /// prefer: how long the private path must stay healthy before traffic returns to it [default: 1m]
+    #[arg(long, env = "PROMLINK_FALLBACK_RETURN_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub fallback_return_after: Option<Duration>,
+
+    /// Timeout of each DNS query and TCP/TLS probe [default: 5s]
+    #[arg(long, env = "PROMLINK_PROBE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub probe_timeout: Option<Duration>,
+
+    /// Alertmanager base URL to send alerts to, e.g. http://alertmanager:9093 (repeatable)
+    #[arg(long, env = "PROMLINK_ALERTMANAGER_URL", value_delimiter = ',')]
+    pub alertmanager_url: Option<Vec<Url>>,
+
+    /// How often firing alerts are re-sent to Alertmanager [default: 1m]
+    #[arg(long, env = "PROMLINK_ALERT_RESEND_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub alert_resend_interval: Option<Duration>,
+
     /// Log format [default: text]
     #[arg(long, env = "PROMLINK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -239,10 +292,23 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Whether the upstream is an Azure Monitor DCE URL (vs. a generic remote-write receiver).
     pub azure_upstream: bool,
+    /// Private Link verification and path policy.
+    pub private_link: crate::privatelink::PrivateLinkConfig,
+    /// Alertmanager targets.
+    pub alert: AlertSettings,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+}
+
+/// Where alerts go.
+#[derive(Clone, Debug, Default)]
+pub struct AlertSettings {
+    /// Alertmanager base URLs (alerts are POSTed to `<url>/api/v2/alerts`).
+    pub alertmanager_urls: Vec<Url>,
+    /// How often firing alerts are re-sent.
+    pub resend_interval: Duration,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -291,6 +357,17 @@ impl Settings {
             ready_window,
             shutdown_grace,
             allow_plain_http,
+            private_link,
+            dns_server,
+            public_dns_server,
+            private_cidr,
+            expected_endpoint_ip,
+            reverify_min,
+            reverify_max,
+            fallback_return_after,
+            probe_timeout,
+            alertmanager_url,
+            alert_resend_interval,
             log_format,
             log_level,
         )
@@ -636,6 +713,19 @@ impl Settings {
             self.shutdown_grace,
             Duration::from_secs(30),
         );
+        let reverify_min = duration("reverify_min", self.reverify_min, Duration::from_secs(10));
+        let reverify_max = duration("reverify_max", self.reverify_max, Duration::from_secs(300));
+        let return_after = duration(
+            "fallback_return_after",
+            self.fallback_return_after,
+            Duration::from_secs(60),
+        );
+        let probe_timeout = duration("probe_timeout", self.probe_timeout, Duration::from_secs(5));
+        let resend_interval = duration(
+            "alert_resend_interval",
+            self.alert_resend_interval,
+            Duration::from_secs(60),
+        );
         if retry_min > retry_max {
             p.push(Problem {
                 key: "retry_min_backoff".into(),
@@ -645,6 +735,45 @@ impl Settings {
                     humantime::format_duration(retry_max)
                 ),
             });
+        }
+        if reverify_min > reverify_max {
+            p.push(Problem {
+                key: "reverify_min".into(),
+                value: humantime::format_duration(reverify_min).to_string(),
+                why: format!(
+                    "must not exceed reverify_max ({})",
+                    humantime::format_duration(reverify_max)
+                ),
+            });
+        }
+        let azure_host = url
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .is_some_and(is_azure_ingest_host);
+        let mode = self.private_link.unwrap_or(if azure_host {
+            crate::privatelink::Mode::Require
+        } else {
+            crate::privatelink::Mode::Off
+        });
+        if mode != crate::privatelink::Mode::Off {
+            if let Some(u) = &url {
+                if matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))) {
+                    p.push(Problem {
+                        key: "private_link".into(),
+                        value: mode.as_str().into(),
+                        why: format!("verifying Private Link needs the upstream's DNS name, but the URL names an IP address ({}); use the DCE host name or private_link: off", u.host_str().unwrap_or_default()),
+                    });
+                }
+            }
+        }
+        for u in self.alertmanager_url.iter().flatten() {
+            if !matches!(u.scheme(), "http" | "https") {
+                p.push(Problem {
+                    key: "alertmanager_url".into(),
+                    value: u.to_string(),
+                    why: "must be an http:// or https:// URL".into(),
+                });
+            }
         }
         let log_level = self.log_level.clone().unwrap_or_else(|| "info".into());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
@@ -711,10 +840,47 @@ impl Settings {
             ready_window,
             shutdown_grace,
             azure_upstream,
+            private_link: crate::privatelink::PrivateLinkConfig {
+                mode,
+                dns_servers: self.dns_server.clone().unwrap_or_default(),
+                public_dns_servers: self.public_dns_server.clone().unwrap_or_default(),
+                rules: crate::privatelink::AddressRules {
+                    private_cidrs: self.private_cidr.clone().unwrap_or_default(),
+                    expected_endpoints: self.expected_endpoint_ip.clone().unwrap_or_default(),
+                },
+                reverify_min,
+                reverify_max,
+                return_after,
+                probe_timeout,
+            },
+            alert: AlertSettings {
+                alertmanager_urls: self.alertmanager_url.clone().unwrap_or_default(),
+                resend_interval,
+            },
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_level,
         })
     }
+}
+
+fn de_ip_or_nets<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<ipnet::IpNet>>, D::Error> {
+    let v: Option<Vec<String>> = Option::deserialize(d)?;
+    v.map(|v| {
+        v.iter()
+            .map(|s| parse_ip_or_net(s).map_err(serde::de::Error::custom))
+            .collect()
+    })
+    .transpose()
+}
+
+/// Parses `10.0.0.5` as `10.0.0.5/32` and `10.0.0.0/29` as itself.
+fn parse_ip_or_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR"))
 }
 
 fn kind_name(kind: IdentityKind) -> String {
@@ -739,6 +905,12 @@ const AZURE_INGEST_SUFFIXES: [&str; 3] = [
     ".ingest.monitor.azure.us",
     ".ingest.monitor.azure.cn",
 ];
+
+/// Whether `host` is an Azure Monitor metrics ingestion host name (any cloud).
+pub fn is_azure_ingest_host(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    AZURE_INGEST_SUFFIXES.iter().any(|s| h.ends_with(s))
+}
 
 /// Checks an ingestion URL. Returns the URL and whether it is an Azure Monitor DCE URL.
 ///
