@@ -18,6 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # prometheus-alertmanager, dnsmasq, victoria-metrics, ... here when a test needs them.
 PEERS=(
   prometheus
+  prometheus-alertmanager
 )
 
 started=$SECONDS

@@ -16,9 +16,11 @@ pub mod proto {
         include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
     }
 }
+pub mod alert;
 pub mod codec;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod loadgen;
 pub mod privatelink;
 pub mod queue;

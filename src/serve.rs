@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::identity::{IdentityKind, TokenProvider};
+use crate::privatelink::PrivateLink;
 use crate::queue::Queue;
 use crate::receive::{Readiness, Receiver};
 use crate::upstream::{Health, Upstream};
@@ -28,6 +29,9 @@ pub enum ServeError {
     /// The upstream client could not be set up.
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    /// Private-link verification could not be set up.
+    #[error("private link: {0}")]
+    PrivateLink(#[from] crate::privatelink::path::PathError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -42,6 +46,7 @@ pub enum ServeError {
 struct Ready {
     identity: TokenProvider,
     health: Arc<Health>,
+    private_link: Arc<PrivateLink>,
     window: Duration,
 }
 
@@ -57,6 +62,9 @@ impl Readiness for Ready {
                     .as_deref()
                     .unwrap_or("first token not obtained yet")
             ));
+        }
+        if let Err(e) = self.private_link.ready() {
+            why.push(e);
         }
         if !self.health.answered_within(self.window) {
             why.push(format!(
@@ -82,6 +90,8 @@ pub struct Running {
     pub identity: TokenProvider,
     /// Upstream health (for the demo's view and tests).
     pub health: Arc<Health>,
+    /// Private-link state (for the demo's view and tests).
+    pub private_link: Arc<PrivateLink>,
     /// The metrics registry.
     pub registry: Arc<Registry>,
     task: JoinHandle<()>,
@@ -103,6 +113,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
     let upstream_metrics = crate::upstream::Metrics::register(&mut registry);
     let identity_metrics = crate::identity::Metrics::register(&mut registry);
+    let private_link_metrics = crate::privatelink::Metrics::register(&mut registry);
 
     if cfg.upstream.url.scheme() == "http" {
         tracing::warn!(url = %cfg.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
@@ -115,10 +126,21 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     }
 
     let identity = TokenProvider::new(cfg.identity.clone(), identity_metrics)?;
+    let host = cfg.upstream.url.host_str().unwrap_or_default().to_string();
+    let port = cfg.upstream.url.port_or_known_default().unwrap_or(443);
+    let private_link = Arc::new(PrivateLink::new(
+        cfg.private_link.clone(),
+        &host,
+        port,
+        cfg.upstream.ca_file.clone(),
+        private_link_metrics,
+    )?);
+    tracing::info!(host = %host, policy = cfg.private_link.mode.as_str(), "private link policy");
     let upstream = Arc::new(Upstream::new(
         cfg.upstream.clone(),
         identity.clone(),
         upstream_metrics.clone(),
+        Some(private_link.clone()),
     )?);
     let health = upstream.health();
     let queue = Arc::new(Queue::new(cfg.shards, cfg.queue_max_bytes));
@@ -141,6 +163,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let background = CancellationToken::new();
     let abort = CancellationToken::new();
     let refresher = identity.spawn_refresher(background.clone());
+    let verifier = tokio::spawn(private_link.clone().run(background.clone()));
     let prober = tokio::spawn(
         upstream
             .clone()
@@ -152,6 +175,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
 
     let registry = Arc::new(registry);
     let readiness = Box::new(Ready {
+        private_link: private_link.clone(),
         identity: identity.clone(),
         health: health.clone(),
         window: cfg.ready_window,
@@ -192,6 +216,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         background.cancel();
         let _ = refresher.await;
         let _ = prober.await;
+        let _ = verifier.await;
         tracing::info!("promlink stopped");
     });
     Ok(Running {
@@ -199,6 +224,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         shutdown,
         identity,
         health,
+        private_link,
         registry,
         task,
     })

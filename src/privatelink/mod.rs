@@ -5,9 +5,18 @@
 //!   CNAME chain, addresses and TTLs, and classifies the answer.
 //! - [`testdns`]: a small real DNS server for tests and the demo (UDP and TCP on loopback).
 
+pub mod metrics;
+pub mod path;
+pub mod probe;
+pub mod testdns;
 pub mod verdict;
+pub mod verify;
 
+pub use metrics::Metrics;
+pub use path::{ActivePath, PinnedResolver, PrivateLink, Snapshot};
+pub use testdns::TestDns;
 pub use verdict::{AddressRules, Verdict};
+pub use verify::{CnameHop, Resolution, Verifier, VerifierConfig, VerifyError};
 
 /// The path policy, after the firewall options Azure documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

@@ -36,6 +36,18 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, Upstream
 /// # Errors
 /// When the CA file is unusable or the TLS stack cannot be set up.
 pub fn build(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, UpstreamError> {
+    build_pinned(ca_file, timeout, None)
+}
+
+/// Like [`build`], resolving names only through `resolver` when given (Private Link pinning).
+///
+/// # Errors
+/// When the CA file is unusable or the TLS stack cannot be set up.
+pub fn build_pinned(
+    ca_file: Option<&Path>,
+    timeout: Duration,
+    resolver: Option<std::sync::Arc<crate::privatelink::PinnedResolver>>,
+) -> Result<reqwest::Client, UpstreamError> {
     let mut b = reqwest::Client::builder()
         .user_agent(user_agent())
         .timeout(timeout)
@@ -45,6 +57,9 @@ pub fn build(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Clien
         .no_proxy();
     if let Some(path) = ca_file {
         b = b.tls_certs_merge(load_ca_bundle(path)?);
+    }
+    if let Some(r) = resolver {
+        b = b.dns_resolver(r);
     }
     b.build().map_err(|e| UpstreamError::Client(e.to_string()))
 }

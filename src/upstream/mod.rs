@@ -15,7 +15,7 @@ pub mod retry;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use url::Url;
 
 use crate::codec::{wire, Entry};
 use crate::identity::TokenProvider;
+use crate::privatelink::PrivateLink;
 use crate::queue::{BatchLimits, Queue};
 pub use metrics::Metrics;
 use retry::{Action, Backoff, DropReason, RetryReason};
@@ -62,6 +63,7 @@ pub struct Health {
     last_answer_ms: AtomicU64,
     last_success_ms: AtomicU64,
     last_status: AtomicU16,
+    rejection: Mutex<Option<(u16, String)>>,
 }
 
 impl Health {
@@ -79,6 +81,21 @@ impl Health {
     fn accepted(&self) {
         self.last_success_ms
             .store(Self::now_ms(), Ordering::Relaxed);
+        *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn rejected(&self, status: u16, message: &str) {
+        *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((status, message.to_string()));
+    }
+
+    /// The upstream's last refusal (401, 403 or another 4xx) and its message, until a batch is
+    /// accepted again.
+    pub fn rejection(&self) -> Option<(u16, String)> {
+        self.rejection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the upstream gave any HTTP answer within `window`.
@@ -104,7 +121,9 @@ impl Health {
 /// The upstream sender shared by all shard workers.
 pub struct Upstream {
     cfg: UpstreamConfig,
-    client: reqwest::Client,
+    /// The client and the private-link generation it was built for.
+    client: RwLock<(u64, reqwest::Client)>,
+    private_link: Option<Arc<PrivateLink>>,
     identity: TokenProvider,
     metrics: Metrics,
     health: Arc<Health>,
@@ -127,15 +146,59 @@ impl Upstream {
         cfg: UpstreamConfig,
         identity: TokenProvider,
         metrics: Metrics,
+        private_link: Option<Arc<PrivateLink>>,
     ) -> Result<Self, UpstreamError> {
-        let client = client::build(cfg.ca_file.as_deref(), cfg.request_timeout)?;
+        let generation = private_link.as_ref().map_or(0, |p| p.generation());
+        let client = Self::build_client(&cfg, private_link.as_ref())?;
         Ok(Self {
             cfg,
-            client,
+            client: RwLock::new((generation, client)),
+            private_link,
             identity,
             metrics,
             health: Arc::default(),
         })
+    }
+
+    fn build_client(
+        cfg: &UpstreamConfig,
+        private_link: Option<&Arc<PrivateLink>>,
+    ) -> Result<reqwest::Client, UpstreamError> {
+        client::build_pinned(
+            cfg.ca_file.as_deref(),
+            cfg.request_timeout,
+            private_link.and_then(|p| p.resolver()),
+        )
+    }
+
+    /// The client for the current private-link generation: when the approved addresses change,
+    /// a new client (with an empty connection pool) replaces the old one, so no pooled
+    /// connection outlives its approval.
+    fn client(&self) -> reqwest::Client {
+        let Some(pl) = &self.private_link else {
+            return self
+                .client
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .clone();
+        };
+        let generation = pl.generation();
+        {
+            let c = self.client.read().unwrap_or_else(|p| p.into_inner());
+            if c.0 == generation {
+                return c.1.clone();
+            }
+        }
+        let mut c = self.client.write().unwrap_or_else(|p| p.into_inner());
+        if c.0 != generation {
+            match Self::build_client(&self.cfg, Some(pl)) {
+                Ok(new) => *c = (generation, new),
+                // It was built at start with the same settings; keep the old one if not now.
+                Err(e) => tracing::error!(error = %e, "cannot rebuild the upstream client"),
+            }
+        }
+        c.1.clone()
     }
 
     /// Readiness and status information.
@@ -182,7 +245,7 @@ impl Upstream {
         let every = (window / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         loop {
             if !self.health.answered_within(window / 2) {
-                match self.client.get(self.cfg.url.clone()).send().await {
+                match self.client().get(self.cfg.url.clone()).send().await {
                     Ok(resp) => self.health.answered(resp.status().as_u16()),
                     Err(e) => tracing::debug!(error = %error_chain(&e), "upstream probe failed"),
                 }
@@ -273,7 +336,7 @@ impl Upstream {
             }
         };
         let mut req = self
-            .client
+            .client()
             .post(self.cfg.url.clone())
             .headers(client::write_headers())
             .body(body.clone());
@@ -299,6 +362,9 @@ impl Upstream {
                     .get_or_create(&metrics::ClassLabel { class: "error" })
                     .inc();
                 tracing::warn!(error = %error_chain(&e), "upstream request failed; will retry");
+                if let Some(pl) = &self.private_link {
+                    pl.connection_failed();
+                }
                 return Attempt::RetryAfter(RetryReason::Connection, None);
             }
         };
@@ -324,6 +390,9 @@ impl Upstream {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
         let message = upstream_message(resp).await;
+        if matches!(action, Action::Reauthenticate | Action::Drop(_)) {
+            self.health.rejected(status.as_u16(), &message);
+        }
         match action {
             Action::Reauthenticate => {
                 if let Some(t) = &token {

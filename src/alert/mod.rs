@@ -1,0 +1,27 @@
+//! Alerts about promlink itself: rules over its internal state, and an Alertmanager client.
+//!
+//! - [`signals`]: [`Signals`], the snapshot of the running stages the rules read (Private Link
+//!   verdict and path, DNS changes, probe failures, upstream refusals, queue fill, token errors).
+//! - [`rules`]: [`evaluate`] turns a snapshot into firing [`Alert`]s, each with what was seen, what
+//!   it means and the documented fix in Azure's terms.
+//! - [`alertmanager`]: [`Alerter`] posts them to Alertmanager's API v2 (`/api/v2/alerts`), re-sends
+//!   while they fire and resolves them when they stop.
+//! - [`metrics`]: `promlink_alerts_firing{alertname}` and
+//!   `promlink_alertmanager_posts_total{outcome}`.
+//!
+//! The same alerts over promlink's metrics, for users who alert from Prometheus, are in
+//! `deploy/prometheus-rule.yaml` (a `PrometheusRule`); a unit test keeps its alert names and
+//! remediation texts in step with [`rules`].
+
+pub mod alertmanager;
+pub mod metrics;
+pub mod rules;
+pub mod signals;
+
+pub use alertmanager::{AlertError, Alerter};
+pub use metrics::Metrics;
+pub use rules::{evaluate, Alert};
+pub use signals::Signals;
+
+#[cfg(test)]
+mod tests;

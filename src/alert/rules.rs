@@ -1,0 +1,721 @@
+//! Alert rules over a [`Signals`] snapshot: what is wrong, what it means, and the documented fix
+//! in Azure's terms.
+//!
+//! [`evaluate`] is a pure function of the snapshot (and the clock, for [`DNS_CHANGE_WINDOW`]); it
+//! returns every alert that fires now. The same alerts, written over promlink's metrics for
+//! users who alert from Prometheus, are in `deploy/prometheus-rule.yaml`, whose annotations carry
+//! the remediation texts below word for word (a unit test holds the two together).
+//!
+//! Sources: Azure Monitor Private Link
+//! (<https://learn.microsoft.com/azure/azure-monitor/logs/private-link-configure>), the metrics
+//! ingestion API's documented answers (403: Monitoring Metrics Publisher role missing or not yet
+//! applied; 422: duplicate series), and the firewall options of the project's design: (a) a path
+//! to the public ingestion endpoints, (b) only the AMPLS / DCE private path.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::signals::Signals;
+use crate::privatelink::{Mode, Verdict};
+
+/// Critical: data is held or lost, or soon will be; an operator must act.
+pub const CRITICAL: &str = "critical";
+/// Warning: data flows, but not as configured or not for long.
+pub const WARNING: &str = "warning";
+
+/// Private Link is required or preferred, but the DCE does not verify as reached privately.
+pub const PRIVATE_LINK_NOT_VERIFIED: &str = "PromlinkPrivateLinkNotVerified";
+/// Traffic is on the public endpoint (mode `prefer` fell back).
+pub const ON_PUBLIC_FALLBACK: &str = "PromlinkOnPublicFallback";
+/// The DNS answer for the DCE changed recently.
+pub const DNS_ANSWER_CHANGED: &str = "PromlinkDnsAnswerChanged";
+/// The upstream refuses requests (4xx).
+pub const UPSTREAM_REJECTING: &str = "PromlinkUpstreamRejecting";
+/// The queue is at least [`QUEUE_NEARLY_FULL`] full.
+pub const QUEUE_NEARLY_FULL_ALERT: &str = "PromlinkQueueNearlyFull";
+/// Token refreshes fail.
+pub const TOKEN_REFRESH_FAILING: &str = "PromlinkTokenRefreshFailing";
+
+/// Every alert name [`evaluate`] can return, in a stable order (for metrics and the rule file).
+pub const ALL_ALERTS: [&str; 6] = [
+    PRIVATE_LINK_NOT_VERIFIED,
+    ON_PUBLIC_FALLBACK,
+    DNS_ANSWER_CHANGED,
+    UPSTREAM_REJECTING,
+    QUEUE_NEARLY_FULL_ALERT,
+    TOKEN_REFRESH_FAILING,
+];
+
+/// How long [`DNS_ANSWER_CHANGED`] fires after a change.
+pub const DNS_CHANGE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Queue fill (0..1) from which [`QUEUE_NEARLY_FULL_ALERT`] fires.
+pub const QUEUE_NEARLY_FULL: f64 = 0.8;
+/// Longest upstream or token error message copied into an alert (Alertmanager keeps them, and
+/// notifications have size limits).
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Remediation when DNS verifies but TCP or TLS to the private endpoint fails.
+pub const REMEDIATION_PROBE: &str = "DNS gives the private endpoint, but a TCP connection or TLS handshake to it on port 443 fails: allow outbound TCP 443 from the cluster's nodes and pods to the private endpoint's IP address(es) in network security groups, Azure Firewall or NVA rules and Kubernetes network policies; check that the private endpoint connection is Approved and that its VNet is the cluster's or peered with it, and that no TLS-inspecting proxy sits in the path";
+/// Remediation while on the public fallback (firewall option (a)).
+pub const REMEDIATION_FALLBACK: &str = "promlink is sending to the public ingestion endpoint (mode prefer, firewall option (a)): while it does, the firewall must allow TCP 443 to *.ingest.monitor.azure.com and *.handler.control.monitor.azure.com; traffic returns to the private endpoint by itself once the private path verifies and connects for return_after; to keep data off the public path entirely use mode require (firewall option (b): only the AMPLS / DCE private path); fix the private path as the PromlinkPrivateLinkNotVerified alert says";
+/// Remediation after a change of the DNS answer.
+pub const REMEDIATION_DNS_CHANGED: &str = "expected after the private endpoint was re-created or the DCE moved between Azure Monitor Private Link Scopes; otherwise compare the answer with the private endpoint's network interface IPs: a second AMPLS on the same DNS overwrites the first one's records (one AMPLS per DNS), the privatelink.monitor.azure.com zone link or a conditional forwarder may have changed, or a hosts file or custom record may bypass the zone";
+/// Remediation for 401: the token itself is refused.
+pub const REMEDIATION_401: &str = "the upstream refused the token (401): check that the token is for the right cloud and audience (scope https://monitor.azure.com/.default; US Government https://monitor.azure.us/.default, China https://monitor.azure.cn/.default), that the tenant is the DCR's, and that the node clock is correct";
+/// Remediation for 403: the role is missing or not applied yet.
+pub const REMEDIATION_403: &str = "the identity lacks the Monitoring Metrics Publisher role on the data collection rule (DCR) (403): assign it on the DCR (az role assignment create --role \"Monitoring Metrics Publisher\" --assignee <client id> --scope <DCR resource id>); a new assignment takes about 30 minutes to apply and the upstream answers 403 meanwhile; promlink keeps retrying and holds the data; if promlink is on the public fallback and the DCE disables public network access, a 403 can also mean the public path is refused (undocumented): fix the private path";
+/// Remediation for 404.
+pub const REMEDIATION_404: &str = "the upstream does not know the URL (404): check the DCE's metrics ingestion endpoint (properties.metricsIngestion.endpoint), the DCR immutable id (dcr- followed by 32 hex digits, not the resource name), the stream Microsoft-PrometheusMetrics and api-version 2023-04-24, and that the DCR is associated with the DCE in the same region as the Azure Monitor workspace; promlink drops these batches";
+/// Remediation for 422.
+pub const REMEDIATION_422: &str = "the upstream refused duplicate time series in one request (422): two senders (e.g. HA Prometheus replicas without a distinguishing external label) or relabeling that collapses label sets write the same series and timestamp; names that differ only by case collide; promlink drops these batches";
+/// Remediation for 400.
+pub const REMEDIATION_400: &str = "the upstream says the data is invalid (400): check the label limits (63 labels per series, names up to 511 characters, values up to 1023) and that samples are recent (samples older than about 20 minutes may be rejected); promlink drops these batches";
+/// Remediation for 429.
+pub const REMEDIATION_429: &str = "the upstream throttles (429): per DCR 15,000 requests per minute and 50 GB per minute (not raisable), per Azure Monitor workspace 1,000,000 active series and 1,000,000 events per minute by default (raise with a support request); send larger batches or fewer series; promlink retries, honouring Retry-After";
+/// Remediation for 413.
+pub const REMEDIATION_413: &str = "the upstream says a request is too large (413): promlink splits batches by itself; lower the batch size limits if this persists";
+/// Remediation for any other 4xx.
+pub const REMEDIATION_OTHER_4XX: &str = "the upstream refused the request for good: read the upstream's message, check the ingestion URL, DCR and identity; promlink drops these batches";
+/// Remediation for a nearly full queue.
+pub const REMEDIATION_QUEUE: &str = "the upstream takes data slower than senders write it, or not at all: look at the other promlink alerts (a refusing upstream, a missing token, or mode require holding data while Private Link does not verify); if the upstream is healthy, raise the queue size or spread the load; when the queue is full promlink answers senders with 429/503 and they retry";
+/// Remediation for failing token refreshes.
+pub const REMEDIATION_TOKEN: &str = "Entra ID is never reached through the Azure Monitor Private Link Scope: allow outbound TCP 443 to the authority host (login.microsoftonline.com; US Government login.microsoftonline.us; China login.partner.microsoftonline.cn), e.g. with the service tag AzureActiveDirectory; for managed identity the instance metadata endpoint must be reachable from the pod; for workload identity check the service account annotation azure.workload.identity/client-id, the pod label azure.workload.identity/use=true and a federated credential with audience api://AzureADTokenExchange; for a client secret or certificate check that it has not expired and belongs to the application in that tenant";
+
+/// One firing alert, before it is given Alertmanager's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// The alert name (`alertname`), one of [`ALL_ALERTS`].
+    pub name: &'static str,
+    /// [`CRITICAL`] or [`WARNING`].
+    pub severity: &'static str,
+    /// Extra labels (e.g. `upstream`, `verdict`, `mode`, `status`): values stay the same while
+    /// the condition lasts, since Alertmanager tells alerts apart by their labels.
+    pub labels: BTreeMap<String, String>,
+    /// One line.
+    pub summary: String,
+    /// What was seen and what it means.
+    pub description: String,
+    /// The documented fix, in Azure's terms.
+    pub remediation: String,
+}
+
+/// The remediation text for an upstream refusal with HTTP status `status`.
+pub fn rejection_remediation(status: u16) -> &'static str {
+    match status {
+        401 => REMEDIATION_401,
+        403 => REMEDIATION_403,
+        404 => REMEDIATION_404,
+        422 => REMEDIATION_422,
+        400 => REMEDIATION_400,
+        429 => REMEDIATION_429,
+        413 => REMEDIATION_413,
+        _ => REMEDIATION_OTHER_4XX,
+    }
+}
+
+/// Every alert that fires for `s` now.
+pub fn evaluate(s: &Signals) -> Vec<Alert> {
+    evaluate_at(s, SystemTime::now())
+}
+
+/// Every alert that fires for `s` at time `now` (for tests and replays).
+pub fn evaluate_at(s: &Signals, now: SystemTime) -> Vec<Alert> {
+    let mut out = Vec::new();
+    out.extend(private_link_not_verified(s));
+    out.extend(on_public_fallback(s, now));
+    out.extend(dns_answer_changed(s, now));
+    out.extend(upstream_rejecting(s));
+    out.extend(queue_nearly_full(s));
+    out.extend(token_refresh_failing(s));
+    out
+}
+
+fn host(s: &Signals) -> &str {
+    if s.upstream_host.is_empty() {
+        "the upstream"
+    } else {
+        &s.upstream_host
+    }
+}
+
+fn base_labels(s: &Signals) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    if !s.upstream_host.is_empty() {
+        l.insert("upstream".to_string(), s.upstream_host.clone());
+    }
+    l
+}
+
+/// Cuts `msg` to [`MAX_MESSAGE_CHARS`] characters, on a character boundary.
+fn clip(msg: &str) -> String {
+    let msg = msg.trim();
+    match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((i, _)) => format!("{}...", &msg[..i]),
+        None => msg.to_string(),
+    }
+}
+
+fn alert(
+    name: &'static str,
+    severity: &'static str,
+    labels: BTreeMap<String, String>,
+    summary: String,
+    description: String,
+    remediation: String,
+) -> Alert {
+    Alert {
+        name,
+        severity,
+        labels,
+        summary,
+        description,
+        remediation,
+    }
+}
+
+fn private_link_not_verified(s: &Signals) -> Option<Alert> {
+    let mode = s
+        .mode
+        .filter(|m| matches!(m, Mode::Require | Mode::Prefer))?;
+    let bad_verdict = s.verdict.filter(|v| *v != Verdict::Private);
+    if bad_verdict.is_none() && s.probe_failure.is_none() {
+        return None;
+    }
+    let mut labels = base_labels(s);
+    labels.insert("mode".into(), mode.as_str().into());
+    if let Some(v) = s.verdict {
+        labels.insert("verdict".into(), v.as_str().into());
+    }
+    let mut seen = Vec::new();
+    let mut fix = Vec::new();
+    if let Some(v) = bad_verdict {
+        let detail = if s.verdict_detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", clip(&s.verdict_detail))
+        };
+        seen.push(format!("DNS verdict {v}: {}{detail}", v.meaning()));
+        fix.push(v.remediation().to_string());
+    }
+    if let Some(p) = &s.probe_failure {
+        labels.insert("probe".into(), "failing".into());
+        seen.push(format!(
+            "the TCP/TLS probe of the private endpoint fails: {}",
+            clip(p)
+        ));
+        fix.push(REMEDIATION_PROBE.to_string());
+    }
+    let (severity, meaning) = match mode {
+        Mode::Require => (
+            CRITICAL,
+            "mode require sends nothing to an endpoint that is not verified private: data is held in the queue and will be refused once it is full",
+        ),
+        _ => (
+            WARNING,
+            "mode prefer falls back to the public endpoint while the private path does not verify",
+        ),
+    };
+    Some(alert(
+        PRIVATE_LINK_NOT_VERIFIED,
+        severity,
+        labels,
+        format!(
+            "{} is not verified as reached through Private Link",
+            host(s)
+        ),
+        format!("{}; {meaning}", seen.join("; ")),
+        fix.join("; "),
+    ))
+}
+
+fn on_public_fallback(s: &Signals, now: SystemTime) -> Option<Alert> {
+    if !s.on_public_fallback {
+        return None;
+    }
+    let mode = s.mode.unwrap_or(Mode::Prefer);
+    let mut labels = base_labels(s);
+    labels.insert("mode".into(), mode.as_str().into());
+    let since = s
+        .fallback_since
+        .map(|t| {
+            let d = now.duration_since(t).unwrap_or_default();
+            format!(
+                " for {}",
+                humantime::format_duration(Duration::from_secs(d.as_secs()))
+            )
+        })
+        .unwrap_or_default();
+    let why = match s.verdict {
+        Some(v) if v != Verdict::Private => format!(" (DNS verdict {v}: {})", v.meaning()),
+        _ => match &s.probe_failure {
+            Some(p) => format!(" (private endpoint probe fails: {})", clip(p)),
+            None => String::new(),
+        },
+    };
+    // Mode require must never reach the public endpoint: if it does, that is a defect.
+    let severity = if mode == Mode::Require {
+        CRITICAL
+    } else {
+        WARNING
+    };
+    let mut remediation = REMEDIATION_FALLBACK.to_string();
+    if let Some(v) = s.verdict.filter(|v| *v != Verdict::Private) {
+        remediation.push_str("; ");
+        remediation.push_str(v.remediation());
+    }
+    Some(alert(
+        ON_PUBLIC_FALLBACK,
+        severity,
+        labels,
+        format!("promlink sends to the public endpoint of {}", host(s)),
+        format!(
+            "traffic to {} has been on the public ingestion endpoint{since}{why}: data crosses the public path instead of the private endpoint",
+            host(s)
+        ),
+        remediation,
+    ))
+}
+
+fn dns_answer_changed(s: &Signals, now: SystemTime) -> Option<Alert> {
+    let (at, change) = s.dns_answer_changed.as_ref()?;
+    // A change stamped in the future (clock step) still counts as recent.
+    let age = now.duration_since(*at).unwrap_or_default();
+    if age >= DNS_CHANGE_WINDOW {
+        return None;
+    }
+    Some(alert(
+        DNS_ANSWER_CHANGED,
+        WARNING,
+        base_labels(s),
+        format!("the DNS answer for {} changed", host(s)),
+        format!(
+            "the DNS answer for {} changed {} ago: {}; this alert clears {} after the change",
+            host(s),
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            clip(change),
+            humantime::format_duration(DNS_CHANGE_WINDOW)
+        ),
+        REMEDIATION_DNS_CHANGED.to_string(),
+    ))
+}
+
+fn upstream_rejecting(s: &Signals) -> Option<Alert> {
+    let (status, message) = s.upstream_rejecting.as_ref()?;
+    let mut labels = base_labels(s);
+    labels.insert("status".into(), status.to_string());
+    // 401/403 and 429 are retried (data held); other 4xx drop data.
+    let (severity, what) = match status {
+        401 | 403 => (
+            CRITICAL,
+            "promlink keeps retrying and holds the data; nothing is delivered",
+        ),
+        429 => (WARNING, "promlink retries; delivery is delayed"),
+        413 => (WARNING, "promlink splits the batches and retries"),
+        _ => (CRITICAL, "the refused batches are dropped"),
+    };
+    let message = if message.trim().is_empty() {
+        "(no message)".to_string()
+    } else {
+        clip(message)
+    };
+    Some(alert(
+        UPSTREAM_REJECTING,
+        severity,
+        labels,
+        format!("{} refuses writes with HTTP {status}", host(s)),
+        format!("{} answers HTTP {status}: {message}; {what}", host(s)),
+        rejection_remediation(*status).to_string(),
+    ))
+}
+
+fn queue_nearly_full(s: &Signals) -> Option<Alert> {
+    if s.queue_fill.is_nan() || s.queue_fill < QUEUE_NEARLY_FULL {
+        return None;
+    }
+    let pct = (s.queue_fill.min(1.0) * 100.0).round();
+    Some(alert(
+        QUEUE_NEARLY_FULL_ALERT,
+        WARNING,
+        base_labels(s),
+        format!("promlink's queue is {pct}% full"),
+        format!(
+            "the queue holds {pct}% of its budget (alert from {}%): data is arriving faster than {} accepts it; when full, senders get 429/503 and retry, and nothing new is accepted",
+            QUEUE_NEARLY_FULL * 100.0,
+            host(s)
+        ),
+        REMEDIATION_QUEUE.to_string(),
+    ))
+}
+
+fn token_refresh_failing(s: &Signals) -> Option<Alert> {
+    let err = s.token_error.as_ref()?;
+    let hint = aadsts_hint(err)
+        .map(|h| format!("{h}; "))
+        .unwrap_or_default();
+    Some(alert(
+        TOKEN_REFRESH_FAILING,
+        CRITICAL,
+        base_labels(s),
+        "promlink cannot refresh its Entra ID token".to_string(),
+        format!(
+            "token refreshes fail: {}; once the current token expires nothing is delivered",
+            clip(err)
+        ),
+        format!("{hint}{REMEDIATION_TOKEN}"),
+    ))
+}
+
+/// A specific hint for well-known Entra ID error codes in `err`.
+fn aadsts_hint(err: &str) -> Option<&'static str> {
+    const HINTS: [(&str, &str); 6] = [
+        ("AADSTS7000215", "AADSTS7000215: the client secret is wrong"),
+        ("AADSTS7000222", "AADSTS7000222: the client secret has expired: create a new one"),
+        ("AADSTS700016", "AADSTS700016: no application with this client id in the tenant: check AZURE_CLIENT_ID and AZURE_TENANT_ID"),
+        ("AADSTS90002", "AADSTS90002: the tenant does not exist: check AZURE_TENANT_ID and the authority host (sovereign clouds)"),
+        ("AADSTS700024", "AADSTS700024: the client assertion is outside its validity: check the node clock"),
+        ("AADSTS70021", "AADSTS70021: no federated credential matches the service account token: check issuer, subject (system:serviceaccount:<namespace>:<name>) and audience api://AzureADTokenExchange"),
+    ];
+    HINTS.iter().find(|(c, _)| err.contains(c)).map(|(_, h)| *h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
+
+    fn base() -> Signals {
+        Signals {
+            upstream_host: HOST.into(),
+            mode: Some(Mode::Require),
+            verdict: Some(Verdict::Private),
+            verdict_detail: format!(
+                "{HOST} resolves through privatelink.monitor.azure.com to 10.0.0.5"
+            ),
+            queue_fill: 0.1,
+            ..Signals::default()
+        }
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    /// (case, signals, expected (name, severity) pairs, text each remediation must contain).
+    #[allow(clippy::type_complexity)]
+    fn cases() -> Vec<(
+        &'static str,
+        Signals,
+        Vec<(&'static str, &'static str)>,
+        Vec<&'static str>,
+    )> {
+        let t = now();
+        vec![
+            ("healthy", base(), vec![], vec![]),
+            ("nothing known", Signals::default(), vec![], vec![]),
+            (
+                "verdict pending",
+                Signals {
+                    verdict: None,
+                    ..base()
+                },
+                vec![],
+                vec![],
+            ),
+            (
+                "require + public",
+                Signals {
+                    verdict: Some(Verdict::Public),
+                    ..base()
+                },
+                vec![(PRIVATE_LINK_NOT_VERIFIED, CRITICAL)],
+                vec!["168.63.129.16"],
+            ),
+            (
+                "prefer + nxdomain",
+                Signals {
+                    mode: Some(Mode::Prefer),
+                    verdict: Some(Verdict::Nxdomain),
+                    ..base()
+                },
+                vec![(PRIVATE_LINK_NOT_VERIFIED, WARNING)],
+                vec!["AMPLS"],
+            ),
+            (
+                "off + public",
+                Signals {
+                    mode: Some(Mode::Off),
+                    verdict: Some(Verdict::Public),
+                    ..base()
+                },
+                vec![],
+                vec![],
+            ),
+            (
+                "no mode + public",
+                Signals {
+                    mode: None,
+                    verdict: Some(Verdict::Public),
+                    ..base()
+                },
+                vec![],
+                vec![],
+            ),
+            (
+                "require + probe failing",
+                Signals {
+                    probe_failure: Some("tcp connect 10.0.0.5:443: timed out".into()),
+                    ..base()
+                },
+                vec![(PRIVATE_LINK_NOT_VERIFIED, CRITICAL)],
+                vec!["allow outbound TCP 443", "private endpoint"],
+            ),
+            (
+                "prefer fallback",
+                Signals {
+                    mode: Some(Mode::Prefer),
+                    verdict: Some(Verdict::DnsError),
+                    on_public_fallback: true,
+                    fallback_since: Some(t - Duration::from_secs(90)),
+                    ..base()
+                },
+                vec![
+                    (PRIVATE_LINK_NOT_VERIFIED, WARNING),
+                    (ON_PUBLIC_FALLBACK, WARNING),
+                ],
+                vec!["168.63.129.16"],
+            ),
+            (
+                "dns changed 1 min ago",
+                Signals {
+                    dns_answer_changed: Some((
+                        t - Duration::from_secs(60),
+                        "10.0.0.5 -> 10.0.0.9".into(),
+                    )),
+                    ..base()
+                },
+                vec![(DNS_ANSWER_CHANGED, WARNING)],
+                vec!["one AMPLS per DNS"],
+            ),
+            (
+                "dns changed 16 min ago",
+                Signals {
+                    dns_answer_changed: Some((t - Duration::from_secs(16 * 60), "a -> b".into())),
+                    ..base()
+                },
+                vec![],
+                vec![],
+            ),
+            (
+                "dns change stamped in the future",
+                Signals {
+                    dns_answer_changed: Some((t + Duration::from_secs(5), "a -> b".into())),
+                    ..base()
+                },
+                vec![(DNS_ANSWER_CHANGED, WARNING)],
+                vec![],
+            ),
+            (
+                "403",
+                Signals {
+                    upstream_rejecting: Some((403, "AuthorizationFailed".into())),
+                    ..base()
+                },
+                vec![(UPSTREAM_REJECTING, CRITICAL)],
+                vec!["Monitoring Metrics Publisher", "30 minutes"],
+            ),
+            (
+                "401",
+                Signals {
+                    upstream_rejecting: Some((401, String::new())),
+                    ..base()
+                },
+                vec![(UPSTREAM_REJECTING, CRITICAL)],
+                vec!["https://monitor.azure.com/.default"],
+            ),
+            (
+                "404",
+                Signals {
+                    upstream_rejecting: Some((404, "not found".into())),
+                    ..base()
+                },
+                vec![(UPSTREAM_REJECTING, CRITICAL)],
+                vec!["immutable id", "Microsoft-PrometheusMetrics"],
+            ),
+            (
+                "422",
+                Signals {
+                    upstream_rejecting: Some((422, "duplicate".into())),
+                    ..base()
+                },
+                vec![(UPSTREAM_REJECTING, CRITICAL)],
+                vec!["duplicate time series"],
+            ),
+            (
+                "429",
+                Signals {
+                    upstream_rejecting: Some((429, String::new())),
+                    ..base()
+                },
+                vec![(UPSTREAM_REJECTING, WARNING)],
+                vec!["15,000 requests per minute"],
+            ),
+            (
+                "queue 0.79",
+                Signals {
+                    queue_fill: 0.79,
+                    ..base()
+                },
+                vec![],
+                vec![],
+            ),
+            (
+                "queue 0.8",
+                Signals {
+                    queue_fill: 0.8,
+                    ..base()
+                },
+                vec![(QUEUE_NEARLY_FULL_ALERT, WARNING)],
+                vec!["queue size"],
+            ),
+            (
+                "queue NaN",
+                Signals {
+                    queue_fill: f64::NAN,
+                    ..base()
+                },
+                vec![],
+                vec![],
+            ),
+            (
+                "token",
+                Signals {
+                    token_error: Some(
+                        "AADSTS7000222: The provided client secret keys are expired".into(),
+                    ),
+                    ..base()
+                },
+                vec![(TOKEN_REFRESH_FAILING, CRITICAL)],
+                vec![
+                    "login.microsoftonline.com",
+                    "login.microsoftonline.us",
+                    "login.partner.microsoftonline.cn",
+                    "secret has expired",
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn rule_table() {
+        for (case, s, want, texts) in cases() {
+            let got = evaluate_at(&s, now());
+            let names: Vec<(&str, &str)> = got.iter().map(|a| (a.name, a.severity)).collect();
+            assert_eq!(names, want, "{case}");
+            for a in &got {
+                assert!(ALL_ALERTS.contains(&a.name), "{case}: {}", a.name);
+                assert!(!a.summary.is_empty() && !a.description.is_empty(), "{case}");
+                assert!(!a.remediation.is_empty(), "{case}");
+                assert_eq!(
+                    a.labels.get("upstream").map(String::as_str),
+                    Some(HOST),
+                    "{case}"
+                );
+                for k in a.labels.keys() {
+                    assert!(
+                        !["alertname", "severity", "job", "instance"].contains(&k.as_str()),
+                        "{case}: reserved label {k}"
+                    );
+                }
+            }
+            for t in texts {
+                assert!(
+                    got.iter().any(|a| a.remediation.contains(t)),
+                    "{case}: no remediation mentions {t:?}: {got:#?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn not_verified_carries_the_verdict_remediation_and_labels() {
+        for v in Verdict::ALL.into_iter().filter(|v| *v != Verdict::Private) {
+            let s = Signals {
+                verdict: Some(v),
+                ..base()
+            };
+            let a = &evaluate_at(&s, now())[0];
+            assert_eq!(a.name, PRIVATE_LINK_NOT_VERIFIED);
+            assert_eq!(a.remediation, v.remediation());
+            assert_eq!(a.labels["verdict"], v.as_str());
+            assert_eq!(a.labels["mode"], "require");
+            assert!(a.description.contains(v.meaning()), "{}", a.description);
+            assert!(
+                a.description.contains(&s.verdict_detail),
+                "{}",
+                a.description
+            );
+        }
+        // Bad verdict and a failing probe: both fixes.
+        let s = Signals {
+            verdict: Some(Verdict::UnexpectedAddress),
+            probe_failure: Some("tls handshake: reset".into()),
+            ..base()
+        };
+        let a = &evaluate_at(&s, now())[0];
+        assert!(a
+            .remediation
+            .contains(Verdict::UnexpectedAddress.remediation()));
+        assert!(a.remediation.contains(REMEDIATION_PROBE));
+    }
+
+    #[test]
+    fn fallback_mentions_both_public_hosts_and_duration() {
+        let s = Signals {
+            mode: Some(Mode::Prefer),
+            on_public_fallback: true,
+            fallback_since: Some(now() - Duration::from_secs(125)),
+            ..base()
+        };
+        let got = evaluate_at(&s, now());
+        assert_eq!(got.len(), 1);
+        let a = &got[0];
+        assert!(a.remediation.contains("*.ingest.monitor.azure.com"));
+        assert!(a
+            .remediation
+            .contains("*.handler.control.monitor.azure.com"));
+        assert!(a.description.contains("2m 5s"), "{}", a.description);
+        // Mode require on the public endpoint is a defect: critical.
+        let s = Signals {
+            mode: Some(Mode::Require),
+            ..s
+        };
+        assert_eq!(evaluate_at(&s, now())[0].severity, CRITICAL);
+    }
+
+    #[test]
+    fn long_messages_are_clipped() {
+        let s = Signals {
+            upstream_rejecting: Some((400, "é".repeat(5000))),
+            ..base()
+        };
+        let a = &evaluate_at(&s, now())[0];
+        assert!(a.description.chars().count() < MAX_MESSAGE_CHARS + 200);
+    }
+
+    #[test]
+    fn remediation_by_status() {
+        for (status, text) in [
+            (401, REMEDIATION_401),
+            (403, REMEDIATION_403),
+            (404, REMEDIATION_404),
+            (422, REMEDIATION_422),
+            (400, REMEDIATION_400),
+            (429, REMEDIATION_429),
+            (413, REMEDIATION_413),
+            (409, REMEDIATION_OTHER_4XX),
+        ] {
+            assert_eq!(rejection_remediation(status), text, "{status}");
+        }
+    }
+}

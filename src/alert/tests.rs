@@ -1,0 +1,469 @@
+//! The alerter against a loopback receiver that records every post (and fails on request), and
+//! the `PrometheusRule` file against the rules.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::alertmanager::alerts_url;
+use super::rules::{self, Alert, ALL_ALERTS};
+use super::{Alerter, Metrics};
+
+/// Every post received: when, and the JSON array.
+#[derive(Default)]
+struct Recorder {
+    posts: Mutex<Vec<(SystemTime, Vec<Value>)>>,
+    /// Answer 500 to this many coming posts.
+    fail_next: AtomicU32,
+}
+
+impl Recorder {
+    fn posts(&self) -> Vec<(SystemTime, Vec<Value>)> {
+        self.posts.lock().unwrap().clone()
+    }
+}
+
+async fn receive(State(r): State<Arc<Recorder>>, body: String) -> StatusCode {
+    if r.fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let v: Vec<Value> = serde_json::from_str(&body).expect("a JSON array");
+    r.posts.lock().unwrap().push((SystemTime::now(), v));
+    StatusCode::OK
+}
+
+/// A recording Alertmanager stand-in on 127.0.0.1; returns its base URL.
+async fn recorder(stop: CancellationToken) -> (Url, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let app = axum::Router::new()
+        .route("/am/api/v2/alerts", post(receive))
+        .with_state(rec.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(l, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/am/").parse().unwrap(), rec)
+}
+
+fn not_verified() -> Alert {
+    let s = super::Signals {
+        upstream_host: "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com".into(),
+        mode: Some(crate::privatelink::Mode::Require),
+        verdict: Some(crate::privatelink::Verdict::Public),
+        ..Default::default()
+    };
+    rules::evaluate(&s).remove(0)
+}
+
+fn time(v: &Value) -> SystemTime {
+    humantime::parse_rfc3339_weak(v.as_str().expect("a time string")).expect("RFC 3339")
+}
+
+/// Polls `f` every 20 ms for up to 10 s.
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alerts_named<'a>(
+    posts: &'a [(SystemTime, Vec<Value>)],
+    name: &str,
+) -> Vec<(SystemTime, &'a Value)> {
+    posts
+        .iter()
+        .flat_map(|(t, v)| v.iter().map(move |a| (*t, a)))
+        .filter(|(_, a)| a["labels"]["alertname"] == name)
+        .collect()
+}
+
+#[tokio::test]
+async fn fires_at_once_resends_with_stable_start_and_resolves_once() {
+    let stop = CancellationToken::new();
+    let (base, rec) = recorder(stop.clone()).await;
+    let resend = Duration::from_millis(200);
+    let metrics = Metrics::default();
+    let alerter = Arc::new(
+        Alerter::new(
+            vec![base],
+            resend,
+            "promlink-0".into(),
+            None,
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let task = alerter.clone().spawn(stop.clone());
+
+    let a = not_verified();
+    alerter.update(vec![a.clone()]);
+    assert_eq!(metrics.firing_count(rules::PRIVATE_LINK_NOT_VERIFIED), 1);
+    assert_eq!(alerter.firing(), vec![a.clone()]);
+
+    // At least three posts of the firing alert.
+    let posts = until("three posts", || {
+        let p = rec.posts();
+        (alerts_named(&p, a.name).len() >= 3).then_some(p)
+    })
+    .await;
+    let sent = alerts_named(&posts, a.name);
+    let first = sent[0].1;
+    assert_eq!(first["labels"]["alertname"], a.name);
+    assert_eq!(first["labels"]["severity"], "critical");
+    assert_eq!(first["labels"]["job"], "promlink");
+    assert_eq!(first["labels"]["instance"], "promlink-0");
+    assert_eq!(first["labels"]["verdict"], "public");
+    assert_eq!(first["labels"]["upstream"], a.labels["upstream"].as_str());
+    assert_eq!(first["annotations"]["summary"], a.summary.as_str());
+    assert_eq!(first["annotations"]["description"], a.description.as_str());
+    assert_eq!(first["annotations"]["remediation"], a.remediation.as_str());
+    assert!(first.get("generatorURL").is_none());
+    let starts = time(&first["startsAt"]);
+    for (received, alert) in &sent {
+        assert_eq!(
+            time(&alert["startsAt"]),
+            starts,
+            "startsAt must not move on resend"
+        );
+        let ends = time(&alert["endsAt"]);
+        // endsAt = send time + 4 * resend; the send was shortly before `received`.
+        let ahead = ends.duration_since(*received).unwrap_or_default();
+        assert!(
+            ahead > Duration::from_millis(300) && ahead <= resend * 4,
+            "endsAt {ahead:?} ahead"
+        );
+    }
+
+    // Clear it: one post with endsAt at the time it stopped, then no more.
+    let cleared = SystemTime::now();
+    alerter.update(vec![]);
+    assert_eq!(metrics.firing_count(rules::PRIVATE_LINK_NOT_VERIFIED), 0);
+    assert!(alerter.firing().is_empty());
+    let resolved = until("the resolved post", || {
+        let p = rec.posts();
+        alerts_named(&p, a.name)
+            .into_iter()
+            .find(|(received, v)| time(&v["endsAt"]) <= *received)
+            .map(|(r, v)| (r, v.clone()))
+    })
+    .await;
+    assert_eq!(time(&resolved.1["startsAt"]), starts);
+    let ends = time(&resolved.1["endsAt"]);
+    assert!(
+        ends >= cleared - Duration::from_millis(2) && ends <= resolved.0,
+        "{ends:?}"
+    );
+    tokio::time::sleep(resend * 4).await;
+    let after = rec.posts();
+    let resolved_posts = alerts_named(&after, a.name)
+        .into_iter()
+        .filter(|(r, v)| time(&v["endsAt"]) <= *r)
+        .count();
+    assert_eq!(resolved_posts, 1, "a resolution is posted once");
+    let last = after.last().unwrap();
+    assert!(
+        last.1.iter().all(|v| time(&v["endsAt"]) <= last.0),
+        "nothing fires after the resolution"
+    );
+    assert!(metrics.post_count("success") >= 4);
+    assert_eq!(metrics.post_count("failure"), 0);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn failed_posts_are_retried_and_a_failing_instance_does_not_hold_back_the_other() {
+    let stop = CancellationToken::new();
+    let (base, rec) = recorder(stop.clone()).await;
+    // A port nobody listens on: connection refused, every time.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        Url::parse(&format!("http://127.0.0.1:{port}")).unwrap()
+    };
+    rec.fail_next.store(2, Ordering::SeqCst);
+    let metrics = Metrics::default();
+    let alerter = Arc::new(
+        Alerter::new(
+            vec![dead, base],
+            Duration::from_secs(60),
+            "i".into(),
+            None,
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let task = alerter.clone().spawn(stop.clone());
+    let a = not_verified();
+    alerter.update(vec![a.clone()]);
+    // Two 500s, then delivered (the resend interval is a minute: this is the retry).
+    until("the firing alert after two failures", || {
+        (!alerts_named(&rec.posts(), a.name).is_empty()).then_some(())
+    })
+    .await;
+    assert!(metrics.post_count("failure") >= 2);
+
+    // The resolution is retried too.
+    rec.fail_next.store(1, Ordering::SeqCst);
+    alerter.update(vec![]);
+    until("the resolution after a failure", || {
+        alerts_named(&rec.posts(), a.name)
+            .iter()
+            .any(|(r, v)| time(&v["endsAt"]) <= *r)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(rec.fail_next.load(Ordering::SeqCst), 0);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn refiring_starts_a_new_episode_after_the_resolution() {
+    let stop = CancellationToken::new();
+    let (base, rec) = recorder(stop.clone()).await;
+    // The task starts after both changes: its first post carries both.
+    let alerter = Arc::new(
+        Alerter::new(
+            vec![base],
+            Duration::from_secs(60),
+            "i".into(),
+            None,
+            Metrics::default(),
+        )
+        .unwrap(),
+    );
+    let a = not_verified();
+    alerter.update(vec![a.clone()]);
+    let first_start = alerter.firing_since()[0].1;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    alerter.update(vec![]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    alerter.update(vec![a.clone()]);
+    let second_start = alerter.firing_since()[0].1;
+    assert!(second_start > first_start);
+    let task = alerter.clone().spawn(stop.clone());
+    let posts = until("a post", || {
+        let p = rec.posts();
+        (!p.is_empty()).then_some(p)
+    })
+    .await;
+    let batch = &posts[0].1;
+    assert_eq!(batch.len(), 2, "{batch:?}");
+    // The resolved episode first, then the new one.
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    assert_eq!(ms(time(&batch[0]["startsAt"])), ms(first_start));
+    assert_eq!(ms(time(&batch[1]["startsAt"])), ms(second_start));
+    assert!(time(&batch[0]["endsAt"]) <= posts[0].0);
+    assert!(time(&batch[1]["endsAt"]) > posts[0].0);
+    assert!(time(&batch[1]["startsAt"]) > time(&batch[0]["startsAt"]));
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn zero_urls_keeps_state_and_metrics() {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("promlink");
+    let metrics = Metrics::register(&mut registry);
+    let alerter = Arc::new(
+        Alerter::new(
+            vec![],
+            Duration::from_secs(30),
+            "x".into(),
+            None,
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let stop = CancellationToken::new();
+    let task = alerter.clone().spawn(stop.clone());
+    let s = super::Signals {
+        queue_fill: 0.9,
+        token_error: Some("connection refused".into()),
+        ..Default::default()
+    };
+    alerter.update(rules::evaluate(&s));
+    assert_eq!(alerter.firing().len(), 2);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(r#"promlink_alerts_firing{alertname="PromlinkQueueNearlyFull"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"promlink_alerts_firing{alertname="PromlinkOnPublicFallback"} 0"#));
+    assert!(text.contains(r#"promlink_alertmanager_posts_total{outcome="success"} 0"#));
+    assert!(!task.is_finished());
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn alertmanager_urls() {
+    for (base, want) in [
+        ("http://am:9093", "http://am:9093/api/v2/alerts"),
+        ("http://am:9093/", "http://am:9093/api/v2/alerts"),
+        (
+            "https://x/alertmanager/",
+            "https://x/alertmanager/api/v2/alerts",
+        ),
+        (
+            "http://am:9093/api/v2/alerts",
+            "http://am:9093/api/v2/alerts",
+        ),
+    ] {
+        assert_eq!(alerts_url(&base.parse().unwrap()).unwrap().as_str(), want);
+    }
+    let err = alerts_url(&"ftp://user:secret@am/".parse().unwrap()).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+    assert!(Alerter::new(vec![], Duration::ZERO, "x".into(), None, Metrics::default()).is_err());
+}
+
+/// The rule file: valid YAML, a `PrometheusRule`, one rule (or more) per alert of [`rules`], and
+/// the same remediation texts.
+#[test]
+fn prometheus_rule_file_matches_the_rules() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus-rule.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).expect("valid YAML");
+    assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(doc["kind"], "PrometheusRule");
+    assert!(doc["metadata"]["name"].is_string());
+    let mut by_name: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for group in doc["spec"]["groups"].as_array().expect("spec.groups") {
+        assert!(group["name"].is_string());
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"]
+                .as_str()
+                .expect("alert rules only")
+                .to_string();
+            assert!(
+                rule["expr"].as_str().is_some_and(|e| !e.trim().is_empty()),
+                "{name}"
+            );
+            let sev = rule["labels"]["severity"].as_str().expect("severity");
+            assert!(
+                sev == "critical" || sev == "warning" || sev.contains("{{"),
+                "{name}: {sev}"
+            );
+            for k in ["summary", "description", "remediation"] {
+                assert!(rule["annotations"][k].is_string(), "{name}: {k}");
+            }
+            by_name.entry(name).or_default().push(rule.clone());
+        }
+    }
+    for name in ALL_ALERTS {
+        assert!(by_name.contains_key(name), "no rule for {name}");
+    }
+    for name in by_name.keys() {
+        assert!(
+            ALL_ALERTS.contains(&name.as_str()),
+            "{name} is not in rules.rs"
+        );
+    }
+    let remediation = |name: &str| -> String {
+        by_name[name]
+            .iter()
+            .map(|r| {
+                r["annotations"]["remediation"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let expect: Vec<(&str, Vec<&str>)> = vec![
+        (
+            rules::PRIVATE_LINK_NOT_VERIFIED,
+            crate::privatelink::Verdict::ALL
+                .iter()
+                .filter(|v| **v != crate::privatelink::Verdict::Private)
+                .map(|v| v.remediation())
+                .chain([rules::REMEDIATION_PROBE])
+                .collect(),
+        ),
+        (rules::ON_PUBLIC_FALLBACK, vec![rules::REMEDIATION_FALLBACK]),
+        (
+            rules::DNS_ANSWER_CHANGED,
+            vec![rules::REMEDIATION_DNS_CHANGED],
+        ),
+        (
+            rules::UPSTREAM_REJECTING,
+            vec![
+                rules::REMEDIATION_401,
+                rules::REMEDIATION_403,
+                rules::REMEDIATION_404,
+                rules::REMEDIATION_422,
+                rules::REMEDIATION_400,
+                rules::REMEDIATION_429,
+                rules::REMEDIATION_OTHER_4XX,
+            ],
+        ),
+        (
+            rules::QUEUE_NEARLY_FULL_ALERT,
+            vec![rules::REMEDIATION_QUEUE],
+        ),
+        (rules::TOKEN_REFRESH_FAILING, vec![rules::REMEDIATION_TOKEN]),
+    ];
+    for (name, texts) in expect {
+        let got = remediation(name);
+        for t in texts {
+            assert!(got.contains(t), "{name}: remediation lacks {t:?}");
+        }
+    }
+    // Metrics the rules read exist under these names (a typo would never fire).
+    for m in [
+        "promlink_private_link_verdict",
+        "promlink_private_link_mode",
+        "promlink_private_link_active_path",
+        "promlink_private_link_dns_changes_total",
+        "promlink_private_link_probe_failures_total",
+        "promlink_upstream_retries_total",
+        "promlink_samples_dropped_total",
+        "promlink_queue_bytes",
+        "promlink_queue_max_bytes",
+        "promlink_token_refreshes_total",
+        "promlink_token_valid",
+    ] {
+        assert!(text.contains(m), "the rule file does not use {m}");
+    }
+}

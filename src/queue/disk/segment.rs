@@ -1,0 +1,422 @@
+//! Record framing, record reading with resynchronisation, and the read-position file.
+//!
+//! The byte layouts are documented at the top of the parent module; this file is the only code
+//! that reads or writes them. Nothing here panics on bad input: a damaged record is reported as
+//! [`Step::Corrupt`] with a reason, and the caller decides what that costs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::codec::Entry;
+
+/// First four bytes of every record.
+pub(super) const MAGIC: [u8; 4] = *b"PLQ1";
+/// Magic, payload length, CRC.
+pub(super) const HEADER_LEN: u64 = 12;
+/// Largest payload accepted when reading (and written): far above any request body limit, low
+/// enough that a damaged length field cannot make a reader allocate gigabytes.
+pub(super) const MAX_PAYLOAD: u64 = 512 << 20;
+
+const POS_MAGIC: [u8; 4] = *b"PLQP";
+const POS_LEN: usize = 28;
+/// Name of the read-position file inside a shard directory.
+pub(super) const POS_FILE: &str = "read.pos";
+const POS_TMP: &str = "read.pos.tmp";
+
+/// A place in a shard's log: the record starting at byte `off` of segment `seg`, of which the
+/// first `skip` entries are already consumed. Ordered like the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    pub(crate) seg: u64,
+    pub(crate) off: u64,
+    pub(crate) skip: u32,
+}
+
+impl Pos {
+    pub(super) fn new(seg: u64, off: u64, skip: u32) -> Self {
+        Self { seg, off, skip }
+    }
+}
+
+/// File name of segment `seq`.
+pub(super) fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.log")
+}
+
+/// The sequence number of a segment file name, if `name` is one.
+pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Encodes one record: the entries of one request for one shard, pushed at `at_ms`.
+pub(super) fn encode_record(at_ms: u64, entries: &[Entry]) -> Vec<u8> {
+    let payload_len: usize = 8
+        + 10
+        + entries
+            .iter()
+            .map(|e| 8 + 4 * 5 + 10 + e.bytes.len())
+            .sum::<usize>();
+    let mut buf = Vec::with_capacity(HEADER_LEN as usize + payload_len);
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&[0; 8]);
+    buf.extend_from_slice(&at_ms.to_le_bytes());
+    put_varint(&mut buf, entries.len() as u64);
+    for e in entries {
+        buf.extend_from_slice(&e.shard_key.to_le_bytes());
+        put_varint(&mut buf, u64::from(e.field));
+        put_varint(&mut buf, u64::from(e.samples));
+        put_varint(&mut buf, u64::from(e.histograms));
+        put_varint(&mut buf, u64::from(e.exemplars));
+        put_varint(&mut buf, e.bytes.len() as u64);
+        buf.extend_from_slice(&e.bytes);
+    }
+    // A payload over u32 is refused by the caller (`MAX_PAYLOAD`); saturate rather than wrap.
+    let len = u32::try_from(buf.len() - HEADER_LEN as usize).unwrap_or(u32::MAX);
+    buf[4..8].copy_from_slice(&len.to_le_bytes());
+    let crc = checksum(&buf[4..8], &buf[HEADER_LEN as usize..]);
+    buf[8..12].copy_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(payload);
+    h.finalize()
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Cursor over a payload; every read is bounds-checked.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn u64_le(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .buf
+                .get(self.at)
+                .ok_or_else(|| "payload ends inside a varint".to_string())?;
+            self.at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err("varint longer than 10 bytes".to_string())
+    }
+
+    fn u32_varint(&mut self, what: &str) -> Result<u32, String> {
+        u32::try_from(self.varint()?).map_err(|_| format!("{what} does not fit in 32 bits"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| "payload shorter than its fields".to_string())?;
+        let out = &self.buf[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+}
+
+/// Decodes a payload whose CRC already matched. Entry bytes share the payload's allocation.
+pub(super) fn decode_payload(payload: &Bytes) -> Result<(u64, Vec<Entry>), String> {
+    let mut c = Cursor {
+        buf: payload,
+        at: 0,
+    };
+    let at_ms = c.u64_le()?;
+    let n = c.varint()?;
+    // Each entry takes at least 14 bytes: a count beyond that is damage, not a reason to
+    // allocate.
+    if n > payload.len() as u64 / 14 {
+        return Err(format!("entry count {n} exceeds what the payload can hold"));
+    }
+    let mut entries = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let shard_key = c.u64_le()?;
+        let field = c.u32_varint("field")?;
+        let samples = c.u32_varint("samples")?;
+        let histograms = c.u32_varint("histograms")?;
+        let exemplars = c.u32_varint("exemplars")?;
+        let len = usize::try_from(c.varint()?).map_err(|_| "entry length too large")?;
+        let start = c.at;
+        c.take(len)?;
+        entries.push(Entry {
+            shard_key,
+            field,
+            bytes: payload.slice(start..start + len),
+            samples,
+            histograms,
+            exemplars,
+        });
+    }
+    if c.at != payload.len() {
+        return Err(format!(
+            "{} bytes after the last entry",
+            payload.len() - c.at
+        ));
+    }
+    Ok((at_ms, entries))
+}
+
+/// Reads exactly `buf.len()` bytes at `off`.
+fn read_at(file: &mut File, off: u64, buf: &mut [u8]) -> io::Result<()> {
+    file.seek(SeekFrom::Start(off))?;
+    file.read_exact(buf)
+}
+
+/// What one record read found.
+enum Rec {
+    Valid {
+        at_ms: u64,
+        entries: Vec<Entry>,
+        next: u64,
+    },
+    Bad(String),
+}
+
+/// Reads and checks the record at `off`, which must lie wholly before `end`.
+fn read_record(file: &mut File, off: u64, end: u64) -> io::Result<Rec> {
+    if end.saturating_sub(off) < HEADER_LEN {
+        return Ok(Rec::Bad(format!(
+            "{} bytes left, too few for a record header (torn write?)",
+            end.saturating_sub(off)
+        )));
+    }
+    let mut header = [0u8; HEADER_LEN as usize];
+    match read_at(file, off, &mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Ok(Rec::Bad("file shorter than expected".to_string()))
+        }
+        Err(e) => return Err(e),
+    }
+    if header[0..4] != MAGIC {
+        return Ok(Rec::Bad("bad magic".to_string()));
+    }
+    let len = u64::from(u32::from_le_bytes([
+        header[4], header[5], header[6], header[7],
+    ]));
+    let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if len > MAX_PAYLOAD {
+        return Ok(Rec::Bad(format!("payload length {len} over the limit")));
+    }
+    let next = off + HEADER_LEN + len;
+    if next > end {
+        return Ok(Rec::Bad(format!(
+            "record of {len} payload bytes runs {} bytes past the end of the segment (torn write?)",
+            next - end
+        )));
+    }
+    let mut payload = vec![0u8; len as usize];
+    match read_at(file, off + HEADER_LEN, &mut payload) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Ok(Rec::Bad("file shorter than expected".to_string()))
+        }
+        Err(e) => return Err(e),
+    }
+    let actual = checksum(&header[4..8], &payload);
+    if actual != crc {
+        return Ok(Rec::Bad(format!(
+            "crc mismatch: stored {crc:08x}, computed {actual:08x}"
+        )));
+    }
+    let payload = Bytes::from(payload);
+    Ok(match decode_payload(&payload) {
+        Ok((at_ms, entries)) => Rec::Valid {
+            at_ms,
+            entries,
+            next,
+        },
+        Err(reason) => Rec::Bad(format!("undecodable payload: {reason}")),
+    })
+}
+
+/// The first offset in `[from, end)` where a valid record starts.
+fn resync(file: &mut File, from: u64, end: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = from;
+    while pos + HEADER_LEN <= end {
+        let n = (end - pos).min(buf.len() as u64) as usize;
+        match read_at(file, pos, &mut buf[..n]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        for i in 0..n.saturating_sub(MAGIC.len() - 1) {
+            if buf[i..i + MAGIC.len()] == MAGIC {
+                let candidate = pos + i as u64;
+                if let Rec::Valid { .. } = read_record(file, candidate, end)? {
+                    return Ok(Some(candidate));
+                }
+            }
+        }
+        if n < MAGIC.len() {
+            break;
+        }
+        // Overlap so a magic split across two chunks is still seen.
+        pos += (n - (MAGIC.len() - 1)) as u64;
+    }
+    Ok(None)
+}
+
+/// One step through a segment.
+pub(super) enum Step {
+    /// A valid record at `off`; the next one starts at `next`.
+    Record {
+        off: u64,
+        at_ms: u64,
+        entries: Vec<Entry>,
+        next: u64,
+    },
+    /// The bytes from `off` are damaged; the next valid record starts at `resume`, or none
+    /// does before `end`.
+    Corrupt {
+        off: u64,
+        reason: String,
+        resume: Option<u64>,
+    },
+    /// `off` reached `end`.
+    End,
+}
+
+/// Reads the record at `off` or, when it is damaged, finds where the next valid one starts.
+///
+/// # Errors
+/// Only real I/O errors; damage is a [`Step::Corrupt`].
+pub(super) fn step(file: &mut File, off: u64, end: u64) -> io::Result<Step> {
+    if off >= end {
+        return Ok(Step::End);
+    }
+    Ok(match read_record(file, off, end)? {
+        Rec::Valid {
+            at_ms,
+            entries,
+            next,
+        } => Step::Record {
+            off,
+            at_ms,
+            entries,
+            next,
+        },
+        Rec::Bad(reason) => Step::Corrupt {
+            off,
+            reason,
+            resume: resync(file, off + 1, end)?,
+        },
+    })
+}
+
+fn encode_pos(pos: Pos) -> [u8; POS_LEN] {
+    let mut b = [0u8; POS_LEN];
+    b[0..4].copy_from_slice(&POS_MAGIC);
+    b[4..12].copy_from_slice(&pos.seg.to_le_bytes());
+    b[12..20].copy_from_slice(&pos.off.to_le_bytes());
+    b[20..24].copy_from_slice(&pos.skip.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode_pos(b: &[u8]) -> Result<Pos, String> {
+    if b.len() != POS_LEN {
+        return Err(format!("{} bytes, expected {POS_LEN}", b.len()));
+    }
+    if b[0..4] != POS_MAGIC {
+        return Err("bad magic".to_string());
+    }
+    let crc = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    if crc32fast::hash(&b[0..24]) != crc {
+        return Err("crc mismatch".to_string());
+    }
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(a)
+    };
+    Ok(Pos::new(
+        u64_at(4),
+        u64_at(12),
+        u32::from_le_bytes([b[20], b[21], b[22], b[23]]),
+    ))
+}
+
+/// The persisted read position of the shard in `dir`: `Ok(None)` when there is none yet,
+/// `Err(reason)` when the file is unreadable or damaged.
+pub(super) fn read_pos(dir: &Path) -> Result<Option<Pos>, String> {
+    match std::fs::read(dir.join(POS_FILE)) {
+        Ok(b) => decode_pos(&b).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes a temporary position file a crash may have left.
+pub(super) fn remove_pos_tmp(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(POS_TMP)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the position file atomically (temporary file, rename). With `durable`, the new
+/// content is fsynced before the rename and the directory after it, so it survives power loss;
+/// without, it survives a process crash only. Returns the number of fsyncs made.
+pub(super) fn write_pos(dir: &Path, pos: Pos, durable: bool) -> io::Result<u64> {
+    let tmp = dir.join(POS_TMP);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(&encode_pos(pos))?;
+    if durable {
+        f.sync_all()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, dir.join(POS_FILE))?;
+    if durable {
+        sync_dir(dir)?;
+        return Ok(2);
+    }
+    Ok(0)
+}
+
+/// Makes the directory's entries (created, renamed files) durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The path of segment `seq` in `dir`.
+pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(segment_name(seq))
+}

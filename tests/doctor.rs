@@ -1,0 +1,406 @@
+//! `promlink doctor` end to end, in-process, all on 127.0.0.0/8.
+//!
+//! A [`TestDns`] answers the Azure names: the DCE host, the `handler.control` hosts (and the Log
+//! Analytics hosts) resolve to 127.0.0.2, the "private endpoint" (`--private-cidr 127.0.0.2/32`),
+//! or in the public shape to 127.0.0.3. Two DCE emulators listen on 127.0.0.2:<port> and
+//! 127.0.0.3:<port> with a certificate for those names; the ingestion URL names <port>. The
+//! Entra emulator is the authority on 127.0.0.1 (its certificate names the IP), and promlink
+//! authenticates with a client secret. Nothing goes to 169.254.169.254 or off the host.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use promlink::config::Settings;
+use promlink::doctor::{self, DoctorArgs, OutputFormat, Report, Status};
+use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls, DEFAULT_DCR_ID};
+use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
+use promlink::emulator::tls::TestCa;
+use promlink::identity::IdentityKind;
+use promlink::privatelink::testdns::privatelink_name;
+use promlink::privatelink::{Mode, TestDns, Verdict};
+
+const DCE_HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
+const CONTROL: &str = "eastus.handler.control.monitor.azure.com";
+const GLOBAL: &str = "global.handler.control.monitor.azure.com";
+const WORKSPACE: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+const SECRET: &str = "doctor-test-secret";
+const PRIVATE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const PUBLIC: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+
+/// Puts one DNS shape in place.
+type Setup<'a> = dyn Fn(&TestDns) + 'a;
+
+struct Env {
+    dns: TestDns,
+    entra: EntraHandle,
+    private_dce: DceHandle,
+    public_dce: DceHandle,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Everything private-linked and healthy; the role granted when `grant`.
+    async fn start(grant: bool) -> Env {
+        let ca = TestCa::new("doctor test CA").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        let entra = EntraEmulator::start_with_ca(
+            EntraConfig {
+                clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, SECRET)],
+                ..EntraConfig::default()
+            },
+            &ca,
+        )
+        .await
+        .unwrap();
+        let [ods, oms] = [
+            format!("{WORKSPACE}.ods.opinsights.azure.com"),
+            format!("{WORKSPACE}.oms.opinsights.azure.com"),
+        ];
+        let leaf = ca
+            .issue(&[DCE_HOST, CONTROL, GLOBAL, ods.as_str(), oms.as_str()])
+            .unwrap();
+        let dce_config = |ip: IpAddr, port: u16| DceConfig {
+            listen: SocketAddr::new(ip, port),
+            tls: DceTls::Pem {
+                cert_pem: leaf.cert_pem.clone(),
+                key_pem: leaf.key_pem.clone(),
+                ca_pem: Some(ca.cert_pem().to_owned()),
+            },
+            auth: Some(entra.verifier()),
+            granted: if grant { vec![CLIENT.into()] } else { vec![] },
+            ..DceConfig::default()
+        };
+        // The same port on both addresses: the URL names one port.
+        let (private_dce, public_dce) = loop {
+            let private = DceEmulator::start(dce_config(PRIVATE, 0)).await.unwrap();
+            match DceEmulator::start(dce_config(PUBLIC, private.addr().port())).await {
+                Ok(public) => break (private, public),
+                Err(_) => private.shutdown().await,
+            }
+        };
+        let port = private_dce.addr().port();
+        let dns = TestDns::start().await.unwrap();
+        for host in [DCE_HOST, CONTROL, GLOBAL] {
+            dns.set_private_link(host, PRIVATE, 60);
+        }
+        Env {
+            dns,
+            entra,
+            private_dce,
+            public_dce,
+            port,
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "https://{DCE_HOST}:{}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
+            self.port
+        )
+    }
+
+    fn args(&self, mode: Mode) -> DoctorArgs {
+        let mut args = DoctorArgs::new(Settings {
+            ingestion_url: Some(self.url()),
+            identity: Some(IdentityKind::ClientSecret),
+            tenant_id: Some(TENANT.into()),
+            client_id: Some(CLIENT.into()),
+            client_secret_file: Some(self.dir.path().join("secret")),
+            authority_host: Some(self.entra.authority_host().to_owned()),
+            ca_file: Some(self.dir.path().join("ca.pem")),
+            private_link: Some(mode),
+            dns_server: Some(vec![self.dns.addr()]),
+            private_cidr: Some(vec!["127.0.0.2/32".parse().unwrap()]),
+            probe_timeout: Some(Duration::from_secs(2)),
+            request_timeout: Some(Duration::from_secs(10)),
+            ..Settings::default()
+        });
+        args.token_timeout = Duration::from_secs(10);
+        args
+    }
+
+    async fn stop(self) {
+        self.private_dce.shutdown().await;
+        self.public_dce.shutdown().await;
+        self.dns.shutdown().await;
+    }
+}
+
+async fn report(args: &DoctorArgs) -> Report {
+    doctor::diagnose(args).await.expect("valid configuration")
+}
+
+fn one<'a>(r: &'a Report, name: &str, target: &str) -> &'a doctor::Check {
+    r.checks
+        .iter()
+        .find(|c| c.name == name && c.target == target)
+        .unwrap_or_else(|| panic!("no {name} check for {target}: {r:#?}"))
+}
+
+#[tokio::test]
+async fn private_path_passes_under_require() {
+    let env = Env::start(true).await;
+    let args = env.args(Mode::Require);
+    let r = report(&args).await;
+    assert!(r.ok, "{}", r.to_human());
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.mode, "require");
+    let dns = one(&r, "dns", DCE_HOST);
+    assert_eq!(dns.status, Status::Ok);
+    assert_eq!(dns.verdict.as_deref(), Some("private"));
+    assert!(
+        dns.seen.contains(&privatelink_name(DCE_HOST)),
+        "{}",
+        dns.seen
+    );
+    let connect = one(&r, "connect", DCE_HOST);
+    assert_eq!(connect.status, Status::Ok, "{connect:?}");
+    assert!(connect.seen.contains("127.0.0.2"), "{}", connect.seen);
+    for host in [CONTROL, GLOBAL] {
+        assert_eq!(one(&r, "dns", host).status, Status::Ok);
+        assert_eq!(one(&r, "connect", host).status, Status::Ok);
+    }
+    // The authority is an IP literal here: nothing to resolve, but reachable.
+    assert_eq!(one(&r, "connect", "127.0.0.1").status, Status::Ok);
+    let token = r.checks.iter().find(|c| c.name == "token").unwrap();
+    assert_eq!(token.status, Status::Ok, "{token:?}");
+    let canary = r.checks.iter().find(|c| c.name == "canary").unwrap();
+    assert_eq!(canary.status, Status::Skipped);
+    // Never a byte to the public address under require.
+    assert_eq!(env.public_dce.stats().requests, 0);
+
+    let (text, code) = doctor::render(&args).await;
+    assert_eq!(code, 0);
+    assert!(text.contains(&format!("✓ dns {DCE_HOST}")), "{text}");
+    assert!(
+        text.contains("data would flow under private link mode require"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "the client secret leaked: {text}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn every_verdict_gives_its_remediation_and_fails_under_require() {
+    let env = Env::start(true).await;
+    let mut args = env.args(Mode::Require);
+    let pl = privatelink_name(DCE_HOST);
+    let cases: [(Verdict, &Setup<'_>); 5] = [
+        (Verdict::Public, &|d| d.set_public(DCE_HOST, PUBLIC, 60)),
+        (Verdict::Nxdomain, &|d| {
+            d.remove(&pl);
+            d.set_cname(DCE_HOST, &pl, 60);
+            d.set_nxdomain_zone("privatelink.monitor.azure.com");
+        }),
+        // Private, but not through a privatelink zone (a hosts-file style A record).
+        (Verdict::UnexpectedAddress, &|d| {
+            d.set_a(DCE_HOST, &[PRIVATE], 60)
+        }),
+        (Verdict::Mixed, &|d| {
+            d.set_cname(DCE_HOST, &pl, 60);
+            d.set_a(&pl, &[PRIVATE, PUBLIC], 60);
+        }),
+        (Verdict::DnsError, &|d| d.set_servfail(DCE_HOST, true)),
+    ];
+    for (verdict, setup) in cases {
+        env.dns.remove(DCE_HOST);
+        setup(&env.dns);
+        args.output = OutputFormat::Human;
+        let (text, code) = doctor::render(&args).await;
+        assert_eq!(code, 1, "{verdict}: {text}");
+        assert!(text.contains(verdict.remediation()), "{verdict}: {text}");
+        assert!(text.contains(verdict.meaning()), "{verdict}: {text}");
+        assert!(
+            text.contains(&format!("✗ dns {DCE_HOST}")),
+            "{verdict}: {text}"
+        );
+        let r = report(&args).await;
+        let dns = one(&r, "dns", DCE_HOST);
+        assert_eq!(dns.verdict.as_deref(), Some(verdict.as_str()), "{dns:?}");
+        assert_eq!(dns.status, Status::Fail);
+        // require probes nothing that is not verified private, and the canary has no path.
+        assert_ne!(one(&r, "connect", DCE_HOST).status, Status::Ok);
+    }
+    assert_eq!(env.public_dce.stats().requests, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn prefer_turns_public_into_a_warning_and_probes_the_fallback() {
+    let env = Env::start(true).await;
+    env.dns.set_public(DCE_HOST, PUBLIC, 60);
+    let mut args = env.args(Mode::Prefer);
+    args.write_canary = true;
+    let r = report(&args).await;
+    assert!(r.ok, "{}", r.to_human());
+    let dns = one(&r, "dns", DCE_HOST);
+    assert_eq!(dns.status, Status::Warn);
+    assert_eq!(dns.verdict.as_deref(), Some("public"));
+    assert!(dns.fix.contains(Verdict::Public.remediation()));
+    assert!(
+        dns.fix.contains("*.ingest.monitor.azure.com")
+            && dns.fix.contains("*.handler.control.monitor.azure.com"),
+        "{}",
+        dns.fix
+    );
+    let connect = one(&r, "connect", DCE_HOST);
+    assert_eq!(connect.status, Status::Ok, "{connect:?}");
+    assert!(connect.seen.contains("127.0.0.3"), "{}", connect.seen);
+    // The canary went over the public fallback.
+    let canary = r.checks.iter().find(|c| c.name == "canary").unwrap();
+    assert_eq!(canary.status, Status::Ok, "{canary:?}");
+    assert_eq!(env.public_dce.stats().accepted_requests, 1);
+    assert_eq!(env.private_dce.stats().accepted_requests, 0);
+    let (_, code) = doctor::render(&args).await;
+    assert_eq!(code, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn json_output_parses_and_lists_checks() {
+    let env = Env::start(true).await;
+    let mut args = env.args(Mode::Require);
+    args.output = OutputFormat::Json;
+    args.workspace_id = Some(WORKSPACE.into());
+    let (text, code) = doctor::render(&args).await;
+    let v: serde_json::Value = serde_json::from_str(&text).expect("doctor JSON parses");
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["mode"], "require");
+    let checks = v["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for want in ["ingestion-url", "dns", "connect", "token", "canary"] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    for c in checks {
+        for key in ["target", "status", "seen", "meaning", "fix"] {
+            assert!(c[key].is_string(), "{key} in {c}");
+        }
+    }
+    let dce = checks
+        .iter()
+        .find(|c| c["name"] == "dns" && c["target"] == DCE_HOST)
+        .unwrap();
+    assert_eq!(dce["verdict"], "private");
+    assert_eq!(dce["status"], "ok");
+    // The Log Analytics hosts have no record: checked, graded as warnings (not promlink's path).
+    for host in [
+        format!("{WORKSPACE}.ods.opinsights.azure.com"),
+        format!("{WORKSPACE}.oms.opinsights.azure.com"),
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == "dns" && c["target"] == host.as_str())
+            .unwrap_or_else(|| panic!("no dns check for {host}"));
+        assert_eq!(c["status"], "warn", "{c}");
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn canary_is_accepted_through_the_private_endpoint() {
+    let env = Env::start(true).await;
+    let mut args = env.args(Mode::Require);
+    args.write_canary = true;
+    let r = report(&args).await;
+    let canary = r.checks.iter().find(|c| c.name == "canary").unwrap();
+    assert_eq!(canary.status, Status::Ok, "{canary:?}");
+    assert!(canary.seen.contains("HTTP 2"), "{}", canary.seen);
+    assert!(canary.seen.contains("127.0.0.2"), "{}", canary.seen);
+    let stats = env.private_dce.stats();
+    assert_eq!(stats.accepted_requests, 1);
+    assert_eq!(stats.samples, 1);
+    assert_eq!(env.public_dce.stats().requests, 0);
+    assert_eq!(r.exit_code(), 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn canary_403_explains_the_role_assignment() {
+    let env = Env::start(false).await;
+    let mut args = env.args(Mode::Require);
+    args.write_canary = true;
+    let (text, code) = doctor::render(&args).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("HTTP 403"), "{text}");
+    assert!(text.contains("Monitoring Metrics Publisher"), "{text}");
+    assert!(text.contains("30 minutes"), "{text}");
+    assert!(text.contains("✗ canary"), "{text}");
+    assert_eq!(env.private_dce.stats().accepted_requests, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_client_secret_reports_the_aadsts_error_and_fix() {
+    let env = Env::start(true).await;
+    std::fs::write(env.dir.path().join("secret"), "not-the-secret").unwrap();
+    let mut args = env.args(Mode::Require);
+    args.write_canary = true;
+    let r = report(&args).await;
+    assert_eq!(r.exit_code(), 1);
+    let token = r.checks.iter().find(|c| c.name == "token").unwrap();
+    assert_eq!(token.status, Status::Fail);
+    assert!(token.seen.contains("AADSTS"), "{}", token.seen);
+    assert!(token.fix.contains("client secret"), "{}", token.fix);
+    assert!(!r.to_json().contains("not-the-secret"));
+    let canary = r.checks.iter().find(|c| c.name == "canary").unwrap();
+    assert_eq!(canary.status, Status::Skipped);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn region_mismatch_warns_with_azures_rule() {
+    let env = Env::start(true).await;
+    let mut args = env.args(Mode::Require);
+    args.cluster_region = Some("West Europe".into());
+    let r = report(&args).await;
+    let region = r.checks.iter().find(|c| c.name == "region").unwrap();
+    assert_eq!(region.status, Status::Warn);
+    assert!(region.seen.contains("eastus") && region.seen.contains("westeurope"));
+    assert!(
+        region.meaning.contains("DCE in the cluster's region"),
+        "{}",
+        region.meaning
+    );
+    assert_eq!(r.exit_code(), 0, "a warning does not stop data");
+
+    args.cluster_region = Some("eastus".into());
+    let r = report(&args).await;
+    let region = r.checks.iter().find(|c| c.name == "region").unwrap();
+    assert_eq!(region.status, Status::Ok);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_black_holed_private_endpoint_fails_connect() {
+    let env = Env::start(true).await;
+    // A TCP listener that accepts and never speaks TLS, on another private address.
+    let hole = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            keep.push(s);
+        }
+    });
+    let mut args = env.args(Mode::Require);
+    args.settings.ingestion_url = Some(
+        env.url()
+            .replace(&format!(":{}/", env.port), &format!(":{hole_port}/")),
+    );
+    args.settings.probe_timeout = Some(Duration::from_millis(500));
+    let r = report(&args).await;
+    let connect = one(&r, "connect", DCE_HOST);
+    assert_eq!(connect.status, Status::Fail, "{connect:?}");
+    assert!(connect.seen.contains("timeout"), "{}", connect.seen);
+    assert!(connect.fix.contains("private endpoint"), "{}", connect.fix);
+    assert_eq!(r.exit_code(), 1);
+    held.abort();
+    env.stop().await;
+}

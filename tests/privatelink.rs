@@ -1,0 +1,367 @@
+//! Private Link end to end: a real DNS server (in-process, real DNS wire format) answers the DCE
+//! name with the Azure shapes; a "private endpoint" DCE emulator listens on 127.0.0.2 and a
+//! "public endpoint" one on 127.0.0.3 (same port, certificates for the DCE name); promlink counts
+//! 127.0.0.2/32 as private through `--private-cidr`, exactly as an operator would configure it.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::{CLIENT, SECRET, TENANT};
+use promlink::config::Settings;
+use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls, DEFAULT_DCR_ID};
+use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
+use promlink::emulator::tls::TestCa;
+use promlink::identity::IdentityKind;
+use promlink::loadgen::{self, Checksum, LoadgenConfig};
+use promlink::privatelink::{ActivePath, Mode, TestDns};
+use promlink::serve::Running;
+use tokio_util::sync::CancellationToken;
+
+const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
+const PRIVATE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const PUBLIC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
+struct PlRig {
+    dns: TestDns,
+    /// What a resolver outside the private zone answers (prefer's fallback resolver).
+    public_dns: TestDns,
+    ca: TestCa,
+    port: u16,
+    private: Option<DceHandle>,
+    public: DceHandle,
+    entra: EntraHandle,
+    promlink: Running,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+    round: i64,
+    acked: Checksum,
+}
+
+async fn dce_on(ca: &TestCa, entra: &EntraHandle, ip: IpAddr, port: u16) -> DceHandle {
+    let leaf = ca.issue(&[HOST]).unwrap();
+    DceEmulator::start(DceConfig {
+        listen: SocketAddr::new(ip, port),
+        tls: DceTls::Pem {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            ca_pem: Some(ca.cert_pem().to_string()),
+        },
+        auth: Some(entra.verifier()),
+        granted: vec![CLIENT.to_string()],
+        ..DceConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+impl PlRig {
+    async fn start(mode: Mode) -> PlRig {
+        let dns = TestDns::start().await.unwrap();
+        dns.set_private_link(HOST, PRIVATE, 1);
+        let public_dns = TestDns::start().await.unwrap();
+        public_dns.set_public(HOST, PUBLIC, 1);
+        let ca = TestCa::new("private link test CA").unwrap();
+        let entra = EntraEmulator::start_with_ca(
+            EntraConfig {
+                clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, SECRET)],
+                ..EntraConfig::default()
+            },
+            &ca,
+        )
+        .await
+        .unwrap();
+        let private = dce_on(&ca, &entra, PRIVATE, 0).await;
+        let port = private.addr().port();
+        let public = dce_on(&ca, &entra, PUBLIC, port).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let settings = Settings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ingestion_url: Some(format!(
+                "https://{HOST}:{port}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24"
+            )),
+            identity: Some(IdentityKind::ClientSecret),
+            tenant_id: Some(TENANT.into()),
+            client_id: Some(CLIENT.into()),
+            client_secret_file: Some(secret_file),
+            authority_host: Some(entra.authority_host().to_string()),
+            ca_file: Some(ca_file),
+            private_link: Some(mode),
+            dns_server: Some(vec![dns.addr()]),
+            public_dns_server: Some(vec![public_dns.addr()]),
+            private_cidr: Some(vec!["127.0.0.2/32".parse().unwrap()]),
+            reverify_min: Some(Duration::from_millis(200)),
+            reverify_max: Some(Duration::from_secs(1)),
+            fallback_return_after: Some(Duration::from_secs(1)),
+            probe_timeout: Some(Duration::from_secs(1)),
+            flush_interval: Some(Duration::from_millis(50)),
+            retry_min_backoff: Some(Duration::from_millis(50)),
+            retry_max_backoff: Some(Duration::from_millis(300)),
+            ready_window: Some(Duration::from_secs(5)),
+            ..Settings::default()
+        };
+        let promlink = promlink::serve::start(settings.resolve().unwrap())
+            .await
+            .unwrap();
+        PlRig {
+            dns,
+            public_dns,
+            ca,
+            port,
+            private: Some(private),
+            public,
+            entra,
+            promlink,
+            _dir: dir,
+            http: reqwest::Client::new(),
+            round: 0,
+            acked: Checksum::new(),
+        }
+    }
+
+    fn private(&self) -> &DceHandle {
+        self.private.as_ref().unwrap()
+    }
+
+    /// Sends one round of 200 series (one sample each, later timestamps each round).
+    async fn send_round(&mut self) {
+        self.round += 1;
+        let report = loadgen::run(
+            LoadgenConfig {
+                url: format!("http://{}/api/v1/write", self.promlink.local_addr),
+                series: 200,
+                rounds: 1,
+                shards: 2,
+                samples_per_request: 100,
+                start_ms: Some(1_700_000_000_000 + self.round * 15_000),
+                deadline: Duration::from_secs(20),
+                ..LoadgenConfig::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.samples_acked, 200,
+            "promlink takes the data into its queue: {report:?}"
+        );
+        self.acked.merge(&report.checksum_acked);
+    }
+
+    async fn wait_path(&self, want: ActivePath) {
+        wait(&format!("path {want:?}"), || {
+            self.promlink.private_link.snapshot().path == want
+        })
+        .await;
+    }
+
+    async fn ready(&self) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("http://{}/ready", self.promlink.local_addr))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.promlink.local_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    async fn stop(mut self) {
+        self.promlink.shutdown.cancel();
+        self.promlink.wait().await;
+        if let Some(p) = self.private.take() {
+            p.shutdown().await;
+        }
+        self.public.shutdown().await;
+        self.entra.shutdown().await;
+        self.dns.shutdown().await;
+        self.public_dns.shutdown().await;
+    }
+}
+
+async fn wait(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn verdict_series(v: &str) -> String {
+    format!("promlink_private_link_verdict{{upstream=\"{HOST}\",verdict=\"{v}\"}}")
+}
+
+/// `require`: a flip of DNS to the public answer mid-stream sends **zero** bytes to the public
+/// endpoint; data is held, `/ready` fails, and everything arrives once DNS is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_holds_data_and_never_touches_the_public_endpoint() {
+    let mut rig = PlRig::start(Mode::Require).await;
+    rig.wait_path(ActivePath::Private).await;
+    rig.send_round().await;
+    wait("first round at the private endpoint", || {
+        rig.private().stats().samples == 200
+    })
+    .await;
+    assert_eq!(rig.metric(&verdict_series("private")).await, 1.0);
+
+    // The private zone is unlinked: the resolver now follows public DNS.
+    rig.dns.set_public(HOST, PUBLIC, 1);
+    rig.wait_path(ActivePath::None).await;
+    rig.send_round().await;
+    rig.send_round().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rig.private().stats().samples,
+        200,
+        "held, not delivered anywhere"
+    );
+    let (status, text) = rig.ready().await;
+    assert_eq!(status, 503);
+    assert!(text.contains("verdict public"), "{text}");
+    assert_eq!(rig.metric(&verdict_series("public")).await, 1.0);
+    assert_eq!(
+        rig.metric("promlink_private_link_active_path{path=\"none\"}")
+            .await,
+        1.0
+    );
+
+    // NXDOMAIN inside the private zone (DCE not in the AMPLS): still held.
+    let pl_name = promlink::privatelink::testdns::privatelink_name(HOST);
+    rig.dns.remove(HOST);
+    rig.dns.remove(&pl_name);
+    rig.dns.set_nxdomain_zone("privatelink.monitor.azure.com");
+    rig.dns.set_cname(HOST, &pl_name, 1);
+    wait("nxdomain verdict", || {
+        rig.promlink
+            .private_link
+            .snapshot()
+            .resolution
+            .is_some_and(|r| r.verdict == promlink::privatelink::Verdict::Nxdomain)
+    })
+    .await;
+
+    // DNS fixed: everything held arrives at the private endpoint.
+    rig.dns.remove(&pl_name);
+    rig.dns.set_private_link(HOST, PRIVATE, 1);
+    wait("held rounds delivered", || {
+        rig.private().stats().samples == 600
+    })
+    .await;
+    let stats = rig.private().stats();
+    assert_eq!(stats.checksum, rig.acked, "no loss, no duplicates");
+    assert_eq!(stats.out_of_order_samples, 0);
+    assert_eq!(
+        rig.public.stats().requests,
+        0,
+        "the public endpoint received zero requests"
+    );
+    assert!(rig.metric("promlink_private_link_dns_changes_total").await >= 2.0);
+    rig.stop().await;
+}
+
+/// `prefer`: falls back to the public endpoint while the private one is unusable, returns after
+/// the hysteresis period, loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_falls_back_and_returns_without_loss() {
+    let mut rig = PlRig::start(Mode::Prefer).await;
+    rig.wait_path(ActivePath::Private).await;
+    rig.send_round().await;
+    wait("round 1 private", || rig.private().stats().samples == 200).await;
+
+    rig.dns.set_public(HOST, PUBLIC, 1);
+    rig.wait_path(ActivePath::Public).await;
+    rig.send_round().await;
+    wait("round 2 public", || rig.public.stats().samples == 200).await;
+    assert!(rig
+        .promlink
+        .private_link
+        .snapshot()
+        .fallback_since
+        .is_some());
+    assert_eq!(rig.ready().await.0, 200, "prefer: data flows, so ready");
+
+    rig.dns
+        .remove(&promlink::privatelink::testdns::privatelink_name(HOST));
+    rig.dns.set_private_link(HOST, PRIVATE, 1);
+    rig.wait_path(ActivePath::Private).await;
+    rig.send_round().await;
+    wait("round 3 private", || rig.private().stats().samples == 400).await;
+
+    let mut total = rig.private().stats().checksum;
+    total.merge(&rig.public.stats().checksum);
+    assert_eq!(total, rig.acked, "no loss, no duplicates across the switch");
+    assert_eq!(
+        rig.metric("promlink_private_link_fallback_transitions_total")
+            .await,
+        2.0
+    );
+    rig.stop().await;
+}
+
+/// DNS is right but the private endpoint does not connect (a firewall): `require` holds and says
+/// so; `prefer` falls back to the public answer of the public resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_endpoint_refusing_connections() {
+    // require
+    let mut rig = PlRig::start(Mode::Require).await;
+    rig.wait_path(ActivePath::Private).await;
+    rig.private.take().unwrap().shutdown().await;
+    wait("probe failure seen", || {
+        rig.promlink.private_link.snapshot().probe_failure.is_some()
+    })
+    .await;
+    rig.send_round().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (status, text) = rig.ready().await;
+    assert_eq!(status, 503);
+    assert!(text.contains("does not connect"), "{text}");
+    assert_eq!(rig.public.stats().requests, 0, "require never falls back");
+    assert!(
+        rig.metric("promlink_private_link_probe_failures_total{stage=\"tcp\"}")
+            .await
+            >= 1.0
+    );
+    // The endpoint comes back: the held round arrives.
+    rig.private = Some(dce_on(&rig.ca, &rig.entra, PRIVATE, rig.port).await);
+    wait("held round delivered", || {
+        rig.private().stats().samples == 200
+    })
+    .await;
+    assert_eq!(rig.private().stats().checksum, rig.acked);
+    rig.stop().await;
+
+    // prefer
+    let mut rig = PlRig::start(Mode::Prefer).await;
+    rig.wait_path(ActivePath::Private).await;
+    rig.private.take().unwrap().shutdown().await;
+    rig.wait_path(ActivePath::Public).await;
+    rig.send_round().await;
+    wait("fallback delivery", || rig.public.stats().samples == 200).await;
+    assert_eq!(rig.public.stats().checksum, rig.acked);
+    rig.stop().await;
+}
