@@ -1,10 +1,14 @@
 //! `promlink demo`: the whole real path on one machine, with Azure replaced by emulators.
 //!
-//! Starts a local Entra ID **emulator** and a DCE **emulator** (HTTPS with a throw-away CA,
-//! verifying tokens, path, api-version and headers), then `promlink serve` with its normal code
-//! (client-secret identity against the Entra emulator), and a synthetic sender writing
-//! Kubernetes-shaped series every second. A few upstream faults (503s, a 429 with
-//! `Retry-After`) are injected on the way so retries show. A live line per second shows what
+//! Starts a local Entra ID **emulator**, a DNS server answering the DCE name the way Azure
+//! Private DNS does (CNAME into `privatelink.monitor.azure.com`, then the private endpoint's IP
+//! 127.0.0.2), a DCE **emulator** on that "private endpoint" and another on 127.0.0.3 playing the
+//! public endpoint (HTTPS with a throw-away CA, verifying tokens, path, api-version and headers).
+//! Then `promlink serve` with its normal code (client-secret identity, `private_link: require`,
+//! 127.0.0.2/32 counted as private), and a synthetic sender writing Kubernetes-shaped series
+//! every second. On the way it injects upstream faults (503s, a 429 with `Retry-After`) and
+//! breaks DNS for a few seconds (the private zone "unlinked": the name resolves to the public
+//! endpoint), so retries, the held queue and the alert show. A live line per second shows what
 //! was sent, received, forwarded, what the upstream answered, and the token state; at the end a
 //! summary compares what the sender had acknowledged with what the DCE emulator accepted
 //! (counts and a checksum over labels, timestamps and value bits).
@@ -20,9 +24,13 @@ use crate::emulator::entra::{EntraConfig, EntraEmulator, RegisteredClient};
 use crate::emulator::tls::TestCa;
 use crate::identity::IdentityKind;
 use crate::loadgen::{self, LoadgenConfig, Report};
+use crate::privatelink::TestDns;
 
 const TENANT: &str = "00000000-0000-0000-0000-00000000d3m0";
 const CLIENT: &str = "promlink-demo";
+const HOST: &str = "promlink-demo-a1b2.eastus-1.metrics.ingest.monitor.azure.com";
+const PRIVATE_ENDPOINT: [u8; 4] = [127, 0, 0, 2];
+const PUBLIC_ENDPOINT: [u8; 4] = [127, 0, 0, 3];
 
 /// `promlink demo` options.
 #[derive(Clone, Debug, clap::Args)]
@@ -73,14 +81,35 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     )
     .await
     .map_err(start_err)?;
-    let dce = DceEmulator::start(DceConfig {
-        tls: DceTls::from_ca(&ca).map_err(start_err)?,
-        auth: Some(entra.verifier()),
-        granted: vec![CLIENT.to_string()],
-        ..DceConfig::default()
-    })
-    .await
-    .map_err(start_err)?;
+    let dce_on = |ip: [u8; 4], port: u16| {
+        let leaf = ca.issue(&[HOST]);
+        let verifier = entra.verifier();
+        async move {
+            let leaf = leaf.map_err(start_err)?;
+            DceEmulator::start(DceConfig {
+                listen: std::net::SocketAddr::from((ip, port)),
+                tls: DceTls::Pem {
+                    cert_pem: leaf.cert_pem,
+                    key_pem: leaf.key_pem,
+                    ca_pem: None,
+                },
+                auth: Some(verifier),
+                granted: vec![CLIENT.to_string()],
+                ..DceConfig::default()
+            })
+            .await
+            .map_err(start_err)
+        }
+    };
+    let dce = dce_on(PRIVATE_ENDPOINT, 0).await?;
+    let port = dce.addr().port();
+    let public = dce_on(PUBLIC_ENDPOINT, port).await?;
+    let dns = TestDns::start().await.map_err(start_err)?;
+    dns.set_private_link(HOST, PRIVATE_ENDPOINT.into(), 2);
+    let url = format!(
+        "https://{HOST}:{port}/dataCollectionRules/{}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
+        crate::emulator::dce::DEFAULT_DCR_ID
+    );
 
     let dir = tempfile_dir()?;
     let ca_file = dir.join("ca.pem");
@@ -89,7 +118,15 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     std::fs::write(&secret_file, &secret).map_err(start_err)?;
     let settings = Settings {
         listen: Some(args.listen),
-        ingestion_url: Some(dce.url().to_string()),
+        ingestion_url: Some(url.clone()),
+        private_link: Some(crate::privatelink::Mode::Require),
+        dns_server: Some(vec![dns.addr()]),
+        private_cidr: Some(vec![ipnet::IpNet::from(std::net::IpAddr::from(
+            PRIVATE_ENDPOINT,
+        ))]),
+        reverify_min: Some(Duration::from_millis(500)),
+        reverify_max: Some(Duration::from_secs(2)),
+        probe_timeout: Some(Duration::from_secs(1)),
         identity: Some(IdentityKind::ClientSecret),
         tenant_id: Some(TENANT.into()),
         client_id: Some(CLIENT.into()),
@@ -108,7 +145,13 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
 
     println!("promlink demo: everything below runs on this machine; Azure is EMULATED.");
     println!("  Entra ID EMULATOR  {}", entra.authority_host());
-    println!("  DCE EMULATOR       {}", dce.url());
+    println!(
+        "  DNS (private zone) {}  {HOST} -> CNAME {} -> 127.0.0.2",
+        dns.addr(),
+        crate::privatelink::testdns::privatelink_name(HOST)
+    );
+    println!("  DCE EMULATOR       {url}");
+    println!("                     private endpoint 127.0.0.2:{port}, public endpoint 127.0.0.3:{port}; private_link: require");
     println!("  promlink           {write_url}  (also /metrics, /health, /ready)");
     println!(
         "  sender             {} series every second for {}",
@@ -126,8 +169,17 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     while started.elapsed() < args.duration && !stop.is_cancelled() {
         if !args.no_faults {
             match second {
-                6 => (0..3).for_each(|_| dce.push_fault(Fault::status(503))),
-                12 => dce.push_fault(Fault::retry_after(429, 2)),
+                4 => (0..3).for_each(|_| dce.push_fault(Fault::status(503))),
+                8 => {
+                    println!("  >> DNS breaks: the private zone is unlinked, {HOST} now resolves to the public endpoint");
+                    dns.set_public(HOST, PUBLIC_ENDPOINT.into(), 2);
+                }
+                12 => {
+                    println!("  >> DNS fixed");
+                    dns.remove(&crate::privatelink::testdns::privatelink_name(HOST));
+                    dns.set_private_link(HOST, PRIVATE_ENDPOINT.into(), 2);
+                }
+                15 => dce.push_fault(Fault::retry_after(429, 2)),
                 _ => {}
             }
         }
@@ -155,6 +207,19 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         let token = promlink.identity.state();
         let status = promlink.health.last_status();
         let d = dce.stats();
+        let pl = promlink.private_link.snapshot();
+        let verdict = pl.resolution.as_ref().map_or("-", |r| r.verdict.as_str());
+        let alerts: Vec<&str> = promlink.alerter.firing().iter().map(|a| a.name).collect();
+        println!(
+            "        dns {verdict:<8} path {:<7} queue {:>6} B  alerts {}",
+            pl.path.as_str(),
+            m.get("promlink_queue_bytes"),
+            if alerts.is_empty() {
+                "-".to_string()
+            } else {
+                alerts.join(",")
+            },
+        );
         println!(
             "t={:>3}s  sent {:>7}  received {:>7}  forwarded {:>7}  DCE EMULATOR accepted {:>7}  upstream last {}  retries {:>2}  token {} (refreshes {})",
             started.elapsed().as_secs(),
@@ -180,7 +245,9 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     promlink.shutdown.cancel();
     promlink.wait().await;
     let d = dce.stats();
-    let ok = d.samples == report.samples_acked
+    let public_requests = public.stats().requests;
+    let ok = public_requests == 0
+        && d.samples == report.samples_acked
         && d.checksum == report.checksum_acked
         && d.out_of_order_samples == 0;
     println!("\nsummary");
@@ -197,20 +264,26 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         "  out-of-order samples at the DCE      {}",
         d.out_of_order_samples
     );
-    println!("  upstream answers other than 200      {:?}", d.rejected);
+    println!(
+        "  DCE EMULATOR answers other than 200  {:?} (404/405: promlink's TLS probes and idle checks)",
+        d.rejected
+    );
     println!(
         "  Entra tokens issued                  {}",
         entra.issued(CLIENT)
     );
+    println!("  requests to the PUBLIC endpoint      {public_requests} (private_link: require)");
     println!(
         "  result: {}",
         if ok {
-            "every acknowledged sample arrived once, in order, bit for bit"
+            "every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint"
         } else {
             "MISMATCH: see above"
         }
     );
     dce.shutdown().await;
+    public.shutdown().await;
+    dns.shutdown().await;
     entra.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)

@@ -25,6 +25,10 @@ enum Command {
     Serve(Settings),
     /// Check the configuration, print it resolved (secrets redacted), and exit: 0 if valid, 64 if not.
     CheckConfig(Settings),
+    /// One-shot preflight: DNS and Private Link verdicts, TCP/TLS reachability, token, optional
+    /// canary write, each problem with what it means and the documented fix. Exit 0 when data
+    /// would flow under the chosen policy, 1 when not, 64 for configuration errors.
+    Doctor(promlink::doctor::DoctorArgs),
     /// Run the whole path on this machine: a sender, promlink, and EMULATED Entra ID and DCE.
     Demo(promlink::demo::DemoArgs),
     /// Run only the DCE EMULATOR (with an Entra ID EMULATOR), for integration tests of your own.
@@ -63,6 +67,27 @@ fn main() -> ExitCode {
                     )
                 }
             })
+        }
+        Command::Doctor(args) => {
+            // Logs go to stderr only, and only warnings: stdout carries the report (or JSON).
+            promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "error");
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("promlink: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(promlink::doctor::run(args)) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("promlink: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::EmulateDce(args) => {
             promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "info");

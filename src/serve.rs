@@ -29,6 +29,9 @@ pub enum ServeError {
     /// The upstream client could not be set up.
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    /// The Alertmanager client could not be set up.
+    #[error("alerting: {0}")]
+    Alert(#[from] crate::alert::AlertError),
     /// Private-link verification could not be set up.
     #[error("private link: {0}")]
     PrivateLink(#[from] crate::privatelink::path::PathError),
@@ -92,6 +95,8 @@ pub struct Running {
     pub health: Arc<Health>,
     /// Private-link state (for the demo's view and tests).
     pub private_link: Arc<PrivateLink>,
+    /// Alert state (for the demo's view and tests).
+    pub alerter: Arc<crate::alert::Alerter>,
     /// The metrics registry.
     pub registry: Arc<Registry>,
     task: JoinHandle<()>,
@@ -114,6 +119,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let upstream_metrics = crate::upstream::Metrics::register(&mut registry);
     let identity_metrics = crate::identity::Metrics::register(&mut registry);
     let private_link_metrics = crate::privatelink::Metrics::register(&mut registry);
+    let alert_metrics = crate::alert::Metrics::register(&mut registry);
 
     if cfg.upstream.url.scheme() == "http" {
         tracing::warn!(url = %cfg.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
@@ -164,6 +170,28 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let abort = CancellationToken::new();
     let refresher = identity.spawn_refresher(background.clone());
     let verifier = tokio::spawn(private_link.clone().run(background.clone()));
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| local_addr.to_string());
+    let alerter = Arc::new(crate::alert::Alerter::new(
+        cfg.alert.alertmanager_urls.clone(),
+        cfg.alert.resend_interval,
+        instance,
+        cfg.upstream.ca_file.as_deref(),
+        alert_metrics,
+    )?);
+    let alert_poster = alerter.clone().spawn(background.clone());
+    let alert_rules = tokio::spawn(evaluate_alerts(
+        AlertInputs {
+            host: host.clone(),
+            private_link: private_link.clone(),
+            health: health.clone(),
+            identity: identity.clone(),
+            queue: queue.clone(),
+        },
+        alerter.clone(),
+        background.clone(),
+    ));
     let prober = tokio::spawn(
         upstream
             .clone()
@@ -217,6 +245,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         let _ = refresher.await;
         let _ = prober.await;
         let _ = verifier.await;
+        let _ = alert_rules.await;
+        let _ = alert_poster.await;
         tracing::info!("promlink stopped");
     });
     Ok(Running {
@@ -225,9 +255,60 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         identity,
         health,
         private_link,
+        alerter,
         registry,
         task,
     })
+}
+
+/// What the alert rules read.
+struct AlertInputs {
+    host: String,
+    private_link: Arc<PrivateLink>,
+    health: Arc<Health>,
+    identity: TokenProvider,
+    queue: Arc<Queue>,
+}
+
+impl AlertInputs {
+    fn signals(&self) -> crate::alert::Signals {
+        let pl = self.private_link.snapshot();
+        let on = pl.mode != crate::privatelink::Mode::Off;
+        let token = self.identity.state();
+        crate::alert::Signals {
+            upstream_host: self.host.clone(),
+            mode: Some(pl.mode),
+            verdict: pl.resolution.as_ref().filter(|_| on).map(|r| r.verdict),
+            verdict_detail: pl
+                .resolution
+                .as_ref()
+                .map(|r| r.detail.clone())
+                .unwrap_or_default(),
+            on_public_fallback: pl.mode == crate::privatelink::Mode::Prefer
+                && pl.path == crate::privatelink::ActivePath::Public,
+            fallback_since: pl.fallback_since,
+            dns_answer_changed: pl.dns_changed,
+            probe_failure: pl.probe_failure,
+            upstream_rejecting: self.health.rejection(),
+            queue_fill: self.queue.used_bytes() as f64 / self.queue.max_bytes().max(1) as f64,
+            token_error: if token.valid { None } else { token.last_error },
+        }
+    }
+}
+
+/// Evaluates the alert rules every second and hands the result to the alerter.
+async fn evaluate_alerts(
+    inputs: AlertInputs,
+    alerter: Arc<crate::alert::Alerter>,
+    stop: CancellationToken,
+) {
+    loop {
+        alerter.update(crate::alert::evaluate(&inputs.signals()));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// The URL without its query string (nothing secret is in it, but it keeps logs short).

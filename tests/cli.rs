@@ -263,7 +263,8 @@ async fn sigterm_flushes_what_is_queued_and_exits_zero() {
 
 #[test]
 fn demo_runs_end_to_end_and_reports_success() {
-    let out = promlink(&["demo", "--duration", "4s", "--series", "300", "--no-faults"])
+    // 14 s covers the scripted DNS break (8 s to 12 s) and the upstream faults.
+    let out = promlink(&["demo", "--duration", "14s", "--series", "300"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -274,7 +275,11 @@ fn demo_runs_end_to_end_and_reports_success() {
     );
     assert!(stdout.contains("Azure is EMULATED"), "{stdout}");
     assert!(
-        stdout.contains("every acknowledged sample arrived once, in order, bit for bit"),
+        stdout.contains("every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("requests to the PUBLIC endpoint      0"),
         "{stdout}"
     );
 }

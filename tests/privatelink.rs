@@ -170,6 +170,14 @@ impl PlRig {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    fn firing(&self, name: &str) -> bool {
+        self.promlink
+            .alerter
+            .firing()
+            .iter()
+            .any(|a| a.name == name)
+    }
+
     async fn metric(&self, series: &str) -> f64 {
         let text = self
             .http
@@ -311,6 +319,10 @@ async fn prefer_falls_back_and_returns_without_loss() {
     rig.wait_path(ActivePath::Private).await;
     rig.send_round().await;
     wait("round 3 private", || rig.private().stats().samples == 400).await;
+    wait("fallback alert resolved", || {
+        !rig.firing("PromlinkOnPublicFallback")
+    })
+    .await;
 
     let mut total = rig.private().stats().checksum;
     total.merge(&rig.public.stats().checksum);

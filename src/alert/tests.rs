@@ -467,3 +467,45 @@ fn prometheus_rule_file_matches_the_rules() {
         assert!(text.contains(m), "the rule file does not use {m}");
     }
 }
+
+/// `promtool check rules --lint=all` (from the Debian package `prometheus`) on the rule file's
+/// `spec`: every expression parses as PromQL, every template parses, no duplicate rules.
+#[test]
+fn prometheus_rule_file_passes_promtool() {
+    let promtool = std::env::var_os("PROMLINK_E2E_PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/promtool".into());
+    if !promtool.is_file() {
+        let msg = format!(
+            "{} not found (Debian package `prometheus`, installed by scripts/test.sh)",
+            promtool.display()
+        );
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true and {msg}"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "!!! SKIPPED promtool check of deploy/prometheus-rule.yaml: {msg}"
+        );
+        return;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus-rule.yaml");
+    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // JSON is YAML: promtool reads the `spec` (a rule file's shape) as is.
+    let rules = dir.path().join("rules.json");
+    std::fs::write(&rules, serde_json::to_vec(&doc["spec"]).unwrap()).unwrap();
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "rules", "--lint=all", "--lint-fatal"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

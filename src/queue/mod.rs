@@ -11,6 +11,8 @@
 //! the sender's own WAL instead of growing this process's memory. This is a memory queue: what it
 //! holds is lost if the process dies (a durable disk queue comes later and keeps this interface).
 
+pub mod disk;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -1,0 +1,439 @@
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::codec::FIELD_TIMESERIES;
+
+/// An entry whose bytes start with `id`, so order and identity can be checked.
+pub(super) fn entry(key: u64, id: u64, samples: u32, len: usize) -> Entry {
+    let mut b = id.to_le_bytes().to_vec();
+    b.resize(len.max(8), 0xab);
+    Entry {
+        shard_key: key,
+        field: FIELD_TIMESERIES,
+        bytes: Bytes::from(b),
+        samples,
+        histograms: 0,
+        exemplars: 0,
+    }
+}
+
+pub(super) fn id(e: &Entry) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&e.bytes[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn ids(b: &Batch) -> Vec<u64> {
+    b.entries.iter().map(id).collect()
+}
+
+fn config(dir: &Path, shards: usize) -> DiskQueueConfig {
+    DiskQueueConfig {
+        dir: dir.to_path_buf(),
+        shards,
+        max_bytes: 1 << 30,
+        segment_bytes: 16 << 20,
+        fsync: FsyncPolicy::Always,
+    }
+}
+
+pub(super) fn limits(max_samples: usize, flush: Duration) -> BatchLimits {
+    BatchLimits {
+        max_samples,
+        max_bytes: 1 << 20,
+        flush_interval: flush,
+    }
+}
+
+fn open(cfg: &DiskQueueConfig) -> (DiskQueue, RecoveryReport) {
+    DiskQueue::open(cfg.clone()).expect("open")
+}
+
+/// Size of the record one push of `entries` (all in one shard) writes.
+fn record_len(entries: &[Entry]) -> u64 {
+    segment::encode_record(0, entries).len() as u64
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn entries_leave_each_shard_in_push_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, report) = open(&config(dir.path(), 2));
+    assert_eq!(report.replayed_entries, 0);
+    for chunk in (0..12u64).collect::<Vec<_>>().chunks(3) {
+        q.push(chunk.iter().map(|&i| entry(i, i, 1, 20)).collect())
+            .await
+            .unwrap();
+    }
+    let l = limits(4, Duration::ZERO);
+    let mut seen = [Vec::new(), Vec::new()];
+    for (shard, got) in seen.iter_mut().enumerate() {
+        while q.has_unread(shard) {
+            let b = q.pop_batch(shard, &l).await.unwrap();
+            assert!(b.entries.len() <= 4);
+            got.extend(ids(&b));
+            q.ack(shard, &b);
+        }
+    }
+    assert_eq!(seen[0], [0, 2, 4, 6, 8, 10]);
+    assert_eq!(seen[1], [1, 3, 5, 7, 9, 11]);
+    assert_eq!(q.used_bytes(), 0);
+    assert_eq!(q.stats().records, 0);
+    assert_eq!(q.oldest_age(), None);
+}
+
+#[tokio::test]
+async fn full_refuses_the_whole_request_and_ack_frees_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = record_len(&[entry(0, 0, 1, 100)]);
+    let mut cfg = config(dir.path(), 2);
+    cfg.max_bytes = 3 * one;
+    let (q, _) = open(&cfg);
+    q.push(vec![entry(0, 0, 1, 100), entry(1, 1, 1, 100)])
+        .await
+        .unwrap();
+    assert_eq!(q.used_bytes(), 2 * one);
+    // Two records of `one` bytes would go over: neither shard gets anything.
+    match q.push(vec![entry(0, 2, 1, 100), entry(1, 3, 1, 100)]).await {
+        Err(PushError::Full { used, max, needed }) => {
+            assert_eq!((used, max, needed), (2 * one, 3 * one, 2 * one));
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(q.stats().records, 2, "a refused push leaves nothing behind");
+    let b = q.pop_batch(0, &limits(10, Duration::ZERO)).await.unwrap();
+    assert_eq!(ids(&b), [0]);
+    assert!(!q.has_unread(0), "the refused entry is not in shard 0");
+    q.ack(0, &b);
+    assert_eq!(q.used_bytes(), one);
+    q.push(vec![entry(0, 2, 1, 100), entry(1, 3, 1, 100)])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_bigger_than_the_budget_enters_an_empty_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.max_bytes = 10;
+    let (q, _) = open(&cfg);
+    q.push(vec![entry(0, 0, 1, 100)]).await.unwrap();
+    assert!(matches!(
+        q.push(vec![entry(0, 1, 1, 1)]).await,
+        Err(PushError::Full { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_fill_to_the_sample_limit_or_wait_for_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = open(&config(dir.path(), 1));
+    q.push((0..10).map(|i| entry(0, i, 3, 8)).collect())
+        .await
+        .unwrap();
+    let l = limits(7, Duration::from_secs(5));
+    let start = tokio::time::Instant::now();
+    let b = q.pop_batch(0, &l).await.unwrap();
+    // 3 + 3 fits, a third entry would make 9 > 7; a full batch does not wait.
+    assert_eq!(ids(&b), [0, 1]);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    q.ack(0, &b);
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        let b = q.pop_batch(0, &l).await.unwrap();
+        rest.extend(ids(&b));
+        q.ack(0, &b);
+    }
+    assert_eq!(rest, [2, 3, 4, 5, 6, 7, 8, 9]);
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "the last, partial batch waited for the flush interval"
+    );
+
+    // One entry alone waits the flush interval, unless the queue closes.
+    q.push(vec![entry(0, 10, 1, 8)]).await.unwrap();
+    let t = tokio::time::Instant::now();
+    let b = q.pop_batch(0, &l).await.unwrap();
+    assert_eq!(ids(&b), [10]);
+    assert!(t.elapsed() >= Duration::from_secs(5));
+    q.ack(0, &b);
+    q.push(vec![entry(0, 11, 1, 8)]).await.unwrap();
+    q.close();
+    let t = tokio::time::Instant::now();
+    let b = q.pop_batch(0, &l).await.unwrap();
+    assert_eq!(ids(&b), [11]);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    q.ack(0, &b);
+    assert!(q.pop_batch(0, &l).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_pop_wakes_on_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = open(&config(dir.path(), 1));
+    let q = Arc::new(q);
+    let popper = {
+        let q = q.clone();
+        tokio::spawn(async move { q.pop_batch(0, &limits(1, Duration::from_secs(60))).await })
+    };
+    tokio::task::yield_now().await;
+    q.push(vec![entry(0, 7, 1, 8)]).await.unwrap();
+    let b = popper.await.unwrap().unwrap();
+    assert_eq!(ids(&b), [7]);
+}
+
+#[tokio::test]
+async fn reopen_replays_only_unacknowledged_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    {
+        let (q, _) = open(&cfg);
+        // Two requests of five: an acknowledged batch ends inside the first record.
+        q.push((0..5).map(|i| entry(0, i, 1, 30)).collect())
+            .await
+            .unwrap();
+        q.push((5..10).map(|i| entry(0, i, 1, 30)).collect())
+            .await
+            .unwrap();
+        let l = limits(3, Duration::ZERO);
+        let b = q.pop_batch(0, &l).await.unwrap();
+        assert_eq!(ids(&b), [0, 1, 2]);
+        q.ack(0, &b);
+        // In flight, not acknowledged: must come back.
+        let b = q.pop_batch(0, &l).await.unwrap();
+        assert_eq!(ids(&b), [3, 4, 5]);
+        q.close();
+    }
+    let (q, report) = open(&cfg);
+    assert_eq!(report.replayed_entries, 7);
+    assert!(report.corrupt_records.is_empty());
+    assert_eq!(q.stats().replayed, 7);
+    assert!(q.oldest_age().is_some());
+    let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+    assert_eq!(ids(&b), [3, 4, 5, 6, 7, 8, 9]);
+    q.ack(0, &b);
+    drop(q);
+    let (_, report) = open(&cfg);
+    assert_eq!(report.replayed_entries, 0);
+}
+
+#[tokio::test]
+async fn acknowledged_and_synced_data_is_not_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    let (q, _) = open(&cfg);
+    q.push((0..4).map(|i| entry(0, i, 1, 30)).collect())
+        .await
+        .unwrap();
+    let b = q.pop_batch(0, &limits(2, Duration::ZERO)).await.unwrap();
+    q.ack(0, &b);
+    q.sync().await.unwrap();
+    q.crash();
+    let (q, report) = open(&cfg);
+    assert_eq!(report.replayed_entries, 2);
+    let b = q.pop_batch(0, &limits(10, Duration::ZERO)).await.unwrap();
+    assert_eq!(ids(&b), [2, 3]);
+}
+
+#[tokio::test]
+async fn interval_policy_survives_a_process_crash_without_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2);
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
+    let (q, _) = open(&cfg);
+    for i in 0..20 {
+        q.push(vec![entry(i, i, 1, 30)]).await.unwrap();
+    }
+    assert_eq!(q.stats().fsyncs, 0, "no fsync before the interval");
+    assert_eq!(q.stats().commits, 20);
+    q.crash();
+    let (_, report) = open(&cfg);
+    assert_eq!(report.replayed_entries, 20);
+}
+
+#[tokio::test]
+async fn consumed_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.segment_bytes = 1024;
+    let (q, _) = open(&cfg);
+    for i in 0..40 {
+        q.push(vec![entry(0, i, 1, 200)]).await.unwrap();
+    }
+    let shard_dir = dir.path().join("shard-0");
+    let before = segments(&shard_dir).len();
+    assert!(before >= 8, "{before} segments");
+    assert_eq!(q.stats().segments, before as u64);
+    let l = limits(7, Duration::ZERO);
+    let mut got = Vec::new();
+    while q.has_unread(0) {
+        let b = q.pop_batch(0, &l).await.unwrap();
+        got.extend(ids(&b));
+        q.ack(0, &b);
+    }
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    q.sync().await.unwrap();
+    assert_eq!(segments(&shard_dir).len(), 1, "only the active segment is left");
+    assert_eq!(q.stats().segments, 1);
+    drop(q);
+    let (q, report) = open(&cfg);
+    assert_eq!(report.replayed_entries, 0);
+    q.push(vec![entry(0, 99, 1, 10)]).await.unwrap();
+    let b = q.pop_batch(0, &l).await.unwrap();
+    assert_eq!(ids(&b), [99]);
+}
+
+#[tokio::test]
+async fn a_torn_tail_loses_only_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    let (q, _) = open(&cfg);
+    for i in 0..3 {
+        q.push(vec![entry(0, 2 * i, 1, 50), entry(0, 2 * i + 1, 1, 50)])
+            .await
+            .unwrap();
+    }
+    q.crash();
+    let seg = segments(&dir.path().join("shard-0")).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let rec = record_len(&[entry(0, 0, 1, 50), entry(0, 1, 1, 50)]);
+    assert_eq!(len, 3 * rec);
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 7).unwrap();
+    drop(f);
+
+    let (q, report) = open(&cfg);
+    assert!(report.truncated_tail);
+    assert_eq!(report.replayed_entries, 4);
+    assert_eq!(report.corrupt_records.len(), 1);
+    assert_eq!(report.corrupt_records[0].segment, seg);
+    assert_eq!(report.corrupt_records[0].offset, 2 * rec);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 2 * rec);
+    assert_eq!(q.stats().corrupt_records, 1);
+    // Appends go on after the cut.
+    q.push(vec![entry(0, 6, 1, 50)]).await.unwrap();
+    let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+    assert_eq!(ids(&b), [0, 1, 2, 3, 6]);
+}
+
+#[tokio::test]
+async fn a_damaged_middle_record_loses_only_itself() {
+    for (what, at) in [("payload", 30u64), ("magic", 0), ("length", 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1);
+        let (q, _) = open(&cfg);
+        for i in 0..5 {
+            q.push(vec![entry(0, i, 1, 64)]).await.unwrap();
+        }
+        drop(q);
+        let seg = segments(&dir.path().join("shard-0")).pop().unwrap();
+        let rec = record_len(&[entry(0, 0, 1, 64)]);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[(2 * rec + at) as usize] ^= 0x40;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let (q, report) = open(&cfg);
+        assert!(!report.truncated_tail, "{what}");
+        assert_eq!(report.replayed_entries, 4, "{what}");
+        assert_eq!(report.corrupt_records.len(), 1, "{what}");
+        assert_eq!(report.corrupt_records[0].segment, seg, "{what}");
+        assert_eq!(report.corrupt_records[0].offset, 2 * rec, "{what}");
+        let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+        assert_eq!(ids(&b), [0, 1, 3, 4], "{what}");
+        assert_eq!(q.stats().corrupt_records, 1, "{what}");
+        q.ack(0, &b);
+        assert_eq!(q.used_bytes(), 0, "{what}: the damaged bytes are freed too");
+        assert_eq!(q.stats().records, 0, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_read_position_replays_the_shard_from_its_oldest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    {
+        let (q, _) = open(&cfg);
+        q.push((0..3).map(|i| entry(0, i, 1, 10)).collect())
+            .await
+            .unwrap();
+        let b = q.pop_batch(0, &limits(1, Duration::ZERO)).await.unwrap();
+        q.ack(0, &b);
+    }
+    let pos = dir.path().join("shard-0").join(segment::POS_FILE);
+    std::fs::write(&pos, b"garbage").unwrap();
+    let (_, report) = open(&cfg);
+    assert_eq!(report.replayed_entries, 3, "duplicates, not loss");
+    assert_eq!(report.corrupt_records.len(), 1);
+    assert_eq!(report.corrupt_records[0].segment, pos);
+}
+
+#[tokio::test]
+async fn changing_the_shard_count_with_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = open(&config(dir.path(), 2));
+        q.push(vec![entry(1, 1, 1, 10)]).await.unwrap();
+    }
+    for shards in [1, 3] {
+        assert!(matches!(
+            DiskQueue::open(config(dir.path(), shards)),
+            Err(DiskQueueError::ShardCountChanged { found: 2, .. })
+        ));
+    }
+    {
+        let (q, _) = open(&config(dir.path(), 2));
+        let b = q.pop_batch(1, &limits(1, Duration::ZERO)).await.unwrap();
+        q.ack(1, &b);
+    }
+    // Drained: any count works, and the extra shard directory goes away.
+    let (q, _) = open(&config(dir.path(), 1));
+    assert_eq!(q.shards(), 1);
+    assert!(!dir.path().join("shard-1").exists());
+}
+
+#[tokio::test]
+async fn concurrent_pushes_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = open(&config(dir.path(), 2));
+    const N: u64 = 64;
+    let pushes = (0..N).map(|i| q.push(vec![entry(i, i, 1, 100)]));
+    for r in futures_util::future::join_all(pushes).await {
+        r.unwrap();
+    }
+    let s = q.stats();
+    assert_eq!(s.records, N);
+    assert!(s.commits < N / 4, "{} commits for {N} pushes", s.commits);
+    assert!(s.fsyncs < N / 2, "{} fsyncs for {N} pushes", s.fsyncs);
+    assert!(s.fsyncs > 0);
+}
+
+#[test]
+fn records_round_trip_and_reject_damage() {
+    let entries = vec![entry(u64::MAX, 1, 7, 300), entry(3, 2, 0, 0)];
+    let rec = segment::encode_record(1234, &entries);
+    let payload = Bytes::copy_from_slice(&rec[segment::HEADER_LEN as usize..]);
+    let (at, back) = segment::decode_payload(&payload).unwrap();
+    assert_eq!(at, 1234);
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0].shard_key, u64::MAX);
+    assert_eq!(back[0].samples, 7);
+    assert_eq!(back[0].bytes, entries[0].bytes);
+    assert_eq!(back[1].bytes, entries[1].bytes);
+    // Every truncation of the payload is refused, never a panic.
+    for cut in 0..payload.len() {
+        assert!(segment::decode_payload(&payload.slice(..cut)).is_err());
+    }
+    assert_eq!(segment::parse_segment_name(&segment::segment_name(42)), Some(42));
+    assert_eq!(segment::parse_segment_name("42.log"), None);
+}
