@@ -32,6 +32,9 @@ pub enum ServeError {
     /// The Alertmanager client could not be set up.
     #[error("alerting: {0}")]
     Alert(#[from] crate::alert::AlertError),
+    /// The disk queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::DiskQueueError),
     /// Private-link verification could not be set up.
     #[error("private link: {0}")]
     PrivateLink(#[from] crate::privatelink::path::PathError),
@@ -120,6 +123,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let identity_metrics = crate::identity::Metrics::register(&mut registry);
     let private_link_metrics = crate::privatelink::Metrics::register(&mut registry);
     let alert_metrics = crate::alert::Metrics::register(&mut registry);
+    let queue_metrics = crate::queue::Metrics::register(&mut registry);
 
     if cfg.upstream.url.scheme() == "http" {
         tracing::warn!(url = %cfg.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
@@ -149,7 +153,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         Some(private_link.clone()),
     )?);
     let health = upstream.health();
-    let queue = Arc::new(Queue::new(cfg.shards, cfg.queue_max_bytes));
+    let queue = Arc::new(open_queue(&cfg).await?);
     upstream_metrics
         .queue_max_bytes
         .set(cfg.queue_max_bytes as i64);
@@ -188,6 +192,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             health: health.clone(),
             identity: identity.clone(),
             queue: queue.clone(),
+            queue_metrics,
+            queue_bytes: upstream_metrics.queue_bytes.clone(),
         },
         alerter.clone(),
         background.clone(),
@@ -241,6 +247,9 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             abort.cancel();
             all.await;
         }
+        if let Err(e) = queue.sync().await {
+            tracing::error!(error = %e, "syncing the disk queue at shutdown failed");
+        }
         background.cancel();
         let _ = refresher.await;
         let _ = prober.await;
@@ -261,6 +270,42 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     })
 }
 
+/// Opens the disk queue (replaying what was not acknowledged) or creates the memory queue.
+async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
+    let Some((dir, fsync)) = cfg.disk_queue.clone() else {
+        return Ok(Queue::Memory(crate::queue::MemoryQueue::new(
+            cfg.shards,
+            cfg.queue_max_bytes,
+        )));
+    };
+    let dq = crate::queue::DiskQueueConfig {
+        dir: dir.clone(),
+        shards: cfg.shards,
+        max_bytes: cfg.queue_max_bytes as u64,
+        segment_bytes: 16 << 20,
+        fsync,
+    };
+    let (queue, report) = tokio::task::spawn_blocking(move || crate::queue::DiskQueue::open(dq))
+        .await
+        .map_err(|e| {
+            crate::queue::DiskQueueError::Config(format!("opening the queue panicked: {e}"))
+        })??;
+    for c in &report.corrupt_records {
+        tracing::error!(segment = %c.segment.display(), offset = c.offset, reason = %c.reason, "disk queue: a damaged record was skipped; its data is lost");
+    }
+    if report.truncated_tail {
+        tracing::warn!("disk queue: a torn write at the end of a segment was cut off (it was never acknowledged to a sender)");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        fsync = ?fsync,
+        replayed_entries = report.replayed_entries,
+        replayed_bytes = report.replayed_bytes,
+        "disk queue opened; unacknowledged data will be sent again"
+    );
+    Ok(Queue::Disk(queue))
+}
+
 /// What the alert rules read.
 struct AlertInputs {
     host: String,
@@ -268,6 +313,8 @@ struct AlertInputs {
     health: Arc<Health>,
     identity: TokenProvider,
     queue: Arc<Queue>,
+    queue_metrics: crate::queue::Metrics,
+    queue_bytes: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl AlertInputs {
@@ -296,7 +343,8 @@ impl AlertInputs {
     }
 }
 
-/// Evaluates the alert rules every second and hands the result to the alerter.
+/// Every second: evaluates the alert rules, hands the result to the alerter, and refreshes the
+/// queue metrics.
 async fn evaluate_alerts(
     inputs: AlertInputs,
     alerter: Arc<crate::alert::Alerter>,
@@ -304,6 +352,8 @@ async fn evaluate_alerts(
 ) {
     loop {
         alerter.update(crate::alert::evaluate(&inputs.signals()));
+        inputs.queue_metrics.update(&inputs.queue);
+        inputs.queue_bytes.set(inputs.queue.used_bytes() as i64);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,

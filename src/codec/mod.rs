@@ -14,6 +14,7 @@
 //! only.
 
 mod v1;
+pub use v1::{prune_older, Pruned};
 mod v2;
 mod validate;
 pub mod wire;

@@ -364,3 +364,53 @@ fn v2_body_sent_as_v1_is_refused_not_misread() {
     let d = decode(Protocol::V1, &snappy(&v2_request()), &opts()).unwrap();
     assert_eq!(d.counts, Counts::default());
 }
+
+#[test]
+fn pruning_removes_only_old_samples_and_keeps_bits() {
+    let ts = v1::TimeSeries {
+        labels: vec![v1::Label {
+            name: "__name__".into(),
+            value: "up".into(),
+        }],
+        samples: vec![
+            v1::Sample {
+                value: 1.0,
+                timestamp: 100,
+            },
+            v1::Sample {
+                value: f64::from_bits(STALE),
+                timestamp: 200,
+            },
+            v1::Sample {
+                value: 3.0,
+                timestamp: 300,
+            },
+        ],
+        histograms: vec![v1::Histogram {
+            timestamp: 150,
+            sum: 2.0,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let bytes = ts.encode_to_vec();
+    assert_eq!(
+        prune_older(&bytes, 50),
+        Pruned::default(),
+        "nothing older than 50"
+    );
+    let p = prune_older(&bytes, 200);
+    assert_eq!((p.samples, p.histograms, p.empty), (1, 1, false));
+    let kept = v1::TimeSeries::decode(p.bytes.unwrap().as_slice()).unwrap();
+    assert_eq!(kept.labels, ts.labels);
+    assert_eq!(
+        kept.samples
+            .iter()
+            .map(|s| (s.timestamp, s.value.to_bits()))
+            .collect::<Vec<_>>(),
+        [(200, STALE), (300, 3f64.to_bits())]
+    );
+    assert!(kept.histograms.is_empty());
+    let p = prune_older(&bytes, 1000);
+    assert_eq!((p.samples, p.histograms, p.empty), (3, 1, true));
+}

@@ -193,3 +193,60 @@ fn metadata_entry(raw: &Bytes, meta: &[u8]) -> Result<Entry, DecodeError> {
         exemplars: 0,
     })
 }
+
+/// What [`prune_older`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// The series without the old samples; `None` when nothing was old.
+    pub bytes: Option<Vec<u8>>,
+    /// Float samples removed.
+    pub samples: u32,
+    /// Histogram samples removed.
+    pub histograms: u32,
+    /// Whether no sample or histogram is left.
+    pub empty: bool,
+}
+
+/// Timestamp (ms) of an encoded `Sample` (field 2) or `Histogram` (field 15).
+fn timestamp_of(msg: &[u8], field: u32) -> Option<i64> {
+    Fields::new(msg)
+        .filter_map(Result::ok)
+        .find(|f| f.number == field && f.wire == WireType::Varint)
+        .map(|f| f.varint as i64)
+}
+
+/// Removes the samples and histograms of an encoded `TimeSeries` older than `cutoff_ms`,
+/// copying every other field as it is. Series bytes were validated on receipt, so a field that
+/// does not parse is kept as it is.
+pub fn prune_older(series: &[u8], cutoff_ms: i64) -> Pruned {
+    let old = |f: &wire::Field<'_>| match f.number {
+        TS_SAMPLES => timestamp_of(f.data, 2).is_some_and(|t| t < cutoff_ms),
+        TS_HISTOGRAMS => timestamp_of(f.data, 15).is_some_and(|t| t < cutoff_ms),
+        _ => false,
+    };
+    let mut out = Pruned::default();
+    let mut kept_points = 0u32;
+    for f in Fields::new(series).filter_map(Result::ok) {
+        if old(&f) {
+            if f.number == TS_SAMPLES {
+                out.samples += 1;
+            } else {
+                out.histograms += 1;
+            }
+        } else if matches!(f.number, TS_SAMPLES | TS_HISTOGRAMS) {
+            kept_points += 1;
+        }
+    }
+    if out.samples + out.histograms == 0 {
+        return out;
+    }
+    out.empty = kept_points == 0;
+    let mut bytes = Vec::with_capacity(series.len());
+    for f in Fields::new(series).filter_map(Result::ok) {
+        if !old(&f) {
+            bytes.extend_from_slice(f.raw);
+        }
+    }
+    out.bytes = Some(bytes);
+    out
+}

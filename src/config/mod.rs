@@ -145,6 +145,23 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_QUEUE_MAX_BYTES")]
     pub queue_max_bytes: Option<usize>,
 
+    /// Directory of the durable disk queue; when unset the queue is in memory only (lost if the
+    /// process dies)
+    #[arg(long, env = "PROMLINK_QUEUE_DIR")]
+    pub queue_dir: Option<PathBuf>,
+
+    /// When a write counts as durable with queue_dir: always (fsync before answering, group
+    /// commit) or interval:<duration> (fsync every interval) [default: always]
+    #[arg(long, env = "PROMLINK_FSYNC", value_parser = parse_fsync)]
+    #[serde(default, deserialize_with = "de_fsync")]
+    pub fsync: Option<crate::queue::FsyncPolicy>,
+
+    /// Drop samples older than this before sending, counted as too_old (Azure reportedly
+    /// rejects samples older than about 20 minutes; undocumented) [default: no limit]
+    #[arg(long, env = "PROMLINK_MAX_SAMPLE_AGE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub max_sample_age: Option<Duration>,
+
     /// Status answered when the queue is full: 503 (every Prometheus retries it) or 429
     /// (needs retry_on_http_429 in Prometheus) [default: 503]
     #[arg(long, env = "PROMLINK_QUEUE_FULL_STATUS", value_enum)]
@@ -294,6 +311,8 @@ pub struct Config {
     pub azure_upstream: bool,
     /// Private Link verification and path policy.
     pub private_link: crate::privatelink::PrivateLinkConfig,
+    /// The durable queue's directory and fsync policy; `None`: memory queue.
+    pub disk_queue: Option<(PathBuf, crate::queue::FsyncPolicy)>,
     /// Alertmanager targets.
     pub alert: AlertSettings,
     /// Log format.
@@ -368,6 +387,9 @@ impl Settings {
             probe_timeout,
             alertmanager_url,
             alert_resend_interval,
+            queue_dir,
+            fsync,
+            max_sample_age,
             log_format,
             log_level,
         )
@@ -818,6 +840,7 @@ impl Settings {
                 retry_min,
                 retry_max,
                 batch,
+                max_sample_age: self.max_sample_age,
             },
             identity: IdentityConfig {
                 kind,
@@ -853,6 +876,10 @@ impl Settings {
                 return_after,
                 probe_timeout,
             },
+            disk_queue: self
+                .queue_dir
+                .clone()
+                .map(|d| (d, self.fsync.unwrap_or(crate::queue::FsyncPolicy::Always))),
             alert: AlertSettings {
                 alertmanager_urls: self.alertmanager_url.clone().unwrap_or_default(),
                 resend_interval,
@@ -861,6 +888,33 @@ impl Settings {
             log_level,
         })
     }
+}
+
+/// Parses `always` or `interval:<duration>`.
+fn parse_fsync(s: &str) -> Result<crate::queue::FsyncPolicy, String> {
+    let s = s.trim();
+    if s == "always" {
+        return Ok(crate::queue::FsyncPolicy::Always);
+    }
+    match s
+        .strip_prefix("interval:")
+        .map(|d| humantime::parse_duration(d.trim()))
+    {
+        Some(Ok(d)) if !d.is_zero() => Ok(crate::queue::FsyncPolicy::Interval(d)),
+        Some(Ok(_)) => Err("the fsync interval must be greater than zero".into()),
+        Some(Err(e)) => Err(format!("{s:?}: {e}")),
+        None => Err(format!(
+            "{s:?}: expected always or interval:<duration>, e.g. interval:1s"
+        )),
+    }
+}
+
+fn de_fsync<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::queue::FsyncPolicy>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    v.map(|s| parse_fsync(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn de_ip_or_nets<'de, D: serde::Deserializer<'de>>(

@@ -233,6 +233,7 @@ pub struct DceStats {
 struct Data {
     stats: DceStats,
     faults: VecDeque<Fault>,
+    outage: Option<Fault>,
     granted: HashSet<String>,
     api_versions: Vec<String>,
     last_ts: HashMap<u64, i64>,
@@ -289,6 +290,7 @@ impl DceEmulator {
             data: Mutex::new(Data {
                 stats: DceStats::default(),
                 faults: VecDeque::new(),
+                outage: None,
                 granted: config.granted.into_iter().collect(),
                 api_versions: config.api_versions,
                 last_ts: HashMap::new(),
@@ -381,6 +383,12 @@ impl DceHandle {
         self.shared.lock().faults.push_back(fault);
     }
 
+    /// An outage: until cleared with `None`, every write gets `fault` (after any scripted
+    /// faults), however many arrive.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.shared.lock().outage = fault;
+    }
+
     /// Faults still queued.
     pub fn pending_faults(&self) -> usize {
         self.shared.lock().faults.len()
@@ -429,7 +437,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         data.stats.requests += 1;
         // Faults script answers to writes: probes and other methods do not consume them.
         let fault = if request.method() == axum::http::Method::POST {
-            data.faults.pop_front()
+            data.faults.pop_front().or_else(|| data.outage.clone())
         } else {
             None
         };

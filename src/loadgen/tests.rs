@@ -115,6 +115,9 @@ async fn loadgen_https_with_entra_token_and_retries() {
     dce.push_fault(Fault::status(503));
     dce.push_fault(Fault::Reset);
     let mut cfg = small(dce.url());
+    // One sender: over HTTP/2 all senders share one connection, and the scripted reset would
+    // also cut a concurrent request's 429 answer, making the counts below a race.
+    cfg.shards = 1;
     cfg.ca_pem = Some(ca.cert_pem().to_owned());
     cfg.bearer_token = Some(token);
     let report = run(cfg, CancellationToken::new()).await.expect("run");

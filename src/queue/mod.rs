@@ -4,47 +4,27 @@
 //! are accepted or none, so a sender's retry never duplicates half a request. Each entry goes to
 //! the shard picked by its `shard_key`, so every sample of one series travels through one shard
 //! in arrival order; a shard's worker takes entries out in that order ([`Queue::pop_batch`]) and
-//! releases their bytes only once the upstream accepted or definitively refused them
-//! ([`Queue::release`]). The byte budget therefore covers both waiting and in-flight data.
+//! hands the batch back once the upstream accepted or definitively refused it
+//! ([`Queue::done`]). The byte budget therefore covers both waiting and in-flight data. When
+//! full, `push` refuses and the receiver answers with a retryable status: the data stays in the
+//! sender's own WAL instead of growing this process.
 //!
-//! When full, `push` refuses and the receiver answers with a retryable status: the data stays in
-//! the sender's own WAL instead of growing this process's memory. This is a memory queue: what it
-//! holds is lost if the process dies (a durable disk queue comes later and keeps this interface).
+//! Two backends keep that contract:
+//! - [`memory`]: bounded by bytes in RAM; what it holds is lost if the process dies;
+//! - [`disk`]: a durable log per shard under `queue_dir`; `push` returns only once the data is
+//!   written (and fsynced, per the fsync policy), and everything not yet acknowledged by the
+//!   upstream is replayed after a restart or crash.
 
 pub mod disk;
+pub mod memory;
+pub mod metrics;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-use tokio::time::Instant;
-
 use crate::codec::Entry;
-
-/// The queue refused a push because its byte budget is used up.
-#[derive(Debug, thiserror::Error)]
-#[error("queue is full: {used} of {max} bytes in use, request needs {needed}")]
-pub struct Full {
-    /// Bytes in use (waiting and in flight).
-    pub used: usize,
-    /// The budget.
-    pub max: usize,
-    /// Bytes the refused request needed.
-    pub needed: usize,
-}
-
-/// An entry waiting in a shard, with the time it arrived.
-struct Queued {
-    entry: Entry,
-    at: Instant,
-}
-
-struct Shard {
-    entries: Mutex<VecDeque<Queued>>,
-    notify: Notify,
-}
+pub use disk::{DiskQueue, DiskQueueConfig, DiskQueueError, FsyncPolicy, RecoveryReport};
+pub use memory::MemoryQueue;
+pub use metrics::Metrics;
 
 /// Limits of one upstream batch.
 #[derive(Clone, Copy, Debug)]
@@ -58,214 +38,164 @@ pub struct BatchLimits {
     pub flush_interval: Duration,
 }
 
-/// Bounded, sharded, in-memory queue.
-pub struct Queue {
-    shards: Vec<Shard>,
-    max_bytes: usize,
-    used: AtomicUsize,
-    entries_in: AtomicU64,
-    entries_out: AtomicU64,
-    closed: AtomicBool,
+/// Why a push was refused; nothing of the request was kept.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The byte budget cannot hold the request.
+    #[error("queue is full: {used} of {max} bytes in use, request needs {needed}")]
+    Full {
+        /// Bytes in use (waiting and in flight).
+        used: u64,
+        /// The budget.
+        max: u64,
+        /// Bytes the refused request needed.
+        needed: u64,
+    },
+    /// The disk queue could not write or sync.
+    #[error("queue write failed: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// A batch taken from one shard; give it back with [`Queue::done`].
+pub struct Batch {
+    /// The entries, in shard order.
+    pub entries: Vec<Entry>,
+    ticket: Ticket,
+}
+
+enum Ticket {
+    Memory(usize),
+    Disk(disk::Batch),
+}
+
+/// The queue: one of the two backends.
+pub enum Queue {
+    /// In memory.
+    Memory(MemoryQueue),
+    /// On disk.
+    Disk(DiskQueue),
 }
 
 impl Queue {
-    /// A queue with `shards` shards (at least 1) and a budget of `max_bytes`.
-    pub fn new(shards: usize, max_bytes: usize) -> Self {
-        Self {
-            shards: (0..shards.max(1))
-                .map(|_| Shard {
-                    entries: Mutex::new(VecDeque::new()),
-                    notify: Notify::new(),
-                })
-                .collect(),
-            max_bytes,
-            used: AtomicUsize::new(0),
-            entries_in: AtomicU64::new(0),
-            entries_out: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        match self {
+            Queue::Memory(q) => q.shards(),
+            Queue::Disk(q) => q.shards(),
         }
     }
 
-    /// Number of shards.
-    pub fn shards(&self) -> usize {
-        self.shards.len()
+    /// Whether data survives a crash.
+    pub fn is_durable(&self) -> bool {
+        matches!(self, Queue::Disk(_))
     }
 
     /// Bytes in use: waiting plus in flight.
-    pub fn used_bytes(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+    pub fn used_bytes(&self) -> u64 {
+        match self {
+            Queue::Memory(q) => q.used_bytes() as u64,
+            Queue::Disk(q) => q.used_bytes(),
+        }
     }
 
     /// The byte budget.
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
+    pub fn max_bytes(&self) -> u64 {
+        match self {
+            Queue::Memory(q) => q.max_bytes() as u64,
+            Queue::Disk(q) => q.max_bytes(),
+        }
     }
 
-    /// Entries waiting in shards (not yet taken into a batch).
-    pub fn waiting_entries(&self) -> u64 {
-        self.entries_in
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.entries_out.load(Ordering::Relaxed))
+    /// Age of the oldest entry not yet acknowledged (disk queue only).
+    pub fn oldest_age(&self) -> Option<Duration> {
+        match self {
+            Queue::Memory(_) => None,
+            Queue::Disk(q) => q.oldest_age(),
+        }
     }
 
-    /// Accepts all of `entries` or none.
+    /// Accepts all of `entries` or none; with the disk queue, returns once they are durable.
     ///
     /// # Errors
-    /// [`Full`] when the byte budget cannot hold them.
-    pub fn push(&self, entries: Vec<Entry>) -> Result<(), Full> {
-        let needed: usize = entries.iter().map(Entry::encoded_len).sum();
-        let mut used = self.used.load(Ordering::Relaxed);
-        loop {
-            // A request bigger than the whole budget is still accepted into an empty queue, so it
-            // cannot be refused forever.
-            if used > 0 && used + needed > self.max_bytes {
-                return Err(Full {
-                    used,
-                    max: self.max_bytes,
-                    needed,
-                });
-            }
-            match self.used.compare_exchange_weak(
-                used,
-                used + needed,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => used = now,
-            }
+    /// [`PushError::Full`] when the budget cannot hold them, [`PushError::Io`] when the disk
+    /// queue cannot write.
+    pub async fn push(&self, entries: Vec<Entry>) -> Result<(), PushError> {
+        match self {
+            Queue::Memory(q) => q.push(entries).map_err(|f| PushError::Full {
+                used: f.used as u64,
+                max: f.max as u64,
+                needed: f.needed as u64,
+            }),
+            Queue::Disk(q) => q.push(entries).await.map_err(|e| match e {
+                disk::PushError::Full { used, max, needed } => {
+                    PushError::Full { used, max, needed }
+                }
+                disk::PushError::Io(e) => PushError::Io(e),
+            }),
         }
-        let now = Instant::now();
-        let n = self.shards.len() as u64;
-        self.entries_in
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        let mut touched = vec![false; self.shards.len()];
-        // Lock each shard once per request, not once per entry.
-        let mut by_shard: Vec<Vec<Entry>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for e in entries {
-            let i = (e.shard_key % n) as usize;
-            by_shard[i].push(e);
-        }
-        for (i, list) in by_shard.into_iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let mut q = self.shards[i]
-                .entries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            q.extend(list.into_iter().map(|entry| Queued { entry, at: now }));
-            touched[i] = true;
-        }
-        for (i, t) in touched.into_iter().enumerate() {
-            if t {
-                self.shards[i].notify.notify_one();
-            }
-        }
-        Ok(())
     }
 
-    /// Returns bytes to the budget once the entries they belong to have left for good.
-    pub fn release(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    /// Waits for the next batch of `shard` (see [`BatchLimits`]); `None` once closed and empty.
+    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
+        match self {
+            Queue::Memory(q) => {
+                let entries = q.pop_batch(shard, limits).await?;
+                let bytes = entries.iter().map(Entry::encoded_len).sum();
+                Some(Batch {
+                    entries,
+                    ticket: Ticket::Memory(bytes),
+                })
+            }
+            Queue::Disk(q) => {
+                let mut b = q.pop_batch(shard, limits).await?;
+                let entries = std::mem::take(&mut b.entries);
+                Some(Batch {
+                    entries,
+                    ticket: Ticket::Disk(b),
+                })
+            }
+        }
     }
 
-    /// Stops waiting: `pop_batch` then returns what is left without waiting for the flush
-    /// interval, and `None` once a shard is empty.
+    /// The upstream accepted, or definitively refused, `batch`: free its budget (and, on disk,
+    /// advance the shard's read position so it is not replayed).
+    pub fn done(&self, shard: usize, batch: Batch) {
+        match (self, batch.ticket) {
+            (Queue::Memory(q), Ticket::Memory(bytes)) => q.release(bytes),
+            (Queue::Disk(q), Ticket::Disk(b)) => q.ack(shard, &b),
+            _ => tracing::error!("a batch was handed back to the wrong queue"),
+        }
+    }
+
+    /// What is left in `shard` when the shutdown grace period ends: the memory queue hands it
+    /// over (to be counted as lost); the disk queue keeps it for the next start.
+    pub fn abandon(&self, shard: usize) -> Vec<Entry> {
+        match self {
+            Queue::Memory(q) => {
+                let rest = q.drain_shard(shard);
+                q.release(rest.iter().map(Entry::encoded_len).sum());
+                rest
+            }
+            Queue::Disk(_) => Vec::new(),
+        }
+    }
+
+    /// Makes everything written and acknowledged so far durable (disk queue; a no-op in memory).
+    ///
+    /// # Errors
+    /// When the disk queue cannot sync.
+    pub async fn sync(&self) -> std::io::Result<()> {
+        match self {
+            Queue::Memory(_) => Ok(()),
+            Queue::Disk(q) => q.sync().await,
+        }
+    }
+
+    /// Stops waiting: `pop_batch` returns what is left at once, then `None`.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        for s in &self.shards {
-            s.notify.notify_one();
+        match self {
+            Queue::Memory(q) => q.close(),
+            Queue::Disk(q) => q.close(),
         }
-    }
-
-    /// Whether [`Queue::close`] was called.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Waits for the next batch of shard `shard`: returns when the batch is full, when its oldest
-    /// entry has waited `limits.flush_interval`, or (after `close`) with whatever is left.
-    /// Returns `None` when closed and empty.
-    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Vec<Entry>> {
-        let s = &self.shards[shard];
-        loop {
-            let notified = s.notify.notified();
-            let (ready, oldest) = {
-                let q = s.entries.lock().unwrap_or_else(|p| p.into_inner());
-                match q.front() {
-                    None => (false, None),
-                    Some(first) => (
-                        self.is_closed() || Self::full_batch_waiting(&q, limits),
-                        Some(first.at),
-                    ),
-                }
-            };
-            if ready || oldest.is_some_and(|at| at.elapsed() >= limits.flush_interval) {
-                return Some(self.take(shard, limits));
-            }
-            if oldest.is_none() && self.is_closed() {
-                return None;
-            }
-            match oldest {
-                Some(at) => {
-                    tokio::select! {
-                        _ = notified => {}
-                        _ = tokio::time::sleep_until(at + limits.flush_interval) => {}
-                    }
-                }
-                None => notified.await,
-            }
-        }
-    }
-
-    /// Takes everything shard `shard` still holds (used when giving up at shutdown).
-    pub fn drain_shard(&self, shard: usize) -> Vec<Entry> {
-        let mut q = self.shards[shard]
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let out: Vec<Entry> = q.drain(..).map(|x| x.entry).collect();
-        self.entries_out
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out
-    }
-
-    fn full_batch_waiting(q: &VecDeque<Queued>, limits: &BatchLimits) -> bool {
-        let (mut samples, mut bytes) = (0usize, 0usize);
-        for item in q {
-            samples += (item.entry.samples + item.entry.histograms) as usize;
-            bytes += item.entry.encoded_len();
-            if samples >= limits.max_samples || bytes >= limits.max_bytes {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn take(&self, shard: usize, limits: &BatchLimits) -> Vec<Entry> {
-        let mut q = self.shards[shard]
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let (mut samples, mut bytes) = (0usize, 0usize);
-        let mut out = Vec::new();
-        while let Some(front) = q.front() {
-            let s = (front.entry.samples + front.entry.histograms) as usize;
-            let b = front.entry.encoded_len();
-            if !out.is_empty() && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
-            {
-                break;
-            }
-            samples += s;
-            bytes += b;
-            out.extend(q.pop_front().map(|qd| qd.entry));
-        }
-        self.entries_out
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out
     }
 }
-
-#[cfg(test)]
-mod tests;

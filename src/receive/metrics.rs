@@ -25,7 +25,7 @@ pub struct ProtocolLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Closed set: `content_type`, `encoding`, `too_large`, `snappy`, `protobuf`, `invalid`,
-    /// `queue_full`, `shutting_down`.
+    /// `queue_full`, `queue_io`, `shutting_down`, `body`.
     pub reason: &'static str,
 }
 

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::codec::{self, Counts, DecodeError, Protocol};
-use crate::queue::{Full, Queue};
+use crate::queue::{PushError, Queue};
 pub use metrics::Metrics;
 
 /// What the receiver answers when the queue is full.
@@ -56,9 +56,9 @@ pub enum ReceiveError {
     /// The body or its headers are unacceptable.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// The queue is full.
+    /// The queue is full, or the disk queue cannot write.
     #[error(transparent)]
-    Full(#[from] Full),
+    Queue(#[from] PushError),
     /// promlink is shutting down and accepts no more data.
     #[error("promlink is shutting down and accepts no new data; retry against another instance or later")]
     ShuttingDown,
@@ -78,7 +78,8 @@ impl ReceiveError {
             ReceiveError::Decode(DecodeError::Snappy(_)) => "snappy",
             ReceiveError::Decode(DecodeError::Protobuf(_)) => "protobuf",
             ReceiveError::Decode(DecodeError::Invalid { .. }) => "invalid",
-            ReceiveError::Full(_) => "queue_full",
+            ReceiveError::Queue(PushError::Full { .. }) => "queue_full",
+            ReceiveError::Queue(PushError::Io(_)) => "queue_io",
             ReceiveError::ShuttingDown => "shutting_down",
             ReceiveError::Body(_) => "body",
         }
@@ -99,7 +100,8 @@ pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
                 StatusCode::BAD_REQUEST
             }
         },
-        ReceiveError::Full(_) => match full {
+        ReceiveError::Queue(PushError::Io(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        ReceiveError::Queue(PushError::Full { .. }) => match full {
             FullStatus::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             FullStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         },
@@ -161,7 +163,7 @@ impl Receiver {
             .with_state(self)
     }
 
-    fn accept(
+    async fn accept(
         &self,
         protocol: Protocol,
         headers: &HeaderMap,
@@ -182,7 +184,7 @@ impl Receiver {
         let decoded = codec::decode(protocol, body, &self.cfg.codec)?;
         let counts = decoded.counts;
         if !decoded.entries.is_empty() {
-            self.queue.push(decoded.entries)?;
+            self.queue.push(decoded.entries).await?;
             self.queue_gauge.set(self.queue.used_bytes() as i64);
         }
         Ok(counts)
@@ -215,7 +217,7 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
             Err(e) => Err(e),
             Ok(bytes) => {
                 rx.metrics.body_bytes.inc_by(bytes.len() as u64);
-                rx.accept(p, &headers, &bytes).map(|c| (p, c))
+                rx.accept(p, &headers, &bytes).await.map(|c| (p, c))
             }
         },
     };
@@ -252,7 +254,7 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                 tracing::info!(error = %e, status = status.as_u16(), "write refused");
             }
             let mut resp = (status, format!("{e}\n")).into_response();
-            if matches!(e, ReceiveError::Full(_) | ReceiveError::ShuttingDown) {
+            if matches!(e, ReceiveError::Queue(_) | ReceiveError::ShuttingDown) {
                 resp.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(rx.cfg.retry_after_secs),

@@ -44,6 +44,8 @@ pub struct UpstreamConfig {
     pub retry_max: Duration,
     /// Batch limits.
     pub batch: BatchLimits,
+    /// Samples older than this are dropped before sending (`None`: no limit).
+    pub max_sample_age: Option<Duration>,
 }
 
 /// Errors setting up the upstream.
@@ -207,8 +209,9 @@ impl Upstream {
     }
 
     /// Runs the worker of shard `shard` until the queue is closed and drained, or `abort` is
-    /// cancelled (the shutdown grace period ended): then what it still holds is dropped and
-    /// counted under `shutdown`.
+    /// cancelled (the shutdown grace period ended). After an abort, the memory queue's
+    /// undelivered entries are dropped and counted under `shutdown`; the disk queue keeps them
+    /// for the next start.
     pub async fn run_shard(
         self: Arc<Self>,
         queue: Arc<Queue>,
@@ -221,19 +224,29 @@ impl Upstream {
                 b = queue.pop_batch(shard, &self.cfg.batch) => b,
                 _ = abort.cancelled() => None,
             };
-            let Some(batch) = batch else { break };
-            let bytes: usize = batch.iter().map(Entry::encoded_len).sum();
-            self.deliver(batch, &mut scratch, &abort).await;
-            queue.release(bytes);
+            let Some(mut batch) = batch else { break };
+            let entries = std::mem::take(&mut batch.entries);
+            let undelivered = self.deliver(entries, &mut scratch, &abort).await;
+            if undelivered.is_empty() {
+                queue.done(shard, batch);
+            } else if queue.is_durable() {
+                // Not acknowledged: replayed after the restart.
+                tracing::info!(
+                    shard,
+                    entries = undelivered.len(),
+                    "shutdown: undelivered batch stays in the disk queue"
+                );
+                break;
+            } else {
+                self.count_drop(&undelivered, DropReason::Shutdown);
+                queue.done(shard, batch);
+            }
             self.metrics.queue_bytes.set(queue.used_bytes() as i64);
         }
-        // Whatever the shard still holds after an abort is lost with this process.
         if abort.is_cancelled() {
-            let rest = queue.drain_shard(shard);
+            let rest = queue.abandon(shard);
             if !rest.is_empty() {
-                let bytes: usize = rest.iter().map(Entry::encoded_len).sum();
                 self.count_drop(&rest, DropReason::Shutdown);
-                queue.release(bytes);
             }
         }
     }
@@ -258,7 +271,17 @@ impl Upstream {
     }
 
     /// Sends one batch, splitting on 413, until every part is delivered or dropped.
-    async fn deliver(&self, batch: Vec<Entry>, scratch: &mut Scratch, abort: &CancellationToken) {
+    /// Returns what was left undelivered because `abort` fired (empty otherwise).
+    async fn deliver(
+        &self,
+        batch: Vec<Entry>,
+        scratch: &mut Scratch,
+        abort: &CancellationToken,
+    ) -> Vec<Entry> {
+        let batch = self.drop_too_old(batch);
+        if batch.is_empty() {
+            return Vec::new();
+        }
         let mut parts: VecDeque<Vec<Entry>> = VecDeque::from([batch]);
         while let Some(part) = parts.pop_front() {
             match self.send(&part, scratch, abort).await {
@@ -273,13 +296,13 @@ impl Upstream {
                 Outcome::Split => self.count_drop(&part, DropReason::TooLarge),
                 Outcome::Dropped(reason) => self.count_drop(&part, reason),
                 Outcome::Aborted => {
-                    self.count_drop(&part, DropReason::Shutdown);
-                    for rest in parts.drain(..) {
-                        self.count_drop(&rest, DropReason::Shutdown);
-                    }
+                    let mut rest = part;
+                    rest.extend(parts.drain(..).flatten());
+                    return rest;
                 }
             }
         }
+        Vec::new()
     }
 
     /// Sends one part, retrying as [`retry`] says, until it is delivered, must be split, is
@@ -424,6 +447,38 @@ impl Upstream {
             }
             Action::Delivered => Attempt::Done(action),
         }
+    }
+
+    /// Removes samples older than `max_sample_age`, counting them as `too_old`.
+    fn drop_too_old(&self, mut batch: Vec<Entry>) -> Vec<Entry> {
+        let Some(age) = self.cfg.max_sample_age else {
+            return batch;
+        };
+        let cutoff = (Health::now_ms() as i64).saturating_sub(age.as_millis() as i64);
+        let mut dropped = 0u64;
+        batch.retain_mut(|e| {
+            if e.field != crate::codec::FIELD_TIMESERIES {
+                return true;
+            }
+            let p = crate::codec::prune_older(&e.bytes, cutoff);
+            let Some(bytes) = p.bytes else { return true };
+            dropped += u64::from(p.samples + p.histograms);
+            e.samples -= p.samples;
+            e.histograms -= p.histograms;
+            e.bytes = bytes::Bytes::from(bytes);
+            !p.empty
+        });
+        if dropped > 0 {
+            let label = metrics::ReasonLabel {
+                reason: DropReason::TooOld.as_str(),
+            };
+            self.metrics
+                .samples_dropped
+                .get_or_create(&label)
+                .inc_by(dropped);
+            tracing::warn!(samples = dropped, max_age = %humantime::format_duration(age), "dropped samples older than max_sample_age");
+        }
+        batch
     }
 
     fn count_delivered(&self, part: &[Entry]) {

@@ -77,6 +77,8 @@ pub enum DropReason {
     TooLarge,
     /// The shutdown grace period ended before the upstream accepted it.
     Shutdown,
+    /// Older than `max_sample_age` when its turn to be sent came.
+    TooOld,
 }
 
 impl DropReason {
@@ -89,6 +91,7 @@ impl DropReason {
             DropReason::OtherClientError => "rejected_4xx",
             DropReason::TooLarge => "too_large",
             DropReason::Shutdown => "shutdown",
+            DropReason::TooOld => "too_old",
         }
     }
 }

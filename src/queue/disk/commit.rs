@@ -178,7 +178,9 @@ impl Committer {
 
     /// Appends the pushes, fsyncs when `durable`, publishes and answers them.
     fn cycle(&mut self, pushes: Vec<PendingPush>, durable: bool) {
-        let mut published: Vec<Published> = (0..self.writers.len()).map(|_| Published::default()).collect();
+        let mut published: Vec<Published> = (0..self.writers.len())
+            .map(|_| Published::default())
+            .collect();
         let mut answers = Vec::with_capacity(pushes.len());
         let wrote = !pushes.is_empty();
         for push in pushes {
@@ -347,7 +349,11 @@ impl Committer {
                 let st = lock(&s.state);
                 (st.ack, st.persisted, st.durable)
             };
-            let needed = if durable { ack != was_durable } else { ack != persisted };
+            let needed = if durable {
+                ack != was_durable
+            } else {
+                ack != persisted
+            };
             if needed {
                 match segment::write_pos(&s.dir, ack, durable) {
                     Ok(n) => {

@@ -68,6 +68,9 @@
 //!   next cycle (promptly, it is woken), fsynced under `Always`, and fsynced at the next
 //!   interval under `Interval`. A crash before that replays the acknowledged batches again:
 //!   duplicates, never loss. Batches must be acknowledged in the order they were popped.
+//! - A failed write is undone (the push gets [`PushError::Io`], nothing of it stays). A failed
+//!   fsync fails every push of its group with [`PushError::Io`], but their records stay in the
+//!   log and are delivered: the senders' retries may duplicate them, nothing is lost.
 
 mod commit;
 mod reader;
@@ -292,6 +295,9 @@ struct Shard {
     state: Mutex<ShardState>,
     notify: Notify,
     reader: Mutex<Reader>,
+    /// A batch cut by a blocking poll, until a `pop_batch` call returns it. If the call that
+    /// started the poll was cancelled meanwhile, the next call returns it: nothing is skipped.
+    handoff: Mutex<Option<reader::Popped>>,
 }
 
 #[derive(Default)]
@@ -329,6 +335,9 @@ impl Inner {
 pub struct DiskQueue {
     inner: Arc<Inner>,
     committer: Option<JoinHandle<()>>,
+    /// An exclusive lock on `<dir>/lock`, held while the queue is open: two processes writing
+    /// one queue directory would corrupt it.
+    _lock: std::fs::File,
 }
 
 /// What recovering one shard directory found.
@@ -368,26 +377,51 @@ impl DiskQueue {
             move |source| DiskQueueError::Io { path, source }
         };
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        let lock_path = cfg.dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DiskQueueError::Config(format!(
+                    "queue directory {} is in use by another promlink process",
+                    cfg.dir.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
         let found = existing_shard_dirs(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let mut report = RecoveryReport::default();
         let mut recovered = Vec::new();
-        for i in 0..cfg.shards.max(found) {
+        // Existing shards first, so a refused shard count leaves the directory as it was.
+        for i in 0..found {
             let dir = cfg.dir.join(format!("shard-{i}"));
             let r = recover_shard(&dir, &mut report).map_err(io_err(&dir))?;
             recovered.push((dir, r));
         }
-        if found != 0 && found != cfg.shards && report.replayed_entries > 0 {
+        if found != cfg.shards && report.replayed_entries > 0 {
             return Err(DiskQueueError::ShardCountChanged {
                 dir: cfg.dir.clone(),
                 found,
                 configured: cfg.shards,
             });
         }
+        for i in found..cfg.shards {
+            let dir = cfg.dir.join(format!("shard-{i}"));
+            let r = recover_shard(&dir, &mut report).map_err(io_err(&dir))?;
+            recovered.push((dir, r));
+        }
         for (dir, _) in recovered.drain(cfg.shards..) {
             std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
         }
         let counters = Counters::default();
-        counters.replayed.store(report.replayed_entries, Ordering::Relaxed);
+        counters
+            .replayed
+            .store(report.replayed_entries, Ordering::Relaxed);
         counters.corrupt.store(
             report
                 .corrupt_records
@@ -408,6 +442,7 @@ impl DiskQueue {
                 state: Mutex::new(r.state),
                 notify: Notify::new(),
                 reader: Mutex::new(Reader::new(r.reader_pos)),
+                handoff: Mutex::new(None),
             });
         }
         let inner = Arc::new(Inner {
@@ -439,6 +474,7 @@ impl DiskQueue {
             Self {
                 inner,
                 committer: Some(handle),
+                _lock: lock,
             },
             report,
         ))
@@ -527,12 +563,21 @@ impl DiskQueue {
 
     /// Waits for the next batch of shard `shard`: returns when the batch is full, when its
     /// oldest entry has waited `limits.flush_interval`, or (after `close`) with whatever is
-    /// left. Returns `None` when closed and empty. Cancel-safe: a batch is only handed out by
-    /// a call that returns it.
+    /// left. Returns `None` when closed and empty. Cancel-safe: a batch counts as taken only
+    /// when a call returns it.
     pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
         let s = &self.inner.shards[shard];
         let mut backoff = false;
         loop {
+            let stashed = lock(&s.handoff).take();
+            if let Some(popped) = stashed {
+                let mut st = lock(&s.state);
+                if st.inflight == 0 {
+                    st.front_ms = popped.first_ms.or(st.front_ms);
+                }
+                st.inflight += 1;
+                return Some(popped.batch);
+            }
             let notified = s.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -545,18 +590,22 @@ impl DiskQueue {
             let limits = *limits;
             let polled = tokio::task::spawn_blocking(move || {
                 let s = &inner.shards[shard];
-                lock(&s.reader).poll(&inner, shard, &limits)
+                let mut reader = lock(&s.reader);
+                // Checked and filled under the reader lock: at most one batch waits there.
+                if lock(&s.handoff).is_some() {
+                    return Poll::Stashed;
+                }
+                match reader.poll(&inner, shard, &limits) {
+                    Poll::Ready(popped) => {
+                        *lock(&s.handoff) = Some(popped);
+                        Poll::Stashed
+                    }
+                    other => other,
+                }
             })
             .await;
             let wait_until = match polled {
-                Ok(Poll::Ready(popped)) => {
-                    let mut st = lock(&s.state);
-                    if st.inflight == 0 {
-                        st.front_ms = popped.first_ms.or(st.front_ms);
-                    }
-                    st.inflight += 1;
-                    return Some(popped.batch);
-                }
+                Ok(Poll::Ready(_) | Poll::Stashed) => continue,
                 Ok(Poll::Closed) => return None,
                 Ok(Poll::Empty) => None,
                 Ok(Poll::Wait(ms)) => Some(self.inner.clock.instant(ms)),
@@ -732,7 +781,9 @@ fn recover_shard(dir: &Path, report: &mut RecoveryReport) -> io::Result<ShardRec
         match name.to_str().and_then(segment::parse_segment_name) {
             Some(seq) => seqs.push(seq),
             None if name == segment::POS_FILE => {}
-            None => tracing::warn!(dir = %dir.display(), file = ?name, "unexpected file in queue shard directory"),
+            None => {
+                tracing::warn!(dir = %dir.display(), file = ?name, "unexpected file in queue shard directory")
+            }
         }
     }
     seqs.sort_unstable();
@@ -746,7 +797,9 @@ fn recover_shard(dir: &Path, report: &mut RecoveryReport) -> io::Result<ShardRec
             report.corrupt_records.push(CorruptRecord {
                 segment: path,
                 offset: 0,
-                reason: format!("read position unusable, shard replayed from its oldest segment: {reason}"),
+                reason: format!(
+                    "read position unusable, shard replayed from its oldest segment: {reason}"
+                ),
             });
             Pos::new(first, 0, 0)
         }
@@ -759,7 +812,11 @@ fn recover_shard(dir: &Path, report: &mut RecoveryReport) -> io::Result<ShardRec
     let created = seqs.is_empty();
     if created {
         // Never reuse the number of a deleted segment the position may still name.
-        let seq = if pos == Pos::default() { 0 } else { pos.seg + 1 };
+        let seq = if pos == Pos::default() {
+            0
+        } else {
+            pos.seg + 1
+        };
         std::fs::File::create(segment::segment_path(dir, seq))?;
         segment::sync_dir(dir)?;
         seqs.push(seq);

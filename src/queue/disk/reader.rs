@@ -38,6 +38,8 @@ pub(super) enum Poll {
     Wait(u64),
     /// Reading failed (logged); try again later.
     Failed,
+    /// A batch waits in the shard's hand-off slot.
+    Stashed,
 }
 
 pub(super) struct Reader {
@@ -79,7 +81,9 @@ impl Reader {
         let Some(front) = self.ahead.front() else {
             return if closed { Poll::Closed } else { Poll::Empty };
         };
-        let due = front.at_ms.saturating_add(limits.flush_interval.as_millis() as u64);
+        let due = front
+            .at_ms
+            .saturating_add(limits.flush_interval.as_millis() as u64);
         if closed || self.full(limits) || inner.clock.now_ms() >= due {
             return Poll::Ready(self.take(limits));
         }

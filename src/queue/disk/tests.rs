@@ -194,6 +194,35 @@ async fn a_waiting_pop_wakes_on_push() {
 }
 
 #[tokio::test]
+async fn a_cancelled_pop_loses_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = open(&config(dir.path(), 1));
+    q.push((0..6).map(|i| entry(0, i, 1, 8)).collect())
+        .await
+        .unwrap();
+    let l = limits(2, Duration::ZERO);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        // Polled once, then dropped while its blocking read may still run; a call that does
+        // return a batch keeps it.
+        let mut pop = Box::pin(q.pop_batch(0, &l));
+        if let std::task::Poll::Ready(Some(b)) = futures_util::poll!(pop.as_mut()) {
+            got.extend(ids(&b));
+            q.ack(0, &b);
+        }
+        drop(pop);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(got.len() < 6, "some pops were cancelled: {got:?}");
+    while q.has_unread(0) || lock(&q.inner.shards[0].handoff).is_some() {
+        let b = q.pop_batch(0, &l).await.unwrap();
+        got.extend(ids(&b));
+        q.ack(0, &b);
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
 async fn reopen_replays_only_unacknowledged_entries() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1);
@@ -284,7 +313,11 @@ async fn consumed_segments_are_deleted() {
     }
     assert_eq!(got, (0..40).collect::<Vec<_>>());
     q.sync().await.unwrap();
-    assert_eq!(segments(&shard_dir).len(), 1, "only the active segment is left");
+    assert_eq!(
+        segments(&shard_dir).len(),
+        1,
+        "only the active segment is left"
+    );
     assert_eq!(q.stats().segments, 1);
     drop(q);
     let (q, report) = open(&cfg);
@@ -434,6 +467,30 @@ fn records_round_trip_and_reject_damage() {
     for cut in 0..payload.len() {
         assert!(segment::decode_payload(&payload.slice(..cut)).is_err());
     }
-    assert_eq!(segment::parse_segment_name(&segment::segment_name(42)), Some(42));
+    assert_eq!(
+        segment::parse_segment_name(&segment::segment_name(42)),
+        Some(42)
+    );
     assert_eq!(segment::parse_segment_name("42.log"), None);
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DiskQueueConfig {
+        dir: dir.path().to_path_buf(),
+        shards: 1,
+        max_bytes: 1 << 20,
+        segment_bytes: 1 << 16,
+        fsync: FsyncPolicy::Always,
+    };
+    let (first, _) = DiskQueue::open(cfg.clone()).unwrap();
+    let err = DiskQueue::open(cfg.clone()).err().expect("locked");
+    assert!(
+        err.to_string()
+            .contains("in use by another promlink process"),
+        "{err}"
+    );
+    drop(first);
+    DiskQueue::open(cfg).expect("free again after the first closes");
 }

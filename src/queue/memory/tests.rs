@@ -2,6 +2,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use std::time::Duration;
+
 use super::*;
 use crate::codec::FIELD_TIMESERIES;
 
@@ -26,7 +28,7 @@ fn limits(max_samples: usize) -> BatchLimits {
 
 #[tokio::test(start_paused = true)]
 async fn push_is_all_or_nothing_and_release_frees_budget() {
-    let q = Queue::new(2, 1000);
+    let q = MemoryQueue::new(2, 1000);
     q.push(vec![entry(0, 1, 400), entry(1, 1, 400)]).unwrap();
     let used = q.used_bytes();
     assert_eq!(used, 2 * (400 + 3));
@@ -45,14 +47,14 @@ async fn push_is_all_or_nothing_and_release_frees_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn oversized_request_enters_an_empty_queue() {
-    let q = Queue::new(1, 10);
+    let q = MemoryQueue::new(1, 10);
     q.push(vec![entry(0, 1, 100)]).unwrap();
     assert!(q.push(vec![entry(0, 1, 1)]).is_err());
 }
 
 #[tokio::test(start_paused = true)]
 async fn batches_fill_to_the_sample_limit_and_keep_order() {
-    let q = Queue::new(1, 1 << 20);
+    let q = MemoryQueue::new(1, 1 << 20);
     let entries: Vec<Entry> = (0..10).map(|i| entry(i, 3, 8)).collect();
     q.push(entries).unwrap();
     let b = q.pop_batch(0, &limits(7)).await.unwrap();
@@ -64,7 +66,7 @@ async fn batches_fill_to_the_sample_limit_and_keep_order() {
 
 #[tokio::test(start_paused = true)]
 async fn partial_batch_waits_for_the_flush_interval() {
-    let q = Arc::new(Queue::new(1, 1 << 20));
+    let q = Arc::new(MemoryQueue::new(1, 1 << 20));
     q.push(vec![entry(0, 1, 8)]).unwrap();
     let start = Instant::now();
     let b = q.pop_batch(0, &limits(100)).await.unwrap();
@@ -74,7 +76,7 @@ async fn partial_batch_waits_for_the_flush_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn close_flushes_at_once_then_ends() {
-    let q = Arc::new(Queue::new(1, 1 << 20));
+    let q = Arc::new(MemoryQueue::new(1, 1 << 20));
     q.push(vec![entry(0, 1, 8)]).unwrap();
     q.close();
     let start = Instant::now();
@@ -85,7 +87,7 @@ async fn close_flushes_at_once_then_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_worker_wakes_on_push() {
-    let q = Arc::new(Queue::new(1, 1 << 20));
+    let q = Arc::new(MemoryQueue::new(1, 1 << 20));
     let q2 = q.clone();
     let worker = tokio::spawn(async move { q2.pop_batch(0, &limits(2)).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -96,7 +98,7 @@ async fn a_waiting_worker_wakes_on_push() {
 
 #[test]
 fn one_series_always_maps_to_one_shard() {
-    let q = Queue::new(4, 1 << 20);
+    let q = MemoryQueue::new(4, 1 << 20);
     let mut entries = Vec::new();
     for ts in 0..50u32 {
         for key in [7u64, 8, 9, 10, 11] {
