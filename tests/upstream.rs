@@ -265,3 +265,80 @@ async fn upstream_tls_is_verified() {
     assert_eq!(resp.status(), 405, "an HTTP answer over verified TLS");
     dce.shutdown().await;
 }
+
+/// `max_sample_age` drops old samples before sending (counted `too_old`) and keeps the rest;
+/// `queue_max_age` drops what waited too long in the queue (counted `expired`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_samples_and_expired_batches_are_dropped_and_counted() {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let rig = Rig::start(RigOptions {
+        max_sample_age: Some(Duration::from_secs(3600)),
+        queue_max_age: Some(Duration::from_secs(2)),
+        ..one_shard()
+    })
+    .await;
+    let send = |start_ms: i64| {
+        loadgen::run(
+            LoadgenConfig {
+                url: rig.write_url(),
+                series: 100,
+                rounds: 2,
+                shards: 1,
+                start_ms: Some(start_ms),
+                interval_ms: 60_000,
+                ..LoadgenConfig::default()
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+    };
+    // Two rounds two hours old: all too old. Two fresh rounds: delivered.
+    assert_eq!(
+        send(now_ms - 2 * 3600 * 1000).await.unwrap().samples_acked,
+        200
+    );
+    let fresh = send(now_ms - 60_000).await.unwrap();
+    assert_eq!(fresh.samples_acked, 200);
+    rig.wait_for("fresh samples", Duration::from_secs(10), |s| {
+        s.samples == 200
+    })
+    .await;
+    assert_eq!(rig.dce.stats().checksum, fresh.checksum_acked);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig
+        .metric("promlink_samples_dropped_total{reason=\"too_old\"}")
+        .await
+        < 200.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old samples not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // An outage longer than queue_max_age: the waiting batch expires.
+    rig.dce.set_outage(Some(Fault::status(503)));
+    assert_eq!(send(now_ms).await.unwrap().samples_acked, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.dce.set_outage(None);
+    // Retried for more than 2 s: dropped as expired, never delivered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while rig
+        .metric("promlink_samples_dropped_total{reason=\"expired\"}")
+        .await
+        < 200.0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "nothing expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rig.dce.stats().samples,
+        200,
+        "expired data is not delivered"
+    );
+    rig.stop().await;
+}

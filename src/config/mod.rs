@@ -156,6 +156,11 @@ pub struct Settings {
     #[serde(default, deserialize_with = "de_fsync")]
     pub fsync: Option<crate::queue::FsyncPolicy>,
 
+    /// Drop data queued longer than this, counted as expired [default: no limit]
+    #[arg(long, env = "PROMLINK_QUEUE_MAX_AGE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub queue_max_age: Option<Duration>,
+
     /// Drop samples older than this before sending, counted as too_old (Azure reportedly
     /// rejects samples older than about 20 minutes; undocumented) [default: no limit]
     #[arg(long, env = "PROMLINK_MAX_SAMPLE_AGE", value_parser = humantime::parse_duration)]
@@ -389,6 +394,7 @@ impl Settings {
             alert_resend_interval,
             queue_dir,
             fsync,
+            queue_max_age,
             max_sample_age,
             log_format,
             log_level,
@@ -841,6 +847,7 @@ impl Settings {
                 retry_max,
                 batch,
                 max_sample_age: self.max_sample_age,
+                queue_max_age: self.queue_max_age,
             },
             identity: IdentityConfig {
                 kind,

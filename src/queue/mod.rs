@@ -60,6 +60,8 @@ pub enum PushError {
 pub struct Batch {
     /// The entries, in shard order.
     pub entries: Vec<Entry>,
+    /// How long its first entry has been queued (across restarts, for the disk queue).
+    pub age: Duration,
     ticket: Ticket,
 }
 
@@ -139,18 +141,24 @@ impl Queue {
     pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
         match self {
             Queue::Memory(q) => {
-                let entries = q.pop_batch(shard, limits).await?;
+                let (entries, first) = q.pop_batch_aged(shard, limits).await?;
                 let bytes = entries.iter().map(Entry::encoded_len).sum();
                 Some(Batch {
                     entries,
+                    age: first.elapsed(),
                     ticket: Ticket::Memory(bytes),
                 })
             }
             Queue::Disk(q) => {
                 let mut b = q.pop_batch(shard, limits).await?;
                 let entries = std::mem::take(&mut b.entries);
+                let pushed = b
+                    .first_ms
+                    .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+                let age = pushed.and_then(|t| t.elapsed().ok()).unwrap_or_default();
                 Some(Batch {
                     entries,
+                    age,
                     ticket: Ticket::Disk(b),
                 })
             }

@@ -46,6 +46,8 @@ pub struct UpstreamConfig {
     pub batch: BatchLimits,
     /// Samples older than this are dropped before sending (`None`: no limit).
     pub max_sample_age: Option<Duration>,
+    /// Batches queued longer than this are dropped (`None`: no limit).
+    pub queue_max_age: Option<Duration>,
 }
 
 /// Errors setting up the upstream.
@@ -226,7 +228,12 @@ impl Upstream {
             };
             let Some(mut batch) = batch else { break };
             let entries = std::mem::take(&mut batch.entries);
-            let undelivered = self.deliver(entries, &mut scratch, &abort).await;
+            let queued_since = std::time::Instant::now()
+                .checked_sub(batch.age)
+                .unwrap_or_else(std::time::Instant::now);
+            let undelivered = self
+                .deliver(entries, queued_since, &mut scratch, &abort)
+                .await;
             if undelivered.is_empty() {
                 queue.done(shard, batch);
             } else if queue.is_durable() {
@@ -275,6 +282,7 @@ impl Upstream {
     async fn deliver(
         &self,
         batch: Vec<Entry>,
+        queued_since: std::time::Instant,
         scratch: &mut Scratch,
         abort: &CancellationToken,
     ) -> Vec<Entry> {
@@ -284,7 +292,7 @@ impl Upstream {
         }
         let mut parts: VecDeque<Vec<Entry>> = VecDeque::from([batch]);
         while let Some(part) = parts.pop_front() {
-            match self.send(&part, scratch, abort).await {
+            match self.send(&part, queued_since, scratch, abort).await {
                 Outcome::Delivered => self.count_delivered(&part),
                 Outcome::Split if part.len() > 1 => {
                     let mut first = part;
@@ -306,10 +314,11 @@ impl Upstream {
     }
 
     /// Sends one part, retrying as [`retry`] says, until it is delivered, must be split, is
-    /// dropped, or `abort` fires.
+    /// dropped (refused, or queued longer than `queue_max_age`), or `abort` fires.
     async fn send(
         &self,
         part: &[Entry],
+        queued_since: std::time::Instant,
         scratch: &mut Scratch,
         abort: &CancellationToken,
     ) -> Outcome {
@@ -324,6 +333,18 @@ impl Upstream {
         loop {
             if abort.is_cancelled() {
                 return Outcome::Aborted;
+            }
+            if let Some(max) = self
+                .cfg
+                .queue_max_age
+                .filter(|m| queued_since.elapsed() > *m)
+            {
+                tracing::warn!(
+                    age = %humantime::format_duration(queued_since.elapsed()),
+                    max = %humantime::format_duration(max),
+                    "dropping data queued longer than queue_max_age"
+                );
+                return Outcome::Dropped(DropReason::Expired);
             }
             let (reason, retry_after) = match self.attempt(&body).await {
                 Attempt::Done(Action::Delivered) => {

@@ -79,6 +79,8 @@ pub enum DropReason {
     Shutdown,
     /// Older than `max_sample_age` when its turn to be sent came.
     TooOld,
+    /// Queued longer than `queue_max_age`.
+    Expired,
 }
 
 impl DropReason {
@@ -92,6 +94,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::Shutdown => "shutdown",
             DropReason::TooOld => "too_old",
+            DropReason::Expired => "expired",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct RigOptions {
     pub queue_max_bytes: Option<usize>,
     pub token_lifetime: Duration,
     pub grant: bool,
+    pub max_sample_age: Option<Duration>,
+    pub queue_max_age: Option<Duration>,
 }
 
 impl Default for RigOptions {
@@ -46,6 +48,8 @@ impl Default for RigOptions {
             queue_max_bytes: None,
             token_lifetime: Duration::from_secs(3600),
             grant: true,
+            max_sample_age: None,
+            queue_max_age: None,
         }
     }
 }
@@ -98,6 +102,8 @@ impl Rig {
             retry_max_backoff: Some(Duration::from_millis(300)),
             token_refresh_before_expiry: Some(opts.token_lifetime / 3),
             shutdown_grace: Some(Duration::from_secs(5)),
+            max_sample_age: opts.max_sample_age,
+            queue_max_age: opts.queue_max_age,
             ..Settings::default()
         };
         let cfg = settings.resolve().unwrap();

@@ -183,6 +183,8 @@ pub struct Batch {
     records: u64,
     /// Push time of the first entry of the shard after this batch, if known at pop time.
     next_ms: Option<u64>,
+    /// Push time (unix ms) of this batch's first entry.
+    pub first_ms: Option<u64>,
 }
 
 /// A damaged record found on open.

@@ -197,6 +197,7 @@ impl Reader {
                 release,
                 records,
                 next_ms: self.ahead.front().map(|a| a.at_ms),
+                first_ms,
             },
             first_ms,
         }

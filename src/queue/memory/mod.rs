@@ -163,6 +163,17 @@ impl MemoryQueue {
     /// entry has waited `limits.flush_interval`, or (after `close`) with whatever is left.
     /// Returns `None` when closed and empty.
     pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Vec<Entry>> {
+        self.pop_batch_aged(shard, limits)
+            .await
+            .map(|(entries, _)| entries)
+    }
+
+    /// Like [`MemoryQueue::pop_batch`], also returning when the batch's first entry arrived.
+    pub async fn pop_batch_aged(
+        &self,
+        shard: usize,
+        limits: &BatchLimits,
+    ) -> Option<(Vec<Entry>, Instant)> {
         let s = &self.shards[shard];
         loop {
             let notified = s.notify.notified();
@@ -177,7 +188,8 @@ impl MemoryQueue {
                 }
             };
             if ready || oldest.is_some_and(|at| at.elapsed() >= limits.flush_interval) {
-                return Some(self.take(shard, limits));
+                let first = oldest.unwrap_or_else(Instant::now);
+                return Some((self.take(shard, limits), first));
             }
             if oldest.is_none() && self.is_closed() {
                 return None;
