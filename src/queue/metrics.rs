@@ -1,4 +1,5 @@
-//! Queue metrics beyond `promlink_queue_bytes`: the disk queue's records, age, commits, fsyncs,
+//! Queue metrics beyond `promlink_queue_bytes`: the disk queue's records, age, commits, fsyncs
+//! and the time they took,
 //! replayed and damaged records. Updated once a second from the queue's own counters.
 
 use std::sync::atomic::AtomicU64;
@@ -20,6 +21,8 @@ pub struct Metrics {
     pub commits: Counter,
     /// fsync calls.
     pub fsyncs: Counter,
+    /// Seconds spent in group-commit fsyncs.
+    pub fsync_seconds: Counter<f64, AtomicU64>,
     /// Damaged records skipped (each lost).
     pub corrupt_records: Counter,
     /// Entries replayed after a restart.
@@ -45,6 +48,11 @@ impl Metrics {
         );
         r.register("commits", "Disk queue group commits.", m.commits.clone());
         r.register("fsyncs", "Disk queue fsync calls.", m.fsyncs.clone());
+        r.register(
+            "fsync_seconds",
+            "Seconds the disk queue spent in group-commit fsyncs.",
+            m.fsync_seconds.clone(),
+        );
         r.register(
             "corrupt_records",
             "Damaged disk queue records skipped; their data is lost.",
@@ -74,6 +82,10 @@ impl Metrics {
         let catch_up = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
         catch_up(&self.commits, s.commits);
         catch_up(&self.fsyncs, s.fsyncs);
+        let spent = s.fsync_seconds - self.fsync_seconds.get();
+        if spent > 0.0 {
+            self.fsync_seconds.inc_by(spent);
+        }
         catch_up(&self.corrupt_records, s.corrupt_records);
         catch_up(&self.replayed, s.replayed);
     }

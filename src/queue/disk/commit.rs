@@ -278,6 +278,7 @@ impl Committer {
 
     /// fsyncs every segment and directory written since the last fsync.
     fn sync_data(&mut self) -> io::Result<()> {
+        let started = std::time::Instant::now();
         let mut n = 0;
         let mut result = Ok(());
         for w in &mut self.writers {
@@ -297,6 +298,10 @@ impl Committer {
             }
         }
         self.fsynced(n);
+        self.inner
+            .counters
+            .fsync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
 

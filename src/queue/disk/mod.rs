@@ -213,7 +213,7 @@ pub struct RecoveryReport {
 }
 
 /// Counters and gauges of the queue.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct DiskQueueStats {
     /// Unacknowledged records.
     pub records: u64,
@@ -229,6 +229,8 @@ pub struct DiskQueueStats {
     pub commits: u64,
     /// fsync calls (segments, position files, directories).
     pub fsyncs: u64,
+    /// Seconds spent in group-commit fsyncs of segments and directories.
+    pub fsync_seconds: f64,
     /// Entries replayed on open.
     pub replayed: u64,
 }
@@ -308,6 +310,8 @@ struct Counters {
     corrupt: AtomicU64,
     commits: AtomicU64,
     fsyncs: AtomicU64,
+    /// Time spent in group-commit fsyncs, nanoseconds.
+    fsync_nanos: AtomicU64,
     replayed: AtomicU64,
 }
 
@@ -722,6 +726,7 @@ impl DiskQueue {
             corrupt_records: c.corrupt.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            fsync_seconds: c.fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             replayed: c.replayed.load(Ordering::Relaxed),
         }
     }
