@@ -179,22 +179,7 @@ impl PlRig {
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("http://{}/metrics", self.promlink.local_addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|r| r.strip_prefix(' '))
-                    .map(|v| v.trim().parse::<f64>().unwrap())
-            })
-            .unwrap_or(0.0)
+        common::metric(&self.http, self.promlink.local_addr, series).await
     }
 
     async fn stop(mut self) {

@@ -160,22 +160,7 @@ impl Rig {
 
     /// The value of a promlink metric line (exact series text before the value), 0 if absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .map(|v| v.trim().parse::<f64>().unwrap())
-            })
-            .unwrap_or(0.0)
+        metric(&self.http, self.promlink.local_addr, series).await
     }
 
     pub async fn stop(self) {
@@ -184,6 +169,25 @@ impl Rig {
         self.dce.shutdown().await;
         self.entra.shutdown().await;
     }
+}
+
+/// The value of one series in the `/metrics` of the promlink at `addr`, 0 if absent.
+pub async fn metric(http: &reqwest::Client, addr: std::net::SocketAddr, series: &str) -> f64 {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
+        .unwrap_or(0.0)
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
