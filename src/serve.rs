@@ -243,7 +243,11 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         let all = futures_util::future::join_all(workers);
         tokio::pin!(all);
         if tokio::time::timeout(grace, &mut all).await.is_err() {
-            tracing::error!("shutdown grace period ended with data undelivered; dropping it");
+            if queue.is_durable() {
+                tracing::warn!("shutdown grace period ended with data undelivered; it stays in the disk queue for the next start");
+            } else {
+                tracing::error!("shutdown grace period ended with data undelivered; dropping it");
+            }
             abort.cancel();
             all.await;
         }

@@ -14,7 +14,7 @@
 //! only.
 
 mod v1;
-pub use v1::{prune_older, Pruned};
+pub use v1::{dedupe, prune_older, Pruned};
 mod v2;
 mod validate;
 pub mod wire;

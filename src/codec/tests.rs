@@ -414,3 +414,67 @@ fn pruning_removes_only_old_samples_and_keeps_bits() {
     let p = prune_older(&bytes, 1000);
     assert_eq!((p.samples, p.histograms, p.empty), (3, 1, true));
 }
+
+#[test]
+fn dedupe_keeps_the_first_copy_of_each_point() {
+    let a = series(&[("__name__", "up"), ("job", "a")], &[(1, 1.0), (2, 2.0)]);
+    let b = series(&[("__name__", "up"), ("job", "b")], &[(1, 5.0)]);
+    let req = |ts: Vec<v1::TimeSeries>| v1::WriteRequest {
+        timeseries: ts,
+        metadata: vec![],
+    };
+    let first = decode(
+        Protocol::V1,
+        &snappy(&req(vec![a.clone(), b.clone()])),
+        &opts(),
+    )
+    .unwrap();
+    assert!(dedupe(&first.entries).is_none(), "nothing repeated");
+    // The same request again, plus a new point of series a.
+    let again = decode(Protocol::V1, &snappy(&req(vec![a.clone(), b])), &opts()).unwrap();
+    let newer = decode(
+        Protocol::V1,
+        &snappy(&req(vec![series(
+            &[("__name__", "up"), ("job", "a")],
+            &[(2, 2.0), (3, 3.0)],
+        )])),
+        &opts(),
+    )
+    .unwrap();
+    let batch: Vec<Entry> = first
+        .entries
+        .iter()
+        .chain(&again.entries)
+        .chain(&newer.entries)
+        .cloned()
+        .collect();
+    let (kept, removed) = dedupe(&batch).unwrap();
+    assert_eq!(
+        removed, 4,
+        "a@1, a@2, b@1 repeated, and a@2 in the newer request"
+    );
+    let d = Decoded {
+        counts: Counts::default(),
+        entries: kept,
+    };
+    let got = reassemble(&d);
+    let points: Vec<(String, i64)> = got
+        .timeseries
+        .iter()
+        .flat_map(|t| {
+            t.samples
+                .iter()
+                .map(move |s| (t.labels[1].value.clone(), s.timestamp))
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("a".to_string(), 1),
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("a".to_string(), 3)
+        ]
+    );
+    assert_eq!(d.entries.iter().map(|e| e.samples).sum::<u32>(), 4);
+}

@@ -216,37 +216,94 @@ fn timestamp_of(msg: &[u8], field: u32) -> Option<i64> {
 }
 
 /// Removes the samples and histograms of an encoded `TimeSeries` older than `cutoff_ms`,
-/// copying every other field as it is. Series bytes were validated on receipt, so a field that
-/// does not parse is kept as it is.
+/// copying every other field as it is.
 pub fn prune_older(series: &[u8], cutoff_ms: i64) -> Pruned {
-    let old = |f: &wire::Field<'_>| match f.number {
-        TS_SAMPLES => timestamp_of(f.data, 2).is_some_and(|t| t < cutoff_ms),
-        TS_HISTOGRAMS => timestamp_of(f.data, 15).is_some_and(|t| t < cutoff_ms),
-        _ => false,
-    };
+    retain_points(series, |_, t| t >= cutoff_ms)
+}
+
+/// Keeps the samples (`is_histogram == false`) and histograms of an encoded `TimeSeries` for
+/// which `keep(is_histogram, timestamp_ms)` holds, copying every other field as it is. `keep`
+/// is called once per point, in order. Series bytes were validated on receipt, so a field that
+/// does not parse is kept as it is.
+fn retain_points(series: &[u8], mut keep: impl FnMut(bool, i64) -> bool) -> Pruned {
     let mut out = Pruned::default();
     let mut kept_points = 0u32;
+    // One decision per field, in order: true = keep.
+    let mut decisions = Vec::new();
     for f in Fields::new(series).filter_map(Result::ok) {
-        if old(&f) {
-            if f.number == TS_SAMPLES {
-                out.samples += 1;
-            } else {
-                out.histograms += 1;
+        let point = match f.number {
+            TS_SAMPLES => timestamp_of(f.data, 2).map(|t| (false, t)),
+            TS_HISTOGRAMS => timestamp_of(f.data, 15).map(|t| (true, t)),
+            _ => None,
+        };
+        let kept = match point {
+            Some((hist, t)) if !keep(hist, t) => {
+                if hist {
+                    out.histograms += 1;
+                } else {
+                    out.samples += 1;
+                }
+                false
             }
-        } else if matches!(f.number, TS_SAMPLES | TS_HISTOGRAMS) {
-            kept_points += 1;
-        }
+            Some(_) => {
+                kept_points += 1;
+                true
+            }
+            None => {
+                kept_points += u32::from(matches!(f.number, TS_SAMPLES | TS_HISTOGRAMS));
+                true
+            }
+        };
+        decisions.push(kept);
     }
     if out.samples + out.histograms == 0 {
         return out;
     }
     out.empty = kept_points == 0;
     let mut bytes = Vec::with_capacity(series.len());
-    for f in Fields::new(series).filter_map(Result::ok) {
-        if !old(&f) {
+    for (f, kept) in Fields::new(series).filter_map(Result::ok).zip(decisions) {
+        if kept {
             bytes.extend_from_slice(f.raw);
         }
     }
     out.bytes = Some(bytes);
     out
+}
+
+/// Removes repeated (series, timestamp) points from a batch, keeping the first copy: a sender
+/// that resends a request promlink had already committed (its answer was lost, or promlink
+/// crashed before answering) puts the same samples twice into one upstream request, which the
+/// DCE refuses whole with 422. Returns `None` when there is nothing to remove, else the
+/// remaining entries and the number of points removed.
+pub fn dedupe(entries: &[super::Entry]) -> Option<(Vec<super::Entry>, u64)> {
+    use std::collections::HashSet;
+    let mut seen: HashSet<(Vec<u8>, bool, i64)> = HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    let mut removed = 0u64;
+    for e in entries {
+        if e.field != FIELD_TIMESERIES {
+            out.push(e.clone());
+            continue;
+        }
+        let labels: Vec<u8> = Fields::new(&e.bytes)
+            .filter_map(Result::ok)
+            .filter(|f| f.number == TS_LABELS)
+            .flat_map(|f| f.raw.iter().copied())
+            .collect();
+        let p = retain_points(&e.bytes, |hist, t| seen.insert((labels.clone(), hist, t)));
+        match p.bytes {
+            None => out.push(e.clone()),
+            Some(bytes) => {
+                removed += u64::from(p.samples + p.histograms);
+                if !p.empty {
+                    let mut kept = e.clone();
+                    kept.samples -= p.samples;
+                    kept.histograms -= p.histograms;
+                    kept.bytes = Bytes::from(bytes);
+                    out.push(kept);
+                }
+            }
+        }
+    }
+    (removed > 0).then_some((out, removed))
 }

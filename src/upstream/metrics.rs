@@ -44,6 +44,8 @@ pub struct Metrics {
     pub samples_dropped: Family<ReasonLabel, Counter>,
     /// Batches dropped by reason.
     pub batches_dropped: Family<ReasonLabel, Counter>,
+    /// Repeated samples removed from a batch after a 422.
+    pub duplicates_removed: Counter,
     /// Samples per upstream batch.
     pub batch_samples: Histogram,
     /// Uncompressed bytes per upstream batch.
@@ -69,6 +71,7 @@ impl Default for Metrics {
             retries: Family::default(),
             samples_dropped: Family::default(),
             batches_dropped: Family::default(),
+            duplicates_removed: Counter::default(),
             batch_samples: Histogram::new(exponential_buckets(10.0, 2.0, 14)),
             batch_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 14)),
             queue_bytes: Gauge::default(),
@@ -132,6 +135,11 @@ impl Metrics {
             "batches_dropped",
             "Upstream batches dropped, by reason.",
             m.batches_dropped.clone(),
+        );
+        r.register(
+            "upstream_duplicates_removed",
+            "Repeated samples (same series and timestamp) removed from a batch the upstream refused with 422.",
+            m.duplicates_removed.clone(),
         );
         r.register(
             "batch_samples",

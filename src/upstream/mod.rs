@@ -302,6 +302,19 @@ impl Upstream {
                     parts.push_front(first);
                 }
                 Outcome::Split => self.count_drop(&part, DropReason::TooLarge),
+                Outcome::Dropped(DropReason::Unprocessable) => match crate::codec::dedupe(&part) {
+                    // 422 is Azure's answer to a repeated series and timestamp in one request:
+                    // a sender's resend of a request promlink had committed. Send the batch
+                    // again without the repeats instead of dropping everything in it.
+                    Some((kept, removed)) => {
+                        tracing::warn!(removed, "upstream answered 422: removed repeated samples from the batch and sending it again");
+                        self.metrics.duplicates_removed.inc_by(removed);
+                        if !kept.is_empty() {
+                            parts.push_front(kept);
+                        }
+                    }
+                    None => self.count_drop(&part, DropReason::Unprocessable),
+                },
                 Outcome::Dropped(reason) => self.count_drop(&part, reason),
                 Outcome::Aborted => {
                     let mut rest = part;
