@@ -23,7 +23,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 fn options() -> Options {
     Options {
         max_decoded_bytes: 64 << 20,
-        cluster: None,
+        ..Options::default()
     }
 }
 

@@ -232,6 +232,25 @@ async fn bad_requests_get_clear_4xx() {
         }],
         metadata: vec![],
     };
+    let mut wide_labels = vec![v1::Label {
+        name: "__name__".into(),
+        value: "wide".into(),
+    }];
+    wide_labels.extend((0..70).map(|i| v1::Label {
+        name: format!("l{i:02}"),
+        value: "v".into(),
+    }));
+    let wide = v1::WriteRequest {
+        timeseries: vec![v1::TimeSeries {
+            labels: wide_labels,
+            samples: vec![v1::Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
     let mut huge_decl = Vec::new();
     promlink::codec::wire::put_varint(&mut huge_decl, u64::from(u32::MAX));
     huge_decl.extend_from_slice(&[0u8; 10_000]);
@@ -287,6 +306,16 @@ async fn bad_requests_get_clear_4xx() {
             Some("snappy"),
             400,
             "labels are not sorted",
+        ),
+        (
+            "70 labels",
+            snap::raw::Encoder::new()
+                .compress_vec(&wide.encode_to_vec())
+                .unwrap(),
+            V1,
+            Some("snappy"),
+            400,
+            "71 labels, over the limit of 63",
         ),
     ];
     for (name, body, ct, enc, status, msg) in cases {

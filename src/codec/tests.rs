@@ -9,7 +9,7 @@ const STALE: u64 = 0x7ff0_0000_0000_0002;
 fn opts() -> Options {
     Options {
         max_decoded_bytes: 32 << 20,
-        cluster: None,
+        ..Options::default()
     }
 }
 
@@ -454,8 +454,8 @@ fn dedupe_keeps_the_first_copy_of_each_point() {
         "a@1, a@2, b@1 repeated, and a@2 in the newer request"
     );
     let d = Decoded {
-        counts: Counts::default(),
         entries: kept,
+        ..Decoded::default()
     };
     let got = reassemble(&d);
     let points: Vec<(String, i64)> = got
@@ -477,4 +477,81 @@ fn dedupe_keeps_the_first_copy_of_each_point() {
         ]
     );
     assert_eq!(d.entries.iter().map(|e| e.samples).sum::<u32>(), 4);
+}
+
+#[test]
+fn limits_refuse_or_drop_with_a_reason() {
+    let many: Vec<(String, String)> = (0..70)
+        .map(|i| (format!("l{i:02}"), "v".to_string()))
+        .collect();
+    let mut labels: Vec<(&str, &str)> = vec![("__name__", "wide")];
+    labels.extend(many.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let long = "x".repeat(2000);
+    let cases: Vec<(v1::TimeSeries, &str)> = vec![
+        (
+            series(&labels, &[(1, 1.0)]),
+            "71 labels, over the limit of 63",
+        ),
+        (
+            series(&[("__name__", "up"), ("job", &long)], &[(1, 1.0)]),
+            "value of label \"job\" is 2000 bytes, over the limit of 1023",
+        ),
+        (
+            series(&[("__name__", "up"), (&long[..600], "v")], &[(1, 1.0)]),
+            "is 600 bytes, over the limit of 511",
+        ),
+    ];
+    let ok = series(&[("__name__", "up")], &[(1, 1.0)]);
+    for (bad, want) in cases {
+        let req = v1::WriteRequest {
+            timeseries: vec![ok.clone(), bad],
+            metadata: vec![],
+        };
+        let e = decode(Protocol::V1, &snappy(&req), &opts()).unwrap_err();
+        assert!(matches!(e, DecodeError::Limit { .. }), "{e}");
+        assert!(e.to_string().contains(want), "{e} should contain {want}");
+        let drop = Options {
+            limits: Limits {
+                drop_over_limit: true,
+                ..Limits::default()
+            },
+            ..opts()
+        };
+        let d = decode(Protocol::V1, &snappy(&req), &drop).unwrap();
+        assert_eq!(
+            (d.counts.series, d.dropped_series),
+            (1, 1),
+            "the good series stays"
+        );
+    }
+    let few = Options {
+        limits: Limits {
+            max_series: 1,
+            max_samples_per_series: 2,
+            ..Limits::default()
+        },
+        ..opts()
+    };
+    let two = v1::WriteRequest {
+        timeseries: vec![ok.clone(), ok.clone()],
+        metadata: vec![],
+    };
+    assert!(matches!(
+        decode(Protocol::V1, &snappy(&two), &few),
+        Err(DecodeError::TooManySeries { limit: 1 })
+    ));
+    let dense = v1::WriteRequest {
+        timeseries: vec![series(
+            &[("__name__", "up")],
+            &[(1, 1.0), (2, 1.0), (3, 1.0)],
+        )],
+        metadata: vec![],
+    };
+    let e = decode(Protocol::V1, &snappy(&dense), &few)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("3 samples in one request, over the limit of 2"),
+        "{e}"
+    );
 }

@@ -21,10 +21,21 @@ pub(super) fn decode(raw: Bytes, opts: &Options) -> Result<Decoded, DecodeError>
         let field = field?;
         match (field.number, field.wire) {
             (FIELD_TIMESERIES, WireType::Len) => {
-                let entry = series_entry(&raw, field.data, opts)?;
-                out.counts.series += 1;
-                add_counts(&mut out.counts, &entry);
-                out.entries.push(entry);
+                if out.counts.series as usize + out.dropped_series as usize
+                    >= opts.limits.max_series
+                {
+                    return Err(DecodeError::TooManySeries {
+                        limit: opts.limits.max_series,
+                    });
+                }
+                match series_entry(&raw, field.data, opts)? {
+                    Some(entry) => {
+                        out.counts.series += 1;
+                        add_counts(&mut out.counts, &entry);
+                        out.entries.push(entry);
+                    }
+                    None => out.dropped_series += 1,
+                }
             }
             (FIELD_METADATA, WireType::Len) => {
                 out.entries.push(metadata_entry(&raw, field.data)?);
@@ -88,9 +99,20 @@ fn labels(series: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
     Ok(out)
 }
 
-fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Entry, DecodeError> {
+/// Validates one series and makes its entry; `None` when it breaks a label limit and the
+/// limits say to drop such series.
+fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Entry>, DecodeError> {
     let labels = labels(series)?;
     validate::check_labels(labels.iter().copied())?;
+    if let Some(rule) = opts.limits.check_labels(labels.iter().copied()) {
+        if opts.limits.drop_over_limit {
+            return Ok(None);
+        }
+        return Err(DecodeError::Limit {
+            series: validate::render(labels.iter().copied()),
+            rule,
+        });
+    }
 
     let (mut samples, mut histograms, mut exemplars) = (0u32, 0u32, 0u32);
     for f in Fields::new(series) {
@@ -109,6 +131,16 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Entry, Dec
         }
         *counter = counter.saturating_add(1);
     }
+    let points = samples as usize + histograms as usize;
+    if points > opts.limits.max_samples_per_series {
+        return Err(DecodeError::Limit {
+            series: validate::render(labels.iter().copied()),
+            rule: format!(
+                "{points} samples in one request, over the limit of {}",
+                opts.limits.max_samples_per_series
+            ),
+        });
+    }
 
     let mut key_parts: Vec<&[u8]> = Vec::with_capacity(labels.len() * 2 + 2);
     for (n, v) in &labels {
@@ -126,14 +158,14 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Entry, Dec
     // The shard key is over the labels as sent (plus the added cluster label): the same series
     // always lands in the same shard.
     let shard_key = hash_bytes(&key_parts);
-    Ok(Entry {
+    Ok(Some(Entry {
         shard_key,
         field: FIELD_TIMESERIES,
         bytes,
         samples,
         histograms,
         exemplars,
-    })
+    }))
 }
 
 /// Re-encodes a series with one more label, inserted in name order; every other field is

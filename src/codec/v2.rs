@@ -36,6 +36,11 @@ pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError>
     let mut out = Decoded::default();
     let mut families_seen: HashSet<String> = HashSet::new();
     let mut metadata = Vec::new();
+    if req.timeseries.len() > opts.limits.max_series {
+        return Err(DecodeError::TooManySeries {
+            limit: opts.limits.max_series,
+        });
+    }
     for ts in &req.timeseries {
         if ts.labels_refs.len() % 2 != 0 {
             return Err(DecodeError::Protobuf(
@@ -46,7 +51,28 @@ pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError>
         for pair in ts.labels_refs.chunks_exact(2) {
             pairs.push((sym(pair[0])?, sym(pair[1])?));
         }
-        validate::check_labels(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))?;
+        let as_bytes = || pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        validate::check_labels(as_bytes())?;
+        if let Some(rule) = opts.limits.check_labels(as_bytes()) {
+            if opts.limits.drop_over_limit {
+                out.dropped_series += 1;
+                continue;
+            }
+            return Err(DecodeError::Limit {
+                series: validate::render(as_bytes()),
+                rule,
+            });
+        }
+        let points = ts.samples.len() + ts.histograms.len();
+        if points > opts.limits.max_samples_per_series {
+            return Err(DecodeError::Limit {
+                series: validate::render(as_bytes()),
+                rule: format!(
+                    "{points} samples in one request, over the limit of {}",
+                    opts.limits.max_samples_per_series
+                ),
+            });
+        }
         if let Some(cluster) = &opts.cluster {
             if !pairs.iter().any(|(n, _)| *n == "cluster") {
                 let at = pairs.partition_point(|(n, _)| *n < "cluster");

@@ -39,6 +39,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What to do with a series over a label limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelLimitAction {
+    /// Refuse the whole request with 400 and the reason.
+    Reject,
+    /// Drop the series, count it, accept the rest.
+    Drop,
+}
+
 /// Every configuration key. All optional here; defaults and checks are in [`Settings::resolve`].
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +185,31 @@ pub struct Settings {
     /// Largest compressed request body accepted, bytes [default: 16777216]
     #[arg(long, env = "PROMLINK_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+
+    /// Most series in one remote-write request [default: 200000]
+    #[arg(long, env = "PROMLINK_MAX_SERIES_PER_REQUEST")]
+    pub max_series_per_request: Option<usize>,
+
+    /// Most labels in one series, the metric name included (Azure's documented limit) [default: 63]
+    #[arg(long, env = "PROMLINK_MAX_LABELS_PER_SERIES")]
+    pub max_labels_per_series: Option<usize>,
+
+    /// Longest label name, bytes (Azure's documented limit) [default: 511]
+    #[arg(long, env = "PROMLINK_MAX_LABEL_NAME_LENGTH")]
+    pub max_label_name_length: Option<usize>,
+
+    /// Longest label value, bytes (Azure's documented limit) [default: 1023]
+    #[arg(long, env = "PROMLINK_MAX_LABEL_VALUE_LENGTH")]
+    pub max_label_value_length: Option<usize>,
+
+    /// Most samples of one series in one request [default: 100000]
+    #[arg(long, env = "PROMLINK_MAX_SAMPLES_PER_SERIES")]
+    pub max_samples_per_series: Option<usize>,
+
+    /// What to do with a series over a label limit: reject the request (400) or drop the
+    /// series and count it [default: reject]
+    #[arg(long, env = "PROMLINK_LABEL_LIMIT_ACTION", value_enum)]
+    pub label_limit_action: Option<LabelLimitAction>,
 
     /// Largest decoded request body accepted, bytes, checked before decompressing [default: 67108864]
     #[arg(long, env = "PROMLINK_MAX_DECODED_BYTES")]
@@ -393,6 +428,12 @@ impl Settings {
             alertmanager_url,
             alert_resend_interval,
             queue_dir,
+            max_series_per_request,
+            max_labels_per_series,
+            max_label_name_length,
+            max_label_value_length,
+            max_samples_per_series,
+            label_limit_action,
             fsync,
             queue_max_age,
             max_sample_age,
@@ -689,6 +730,32 @@ impl Settings {
         let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 64 << 20);
         let max_body_bytes = positive("max_body_bytes", self.max_body_bytes, 16 << 20);
         let max_decoded_bytes = positive("max_decoded_bytes", self.max_decoded_bytes, 64 << 20);
+        let limits = crate::codec::Limits::default();
+        let max_series_per_request = positive(
+            "max_series_per_request",
+            self.max_series_per_request,
+            limits.max_series,
+        );
+        let max_labels_per_series = positive(
+            "max_labels_per_series",
+            self.max_labels_per_series,
+            limits.max_labels,
+        );
+        let max_label_name_length = positive(
+            "max_label_name_length",
+            self.max_label_name_length,
+            limits.max_name_len,
+        );
+        let max_label_value_length = positive(
+            "max_label_value_length",
+            self.max_label_value_length,
+            limits.max_value_len,
+        );
+        let max_samples_per_series = positive(
+            "max_samples_per_series",
+            self.max_samples_per_series,
+            limits.max_samples_per_series,
+        );
         if shards > 256 {
             p.push(Problem {
                 key: "shards".into(),
@@ -833,6 +900,14 @@ impl Settings {
                 codec: crate::codec::Options {
                     max_decoded_bytes,
                     cluster: self.cluster.clone(),
+                    limits: crate::codec::Limits {
+                        max_series: max_series_per_request,
+                        max_labels: max_labels_per_series,
+                        max_name_len: max_label_name_length,
+                        max_value_len: max_label_value_length,
+                        max_samples_per_series,
+                        drop_over_limit: self.label_limit_action == Some(LabelLimitAction::Drop),
+                    },
                 },
                 full_status: self
                     .queue_full_status

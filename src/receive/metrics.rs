@@ -25,7 +25,7 @@ pub struct ProtocolLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Closed set: `content_type`, `encoding`, `too_large`, `snappy`, `protobuf`, `invalid`,
-    /// `queue_full`, `queue_io`, `shutting_down`, `body`.
+    /// `too_many_series`, `limit`, `queue_full`, `queue_io`, `shutting_down`, `body`.
     pub reason: &'static str,
 }
 
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub metadata: Family<ProtocolLabel, Counter>,
     /// Compressed request body bytes received.
     pub body_bytes: Counter,
+    /// Series dropped at the edge for breaking a label limit (`label_limit_action: drop`).
+    pub series_dropped: Counter,
 }
 
 impl Metrics {
@@ -88,6 +90,11 @@ impl Metrics {
             "metadata_received",
             "Metadata entries accepted into the queue.",
             m.metadata.clone(),
+        );
+        r.register(
+            "receive_series_dropped",
+            "Series dropped on receipt for breaking a label limit (label_limit_action: drop).",
+            m.series_dropped.clone(),
         );
         r.register(
             "receive_body_bytes",

@@ -78,6 +78,8 @@ impl ReceiveError {
             ReceiveError::Decode(DecodeError::Snappy(_)) => "snappy",
             ReceiveError::Decode(DecodeError::Protobuf(_)) => "protobuf",
             ReceiveError::Decode(DecodeError::Invalid { .. }) => "invalid",
+            ReceiveError::Decode(DecodeError::TooManySeries { .. }) => "too_many_series",
+            ReceiveError::Decode(DecodeError::Limit { .. }) => "limit",
             ReceiveError::Queue(PushError::Full { .. }) => "queue_full",
             ReceiveError::Queue(PushError::Io(_)) => "queue_io",
             ReceiveError::ShuttingDown => "shutting_down",
@@ -93,12 +95,13 @@ pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
             DecodeError::UnsupportedContentType(_) | DecodeError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            DecodeError::BodyTooLarge { .. } | DecodeError::DecodedTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            DecodeError::Snappy(_) | DecodeError::Protobuf(_) | DecodeError::Invalid { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            DecodeError::BodyTooLarge { .. }
+            | DecodeError::DecodedTooLarge { .. }
+            | DecodeError::TooManySeries { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DecodeError::Snappy(_)
+            | DecodeError::Protobuf(_)
+            | DecodeError::Invalid { .. }
+            | DecodeError::Limit { .. } => StatusCode::BAD_REQUEST,
         },
         ReceiveError::Queue(PushError::Io(_)) => StatusCode::SERVICE_UNAVAILABLE,
         ReceiveError::Queue(PushError::Full { .. }) => match full {
@@ -183,6 +186,9 @@ impl Receiver {
         }
         let decoded = codec::decode(protocol, body, &self.cfg.codec)?;
         let counts = decoded.counts;
+        if decoded.dropped_series > 0 {
+            self.metrics.series_dropped.inc_by(decoded.dropped_series);
+        }
         if !decoded.entries.is_empty() {
             self.queue.push(decoded.entries).await?;
             self.queue_gauge.set(self.queue.used_bytes() as i64);
