@@ -229,20 +229,39 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let grace = cfg.shutdown_grace;
     let task = tokio::spawn(async move {
         let rx = receiver.clone();
+        let stopping = stop.clone();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            stop.cancelled().await;
+            stopping.cancelled().await;
             rx.stop_accepting();
         });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "receiver failed");
-        }
+        let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        // One deadline for the whole shutdown, fixed when it starts.
+        let deadline = tokio::select! {
+            r = &mut server => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "receiver failed");
+                }
+                tokio::time::Instant::now() + grace
+            }
+            _ = stop.cancelled() => {
+                let deadline = tokio::time::Instant::now() + grace;
+                // In-flight writes may finish, but a stuck or trickling upload cannot hold the
+                // shutdown past the grace period.
+                match tokio::time::timeout_at(deadline, &mut server).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "receiver failed"),
+                    Ok(Ok(())) => {}
+                    Err(_) => tracing::warn!("in-flight writes did not finish within the grace period; closing their connections"),
+                }
+                deadline
+            }
+        };
         // No more writes can arrive: let partial batches leave at once.
         queue.close();
         let waiting = queue.used_bytes();
         tracing::info!(queued_bytes = waiting, grace = %humantime::format_duration(grace), "delivering what is queued before exiting");
         let all = futures_util::future::join_all(workers);
         tokio::pin!(all);
-        if tokio::time::timeout(grace, &mut all).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut all).await.is_err() {
             if queue.is_durable() {
                 tracing::warn!("shutdown grace period ended with data undelivered; it stays in the disk queue for the next start");
             } else {
@@ -298,7 +317,7 @@ async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
         tracing::error!(segment = %c.segment.display(), offset = c.offset, reason = %c.reason, "disk queue: a damaged record was skipped; its data is lost");
     }
     if report.truncated_tail {
-        tracing::warn!("disk queue: a torn write at the end of a segment was cut off (it was never acknowledged to a sender)");
+        tracing::warn!("disk queue: a write interrupted by a crash was cut off the end of a segment (with fsync: always it had not been acknowledged to its sender)");
     }
     tracing::info!(
         dir = %dir.display(),

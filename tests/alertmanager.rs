@@ -17,13 +17,12 @@
 
 mod e2e;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use e2e::{free_port, wait_for, Proc};
+use e2e::{debian_peer, free_port, get_text as get, wait_for, Proc};
 use promlink::alert::rules::{self, Alert};
 use promlink::alert::{Alerter, Metrics, Signals};
 use promlink::privatelink::{Mode, Verdict};
@@ -40,38 +39,14 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// The Alertmanager binary, or `None` (after a loud notice) when it is missing outside CI.
 fn alertmanager_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PROMLINK_E2E_ALERTMANAGER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ALERTMANAGER));
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "{} not found: the test against a real Alertmanager needs the Debian package \
-         `prometheus-alertmanager` (run `bash scripts/test.sh`, which installs it, or `apt-get \
-         install prometheus-alertmanager`), or PROMLINK_E2E_ALERTMANAGER=/path/to/alertmanager",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {msg}");
-    }
-    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
-    let bar = "!".repeat(96);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{bar}\n!!! SKIPPED alertmanager: {msg}\n{bar}\n"
-    );
-    None
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    let resp = http.get(url).send().await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
-    if !status.is_success() {
-        return Err(format!("{status}: {body}"));
-    }
-    Ok(body)
+    debian_peer(
+        "PROMLINK_E2E_ALERTMANAGER",
+        DEFAULT_ALERTMANAGER,
+        "prometheus-alertmanager",
+        "alertmanager",
+        "alertmanager",
+        "the test against a real Alertmanager",
+    )
 }
 
 /// `GET /api/v2/alerts` for our alert name, with extra query parameters.

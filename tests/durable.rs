@@ -19,10 +19,10 @@ mod rig;
 
 use std::time::{Duration, Instant};
 
-use e2e::{free_port, sum_of, value_of};
+use e2e::{free_port, now_ms, sum_of, value_of};
 use promlink::emulator::dce::Fault;
 use rig::{
-    arrived, assert_all_acked, now_ms, persistent_load, plain_dce, serve_args, spawn_paced_load,
+    arrived, assert_all_acked, persistent_load, plain_dce, serve_args, spawn_paced_load,
     token_file, wait_until, with, Promlink,
 };
 use tokio_util::sync::CancellationToken;

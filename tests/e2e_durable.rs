@@ -20,17 +20,16 @@ mod e2e;
 #[path = "durable/mod.rs"]
 mod rig;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{free_port, sum_of, wait_for, Proc};
-use rig::{now_ms, Promlink};
-use serde_json::Value;
+use e2e::prom::{
+    describe_diff, prometheus_bin, prometheus_cmd, start_sender, wait_for_result, Samples,
+};
+use e2e::{free_ports, get_text, now_ms, sum_of, wait_for, write, Proc};
+use rig::Promlink;
 
-const DEFAULT_PROMETHEUS: &str = "/usr/bin/prometheus";
 /// The series compared between the two Prometheus servers.
 const SELECTOR: &str = r#"{job="sender"}"#;
 /// How long the receiver is down.
@@ -38,155 +37,15 @@ const OUTAGE: Duration = Duration::from_secs(10);
 /// When, into the outage, promlink is killed.
 const KILL_AFTER: Duration = Duration::from_secs(4);
 
-/// The Prometheus binary, or `None` (after a loud notice) when it is missing outside CI.
-fn prometheus_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PROMLINK_E2E_PROMETHEUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PROMETHEUS));
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "{} not found: the durable end-to-end test needs the Debian package `prometheus` (run \
-         `bash scripts/test.sh`, which installs it, or `apt-get install prometheus`), or \
-         PROMLINK_E2E_PROMETHEUS=/path/to/prometheus",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {msg}");
-    }
-    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
-    let bar = "!".repeat(96);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{bar}\n!!! SKIPPED e2e_durable: {msg}\n{bar}\n"
-    );
-    None
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-fn prometheus_cmd(bin: &Path, config: &Path, data: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=info");
-    cmd
-}
-
 fn receiver_cmd(bin: &Path, d: &Path, port: u16) -> Command {
     let mut cmd = prometheus_cmd(bin, &d.join("receiver.yml"), &d.join("receiver-data"), port);
     cmd.arg("--web.enable-remote-write-receiver");
     cmd
 }
 
-async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    let resp = http.get(url).send().await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
-    if !status.is_success() {
-        return Err(format!("{status}: {body}"));
-    }
-    Ok(body)
-}
-
-/// GETs a Prometheus API endpoint and returns its `data`.
-async fn api(http: &reqwest::Client, base: &str, path: &str, params: &[(&str, &str)]) -> Value {
-    let url = url::Url::parse_with_params(&format!("{base}{path}"), params).unwrap();
-    let body = get_text(http, url.as_str())
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["status"], "success", "GET {url}: {body}");
-    v["data"].clone()
-}
-
-/// A label set rendered canonically: `name{a="1",b="2"}`, labels sorted.
-fn series_key(metric: &Value) -> String {
-    let labels: BTreeMap<&str, &str> = metric
-        .as_object()
-        .expect("metric is an object")
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str().expect("label value is a string")))
-        .collect();
-    let name = labels.get("__name__").copied().unwrap_or("");
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|(k, _)| **k != "__name__")
-        .map(|(k, v)| format!("{k}={v:?}"))
-        .collect();
-    format!("{name}{{{}}}", rest.join(","))
-}
-
-/// Raw samples per series: `(timestamp ms, value as Prometheus formats it)`.
-type Samples = BTreeMap<String, Vec<(i64, String)>>;
-
-/// Every raw sample of [`SELECTOR`] in the 10 minutes up to `at_ms` (stale markers are not
-/// returned by range selectors, on either side).
+/// Every raw sample of [`SELECTOR`] in the 10 minutes up to `at_ms`, as stored.
 async fn raw_samples(http: &reqwest::Client, base: &str, at_ms: i64) -> Samples {
-    let at = format!("{}.{:03}", at_ms / 1000, at_ms % 1000);
-    let query = format!("{SELECTOR}[10m]");
-    let data = api(
-        http,
-        base,
-        "/api/v1/query",
-        &[("query", &query), ("time", &at)],
-    )
-    .await;
-    assert_eq!(data["resultType"], "matrix");
-    data["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let values = s["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    let ts = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
-                    (ts, p[1].as_str().unwrap().to_string())
-                })
-                .collect();
-            (series_key(&s["metric"]), values)
-        })
-        .collect()
-}
-
-/// Describes how `got` differs from `want`: series missing or extra, and per differing series
-/// the timestamps missing from `got` (the gap) and those it has in excess.
-fn describe_diff(want: &Samples, got: &Samples) -> String {
-    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
-    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    let mut out = format!("{} series missing, {} extra\n", missing.len(), extra.len());
-    for k in missing.iter().take(5) {
-        out += &format!("  missing series: {k}\n");
-    }
-    let mut shown = 0;
-    for (k, w) in want {
-        let Some(g) = got.get(k).filter(|g| *g != w) else {
-            continue;
-        };
-        let ws: BTreeSet<_> = w.iter().collect();
-        let gs: BTreeSet<_> = g.iter().collect();
-        let lost: Vec<_> = ws.difference(&gs).map(|(t, _)| *t).collect();
-        let excess: Vec<_> = gs.difference(&ws).collect();
-        out += &format!(
-            "  {k}: {} samples missing at {:?}, {} unexpected {:?}\n",
-            lost.len(),
-            &lost[..lost.len().min(12)],
-            excess.len(),
-            &excess[..excess.len().min(4)]
-        );
-        shown += 1;
-        if shown == 8 {
-            break;
-        }
-    }
-    out
+    e2e::prom::raw_samples(http, base, SELECTOR, "10m", at_ms).await
 }
 
 /// The largest distance between consecutive timestamps, ms.
@@ -200,17 +59,13 @@ fn largest_gap(samples: &[(i64, String)]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_outage_and_promlink_kill_leave_no_gap() {
-    let Some(prometheus) = prometheus_bin() else {
+    let Some(prometheus) = prometheus_bin("e2e_durable", "the durable end-to-end test") else {
         return;
     };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut ports = BTreeSet::new();
-    while ports.len() < 3 {
-        ports.insert(free_port());
-    }
-    let ports: Vec<u16> = ports.into_iter().collect();
+    let ports = free_ports(3);
     let (receiver_port, promlink_port, sender_port) = (ports[0], ports[1], ports[2]);
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -264,8 +119,10 @@ async fn prometheus_outage_and_promlink_kill_leave_no_gap() {
     promlink.wait_healthy(Duration::from_secs(20)).await;
 
     // Sender: scrapes itself every second and remote-writes to promlink.
-    write(
-        &d.join("sender.yml"),
+    let (mut sender, sender_base) = start_sender(
+        &prometheus,
+        d,
+        sender_port,
         &format!(
             r#"global:
   scrape_interval: 1s
@@ -282,40 +139,17 @@ remote_write:
       max_backoff: 1s
 "#
         ),
-    );
-    let mut cmd = prometheus_cmd(
-        &prometheus,
-        &d.join("sender.yml"),
-        &d.join("sender-data"),
-        sender_port,
-    );
-    // Without this, SIGTERM can hang about a minute when the remote end is slow (RIG.md).
-    cmd.arg("--storage.remote.flush-deadline=5s");
-    let mut sender = Proc::spawn("sender prometheus", cmd, &d.join("sender.log"));
-    let sender_base = format!("http://127.0.0.1:{sender_port}");
-    let ready = format!("{sender_base}/-/ready");
-    wait_for(
-        "the sender to be ready",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || get_text(&http, &ready),
+        &http,
     )
     .await;
 
     // Flowing: the sender's `up` has reached the receiver through promlink.
     let up_query = format!(r#"{receiver_base}/api/v1/query?query=up{SELECTOR}"#);
-    wait_for(
+    wait_for_result(
+        &http,
         "the sender's first samples at the receiver",
         Duration::from_secs(20),
-        Duration::from_millis(200),
-        || async {
-            let body = get_text(&http, &up_query).await?;
-            let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            match v["data"]["result"].as_array() {
-                Some(r) if !r.is_empty() => Ok(()),
-                _ => Err(body),
-            }
-        },
+        &up_query,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

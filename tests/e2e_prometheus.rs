@@ -18,150 +18,27 @@
 
 mod e2e;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use e2e::{free_port, sum_of, value_of, wait_for, Proc};
+use e2e::prom::{
+    api, describe_diff, prometheus_bin, prometheus_cmd, series_key, start_sender, wait_for_result,
+    Samples,
+};
+use e2e::{free_ports, get_text, now_ms, sum_of, value_of, wait_for, write, Proc};
 use promlink::emulator::tls::TestCa;
 use serde_json::Value;
 
-const DEFAULT_PROMETHEUS: &str = "/usr/bin/prometheus";
 /// How long the sender scrapes and writes, counted from its first scrape (Prometheus 2.42 applies
 /// scrape targets on a 5 s tick, so the first scrape comes up to ~5 s after it is ready).
 const RUN_FOR: Duration = Duration::from_secs(13);
 /// Jobs the sender scrapes; both are forwarded.
 const JOBS: &str = r#"{job=~"sender|promlink"}"#;
 
-/// The Prometheus binary, or `None` (after a loud notice) when it is missing outside CI.
-fn prometheus_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PROMLINK_E2E_PROMETHEUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PROMETHEUS));
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "{} not found: the end-to-end test against real Prometheus needs the Debian package \
-         `prometheus` (run `bash scripts/test.sh`, which installs it, or `apt-get install \
-         prometheus`), or PROMLINK_E2E_PROMETHEUS=/path/to/prometheus",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {msg}");
-    }
-    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a skip
-    // must be seen.
-    let bar = "!".repeat(96);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{bar}\n!!! SKIPPED e2e_prometheus: {msg}\n{bar}\n"
-    );
-    None
-}
-
-/// `n` distinct free ports.
-fn free_ports(n: usize) -> Vec<u16> {
-    let mut ports = BTreeSet::new();
-    while ports.len() < n {
-        ports.insert(free_port());
-    }
-    ports.into_iter().collect()
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn prometheus_cmd(bin: &Path, config: &Path, data: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=info");
-    cmd
-}
-
-async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    let resp = http.get(url).send().await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
-    if !status.is_success() {
-        return Err(format!("{status}: {body}"));
-    }
-    Ok(body)
-}
-
-/// GETs a Prometheus API endpoint and returns its `data`.
-async fn api(http: &reqwest::Client, base: &str, path: &str, params: &[(&str, &str)]) -> Value {
-    let url = url::Url::parse_with_params(&format!("{base}{path}"), params).unwrap();
-    let body = get_text(http, url.as_str())
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["status"], "success", "GET {url}: {body}");
-    v["data"].clone()
-}
-
-/// A label set rendered canonically: `name{a="1",b="2"}`, labels sorted.
-fn series_key(metric: &Value) -> String {
-    let labels: BTreeMap<&str, &str> = metric
-        .as_object()
-        .expect("metric is an object")
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str().expect("label value is a string")))
-        .collect();
-    let name = labels.get("__name__").copied().unwrap_or("");
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|(k, _)| **k != "__name__")
-        .map(|(k, v)| format!("{k}={v:?}"))
-        .collect();
-    format!("{name}{{{}}}", rest.join(","))
-}
-
-/// Raw samples per series: `(timestamp ms, value as Prometheus formats it)`.
-type Samples = BTreeMap<String, Vec<(i64, String)>>;
-
-/// Every raw sample of `JOBS` in the hour up to `at_ms`, as stored (stale markers are not
-/// returned by range selectors, on either side).
+/// Every raw sample of `JOBS` in the hour up to `at_ms`, as stored.
 async fn raw_samples(http: &reqwest::Client, base: &str, at_ms: i64) -> Samples {
-    let at = format!("{}.{:03}", at_ms / 1000, at_ms % 1000);
-    let query = format!("{JOBS}[1h]");
-    let data = api(
-        http,
-        base,
-        "/api/v1/query",
-        &[("query", &query), ("time", &at)],
-    )
-    .await;
-    assert_eq!(data["resultType"], "matrix");
-    data["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let values = s["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    let ts = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
-                    (ts, p[1].as_str().unwrap().to_string())
-                })
-                .collect();
-            (series_key(&s["metric"]), values)
-        })
-        .collect()
+    e2e::prom::raw_samples(http, base, JOBS, "1h", at_ms).await
 }
 
 /// Every series of `JOBS` the server knows, over all time.
@@ -175,35 +52,12 @@ async fn series_set(http: &reqwest::Client, base: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Describes how `got` differs from `want`, at most a few lines of each kind.
-fn describe_diff(want: &Samples, got: &Samples) -> String {
-    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
-    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    let differ: Vec<_> = want
-        .iter()
-        .filter_map(|(k, w)| got.get(k).filter(|g| *g != w).map(|g| (k, w, g)))
-        .collect();
-    let mut out = format!(
-        "{} series missing, {} extra, {} with different samples\n",
-        missing.len(),
-        extra.len(),
-        differ.len()
-    );
-    for k in missing.iter().take(5) {
-        out += &format!("  missing: {k}\n");
-    }
-    for k in extra.iter().take(5) {
-        out += &format!("  extra: {k}\n");
-    }
-    for (k, w, g) in differ.iter().take(5) {
-        out += &format!("  differ: {k}\n    sender:   {w:?}\n    receiver: {g:?}\n");
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_through_promlink_to_prometheus_over_tls() {
-    let Some(prometheus) = prometheus_bin() else {
+    let Some(prometheus) = prometheus_bin(
+        "e2e_prometheus",
+        "the end-to-end test against real Prometheus",
+    ) else {
         return;
     };
     let started = Instant::now();
@@ -279,8 +133,10 @@ async fn prometheus_through_promlink_to_prometheus_over_tls() {
     .await;
 
     // Sender: scrapes itself and promlink every second, remote-writes to promlink.
-    write(
-        &d.join("sender.yml"),
+    let (mut sender, sender_base) = start_sender(
+        &prometheus,
+        d,
+        sender_port,
         &format!(
             r#"global:
   scrape_interval: 1s
@@ -301,39 +157,16 @@ remote_write:
       send_interval: 3s
 "#
         ),
-    );
-    let mut cmd = prometheus_cmd(
-        &prometheus,
-        &d.join("sender.yml"),
-        &d.join("sender-data"),
-        sender_port,
-    );
-    // Without this, SIGTERM can hang about a minute when the remote end is slow (RIG.md).
-    cmd.arg("--storage.remote.flush-deadline=5s");
-    let mut sender = Proc::spawn("sender prometheus", cmd, &d.join("sender.log"));
-    let sender_base = format!("http://127.0.0.1:{sender_port}");
-    let ready = format!("{sender_base}/-/ready");
-    wait_for(
-        "the sender to be ready",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || get_text(&http, &ready),
+        &http,
     )
     .await;
 
     let first_scrape = format!(r#"{sender_base}/api/v1/query?query=up{{job="sender"}}"#);
-    wait_for(
+    wait_for_result(
+        &http,
         "the sender's first scrape",
         Duration::from_secs(15),
-        Duration::from_millis(200),
-        || async {
-            let body = get_text(&http, &first_scrape).await?;
-            let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            match v["data"]["result"].as_array() {
-                Some(r) if !r.is_empty() => Ok(()),
-                _ => Err(body),
-            }
-        },
+        &first_scrape,
     )
     .await;
     let run_until = Instant::now() + RUN_FOR;

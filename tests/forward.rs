@@ -356,9 +356,7 @@ async fn full_queue_answers_503_with_retry_after_and_loses_nothing_acknowledged(
     })
     .await;
     // Hold the upstream with retryable errors so the queue fills.
-    for _ in 0..40 {
-        rig.dce.push_fault(Fault::retry_after(503, 0));
-    }
+    rig.dce.set_outage(Some(Fault::retry_after(503, 0)));
     let body = fixture("prom242_rw1_500samples_a.snappy");
     let mut accepted = 0u64;
     let mut refused = 0;
@@ -379,6 +377,7 @@ async fn full_queue_answers_503_with_retry_after_and_loses_nothing_acknowledged(
         "a 100 kB queue cannot take five 65 kB requests"
     );
     assert!(accepted > 0);
+    rig.dce.set_outage(None);
     rig.wait_for("everything acknowledged", Duration::from_secs(30), |s| {
         s.samples >= accepted
     })

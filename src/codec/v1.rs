@@ -149,8 +149,11 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Ent
     }
     let bytes = match &opts.cluster {
         Some(cluster) if !labels.iter().any(|(n, _)| *n == b"cluster") => {
-            key_parts.push(b"cluster");
-            key_parts.push(cluster.as_bytes());
+            // Hash in sorted position, as the 2.0 path does, so one series has one shard key
+            // whichever protocol it arrived in.
+            let at = 2 * labels.partition_point(|(n, _)| *n < &b"cluster"[..]);
+            key_parts.insert(at, cluster.as_bytes());
+            key_parts.insert(at, b"cluster");
             Bytes::from(with_label(series, b"cluster", cluster.as_bytes())?)
         }
         _ => raw.slice_ref(series),

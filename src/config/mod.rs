@@ -587,7 +587,7 @@ impl Settings {
                 Some(url)
             }
             Err(why) => {
-                bad(key, &u, &why);
+                bad(key, &redact_credentials(&u), &why);
                 None
             }
         });
@@ -831,6 +831,18 @@ impl Settings {
                 ),
             });
         }
+        for (key, v) in [
+            ("max_sample_age", self.max_sample_age),
+            ("queue_max_age", self.queue_max_age),
+        ] {
+            if v.is_some_and(|d| d.is_zero()) {
+                p.push(Problem {
+                    key: key.into(),
+                    value: "0s".into(),
+                    why: "must be greater than zero (leave it unset for no limit)".into(),
+                });
+            }
+        }
         if reverify_min > reverify_max {
             p.push(Problem {
                 key: "reverify_min".into(),
@@ -1042,6 +1054,18 @@ const AZURE_INGEST_SUFFIXES: [&str; 3] = [
     ".ingest.monitor.azure.cn",
 ];
 
+/// The URL text with any user name and password replaced, for messages.
+fn redact_credentials(raw: &str) -> String {
+    match Url::parse(raw.trim()) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("<redacted>");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
 /// Whether `host` is an Azure Monitor metrics ingestion host name (any cloud).
 pub fn is_azure_ingest_host(host: &str) -> bool {
     let h = host.trim_end_matches('.').to_ascii_lowercase();
@@ -1059,6 +1083,10 @@ pub fn is_azure_ingest_host(host: &str) -> bool {
 /// The reason, as a sentence fragment.
 pub fn check_ingestion_url(raw: &str, allow_plain_http: bool) -> Result<(Url, bool), String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in a URL end up in logs and error messages.
+        return Err("credentials in the URL are not supported; use identity token-file (or an Entra identity) instead".into());
+    }
     match url.scheme() {
         "https" => {}
         "http" if allow_plain_http => {}

@@ -51,6 +51,7 @@ fn ingestion_url_rules() {
         (&url().replace("?api-version=2023-04-24", ""), false, Err("api-version query parameter is missing")),
         ("https://127.0.0.1:8443/dataCollectionRules/dcr-0123456789abcdef0123456789abcdef/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24", false, Ok(true)),
         ("not a url", false, Err("not a URL")),
+        ("https://user:s3cret@mimir.example/api/v1/push", false, Err("credentials in the URL are not supported")),
     ];
     for (u, plain, want) in table {
         match (check_ingestion_url(u, *plain), want) {
@@ -165,4 +166,15 @@ fn secrets_never_print() {
         Some("s3cr3t-value")
     );
     assert!(!format!("{c:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn credentials_in_the_url_never_reach_the_error() {
+    let s = Settings {
+        ingestion_url: Some("https://user:s3cret@mimir.example/api/v1/push".into()),
+        ..Settings::default()
+    };
+    let e = s.resolve().unwrap_err().to_string();
+    assert!(e.contains("credentials in the URL"), "{e}");
+    assert!(!e.contains("s3cret") && !e.contains("user:"), "{e}");
 }

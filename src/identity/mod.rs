@@ -192,10 +192,13 @@ impl TokenProvider {
         loop {
             {
                 let shared = inner.lock();
+                // A token about to expire would expire in flight: hand out only one with a
+                // margin left (half the refresh lead, at most 10 s).
+                let margin = (inner.refresh_before_expiry / 2).min(Duration::from_secs(10));
                 if let Some(current) = shared
                     .current
                     .as_ref()
-                    .filter(|c| c.is_valid(SystemTime::now()))
+                    .filter(|c| c.is_valid(SystemTime::now() + margin))
                 {
                     return Ok(Some(current.token.clone()));
                 }

@@ -92,6 +92,8 @@ pub struct PrivateLink {
     public_verifier: Option<Verifier>,
     state: RwLock<Snapshot>,
     generation: AtomicU64,
+    /// The last public addresses seen, for `prefer`'s fallback.
+    last_public: std::sync::Mutex<Vec<IpAddr>>,
     verified: watch::Sender<u64>,
     wake: Notify,
     metrics: Metrics,
@@ -153,6 +155,7 @@ impl PrivateLink {
             public_verifier,
             state: RwLock::new(state),
             generation: AtomicU64::new(0),
+            last_public: std::sync::Mutex::new(Vec::new()),
             verified: watch::channel(0).0,
             wake: Notify::new(),
             metrics,
@@ -326,22 +329,31 @@ impl PrivateLink {
                 } else {
                     healthy_since.get_or_insert(now);
                 }
-                let back = match prev.path {
-                    // First decision, or already private: no need to wait.
-                    ActivePath::Private => !private_ok.is_empty(),
-                    _ if prev.resolution.is_none() => !private_ok.is_empty(),
-                    _ => healthy_since
-                        .is_some_and(|t| now.duration_since(t) >= self.cfg.return_after),
+                // The public path: this answer's public part or the public resolver's, else the
+                // last public answer seen (a firewall blocking a correctly resolved private
+                // endpoint leaves no public address in the current answer).
+                let settled = prev.path == ActivePath::Private && !private_ok.is_empty();
+                let public = if settled {
+                    Vec::new()
+                } else {
+                    self.public_path(&res).await
                 };
+                let back = !private_ok.is_empty()
+                    && match prev.path {
+                        // Already private, or the first decision: no need to wait.
+                        ActivePath::Private => true,
+                        _ if prev.resolution.is_none() => true,
+                        // No other path to stay on: waiting would only hold data.
+                        _ if public.is_empty() => true,
+                        _ => healthy_since
+                            .is_some_and(|t| now.duration_since(t) >= self.cfg.return_after),
+                    };
                 if back {
                     (ActivePath::Private, private_ok.clone())
+                } else if public.is_empty() {
+                    (ActivePath::None, Vec::new())
                 } else {
-                    let public = self.public_addresses(&res).await;
-                    if public.is_empty() {
-                        (ActivePath::None, Vec::new())
-                    } else {
-                        (ActivePath::Public, public)
-                    }
+                    (ActivePath::Public, public)
                 }
             }
         };
@@ -378,7 +390,7 @@ impl PrivateLink {
                 ActivePath::Public => {}
             }
         }
-        let changed = {
+        {
             let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
             let changed = s.approved != approved;
             s.resolution = Some(res.clone());
@@ -387,10 +399,11 @@ impl PrivateLink {
             s.fallback_since = fallback_since;
             s.probe_failure = probe_failure;
             s.dns_changed = dns_changed;
-            changed
-        };
-        if changed {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            // Inside the lock: a request that sees the new approvals also sees the new
+            // generation, so it cannot reuse a pooled connection to an address now refused.
+            if changed {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
         self.verified.send_modify(|g| *g += 1);
 
@@ -409,6 +422,19 @@ impl PrivateLink {
         } else {
             // Unhealthy, held, or waiting to return: look again soon.
             self.cfg.reverify_min
+        }
+    }
+
+    /// Public addresses for the fallback (see [`Self::public_addresses`]), remembered so a later
+    /// answer without any still leaves the last known public endpoint.
+    async fn public_path(&self, res: &Resolution) -> Vec<IpAddr> {
+        let public = self.public_addresses(res).await;
+        let mut last = self.last_public.lock().unwrap_or_else(|p| p.into_inner());
+        if public.is_empty() {
+            last.clone()
+        } else {
+            last.clone_from(&public);
+            public
         }
     }
 

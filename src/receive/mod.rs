@@ -166,23 +166,9 @@ impl Receiver {
             .with_state(self)
     }
 
-    async fn accept(
-        &self,
-        protocol: Protocol,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Counts, ReceiveError> {
+    async fn accept(&self, protocol: Protocol, body: &[u8]) -> Result<Counts, ReceiveError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ReceiveError::ShuttingDown);
-        }
-        let encoding = headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        if !encoding.is_some_and(|e| e.trim().eq_ignore_ascii_case("snappy")) {
-            return Err(DecodeError::UnsupportedEncoding(
-                encoding.unwrap_or("<missing>").to_string(),
-            )
-            .into());
         }
         let decoded = codec::decode(protocol, body, &self.cfg.codec)?;
         let counts = decoded.counts;
@@ -219,11 +205,21 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
     };
     let result = match protocol {
         Err(e) => Err(ReceiveError::from(e)),
+        // Refuse a wrong encoding before reading up to max_body_bytes of it.
+        Ok(_) if !snappy_encoded(&headers) => {
+            Err(ReceiveError::from(DecodeError::UnsupportedEncoding(
+                headers
+                    .get(header::CONTENT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("<missing>")
+                    .to_string(),
+            )))
+        }
         Ok(p) => match read_body(&headers, body, rx.cfg.max_body_bytes).await {
             Err(e) => Err(e),
             Ok(bytes) => {
                 rx.metrics.body_bytes.inc_by(bytes.len() as u64);
-                rx.accept(p, &headers, &bytes).await.map(|c| (p, c))
+                rx.accept(p, &bytes).await.map(|c| (p, c))
             }
         },
     };
@@ -277,6 +273,14 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
         })
         .inc();
     response
+}
+
+/// Whether `Content-Encoding` says snappy.
+fn snappy_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("snappy"))
 }
 
 /// Reads the body up to `limit` bytes; refuses early on a larger `Content-Length`.

@@ -359,7 +359,11 @@ impl Upstream {
                 );
                 return Outcome::Dropped(DropReason::Expired);
             }
-            let (reason, retry_after) = match self.attempt(&body).await {
+            let attempt = tokio::select! {
+                a = self.attempt(&body) => a,
+                _ = abort.cancelled() => return Outcome::Aborted,
+            };
+            let (reason, retry_after) = match attempt {
                 Attempt::Done(Action::Delivered) => {
                     self.health.accepted();
                     return Outcome::Delivered;

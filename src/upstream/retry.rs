@@ -166,11 +166,6 @@ impl Backoff {
             None => own,
         }
     }
-
-    /// Starts over after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
 }
 
 #[cfg(test)]
@@ -229,8 +224,6 @@ mod tests {
                 cap / 2
             );
         }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
         // Never sooner than the server asked.
         assert!(b.next_delay_honouring(Some(Duration::from_secs(5))) >= Duration::from_secs(5));
     }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls};
 use promlink::loadgen::checksum::{series_hash, Checksum};
@@ -19,18 +19,10 @@ use promlink::loadgen::{LoadgenConfig, Report};
 use promlink::proto::v1::WriteRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::e2e::value_of;
+use crate::e2e::{last_lines, value_of};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_promlink");
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// `promlink serve` as a child process on `127.0.0.1:<port>`, stopped (SIGKILL, then reaped)
 /// when dropped unless it already exited. Only ever signals its own pid, which cannot be reused
@@ -97,9 +89,7 @@ impl Promlink {
     }
 
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        last_lines(&self.log(), n)
     }
 
     /// Panics with the log tail if the process has exited.

@@ -1,19 +1,103 @@
 //! Helpers for end-to-end tests that drive real peers (Prometheus and promlink itself) as child
 //! processes: free loopback ports, a process guard that always stops its child by pid, log
-//! tails for failure messages, and a Prometheus text-format reader.
+//! tails for failure messages, a Prometheus text-format reader, the lookup of a peer binary
+//! from a Debian package, and small file, clock and HTTP helpers. [`prom`] reads a real
+//! Prometheus server back over its HTTP API.
+//!
+//! Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+pub mod prom;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A free TCP port on 127.0.0.1: bound, read and released. Another process could take it
 /// before the caller binds it; on a test machine that race has not been seen to matter.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// `n` distinct free ports, ascending.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut ports = BTreeSet::new();
+    while ports.len() < n {
+        ports.insert(free_port());
+    }
+    ports.into_iter().collect()
+}
+
+/// Writes `text` to `path`, panicking with the path on failure.
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The last `n` lines of `text`, for failure messages.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A peer binary from a Debian package: `$<env>` when set, else `default`. When the file is
+/// missing the test `test` is skipped with a loud notice, or fails under `CI=true`
+/// (`scripts/test.sh` installs the packages). `what` names the test in the notice, e.g. "the
+/// durable end-to-end test"; `binary` is the file name shown in the `<env>=/path/to/<binary>`
+/// hint.
+pub fn debian_peer(
+    env: &str,
+    default: &str,
+    package: &str,
+    binary: &str,
+    test: &str,
+    what: &str,
+) -> Option<PathBuf> {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "{} not found: {what} needs the Debian package `{package}` (run `bash scripts/test.sh`, \
+         which installs it, or `apt-get install {package}`), or {env}=/path/to/{binary}",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and {msg}");
+    }
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a skip
+    // must be seen.
+    let bar = "!".repeat(96);
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n!!! SKIPPED {test}: {msg}\n{bar}\n"
+    );
+    None
+}
+
+/// GETs `url` and returns the body of a 2xx answer; anything else (transport error or another
+/// status with its body) as text.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let resp = http.get(url).send().await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
+    if !status.is_success() {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(body)
 }
 
 /// A child process that is stopped (SIGKILL, then reaped) when dropped, unless it already
@@ -59,9 +143,7 @@ impl Proc {
 
     /// The last `n` lines of the log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        last_lines(&self.log(), n)
     }
 
     /// Panics with the log tail if the process has already exited.

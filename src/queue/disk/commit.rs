@@ -194,7 +194,10 @@ impl Committer {
                 // worst, since what was written is still published and replayed).
                 for (_, r) in &mut answers {
                     if r.is_ok() {
-                        *r = Err(io::Error::new(e.kind(), format!("fsync failed: {e}")));
+                        *r = Err(io::Error::new(
+                            e.kind(),
+                            super::Published(format!("fsync failed: {e}")),
+                        ));
                     }
                 }
             }

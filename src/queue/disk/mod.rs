@@ -124,6 +124,19 @@ pub enum FsyncPolicy {
     Interval(Duration),
 }
 
+/// Marks a push error whose records were nevertheless written and published (the fsync
+/// failed): they will be delivered and acknowledged like any other.
+#[derive(Debug)]
+pub(crate) struct Published(pub(crate) String);
+
+impl std::fmt::Display for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Published {}
+
 /// Why the queue could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskQueueError {
@@ -541,7 +554,13 @@ impl DiskQueue {
             Err(_) => Err(io::Error::other("the disk queue committer stopped")),
         };
         result.map_err(|e| {
-            self.inner.used.fetch_sub(needed, Ordering::AcqRel);
+            // A push whose records were published (only the fsync failed) keeps its bytes:
+            // they are released when the records are acknowledged. Only an undone push gives
+            // its reservation back, so nothing is released twice.
+            let published = e.get_ref().is_some_and(|inner| inner.is::<Published>());
+            if !published {
+                reader::sub(&self.inner.used, needed);
+            }
             PushError::Io(e)
         })
     }
@@ -656,7 +675,7 @@ impl DiskQueue {
                 st.front_ms = Some(ms);
             }
         }
-        self.inner.used.fetch_sub(batch.release, Ordering::AcqRel);
+        reader::sub(&self.inner.used, batch.release);
         self.inner
             .counters
             .records

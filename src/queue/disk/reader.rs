@@ -204,7 +204,7 @@ impl Reader {
     }
 }
 
-fn sub(a: &std::sync::atomic::AtomicU64, v: u64) {
+pub(super) fn sub(a: &std::sync::atomic::AtomicU64, v: u64) {
     let _ = a.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |x| {
         Some(x.saturating_sub(v))
     });

@@ -213,7 +213,6 @@ async fn a_cancelled_pop_loses_no_batch() {
         drop(pop);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(got.len() < 6, "some pops were cancelled: {got:?}");
     while q.has_unread(0) || lock(&q.inner.shards[0].handoff).is_some() {
         let b = q.pop_batch(0, &l).await.unwrap();
         got.extend(ids(&b));

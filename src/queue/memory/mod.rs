@@ -142,7 +142,11 @@ impl MemoryQueue {
 
     /// Returns bytes to the budget once the entries they belong to have left for good.
     pub fn release(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// Stops waiting: `pop_batch` then returns what is left without waiting for the flush
