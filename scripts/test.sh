@@ -98,6 +98,7 @@ ensure_cargo() {
 }
 
 install_peers
+bash scripts/validate-deploy.sh
 ensure_cargo
 log "$(cargo --version), $(rustc --version)"
 log "cargo test --all-targets --no-fail-fast $*"

@@ -131,6 +131,9 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     if !cfg.azure_upstream {
         tracing::info!(url = %cfg.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
     }
+    for notice in &cfg.notices {
+        tracing::warn!("{notice}");
+    }
     if cfg.identity.kind == IdentityKind::SystemAssigned {
         tracing::info!("using the system-assigned managed identity");
     }

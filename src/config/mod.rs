@@ -355,6 +355,9 @@ pub struct Config {
     pub disk_queue: Option<(PathBuf, crate::queue::FsyncPolicy)>,
     /// Alertmanager targets.
     pub alert: AlertSettings,
+    /// Things to tell the operator at start (e.g. defaults chosen for Azure sidecar
+    /// compatibility).
+    pub notices: Vec<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -517,15 +520,38 @@ impl Settings {
             }),
             None => Settings::default(),
         };
-        let merged = self.or(azure).or(file);
+        let (merged, notices) = self.layered(azure, file);
         match merged.resolve() {
-            Ok(cfg) if problems.is_empty() => Ok(cfg),
+            Ok(mut cfg) if problems.is_empty() => {
+                cfg.notices = notices;
+                Ok(cfg)
+            }
             Ok(_) => Err(ConfigError(problems)),
             Err(ConfigError(more)) => {
                 problems.extend(more);
                 Err(ConfigError(problems))
             }
         }
+    }
+
+    /// Merges the layers: flags and `PROMLINK_*` (self) over the Azure sidecar's variables over
+    /// the file. When the ingestion URL comes from the sidecar's `INGESTION_URL` and nothing
+    /// sets `private_link`, verification is off, as in the sidecar being replaced: an image
+    /// swap must give a working forwarder whether or not the DCE is behind Private Link. The
+    /// returned notices say so (logged at start).
+    pub fn layered(self, azure: Settings, file: Settings) -> (Settings, Vec<String>) {
+        let url_from_sidecar = self.ingestion_url.is_none()
+            && self.dce_endpoint.is_none()
+            && azure.ingestion_url.is_some();
+        let mut merged = self.or(azure).or(file);
+        let mut notices = Vec::new();
+        if url_from_sidecar && merged.private_link.is_none() {
+            merged.private_link = Some(crate::privatelink::Mode::Off);
+            notices.push(
+                "INGESTION_URL comes from the Azure sidecar environment: Private Link verification is off, as in Azure's sidecar; set PROMLINK_PRIVATE_LINK=require (or prefer) to verify the private endpoint".to_string(),
+            );
+        }
+        (merged, notices)
     }
 
     /// Applies defaults and checks every key and cross-key rule.
@@ -974,6 +1000,7 @@ impl Settings {
                 .queue_dir
                 .clone()
                 .map(|d| (d, self.fsync.unwrap_or(crate::queue::FsyncPolicy::Always))),
+            notices: Vec::new(),
             alert: AlertSettings {
                 alertmanager_urls: self.alertmanager_url.clone().unwrap_or_default(),
                 resend_interval,

@@ -178,3 +178,34 @@ fn credentials_in_the_url_never_reach_the_error() {
     assert!(e.contains("credentials in the URL"), "{e}");
     assert!(!e.contains("s3cret") && !e.contains("user:"), "{e}");
 }
+
+#[test]
+fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
+    let sidecar = Settings {
+        ingestion_url: Some(url()),
+        ..Settings::default()
+    };
+    let (merged, notices) = Settings::default().layered(sidecar.clone(), Settings::default());
+    assert_eq!(
+        merged.resolve().unwrap().private_link.mode,
+        crate::privatelink::Mode::Off
+    );
+    assert_eq!(notices.len(), 1);
+    // Asked for explicitly: honoured.
+    let flags = Settings {
+        private_link: Some(crate::privatelink::Mode::Require),
+        ..Settings::default()
+    };
+    let (merged, notices) = flags.layered(sidecar, Settings::default());
+    assert_eq!(
+        merged.resolve().unwrap().private_link.mode,
+        crate::privatelink::Mode::Require
+    );
+    assert!(notices.is_empty());
+    // promlink's own configuration of an Azure host: require by default.
+    let (merged, _) = base().layered(Settings::default(), Settings::default());
+    assert_eq!(
+        merged.resolve().unwrap().private_link.mode,
+        crate::privatelink::Mode::Require
+    );
+}
