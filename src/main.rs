@@ -71,23 +71,10 @@ fn main() -> ExitCode {
         Command::Doctor(args) => {
             // Logs go to stderr only, and only warnings: stdout carries the report (or JSON).
             promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "error");
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("promlink: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(promlink::doctor::run(args)) {
-                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-                Err(e) => {
-                    eprintln!("promlink: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run(async move {
+                let code = promlink::doctor::run(args).await?;
+                Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+            })
         }
         Command::EmulateDce(args) => {
             promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "info");
@@ -107,7 +94,9 @@ fn main() -> ExitCode {
 }
 
 /// Runs `f` on a multi-threaded runtime; errors are printed and give exit code 1.
-fn run(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+fn run<T: std::process::Termination>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,7 +108,7 @@ fn run(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
         }
     };
     match rt.block_on(f) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(v) => v.report(),
         Err(e) => {
             eprintln!("promlink: {e:#}");
             ExitCode::FAILURE
