@@ -294,10 +294,15 @@ impl Proc {
 
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns whether it stopped by itself.
     fn stop(&mut self, grace: Duration) -> bool {
+        self.stop_with("-TERM", grace)
+    }
+
+    /// `sig` (e.g. `-INT`), wait up to `grace`, then SIGKILL. Returns whether it stopped by itself.
+    fn stop_with(&mut self, sig: &str, grace: Duration) -> bool {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return true;
         }
-        self.signal("-TERM");
+        self.signal(sig);
         let until = Instant::now() + grace;
         while Instant::now() < until {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -378,8 +383,10 @@ async fn run_all(p: &Params) -> Result<bool, String> {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
         })
         .unwrap_or_else(|| "?".to_owned());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -563,8 +570,7 @@ async fn run_one(p: &Params, relay: Relay, run: usize) -> Result<Outcome, String
     let load_after = loadavg();
     if let Some(perf) = perf.as_mut() {
         // SIGINT makes perf write its file and exit.
-        perf.signal("-INT");
-        perf.stop(Duration::from_secs(30));
+        perf.stop_with("-INT", Duration::from_secs(30));
     }
     // A moment for late duplicates to show before the counts are final.
     tokio::time::sleep(Duration::from_millis(200)).await;

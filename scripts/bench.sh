@@ -23,5 +23,6 @@ if [[ ! -x "$vmagent" ]]; then
 fi
 
 echo "bench.sh: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-cargo build --release --bin promlink
+# Builds the release promlink binary and the bench (bench profile = release) in one go.
+cargo bench --bench relay --no-run
 exec cargo bench --bench relay -- "$@"
