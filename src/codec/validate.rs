@@ -72,12 +72,12 @@ pub fn check_labels<'a>(
     Ok(())
 }
 
-fn is_label_name(b: &[u8]) -> bool {
+pub(super) fn is_label_name(b: &[u8]) -> bool {
     matches!(b.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_')
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-fn is_metric_name(b: &[u8]) -> bool {
+pub(super) fn is_metric_name(b: &[u8]) -> bool {
     matches!(b.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_' || *c == b':')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')

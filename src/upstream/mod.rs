@@ -565,6 +565,7 @@ enum Attempt {
 #[derive(Default)]
 struct Scratch {
     raw: Vec<u8>,
+    compressed: Vec<u8>,
     encoder: Option<snap::raw::Encoder>,
 }
 
@@ -576,11 +577,15 @@ impl Scratch {
             wire::put_len_field(&mut self.raw, e.field, &e.bytes);
         }
         let enc = self.encoder.get_or_insert_with(snap::raw::Encoder::new);
-        let mut out = vec![0u8; snap::raw::max_compress_len(self.raw.len())];
+        // Reused across batches: grown (and zeroed) only when a larger batch comes.
+        let need = snap::raw::max_compress_len(self.raw.len());
+        if self.compressed.len() < need {
+            self.compressed.resize(need, 0);
+        }
         // Compression of an in-memory buffer into a buffer of max_compress_len cannot fail.
-        let n = enc.compress(&self.raw, &mut out).unwrap_or(0);
-        out.truncate(n);
-        Bytes::from(out)
+        let n = enc.compress(&self.raw, &mut self.compressed).unwrap_or(0);
+        // The body is kept for retries, so it gets its own exact-size copy.
+        Bytes::copy_from_slice(&self.compressed[..n])
     }
 }
 
