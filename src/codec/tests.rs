@@ -555,3 +555,28 @@ fn limits_refuse_or_drop_with_a_reason() {
         "{e}"
     );
 }
+
+#[test]
+fn malformed_points_are_refused_at_the_edge() {
+    let ok = series(&[("__name__", "up")], &[(1, 1.0)]);
+    let mut bytes = ok.encode_to_vec();
+    // Append a sample whose value has the wrong wire type (varint instead of fixed64).
+    wire::put_len_field(&mut bytes, 2, &[0x08, 0x01]);
+    let mut req = Vec::new();
+    wire::put_len_field(&mut req, FIELD_TIMESERIES, &bytes);
+    let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
+    let e = decode(Protocol::V1, &body, &opts())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("up{}: a sample is not a valid protobuf message"),
+        "{e}"
+    );
+    // A truncated sample.
+    let mut bytes = ok.encode_to_vec();
+    wire::put_len_field(&mut bytes, 2, &[0x09, 0x00, 0x00]);
+    let mut req = Vec::new();
+    wire::put_len_field(&mut req, FIELD_TIMESERIES, &bytes);
+    let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
+    assert!(decode(Protocol::V1, &body, &opts()).is_err());
+}

@@ -105,6 +105,21 @@ fn labels(series: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
     Ok(out)
 }
 
+/// Whether an encoded `Sample` (`TS_SAMPLES`), `Exemplar` or `Histogram` is well-formed
+/// protobuf with the wire types 1.0 gives its fields (a sample: `double value = 1`, `int64
+/// timestamp = 2`). Checked on receipt so a malformed point is refused at the edge instead of
+/// making the upstream refuse a whole batch shared with other senders' data.
+fn point_ok(kind: u32, msg: &[u8]) -> bool {
+    Fields::new(msg).all(|f| match f {
+        Err(_) => false,
+        Ok(f) => match (kind, f.number) {
+            (TS_SAMPLES, 1) => f.wire == WireType::Fixed64,
+            (TS_SAMPLES, 2) => f.wire == WireType::Varint,
+            _ => true,
+        },
+    })
+}
+
 /// Validates one series and makes its entry in a single walk without allocating (unless a
 /// `cluster` label must be added). Returns `None` for anything it does not accept (a rule or
 /// limit broken, an unexpected wire type): [`series_entry`] then decides, with the message.
@@ -160,7 +175,7 @@ fn fast_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Option<Entry> {
                 count += 1;
             }
             TS_SAMPLES | TS_EXEMPLARS | TS_HISTOGRAMS => {
-                if f.wire != WireType::Len {
+                if f.wire != WireType::Len || !point_ok(f.number, f.data) {
                     return None;
                 }
                 let c = match f.number {
@@ -225,6 +240,17 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Ent
             return Err(DecodeError::Protobuf(format!(
                 "TimeSeries field {} has the wrong wire type",
                 f.number
+            )));
+        }
+        if !point_ok(f.number, f.data) {
+            let what = match f.number {
+                TS_SAMPLES => "sample",
+                TS_EXEMPLARS => "exemplar",
+                _ => "histogram",
+            };
+            return Err(DecodeError::Protobuf(format!(
+                "series {}: a {what} is not a valid protobuf message",
+                validate::render(labels.iter().copied())
             )));
         }
         *counter = counter.saturating_add(1);
