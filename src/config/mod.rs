@@ -186,6 +186,11 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Decoded bytes all requests together may hold while being decoded; more gets a retryable
+    /// 503 [default: 134217728]
+    #[arg(long, env = "PROMLINK_MAX_INFLIGHT_DECODE_BYTES")]
+    pub max_inflight_decode_bytes: Option<usize>,
+
     /// Most series in one remote-write request [default: 200000]
     #[arg(long, env = "PROMLINK_MAX_SERIES_PER_REQUEST")]
     pub max_series_per_request: Option<usize>,
@@ -431,6 +436,7 @@ impl Settings {
             alertmanager_url,
             alert_resend_interval,
             queue_dir,
+            max_inflight_decode_bytes,
             max_series_per_request,
             max_labels_per_series,
             max_label_name_length,
@@ -756,6 +762,11 @@ impl Settings {
         let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 64 << 20);
         let max_body_bytes = positive("max_body_bytes", self.max_body_bytes, 16 << 20);
         let max_decoded_bytes = positive("max_decoded_bytes", self.max_decoded_bytes, 64 << 20);
+        let max_inflight_decode_bytes = positive(
+            "max_inflight_decode_bytes",
+            self.max_inflight_decode_bytes,
+            128 << 20,
+        );
         let limits = crate::codec::Limits::default();
         let max_series_per_request = positive(
             "max_series_per_request",
@@ -951,6 +962,7 @@ impl Settings {
                     .queue_full_status
                     .unwrap_or(FullStatus::ServiceUnavailable),
                 retry_after_secs: 5,
+                max_inflight_decode_bytes,
             },
             upstream: UpstreamConfig {
                 url,

@@ -48,6 +48,10 @@ pub struct ReceiveConfig {
     pub full_status: FullStatus,
     /// `Retry-After` seconds sent with that status.
     pub retry_after_secs: u64,
+    /// Decoded bytes all requests together may hold while being decoded; a request that would
+    /// go over waits for nothing and gets a retryable 503, so concurrent senders cannot push
+    /// memory past it.
+    pub max_inflight_decode_bytes: usize,
 }
 
 /// Why a write was refused.
@@ -59,6 +63,12 @@ pub enum ReceiveError {
     /// The queue is full, or the disk queue cannot write.
     #[error(transparent)]
     Queue(#[from] PushError),
+    /// Too many bytes are being decoded at once.
+    #[error("too much data is being decoded right now ({needed} bytes needed); retry shortly")]
+    Busy {
+        /// Decoded bytes the request needs.
+        needed: usize,
+    },
     /// promlink is shutting down and accepts no more data.
     #[error("promlink is shutting down and accepts no new data; retry against another instance or later")]
     ShuttingDown,
@@ -82,6 +92,7 @@ impl ReceiveError {
             ReceiveError::Decode(DecodeError::Limit { .. }) => "limit",
             ReceiveError::Queue(PushError::Full { .. }) => "queue_full",
             ReceiveError::Queue(PushError::Io(_)) => "queue_io",
+            ReceiveError::Busy { .. } => "decode_busy",
             ReceiveError::ShuttingDown => "shutting_down",
             ReceiveError::Body(_) => "body",
         }
@@ -108,7 +119,7 @@ pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
             FullStatus::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             FullStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         },
-        ReceiveError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ReceiveError::ShuttingDown | ReceiveError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ReceiveError::Body(_) => StatusCode::BAD_REQUEST,
     }
 }
@@ -126,6 +137,7 @@ pub struct Receiver {
     metrics: Metrics,
     queue_gauge: prometheus_client::metrics::gauge::Gauge,
     accepting: AtomicBool,
+    decoding: tokio::sync::Semaphore,
     readiness: Box<dyn Readiness>,
     registry: Arc<prometheus_client::registry::Registry>,
 }
@@ -140,7 +152,11 @@ impl Receiver {
         readiness: Box<dyn Readiness>,
         registry: Arc<prometheus_client::registry::Registry>,
     ) -> Self {
+        let permits = cfg
+            .max_inflight_decode_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
+            decoding: tokio::sync::Semaphore::new(permits),
             cfg,
             queue,
             metrics,
@@ -170,6 +186,16 @@ impl Receiver {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ReceiveError::ShuttingDown);
         }
+        // Reserve the declared decoded size (bounded by the per-request limit, which decode
+        // enforces) until the entries are handed to the queue.
+        let declared = snap::raw::decompress_len(body)
+            .unwrap_or(0)
+            .min(self.cfg.codec.max_decoded_bytes);
+        let needed = declared.min(self.cfg.max_inflight_decode_bytes);
+        let _permit = self
+            .decoding
+            .try_acquire_many(u32::try_from(needed).unwrap_or(u32::MAX))
+            .map_err(|_| ReceiveError::Busy { needed })?;
         let decoded = codec::decode(protocol, body, &self.cfg.codec)?;
         let counts = decoded.counts;
         if decoded.dropped_series > 0 {
@@ -256,7 +282,10 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                 tracing::info!(error = %e, status = status.as_u16(), "write refused");
             }
             let mut resp = (status, format!("{e}\n")).into_response();
-            if matches!(e, ReceiveError::Queue(_) | ReceiveError::ShuttingDown) {
+            if matches!(
+                e,
+                ReceiveError::Queue(_) | ReceiveError::ShuttingDown | ReceiveError::Busy { .. }
+            ) {
                 resp.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(rx.cfg.retry_after_secs),
@@ -343,5 +372,57 @@ async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
             format!("encoding metrics: {e}\n"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AlwaysReady;
+
+    impl Readiness for AlwaysReady {
+        fn check(&self) -> Result<(), Vec<String>> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn decoding_budget_turns_excess_into_a_retryable_503() {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/prom242_rw1_500samples_a.snappy"
+        ))
+        .unwrap();
+        let cfg = ReceiveConfig {
+            max_body_bytes: 1 << 20,
+            codec: codec::Options::default(),
+            full_status: FullStatus::ServiceUnavailable,
+            retry_after_secs: 5,
+            max_inflight_decode_bytes: 100_000,
+        };
+        let rx = Receiver::new(
+            cfg,
+            Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(1, 1 << 20))),
+            Metrics::default(),
+            Default::default(),
+            Box::new(AlwaysReady),
+            Arc::new(Default::default()),
+        );
+        // Another request is decoding 50 kB: this one needs 64,945 more than the 100 kB budget has.
+        let held = rx.decoding.try_acquire_many(50_000).unwrap();
+        let e = rx.accept(Protocol::V1, &body).await.unwrap_err();
+        assert!(matches!(e, ReceiveError::Busy { needed: 64_945 }), "{e}");
+        assert_eq!(
+            status_of(&e, FullStatus::TooManyRequests),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop(held);
+        assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
+        assert_eq!(
+            rx.decoding.available_permits(),
+            100_000,
+            "the budget is given back"
+        );
     }
 }
