@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::{fixture, Rig, RigOptions, CLIENT};
 use promlink::emulator::dce::Fault;
 use promlink::loadgen::{self, LoadgenConfig};
+use promlink::proto::v1;
 
 const V1: &str = "application/x-protobuf";
 const FIXTURE: &str = "prom242_rw1_500samples_a.snappy";
@@ -100,14 +101,49 @@ async fn permanent_refusals_drop_and_count_by_reason() {
 /// 413 splits the batch; both halves arrive, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_large_splits_the_batch() {
-    let rig = Rig::start(one_shard()).await;
+    // A long flush interval: both requests below end up in one batch.
+    let rig = Rig::start(RigOptions {
+        flush_interval: Duration::from_secs(1),
+        ..one_shard()
+    })
+    .await;
     rig.dce.push_fault(Fault::status(413));
-    assert_eq!(rig.post(fixture(FIXTURE), V1).await.status(), 204);
-    rig.wait_for("both halves", Duration::from_secs(10), |s| s.samples == 500)
+    // The same 100 series twice, the second request one timestamp later: the batch's first
+    // half holds the older samples, so sending the halves in the wrong order would show as
+    // out-of-order samples at the DCE.
+    for ts in [1_000i64, 2_000] {
+        let req = v1::WriteRequest {
+            timeseries: (0..100)
+                .map(|i| v1::TimeSeries {
+                    labels: vec![
+                        v1::Label {
+                            name: "__name__".into(),
+                            value: "split_test".into(),
+                        },
+                        v1::Label {
+                            name: "i".into(),
+                            value: i.to_string(),
+                        },
+                    ],
+                    samples: vec![v1::Sample {
+                        value: i as f64,
+                        timestamp: ts,
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&prost::Message::encode_to_vec(&req))
+            .unwrap();
+        assert_eq!(rig.post(body, V1).await.status(), 204);
+    }
+    rig.wait_for("both halves", Duration::from_secs(10), |s| s.samples == 200)
         .await;
     let stats = rig.dce.stats();
     assert_eq!(stats.accepted_requests, 2, "one 413, then two halves");
-    assert_eq!(stats.out_of_order_samples, 0);
+    assert_eq!(stats.out_of_order_samples, 0, "the older half went first");
     rig.stop().await;
 }
 
