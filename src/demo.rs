@@ -245,8 +245,8 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     promlink.shutdown.cancel();
     promlink.wait().await;
     let d = dce.stats();
-    let public_requests = public.stats().requests;
-    let ok = public_requests == 0
+    let public_connections = public.connections();
+    let ok = public_connections == 0
         && d.samples == report.samples_acked
         && d.checksum == report.checksum_acked
         && d.out_of_order_samples == 0;
@@ -272,7 +272,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         "  Entra tokens issued                  {}",
         entra.issued(CLIENT)
     );
-    println!("  requests to the PUBLIC endpoint      {public_requests} (private_link: require)");
+    println!("  connections to the PUBLIC endpoint   {public_connections} (private_link: require)");
     println!(
         "  result: {}",
         if ok {

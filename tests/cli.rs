@@ -279,7 +279,7 @@ fn demo_runs_end_to_end_and_reports_success() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("requests to the PUBLIC endpoint      0"),
+        stdout.contains("connections to the PUBLIC endpoint   0"),
         "{stdout}"
     );
 }

@@ -378,7 +378,15 @@ impl DceHandle {
         self.shared.lock().accepted.iter().cloned().collect()
     }
 
-    /// Queues a fault; faults are served one per request, in order.
+    /// TCP connections accepted so far (counted before any TLS or HTTP): proof that nothing
+    /// at all reached this endpoint.
+    pub fn connections(&self) -> u64 {
+        self.server
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queues a fault; faults are served one per write request, in order.
     pub fn push_fault(&self, fault: Fault) {
         self.shared.lock().faults.push_back(fault);
     }

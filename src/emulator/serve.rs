@@ -28,6 +28,8 @@ pub(crate) struct ConnKill(pub(crate) Arc<Notify>);
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     cancel: CancellationToken,
+    /// TCP connections accepted so far.
+    pub(crate) connections: Arc<std::sync::atomic::AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -59,10 +61,18 @@ pub(crate) async fn spawn(
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(accept_loop(listener, tls, router, cancel.clone()));
+    let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        tls,
+        router,
+        cancel.clone(),
+        connections.clone(),
+    ));
     Ok(Server {
         addr,
         cancel,
+        connections,
         task: Some(task),
     })
 }
@@ -72,6 +82,7 @@ async fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     cancel: CancellationToken,
+    connections: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -87,6 +98,7 @@ async fn accept_loop(
                 }
             },
         };
+        connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let cancel = cancel.clone();
