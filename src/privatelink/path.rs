@@ -407,20 +407,13 @@ impl PrivateLink {
         }
         self.verified.send_modify(|g| *g += 1);
 
-        let steady = match self.cfg.mode {
-            Mode::Prefer => {
-                path == ActivePath::Private
-                    || (private_ok.is_empty()
-                        && path == ActivePath::Public
-                        && res.verdict != Verdict::Private)
-            }
-            _ => path == ActivePath::Private && !private_ok.is_empty(),
-        };
-        let ttl = res.ttl.unwrap_or(self.cfg.reverify_min);
-        if steady && path == ActivePath::Private {
-            ttl.clamp(self.cfg.reverify_min, self.cfg.reverify_max)
+        // On a healthy private path, re-verify when the TTL expires (within the bounds);
+        // unhealthy, held, on the fallback or waiting to return: look again soon.
+        if path == ActivePath::Private && !private_ok.is_empty() {
+            res.ttl
+                .unwrap_or(self.cfg.reverify_min)
+                .clamp(self.cfg.reverify_min, self.cfg.reverify_max)
         } else {
-            // Unhealthy, held, or waiting to return: look again soon.
             self.cfg.reverify_min
         }
     }
