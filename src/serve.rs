@@ -1,9 +1,11 @@
 //! `promlink serve`: wires the stages together and runs them until shutdown.
 //!
-//! receive -> queue -> upstream shard workers, with the token provider beside them. On shutdown
-//! the receiver refuses new writes (retryable 503), in-flight requests finish, the queue is
-//! closed so partial batches leave at once, and the workers get `shutdown_grace` to deliver;
-//! what is still undelivered then is dropped and counted (`samples_dropped{reason="shutdown"}`).
+//! receive -> queue -> upstream shard workers, with the token provider, private-link verifier
+//! and alert rules beside them. On shutdown the receiver refuses new writes (retryable 503),
+//! in-flight requests get until the deadline (`shutdown_grace` from the signal) to finish, the
+//! queue is closed so partial batches leave at once, and the workers deliver until the same
+//! deadline. What is still undelivered then stays in the disk queue for the next start, or, with
+//! the memory queue, is dropped and counted (`samples_dropped{reason="shutdown"}`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -163,11 +163,6 @@ impl PrivateLink {
         })
     }
 
-    /// The configured policy.
-    pub fn mode(&self) -> Mode {
-        self.cfg.mode
-    }
-
     /// A copy of the current state.
     pub fn snapshot(&self) -> Snapshot {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -65,7 +65,6 @@ pub enum UpstreamError {
 #[derive(Default)]
 pub struct Health {
     last_answer_ms: AtomicU64,
-    last_success_ms: AtomicU64,
     last_status: AtomicU16,
     rejection: Mutex<Option<(u16, String)>>,
 }
@@ -83,8 +82,6 @@ impl Health {
     }
 
     fn accepted(&self) {
-        self.last_success_ms
-            .store(Self::now_ms(), Ordering::Relaxed);
         *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -111,14 +108,6 @@ impl Health {
     /// The last HTTP status the upstream answered (0: none yet).
     pub fn last_status(&self) -> u16 {
         self.last_status.load(Ordering::Relaxed)
-    }
-
-    /// Time of the last accepted batch, if any.
-    pub fn last_success(&self) -> Option<SystemTime> {
-        match self.last_success_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
-        }
     }
 }
 
