@@ -1,30 +1,34 @@
-//! The hot stages of the relay on the load of `benches/relay.rs`: one request of 2000
-//! Kubernetes-shaped series (about nine labels, one sample each, as [`promlink::loadgen`] and
-//! Prometheus send them), measured stage by stage so the relay's CPU per sample can be split.
+//! The hot stages of the relay, measured one by one so the relay's CPU per sample can be split.
 //!
-//! - `decode`: snappy-decompress, parse and validate the body into entries
-//!   ([`promlink::codec::decode`]), what the receiver does per request;
-//! - `rebatch+encode`: concatenate 5000 entries (promlink's default batch) into an upstream
-//!   `WriteRequest` and snappy-compress it with a reused encoder (mirrors
-//!   `upstream::Scratch::encode`);
+//! Load shape of `benches/relay.rs`: one request of 2000 Kubernetes-shaped series (about nine
+//! labels, one sample each, as [`promlink::loadgen`] and Prometheus send them). Stages:
+//!
+//! - `receive`: what the receiver does per request ([`promlink::codec::decode_chunks`]):
+//!   snappy-decompress, walk and validate every series, split them over 4 shards and compress
+//!   each share into a chunk; and with 1 shard, where the sender's body is kept as it is;
+//! - `batch body`: the upstream body of a 5000-sample batch from its chunks
+//!   ([`promlink::codec::write_body`]: a concatenation, no compression);
 //! - `snappy`: decompress + compress of the same bytes alone, the floor of any relay that
-//!   cannot forward the sender's compressed bytes as they are;
-//! - `queue`: one request through the durable queue: push (record encoding, CRC, write; fsync
-//!   every hour, so the figure is CPU, not disk latency), pop the batches and acknowledge them.
+//!   re-shards and so cannot forward the sender's compressed bytes as they are;
+//! - `queue`: one request's chunks through the durable queue: push (record encoding, CRC, write;
+//!   fsync every hour, so the figure is CPU, not disk latency), pop the batches, acknowledge;
+//! - `fixture receive`: `receive` on each real Prometheus 2.42 body in `tests/fixtures/`.
 //!
 //! Throughput is in samples (`elem/s`). `cargo bench --bench criterion_stages` measures;
 //! `cargo test --all-targets` runs each case once.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use promlink::codec::{decode, wire, Entry, Options, Protocol};
+use promlink::codec::{decode_chunks, write_body, Chunk, ChunkLayout, Options, Protocol};
 use promlink::loadgen::{encode as encode_request, series_labels};
 use promlink::proto::v1::{Sample, TimeSeries, WriteRequest};
 use promlink::queue::{BatchLimits, DiskQueue, DiskQueueConfig, FsyncPolicy};
 
 const SAMPLES_PER_REQUEST: usize = 2000;
 const BATCH_SAMPLES: usize = 5000;
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn options() -> Options {
     Options {
@@ -33,8 +37,16 @@ fn options() -> Options {
     }
 }
 
+fn layout(shards: usize) -> ChunkLayout {
+    ChunkLayout {
+        shards,
+        max_points: BATCH_SAMPLES,
+        max_raw: 4 << 20,
+    }
+}
+
 /// A request body like the loadgen's: `n` distinct series starting at `first`, one sample each.
-fn body(first: usize, n: usize) -> Vec<u8> {
+fn body(first: usize, n: usize) -> Bytes {
     let timeseries = (first..first + n)
         .map(|i| TimeSeries {
             labels: series_labels(i),
@@ -45,63 +57,59 @@ fn body(first: usize, n: usize) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    encode_request(&WriteRequest {
+    Bytes::from(encode_request(&WriteRequest {
         timeseries,
         ..Default::default()
-    })
+    }))
 }
 
-struct Scratch {
-    raw: Vec<u8>,
-    out: Vec<u8>,
-    encoder: snap::raw::Encoder,
-}
-
-impl Scratch {
-    fn encode(&mut self, entries: &[Entry]) -> usize {
-        self.raw.clear();
-        for e in entries {
-            wire::put_len_field(&mut self.raw, e.field, &e.bytes);
-        }
-        self.out
-            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
-        self.encoder
-            .compress(&self.raw, &mut self.out)
-            .expect("snappy compression of an in-memory buffer")
-    }
+fn chunks(body: &Bytes, shards: usize) -> Vec<Chunk> {
+    decode_chunks(Protocol::V1, body, &options(), &layout(shards))
+        .expect("loadgen body decodes")
+        .chunks
 }
 
 fn stages(c: &mut Criterion) {
     let opts = options();
     let request = body(0, SAMPLES_PER_REQUEST);
-    let decoded = decode(Protocol::V1, &request, &opts).expect("loadgen body decodes");
+    let four = layout(4);
+    let one = layout(1);
+    let decoded = decode_chunks(Protocol::V1, &request, &opts, &four).expect("decodes");
     assert_eq!(decoded.counts.samples, SAMPLES_PER_REQUEST as u64);
-    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH_SAMPLES);
-    let mut first = 0;
-    while batch.len() < BATCH_SAMPLES {
-        batch.extend(
-            decode(Protocol::V1, &body(first, SAMPLES_PER_REQUEST), &opts)
-                .expect("decodes")
-                .entries,
-        );
-        first += SAMPLES_PER_REQUEST;
-    }
-    batch.truncate(BATCH_SAMPLES);
 
     let mut group = c.benchmark_group("stages");
     group.throughput(Throughput::Elements(SAMPLES_PER_REQUEST as u64));
-    group.bench_function("decode (2000-sample request)", |b| {
-        b.iter(|| decode(Protocol::V1, black_box(&request), &opts).expect("decodes"))
+    group.bench_function("receive: 2000-sample request into 4 shards", |b| {
+        b.iter(|| decode_chunks(Protocol::V1, black_box(&request), &opts, &four).expect("decodes"))
     });
+    group.bench_function(
+        "receive: 2000-sample request, 1 shard (kept as sent)",
+        |b| {
+            b.iter(|| {
+                decode_chunks(Protocol::V1, black_box(&request), &opts, &one).expect("decodes")
+            })
+        },
+    );
 
-    group.throughput(Throughput::Elements(BATCH_SAMPLES as u64));
-    let mut scratch = Scratch {
-        raw: Vec::new(),
-        out: Vec::new(),
-        encoder: snap::raw::Encoder::new(),
-    };
-    group.bench_function("rebatch+encode (5000-sample batch)", |b| {
-        b.iter(|| scratch.encode(black_box(&batch)))
+    // One shard's batch of 5000 samples: its chunks of 2.5 requests of 4 shards each.
+    let mut batch: Vec<Chunk> = Vec::new();
+    let mut first = 0;
+    while batch.iter().map(|c| c.counts.points()).sum::<usize>() < BATCH_SAMPLES {
+        batch.extend(
+            chunks(&body(first, 4 * SAMPLES_PER_REQUEST), 4)
+                .into_iter()
+                .filter(|c| c.shard == 0),
+        );
+        first += 4 * SAMPLES_PER_REQUEST;
+    }
+    let batch_samples: usize = batch.iter().map(|c| c.counts.points()).sum();
+    group.throughput(Throughput::Elements(batch_samples as u64));
+    let mut out = Vec::new();
+    group.bench_function("batch body: 5000 samples from chunks", |b| {
+        b.iter(|| {
+            write_body(black_box(&batch), &mut out);
+            out.len()
+        })
     });
 
     group.throughput(Throughput::Elements(SAMPLES_PER_REQUEST as u64));
@@ -112,7 +120,7 @@ fn stages(c: &mut Criterion) {
     let mut enc = snap::raw::Encoder::new();
     let mut plain = vec![0u8; raw.len()];
     let mut packed = vec![0u8; snap::raw::max_compress_len(raw.len())];
-    group.bench_function("snappy decompress+compress (2000 samples)", |b| {
+    group.bench_function("snappy decompress+compress alone (2000 samples)", |b| {
         b.iter(|| {
             let n = dec
                 .decompress(black_box(&request), &mut plain)
@@ -140,21 +148,21 @@ fn stages(c: &mut Criterion) {
         flush_interval: Duration::ZERO,
     };
     let mut per_shard = vec![0usize; queue.shards()];
-    for e in &decoded.entries {
-        per_shard[(e.shard_key % queue.shards() as u64) as usize] += 1;
+    for c in &decoded.chunks {
+        per_shard[c.shard] += 1;
     }
     group.bench_function("queue push+pop+ack (2000-sample request, disk)", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 queue
-                    .push(black_box(decoded.entries.clone()))
+                    .push(black_box(decoded.chunks.clone()))
                     .await
                     .expect("push");
                 for (shard, &want) in per_shard.iter().enumerate() {
                     let mut left = want;
                     while left > 0 {
                         let b = queue.pop_batch(shard, &limits).await.expect("batch");
-                        left = left.saturating_sub(b.entries.len());
+                        left = left.saturating_sub(b.chunks.len());
                         queue.ack(shard, &b);
                     }
                 }
@@ -163,6 +171,26 @@ fn stages(c: &mut Criterion) {
     });
     group.finish();
     queue.close();
+
+    let mut group = c.benchmark_group("fixture receive");
+    let mut paths: Vec<_> = std::fs::read_dir(FIXTURES)
+        .expect("tests/fixtures")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snappy"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no *.snappy fixtures in {FIXTURES}");
+    for path in paths {
+        let body = Bytes::from(std::fs::read(&path).expect("fixture"));
+        let d = decode_chunks(Protocol::V1, &body, &opts, &four).expect("fixture decodes");
+        let elements = d.counts.samples.max(d.counts.metadata);
+        group.throughput(Throughput::Elements(elements));
+        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("?");
+        group.bench_function(format!("{name} (4 shards)"), |b| {
+            b.iter(|| decode_chunks(Protocol::V1, black_box(&body), &opts, &four).expect("decodes"))
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, stages);

@@ -350,6 +350,8 @@ struct Outcome {
     load_before: String,
     load_after: String,
     drained: bool,
+    /// promlink's own figures from its `/metrics` after the run (disk queue commits, fsyncs).
+    relay_metrics: String,
 }
 
 impl Outcome {
@@ -422,10 +424,21 @@ async fn run_all(p: &Params) -> Result<bool, String> {
             p.promlink.display()
         ));
     }
+    // Every request is encoded before anything is measured: during a run the sender only
+    // sends, so it competes as little as possible with the relay for the two cores.
+    let started = Instant::now();
+    let load =
+        loadgen::prepare(&load_config(p, String::new())).map_err(|e| format!("loadgen: {e}"))?;
+    println!(
+        "relay bench: {} requests ({:.1} MiB compressed) encoded in {:.1} s",
+        load.requests(),
+        load.bytes() as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
     let mut outcomes = Vec::new();
     for run in 1..=p.repeat {
         for &relay in &relays {
-            let outcome = run_one(p, relay, run).await?;
+            let outcome = run_one(p, relay, run, load.clone()).await?;
             print_run(&outcome);
             if let Some(path) = &p.json {
                 append_json(path, p, &outcome)?;
@@ -437,7 +450,38 @@ async fn run_all(p: &Params) -> Result<bool, String> {
     Ok(outcomes.iter().all(Outcome::ok))
 }
 
-async fn run_one(p: &Params, relay: Relay, run: usize) -> Result<Outcome, String> {
+/// The load: its timestamps end now, 15 s apart, like a Prometheus scraping every 15 s.
+fn load_config(p: &Params, url: String) -> LoadgenConfig {
+    let start_ms = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        now - 15_000 * p.rounds as i64
+    };
+    LoadgenConfig {
+        url,
+        series: p.series,
+        rounds: p.rounds,
+        shards: p.shards,
+        samples_per_request: p.samples_per_request,
+        start_ms: Some(start_ms),
+        interval_ms: 15_000,
+        // Backpressure (503/429) is retried until the deadline rather than counted as loss.
+        max_attempts: 10_000,
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(60),
+        deadline: p.timeout,
+        ..LoadgenConfig::default()
+    }
+}
+
+async fn run_one(
+    p: &Params,
+    relay: Relay,
+    run: usize,
+    load: loadgen::PreparedLoad,
+) -> Result<Outcome, String> {
     let tmp = tempfile::Builder::new()
         .prefix(&format!("relay-bench-{}-", relay.name()))
         .tempdir()
@@ -514,33 +558,12 @@ async fn run_one(p: &Params, relay: Relay, run: usize) -> Result<Outcome, String
         _ => None,
     };
 
-    let start_ms = {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        now - 15_000 * p.rounds as i64
-    };
-    let cfg = LoadgenConfig {
-        url: format!("http://{listen}/api/v1/write"),
-        series: p.series,
-        rounds: p.rounds,
-        shards: p.shards,
-        samples_per_request: p.samples_per_request,
-        start_ms: Some(start_ms),
-        interval_ms: 15_000,
-        // Backpressure (503/429) is retried until the deadline rather than counted as loss.
-        max_attempts: 10_000,
-        min_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(60),
-        deadline: p.timeout,
-        ..LoadgenConfig::default()
-    };
+    let cfg = load_config(p, format!("http://{listen}/api/v1/write"));
     let load_before = loadavg();
     let cpu0 = cpu_ticks(&pid_s).ok_or("cannot read the relay's /proc stat")?;
     let self0 = cpu_ticks("self").unwrap_or(0);
     let t0 = Instant::now();
-    let report = loadgen::run(cfg, CancellationToken::new())
+    let report = loadgen::run_prepared(cfg, load, CancellationToken::new())
         .await
         .map_err(|e| format!("loadgen: {e}"))?;
     let ack_wall = t0.elapsed();
@@ -564,6 +587,10 @@ async fn run_one(p: &Params, relay: Relay, run: usize) -> Result<Outcome, String
     }
     let wall = t0.elapsed();
     let cpu1 = cpu_ticks(&pid_s).unwrap_or(cpu0);
+    let relay_metrics = match relay {
+        Relay::Promlink => promlink_figures(listen).await,
+        Relay::Vmagent => String::new(),
+    };
     let self1 = cpu_ticks("self").unwrap_or(self0);
     let hwm = status_kib(pid, "VmHWM").unwrap_or(0);
     let rss = status_kib(pid, "VmRSS").unwrap_or(0);
@@ -596,6 +623,7 @@ async fn run_one(p: &Params, relay: Relay, run: usize) -> Result<Outcome, String
         load_before,
         load_after,
         drained,
+        relay_metrics,
     };
     if !outcome.ok() {
         println!(
@@ -641,6 +669,43 @@ async fn wait_healthy(proc: &mut Proc, listen: SocketAddr) -> Result<(), String>
     ))
 }
 
+/// A few of promlink's own counters, read after the run: how much disk work the durable
+/// queue did (group commits and fsyncs), to put the CPU figure in context.
+async fn promlink_figures(listen: SocketAddr) -> String {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return String::new();
+    };
+    let Ok(text) = async {
+        client
+            .get(format!("http://{listen}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+    }
+    .await
+    else {
+        return String::new();
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "; queue commits {}, fsyncs {}, fsync seconds {}",
+        value("promlink_queue_commits_total"),
+        value("promlink_queue_fsyncs_total"),
+        value("promlink_queue_fsync_seconds_total"),
+    )
+}
+
 fn yes_no(ok: bool) -> &'static str {
     if ok {
         "ok"
@@ -651,7 +716,7 @@ fn yes_no(ok: bool) -> &'static str {
 
 fn print_run(o: &Outcome) {
     println!(
-        "relay bench: {} run {}: sink {} samples ({} requests, {:?} rejected), acked {}/{} in {} requests ({} attempts, statuses {:?}); wall {:.2} s (acked after {:.2} s); relay CPU {:.2} s, peak RSS {:.1} MiB (end {:.1} MiB); loadgen+sink CPU {:.2} s; load {} -> {}; checksum {}, order {} (out of order {}, repeated {}), complete {}",
+        "relay bench: {} run {}: sink {} samples ({} requests, {:?} rejected), acked {}/{} in {} requests ({} attempts, statuses {:?}); wall {:.2} s (acked after {:.2} s); relay CPU {:.2} s, peak RSS {:.1} MiB (end {:.1} MiB); loadgen+sink CPU {:.2} s; load {} -> {}; checksum {}, order {} (out of order {}, repeated {}), complete {}{}",
         o.relay.name(),
         o.run,
         o.stats.samples,
@@ -675,6 +740,7 @@ fn print_run(o: &Outcome) {
         o.stats.out_of_order_samples,
         o.stats.repeated_timestamp_samples,
         yes_no(o.complete()),
+        o.relay_metrics,
     );
 }
 

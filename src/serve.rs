@@ -327,7 +327,7 @@ async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
     tracing::info!(
         dir = %dir.display(),
         fsync = ?fsync,
-        replayed_entries = report.replayed_entries,
+        replayed_chunks = report.replayed_chunks,
         replayed_bytes = report.replayed_bytes,
         "disk queue opened; unacknowledged data will be sent again"
     );

@@ -117,7 +117,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
     let restarted_after = killed_at.elapsed();
     promlink.wait_queue_metrics(Duration::from_secs(5)).await;
     let replayed = promlink
-        .metric("promlink_queue_replayed_entries_total")
+        .metric("promlink_queue_replayed_chunks_total")
         .await;
     dce.set_outage(None);
 
@@ -369,8 +369,8 @@ async fn full_disk_queue_pushes_back_and_loses_nothing() {
         ),
         &[
             ("--flush-interval", "100ms"),
-            // ~10 loadgen requests of 250 samples.
-            ("--queue-max-bytes", "1048576"),
+            // The queue holds compressed chunks: a few loadgen requests of 250 samples.
+            ("--queue-max-bytes", "65536"),
             ("--retry-min-backoff", "50ms"),
             ("--retry-max-backoff", "500ms"),
         ],
@@ -528,7 +528,7 @@ async fn sigterm_with_upstream_down_keeps_data_for_the_next_start() {
     promlink.wait_healthy(Duration::from_secs(20)).await;
     promlink.wait_queue_metrics(Duration::from_secs(5)).await;
     let replayed = promlink
-        .metric("promlink_queue_replayed_entries_total")
+        .metric("promlink_queue_replayed_chunks_total")
         .await;
     let records = promlink.metric("promlink_queue_records").await;
     dce.set_outage(None);

@@ -173,7 +173,7 @@ remote_write:
     promlink.wait_healthy(Duration::from_secs(20)).await;
     promlink.wait_queue_metrics(Duration::from_secs(5)).await;
     let replayed = promlink
-        .metric("promlink_queue_replayed_entries_total")
+        .metric("promlink_queue_replayed_chunks_total")
         .await;
 
     // The receiver comes back on the same data directory and port.

@@ -12,8 +12,15 @@
 //! wrote (no re-encoding; values, stale markers and NaN payloads keep every bit). Remote write
 //! 2.0 requests are translated to 1.0, because the Azure Monitor ingestion API documents 1.0
 //! only.
+//!
+//! The receiver uses [`decode_chunks`]: one walk validates each series, picks its shard and
+//! copies its bytes into that shard's share of the request, and each share is compressed once
+//! into a [`Chunk`] that the queue stores and the upstream sends as it is (see [`chunk`]).
+//! [`decode`] gives the same messages as a list of [`Entry`]s (tests, tools).
 
+pub mod chunk;
 mod v1;
+pub use chunk::{write_body, Chunk, ChunkBuilder, ChunkCounts, ChunkError, CHUNK_OVERHEAD};
 pub use v1::{dedupe, prune_older, Pruned};
 mod v2;
 mod validate;
@@ -270,14 +277,7 @@ pub enum DecodeError {
 /// # Errors
 /// [`DecodeError::DecodedTooLarge`] or [`DecodeError::Snappy`].
 pub fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, DecodeError> {
-    let declared =
-        snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    if declared > max_decoded_bytes {
-        return Err(DecodeError::DecodedTooLarge {
-            declared,
-            limit: max_decoded_bytes,
-        });
-    }
+    let declared = declared_len(body, max_decoded_bytes)?;
     let mut out = vec![0u8; declared];
     let n = snap::raw::Decoder::new()
         .decompress(body, &mut out)
@@ -286,19 +286,196 @@ pub fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, Deco
     Ok(out)
 }
 
-/// Decompresses, decodes and validates one request body.
+/// The decoded length a snappy block declares, refused when over `max_decoded_bytes`.
+fn declared_len(body: &[u8], max_decoded_bytes: usize) -> Result<usize, DecodeError> {
+    let declared =
+        snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    if declared > max_decoded_bytes {
+        return Err(DecodeError::DecodedTooLarge {
+            declared,
+            limit: max_decoded_bytes,
+        });
+    }
+    Ok(declared)
+}
+
+/// Decompresses, decodes and validates one request body into a list of entries.
 ///
 /// # Errors
 /// Any [`DecodeError`] except the header-level ones.
 pub fn decode(protocol: Protocol, body: &[u8], opts: &Options) -> Result<Decoded, DecodeError> {
-    let raw = Bytes::from(decompress(body, opts.max_decoded_bytes)?);
+    let raw = decompress(body, opts.max_decoded_bytes)?;
     match protocol {
-        Protocol::V1 => v1::decode(raw, opts),
+        Protocol::V1 => {
+            let mut sink = EntrySink(Vec::new());
+            let w = v1::walk(&raw, opts, &mut sink)?;
+            Ok(Decoded {
+                entries: sink.0,
+                counts: w.counts,
+                dropped_series: w.dropped_series,
+            })
+        }
         Protocol::V2 => v2::decode(&raw, opts),
     }
 }
 
-/// A fast, stable hash of a series' label bytes.
+/// Collects what the 1.0 walk accepts as entries (copies).
+struct EntrySink(Vec<Entry>);
+
+impl v1::Sink for EntrySink {
+    fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, _min_ts: i64) {
+        self.0.push(Entry {
+            shard_key: key,
+            field: FIELD_TIMESERIES,
+            bytes: Bytes::from(pieces.concat()),
+            samples: counts.samples,
+            histograms: counts.histograms,
+            exemplars: counts.exemplars,
+        });
+    }
+
+    fn metadata(&mut self, key: u64, bytes: &[u8]) {
+        self.0.push(Entry {
+            shard_key: key,
+            field: FIELD_METADATA,
+            bytes: Bytes::copy_from_slice(bytes),
+            samples: 0,
+            histograms: 0,
+            exemplars: 0,
+        });
+    }
+}
+
+impl v1::Sink for ChunkBuilder {
+    fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, min_ts: i64) {
+        self.add(key, FIELD_TIMESERIES, pieces, counts, min_ts);
+    }
+
+    fn metadata(&mut self, key: u64, bytes: &[u8]) {
+        let counts = ChunkCounts {
+            metadata: 1,
+            ..ChunkCounts::default()
+        };
+        self.add(key, FIELD_METADATA, &[bytes], counts, i64::MAX);
+    }
+}
+
+/// How [`decode_chunks`] cuts a request: the queue's shard count and the upstream batch
+/// limits, so that a batch never has to cut a chunk.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkLayout {
+    /// Queue shards.
+    pub shards: usize,
+    /// Most samples plus histogram samples in one chunk.
+    pub max_points: usize,
+    /// Most uncompressed bytes in one chunk.
+    pub max_raw: usize,
+}
+
+/// A request decoded into chunks, ready for the queue.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    /// Chunks in shard order; within a shard in request order.
+    pub chunks: Vec<Chunk>,
+    /// Totals over the request.
+    pub counts: Counts,
+    /// Series dropped for breaking a label limit (with `drop_over_limit`).
+    pub dropped_series: u64,
+}
+
+thread_local! {
+    /// The decompressed body of the request being decoded on this thread, reused so the hot
+    /// path neither allocates nor zeroes a fresh buffer per request.
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decoded bodies larger than this do not keep their buffer for the next request.
+const KEEP_RAW: usize = 16 << 20;
+
+/// Decompresses, decodes and validates one request body and cuts it into compressed chunks
+/// per shard. A 1.0 body that goes to a single shard unchanged and within the limits becomes
+/// one chunk holding the sender's own compressed bytes: nothing is compressed again.
+///
+/// # Errors
+/// Any [`DecodeError`] except the header-level ones.
+pub fn decode_chunks(
+    protocol: Protocol,
+    body: &Bytes,
+    opts: &Options,
+    layout: &ChunkLayout,
+) -> Result<Chunked, DecodeError> {
+    let declared = declared_len(body, opts.max_decoded_bytes)?;
+    RAW.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < declared {
+            buf.resize(declared, 0);
+        }
+        let n = snap::raw::Decoder::new()
+            .decompress(body, &mut buf[..declared])
+            .map_err(|e| DecodeError::Snappy(e.to_string()));
+        let result = n.and_then(|n| chunk_raw(protocol, body, &buf[..n], opts, layout));
+        if buf.len() > KEEP_RAW {
+            *buf = Vec::new();
+        }
+        result
+    })
+}
+
+fn chunk_raw(
+    protocol: Protocol,
+    body: &Bytes,
+    raw: &[u8],
+    opts: &Options,
+    layout: &ChunkLayout,
+) -> Result<Chunked, DecodeError> {
+    let mut builder =
+        ChunkBuilder::new(layout.shards, layout.max_points, layout.max_raw, raw.len());
+    match protocol {
+        Protocol::V1 => {
+            let w = v1::walk(raw, opts, &mut builder)?;
+            let c = &w.counts;
+            let whole = layout.shards == 1
+                && w.pristine
+                && c.series + c.metadata > 0
+                && ((c.samples + c.histograms) as usize) <= layout.max_points
+                && raw.len() <= layout.max_raw;
+            let chunks = if whole {
+                let counts = ChunkCounts {
+                    series: saturate(c.series),
+                    samples: saturate(c.samples),
+                    histograms: saturate(c.histograms),
+                    exemplars: saturate(c.exemplars),
+                    metadata: saturate(c.metadata),
+                };
+                vec![Chunk::from_block(0, body, raw.len(), counts, w.min_ts)]
+            } else {
+                builder.finish()
+            };
+            Ok(Chunked {
+                chunks,
+                counts: w.counts,
+                dropped_series: w.dropped_series,
+            })
+        }
+        Protocol::V2 => {
+            let d = v2::decode(raw, opts)?;
+            for e in &d.entries {
+                builder.add_entry(e);
+            }
+            Ok(Chunked {
+                chunks: builder.finish(),
+                counts: d.counts,
+                dropped_series: d.dropped_series,
+            })
+        }
+    }
+}
+
+fn saturate(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A fast, stable hash of byte strings (metadata: the family name).
 fn hash_bytes(parts: &[&[u8]]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
@@ -307,6 +484,40 @@ fn hash_bytes(parts: &[&[u8]]) -> u64 {
         h.write_u8(0xff);
     }
     h.finish()
+}
+
+/// The shard key of a series: a hash of its labels in their canonical remote write 1.0
+/// encoding (each `Label` as field 1 of `TimeSeries`, name then value, the value omitted when
+/// empty, minimal varints), which is exactly the bytes every sender writes. One series has one
+/// key whichever protocol or encoder it came through, so it always lands in the same shard.
+pub(crate) fn labels_key(canonical: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(canonical);
+    h.finish()
+}
+
+/// Appends the canonical encoding of one label (see [`labels_key`]) to `out`.
+pub(crate) fn put_label(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let mut len = wire::len_field_size(1, name.len());
+    if !value.is_empty() {
+        len += wire::len_field_size(2, value.len());
+    }
+    wire::put_varint(out, 0x0a);
+    wire::put_varint(out, len as u64);
+    wire::put_len_field(out, 1, name);
+    if !value.is_empty() {
+        wire::put_len_field(out, 2, value);
+    }
+}
+
+/// The shard key of a label set given as pairs, in order.
+pub(crate) fn pairs_key<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    let mut buf = Vec::with_capacity(256);
+    for (n, v) in pairs {
+        put_label(&mut buf, n, v);
+    }
+    labels_key(&buf)
 }
 
 #[cfg(test)]

@@ -344,6 +344,29 @@ fn v2_is_translated_to_v1() {
     );
 }
 
+/// One series has one shard key whichever protocol it arrived in, with or without an added
+/// cluster label, so its samples always travel through one shard, in order.
+#[test]
+fn shard_keys_match_across_protocols() {
+    for cluster in [None, Some("aks-1".to_string())] {
+        let o = Options {
+            cluster: cluster.clone(),
+            ..opts()
+        };
+        let from_v2 = decode(Protocol::V2, &snappy(&v2_request()), &o).unwrap();
+        let via_v1 = decode(Protocol::V1, &snappy(&reassemble(&from_v2)), &o).unwrap();
+        let keys = |d: &Decoded| {
+            d.entries
+                .iter()
+                .filter(|e| e.field == FIELD_TIMESERIES)
+                .map(|e| e.shard_key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&from_v2), keys(&via_v1), "{cluster:?}");
+        assert_eq!(keys(&from_v2).len(), 2);
+    }
+}
+
 #[test]
 fn v2_bad_references_are_refused() {
     let mut r = v2_request();

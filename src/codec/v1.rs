@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 
+use super::chunk::ChunkCounts;
 use super::wire::{self, Fields, WireType};
 use super::{
-    hash_bytes, validate, Counts, DecodeError, Decoded, Entry, Options, FIELD_METADATA,
-    FIELD_TIMESERIES,
+    hash_bytes, labels_key, pairs_key, validate, Counts, DecodeError, Entry, Options,
+    FIELD_METADATA, FIELD_TIMESERIES,
 };
 
 /// Label, sample, exemplar and histogram field numbers of `TimeSeries`.
@@ -15,9 +16,51 @@ const TS_SAMPLES: u32 = 2;
 const TS_EXEMPLARS: u32 = 3;
 const TS_HISTOGRAMS: u32 = 4;
 
-pub(super) fn decode(raw: Bytes, opts: &Options) -> Result<Decoded, DecodeError> {
-    let mut out = Decoded::default();
-    for field in Fields::new(&raw) {
+/// Receives what [`walk`] accepts, in request order.
+pub(super) trait Sink {
+    /// One valid series: its shard key, its encoded bytes as the concatenation of `pieces`
+    /// (the sender's bytes, with an added `cluster` label spliced in when configured), what
+    /// it holds and its oldest timestamp.
+    fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, min_ts: i64);
+    /// One metadata message.
+    fn metadata(&mut self, key: u64, bytes: &[u8]);
+}
+
+/// What [`walk`] found besides the messages it handed on.
+#[derive(Debug, Default)]
+pub(super) struct Walked {
+    /// Totals over the messages handed on.
+    pub(super) counts: Counts,
+    /// Series dropped for breaking a label limit (with `drop_over_limit`).
+    pub(super) dropped_series: u64,
+    /// Every top-level field was handed on as it was: nothing dropped, added or skipped, so
+    /// the messages concatenated are the request itself.
+    pub(super) pristine: bool,
+    /// Oldest sample or histogram timestamp, `i64::MAX` when none.
+    pub(super) min_ts: i64,
+}
+
+/// Validates a `prometheus.WriteRequest` and hands each series and metadata message to `sink`.
+pub(super) fn walk(
+    raw: &[u8],
+    opts: &Options,
+    sink: &mut impl Sink,
+) -> Result<Walked, DecodeError> {
+    let cluster_field = opts.cluster.as_deref().map(|c| {
+        let mut label = Vec::with_capacity(c.len() + 12);
+        wire::put_len_field(&mut label, 1, b"cluster");
+        wire::put_len_field(&mut label, 2, c.as_bytes());
+        let mut field = Vec::with_capacity(label.len() + 4);
+        wire::put_len_field(&mut field, TS_LABELS, &label);
+        field
+    });
+    let mut out = Walked {
+        pristine: true,
+        min_ts: i64::MAX,
+        ..Walked::default()
+    };
+    let mut scratch = Vec::new();
+    for field in Fields::new(raw) {
         let field = field?;
         match (field.number, field.wire) {
             (FIELD_TIMESERIES, WireType::Len) => {
@@ -28,23 +71,53 @@ pub(super) fn decode(raw: Bytes, opts: &Options) -> Result<Decoded, DecodeError>
                         limit: opts.limits.max_series,
                     });
                 }
-                // The one-pass scan handles every valid series; anything it does not accept
-                // goes through the full path, which says exactly what is wrong.
-                let entry = match fast_entry(&raw, field.data, opts) {
-                    Some(e) => Some(e),
-                    None => series_entry(&raw, field.data, opts)?,
-                };
-                match entry {
-                    Some(entry) => {
-                        out.counts.series += 1;
-                        add_counts(&mut out.counts, &entry);
-                        out.entries.push(entry);
+                let series = field.data;
+                // The one-pass scan handles every valid series the way senders encode them;
+                // anything it does not accept goes through the full path, which says exactly
+                // what is wrong (or accepts an unusual but valid encoding).
+                let checked = match fast_scan(series, opts, cluster_field.as_deref(), &mut scratch)
+                {
+                    Some(scan) => {
+                        let (pieces_buf, n): ([&[u8]; 3], usize) =
+                            match (scan.cluster_at, &cluster_field) {
+                                (Some(at), Some(c)) => {
+                                    ([&series[..at], c.as_slice(), &series[at..]], 3)
+                                }
+                                _ => ([series, &[], &[]], 1),
+                            };
+                        out.pristine &= n == 1;
+                        emit(
+                            &mut out,
+                            sink,
+                            scan.key,
+                            &pieces_buf[..n],
+                            scan.counts,
+                            scan.min_ts,
+                        );
+                        continue;
                     }
-                    None => out.dropped_series += 1,
+                    None => check_series(series, opts)?,
+                };
+                match checked {
+                    Checked::Keep {
+                        key,
+                        counts,
+                        min_ts,
+                        rewritten,
+                    } => {
+                        out.pristine &= rewritten.is_none();
+                        let bytes = rewritten.as_deref().unwrap_or(series);
+                        emit(&mut out, sink, key, &[bytes], counts, min_ts);
+                    }
+                    Checked::Drop => {
+                        out.pristine = false;
+                        out.dropped_series += 1;
+                    }
                 }
             }
             (FIELD_METADATA, WireType::Len) => {
-                out.entries.push(metadata_entry(&raw, field.data)?);
+                check_metadata(field.data)?;
+                sink.metadata(metadata_key(field.data), field.data);
                 out.counts.metadata += 1;
             }
             (FIELD_TIMESERIES | FIELD_METADATA, _) => {
@@ -54,16 +127,26 @@ pub(super) fn decode(raw: Bytes, opts: &Options) -> Result<Decoded, DecodeError>
                 )))
             }
             // Unknown fields (including the reserved field 2) are ignored, as protobuf allows.
-            _ => {}
+            _ => out.pristine = false,
         }
     }
     Ok(out)
 }
 
-fn add_counts(c: &mut Counts, e: &Entry) {
-    c.samples += u64::from(e.samples);
-    c.histograms += u64::from(e.histograms);
-    c.exemplars += u64::from(e.exemplars);
+fn emit(
+    out: &mut Walked,
+    sink: &mut impl Sink,
+    key: u64,
+    pieces: &[&[u8]],
+    counts: ChunkCounts,
+    min_ts: i64,
+) {
+    out.counts.series += 1;
+    out.counts.samples += u64::from(counts.samples);
+    out.counts.histograms += u64::from(counts.histograms);
+    out.counts.exemplars += u64::from(counts.exemplars);
+    out.min_ts = out.min_ts.min(min_ts);
+    sink.series(key, pieces, counts, min_ts);
 }
 
 /// One label's name and value, borrowed from the series bytes.
@@ -120,106 +203,250 @@ fn point_ok(kind: u32, msg: &[u8]) -> bool {
     })
 }
 
-/// Validates one series and makes its entry in a single walk without allocating (unless a
-/// `cluster` label must be added). Returns `None` for anything it does not accept (a rule or
-/// limit broken, an unexpected wire type): [`series_entry`] then decides, with the message.
-/// The shard key is the same as [`series_entry`]'s.
-fn fast_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Option<Entry> {
-    use std::hash::Hasher;
-    let lim = &opts.limits;
-    let cluster = opts.cluster.as_deref().map(str::as_bytes);
-    let mut h = rustc_hash::FxHasher::default();
-    let mut pair = |n: &[u8], v: &[u8]| {
-        h.write(n);
-        h.write_u8(0xff);
-        h.write(v);
-        h.write_u8(0xff);
-    };
-    let mut prev: Option<&[u8]> = None;
-    let (mut count, mut has_name) = (0usize, false);
-    // None: not decided yet; Some(false): the series has its own; Some(true): added.
-    let mut add_cluster: Option<bool> = None;
-    let (mut samples, mut histograms, mut exemplars) = (0u32, 0u32, 0u32);
-    for f in Fields::new(series) {
-        let f = f.ok()?;
-        match f.number {
-            TS_LABELS => {
-                if f.wire != WireType::Len {
+/// A minimally encoded varint at `*i`, advancing it; `None` when truncated, longer than 10
+/// bytes or padded (a last byte of zero), which the full path then judges.
+#[inline(always)]
+fn varint_at(b: &[u8], i: &mut usize) -> Option<u64> {
+    let first = *b.get(*i)?;
+    *i += 1;
+    if first < 0x80 {
+        return Some(u64::from(first));
+    }
+    let mut v = u64::from(first & 0x7f);
+    let mut shift = 7;
+    loop {
+        let c = *b.get(*i)?;
+        *i += 1;
+        v |= u64::from(c & 0x7f) << shift;
+        if c < 0x80 {
+            return (c != 0).then_some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// The length-delimited payload at `*i` (after its key), advancing past it.
+#[inline(always)]
+fn len_at<'a>(b: &'a [u8], i: &mut usize) -> Option<&'a [u8]> {
+    let n = usize::try_from(varint_at(b, i)?).ok()?;
+    let end = i.checked_add(n)?;
+    let s = b.get(*i..end)?;
+    *i = end;
+    Some(s)
+}
+
+/// A label in its canonical encoding (`name = 1`, then `value = 2` omitted when empty), as
+/// every sender writes it; anything else goes to the full path. Returns the name's offset in
+/// `l`, the name and the value.
+#[inline(always)]
+fn fast_label(l: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+    if l.first() != Some(&0x0a) {
+        return None;
+    }
+    let mut i = 1;
+    let name = len_at(l, &mut i)?;
+    let start = i - name.len();
+    if i == l.len() {
+        return Some((start, name, &[]));
+    }
+    if l[i] != 0x12 {
+        return None;
+    }
+    i += 1;
+    let value = len_at(l, &mut i)?;
+    (i == l.len() && !value.is_empty()).then_some((start, name, value))
+}
+
+/// The timestamp of a sample encoded as senders do (`value = 1` fixed64, `timestamp = 2`
+/// varint, either omitted when zero); anything else goes to the full path.
+#[inline(always)]
+fn fast_sample_ts(s: &[u8]) -> Option<i64> {
+    let (mut i, mut ts) = (0, 0i64);
+    while i < s.len() {
+        match s[i] {
+            0x09 => {
+                i += 9;
+                if i > s.len() {
                     return None;
                 }
-                let (n, v) = label(f.data).ok()?;
-                if n.len() > lim.max_name_len
+            }
+            0x10 => {
+                i += 1;
+                ts = varint_at(s, &mut i)? as i64;
+            }
+            _ => return None,
+        }
+    }
+    Some(ts)
+}
+
+/// The first eight bytes of the name at `start..start + len` of `l`, big-endian, zero-padded:
+/// comparing these orders names by their first eight bytes, and a name of up to eight bytes is
+/// all in it. One fixed-size load when `l` has eight bytes from `start` (the value usually
+/// follows the name), else byte by byte.
+#[inline(always)]
+fn name_prefix(l: &[u8], start: usize, len: usize) -> u64 {
+    if let Some(w) = l.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_be_bytes(*w);
+        return match len {
+            0 => 0,
+            1..=7 => w & !(u64::MAX >> (8 * len)),
+            _ => w,
+        };
+    }
+    let mut v = 0u64;
+    for (i, &c) in l[start..start + len.min(8)].iter().enumerate() {
+        v |= u64::from(c) << (56 - 8 * i);
+    }
+    v
+}
+
+/// `"__name__"` as a name prefix.
+const METRIC_NAME_LABEL: u64 = u64::from_be_bytes(*b"__name__");
+
+/// What the one-pass scan learned about a valid series.
+struct Scan {
+    key: u64,
+    counts: ChunkCounts,
+    min_ts: i64,
+    /// Where the `cluster` label must be spliced in, when one is configured and missing.
+    cluster_at: Option<usize>,
+}
+
+/// Validates one series in a single walk without allocating and computes its shard key (the
+/// same as [`check_series`]'s: a hash of the canonical label bytes, which the scan checks the
+/// sender wrote). Returns `None` for anything it does not accept (a rule or limit broken, an
+/// unusual encoding): [`check_series`] then decides, with the message. `cluster_field` is the
+/// encoded `cluster` label to add when the series has none; `scratch` holds the label bytes
+/// with it added, for the key.
+fn fast_scan(
+    series: &[u8],
+    opts: &Options,
+    cluster_field: Option<&[u8]>,
+    scratch: &mut Vec<u8>,
+) -> Option<Scan> {
+    let lim = &opts.limits;
+    // The previous label's name and its prefix; a valid name's prefix is never zero.
+    let (mut prev, mut prev_name): (u64, &[u8]) = (0, &[]);
+    let (mut count, mut has_name) = (0usize, false);
+    let (mut own_cluster, mut cluster_at) = (false, None);
+    let mut labels_end = 0;
+    let mut counts = ChunkCounts {
+        series: 1,
+        ..ChunkCounts::default()
+    };
+    let mut min_ts = i64::MAX;
+    let mut i = 0;
+    while i < series.len() {
+        let at = i;
+        let tag = series[i];
+        i += 1;
+        let data = len_at(series, &mut i)?;
+        match tag {
+            0x0a => {
+                // Labels come first, as every encoder writes them.
+                if counts.samples + counts.histograms + counts.exemplars > 0 {
+                    return None;
+                }
+                let (start, n, v) = fast_label(data)?;
+                let key = name_prefix(data, start, n.len());
+                let sorted = key > prev || (key == prev && prev != 0 && n > prev_name);
+                let name_ok = if n.len() <= 8 {
+                    validate::is_short_label_name(key, n.len())
+                } else {
+                    validate::is_label_name(n)
+                };
+                if !sorted
+                    || !name_ok
+                    || n.len() > lim.max_name_len
                     || v.len() > lim.max_value_len
-                    || !validate::is_label_name(n)
-                    || std::str::from_utf8(v).is_err()
-                    || prev.is_some_and(|p| n <= p)
+                    || !(v.is_ascii() || std::str::from_utf8(v).is_ok())
                 {
                     return None;
                 }
-                if n == b"__name__" {
+                if key == METRIC_NAME_LABEL && n.len() == 8 {
                     if !validate::is_metric_name(v) {
                         return None;
                     }
                     has_name = true;
                 }
-                if let (Some(c), None) = (cluster, add_cluster) {
+                if cluster_field.is_some() && !own_cluster && cluster_at.is_none() {
                     if n == b"cluster" {
-                        add_cluster = Some(false);
+                        own_cluster = true;
                     } else if n > &b"cluster"[..] {
-                        pair(b"cluster", c);
-                        add_cluster = Some(true);
+                        cluster_at = Some(at);
                     }
                 }
-                pair(n, v);
-                prev = Some(n);
+                prev = key;
+                prev_name = n;
                 count += 1;
+                labels_end = i;
             }
-            TS_SAMPLES | TS_EXEMPLARS | TS_HISTOGRAMS => {
-                if f.wire != WireType::Len || !point_ok(f.number, f.data) {
+            0x12 => {
+                min_ts = min_ts.min(fast_sample_ts(data)?);
+                counts.samples += 1;
+            }
+            0x1a => {
+                if !point_ok(TS_EXEMPLARS, data) {
                     return None;
                 }
-                let c = match f.number {
-                    TS_SAMPLES => &mut samples,
-                    TS_EXEMPLARS => &mut exemplars,
-                    _ => &mut histograms,
-                };
-                *c = c.saturating_add(1);
+                counts.exemplars += 1;
             }
-            _ => {}
+            0x22 => {
+                if !point_ok(TS_HISTOGRAMS, data) {
+                    return None;
+                }
+                min_ts = min_ts.min(timestamp_of(data, 15).unwrap_or(0));
+                counts.histograms += 1;
+            }
+            _ => return None,
         }
     }
-    if !has_name
-        || count > lim.max_labels
-        || samples as usize + histograms as usize > lim.max_samples_per_series
-    {
+    if !has_name || count > lim.max_labels || counts.points() > lim.max_samples_per_series {
         return None;
     }
-    if let (Some(c), None) = (cluster, add_cluster) {
-        pair(b"cluster", c);
-        add_cluster = Some(true);
-    }
-    let bytes = match (add_cluster, cluster) {
-        (Some(true), Some(c)) => Bytes::from(with_label(series, b"cluster", c).ok()?),
-        _ => raw.slice_ref(series),
+    let key = match cluster_field {
+        Some(c) if !own_cluster => {
+            let at = *cluster_at.get_or_insert(labels_end);
+            scratch.clear();
+            scratch.extend_from_slice(&series[..at]);
+            scratch.extend_from_slice(c);
+            scratch.extend_from_slice(&series[at..labels_end]);
+            labels_key(scratch)
+        }
+        _ => labels_key(&series[..labels_end]),
     };
-    Some(Entry {
-        shard_key: h.finish(),
-        field: FIELD_TIMESERIES,
-        bytes,
-        samples,
-        histograms,
-        exemplars,
+    Some(Scan {
+        key,
+        counts,
+        min_ts,
+        cluster_at,
     })
 }
 
-/// Validates one series and makes its entry; `None` when it breaks a label limit and the
-/// limits say to drop such series.
-fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Entry>, DecodeError> {
+/// What the full path decided about a series.
+enum Checked {
+    Keep {
+        key: u64,
+        counts: ChunkCounts,
+        min_ts: i64,
+        /// The series re-encoded with an added `cluster` label.
+        rewritten: Option<Vec<u8>>,
+    },
+    /// It breaks a label limit and the limits say to drop such series.
+    Drop,
+}
+
+/// Validates one series with a precise error for anything wrong.
+fn check_series(series: &[u8], opts: &Options) -> Result<Checked, DecodeError> {
     let labels = labels(series)?;
     validate::check_labels(labels.iter().copied())?;
     if let Some(rule) = opts.limits.check_labels(labels.iter().copied()) {
         if opts.limits.drop_over_limit {
-            return Ok(None);
+            return Ok(Checked::Drop);
         }
         return Err(DecodeError::Limit {
             series: validate::render(labels.iter().copied()),
@@ -227,13 +454,16 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Ent
         });
     }
 
-    let (mut samples, mut histograms, mut exemplars) = (0u32, 0u32, 0u32);
+    let mut counts = ChunkCounts {
+        series: 1,
+        ..ChunkCounts::default()
+    };
     for f in Fields::new(series) {
         let f = f?;
         let counter = match f.number {
-            TS_SAMPLES => &mut samples,
-            TS_EXEMPLARS => &mut exemplars,
-            TS_HISTOGRAMS => &mut histograms,
+            TS_SAMPLES => &mut counts.samples,
+            TS_EXEMPLARS => &mut counts.exemplars,
+            TS_HISTOGRAMS => &mut counts.histograms,
             _ => continue,
         };
         if f.wire != WireType::Len {
@@ -255,7 +485,7 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Ent
         }
         *counter = counter.saturating_add(1);
     }
-    let points = samples as usize + histograms as usize;
+    let points = counts.points();
     if points > opts.limits.max_samples_per_series {
         return Err(DecodeError::Limit {
             series: validate::render(labels.iter().copied()),
@@ -266,33 +496,74 @@ fn series_entry(raw: &Bytes, series: &[u8], opts: &Options) -> Result<Option<Ent
         });
     }
 
-    let mut key_parts: Vec<&[u8]> = Vec::with_capacity(labels.len() * 2 + 2);
-    for (n, v) in &labels {
-        key_parts.push(n);
-        key_parts.push(v);
-    }
-    let bytes = match &opts.cluster {
+    let mut final_labels = labels.clone();
+    let rewritten = match &opts.cluster {
         Some(cluster) if !labels.iter().any(|(n, _)| *n == b"cluster") => {
-            // Hash in sorted position, as the 2.0 path does, so one series has one shard key
-            // whichever protocol it arrived in.
-            let at = 2 * labels.partition_point(|(n, _)| *n < &b"cluster"[..]);
-            key_parts.insert(at, cluster.as_bytes());
-            key_parts.insert(at, b"cluster");
-            Bytes::from(with_label(series, b"cluster", cluster.as_bytes())?)
+            // In sorted position, as the fast path and the 2.0 path do, so one series has one
+            // shard key whichever way it arrived.
+            let at = labels.partition_point(|(n, _)| *n < &b"cluster"[..]);
+            final_labels.insert(at, (b"cluster", cluster.as_bytes()));
+            Some(with_label(series, b"cluster", cluster.as_bytes())?)
         }
-        _ => raw.slice_ref(series),
+        _ => None,
     };
-    // The shard key is over the labels as sent (plus the added cluster label): the same series
-    // always lands in the same shard.
-    let shard_key = hash_bytes(&key_parts);
-    Ok(Some(Entry {
-        shard_key,
+    Ok(Checked::Keep {
+        key: pairs_key(final_labels.into_iter()),
+        counts,
+        min_ts: min_timestamp(series),
+        rewritten,
+    })
+}
+
+/// The shard key of an encoded series (its labels, canonically encoded, as on receipt).
+pub(super) fn series_key(series: &[u8]) -> u64 {
+    pairs_key(labels(series).unwrap_or_default().into_iter())
+}
+
+/// The oldest sample or histogram timestamp of an encoded series, `i64::MAX` when it has none.
+pub(super) fn min_timestamp(series: &[u8]) -> i64 {
+    Fields::new(series)
+        .filter_map(Result::ok)
+        .filter_map(|f| match f.number {
+            TS_SAMPLES => Some(timestamp_of(f.data, 2).unwrap_or(0)),
+            TS_HISTOGRAMS => Some(timestamp_of(f.data, 15).unwrap_or(0)),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
+/// An entry for a series read back from a chunk (already validated on receipt).
+pub(super) fn series_entry_of(bytes: Bytes) -> Entry {
+    let (mut samples, mut histograms, mut exemplars) = (0u32, 0u32, 0u32);
+    for f in Fields::new(&bytes).filter_map(Result::ok) {
+        match f.number {
+            TS_SAMPLES => samples += 1,
+            TS_HISTOGRAMS => histograms += 1,
+            TS_EXEMPLARS => exemplars += 1,
+            _ => {}
+        }
+    }
+    Entry {
+        shard_key: series_key(&bytes),
         field: FIELD_TIMESERIES,
         bytes,
         samples,
         histograms,
         exemplars,
-    }))
+    }
+}
+
+/// An entry for a metadata message read back from a chunk.
+pub(super) fn metadata_entry_of(bytes: Bytes) -> Entry {
+    Entry {
+        shard_key: metadata_key(&bytes),
+        field: FIELD_METADATA,
+        bytes,
+        samples: 0,
+        histograms: 0,
+        exemplars: 0,
+    }
 }
 
 /// Re-encodes a series with one more label, inserted in name order; every other field is
@@ -326,31 +597,31 @@ fn with_label(series: &[u8], name: &[u8], value: &[u8]) -> Result<Vec<u8>, Decod
     Ok(out)
 }
 
-fn metadata_entry(raw: &Bytes, meta: &[u8]) -> Result<Entry, DecodeError> {
-    let mut family: &[u8] = &[];
+/// Checks that the strings of a `MetricMetadata` are UTF-8.
+fn check_metadata(meta: &[u8]) -> Result<(), DecodeError> {
     for f in Fields::new(meta) {
         let f = f?;
-        if f.wire == WireType::Len {
-            // metric_family_name (2), help (4) and unit (5) are strings.
-            if matches!(f.number, 2 | 4 | 5) && std::str::from_utf8(f.data).is_err() {
-                return Err(DecodeError::Protobuf(format!(
-                    "metadata field {} is not valid UTF-8",
-                    f.number
-                )));
-            }
-            if f.number == 2 {
-                family = f.data;
-            }
+        // metric_family_name (2), help (4) and unit (5) are strings.
+        if f.wire == WireType::Len
+            && matches!(f.number, 2 | 4 | 5)
+            && std::str::from_utf8(f.data).is_err()
+        {
+            return Err(DecodeError::Protobuf(format!(
+                "metadata field {} is not valid UTF-8",
+                f.number
+            )));
         }
     }
-    Ok(Entry {
-        shard_key: hash_bytes(&[family]),
-        field: FIELD_METADATA,
-        bytes: raw.slice_ref(meta),
-        samples: 0,
-        histograms: 0,
-        exemplars: 0,
-    })
+    Ok(())
+}
+
+/// The shard key of a metadata message: its metric family name.
+fn metadata_key(meta: &[u8]) -> u64 {
+    let family = Fields::new(meta)
+        .filter_map(Result::ok)
+        .find(|f| f.number == 2 && f.wire == WireType::Len)
+        .map_or(&[][..], |f| f.data);
+    hash_bytes(&[family])
 }
 
 /// What [`prune_older`] removed.
@@ -472,40 +743,134 @@ mod fast_path_tests {
     use super::*;
 
     /// The one-pass scan and the full path agree on every fixture series, with and without an
-    /// added cluster label: same shard key, same bytes, same counts.
+    /// added cluster label: same shard key, same bytes, same counts, same oldest timestamp.
     #[test]
     fn fast_and_full_paths_agree() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-        for cluster in [None, Some("aks-1".to_string()), Some("zzz".to_string())] {
+        for cluster in [None, Some("aks-1"), Some("zzz"), Some("a")] {
             let opts = Options {
-                cluster: cluster.clone(),
+                cluster: cluster.map(str::to_string),
                 ..Options::default()
             };
+            let cluster_field = cluster.map(|c| {
+                let mut label = Vec::new();
+                wire::put_len_field(&mut label, 1, b"cluster");
+                wire::put_len_field(&mut label, 2, c.as_bytes());
+                let mut f = Vec::new();
+                wire::put_len_field(&mut f, TS_LABELS, &label);
+                f
+            });
             for name in [
                 "prom242_rw1_500samples_a.snappy",
                 "prom242_rw1_500samples_b.snappy",
                 "prom242_rw1_100_stale_markers.snappy",
             ] {
                 let body = std::fs::read(format!("{dir}/{name}")).unwrap();
-                let raw = Bytes::from(super::super::decompress(&body, 1 << 26).unwrap());
+                let raw = super::super::decompress(&body, 1 << 26).unwrap();
+                let mut scratch = Vec::new();
                 let mut n = 0;
                 for f in Fields::new(&raw) {
                     let f = f.unwrap();
                     if f.number != FIELD_TIMESERIES {
                         continue;
                     }
-                    let fast =
-                        fast_entry(&raw, f.data, &opts).expect("fixture series take the fast path");
-                    let full = series_entry(&raw, f.data, &opts).unwrap().unwrap();
+                    let fast = fast_scan(f.data, &opts, cluster_field.as_deref(), &mut scratch)
+                        .expect("fixture series take the fast path");
+                    let Checked::Keep {
+                        key,
+                        counts,
+                        min_ts,
+                        rewritten,
+                    } = check_series(f.data, &opts).unwrap()
+                    else {
+                        panic!("kept");
+                    };
                     assert_eq!(
-                        (fast.shard_key, &fast.bytes, fast.samples),
-                        (full.shard_key, &full.bytes, full.samples),
+                        (fast.key, fast.counts, fast.min_ts),
+                        (key, counts, min_ts),
                         "{name} {cluster:?}"
                     );
+                    let fast_bytes = match (fast.cluster_at, &cluster_field) {
+                        (Some(at), Some(c)) => [&f.data[..at], c, &f.data[at..]].concat(),
+                        _ => f.data.to_vec(),
+                    };
+                    assert_eq!(
+                        fast_bytes,
+                        rewritten.unwrap_or_else(|| f.data.to_vec()),
+                        "{name} {cluster:?}"
+                    );
+                    assert_eq!(series_key(&fast_bytes), key, "key of the bytes sent on");
                     n += 1;
                 }
                 assert!(n > 0);
             }
+        }
+    }
+
+    /// Encodings a sender may legally use but the scan does not take (value field present but
+    /// empty, a padded varint, labels after samples) go through the full path and keep the
+    /// series' shard key.
+    #[test]
+    fn unusual_encodings_take_the_full_path_with_the_same_key() {
+        let label = |n: &[u8], v: &[u8], empty_value_field: bool| {
+            let mut m = Vec::new();
+            wire::put_len_field(&mut m, 1, n);
+            if !v.is_empty() || empty_value_field {
+                wire::put_len_field(&mut m, 2, v);
+            }
+            let mut f = Vec::new();
+            wire::put_len_field(&mut f, TS_LABELS, &m);
+            f
+        };
+        let sample = {
+            let mut s = vec![0x09];
+            s.extend_from_slice(&1.0f64.to_le_bytes());
+            s.extend_from_slice(&[0x10, 0x05]);
+            let mut f = Vec::new();
+            wire::put_len_field(&mut f, TS_SAMPLES, &s);
+            f
+        };
+        let canonical = [
+            label(b"__name__", b"up", false),
+            label(b"job", b"", false),
+            sample.clone(),
+        ]
+        .concat();
+        let opts = Options::default();
+        let mut scratch = Vec::new();
+        let want = fast_scan(&canonical, &opts, None, &mut scratch)
+            .unwrap()
+            .key;
+        let empty_value = [
+            label(b"__name__", b"up", false),
+            label(b"job", b"", true),
+            sample.clone(),
+        ]
+        .concat();
+        let mut padded = canonical.clone();
+        // The sample's length varint, padded to two bytes.
+        let at = padded.len() - sample.len() + 1;
+        padded[at] |= 0x80;
+        padded.insert(at + 1, 0);
+        let late_label = [
+            label(b"__name__", b"up", false),
+            sample.clone(),
+            label(b"job", b"", false),
+        ]
+        .concat();
+        for (what, series) in [
+            ("empty value field", empty_value),
+            ("padded varint", padded),
+            ("label after sample", late_label),
+        ] {
+            assert!(
+                fast_scan(&series, &opts, None, &mut scratch).is_none(),
+                "{what}"
+            );
+            let Checked::Keep { key, .. } = check_series(&series, &opts).unwrap() else {
+                panic!("{what}: kept");
+            };
+            assert_eq!(key, want, "{what}");
         }
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{
-    hash_bytes, validate, Counts, DecodeError, Decoded, Entry, Options, FIELD_METADATA,
+    hash_bytes, pairs_key, validate, Counts, DecodeError, Decoded, Entry, Options, FIELD_METADATA,
     FIELD_TIMESERIES,
 };
 use crate::proto::{v1, v2};
@@ -130,12 +130,8 @@ pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError>
             exemplars,
             histograms: ts.histograms.iter().map(histogram).collect(),
         };
-        let key_parts: Vec<&[u8]> = pairs
-            .iter()
-            .flat_map(|(n, v)| [n.as_bytes(), v.as_bytes()])
-            .collect();
         let entry = Entry {
-            shard_key: hash_bytes(&key_parts),
+            shard_key: pairs_key(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))),
             field: FIELD_TIMESERIES,
             samples: count(series.samples.len()),
             histograms: count(series.histograms.len()),

@@ -72,15 +72,88 @@ pub fn check_labels<'a>(
     Ok(())
 }
 
-pub(super) fn is_label_name(b: &[u8]) -> bool {
-    matches!(b.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+/// `b` repeated in every byte of a word.
+const fn rep(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
 }
 
+/// The high bit of each byte of `w` that lies in `lo..=hi`; every byte of `w` must be ASCII
+/// (below 0x80), so the per-byte additions never carry into the next byte.
+#[inline(always)]
+fn in_range(w: u64, lo: u8, hi: u8) -> u64 {
+    let at_least_lo = w.wrapping_add(rep(0x80 - lo));
+    let above_hi = w.wrapping_add(rep(0x7f - hi));
+    at_least_lo & !above_hi & rep(0x80)
+}
+
+/// Whether all eight bytes of `w` are name characters: `[a-zA-Z0-9_]`, plus `:` for metric
+/// names. Eight bytes per step instead of one: names are most of a series' bytes.
+#[inline(always)]
+fn word_is_name(w: u64, metric: bool) -> bool {
+    if w & rep(0x80) != 0 {
+        return false;
+    }
+    let digits = in_range(w, b'0', if metric { b':' } else { b'9' });
+    let ok = digits | in_range(w, b'A', b'Z') | in_range(w, b'a', b'z') | in_range(w, b'_', b'_');
+    ok == rep(0x80)
+}
+
+/// Which single bytes are name characters: bit 0 for label names, bit 1 for metric names.
+const NAME_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            t[c] = 0b11;
+        } else if b == b':' {
+            t[c] = 0b10;
+        }
+        c += 1;
+    }
+    t
+};
+
+#[inline]
+fn is_name(b: &[u8], metric: bool) -> bool {
+    match b.first() {
+        Some(c) if !c.is_ascii_digit() => {}
+        _ => return false,
+    }
+    if b.len() < 8 {
+        let bit = if metric { 0b10 } else { 0b01 };
+        return b.iter().all(|&c| NAME_BYTES[c as usize] & bit != 0);
+    }
+    let word = |w: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        word_is_name(u64::from_le_bytes(a), metric)
+    };
+    // Whole words, then the last eight bytes (overlapping the previous word when the length
+    // is not a multiple of eight): fixed-size loads only.
+    b.chunks_exact(8).all(word) && word(&b[b.len() - 8..])
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*` for a name of 1 to 8 bytes given as its big-endian, zero-padded
+/// first eight bytes: one word check, no loop.
+#[inline]
+pub(super) fn is_short_label_name(prefix: u64, len: usize) -> bool {
+    if len == 0 || (prefix >> 56) as u8 >= b'0' && (prefix >> 56) as u8 <= b'9' {
+        return false;
+    }
+    // Fill the padding with a name character.
+    let pad = if len >= 8 { 0 } else { rep(b'a') >> (8 * len) };
+    word_is_name(prefix | pad, false)
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub(super) fn is_label_name(b: &[u8]) -> bool {
+    is_name(b, false)
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub(super) fn is_metric_name(b: &[u8]) -> bool {
-    matches!(b.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_' || *c == b':')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+    is_name(b, true)
 }
 
 /// Renders a label set like `up{instance="a",job="b"}` for error messages, at most ~200 chars.
@@ -159,6 +232,42 @@ mod tests {
                     assert!(e.starts_with("series "), "{e}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn name_tables_match_the_patterns() {
+        let reference = |b: &[u8], metric: bool| {
+            let first = |c: u8| c.is_ascii_alphabetic() || c == b'_' || (metric && c == b':');
+            let rest = |c: u8| first(c) || c.is_ascii_digit();
+            matches!(b.first(), Some(&c) if first(c)) && b.iter().all(|&c| rest(c))
+        };
+        let mut cases: Vec<Vec<u8>> =
+            vec![b"".to_vec(), b"9a".to_vec(), b"a9".to_vec(), b":x".to_vec()];
+        // Every byte alone, and at every position of names from 2 to 20 bytes (so in both
+        // the eight-byte words and the padded tail).
+        for c in 0..=255u8 {
+            cases.push(vec![c]);
+            for len in 2..=20 {
+                for at in 1..len {
+                    let mut n = vec![b'a'; len];
+                    n[at] = c;
+                    cases.push(n);
+                }
+            }
+        }
+        for c in &cases {
+            assert_eq!(is_label_name(c), reference(c, false), "{c:?}");
+            if (1..=8).contains(&c.len()) {
+                let mut a = [0u8; 8];
+                a[..c.len()].copy_from_slice(c);
+                assert_eq!(
+                    is_short_label_name(u64::from_be_bytes(a), c.len()),
+                    reference(c, false),
+                    "{c:?}"
+                );
+            }
+            assert_eq!(is_metric_name(c), reference(c, true), "{c:?}");
         }
     }
 

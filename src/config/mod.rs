@@ -963,6 +963,11 @@ impl Settings {
                     .unwrap_or(FullStatus::ServiceUnavailable),
                 retry_after_secs: 5,
                 max_inflight_decode_bytes,
+                layout: crate::codec::ChunkLayout {
+                    shards,
+                    max_points: max_samples,
+                    max_raw: max_bytes,
+                },
             },
             upstream: UpstreamConfig {
                 url,

@@ -18,7 +18,7 @@
 //! connection, a delay, or "accept then fail" (the data is taken but the client sees an error,
 //! which shows duplication downstream).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ use prost::Message as _;
 use super::entra::{json_response, EntraConfig, EntraEmulator, RegisteredClient, TokenVerifier};
 use super::serve::{self, ConnKill, Server};
 use super::tls::{LeafCert, TestCa};
-use crate::loadgen::checksum::{series_hash, Checksum};
+use crate::loadgen::checksum::{series_hash_pairs, Checksum};
 use crate::proto::v1::WriteRequest;
 
 /// The only stream the metrics ingestion API accepts.
@@ -236,7 +236,7 @@ struct Data {
     outage: Option<Fault>,
     granted: HashSet<String>,
     api_versions: Vec<String>,
-    last_ts: HashMap<u64, i64>,
+    last_ts: rustc_hash::FxHashMap<u64, i64>,
     accepted: VecDeque<WriteRequest>,
 }
 
@@ -293,7 +293,7 @@ impl DceEmulator {
                 outage: None,
                 granted: config.granted.into_iter().collect(),
                 api_versions: config.api_versions,
-                last_ts: HashMap::new(),
+                last_ts: Default::default(),
                 accepted: VecDeque::new(),
             }),
             path: format!(
@@ -644,102 +644,81 @@ async fn ingest(shared: &Shared, request: Request) -> Result<(), Response> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(&compressed)
         .map_err(|e| bad(format!("body is not a snappy block: {e}")))?;
-    let request = WriteRequest::decode(raw.as_slice())
-        .map_err(|e| bad(format!("body is not a prometheus.WriteRequest: {e}")))?;
-    // Content.
-    let mut seen_pairs: HashSet<(u64, i64)> = HashSet::new();
-    let mut seen_series: HashSet<u64> = HashSet::new();
-    let mut hashes = Vec::with_capacity(request.timeseries.len());
-    for ts in &request.timeseries {
-        if !ts
-            .labels
+    let parsed = parse_write_request(&raw).map_err(|e| match e {
+        Refusal::Wire(e) => bad(format!("body is not a prometheus.WriteRequest: {e}")),
+        Refusal::Content(m) => bad(m.to_owned()),
+    })?;
+    // Kept requests are decoded in full, for the tests that look at them.
+    let kept = if shared.keep > 0 {
+        Some(
+            WriteRequest::decode(raw.as_slice())
+                .map_err(|e| bad(format!("body is not a prometheus.WriteRequest: {e}")))?,
+        )
+    } else {
+        None
+    };
+    // Content: a series and timestamp repeated within one request is Azure's documented 422.
+    let mut seen_pairs: rustc_hash::FxHashSet<(u64, i64)> = Default::default();
+    let mut seen_series: rustc_hash::FxHashSet<u64> = Default::default();
+    let duplicate = if shared.reject_repeated_series {
+        parsed.series.iter().any(|h| !seen_series.insert(*h))
+    } else {
+        parsed
+            .samples
             .iter()
-            .any(|l| l.name == "__name__" && !l.value.is_empty())
-        {
-            return Err(bad(
-                "every time series needs a non-empty __name__ label".to_owned()
-            ));
-        }
-        if ts.labels.iter().any(|l| l.name.is_empty()) {
-            return Err(bad("label names must not be empty".to_owned()));
-        }
-        let names: BTreeSet<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
-        if names.len() != ts.labels.len() {
-            return Err(bad("a time series repeats a label name".to_owned()));
-        }
-        let h = series_hash(&ts.labels);
-        let duplicate = if shared.reject_repeated_series {
-            !seen_series.insert(h)
-        } else {
-            ts.samples
-                .iter()
-                .any(|s| !seen_pairs.insert((h, s.timestamp)))
-                || ts
-                    .histograms
-                    .iter()
-                    .any(|s| !seen_pairs.insert((h, s.timestamp)))
-        };
-        if duplicate {
-            return Err(azure_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "DuplicateTimeSeries",
-                "the request contains duplicate time series",
-            ));
-        }
-        hashes.push(h);
+            .map(|&(i, t, _)| (i, t))
+            .chain(parsed.histograms.iter().copied())
+            .any(|(i, t)| !seen_pairs.insert((parsed.series[i as usize], t)))
+    };
+    if duplicate {
+        return Err(azure_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "DuplicateTimeSeries",
+            "the request contains duplicate time series",
+        ));
     }
     // Accept.
+    let mut checksum = Checksum::new();
+    for &(i, t, bits) in &parsed.samples {
+        checksum.add(parsed.series[i as usize], t, f64::from_bits(bits));
+    }
     let mut data = shared.lock();
     let stats_before = data.stats.distinct_series;
     let mut distinct_new = 0;
     let mut ooo = 0;
     let mut repeated = 0;
-    let mut checksum = Checksum::new();
-    for (ts, &h) in request.timeseries.iter().zip(&hashes) {
-        let mut timestamps: Vec<i64> = ts.samples.iter().map(|s| s.timestamp).collect();
-        timestamps.extend(ts.histograms.iter().map(|s| s.timestamp));
-        for s in &ts.samples {
-            checksum.add(h, s.timestamp, s.value);
-        }
-        for t in timestamps {
-            match data.last_ts.get(&h).copied() {
-                None => {
-                    distinct_new += 1;
-                    data.last_ts.insert(h, t);
-                }
-                Some(last) if t < last => ooo += 1,
-                Some(last) if t == last => repeated += 1,
-                Some(_) => {
-                    data.last_ts.insert(h, t);
-                }
+    let points = parsed
+        .samples
+        .iter()
+        .map(|&(i, t, _)| (i, t))
+        .chain(parsed.histograms.iter().copied());
+    for (i, t) in points {
+        let h = parsed.series[i as usize];
+        match data.last_ts.get(&h).copied() {
+            None => {
+                distinct_new += 1;
+                data.last_ts.insert(h, t);
+            }
+            Some(last) if t < last => ooo += 1,
+            Some(last) if t == last => repeated += 1,
+            Some(_) => {
+                data.last_ts.insert(h, t);
             }
         }
     }
     let stats = &mut data.stats;
     stats.accepted_requests += 1;
-    stats.series += request.timeseries.len() as u64;
-    stats.samples += request
-        .timeseries
-        .iter()
-        .map(|t| t.samples.len() as u64)
-        .sum::<u64>();
-    stats.histograms += request
-        .timeseries
-        .iter()
-        .map(|t| t.histograms.len() as u64)
-        .sum::<u64>();
-    stats.exemplars += request
-        .timeseries
-        .iter()
-        .map(|t| t.exemplars.len() as u64)
-        .sum::<u64>();
-    stats.metadata += request.metadata.len() as u64;
+    stats.series += parsed.series.len() as u64;
+    stats.samples += parsed.samples.len() as u64;
+    stats.histograms += parsed.histograms.len() as u64;
+    stats.exemplars += parsed.exemplars;
+    stats.metadata += parsed.metadata;
     stats.checksum.merge(&checksum);
     stats.out_of_order_samples += ooo;
     stats.repeated_timestamp_samples += repeated;
     stats.distinct_series = stats_before + distinct_new;
     stats.body_bytes += compressed.len() as u64;
-    if shared.keep > 0 {
+    if let Some(request) = kept {
         if data.accepted.len() >= shared.keep {
             data.accepted.pop_front();
             data.stats.dropped_records += 1;
@@ -747,6 +726,131 @@ async fn ingest(shared: &Shared, request: Request) -> Result<(), Response> {
         data.accepted.push_back(request);
     }
     Ok(())
+}
+
+/// What the emulator reads from a request body, straight off the wire (no owned strings, so
+/// it can count a benchmark's load without becoming the bottleneck).
+#[derive(Default)]
+struct Parsed {
+    /// Per series, its checksum hash ([`series_hash_pairs`]).
+    series: Vec<u64>,
+    /// Float samples: (series index, timestamp, value bits).
+    samples: Vec<(u32, i64, u64)>,
+    /// Histogram samples: (series index, timestamp).
+    histograms: Vec<(u32, i64)>,
+    exemplars: u64,
+    metadata: u64,
+}
+
+/// Why a body was refused.
+enum Refusal {
+    /// Not a well-formed `prometheus.WriteRequest`.
+    Wire(String),
+    /// Well-formed, but a series breaks a rule.
+    Content(&'static str),
+}
+
+impl From<crate::codec::DecodeError> for Refusal {
+    fn from(e: crate::codec::DecodeError) -> Self {
+        Refusal::Wire(e.to_string())
+    }
+}
+
+/// Walks a `prometheus.WriteRequest` as strictly as a protobuf decoder (wire types of known
+/// fields, UTF-8 strings, well-formed nested messages; unknown fields skipped) and checks the
+/// rules the ingestion API enforces on series.
+fn parse_write_request(raw: &[u8]) -> Result<Parsed, Refusal> {
+    use crate::codec::wire::{Fields, WireType};
+    use crate::proto::v1::{Exemplar, Histogram, MetricMetadata};
+    let wire = |what: &str| Refusal::Wire(what.to_owned());
+    let mut out = Parsed::default();
+    let mut labels: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
+    for f in Fields::new(raw) {
+        let f = f?;
+        match (f.number, f.wire) {
+            (1, WireType::Len) => {}
+            (3, WireType::Len) => {
+                MetricMetadata::decode(f.data).map_err(|e| Refusal::Wire(e.to_string()))?;
+                out.metadata += 1;
+                continue;
+            }
+            (1 | 3, _) => return Err(wire("WriteRequest field has the wrong wire type")),
+            _ => continue,
+        }
+        let index = u32::try_from(out.series.len()).map_err(|_| wire("too many series"))?;
+        labels.clear();
+        for t in Fields::new(f.data) {
+            let t = t?;
+            if matches!(t.number, 1..=4) && t.wire != WireType::Len {
+                return Err(wire("TimeSeries field has the wrong wire type"));
+            }
+            match t.number {
+                1 => {
+                    let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+                    for l in Fields::new(t.data) {
+                        let l = l?;
+                        let slot = match l.number {
+                            1 => &mut name,
+                            2 => &mut value,
+                            _ => continue,
+                        };
+                        if l.wire != WireType::Len {
+                            return Err(wire("Label field has the wrong wire type"));
+                        }
+                        if std::str::from_utf8(l.data).is_err() {
+                            return Err(wire("invalid string value: data is not UTF-8 encoded"));
+                        }
+                        *slot = l.data;
+                    }
+                    labels.push((name, value));
+                }
+                2 => {
+                    let (mut value, mut ts) = (0u64, 0i64);
+                    for x in Fields::new(t.data) {
+                        let x = x?;
+                        match (x.number, x.wire) {
+                            (1, WireType::Fixed64) => {
+                                let mut a = [0u8; 8];
+                                a.copy_from_slice(x.data);
+                                value = u64::from_le_bytes(a);
+                            }
+                            (2, WireType::Varint) => ts = x.varint as i64,
+                            (1 | 2, _) => return Err(wire("Sample field has the wrong wire type")),
+                            _ => {}
+                        }
+                    }
+                    out.samples.push((index, ts, value));
+                }
+                3 => {
+                    Exemplar::decode(t.data).map_err(|e| Refusal::Wire(e.to_string()))?;
+                    out.exemplars += 1;
+                }
+                4 => {
+                    let h = Histogram::decode(t.data).map_err(|e| Refusal::Wire(e.to_string()))?;
+                    out.histograms.push((index, h.timestamp));
+                }
+                _ => {}
+            }
+        }
+        if !labels
+            .iter()
+            .any(|(n, v)| *n == b"__name__" && !v.is_empty())
+        {
+            return Err(Refusal::Content(
+                "every time series needs a non-empty __name__ label",
+            ));
+        }
+        if labels.iter().any(|(n, _)| n.is_empty()) {
+            return Err(Refusal::Content("label names must not be empty"));
+        }
+        let h = series_hash_pairs(&mut labels);
+        // Sorted now: a repeated name sits next to itself.
+        if labels.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(Refusal::Content("a time series repeats a label name"));
+        }
+        out.series.push(h);
+    }
+    Ok(out)
 }
 
 /// `promlink emulate-dce`: run the DCE EMULATOR (and an embedded Entra ID EMULATOR) locally.

@@ -11,6 +11,11 @@
 //! `deadline`; other answers drop the request. The [`Report`] carries the [`Checksum`] of the
 //! acknowledged samples, to compare with what the receiving end counted.
 //!
+//! Requests are encoded directly on the wire format (each series' labels encoded once, then
+//! one sample appended per request), which is what Prometheus' own encoder produces. For
+//! benchmarks, [`prepare`] encodes every request ahead and [`run_prepared`] only sends, so the
+//! sender's CPU does not compete with what is measured.
+//!
 //! The run is bounded: it stops after the last round, at the deadline, or on shutdown.
 
 pub mod checksum;
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
+use crate::proto::v1::{Label, WriteRequest};
 pub use checksum::Checksum;
 
 /// The bits of a Prometheus stale marker (a NaN).
@@ -195,16 +200,105 @@ pub fn encode(request: &WriteRequest) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Runs the load, bounded by rounds, `deadline` and `shutdown`.
-///
-/// # Errors
-/// When the configuration is unusable or the HTTP client cannot be built.
-pub async fn run(cfg: LoadgenConfig, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
+/// One request ready to send.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The snappy-compressed `WriteRequest`.
+    pub body: bytes::Bytes,
+    /// Samples in it.
+    pub samples: u64,
+    /// Their checksum.
+    pub checksum: Checksum,
+}
+
+/// Every request of a run, encoded ahead, per shard ([`prepare`]).
+#[derive(Clone, Debug)]
+pub struct PreparedLoad {
+    shards: Vec<Vec<Prepared>>,
+}
+
+impl PreparedLoad {
+    /// Requests in all shards.
+    pub fn requests(&self) -> usize {
+        self.shards.iter().map(Vec::len).sum()
+    }
+
+    /// Compressed bytes of all requests.
+    pub fn bytes(&self) -> usize {
+        self.shards.iter().flatten().map(|p| p.body.len()).sum()
+    }
+}
+
+/// Checks the settings that do not need the network.
+fn check(cfg: &LoadgenConfig) -> Result<(), LoadgenError> {
     if cfg.shards == 0 || cfg.samples_per_request == 0 || cfg.max_attempts == 0 {
         return Err(LoadgenError::Config(
             "shards, samples_per_request and max_attempts must be > 0".to_owned(),
         ));
     }
+    Ok(())
+}
+
+fn start_ms(cfg: &LoadgenConfig) -> i64 {
+    cfg.start_ms.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        now.saturating_sub(cfg.interval_ms.saturating_mul(cfg.rounds as i64))
+    })
+}
+
+/// Encodes every request of the run described by `cfg` ahead of time (its `url`, client and
+/// retry settings are not used here). Holds all bodies in memory: for bounded benchmark loads.
+///
+/// # Errors
+/// When the configuration is unusable.
+pub fn prepare(cfg: &LoadgenConfig) -> Result<PreparedLoad, LoadgenError> {
+    check(cfg)?;
+    let start = start_ms(cfg);
+    Ok(PreparedLoad {
+        shards: (0..cfg.shards)
+            .map(|shard| Requests::new(cfg, shard, start).collect())
+            .collect(),
+    })
+}
+
+/// Runs the load, bounded by rounds, `deadline` and `shutdown`, encoding requests as it goes.
+///
+/// # Errors
+/// When the configuration is unusable or the HTTP client cannot be built.
+pub async fn run(cfg: LoadgenConfig, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
+    check(&cfg)?;
+    let start = start_ms(&cfg);
+    let sources = (0..cfg.shards)
+        .map(|shard| Requests::new(&cfg, shard, start))
+        .collect();
+    run_sources(cfg, sources, shutdown).await
+}
+
+/// Sends requests encoded by [`prepare`], with the sending settings of `cfg`.
+///
+/// # Errors
+/// When the configuration is unusable or the HTTP client cannot be built.
+pub async fn run_prepared(
+    cfg: LoadgenConfig,
+    load: PreparedLoad,
+    shutdown: CancellationToken,
+) -> Result<Report, LoadgenError> {
+    check(&cfg)?;
+    let sources = load.shards.into_iter().map(Vec::into_iter).collect();
+    run_sources(cfg, sources, shutdown).await
+}
+
+async fn run_sources<I>(
+    cfg: LoadgenConfig,
+    sources: Vec<I>,
+    shutdown: CancellationToken,
+) -> Result<Report, LoadgenError>
+where
+    I: Iterator<Item = Prepared> + Send + 'static,
+{
     let url = url::Url::parse(&cfg.url)
         .map_err(|e| LoadgenError::Config(format!("url {:?}: {e}", cfg.url)))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -235,27 +329,15 @@ pub async fn run(cfg: LoadgenConfig, shutdown: CancellationToken) -> Result<Repo
     let client = builder.build().map_err(LoadgenError::Client)?;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + cfg.deadline;
-    let start_ms = cfg.start_ms.unwrap_or_else(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        now.saturating_sub(cfg.interval_ms.saturating_mul(cfg.rounds as i64))
-    });
     let mut tasks = Vec::new();
-    for shard in 0..cfg.shards {
-        let series: Vec<(usize, Vec<Label>)> = (shard..cfg.series)
-            .step_by(cfg.shards)
-            .map(|i| (i, series_labels(i)))
-            .collect();
+    for requests in sources {
         let sender = Shard {
             cfg: cfg.clone(),
             client: client.clone(),
             deadline,
             shutdown: shutdown.clone(),
-            start_ms,
         };
-        tasks.push(tokio::spawn(sender.run(series)));
+        tasks.push(tokio::spawn(sender.run(requests)));
     }
     let mut report = Report::default();
     for task in tasks {
@@ -268,65 +350,134 @@ pub async fn run(cfg: LoadgenConfig, shutdown: CancellationToken) -> Result<Repo
     Ok(report)
 }
 
+/// The requests of one shard, encoded as they are taken: every round of the shard's series,
+/// `samples_per_request` samples per request.
+struct Requests {
+    /// (series number, checksum hash, encoded labels: the `TimeSeries.labels` fields).
+    series: Vec<(usize, u64, Vec<u8>)>,
+    rounds: usize,
+    round: usize,
+    next: usize,
+    per_request: usize,
+    interval_ms: i64,
+    start_ms: i64,
+    stale_every: Option<u64>,
+    /// Samples generated so far (for `stale_every`).
+    n: u64,
+    raw: Vec<u8>,
+    sample: Vec<u8>,
+    snappy: snap::raw::Encoder,
+}
+
+impl Requests {
+    fn new(cfg: &LoadgenConfig, shard: usize, start_ms: i64) -> Self {
+        let series = (shard..cfg.series)
+            .step_by(cfg.shards)
+            .map(|i| {
+                let labels = series_labels(i);
+                let mut encoded = Vec::with_capacity(256);
+                for l in &labels {
+                    crate::codec::put_label(&mut encoded, l.name.as_bytes(), l.value.as_bytes());
+                }
+                (i, checksum::series_hash(&labels), encoded)
+            })
+            .collect();
+        Self {
+            series,
+            rounds: cfg.rounds,
+            round: 0,
+            next: 0,
+            per_request: cfg.samples_per_request,
+            interval_ms: cfg.interval_ms,
+            start_ms,
+            stale_every: cfg.stale_every,
+            n: 0,
+            raw: Vec::new(),
+            sample: Vec::with_capacity(20),
+            snappy: snap::raw::Encoder::new(),
+        }
+    }
+}
+
+impl Iterator for Requests {
+    type Item = Prepared;
+
+    fn next(&mut self) -> Option<Prepared> {
+        use crate::codec::wire::put_varint;
+        self.raw.clear();
+        let mut checksum = Checksum::new();
+        let mut samples = 0u64;
+        while samples < self.per_request as u64 && self.round < self.rounds {
+            let (i, hash, labels) = &self.series[self.next];
+            let ts = self
+                .start_ms
+                .saturating_add((self.round as i64).saturating_mul(self.interval_ms));
+            self.n += 1;
+            let value = match self.stale_every {
+                Some(every) if every > 0 && self.n.is_multiple_of(every) => {
+                    f64::from_bits(STALE_NAN_BITS)
+                }
+                _ => (*i as f64) * 10.0 + self.round as f64 * 1.5,
+            };
+            // Sample {value = 1 (fixed64), timestamp = 2 (varint)}, zero values omitted as
+            // protobuf encoders do; at most 20 bytes, so its length is one byte.
+            let sample = &mut self.sample;
+            sample.clear();
+            if value.to_bits() != 0 {
+                sample.push(0x09);
+                sample.extend_from_slice(&value.to_bits().to_le_bytes());
+            }
+            if ts != 0 {
+                sample.push(0x10);
+                put_varint(sample, ts as u64);
+            }
+            self.raw.push(0x0a);
+            put_varint(&mut self.raw, (labels.len() + 2 + sample.len()) as u64);
+            self.raw.extend_from_slice(labels);
+            self.raw.push(0x12);
+            self.raw.push(sample.len() as u8);
+            self.raw.extend_from_slice(sample);
+            checksum.add(*hash, ts, value);
+            samples += 1;
+            self.next += 1;
+            if self.next == self.series.len() {
+                self.next = 0;
+                self.round += 1;
+            }
+        }
+        if samples == 0 {
+            return None;
+        }
+        let mut body = vec![0u8; snap::raw::max_compress_len(self.raw.len())];
+        // Compressing an in-memory buffer into max_compress_len bytes cannot fail.
+        let n = self.snappy.compress(&self.raw, &mut body).unwrap_or(0);
+        body.truncate(n);
+        Some(Prepared {
+            body: bytes::Bytes::from(body),
+            samples,
+            checksum,
+        })
+    }
+}
+
 struct Shard {
     cfg: LoadgenConfig,
     client: reqwest::Client,
     deadline: tokio::time::Instant,
     shutdown: CancellationToken,
-    start_ms: i64,
 }
 
 impl Shard {
-    async fn run(self, series: Vec<(usize, Vec<Label>)>) -> Report {
+    async fn run(self, requests: impl Iterator<Item = Prepared>) -> Report {
         let mut report = Report::default();
-        let hashes: Vec<u64> = series
-            .iter()
-            .map(|(_, l)| checksum::series_hash(l))
-            .collect();
-        let mut pending: Vec<TimeSeries> = Vec::with_capacity(self.cfg.samples_per_request);
-        let mut pending_sum = Checksum::new();
-        let mut n: u64 = 0;
-        'rounds: for round in 0..self.cfg.rounds {
-            let ts = self
-                .start_ms
-                .saturating_add((round as i64).saturating_mul(self.cfg.interval_ms));
-            for ((i, labels), &h) in series.iter().zip(&hashes) {
-                if self.stopped() {
-                    report.incomplete = true;
-                    break 'rounds;
-                }
-                n += 1;
-                let value = match self.cfg.stale_every {
-                    Some(every) if every > 0 && n.is_multiple_of(every) => {
-                        f64::from_bits(STALE_NAN_BITS)
-                    }
-                    _ => (*i as f64) * 10.0 + round as f64 * 1.5,
-                };
-                pending.push(TimeSeries {
-                    labels: labels.clone(),
-                    samples: vec![Sample {
-                        value,
-                        timestamp: ts,
-                    }],
-                    ..Default::default()
-                });
-                pending_sum.add(h, ts, value);
-                report.samples += 1;
-                report.checksum_sent.add(h, ts, value);
-                if pending.len() >= self.cfg.samples_per_request {
-                    self.send(
-                        std::mem::take(&mut pending),
-                        std::mem::take(&mut pending_sum),
-                        &mut report,
-                    )
-                    .await;
-                }
+        for request in requests {
+            report.samples += request.samples;
+            report.checksum_sent.merge(&request.checksum);
+            if self.stopped() {
+                report.incomplete = true;
+                break;
             }
-        }
-        if !pending.is_empty() && !self.stopped() {
-            self.send(pending, pending_sum, &mut report).await;
-        } else if !pending.is_empty() {
-            report.incomplete = true;
+            self.send(request, &mut report).await;
         }
         report
     }
@@ -335,12 +486,12 @@ impl Shard {
         self.shutdown.is_cancelled() || tokio::time::Instant::now() >= self.deadline
     }
 
-    async fn send(&self, timeseries: Vec<TimeSeries>, sum: Checksum, report: &mut Report) {
-        let samples = timeseries.len() as u64;
-        let body = bytes::Bytes::from(encode(&WriteRequest {
-            timeseries,
-            ..Default::default()
-        }));
+    async fn send(&self, request: Prepared, report: &mut Report) {
+        let Prepared {
+            body,
+            samples,
+            checksum: sum,
+        } = request;
         report.requests += 1;
         let mut backoff = self.cfg.min_backoff;
         for attempt in 1..=self.cfg.max_attempts {

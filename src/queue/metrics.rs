@@ -25,7 +25,7 @@ pub struct Metrics {
     pub fsync_seconds: Counter<f64, AtomicU64>,
     /// Damaged records skipped (each lost).
     pub corrupt_records: Counter,
-    /// Entries replayed after a restart.
+    /// Chunks replayed after a restart.
     pub replayed: Counter,
     /// Whether the queue is durable (1) or in memory (0).
     pub durable: Gauge,
@@ -43,7 +43,7 @@ impl Metrics {
         );
         r.register(
             "oldest_age_seconds",
-            "Age of the oldest entry not yet acknowledged by the upstream (disk queue).",
+            "Age of the oldest chunk not yet acknowledged by the upstream (disk queue).",
             m.oldest_age.clone(),
         );
         r.register("commits", "Disk queue group commits.", m.commits.clone());
@@ -59,8 +59,8 @@ impl Metrics {
             m.corrupt_records.clone(),
         );
         r.register(
-            "replayed_entries",
-            "Entries replayed from the disk queue after a restart.",
+            "replayed_chunks",
+            "Chunks (a request's share of one shard) replayed from the disk queue after a restart.",
             m.replayed.clone(),
         );
         r.register(

@@ -1,11 +1,12 @@
 //! The bounded hand-off between the receiver and the upstream shards.
 //!
-//! The receiver pushes the [`Entry`]s of one request all at once ([`Queue::push`]): either all
-//! are accepted or none, so a sender's retry never duplicates half a request. Each entry goes to
-//! the shard picked by its `shard_key`, so every sample of one series travels through one shard
-//! in arrival order; a shard's worker takes entries out in that order ([`Queue::pop_batch`]) and
-//! hands the batch back once the upstream accepted or definitively refused it
-//! ([`Queue::done`]). The byte budget therefore covers both waiting and in-flight data. When
+//! The receiver pushes the [`Chunk`]s of one request all at once ([`Queue::push`]): either all
+//! are accepted or none, so a sender's retry never duplicates half a request. Each chunk goes to
+//! its shard, picked by the series' labels, so every sample of one series travels through one
+//! shard in arrival order; a shard's worker takes chunks out in that order ([`Queue::pop_batch`])
+//! and hands the batch back once the upstream accepted or definitively refused it
+//! ([`Queue::done`]). Chunks are stored compressed, as the upstream will send them, so budgets
+//! count compressed bytes. The byte budget therefore covers both waiting and in-flight data. When
 //! full, `push` refuses and the receiver answers with a retryable status: the data stays in the
 //! sender's own WAL instead of growing this process.
 //!
@@ -21,7 +22,7 @@ pub mod metrics;
 
 use std::time::Duration;
 
-use crate::codec::Entry;
+use crate::codec::Chunk;
 pub use disk::{DiskQueue, DiskQueueConfig, DiskQueueError, FsyncPolicy, RecoveryReport};
 pub use memory::MemoryQueue;
 pub use metrics::Metrics;
@@ -29,12 +30,12 @@ pub use metrics::Metrics;
 /// Limits of one upstream batch.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchLimits {
-    /// Most samples (float samples + histogram samples) in one batch; an entry larger than this
+    /// Most samples (float samples + histogram samples) in one batch; a chunk larger than this
     /// travels alone.
     pub max_samples: usize,
     /// Most encoded (uncompressed) bytes in one batch.
     pub max_bytes: usize,
-    /// How long the oldest entry may wait for the batch to fill.
+    /// How long the oldest chunk may wait for the batch to fill.
     pub flush_interval: Duration,
 }
 
@@ -58,9 +59,9 @@ pub enum PushError {
 
 /// A batch taken from one shard; give it back with [`Queue::done`].
 pub struct Batch {
-    /// The entries, in shard order.
-    pub entries: Vec<Entry>,
-    /// How long its first entry has been queued (across restarts, for the disk queue).
+    /// The chunks, in shard order.
+    pub chunks: Vec<Chunk>,
+    /// How long its first chunk has been queued (across restarts, for the disk queue).
     pub age: Duration,
     ticket: Ticket,
 }
@@ -108,7 +109,7 @@ impl Queue {
         }
     }
 
-    /// Age of the oldest entry not yet acknowledged (disk queue only).
+    /// Age of the oldest chunk not yet acknowledged (disk queue only).
     pub fn oldest_age(&self) -> Option<Duration> {
         match self {
             Queue::Memory(_) => None,
@@ -116,19 +117,19 @@ impl Queue {
         }
     }
 
-    /// Accepts all of `entries` or none; with the disk queue, returns once they are durable.
+    /// Accepts all of `chunks` or none; with the disk queue, returns once they are durable.
     ///
     /// # Errors
     /// [`PushError::Full`] when the budget cannot hold them, [`PushError::Io`] when the disk
     /// queue cannot write.
-    pub async fn push(&self, entries: Vec<Entry>) -> Result<(), PushError> {
+    pub async fn push(&self, chunks: Vec<Chunk>) -> Result<(), PushError> {
         match self {
-            Queue::Memory(q) => q.push(entries).map_err(|f| PushError::Full {
+            Queue::Memory(q) => q.push(chunks).map_err(|f| PushError::Full {
                 used: f.used as u64,
                 max: f.max as u64,
                 needed: f.needed as u64,
             }),
-            Queue::Disk(q) => q.push(entries).await.map_err(|e| match e {
+            Queue::Disk(q) => q.push(chunks).await.map_err(|e| match e {
                 disk::PushError::Full { used, max, needed } => {
                     PushError::Full { used, max, needed }
                 }
@@ -141,23 +142,23 @@ impl Queue {
     pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
         match self {
             Queue::Memory(q) => {
-                let (entries, first) = q.pop_batch_aged(shard, limits).await?;
-                let bytes = entries.iter().map(Entry::encoded_len).sum();
+                let (chunks, first) = q.pop_batch_aged(shard, limits).await?;
+                let bytes = chunks.iter().map(Chunk::queue_bytes).sum();
                 Some(Batch {
-                    entries,
+                    chunks,
                     age: first.elapsed(),
                     ticket: Ticket::Memory(bytes),
                 })
             }
             Queue::Disk(q) => {
                 let mut b = q.pop_batch(shard, limits).await?;
-                let entries = std::mem::take(&mut b.entries);
+                let chunks = std::mem::take(&mut b.chunks);
                 let pushed = b
                     .first_ms
                     .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
                 let age = pushed.and_then(|t| t.elapsed().ok()).unwrap_or_default();
                 Some(Batch {
-                    entries,
+                    chunks,
                     age,
                     ticket: Ticket::Disk(b),
                 })
@@ -177,11 +178,11 @@ impl Queue {
 
     /// What is left in `shard` when the shutdown grace period ends: the memory queue hands it
     /// over (to be counted as lost); the disk queue keeps it for the next start.
-    pub fn abandon(&self, shard: usize) -> Vec<Entry> {
+    pub fn abandon(&self, shard: usize) -> Vec<Chunk> {
         match self {
             Queue::Memory(q) => {
                 let rest = q.drain_shard(shard);
-                q.release(rest.iter().map(Entry::encoded_len).sum());
+                q.release(rest.iter().map(Chunk::queue_bytes).sum());
                 rest
             }
             Queue::Disk(_) => Vec::new(),
@@ -205,5 +206,25 @@ impl Queue {
             Queue::Memory(q) => q.close(),
             Queue::Disk(q) => q.close(),
         }
+    }
+}
+
+/// A chunk for tests of both backends: for shard `key` (the queues take it modulo their shard
+/// count), holding `samples` samples in `len` bytes whose first eight are `id` (so order and
+/// identity can be checked); the queues never decompress data.
+#[cfg(test)]
+pub(crate) fn test_chunk(key: u64, id: u64, samples: u32, len: usize) -> Chunk {
+    let mut data = id.to_le_bytes().to_vec();
+    data.resize(len.max(8), 0xab);
+    Chunk {
+        shard: key as usize,
+        counts: crate::codec::ChunkCounts {
+            series: 1,
+            samples,
+            ..Default::default()
+        },
+        raw_len: len as u32,
+        min_ts: id as i64 - 5,
+        data: bytes::Bytes::from(data),
     }
 }

@@ -52,6 +52,8 @@ pub struct ReceiveConfig {
     /// go over waits for nothing and gets a retryable 503, so concurrent senders cannot push
     /// memory past it.
     pub max_inflight_decode_bytes: usize,
+    /// How requests are cut into chunks: the queue's shards and the upstream batch limits.
+    pub layout: codec::ChunkLayout,
 }
 
 /// Why a write was refused.
@@ -182,7 +184,11 @@ impl Receiver {
             .with_state(self)
     }
 
-    async fn accept(&self, protocol: Protocol, body: &[u8]) -> Result<Counts, ReceiveError> {
+    async fn accept(
+        &self,
+        protocol: Protocol,
+        body: &bytes::Bytes,
+    ) -> Result<Counts, ReceiveError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ReceiveError::ShuttingDown);
         }
@@ -196,13 +202,13 @@ impl Receiver {
             .decoding
             .try_acquire_many(u32::try_from(needed).unwrap_or(u32::MAX))
             .map_err(|_| ReceiveError::Busy { needed })?;
-        let decoded = codec::decode(protocol, body, &self.cfg.codec)?;
+        let decoded = codec::decode_chunks(protocol, body, &self.cfg.codec, &self.cfg.layout)?;
         let counts = decoded.counts;
         if decoded.dropped_series > 0 {
             self.metrics.series_dropped.inc_by(decoded.dropped_series);
         }
-        if !decoded.entries.is_empty() {
-            self.queue.push(decoded.entries).await?;
+        if !decoded.chunks.is_empty() {
+            self.queue.push(decoded.chunks).await?;
             self.queue_gauge.set(self.queue.used_bytes() as i64);
         }
         Ok(counts)
@@ -389,17 +395,24 @@ mod tests {
 
     #[tokio::test]
     async fn decoding_budget_turns_excess_into_a_retryable_503() {
-        let body = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/prom242_rw1_500samples_a.snappy"
-        ))
-        .unwrap();
+        let body = bytes::Bytes::from(
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/prom242_rw1_500samples_a.snappy"
+            ))
+            .unwrap(),
+        );
         let cfg = ReceiveConfig {
             max_body_bytes: 1 << 20,
             codec: codec::Options::default(),
             full_status: FullStatus::ServiceUnavailable,
             retry_after_secs: 5,
             max_inflight_decode_bytes: 100_000,
+            layout: codec::ChunkLayout {
+                shards: 1,
+                max_points: 5000,
+                max_raw: 4 << 20,
+            },
         };
         let rx = Receiver::new(
             cfg,

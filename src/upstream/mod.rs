@@ -1,8 +1,9 @@
 //! The upstream stage: one worker per queue shard sends batches to the DCE, in order.
 //!
-//! A worker takes a batch from its shard ([`crate::queue::Queue::pop_batch`]), encodes the
-//! entries into one remote write 1.0 `WriteRequest` (copying their bytes, not re-encoding),
-//! snappy-compresses it, and POSTs it with the headers the ingestion API expects
+//! A worker takes a batch from its shard ([`crate::queue::Queue::pop_batch`]), joins its
+//! chunks into one snappy-compressed remote write 1.0 `WriteRequest` (they were compressed on
+//! receipt and are concatenated as they are, see [`crate::codec::chunk`]), and POSTs it with
+//! the headers the ingestion API expects
 //! (<https://learn.microsoft.com/azure/azure-monitor/essentials/prometheus-remote-write>). It
 //! does not take the next batch before this one is accepted or dropped, so samples of one series
 //! (always in one shard) leave in the order they arrived, retries included. How each answer is
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::codec::{wire, Entry};
+use crate::codec::{Chunk, Entry};
 use crate::identity::TokenProvider;
 use crate::privatelink::PrivateLink;
 use crate::queue::{BatchLimits, Queue};
@@ -209,27 +210,24 @@ impl Upstream {
         shard: usize,
         abort: CancellationToken,
     ) {
-        let mut scratch = Scratch::default();
         loop {
             let batch = tokio::select! {
                 b = queue.pop_batch(shard, &self.cfg.batch) => b,
                 _ = abort.cancelled() => None,
             };
             let Some(mut batch) = batch else { break };
-            let entries = std::mem::take(&mut batch.entries);
+            let chunks = std::mem::take(&mut batch.chunks);
             let queued_since = std::time::Instant::now()
                 .checked_sub(batch.age)
                 .unwrap_or_else(std::time::Instant::now);
-            let undelivered = self
-                .deliver(entries, queued_since, &mut scratch, &abort)
-                .await;
+            let undelivered = self.deliver(chunks, queued_since, &abort).await;
             if undelivered.is_empty() {
                 queue.done(shard, batch);
             } else if queue.is_durable() {
                 // Not acknowledged: replayed after the restart.
                 tracing::info!(
                     shard,
-                    entries = undelivered.len(),
+                    chunks = undelivered.len(),
                     "shutdown: undelivered batch stays in the disk queue"
                 );
                 break;
@@ -270,18 +268,17 @@ impl Upstream {
     /// Returns what was left undelivered because `abort` fired (empty otherwise).
     async fn deliver(
         &self,
-        batch: Vec<Entry>,
+        batch: Vec<Chunk>,
         queued_since: std::time::Instant,
-        scratch: &mut Scratch,
         abort: &CancellationToken,
-    ) -> Vec<Entry> {
+    ) -> Vec<Chunk> {
         let batch = self.drop_too_old(batch);
         if batch.is_empty() {
             return Vec::new();
         }
-        let mut parts: VecDeque<Vec<Entry>> = VecDeque::from([batch]);
+        let mut parts: VecDeque<Vec<Chunk>> = VecDeque::from([batch]);
         while let Some(part) = parts.pop_front() {
-            match self.send(&part, queued_since, scratch, abort).await {
+            match self.send(&part, queued_since, abort).await {
                 Outcome::Delivered => self.count_delivered(&part),
                 Outcome::Split if part.len() > 1 => {
                     let mut first = part;
@@ -290,16 +287,22 @@ impl Upstream {
                     parts.push_front(second);
                     parts.push_front(first);
                 }
-                Outcome::Split => self.count_drop(&part, DropReason::TooLarge),
-                Outcome::Dropped(DropReason::Unprocessable) => match crate::codec::dedupe(&part) {
+                Outcome::Split => match split_chunk(&part[0]) {
+                    Some((first, second)) => {
+                        parts.push_front(vec![second]);
+                        parts.push_front(vec![first]);
+                    }
+                    None => self.count_drop(&part, DropReason::TooLarge),
+                },
+                Outcome::Dropped(DropReason::Unprocessable) => match dedupe_chunks(&part) {
                     // 422 is Azure's answer to a repeated series and timestamp in one request:
                     // a sender's resend of a request promlink had committed. Send the batch
                     // again without the repeats instead of dropping everything in it.
                     Some((kept, removed)) => {
                         tracing::warn!(removed, "upstream answered 422: removed repeated samples from the batch and sending it again");
                         self.metrics.duplicates_removed.inc_by(removed);
-                        if !kept.is_empty() {
-                            parts.push_front(kept);
+                        if let Some(kept) = kept {
+                            parts.push_front(vec![kept]);
                         }
                     }
                     None => self.count_drop(&part, DropReason::Unprocessable),
@@ -319,18 +322,17 @@ impl Upstream {
     /// dropped (refused, or queued longer than `queue_max_age`), or `abort` fires.
     async fn send(
         &self,
-        part: &[Entry],
+        part: &[Chunk],
         queued_since: std::time::Instant,
-        scratch: &mut Scratch,
         abort: &CancellationToken,
     ) -> Outcome {
-        let body = scratch.encode(part);
-        let samples: u64 = part
-            .iter()
-            .map(|e| u64::from(e.samples + e.histograms))
-            .sum();
+        let mut body = Vec::new();
+        crate::codec::write_body(part, &mut body);
+        let body = Bytes::from(body);
+        let samples: u64 = part.iter().map(|c| c.counts.points() as u64).sum();
+        let raw: u64 = part.iter().map(|c| u64::from(c.raw_len)).sum();
         self.metrics.batch_samples.observe(samples as f64);
-        self.metrics.batch_bytes.observe(scratch.raw.len() as f64);
+        self.metrics.batch_bytes.observe(raw as f64);
         let mut backoff = Backoff::new(self.cfg.retry_min, self.cfg.retry_max);
         loop {
             if abort.is_cancelled() {
@@ -476,25 +478,53 @@ impl Upstream {
         }
     }
 
-    /// Removes samples older than `max_sample_age`, counting them as `too_old`.
-    fn drop_too_old(&self, mut batch: Vec<Entry>) -> Vec<Entry> {
+    /// Removes samples older than `max_sample_age`, counting them as `too_old`. Only chunks
+    /// whose oldest timestamp is before the cutoff are opened.
+    fn drop_too_old(&self, batch: Vec<Chunk>) -> Vec<Chunk> {
         let Some(age) = self.cfg.max_sample_age else {
             return batch;
         };
         let cutoff = (Health::now_ms() as i64).saturating_sub(age.as_millis() as i64);
         let mut dropped = 0u64;
-        batch.retain_mut(|e| {
-            if e.field != crate::codec::FIELD_TIMESERIES {
-                return true;
+        let mut out = Vec::with_capacity(batch.len());
+        for chunk in batch {
+            if chunk.min_ts >= cutoff {
+                out.push(chunk);
+                continue;
             }
-            let p = crate::codec::prune_older(&e.bytes, cutoff);
-            let Some(bytes) = p.bytes else { return true };
-            dropped += u64::from(p.samples + p.histograms);
-            e.samples -= p.samples;
-            e.histograms -= p.histograms;
-            e.bytes = bytes::Bytes::from(bytes);
-            !p.empty
-        });
+            let entries = match chunk.entries() {
+                Ok(e) => e,
+                Err(e) => {
+                    // Damaged since receipt (cannot happen short of memory or disk faults):
+                    // send it as it is and let the upstream judge.
+                    tracing::error!(error = %e, "cannot open a chunk to drop old samples; sending it unchanged");
+                    out.push(chunk);
+                    continue;
+                }
+            };
+            let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
+            for mut e in entries {
+                if e.field != crate::codec::FIELD_TIMESERIES {
+                    kept.push(e);
+                    continue;
+                }
+                let p = crate::codec::prune_older(&e.bytes, cutoff);
+                let Some(bytes) = p.bytes else {
+                    kept.push(e);
+                    continue;
+                };
+                dropped += u64::from(p.samples + p.histograms);
+                if !p.empty {
+                    e.samples -= p.samples;
+                    e.histograms -= p.histograms;
+                    e.bytes = Bytes::from(bytes);
+                    kept.push(e);
+                }
+            }
+            if !kept.is_empty() {
+                out.push(Chunk::from_entries(chunk.shard, &kept));
+            }
+        }
         if dropped > 0 {
             let label = metrics::ReasonLabel {
                 reason: DropReason::TooOld.as_str(),
@@ -505,29 +535,24 @@ impl Upstream {
                 .inc_by(dropped);
             tracing::warn!(samples = dropped, max_age = %humantime::format_duration(age), "dropped samples older than max_sample_age");
         }
-        batch
+        out
     }
 
-    fn count_delivered(&self, part: &[Entry]) {
+    fn count_delivered(&self, part: &[Chunk]) {
         let m = &self.metrics;
-        for e in part {
-            if e.field == crate::codec::FIELD_METADATA {
-                m.metadata_forwarded.inc();
-            } else {
-                m.series_forwarded.inc();
-                m.samples_forwarded.inc_by(u64::from(e.samples));
-                m.histograms_forwarded.inc_by(u64::from(e.histograms));
-                m.exemplars_forwarded.inc_by(u64::from(e.exemplars));
-            }
+        for c in part {
+            let n = &c.counts;
+            m.metadata_forwarded.inc_by(u64::from(n.metadata));
+            m.series_forwarded.inc_by(u64::from(n.series));
+            m.samples_forwarded.inc_by(u64::from(n.samples));
+            m.histograms_forwarded.inc_by(u64::from(n.histograms));
+            m.exemplars_forwarded.inc_by(u64::from(n.exemplars));
         }
         m.last_success.set(Health::now_ms() as i64 / 1000);
     }
 
-    fn count_drop(&self, part: &[Entry], reason: DropReason) {
-        let samples: u64 = part
-            .iter()
-            .map(|e| u64::from(e.samples + e.histograms))
-            .sum();
+    fn count_drop(&self, part: &[Chunk], reason: DropReason) {
+        let samples: u64 = part.iter().map(|c| c.counts.points() as u64).sum();
         let label = metrics::ReasonLabel {
             reason: reason.as_str(),
         };
@@ -545,37 +570,50 @@ impl Upstream {
     }
 }
 
+/// Splits a chunk holding more than one message into two halves (first half first, so the
+/// order within each series is kept). `None` when it holds a single message, which cannot be
+/// split, or cannot be opened.
+fn split_chunk(chunk: &Chunk) -> Option<(Chunk, Chunk)> {
+    let mut entries = match chunk.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a chunk to split it");
+            return None;
+        }
+    };
+    if entries.len() < 2 {
+        return None;
+    }
+    let second = entries.split_off(entries.len() / 2);
+    Some((
+        Chunk::from_entries(chunk.shard, &entries),
+        Chunk::from_entries(chunk.shard, &second),
+    ))
+}
+
+/// Removes repeated (series, timestamp) points from a batch (see [`crate::codec::dedupe`]).
+/// `None` when nothing was repeated (or the chunks cannot be opened); else what is left (if
+/// anything) as one chunk, and the number of points removed.
+fn dedupe_chunks(part: &[Chunk]) -> Option<(Option<Chunk>, u64)> {
+    let shard = part.first()?.shard;
+    let mut entries = Vec::new();
+    for c in part {
+        match c.entries() {
+            Ok(e) => entries.extend(e),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a chunk to remove repeated samples");
+                return None;
+            }
+        }
+    }
+    let (kept, removed) = crate::codec::dedupe(&entries)?;
+    let kept = (!kept.is_empty()).then(|| Chunk::from_entries(shard, &kept));
+    Some((kept, removed))
+}
+
 enum Attempt {
     Done(Action),
     RetryAfter(RetryReason, Option<Duration>),
-}
-
-/// Buffers reused across batches of one worker.
-#[derive(Default)]
-struct Scratch {
-    raw: Vec<u8>,
-    compressed: Vec<u8>,
-    encoder: Option<snap::raw::Encoder>,
-}
-
-impl Scratch {
-    /// Concatenates entries into an encoded `WriteRequest` and snappy-compresses it.
-    fn encode(&mut self, part: &[Entry]) -> Bytes {
-        self.raw.clear();
-        for e in part {
-            wire::put_len_field(&mut self.raw, e.field, &e.bytes);
-        }
-        let enc = self.encoder.get_or_insert_with(snap::raw::Encoder::new);
-        // Reused across batches: grown (and zeroed) only when a larger batch comes.
-        let need = snap::raw::max_compress_len(self.raw.len());
-        if self.compressed.len() < need {
-            self.compressed.resize(need, 0);
-        }
-        // Compression of an in-memory buffer into a buffer of max_compress_len cannot fail.
-        let n = enc.compress(&self.raw, &mut self.compressed).unwrap_or(0);
-        // The body is kept for retries, so it gets its own exact-size copy.
-        Bytes::copy_from_slice(&self.compressed[..n])
-    }
 }
 
 /// The upstream's error text, for logs: at most 1 KiB is read, however large the body.

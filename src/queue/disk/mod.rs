@@ -1,7 +1,7 @@
 //! The durable queue: the same hand-off as the memory queue ([`super::Queue`]), kept in
 //! append-only files so that what a sender saw acknowledged survives a crash or restart.
 //!
-//! [`DiskQueue::push`] takes the entries of one request all at once, writes one record per
+//! [`DiskQueue::push`] takes the chunks of one request all at once, writes one record per
 //! touched shard, and returns only when they are durable per the [`FsyncPolicy`]; the receiver
 //! answers 2xx after that (ack after commit). Each shard's worker takes batches in order
 //! ([`DiskQueue::pop_batch`], same batching as the memory queue) and acknowledges each one once
@@ -14,10 +14,10 @@
 //! commit). Readers stream records from the files through `spawn_blocking`, keeping at most
 //! about one batch (plus the rest of the record it ends in) in memory.
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2)
 //!
 //! ```text
-//! <dir>/shard-<n>/                 one directory per shard, n = shard_key % shards
+//! <dir>/shard-<n>/                 one directory per shard (the chunk's shard)
 //!     <seq:020>.log                segments, seq increasing from 0; the highest is written
 //!     read.pos                     the shard's read position (below)
 //!     read.pos.tmp                 only while read.pos is replaced; removed on open
@@ -28,23 +28,32 @@
 //! a segment of its own). All integers are little-endian.
 //!
 //! ```text
-//! record   := magic "PLQ1" (4) | payload_len u32 (4) | crc u32 (4) | payload
+//! record   := magic "PLQ2" (4) | payload_len u32 (4) | crc u32 (4) | payload
 //!             crc = CRC-32 (IEEE 802.3 polynomial, as zlib/gzip; crc32fast) over the 4
 //!             payload_len bytes followed by the payload. payload_len <= 512 MiB.
-//! payload  := pushed_at_unix_ms u64 (8) | entry_count varint | entry * entry_count
-//! entry    := shard_key u64 (8) | field varint | samples varint | histograms varint
-//!             | exemplars varint | bytes_len varint | bytes
-//!             (varint = unsigned LEB128, as protobuf; the entry fields are those of
-//!             `codec::Entry`, `bytes` is the encoded remote write 1.0 message)
+//! payload  := pushed_at_unix_ms u64 (8) | chunk_count varint | chunk * chunk_count
+//! chunk    := series varint | samples varint | histograms varint | exemplars varint
+//!             | metadata varint | raw_len varint | min_ts zigzag-varint | data_len varint
+//!             | data
+//!             (varint = unsigned LEB128, as protobuf; zigzag as protobuf's sint64; the
+//!             fields are those of `codec::Chunk`: `data` is snappy block elements without
+//!             the length preamble, decompressing to `raw_len` bytes of encoded remote write
+//!             1.0 `WriteRequest` fields)
 //! read.pos := magic "PLQP" (4) | seg u64 (8) | off u64 (8) | skip u32 (4) | crc u32 (4)
-//!             crc = CRC-32 over the first 24 bytes. The next unconsumed entry is entry
+//!             crc = CRC-32 over the first 24 bytes. The next unconsumed chunk is chunk
 //!             `skip` of the record at byte `off` of segment `seg`; every earlier record of
-//!             the shard (and the first `skip` entries of this one) was acknowledged.
+//!             the shard (and the first `skip` chunks of this one) was acknowledged.
 //! ```
 //!
-//! One record holds the entries of one request that fell into one shard, in request order.
+//! One record holds the chunks of one request that fell into one shard, in request order
+//! (usually one chunk; more when the request's share exceeds the batch limits).
 //! `read.pos` is replaced atomically (write `read.pos.tmp`, fsync, rename, fsync directory).
 //! A segment is deleted only once a durable `read.pos` points past its end.
+//!
+//! Version 1 records (magic "PLQ1", written by earlier versions: the payload held
+//! `shard_key u64 | field | samples | histograms | exemplars | bytes_len | bytes` per message,
+//! `skip` counted messages) are still read: the unconsumed messages of such a record are
+//! compressed into one chunk when it is read back, so an upgrade replays the old queue.
 //!
 //! # Recovery
 //!
@@ -92,7 +101,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, Notify};
 
 use super::BatchLimits;
-use crate::codec::Entry;
+use crate::codec::Chunk;
 use commit::{CommitQueue, Committer, PendingPush, Writer};
 use reader::{Poll, Reader};
 use segment::Pos;
@@ -186,17 +195,17 @@ pub enum PushError {
 /// A batch taken from one shard; hand it back to [`DiskQueue::ack`] when done with it.
 #[derive(Debug)]
 pub struct Batch {
-    /// The entries, in shard order.
-    pub entries: Vec<Entry>,
-    /// Position after the last entry.
+    /// The chunks, in shard order.
+    pub chunks: Vec<Chunk>,
+    /// Position after the last chunk.
     end: Pos,
     /// Bytes of the records this batch completes (released on ack).
     release: u64,
     /// Records this batch completes.
     records: u64,
-    /// Push time of the first entry of the shard after this batch, if known at pop time.
+    /// Push time of the first chunk of the shard after this batch, if known at pop time.
     next_ms: Option<u64>,
-    /// Push time (unix ms) of this batch's first entry.
+    /// Push time (unix ms) of this batch's first chunk.
     pub first_ms: Option<u64>,
 }
 
@@ -214,8 +223,8 @@ pub struct CorruptRecord {
 /// What [`DiskQueue::open`] found.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
-    /// Unacknowledged entries that will be sent again.
-    pub replayed_entries: u64,
+    /// Unacknowledged chunks that will be sent again.
+    pub replayed_chunks: u64,
     /// Their record bytes.
     pub replayed_bytes: u64,
     /// Damaged records (each lost) and damaged position files (each restarting its shard at
@@ -287,7 +296,7 @@ struct ShardState {
     durable: Pos,
     /// Unacknowledged record bytes published to readers.
     bytes: u64,
-    /// Push time of the oldest unacknowledged entry (approximate after an ack whose successor
+    /// Push time of the oldest unacknowledged chunk (approximate after an ack whose successor
     /// was not read yet: then the age is overestimated until the next pop).
     front_ms: Option<u64>,
     /// Batches popped and not acknowledged.
@@ -419,10 +428,10 @@ impl DiskQueue {
         // Existing shards first, so a refused shard count leaves the directory as it was.
         for i in 0..found {
             let dir = cfg.dir.join(format!("shard-{i}"));
-            let r = recover_shard(&dir, &mut report).map_err(io_err(&dir))?;
+            let r = recover_shard(&dir, i, &mut report).map_err(io_err(&dir))?;
             recovered.push((dir, r));
         }
-        if found != cfg.shards && report.replayed_entries > 0 {
+        if found != cfg.shards && report.replayed_chunks > 0 {
             return Err(DiskQueueError::ShardCountChanged {
                 dir: cfg.dir.clone(),
                 found,
@@ -431,7 +440,7 @@ impl DiskQueue {
         }
         for i in found..cfg.shards {
             let dir = cfg.dir.join(format!("shard-{i}"));
-            let r = recover_shard(&dir, &mut report).map_err(io_err(&dir))?;
+            let r = recover_shard(&dir, i, &mut report).map_err(io_err(&dir))?;
             recovered.push((dir, r));
         }
         for (dir, _) in recovered.drain(cfg.shards..) {
@@ -440,7 +449,7 @@ impl DiskQueue {
         let counters = Counters::default();
         counters
             .replayed
-            .store(report.replayed_entries, Ordering::Relaxed);
+            .store(report.replayed_chunks, Ordering::Relaxed);
         counters.corrupt.store(
             report
                 .corrupt_records
@@ -479,10 +488,10 @@ impl DiskQueue {
             .name("promlink-queue-commit".into())
             .spawn(move || committer.run())
             .map_err(io_err(&cfg.dir))?;
-        if report.replayed_entries > 0 || !report.corrupt_records.is_empty() {
+        if report.replayed_chunks > 0 || !report.corrupt_records.is_empty() {
             tracing::info!(
                 dir = %cfg.dir.display(),
-                entries = report.replayed_entries,
+                chunks = report.replayed_chunks,
                 bytes = report.replayed_bytes,
                 corrupt = report.corrupt_records.len(),
                 truncated_tail = report.truncated_tail,
@@ -509,20 +518,20 @@ impl DiskQueue {
         self.inner.max_bytes
     }
 
-    /// Accepts all of `entries` or none, and returns once they are durable per the
+    /// Accepts all of `chunks` or none, and returns once they are durable per the
     /// [`FsyncPolicy`]. Concurrent pushes share writes and fsyncs.
     ///
     /// # Errors
     /// [`PushError::Full`] when the budget cannot hold them (nothing written);
     /// [`PushError::Io`] when writing or syncing failed.
-    pub async fn push(&self, entries: Vec<Entry>) -> Result<(), PushError> {
-        if entries.is_empty() {
+    pub async fn push(&self, chunks: Vec<Chunk>) -> Result<(), PushError> {
+        if chunks.is_empty() {
             return Ok(());
         }
-        let n = self.inner.shards.len() as u64;
-        let mut by_shard: Vec<Vec<Entry>> = (0..n).map(|_| Vec::new()).collect();
-        for e in entries {
-            by_shard[(e.shard_key % n) as usize].push(e);
+        let n = self.inner.shards.len();
+        let mut by_shard: Vec<Vec<Chunk>> = (0..n).map(|_| Vec::new()).collect();
+        for c in chunks {
+            by_shard[c.shard % n].push(c);
         }
         let at_ms = self.inner.clock.now_ms();
         let mut records = Vec::new();
@@ -587,7 +596,7 @@ impl DiskQueue {
     }
 
     /// Waits for the next batch of shard `shard`: returns when the batch is full, when its
-    /// oldest entry has waited `limits.flush_interval`, or (after `close`) with whatever is
+    /// oldest chunk has waited `limits.flush_interval`, or (after `close`) with whatever is
     /// left. Returns `None` when closed and empty. Cancel-safe: a batch counts as taken only
     /// when a call returns it.
     pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
@@ -715,7 +724,7 @@ impl DiskQueue {
         self.inner.used.load(Ordering::Relaxed)
     }
 
-    /// Age of the oldest unacknowledged entry (never underestimated).
+    /// Age of the oldest unacknowledged chunk (never underestimated).
     pub fn oldest_age(&self) -> Option<Duration> {
         let oldest = self
             .inner
@@ -750,7 +759,7 @@ impl DiskQueue {
         }
     }
 
-    /// Whether shard `shard` holds entries a pop would return at once.
+    /// Whether shard `shard` holds chunks a pop would return at once.
     #[cfg(test)]
     fn has_unread(&self, shard: usize) -> bool {
         let s = &self.inner.shards[shard];
@@ -798,7 +807,11 @@ fn existing_shard_dirs(dir: &Path) -> io::Result<usize> {
 
 /// Checks one shard directory from its read position on, cuts a torn tail, and sets up its
 /// writer.
-fn recover_shard(dir: &Path, report: &mut RecoveryReport) -> io::Result<ShardRecovery> {
+fn recover_shard(
+    dir: &Path,
+    shard: usize,
+    report: &mut RecoveryReport,
+) -> io::Result<ShardRecovery> {
     std::fs::create_dir_all(dir)?;
     segment::remove_pos_tmp(dir)?;
     let mut seqs = Vec::new();
@@ -878,18 +891,18 @@ fn recover_shard(dir: &Path, report: &mut RecoveryReport) -> io::Result<ShardRec
             state.durable = pos;
         }
         loop {
-            match segment::step(&mut file, off, end)? {
+            match segment::step(&mut file, off, end, shard)? {
                 segment::Step::Record {
                     off: at,
                     at_ms,
-                    entries: list,
+                    chunks: list,
                     next,
                 } => {
                     let live = (list.len() as u64).saturating_sub(u64::from(skip));
                     if live > 0 {
                         records += 1;
                         state.bytes += next - at;
-                        report.replayed_entries += live;
+                        report.replayed_chunks += live;
                         report.replayed_bytes += next - at;
                         state.front_ms.get_or_insert(at_ms);
                     }

@@ -83,7 +83,7 @@ impl Harness {
     fn check_report(&self, report: &RecoveryReport, torn: bool) -> Result<(), TestCaseError> {
         let most: usize = self.shards.iter().map(|s| s.log.len() - s.durable).sum();
         let least: usize = self.shards.iter().map(|s| s.log.len() - s.ack_hi).sum();
-        let replayed = report.replayed_entries as usize;
+        let replayed = report.replayed_chunks as usize;
         prop_assert!(
             (least..=most).contains(&replayed),
             "replayed {replayed}, expected {least}..={most}"
@@ -107,9 +107,9 @@ impl Harness {
                 }
                 let sizes: Vec<u64> = (0..n)
                     .map(|s| {
-                        let list: Vec<Entry> = entries
+                        let list: Vec<Chunk> = entries
                             .iter()
-                            .filter(|e| (e.shard_key % n as u64) as usize == s)
+                            .filter(|e| e.shard % n == s)
                             .cloned()
                             .collect();
                         if list.is_empty() {
@@ -151,7 +151,7 @@ impl Harness {
                     .pop_batch(shard, &limits(max_samples, Duration::ZERO))
                     .await
                     .expect("data waits");
-                let got: Vec<u64> = b.entries.iter().map(id).collect();
+                let got: Vec<u64> = b.chunks.iter().map(id).collect();
                 prop_assert!(!got.is_empty());
                 let m = &mut self.shards[shard];
                 let start = match m.cursor {

@@ -7,16 +7,16 @@ use std::sync::atomic::Ordering;
 
 use super::segment::{self, Pos, Step};
 use super::{lock, Batch, Inner};
-use crate::codec::Entry;
+use crate::codec::Chunk;
 use crate::queue::BatchLimits;
 
-/// An entry read ahead, with what acknowledging it means.
+/// A chunk read ahead, with what acknowledging it means.
 struct Ahead {
-    entry: Entry,
+    chunk: Chunk,
     at_ms: u64,
-    /// Position after this entry.
+    /// Position after this chunk.
     next: Pos,
-    /// Record bytes freed when this entry is acknowledged (non-zero for a record's last entry).
+    /// Record bytes freed when this chunk is acknowledged (non-zero for a record's last chunk).
     release: u64,
 }
 
@@ -51,8 +51,8 @@ pub(super) struct Reader {
     bytes: usize,
 }
 
-fn weight(e: &Entry) -> (usize, usize) {
-    ((e.samples + e.histograms) as usize, e.encoded_len())
+fn weight(c: &Chunk) -> (usize, usize) {
+    (c.counts.points(), c.raw_len as usize)
 }
 
 impl Reader {
@@ -112,23 +112,23 @@ impl Reader {
                     &mut slot.insert((self.pos.seg, f)).1
                 }
             };
-            match segment::step(file, self.pos.off, end)? {
+            match segment::step(file, self.pos.off, end, shard)? {
                 Step::Record {
                     off,
                     at_ms,
-                    entries,
+                    chunks,
                     next,
                 } => {
-                    let n = entries.len();
+                    let n = chunks.len();
                     let seg = self.pos.seg;
                     let skip = self.pos.skip as usize;
-                    for (i, entry) in entries.into_iter().enumerate().skip(skip) {
+                    for (i, chunk) in chunks.into_iter().enumerate().skip(skip) {
                         let last = i + 1 == n;
-                        let (samples, bytes) = weight(&entry);
+                        let (samples, bytes) = weight(&chunk);
                         self.samples += samples;
                         self.bytes += bytes;
                         self.ahead.push_back(Ahead {
-                            entry,
+                            chunk,
                             at_ms,
                             next: if last {
                                 Pos::new(seg, next, 0)
@@ -147,7 +147,7 @@ impl Reader {
                 } => {
                     let resume = resume.unwrap_or(end);
                     let path = segment::segment_path(&s.dir, self.pos.seg);
-                    tracing::error!(segment = %path.display(), offset = off, %reason, "damaged queue record skipped: its entries are lost");
+                    tracing::error!(segment = %path.display(), offset = off, %reason, "damaged queue record skipped: its chunks are lost");
                     inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
                     // The damaged bytes will never be acknowledged: free them now.
                     let lost = resume - off;
@@ -165,15 +165,15 @@ impl Reader {
         Ok(())
     }
 
-    /// Cuts a batch from the front of the read-ahead: entries while they fit, at least one.
+    /// Cuts a batch from the front of the read-ahead: chunks while they fit, at least one.
     fn take(&mut self, limits: &BatchLimits) -> Popped {
         let (mut samples, mut bytes) = (0usize, 0usize);
-        let mut entries = Vec::new();
+        let mut chunks = Vec::new();
         let (mut end, mut release, mut records) = (Pos::default(), 0, 0);
         let first_ms = self.ahead.front().map(|a| a.at_ms);
         while let Some(front) = self.ahead.front() {
-            let (s, b) = weight(&front.entry);
-            if !entries.is_empty()
+            let (s, b) = weight(&front.chunk);
+            if !chunks.is_empty()
                 && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
             {
                 break;
@@ -186,13 +186,13 @@ impl Reader {
             end = a.next;
             release += a.release;
             records += u64::from(a.release > 0);
-            entries.push(a.entry);
+            chunks.push(a.chunk);
         }
         self.samples -= samples;
         self.bytes -= bytes;
         Popped {
             batch: Batch {
-                entries,
+                chunks,
                 end,
                 release,
                 records,

@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::codec::Entry;
+use crate::codec::{Chunk, ChunkCounts, Entry};
 
-/// First four bytes of every record.
-pub(super) const MAGIC: [u8; 4] = *b"PLQ1";
+/// First four bytes of every record written (format version 2).
+pub(super) const MAGIC: [u8; 4] = *b"PLQ2";
+/// First four bytes of a version 1 record (still read).
+pub(super) const MAGIC_V1: [u8; 4] = *b"PLQ1";
 /// Magic, payload length, CRC.
 pub(super) const HEADER_LEN: u64 = 12;
 /// Largest payload accepted when reading (and written): far above any request body limit, low
@@ -55,27 +57,29 @@ pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Encodes one record: the entries of one request for one shard, pushed at `at_ms`.
-pub(super) fn encode_record(at_ms: u64, entries: &[Entry]) -> Vec<u8> {
-    let payload_len: usize = 8
-        + 10
-        + entries
-            .iter()
-            .map(|e| 8 + 4 * 5 + 10 + e.bytes.len())
-            .sum::<usize>();
+/// Encodes one record: the chunks of one request for one shard, pushed at `at_ms`.
+pub(super) fn encode_record(at_ms: u64, chunks: &[Chunk]) -> Vec<u8> {
+    let payload_len: usize = 8 + 10 + chunks.iter().map(|c| 8 * 10 + c.data.len()).sum::<usize>();
     let mut buf = Vec::with_capacity(HEADER_LEN as usize + payload_len);
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&[0; 8]);
     buf.extend_from_slice(&at_ms.to_le_bytes());
-    put_varint(&mut buf, entries.len() as u64);
-    for e in entries {
-        buf.extend_from_slice(&e.shard_key.to_le_bytes());
-        put_varint(&mut buf, u64::from(e.field));
-        put_varint(&mut buf, u64::from(e.samples));
-        put_varint(&mut buf, u64::from(e.histograms));
-        put_varint(&mut buf, u64::from(e.exemplars));
-        put_varint(&mut buf, e.bytes.len() as u64);
-        buf.extend_from_slice(&e.bytes);
+    put_varint(&mut buf, chunks.len() as u64);
+    for c in chunks {
+        let n = &c.counts;
+        for v in [
+            n.series,
+            n.samples,
+            n.histograms,
+            n.exemplars,
+            n.metadata,
+            c.raw_len,
+        ] {
+            put_varint(&mut buf, u64::from(v));
+        }
+        put_varint(&mut buf, ((c.min_ts << 1) ^ (c.min_ts >> 63)) as u64);
+        put_varint(&mut buf, c.data.len() as u64);
+        buf.extend_from_slice(&c.data);
     }
     // A payload over u32 is refused by the caller (`MAX_PAYLOAD`); saturate rather than wrap.
     let len = u32::try_from(buf.len() - HEADER_LEN as usize).unwrap_or(u32::MAX);
@@ -146,8 +150,55 @@ impl Cursor<'_> {
     }
 }
 
-/// Decodes a payload whose CRC already matched. Entry bytes share the payload's allocation.
-pub(super) fn decode_payload(payload: &Bytes) -> Result<(u64, Vec<Entry>), String> {
+/// Decodes a version 2 payload whose CRC already matched. Chunk data shares the payload's
+/// allocation.
+pub(super) fn decode_payload(payload: &Bytes, shard: usize) -> Result<(u64, Vec<Chunk>), String> {
+    let mut c = Cursor {
+        buf: payload,
+        at: 0,
+    };
+    let at_ms = c.u64_le()?;
+    let n = c.varint()?;
+    // Each chunk takes at least 8 bytes: a count beyond that is damage, not a reason to
+    // allocate.
+    if n > payload.len() as u64 / 8 {
+        return Err(format!("chunk count {n} exceeds what the payload can hold"));
+    }
+    let mut chunks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let counts = ChunkCounts {
+            series: c.u32_varint("series")?,
+            samples: c.u32_varint("samples")?,
+            histograms: c.u32_varint("histograms")?,
+            exemplars: c.u32_varint("exemplars")?,
+            metadata: c.u32_varint("metadata")?,
+        };
+        let raw_len = c.u32_varint("raw_len")?;
+        let z = c.varint()?;
+        let min_ts = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let len = usize::try_from(c.varint()?).map_err(|_| "chunk length too large")?;
+        let start = c.at;
+        c.take(len)?;
+        chunks.push(Chunk {
+            shard,
+            counts,
+            raw_len,
+            min_ts,
+            data: payload.slice(start..start + len),
+        });
+    }
+    if c.at != payload.len() {
+        return Err(format!(
+            "{} bytes after the last chunk",
+            payload.len() - c.at
+        ));
+    }
+    Ok((at_ms, chunks))
+}
+
+/// Decodes a version 1 payload (one entry per message) whose CRC already matched; each message
+/// becomes a chunk of its own, so `skip` keeps counting messages.
+fn decode_payload_v1(payload: &Bytes, shard: usize) -> Result<(u64, Vec<Chunk>), String> {
     let mut c = Cursor {
         buf: payload,
         at: 0,
@@ -159,7 +210,7 @@ pub(super) fn decode_payload(payload: &Bytes) -> Result<(u64, Vec<Entry>), Strin
     if n > payload.len() as u64 / 14 {
         return Err(format!("entry count {n} exceeds what the payload can hold"));
     }
-    let mut entries = Vec::with_capacity(n as usize);
+    let mut chunks = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let shard_key = c.u64_le()?;
         let field = c.u32_varint("field")?;
@@ -169,14 +220,15 @@ pub(super) fn decode_payload(payload: &Bytes) -> Result<(u64, Vec<Entry>), Strin
         let len = usize::try_from(c.varint()?).map_err(|_| "entry length too large")?;
         let start = c.at;
         c.take(len)?;
-        entries.push(Entry {
+        let entry = Entry {
             shard_key,
             field,
             bytes: payload.slice(start..start + len),
             samples,
             histograms,
             exemplars,
-        });
+        };
+        chunks.push(Chunk::from_entries(shard, &[entry]));
     }
     if c.at != payload.len() {
         return Err(format!(
@@ -184,7 +236,7 @@ pub(super) fn decode_payload(payload: &Bytes) -> Result<(u64, Vec<Entry>), Strin
             payload.len() - c.at
         ));
     }
-    Ok((at_ms, entries))
+    Ok((at_ms, chunks))
 }
 
 /// Reads exactly `buf.len()` bytes at `off`.
@@ -197,14 +249,14 @@ fn read_at(file: &mut File, off: u64, buf: &mut [u8]) -> io::Result<()> {
 enum Rec {
     Valid {
         at_ms: u64,
-        entries: Vec<Entry>,
+        chunks: Vec<Chunk>,
         next: u64,
     },
     Bad(String),
 }
 
 /// Reads and checks the record at `off`, which must lie wholly before `end`.
-fn read_record(file: &mut File, off: u64, end: u64) -> io::Result<Rec> {
+fn read_record(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<Rec> {
     if end.saturating_sub(off) < HEADER_LEN {
         return Ok(Rec::Bad(format!(
             "{} bytes left, too few for a record header (torn write?)",
@@ -219,7 +271,8 @@ fn read_record(file: &mut File, off: u64, end: u64) -> io::Result<Rec> {
         }
         Err(e) => return Err(e),
     }
-    if header[0..4] != MAGIC {
+    let v1 = header[0..4] == MAGIC_V1;
+    if header[0..4] != MAGIC && !v1 {
         return Ok(Rec::Bad("bad magic".to_string()));
     }
     let len = u64::from(u32::from_le_bytes([
@@ -251,10 +304,15 @@ fn read_record(file: &mut File, off: u64, end: u64) -> io::Result<Rec> {
         )));
     }
     let payload = Bytes::from(payload);
-    Ok(match decode_payload(&payload) {
-        Ok((at_ms, entries)) => Rec::Valid {
+    let decoded = if v1 {
+        decode_payload_v1(&payload, shard)
+    } else {
+        decode_payload(&payload, shard)
+    };
+    Ok(match decoded {
+        Ok((at_ms, chunks)) => Rec::Valid {
             at_ms,
-            entries,
+            chunks,
             next,
         },
         Err(reason) => Rec::Bad(format!("undecodable payload: {reason}")),
@@ -262,7 +320,7 @@ fn read_record(file: &mut File, off: u64, end: u64) -> io::Result<Rec> {
 }
 
 /// The first offset in `[from, end)` where a valid record starts.
-fn resync(file: &mut File, from: u64, end: u64) -> io::Result<Option<u64>> {
+fn resync(file: &mut File, from: u64, end: u64, shard: usize) -> io::Result<Option<u64>> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pos = from;
     while pos + HEADER_LEN <= end {
@@ -273,9 +331,10 @@ fn resync(file: &mut File, from: u64, end: u64) -> io::Result<Option<u64>> {
             Err(e) => return Err(e),
         }
         for i in 0..n.saturating_sub(MAGIC.len() - 1) {
-            if buf[i..i + MAGIC.len()] == MAGIC {
+            let magic = &buf[i..i + MAGIC.len()];
+            if magic == MAGIC || magic == MAGIC_V1 {
                 let candidate = pos + i as u64;
-                if let Rec::Valid { .. } = read_record(file, candidate, end)? {
+                if let Rec::Valid { .. } = read_record(file, candidate, end, shard)? {
                     return Ok(Some(candidate));
                 }
             }
@@ -295,7 +354,7 @@ pub(super) enum Step {
     Record {
         off: u64,
         at_ms: u64,
-        entries: Vec<Entry>,
+        chunks: Vec<Chunk>,
         next: u64,
     },
     /// The bytes from `off` are damaged; the next valid record starts at `resume`, or none
@@ -309,29 +368,30 @@ pub(super) enum Step {
     End,
 }
 
-/// Reads the record at `off` or, when it is damaged, finds where the next valid one starts.
+/// Reads the record at `off` of a segment of shard `shard` or, when it is damaged, finds where
+/// the next valid one starts.
 ///
 /// # Errors
 /// Only real I/O errors; damage is a [`Step::Corrupt`].
-pub(super) fn step(file: &mut File, off: u64, end: u64) -> io::Result<Step> {
+pub(super) fn step(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<Step> {
     if off >= end {
         return Ok(Step::End);
     }
-    Ok(match read_record(file, off, end)? {
+    Ok(match read_record(file, off, end, shard)? {
         Rec::Valid {
             at_ms,
-            entries,
+            chunks,
             next,
         } => Step::Record {
             off,
             at_ms,
-            entries,
+            chunks,
             next,
         },
         Rec::Bad(reason) => Step::Corrupt {
             off,
             reason,
-            resume: resync(file, off + 1, end)?,
+            resume: resync(file, off + 1, end, shard)?,
         },
     })
 }

@@ -3,30 +3,18 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::*;
-use crate::codec::FIELD_TIMESERIES;
+use crate::codec::{ChunkCounts, Entry, FIELD_TIMESERIES};
 
-/// An entry whose bytes start with `id`, so order and identity can be checked.
-pub(super) fn entry(key: u64, id: u64, samples: u32, len: usize) -> Entry {
-    let mut b = id.to_le_bytes().to_vec();
-    b.resize(len.max(8), 0xab);
-    Entry {
-        shard_key: key,
-        field: FIELD_TIMESERIES,
-        bytes: Bytes::from(b),
-        samples,
-        histograms: 0,
-        exemplars: 0,
-    }
-}
+pub(super) use crate::queue::test_chunk as entry;
 
-pub(super) fn id(e: &Entry) -> u64 {
+pub(super) fn id(c: &Chunk) -> u64 {
     let mut a = [0u8; 8];
-    a.copy_from_slice(&e.bytes[..8]);
+    a.copy_from_slice(&c.data[..8]);
     u64::from_le_bytes(a)
 }
 
 fn ids(b: &Batch) -> Vec<u64> {
-    b.entries.iter().map(id).collect()
+    b.chunks.iter().map(id).collect()
 }
 
 fn config(dir: &Path, shards: usize) -> DiskQueueConfig {
@@ -52,7 +40,7 @@ fn open(cfg: &DiskQueueConfig) -> (DiskQueue, RecoveryReport) {
 }
 
 /// Size of the record one push of `entries` (all in one shard) writes.
-fn record_len(entries: &[Entry]) -> u64 {
+fn record_len(entries: &[Chunk]) -> u64 {
     segment::encode_record(0, entries).len() as u64
 }
 
@@ -70,7 +58,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 async fn entries_leave_each_shard_in_push_order() {
     let dir = tempfile::tempdir().unwrap();
     let (q, report) = open(&config(dir.path(), 2));
-    assert_eq!(report.replayed_entries, 0);
+    assert_eq!(report.replayed_chunks, 0);
     for chunk in (0..12u64).collect::<Vec<_>>().chunks(3) {
         q.push(chunk.iter().map(|&i| entry(i, i, 1, 20)).collect())
             .await
@@ -81,7 +69,7 @@ async fn entries_leave_each_shard_in_push_order() {
     for (shard, got) in seen.iter_mut().enumerate() {
         while q.has_unread(shard) {
             let b = q.pop_batch(shard, &l).await.unwrap();
-            assert!(b.entries.len() <= 4);
+            assert!(b.chunks.len() <= 4);
             got.extend(ids(&b));
             q.ack(shard, &b);
         }
@@ -244,7 +232,7 @@ async fn reopen_replays_only_unacknowledged_entries() {
         q.close();
     }
     let (q, report) = open(&cfg);
-    assert_eq!(report.replayed_entries, 7);
+    assert_eq!(report.replayed_chunks, 7);
     assert!(report.corrupt_records.is_empty());
     assert_eq!(q.stats().replayed, 7);
     assert!(q.oldest_age().is_some());
@@ -253,7 +241,7 @@ async fn reopen_replays_only_unacknowledged_entries() {
     q.ack(0, &b);
     drop(q);
     let (_, report) = open(&cfg);
-    assert_eq!(report.replayed_entries, 0);
+    assert_eq!(report.replayed_chunks, 0);
 }
 
 #[tokio::test]
@@ -269,7 +257,7 @@ async fn acknowledged_and_synced_data_is_not_replayed_after_a_crash() {
     q.sync().await.unwrap();
     q.crash();
     let (q, report) = open(&cfg);
-    assert_eq!(report.replayed_entries, 2);
+    assert_eq!(report.replayed_chunks, 2);
     let b = q.pop_batch(0, &limits(10, Duration::ZERO)).await.unwrap();
     assert_eq!(ids(&b), [2, 3]);
 }
@@ -287,7 +275,7 @@ async fn interval_policy_survives_a_process_crash_without_fsync() {
     assert_eq!(q.stats().commits, 20);
     q.crash();
     let (_, report) = open(&cfg);
-    assert_eq!(report.replayed_entries, 20);
+    assert_eq!(report.replayed_chunks, 20);
 }
 
 #[tokio::test]
@@ -320,7 +308,7 @@ async fn consumed_segments_are_deleted() {
     assert_eq!(q.stats().segments, 1);
     drop(q);
     let (q, report) = open(&cfg);
-    assert_eq!(report.replayed_entries, 0);
+    assert_eq!(report.replayed_chunks, 0);
     q.push(vec![entry(0, 99, 1, 10)]).await.unwrap();
     let b = q.pop_batch(0, &l).await.unwrap();
     assert_eq!(ids(&b), [99]);
@@ -347,7 +335,7 @@ async fn a_torn_tail_loses_only_the_last_record() {
 
     let (q, report) = open(&cfg);
     assert!(report.truncated_tail);
-    assert_eq!(report.replayed_entries, 4);
+    assert_eq!(report.replayed_chunks, 4);
     assert_eq!(report.corrupt_records.len(), 1);
     assert_eq!(report.corrupt_records[0].segment, seg);
     assert_eq!(report.corrupt_records[0].offset, 2 * rec);
@@ -377,7 +365,7 @@ async fn a_damaged_middle_record_loses_only_itself() {
 
         let (q, report) = open(&cfg);
         assert!(!report.truncated_tail, "{what}");
-        assert_eq!(report.replayed_entries, 4, "{what}");
+        assert_eq!(report.replayed_chunks, 4, "{what}");
         assert_eq!(report.corrupt_records.len(), 1, "{what}");
         assert_eq!(report.corrupt_records[0].segment, seg, "{what}");
         assert_eq!(report.corrupt_records[0].offset, 2 * rec, "{what}");
@@ -405,7 +393,7 @@ async fn a_damaged_read_position_replays_the_shard_from_its_oldest_segment() {
     let pos = dir.path().join("shard-0").join(segment::POS_FILE);
     std::fs::write(&pos, b"garbage").unwrap();
     let (_, report) = open(&cfg);
-    assert_eq!(report.replayed_entries, 3, "duplicates, not loss");
+    assert_eq!(report.replayed_chunks, 3, "duplicates, not loss");
     assert_eq!(report.corrupt_records.len(), 1);
     assert_eq!(report.corrupt_records[0].segment, pos);
 }
@@ -452,19 +440,25 @@ async fn concurrent_pushes_share_fsyncs() {
 
 #[test]
 fn records_round_trip_and_reject_damage() {
-    let entries = vec![entry(u64::MAX, 1, 7, 300), entry(3, 2, 0, 0)];
-    let rec = segment::encode_record(1234, &entries);
+    let mut first = entry(3, 1, 7, 300);
+    first.counts.histograms = 2;
+    first.counts.exemplars = 4;
+    first.min_ts = i64::MIN;
+    let mut second = entry(3, 2, 0, 0);
+    second.counts = ChunkCounts {
+        metadata: 9,
+        ..ChunkCounts::default()
+    };
+    second.min_ts = i64::MAX;
+    let chunks = vec![first, second];
+    let rec = segment::encode_record(1234, &chunks);
     let payload = Bytes::copy_from_slice(&rec[segment::HEADER_LEN as usize..]);
-    let (at, back) = segment::decode_payload(&payload).unwrap();
+    let (at, back) = segment::decode_payload(&payload, 3).unwrap();
     assert_eq!(at, 1234);
-    assert_eq!(back.len(), 2);
-    assert_eq!(back[0].shard_key, u64::MAX);
-    assert_eq!(back[0].samples, 7);
-    assert_eq!(back[0].bytes, entries[0].bytes);
-    assert_eq!(back[1].bytes, entries[1].bytes);
+    assert_eq!(back, chunks, "every field survives");
     // Every truncation of the payload is refused, never a panic.
     for cut in 0..payload.len() {
-        assert!(segment::decode_payload(&payload.slice(..cut)).is_err());
+        assert!(segment::decode_payload(&payload.slice(..cut), 3).is_err());
     }
     assert_eq!(
         segment::parse_segment_name(&segment::segment_name(42)),
@@ -492,4 +486,100 @@ async fn a_second_process_cannot_open_the_same_directory() {
     );
     drop(first);
     DiskQueue::open(cfg).expect("free again after the first closes");
+}
+
+/// A record in the version 1 layout (one entry per message), as earlier versions wrote it.
+fn record_v1(at_ms: u64, entries: &[Entry]) -> Vec<u8> {
+    fn varint(buf: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+    let mut payload = at_ms.to_le_bytes().to_vec();
+    varint(&mut payload, entries.len() as u64);
+    for e in entries {
+        payload.extend_from_slice(&e.shard_key.to_le_bytes());
+        for v in [e.field, e.samples, e.histograms, e.exemplars] {
+            varint(&mut payload, u64::from(v));
+        }
+        varint(&mut payload, e.bytes.len() as u64);
+        payload.extend_from_slice(&e.bytes);
+    }
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(&payload);
+    let mut rec = b"PLQ1".to_vec();
+    rec.extend_from_slice(&len);
+    rec.extend_from_slice(&h.finalize().to_le_bytes());
+    rec.extend_from_slice(&payload);
+    rec
+}
+
+/// A queue written by an earlier version (format 1, one entry per message, `skip` counting
+/// messages) is replayed after an upgrade: the unconsumed messages come back, in order, as
+/// chunks that decompress to the same bytes.
+#[tokio::test]
+async fn version_1_records_are_replayed_after_an_upgrade() {
+    let series = |name: &str, ts: i64| {
+        let mut label = Vec::new();
+        crate::codec::wire::put_len_field(&mut label, 1, b"__name__");
+        crate::codec::wire::put_len_field(&mut label, 2, name.as_bytes());
+        let mut sample = vec![0x09];
+        sample.extend_from_slice(&2.5f64.to_le_bytes());
+        sample.push(0x10);
+        crate::codec::wire::put_varint(&mut sample, ts as u64);
+        let mut s = Vec::new();
+        crate::codec::wire::put_len_field(&mut s, 1, &label);
+        crate::codec::wire::put_len_field(&mut s, 2, &sample);
+        Entry {
+            shard_key: 0,
+            field: FIELD_TIMESERIES,
+            bytes: Bytes::from(s),
+            samples: 1,
+            histograms: 0,
+            exemplars: 0,
+        }
+    };
+    let first = [series("a", 1), series("b", 2), series("c", 3)];
+    let second = [series("d", 4)];
+    let dir = tempfile::tempdir().unwrap();
+    let shard = dir.path().join("shard-0");
+    std::fs::create_dir_all(&shard).unwrap();
+    let mut log = record_v1(1_000, &first);
+    log.extend(record_v1(2_000, &second));
+    std::fs::write(shard.join(segment::segment_name(0)), &log).unwrap();
+    // The first message of the first record was acknowledged before the upgrade.
+    segment::write_pos(&shard, segment::Pos::new(0, 0, 1), true).unwrap();
+
+    let (q, report) = open(&config(dir.path(), 1));
+    assert_eq!(report.replayed_chunks, 3, "b, c and d");
+    assert!(report.corrupt_records.is_empty());
+    let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+    let got: Vec<Bytes> = b
+        .chunks
+        .iter()
+        .flat_map(|c| c.entries().unwrap())
+        .map(|e| e.bytes)
+        .collect();
+    let want: Vec<Bytes> = first[1..]
+        .iter()
+        .chain(&second)
+        .map(|e| e.bytes.clone())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        b.chunks.iter().map(|c| c.min_ts).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    q.ack(0, &b);
+    q.sync().await.unwrap();
+    drop(q);
+    let (_, report) = open(&config(dir.path(), 1));
+    assert_eq!(
+        report.replayed_chunks, 0,
+        "acknowledged across the format change"
+    );
 }

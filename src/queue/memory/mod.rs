@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::BatchLimits;
-use crate::codec::Entry;
+use crate::codec::Chunk;
 
 /// The queue refused a push because its byte budget is used up.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +22,14 @@ pub struct Full {
     pub needed: usize,
 }
 
-/// An entry waiting in a shard, with the time it arrived.
+/// A chunk waiting in a shard, with the time it arrived.
 struct Queued {
-    entry: Entry,
+    chunk: Chunk,
     at: Instant,
 }
 
 struct Shard {
-    entries: Mutex<VecDeque<Queued>>,
+    chunks: Mutex<VecDeque<Queued>>,
     notify: Notify,
 }
 
@@ -38,8 +38,8 @@ pub struct MemoryQueue {
     shards: Vec<Shard>,
     max_bytes: usize,
     used: AtomicUsize,
-    entries_in: AtomicU64,
-    entries_out: AtomicU64,
+    chunks_in: AtomicU64,
+    chunks_out: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -49,14 +49,14 @@ impl MemoryQueue {
         Self {
             shards: (0..shards.max(1))
                 .map(|_| Shard {
-                    entries: Mutex::new(VecDeque::new()),
+                    chunks: Mutex::new(VecDeque::new()),
                     notify: Notify::new(),
                 })
                 .collect(),
             max_bytes,
             used: AtomicUsize::new(0),
-            entries_in: AtomicU64::new(0),
-            entries_out: AtomicU64::new(0),
+            chunks_in: AtomicU64::new(0),
+            chunks_out: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
     }
@@ -76,19 +76,19 @@ impl MemoryQueue {
         self.max_bytes
     }
 
-    /// Entries waiting in shards (not yet taken into a batch).
-    pub fn waiting_entries(&self) -> u64 {
-        self.entries_in
+    /// Chunks waiting in shards (not yet taken into a batch).
+    pub fn waiting_chunks(&self) -> u64 {
+        self.chunks_in
             .load(Ordering::Relaxed)
-            .saturating_sub(self.entries_out.load(Ordering::Relaxed))
+            .saturating_sub(self.chunks_out.load(Ordering::Relaxed))
     }
 
-    /// Accepts all of `entries` or none.
+    /// Accepts all of `chunks` or none.
     ///
     /// # Errors
     /// [`Full`] when the byte budget cannot hold them.
-    pub fn push(&self, entries: Vec<Entry>) -> Result<(), Full> {
-        let needed: usize = entries.iter().map(Entry::encoded_len).sum();
+    pub fn push(&self, chunks: Vec<Chunk>) -> Result<(), Full> {
+        let needed: usize = chunks.iter().map(Chunk::queue_bytes).sum();
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
             // A request bigger than the whole budget is still accepted into an empty queue, so it
@@ -112,24 +112,24 @@ impl MemoryQueue {
         }
         let now = Instant::now();
         let n = self.shards.len() as u64;
-        self.entries_in
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.chunks_in
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
         let mut touched = vec![false; self.shards.len()];
-        // Lock each shard once per request, not once per entry.
-        let mut by_shard: Vec<Vec<Entry>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for e in entries {
-            let i = (e.shard_key % n) as usize;
-            by_shard[i].push(e);
+        // Lock each shard once per request, not once per chunk.
+        let mut by_shard: Vec<Vec<Chunk>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for c in chunks {
+            let i = (c.shard as u64 % n) as usize;
+            by_shard[i].push(c);
         }
         for (i, list) in by_shard.into_iter().enumerate() {
             if list.is_empty() {
                 continue;
             }
             let mut q = self.shards[i]
-                .entries
+                .chunks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            q.extend(list.into_iter().map(|entry| Queued { entry, at: now }));
+            q.extend(list.into_iter().map(|chunk| Queued { chunk, at: now }));
             touched[i] = true;
         }
         for (i, t) in touched.into_iter().enumerate() {
@@ -140,7 +140,7 @@ impl MemoryQueue {
         Ok(())
     }
 
-    /// Returns bytes to the budget once the entries they belong to have left for good.
+    /// Returns bytes to the budget once the chunks they belong to have left for good.
     pub fn release(&self, bytes: usize) {
         let _ = self
             .used
@@ -164,25 +164,25 @@ impl MemoryQueue {
     }
 
     /// Waits for the next batch of shard `shard`: returns when the batch is full, when its oldest
-    /// entry has waited `limits.flush_interval`, or (after `close`) with whatever is left.
+    /// chunk has waited `limits.flush_interval`, or (after `close`) with whatever is left.
     /// Returns `None` when closed and empty.
-    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Vec<Entry>> {
+    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Vec<Chunk>> {
         self.pop_batch_aged(shard, limits)
             .await
-            .map(|(entries, _)| entries)
+            .map(|(chunks, _)| chunks)
     }
 
-    /// Like [`MemoryQueue::pop_batch`], also returning when the batch's first entry arrived.
+    /// Like [`MemoryQueue::pop_batch`], also returning when the batch's first chunk arrived.
     pub async fn pop_batch_aged(
         &self,
         shard: usize,
         limits: &BatchLimits,
-    ) -> Option<(Vec<Entry>, Instant)> {
+    ) -> Option<(Vec<Chunk>, Instant)> {
         let s = &self.shards[shard];
         loop {
             let notified = s.notify.notified();
             let (ready, oldest) = {
-                let q = s.entries.lock().unwrap_or_else(|p| p.into_inner());
+                let q = s.chunks.lock().unwrap_or_else(|p| p.into_inner());
                 match q.front() {
                     None => (false, None),
                     Some(first) => (
@@ -211,13 +211,13 @@ impl MemoryQueue {
     }
 
     /// Takes everything shard `shard` still holds (used when giving up at shutdown).
-    pub fn drain_shard(&self, shard: usize) -> Vec<Entry> {
+    pub fn drain_shard(&self, shard: usize) -> Vec<Chunk> {
         let mut q = self.shards[shard]
-            .entries
+            .chunks
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let out: Vec<Entry> = q.drain(..).map(|x| x.entry).collect();
-        self.entries_out
+        let out: Vec<Chunk> = q.drain(..).map(|x| x.chunk).collect();
+        self.chunks_out
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         out
     }
@@ -225,8 +225,8 @@ impl MemoryQueue {
     fn full_batch_waiting(q: &VecDeque<Queued>, limits: &BatchLimits) -> bool {
         let (mut samples, mut bytes) = (0usize, 0usize);
         for item in q {
-            samples += (item.entry.samples + item.entry.histograms) as usize;
-            bytes += item.entry.encoded_len();
+            samples += item.chunk.counts.points();
+            bytes += item.chunk.raw_len as usize;
             if samples >= limits.max_samples || bytes >= limits.max_bytes {
                 return true;
             }
@@ -234,25 +234,25 @@ impl MemoryQueue {
         false
     }
 
-    fn take(&self, shard: usize, limits: &BatchLimits) -> Vec<Entry> {
+    fn take(&self, shard: usize, limits: &BatchLimits) -> Vec<Chunk> {
         let mut q = self.shards[shard]
-            .entries
+            .chunks
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let (mut samples, mut bytes) = (0usize, 0usize);
         let mut out = Vec::new();
         while let Some(front) = q.front() {
-            let s = (front.entry.samples + front.entry.histograms) as usize;
-            let b = front.entry.encoded_len();
+            let s = front.chunk.counts.points();
+            let b = front.chunk.raw_len as usize;
             if !out.is_empty() && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
             {
                 break;
             }
             samples += s;
             bytes += b;
-            out.extend(q.pop_front().map(|qd| qd.entry));
+            out.extend(q.pop_front().map(|qd| qd.chunk));
         }
-        self.entries_out
+        self.chunks_out
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         out
     }

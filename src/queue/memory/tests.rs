@@ -1,21 +1,13 @@
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use std::time::Duration;
 
 use super::*;
-use crate::codec::FIELD_TIMESERIES;
+use crate::codec::CHUNK_OVERHEAD;
 
-fn entry(key: u64, samples: u32, len: usize) -> Entry {
-    Entry {
-        shard_key: key,
-        field: FIELD_TIMESERIES,
-        bytes: Bytes::from(vec![0u8; len]),
-        samples,
-        histograms: 0,
-        exemplars: 0,
-    }
+/// A chunk for shard `key` holding `samples` samples in `len` bytes.
+fn entry(key: u64, samples: u32, len: usize) -> Chunk {
+    crate::queue::test_chunk(key, 0, samples, len)
 }
 
 fn limits(max_samples: usize) -> BatchLimits {
@@ -31,13 +23,13 @@ async fn push_is_all_or_nothing_and_release_frees_budget() {
     let q = MemoryQueue::new(2, 1000);
     q.push(vec![entry(0, 1, 400), entry(1, 1, 400)]).unwrap();
     let used = q.used_bytes();
-    assert_eq!(used, 2 * (400 + 3));
+    assert_eq!(used, 2 * (400 + CHUNK_OVERHEAD));
     let err = q
         .push(vec![entry(0, 1, 100), entry(1, 1, 100)])
         .unwrap_err();
-    assert_eq!((err.used, err.needed), (used, 2 * 102));
+    assert_eq!((err.used, err.needed), (used, 2 * (100 + CHUNK_OVERHEAD)));
     assert_eq!(
-        q.waiting_entries(),
+        q.waiting_chunks(),
         2,
         "a refused push leaves nothing behind"
     );
@@ -55,13 +47,13 @@ async fn oversized_request_enters_an_empty_queue() {
 #[tokio::test(start_paused = true)]
 async fn batches_fill_to_the_sample_limit_and_keep_order() {
     let q = MemoryQueue::new(1, 1 << 20);
-    let entries: Vec<Entry> = (0..10).map(|i| entry(i, 3, 8)).collect();
+    let entries: Vec<Chunk> = (0..10).map(|i| entry(i, 3, 8)).collect();
     q.push(entries).unwrap();
     let b = q.pop_batch(0, &limits(7)).await.unwrap();
     // 3 + 3 fits, a third entry would make 9 > 7.
-    assert_eq!(b.iter().map(|e| e.shard_key).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(b.iter().map(|e| e.shard).collect::<Vec<_>>(), [0, 1]);
     let b = q.pop_batch(0, &limits(7)).await.unwrap();
-    assert_eq!(b.iter().map(|e| e.shard_key).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(b.iter().map(|e| e.shard).collect::<Vec<_>>(), [2, 3]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -107,12 +99,12 @@ fn one_series_always_maps_to_one_shard() {
     }
     q.push(entries).unwrap();
     for (i, shard) in q.shards.iter().enumerate() {
-        let list = shard.entries.lock().unwrap();
+        let list = shard.chunks.lock().unwrap();
         for key in [7u64, 8, 9, 10, 11] {
             let seen: Vec<u32> = list
                 .iter()
-                .filter(|x| x.entry.shard_key == key)
-                .map(|x| x.entry.samples)
+                .filter(|x| x.chunk.shard as u64 == key)
+                .map(|x| x.chunk.counts.samples)
                 .collect();
             if !seen.is_empty() {
                 assert_eq!(key as usize % 4, i);
