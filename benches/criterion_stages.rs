@@ -4,14 +4,15 @@
 //! labels, one sample each, as [`promlink::loadgen`] and Prometheus send them). Stages:
 //!
 //! - `receive`: what the receiver does per request ([`promlink::codec::decode_chunks`]):
-//!   snappy-decompress, walk and validate every series, split them over 4 shards and compress
-//!   each share into a chunk; and with 1 shard, where the sender's body is kept as it is;
-//! - `batch body`: the upstream body of a 5000-sample batch from its chunks
+//!   snappy-decompress, walk and validate every series and compute its key; the request is
+//!   forwarded as it came, so its chunk is the sender's compressed body; and with a `cluster`
+//!   label to add, where every series changes and the request is compressed once;
+//! - `batch body`: the upstream body of a batch from its chunks
 //!   ([`promlink::codec::write_body`]: a concatenation, no compression);
-//! - `snappy`: decompress + compress of the same bytes alone, the floor of any relay that
-//!   re-shards and so cannot forward the sender's compressed bytes as they are;
-//! - `queue`: one request's chunks through the durable queue: push (record encoding, CRC, write;
-//!   fsync every hour, so the figure is CPU, not disk latency), pop the batches, acknowledge;
+//! - `snappy`: decompress + compress of the same bytes alone, what a relay that re-encodes
+//!   pays on top of the walk;
+//! - `queue`: one request's chunk through the durable queue: push (record encoding, CRC, write;
+//!   fsync every hour, so the figure is CPU, not disk latency), pop the batch, finish it;
 //! - `fixture receive`: `receive` on each real Prometheus 2.42 body in `tests/fixtures/`.
 //!
 //! Throughput is in samples (`elem/s`). `cargo bench --bench criterion_stages` measures;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use promlink::codec::{decode_chunks, write_body, Chunk, ChunkLayout, Options, Protocol};
+use promlink::codec::{decode_chunks, write_body, Chunk, ChunkLimits, Options, Protocol};
 use promlink::loadgen::{encode as encode_request, series_labels};
 use promlink::proto::v1::{Sample, TimeSeries, WriteRequest};
 use promlink::queue::{BatchLimits, DiskQueue, DiskQueueConfig, FsyncPolicy};
@@ -37,9 +38,8 @@ fn options() -> Options {
     }
 }
 
-fn layout(shards: usize) -> ChunkLayout {
-    ChunkLayout {
-        shards,
+fn limits() -> ChunkLimits {
+    ChunkLimits {
         max_points: BATCH_SAMPLES,
         max_raw: 4 << 20,
     }
@@ -63,8 +63,8 @@ fn body(first: usize, n: usize) -> Bytes {
     }))
 }
 
-fn chunks(body: &Bytes, shards: usize) -> Vec<Chunk> {
-    decode_chunks(Protocol::V1, body, &options(), &layout(shards))
+fn chunks(body: &Bytes) -> Vec<Chunk> {
+    decode_chunks(Protocol::V1, body, &options(), &limits())
         .expect("loadgen body decodes")
         .chunks
 }
@@ -72,35 +72,33 @@ fn chunks(body: &Bytes, shards: usize) -> Vec<Chunk> {
 fn stages(c: &mut Criterion) {
     let opts = options();
     let request = body(0, SAMPLES_PER_REQUEST);
-    let four = layout(4);
-    let one = layout(1);
-    let decoded = decode_chunks(Protocol::V1, &request, &opts, &four).expect("decodes");
+    let decoded = decode_chunks(Protocol::V1, &request, &opts, &limits()).expect("decodes");
     assert_eq!(decoded.counts.samples, SAMPLES_PER_REQUEST as u64);
+    let with_cluster = Options {
+        cluster: Some("aks-prod-westeurope".into()),
+        ..options()
+    };
 
     let mut group = c.benchmark_group("stages");
     group.throughput(Throughput::Elements(SAMPLES_PER_REQUEST as u64));
-    group.bench_function("receive: 2000-sample request into 4 shards", |b| {
-        b.iter(|| decode_chunks(Protocol::V1, black_box(&request), &opts, &four).expect("decodes"))
+    group.bench_function("receive: 2000-sample request, forwarded as sent", |b| {
+        b.iter(|| {
+            decode_chunks(Protocol::V1, black_box(&request), &opts, &limits()).expect("decodes")
+        })
     });
-    group.bench_function(
-        "receive: 2000-sample request, 1 shard (kept as sent)",
-        |b| {
-            b.iter(|| {
-                decode_chunks(Protocol::V1, black_box(&request), &opts, &one).expect("decodes")
-            })
-        },
-    );
+    group.bench_function("receive: 2000-sample request, cluster label added", |b| {
+        b.iter(|| {
+            decode_chunks(Protocol::V1, black_box(&request), &with_cluster, &limits())
+                .expect("decodes")
+        })
+    });
 
-    // One shard's batch of 5000 samples: its chunks of 2.5 requests of 4 shards each.
+    // A batch of 5000 samples: the chunks of 2.5 requests.
     let mut batch: Vec<Chunk> = Vec::new();
     let mut first = 0;
     while batch.iter().map(|c| c.counts.points()).sum::<usize>() < BATCH_SAMPLES {
-        batch.extend(
-            chunks(&body(first, 4 * SAMPLES_PER_REQUEST), 4)
-                .into_iter()
-                .filter(|c| c.shard == 0),
-        );
-        first += 4 * SAMPLES_PER_REQUEST;
+        batch.extend(chunks(&body(first, SAMPLES_PER_REQUEST / 2)));
+        first += SAMPLES_PER_REQUEST / 2;
     }
     let batch_samples: usize = batch.iter().map(|c| c.counts.points()).sum();
     group.throughput(Throughput::Elements(batch_samples as u64));
@@ -136,36 +134,26 @@ fn stages(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (queue, _) = DiskQueue::open(DiskQueueConfig {
         dir: dir.path().to_owned(),
-        shards: 4,
         max_bytes: 1 << 30,
         segment_bytes: 16 << 20,
         fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        window_bytes: 8 << 20,
     })
     .expect("disk queue");
-    let limits = BatchLimits {
+    let batch_limits = BatchLimits {
         max_samples: BATCH_SAMPLES,
         max_bytes: 4 << 20,
         flush_interval: Duration::ZERO,
     };
-    let mut per_shard = vec![0usize; queue.shards()];
-    for c in &decoded.chunks {
-        per_shard[c.shard] += 1;
-    }
-    group.bench_function("queue push+pop+ack (2000-sample request, disk)", |b| {
+    group.bench_function("queue push+pop+done (2000-sample request, disk)", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 queue
                     .push(black_box(decoded.chunks.clone()))
                     .await
                     .expect("push");
-                for (shard, &want) in per_shard.iter().enumerate() {
-                    let mut left = want;
-                    while left > 0 {
-                        let b = queue.pop_batch(shard, &limits).await.expect("batch");
-                        left = left.saturating_sub(b.chunks.len());
-                        queue.ack(shard, &b);
-                    }
-                }
+                let b = queue.pop_batch(&batch_limits).await.expect("batch");
+                queue.done(b);
             })
         })
     });
@@ -182,12 +170,14 @@ fn stages(c: &mut Criterion) {
     assert!(!paths.is_empty(), "no *.snappy fixtures in {FIXTURES}");
     for path in paths {
         let body = Bytes::from(std::fs::read(&path).expect("fixture"));
-        let d = decode_chunks(Protocol::V1, &body, &opts, &four).expect("fixture decodes");
+        let d = decode_chunks(Protocol::V1, &body, &opts, &limits()).expect("fixture decodes");
         let elements = d.counts.samples.max(d.counts.metadata);
         group.throughput(Throughput::Elements(elements));
         let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("?");
-        group.bench_function(format!("{name} (4 shards)"), |b| {
-            b.iter(|| decode_chunks(Protocol::V1, black_box(&body), &opts, &four).expect("decodes"))
+        group.bench_function(name.to_string(), |b| {
+            b.iter(|| {
+                decode_chunks(Protocol::V1, black_box(&body), &opts, &limits()).expect("decodes")
+            })
         });
     }
     group.finish();

@@ -208,8 +208,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             .clone()
             .probe_when_idle(cfg.ready_window, background.clone()),
     );
-    let workers: Vec<JoinHandle<()>> = (0..queue.shards())
-        .map(|i| tokio::spawn(upstream.clone().run_shard(queue.clone(), i, abort.clone())))
+    let workers: Vec<JoinHandle<()>> = (0..cfg.shards)
+        .map(|i| tokio::spawn(upstream.clone().run_worker(queue.clone(), i, abort.clone())))
         .collect();
 
     let registry = Arc::new(registry);
@@ -302,16 +302,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
 async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
     let Some((dir, fsync)) = cfg.disk_queue.clone() else {
         return Ok(Queue::Memory(crate::queue::MemoryQueue::new(
-            cfg.shards,
             cfg.queue_max_bytes,
         )));
     };
     let dq = crate::queue::DiskQueueConfig {
         dir: dir.clone(),
-        shards: cfg.shards,
         max_bytes: cfg.queue_max_bytes as u64,
         segment_bytes: 16 << 20,
         fsync,
+        // What the workers see of a backlog; the rest stays on disk.
+        window_bytes: cfg.queue_memory_bytes.min(cfg.queue_max_bytes),
     };
     let (queue, report) = tokio::task::spawn_blocking(move || crate::queue::DiskQueue::open(dq))
         .await

@@ -236,14 +236,17 @@ async fn long_outage_503_then_429_loses_nothing_and_stays_calm() {
             ("--max-samples-per-request", "2000"),
             ("--retry-min-backoff", "100ms"),
             ("--retry-max-backoff", "2s"),
+            // Far less than the backlog: the rest must wait on disk, not in memory.
+            ("--queue-memory-bytes", "262144"),
         ],
     );
     let mut promlink = Promlink::spawn(&args, free_port(), &dir.path().join("promlink.log"));
     promlink.wait_healthy(Duration::from_secs(20)).await;
 
-    // 600 series every 250 ms: 2400 samples/s, some 15 MiB of queue by the end of the 503.
+    // 3000 series every 250 ms: 12,000 samples/s, some 8 MiB of compressed queue by the end
+    // of the 503.
     let stop = CancellationToken::new();
-    let cfg = persistent_load(promlink.write_url(), 600, 1, now_ms() - 600_000);
+    let cfg = persistent_load(promlink.write_url(), 3000, 1, now_ms() - 600_000);
     let load = spawn_paced_load(cfg, Duration::from_millis(250), stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_before, _) = promlink.memory_kib();
@@ -337,7 +340,7 @@ async fn long_outage_503_then_429_loses_nothing_and_stays_calm() {
         "promlink's peak RSS {hwm} KiB exceeds 200 MiB"
     );
     // The backlog is on disk: a queue in RAM would have grown the RSS by about the queued
-    // bytes (the encoded entries themselves).
+    // bytes (the compressed chunks themselves); only `--queue-memory-bytes` of it is held.
     let growth = peak_rss.saturating_sub(rss_before) as f64 * 1024.0;
     assert!(
         growth < queue_bytes / 2.0,

@@ -1,20 +1,25 @@
-//! Chunks: a request's share of one queue shard, compressed once, as the upstream will send it.
+//! Chunks: the messages of one request, compressed once, as the upstream will send them.
 //!
 //! A [`Chunk`] holds encoded remote write 1.0 `WriteRequest` fields (`timeseries` = 1 and
-//! `metadata` = 3, each with its key and length) compressed at receipt as one snappy raw block,
-//! stored *without* the block's length preamble. Snappy's block format lets such element
-//! streams be concatenated: a copy element reaches back only into the output of its own block,
-//! so the body of an upstream batch is the varint of the summed uncompressed lengths followed
-//! by each chunk's bytes ([`write_body`];
+//! `metadata` = 3, each with its key and length) as one snappy raw block stored *without* the
+//! block's length preamble, plus the [series keys](Chunk::keys) of the series in it. Snappy's
+//! block format lets such element streams be concatenated: a copy element reaches back only
+//! into the output of its own block, so the body of an upstream batch is the varint of the
+//! summed uncompressed lengths followed by each chunk's bytes ([`write_body`];
 //! <https://github.com/google/snappy/blob/main/format_description.txt>). Concatenated protobuf
-//! fields form a valid message, so a batch needs neither decoding nor recompression: the queue
-//! stores, and the upstream sends, what the receiver compressed.
+//! fields form a valid message, so a batch needs neither decoding nor recompression.
+//!
+//! When a request is forwarded unchanged (every field kept, nothing added) and fits the batch
+//! limits, its chunk *is* the sender's compressed body: nothing is copied or compressed. A
+//! request that is changed (a `cluster` label added, a series dropped, 2.0 translated) or too
+//! large is compressed once, cut at the batch limits.
 //!
 //! The rare paths that must look inside a batch (a 413 split of a single chunk, removing
 //! repeated samples after a 422, dropping samples older than `max_sample_age`) decompress it
 //! into [`Entry`]s ([`Chunk::entries`]) and build new chunks ([`Chunk::from_entries`]).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -51,11 +56,19 @@ impl ChunkCounts {
     }
 }
 
-/// Encoded `WriteRequest` fields for one shard, snappy-compressed (see the module docs).
+/// The series key kept with a chunk: 32 bits of the series' shard key ([`super::labels_key`]).
+/// Two series sharing one only make the queue more careful than needed (it keeps their
+/// batches apart), never less.
+pub type SeriesKey = u32;
+
+/// The 32-bit series key of a 64-bit label hash.
+pub fn series_key_of(key: u64) -> SeriesKey {
+    (key ^ (key >> 32)) as u32
+}
+
+/// Encoded `WriteRequest` fields, snappy-compressed (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
-    /// The queue shard; every message of one series always lands in the same one.
-    pub shard: usize,
     /// What the chunk holds.
     pub counts: ChunkCounts,
     /// Length of the uncompressed fields, bytes.
@@ -65,10 +78,13 @@ pub struct Chunk {
     pub min_ts: i64,
     /// Snappy raw-block elements, without the length preamble.
     pub data: Bytes,
+    /// The key of each series in the chunk, in order (metadata has none). The queue keeps two
+    /// batches sharing a key from being in flight together, which keeps every series in order.
+    pub keys: Arc<[SeriesKey]>,
 }
 
-/// Fixed cost charged per chunk against queue budgets, on top of its data: the struct and its
-/// share of bookkeeping.
+/// Fixed cost charged per chunk against queue budgets, on top of its data and keys: the struct
+/// and its share of bookkeeping.
 pub const CHUNK_OVERHEAD: usize = 64;
 
 /// Why a chunk could not be opened (its bytes were damaged after they were written).
@@ -111,8 +127,7 @@ fn compress(raw: &[u8]) -> Bytes {
         // Compressing into a buffer of max_compress_len cannot fail for inputs under 4 GiB,
         // which every caller guarantees (request and batch limits are far smaller).
         let n = s.encoder.compress(raw, &mut s.out).unwrap_or(0);
-        let skip = preamble_len(raw.len());
-        let data = Bytes::copy_from_slice(&s.out[skip.min(n)..n]);
+        let data = Bytes::copy_from_slice(&s.out[preamble_len(&s.out[..n])..n]);
         if s.out.len() > KEEP_SCRATCH {
             s.out = Vec::new();
         }
@@ -120,59 +135,33 @@ fn compress(raw: &[u8]) -> Bytes {
     })
 }
 
-/// Bytes of the varint preamble of a snappy block of `raw_len` bytes.
-fn preamble_len(raw_len: usize) -> usize {
-    (64 - (raw_len as u64 | 1).leading_zeros() as usize).div_ceil(7)
+/// Bytes of the varint length preamble at the start of a snappy block.
+fn preamble_len(block: &[u8]) -> usize {
+    block
+        .iter()
+        .position(|b| *b < 0x80)
+        .map_or(block.len(), |i| i + 1)
 }
 
 impl Chunk {
     /// Bytes this chunk counts against a queue budget.
     pub fn queue_bytes(&self) -> usize {
-        self.data.len() + CHUNK_OVERHEAD
+        self.data.len() + 4 * self.keys.len() + CHUNK_OVERHEAD
     }
 
-    /// A chunk whose data is the body of a sender's request as it came (a snappy block), used
-    /// when that body is exactly what the upstream should get: no compression needed.
-    pub(super) fn from_block(
-        shard: usize,
-        body: &Bytes,
-        raw_len: usize,
-        counts: ChunkCounts,
-        min_ts: i64,
-    ) -> Chunk {
-        Chunk {
-            shard,
-            counts,
-            raw_len: u32::try_from(raw_len).unwrap_or(u32::MAX),
-            min_ts,
-            // The sender's preamble, however it encoded the varint (decompression checked it).
-            data: body.slice(
-                body.iter()
-                    .position(|b| *b < 0x80)
-                    .map_or(body.len(), |i| i + 1)..,
-            ),
-        }
-    }
-
-    /// Compresses `entries` (in order) into one chunk for `shard`.
-    pub fn from_entries(shard: usize, entries: &[Entry]) -> Chunk {
-        let mut raw = Vec::with_capacity(entries.iter().map(Entry::encoded_len).sum());
-        let mut counts = ChunkCounts::default();
-        let mut min_ts = i64::MAX;
+    /// Compresses `entries` (in order) into one chunk.
+    pub fn from_entries(entries: &[Entry]) -> Chunk {
+        let mut b = ChunkBuilder::new(&[], usize::MAX, usize::MAX);
         for e in entries {
-            wire::put_len_field(&mut raw, e.field, &e.bytes);
-            counts.add(&e.counts());
-            if e.field == FIELD_TIMESERIES {
-                min_ts = min_ts.min(super::v1::min_timestamp(&e.bytes));
-            }
+            b.add_entry(e);
         }
-        Chunk {
-            shard,
-            counts,
-            raw_len: u32::try_from(raw.len()).unwrap_or(u32::MAX),
-            min_ts,
-            data: compress(&raw),
-        }
+        b.finish(None).pop().unwrap_or_else(|| Chunk {
+            counts: ChunkCounts::default(),
+            raw_len: 0,
+            min_ts: i64::MAX,
+            data: compress(&[]),
+            keys: Arc::from([]),
+        })
     }
 
     /// Decompresses the chunk into its messages, in order. Slow path: splits, de-duplication
@@ -216,114 +205,174 @@ pub fn write_body(chunks: &[Chunk], out: &mut Vec<u8>) {
     }
 }
 
-/// Splits the messages of one request over shards and compresses each shard's share into
-/// chunks no larger than the batch limits, so that a batch never has to cut a chunk.
-pub struct ChunkBuilder {
-    shards: usize,
+/// Collects the messages of one request and cuts them into chunks no larger than the batch
+/// limits, so that a batch never has to cut a chunk.
+///
+/// Messages that are consecutive, unchanged pieces of the decoded body (`source`) are only
+/// remembered as a range; bytes are copied only once a message differs from the body. So a
+/// request forwarded unchanged costs no copy, and [`ChunkBuilder::finish`] can hand on the
+/// sender's compressed body as it is.
+pub struct ChunkBuilder<'a> {
+    source: &'a [u8],
     max_points: usize,
     max_raw: usize,
-    parts: Vec<Part>,
+    part: Part,
     chunks: Vec<Chunk>,
+    /// Nothing was cut or copied yet.
+    whole: bool,
 }
 
-#[derive(Default)]
+/// The chunk being built.
 struct Part {
+    /// `Some((start, end))`: the part is `source[start..end]`; `None`: it is `raw`.
+    borrowed: Option<(usize, usize)>,
     raw: Vec<u8>,
     counts: ChunkCounts,
     min_ts: i64,
+    keys: Vec<SeriesKey>,
 }
 
-impl ChunkBuilder {
-    /// A builder for `shards` shards (at least 1) cutting chunks at `max_points` samples plus
-    /// histograms and `max_raw` uncompressed bytes; `capacity` is a hint of the total size.
-    pub fn new(shards: usize, max_points: usize, max_raw: usize, capacity: usize) -> Self {
-        let shards = shards.max(1);
-        let per = capacity / shards + capacity / (8 * shards);
-        Self {
-            shards,
-            max_points: max_points.max(1),
-            max_raw: max_raw.max(1),
-            parts: (0..shards)
-                .map(|_| Part {
-                    raw: Vec::with_capacity(per.min(max_raw.saturating_add(1024))),
-                    counts: ChunkCounts::default(),
-                    min_ts: i64::MAX,
-                })
-                .collect(),
-            chunks: Vec::new(),
+impl Part {
+    fn new() -> Self {
+        Part {
+            borrowed: None,
+            raw: Vec::new(),
+            counts: ChunkCounts::default(),
+            min_ts: i64::MAX,
+            keys: Vec::new(),
         }
     }
 
-    /// The shard of `shard_key`.
-    pub fn shard_of(&self, shard_key: u64) -> usize {
-        (shard_key % self.shards as u64) as usize
+    fn len(&self) -> usize {
+        self.borrowed.map_or(self.raw.len(), |(s, e)| e - s)
+    }
+}
+
+/// Where `piece` starts inside `source`, if it lies wholly inside it.
+fn offset_in(source: &[u8], piece: &[u8]) -> Option<usize> {
+    let (s, p) = (source.as_ptr() as usize, piece.as_ptr() as usize);
+    (p >= s && p + piece.len() <= s + source.len()).then(|| p - s)
+}
+
+impl<'a> ChunkBuilder<'a> {
+    /// A builder over the decoded body `source`, cutting chunks at `max_points` samples plus
+    /// histograms and `max_raw` uncompressed bytes.
+    pub fn new(source: &'a [u8], max_points: usize, max_raw: usize) -> Self {
+        Self {
+            source,
+            max_points: max_points.max(1),
+            max_raw: max_raw.max(1),
+            part: Part::new(),
+            chunks: Vec::new(),
+            whole: true,
+        }
     }
 
-    /// Adds one message (`field` 1 or 3) whose bytes are the concatenation of `pieces`.
+    /// Adds one message (`field` 1 or 3) whose bytes are the concatenation of `pieces`;
+    /// `key` is the series' shard key (`None` for metadata).
     pub fn add(
         &mut self,
-        shard_key: u64,
+        key: Option<u64>,
         field: u32,
         pieces: &[&[u8]],
         counts: ChunkCounts,
         min_ts: i64,
     ) {
-        let shard = self.shard_of(shard_key);
         let len: usize = pieces.iter().map(|p| p.len()).sum();
         let size = wire::len_field_size(field, len);
-        let part = &self.parts[shard];
-        if !part.raw.is_empty()
-            && (part.raw.len() + size > self.max_raw
-                || part.counts.points() + counts.points() > self.max_points)
+        let p = &self.part;
+        if p.len() > 0
+            && (p.len() + size > self.max_raw
+                || p.counts.points() + counts.points() > self.max_points)
         {
-            self.flush(shard);
+            self.cut();
         }
-        let part = &mut self.parts[shard];
-        wire::put_varint(&mut part.raw, u64::from(field) << 3 | 2);
-        wire::put_varint(&mut part.raw, len as u64);
-        for p in pieces {
-            part.raw.extend_from_slice(p);
+        // The field's key and length sit right before the message in the body when the
+        // message is an unchanged piece of it.
+        let header = size - len;
+        let at = match pieces {
+            [one] => offset_in(self.source, one).filter(|&at| at >= header),
+            _ => None,
+        };
+        let part = &mut self.part;
+        let extends = match (part.borrowed, at) {
+            // Right after the borrowed range.
+            (Some((_, end)), Some(at)) => at - header == end,
+            // The first message of an empty part.
+            (None, Some(_)) => part.raw.is_empty(),
+            _ => false,
+        };
+        if extends {
+            let at = at.unwrap_or_default();
+            let (start, _) = part.borrowed.unwrap_or((at - header, 0));
+            part.borrowed = Some((start, at + len));
+        } else {
+            if let Some((start, end)) = part.borrowed.take() {
+                part.raw.reserve(end - start + size);
+                part.raw.extend_from_slice(&self.source[start..end]);
+                self.whole = false;
+            }
+            wire::put_varint(&mut part.raw, u64::from(field) << 3 | 2);
+            wire::put_varint(&mut part.raw, len as u64);
+            for piece in pieces {
+                part.raw.extend_from_slice(piece);
+            }
         }
         part.counts.add(&counts);
         part.min_ts = part.min_ts.min(min_ts);
+        if let Some(k) = key {
+            part.keys.push(series_key_of(k));
+        }
     }
 
     /// Adds a decoded entry.
     pub fn add_entry(&mut self, e: &Entry) {
-        let min_ts = if e.field == FIELD_TIMESERIES {
-            super::v1::min_timestamp(&e.bytes)
+        let (key, min_ts) = if e.field == FIELD_TIMESERIES {
+            (Some(e.shard_key), super::v1::min_timestamp(&e.bytes))
         } else {
-            i64::MAX
+            (None, i64::MAX)
         };
-        self.add(e.shard_key, e.field, &[&e.bytes], e.counts(), min_ts);
+        self.add(key, e.field, &[&e.bytes], e.counts(), min_ts);
     }
 
-    fn flush(&mut self, shard: usize) {
-        let part = &mut self.parts[shard];
-        if part.raw.is_empty() {
+    /// Compresses the part so far into a chunk and starts a new one.
+    fn cut(&mut self) {
+        self.whole = false;
+        let part = std::mem::replace(&mut self.part, Part::new());
+        if part.len() == 0 {
             return;
         }
+        let raw = match part.borrowed {
+            Some((s, e)) => &self.source[s..e],
+            None => &part.raw[..],
+        };
         self.chunks.push(Chunk {
-            shard,
             counts: part.counts,
-            raw_len: u32::try_from(part.raw.len()).unwrap_or(u32::MAX),
+            raw_len: u32::try_from(raw.len()).unwrap_or(u32::MAX),
             min_ts: part.min_ts,
-            data: compress(&part.raw),
+            data: compress(raw),
+            keys: Arc::from(part.keys),
         });
-        part.raw.clear();
-        part.counts = ChunkCounts::default();
-        part.min_ts = i64::MAX;
     }
 
-    /// Compresses what is left and returns every chunk, in shard order and, within a shard,
-    /// in the order the messages were added.
-    pub fn finish(mut self) -> Vec<Chunk> {
-        for shard in 0..self.shards {
-            self.flush(shard);
+    /// Finishes: every message in order, in chunks. `body` is the snappy block `source` was
+    /// decoded from; when every message was an unchanged, consecutive piece of it covering
+    /// all of it, and within the limits, the one chunk is `body` itself (no compression).
+    pub fn finish(mut self, body: Option<&Bytes>) -> Vec<Chunk> {
+        let covers_all = self.whole && self.part.borrowed == Some((0, self.source.len()));
+        match body {
+            Some(body) if covers_all && !self.source.is_empty() => {
+                let part = std::mem::replace(&mut self.part, Part::new());
+                self.chunks.push(Chunk {
+                    counts: part.counts,
+                    raw_len: u32::try_from(self.source.len()).unwrap_or(u32::MAX),
+                    min_ts: part.min_ts,
+                    data: body.slice(preamble_len(body)..),
+                    keys: Arc::from(part.keys),
+                });
+            }
+            _ => self.cut(),
         }
-        // Chunks cut early (limits) come before the rest of their shard: a stable sort by
-        // shard keeps each shard's order.
-        self.chunks.sort_by_key(|c| c.shard);
         self.chunks
     }
 }
@@ -331,7 +380,7 @@ impl ChunkBuilder {
 impl Entry {
     /// An entry for an encoded message read back from a chunk; its counts and shard key are
     /// recomputed from the bytes.
-    pub(super) fn from_message(field: u32, bytes: Bytes) -> Entry {
+    pub(crate) fn from_message(field: u32, bytes: Bytes) -> Entry {
         if field == FIELD_METADATA {
             return super::v1::metadata_entry_of(bytes);
         }
@@ -385,60 +434,98 @@ mod tests {
         }
     }
 
+    fn encode(entries: &[Entry]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for e in entries {
+            wire::put_len_field(&mut raw, e.field, &e.bytes);
+        }
+        raw
+    }
+
     /// Chunks compressed separately concatenate into one valid block whose content is the
     /// concatenation of their fields, also across snappy's 64 KiB fragments.
     #[test]
     fn chunks_concatenate_into_one_block() {
-        let mut b = ChunkBuilder::new(3, 1_000_000, 1 << 30, 0);
-        let mut all: Vec<Vec<Entry>> = vec![Vec::new(); 3];
-        for i in 0..20_000u64 {
-            let e = entry(i, &format!("metric_{}", i % 977), 1_000 + i as i64);
-            all[(i % 3) as usize].push(e.clone());
-            b.add_entry(&e);
-        }
-        let chunks = b.finish();
-        assert_eq!(chunks.len(), 3);
+        let all: Vec<Entry> = (0..20_000u64)
+            .map(|i| entry(i, &format!("metric_{}", i % 977), 1_000 + i as i64))
+            .collect();
+        let groups: Vec<&[Entry]> = all.chunks(7_000).collect();
+        let chunks: Vec<Chunk> = groups.iter().map(|g| Chunk::from_entries(g)).collect();
         assert!(chunks.iter().all(|c| c.raw_len > 70_000), "spans fragments");
         let mut body = Vec::new();
         write_body(&chunks, &mut body);
-        let raw = decompress_body(&body).unwrap();
-        let mut want = Vec::new();
-        for shard in &all {
-            for e in shard {
-                wire::put_len_field(&mut want, e.field, &e.bytes);
-            }
-        }
-        assert_eq!(raw, want);
-        for (c, es) in chunks.iter().zip(&all) {
+        assert_eq!(decompress_body(&body).unwrap(), encode(&all));
+        for (c, es) in chunks.iter().zip(&groups) {
             assert_eq!(c.counts.samples as usize, es.len());
             assert_eq!(
                 c.min_ts,
                 es.iter().map(|e| 1_000 + e.shard_key as i64).min().unwrap()
             );
+            let keys: Vec<SeriesKey> = es.iter().map(|e| series_key_of(e.shard_key)).collect();
+            assert_eq!(&c.keys[..], &keys[..]);
             let back = c.entries().unwrap();
             assert_eq!(back.len(), es.len());
-            assert!(back.iter().zip(es).all(|(a, b)| a.bytes == b.bytes
+            assert!(back.iter().zip(es.iter()).all(|(a, b)| a.bytes == b.bytes
                 && a.samples == b.samples
                 && a.shard_key == super::super::v1::series_key(&b.bytes)));
         }
     }
 
+    /// Unchanged consecutive messages covering the whole body hand on the body itself; a
+    /// changed message, a gap, or a cut at the limits compresses instead, with the same content.
     #[test]
-    fn limits_cut_chunks_in_order() {
-        let mut b = ChunkBuilder::new(1, 10, 1 << 20, 0);
-        for i in 0..25 {
-            b.add_entry(&entry(0, "up", i));
+    fn unchanged_requests_are_handed_on_without_compression() {
+        let entries: Vec<Entry> = (0..50).map(|i| entry(i, "up", i as i64)).collect();
+        let raw = encode(&entries);
+        let body = Bytes::from(snap::raw::Encoder::new().compress_vec(&raw).unwrap());
+        let fields: Vec<&[u8]> = Fields::new(&raw).map(|f| f.unwrap().data).collect();
+        let build = |max_points: usize, change: Option<usize>, skip: Option<usize>| {
+            let mut b = ChunkBuilder::new(&raw, max_points, 1 << 20);
+            let other = b"\x0a\x00".to_vec();
+            for (i, (f, e)) in fields.iter().zip(&entries).enumerate() {
+                if skip == Some(i) {
+                    continue;
+                }
+                let piece: &[u8] = if change == Some(i) { &other } else { f };
+                b.add(Some(e.shard_key), FIELD_TIMESERIES, &[piece], e.counts(), 0);
+            }
+            b.finish(Some(&body))
+        };
+        let same = build(100, None, None);
+        assert_eq!(same.len(), 1);
+        let elements = body.slice(preamble_len(&body)..);
+        assert_eq!(same[0].data, elements, "the sender's own bytes");
+        assert_eq!(same[0].keys.len(), 50);
+        for (what, chunks, want_len) in [
+            ("changed", build(100, Some(3), None), 1),
+            ("skipped", build(100, None, Some(0)), 1),
+            ("cut", build(20, None, None), 3),
+        ] {
+            assert_eq!(chunks.len(), want_len, "{what}");
+            assert!(chunks.iter().all(|c| c.data != elements), "{what}");
+            let mut out = Vec::new();
+            write_body(&chunks, &mut out);
+            let got = decompress_body(&out).unwrap();
+            let n = Fields::new(&got).count();
+            assert_eq!(n, if what == "skipped" { 49 } else { 50 }, "{what}");
         }
-        let chunks = b.finish();
-        let sizes: Vec<u32> = chunks.iter().map(|c| c.counts.samples).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        let mins: Vec<i64> = chunks.iter().map(|c| c.min_ts).collect();
-        assert_eq!(mins, [0, 10, 20]);
+        let cut = build(20, None, None);
+        assert_eq!(
+            cut.iter().map(|c| c.counts.samples).collect::<Vec<_>>(),
+            [20, 20, 10]
+        );
+        let mut out = Vec::new();
+        write_body(&cut, &mut out);
+        assert_eq!(
+            decompress_body(&out).unwrap(),
+            raw,
+            "cutting keeps every byte"
+        );
     }
 
     #[test]
     fn damaged_data_is_an_error_not_a_panic() {
-        let c = Chunk::from_entries(0, &[entry(1, "up", 5)]);
+        let c = Chunk::from_entries(&[entry(1, "up", 5)]);
         let mut bad = c.clone();
         bad.raw_len += 3;
         assert!(bad.entries().is_err());

@@ -13,14 +13,17 @@
 //! 2.0 requests are translated to 1.0, because the Azure Monitor ingestion API documents 1.0
 //! only.
 //!
-//! The receiver uses [`decode_chunks`]: one walk validates each series, picks its shard and
-//! copies its bytes into that shard's share of the request, and each share is compressed once
-//! into a [`Chunk`] that the queue stores and the upstream sends as it is (see [`chunk`]).
+//! The receiver uses [`decode_chunks`]: one walk validates each series and computes its key;
+//! the request becomes a [`Chunk`] that the queue stores and the upstream sends as it is: the
+//! sender's own compressed bytes when nothing changed, else compressed once (see [`chunk`]).
 //! [`decode`] gives the same messages as a list of [`Entry`]s (tests, tools).
 
 pub mod chunk;
 mod v1;
-pub use chunk::{write_body, Chunk, ChunkBuilder, ChunkCounts, ChunkError, CHUNK_OVERHEAD};
+pub use chunk::{
+    series_key_of, write_body, Chunk, ChunkBuilder, ChunkCounts, ChunkError, SeriesKey,
+    CHUNK_OVERHEAD,
+};
 pub use v1::{dedupe, prune_older, Pruned};
 mod v2;
 mod validate;
@@ -346,26 +349,24 @@ impl v1::Sink for EntrySink {
     }
 }
 
-impl v1::Sink for ChunkBuilder {
+impl v1::Sink for ChunkBuilder<'_> {
     fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, min_ts: i64) {
-        self.add(key, FIELD_TIMESERIES, pieces, counts, min_ts);
+        self.add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
     }
 
-    fn metadata(&mut self, key: u64, bytes: &[u8]) {
+    fn metadata(&mut self, _key: u64, bytes: &[u8]) {
         let counts = ChunkCounts {
             metadata: 1,
             ..ChunkCounts::default()
         };
-        self.add(key, FIELD_METADATA, &[bytes], counts, i64::MAX);
+        self.add(None, FIELD_METADATA, &[bytes], counts, i64::MAX);
     }
 }
 
-/// How [`decode_chunks`] cuts a request: the queue's shard count and the upstream batch
-/// limits, so that a batch never has to cut a chunk.
+/// Where [`decode_chunks`] cuts a request: the upstream batch limits, so that a batch never
+/// has to cut a chunk.
 #[derive(Clone, Copy, Debug)]
-pub struct ChunkLayout {
-    /// Queue shards.
-    pub shards: usize,
+pub struct ChunkLimits {
     /// Most samples plus histogram samples in one chunk.
     pub max_points: usize,
     /// Most uncompressed bytes in one chunk.
@@ -375,7 +376,7 @@ pub struct ChunkLayout {
 /// A request decoded into chunks, ready for the queue.
 #[derive(Debug, Default)]
 pub struct Chunked {
-    /// Chunks in shard order; within a shard in request order.
+    /// The request's messages in order, in one chunk unless it exceeds the limits.
     pub chunks: Vec<Chunk>,
     /// Totals over the request.
     pub counts: Counts,
@@ -392,9 +393,9 @@ thread_local! {
 /// Decoded bodies larger than this do not keep their buffer for the next request.
 const KEEP_RAW: usize = 16 << 20;
 
-/// Decompresses, decodes and validates one request body and cuts it into compressed chunks
-/// per shard. A 1.0 body that goes to a single shard unchanged and within the limits becomes
-/// one chunk holding the sender's own compressed bytes: nothing is compressed again.
+/// Decompresses, decodes and validates one request body and cuts it into chunks. A 1.0 body
+/// forwarded unchanged and within the limits becomes one chunk holding the sender's own
+/// compressed bytes: nothing is copied or compressed again.
 ///
 /// # Errors
 /// Any [`DecodeError`] except the header-level ones.
@@ -402,7 +403,7 @@ pub fn decode_chunks(
     protocol: Protocol,
     body: &Bytes,
     opts: &Options,
-    layout: &ChunkLayout,
+    limits: &ChunkLimits,
 ) -> Result<Chunked, DecodeError> {
     let declared = declared_len(body, opts.max_decoded_bytes)?;
     RAW.with(|cell| {
@@ -413,7 +414,7 @@ pub fn decode_chunks(
         let n = snap::raw::Decoder::new()
             .decompress(body, &mut buf[..declared])
             .map_err(|e| DecodeError::Snappy(e.to_string()));
-        let result = n.and_then(|n| chunk_raw(protocol, body, &buf[..n], opts, layout));
+        let result = n.and_then(|n| chunk_raw(protocol, body, &buf[..n], opts, limits));
         if buf.len() > KEEP_RAW {
             *buf = Vec::new();
         }
@@ -426,53 +427,31 @@ fn chunk_raw(
     body: &Bytes,
     raw: &[u8],
     opts: &Options,
-    layout: &ChunkLayout,
+    limits: &ChunkLimits,
 ) -> Result<Chunked, DecodeError> {
-    let mut builder =
-        ChunkBuilder::new(layout.shards, layout.max_points, layout.max_raw, raw.len());
     match protocol {
         Protocol::V1 => {
+            let mut builder = ChunkBuilder::new(raw, limits.max_points, limits.max_raw);
             let w = v1::walk(raw, opts, &mut builder)?;
-            let c = &w.counts;
-            let whole = layout.shards == 1
-                && w.pristine
-                && c.series + c.metadata > 0
-                && ((c.samples + c.histograms) as usize) <= layout.max_points
-                && raw.len() <= layout.max_raw;
-            let chunks = if whole {
-                let counts = ChunkCounts {
-                    series: saturate(c.series),
-                    samples: saturate(c.samples),
-                    histograms: saturate(c.histograms),
-                    exemplars: saturate(c.exemplars),
-                    metadata: saturate(c.metadata),
-                };
-                vec![Chunk::from_block(0, body, raw.len(), counts, w.min_ts)]
-            } else {
-                builder.finish()
-            };
             Ok(Chunked {
-                chunks,
+                chunks: builder.finish(Some(body)),
                 counts: w.counts,
                 dropped_series: w.dropped_series,
             })
         }
         Protocol::V2 => {
             let d = v2::decode(raw, opts)?;
+            let mut builder = ChunkBuilder::new(&[], limits.max_points, limits.max_raw);
             for e in &d.entries {
                 builder.add_entry(e);
             }
             Ok(Chunked {
-                chunks: builder.finish(),
+                chunks: builder.finish(None),
                 counts: d.counts,
                 dropped_series: d.dropped_series,
             })
         }
     }
-}
-
-fn saturate(v: u64) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
 }
 
 /// A fast, stable hash of byte strings (metadata: the family name).

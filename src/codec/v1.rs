@@ -33,9 +33,6 @@ pub(super) struct Walked {
     pub(super) counts: Counts,
     /// Series dropped for breaking a label limit (with `drop_over_limit`).
     pub(super) dropped_series: u64,
-    /// Every top-level field was handed on as it was: nothing dropped, added or skipped, so
-    /// the messages concatenated are the request itself.
-    pub(super) pristine: bool,
     /// Oldest sample or histogram timestamp, `i64::MAX` when none.
     pub(super) min_ts: i64,
 }
@@ -55,7 +52,6 @@ pub(super) fn walk(
         field
     });
     let mut out = Walked {
-        pristine: true,
         min_ts: i64::MAX,
         ..Walked::default()
     };
@@ -85,7 +81,6 @@ pub(super) fn walk(
                                 }
                                 _ => ([series, &[], &[]], 1),
                             };
-                        out.pristine &= n == 1;
                         emit(
                             &mut out,
                             sink,
@@ -105,14 +100,10 @@ pub(super) fn walk(
                         min_ts,
                         rewritten,
                     } => {
-                        out.pristine &= rewritten.is_none();
                         let bytes = rewritten.as_deref().unwrap_or(series);
                         emit(&mut out, sink, key, &[bytes], counts, min_ts);
                     }
-                    Checked::Drop => {
-                        out.pristine = false;
-                        out.dropped_series += 1;
-                    }
+                    Checked::Drop => out.dropped_series += 1,
                 }
             }
             (FIELD_METADATA, WireType::Len) => {
@@ -127,7 +118,7 @@ pub(super) fn walk(
                 )))
             }
             // Unknown fields (including the reserved field 2) are ignored, as protobuf allows.
-            _ => out.pristine = false,
+            _ => {}
         }
     }
     Ok(out)

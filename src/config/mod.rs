@@ -147,7 +147,8 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub flush_interval: Option<Duration>,
 
-    /// Upstream shards: concurrent upstream requests, each keeping its series in order [default: 4]
+    /// Concurrent upstream requests; batches in flight never share a series, so every series
+    /// stays in order [default: 4]
     #[arg(long, env = "PROMLINK_SHARDS")]
     pub shards: Option<usize>,
 
@@ -159,6 +160,11 @@ pub struct Settings {
     /// process dies)
     #[arg(long, env = "PROMLINK_QUEUE_DIR")]
     pub queue_dir: Option<PathBuf>,
+
+    /// With queue_dir: most queued data (compressed bytes) held in memory for sending; a larger
+    /// backlog waits on disk [default: 8388608]
+    #[arg(long, env = "PROMLINK_QUEUE_MEMORY_BYTES")]
+    pub queue_memory_bytes: Option<usize>,
 
     /// When a write counts as durable with queue_dir: always (fsync before answering, group
     /// commit) or interval:<duration> (fsync every interval) [default: always]
@@ -358,6 +364,8 @@ pub struct Config {
     pub private_link: crate::privatelink::PrivateLinkConfig,
     /// The durable queue's directory and fsync policy; `None`: memory queue.
     pub disk_queue: Option<(PathBuf, crate::queue::FsyncPolicy)>,
+    /// With the disk queue: compressed bytes held in memory for sending.
+    pub queue_memory_bytes: usize,
     /// Alertmanager targets.
     pub alert: AlertSettings,
     /// Things to tell the operator at start (e.g. defaults chosen for Azure sidecar
@@ -414,6 +422,7 @@ impl Settings {
             flush_interval,
             shards,
             queue_max_bytes,
+            queue_memory_bytes,
             queue_full_status,
             max_body_bytes,
             max_decoded_bytes,
@@ -760,6 +769,7 @@ impl Settings {
         let max_bytes = positive("max_bytes_per_request", self.max_bytes_per_request, 4 << 20);
         let shards = positive("shards", self.shards, 4);
         let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 64 << 20);
+        let queue_memory_bytes = positive("queue_memory_bytes", self.queue_memory_bytes, 8 << 20);
         let max_body_bytes = positive("max_body_bytes", self.max_body_bytes, 16 << 20);
         let max_decoded_bytes = positive("max_decoded_bytes", self.max_decoded_bytes, 64 << 20);
         let max_inflight_decode_bytes = positive(
@@ -963,8 +973,7 @@ impl Settings {
                     .unwrap_or(FullStatus::ServiceUnavailable),
                 retry_after_secs: 5,
                 max_inflight_decode_bytes,
-                layout: crate::codec::ChunkLayout {
-                    shards,
+                limits: crate::codec::ChunkLimits {
                     max_points: max_samples,
                     max_raw: max_bytes,
                 },
@@ -1017,6 +1026,7 @@ impl Settings {
                 .queue_dir
                 .clone()
                 .map(|d| (d, self.fsync.unwrap_or(crate::queue::FsyncPolicy::Always))),
+            queue_memory_bytes,
             notices: Vec::new(),
             alert: AlertSettings {
                 alertmanager_urls: self.alertmanager_url.clone().unwrap_or_default(),

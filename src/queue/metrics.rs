@@ -60,7 +60,7 @@ impl Metrics {
         );
         r.register(
             "replayed_chunks",
-            "Chunks (a request's share of one shard) replayed from the disk queue after a restart.",
+            "Chunks (requests, or parts of requests over the batch limits) replayed from the disk queue after a restart.",
             m.replayed.clone(),
         );
         r.register(

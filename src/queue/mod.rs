@@ -1,22 +1,24 @@
-//! The bounded hand-off between the receiver and the upstream shards.
+//! The bounded hand-off between the receiver and the upstream workers.
 //!
 //! The receiver pushes the [`Chunk`]s of one request all at once ([`Queue::push`]): either all
-//! are accepted or none, so a sender's retry never duplicates half a request. Each chunk goes to
-//! its shard, picked by the series' labels, so every sample of one series travels through one
-//! shard in arrival order; a shard's worker takes chunks out in that order ([`Queue::pop_batch`])
-//! and hands the batch back once the upstream accepted or definitively refused it
-//! ([`Queue::done`]). Chunks are stored compressed, as the upstream will send them, so budgets
-//! count compressed bytes. The byte budget therefore covers both waiting and in-flight data. When
-//! full, `push` refuses and the receiver answers with a retryable status: the data stays in the
-//! sender's own WAL instead of growing this process.
+//! are accepted or none, so a sender's retry never duplicates half a request. Upstream workers
+//! take batches ([`Queue::pop_batch`]) and hand each back once the upstream accepted or
+//! definitively refused it ([`Queue::done`]); the [dispatcher](dispatch) decides which chunks
+//! may go together and when, so that two batches in flight never share a series: every
+//! sample of a series leaves in the order it arrived, while batches of other series go out
+//! concurrently. The byte budget covers waiting and in-flight data. When full, `push` refuses
+//! and the receiver answers with a retryable status: the data stays in the sender's own WAL
+//! instead of growing this process. Chunks are stored compressed, as the upstream will send
+//! them, so budgets count compressed bytes.
 //!
 //! Two backends keep that contract:
 //! - [`memory`]: bounded by bytes in RAM; what it holds is lost if the process dies;
-//! - [`disk`]: a durable log per shard under `queue_dir`; `push` returns only once the data is
-//!   written (and fsynced, per the fsync policy), and everything not yet acknowledged by the
-//!   upstream is replayed after a restart or crash.
+//! - [`disk`]: a durable log under `queue_dir`; `push` returns only once the data is written
+//!   (and fsynced, per the fsync policy), and everything not yet finished is replayed after a
+//!   restart or crash.
 
 pub mod disk;
+mod dispatch;
 pub mod memory;
 pub mod metrics;
 
@@ -57,9 +59,9 @@ pub enum PushError {
     Io(#[source] std::io::Error),
 }
 
-/// A batch taken from one shard; give it back with [`Queue::done`].
+/// A batch taken from the queue; give it back with [`Queue::done`].
 pub struct Batch {
-    /// The chunks, in shard order.
+    /// The chunks, in push order.
     pub chunks: Vec<Chunk>,
     /// How long its first chunk has been queued (across restarts, for the disk queue).
     pub age: Duration,
@@ -67,7 +69,7 @@ pub struct Batch {
 }
 
 enum Ticket {
-    Memory(usize),
+    Memory(memory::Batch),
     Disk(disk::Batch),
 }
 
@@ -80,14 +82,6 @@ pub enum Queue {
 }
 
 impl Queue {
-    /// Number of shards.
-    pub fn shards(&self) -> usize {
-        match self {
-            Queue::Memory(q) => q.shards(),
-            Queue::Disk(q) => q.shards(),
-        }
-    }
-
     /// Whether data survives a crash.
     pub fn is_durable(&self) -> bool {
         matches!(self, Queue::Disk(_))
@@ -109,7 +103,7 @@ impl Queue {
         }
     }
 
-    /// Age of the oldest chunk not yet acknowledged (disk queue only).
+    /// Age of the oldest chunk not yet finished (disk queue only).
     pub fn oldest_age(&self) -> Option<Duration> {
         match self {
             Queue::Memory(_) => None,
@@ -138,58 +132,51 @@ impl Queue {
         }
     }
 
-    /// Waits for the next batch of `shard` (see [`BatchLimits`]); `None` once closed and empty.
-    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
+    /// Waits for the next batch (see [`BatchLimits`]); `None` once closed and empty. Several
+    /// workers may wait at once.
+    pub async fn pop_batch(&self, limits: &BatchLimits) -> Option<Batch> {
         match self {
             Queue::Memory(q) => {
-                let (chunks, first) = q.pop_batch_aged(shard, limits).await?;
-                let bytes = chunks.iter().map(Chunk::queue_bytes).sum();
+                let mut b = q.pop_batch(limits).await?;
                 Some(Batch {
-                    chunks,
-                    age: first.elapsed(),
-                    ticket: Ticket::Memory(bytes),
+                    chunks: std::mem::take(&mut b.chunks),
+                    age: b.first.elapsed(),
+                    ticket: Ticket::Memory(b),
                 })
             }
             Queue::Disk(q) => {
-                let mut b = q.pop_batch(shard, limits).await?;
+                let mut b = q.pop_batch(limits).await?;
                 let chunks = std::mem::take(&mut b.chunks);
-                let pushed = b
-                    .first_ms
-                    .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
-                let age = pushed.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+                let pushed = std::time::UNIX_EPOCH + Duration::from_millis(b.first_ms);
                 Some(Batch {
                     chunks,
-                    age,
+                    age: pushed.elapsed().unwrap_or_default(),
                     ticket: Ticket::Disk(b),
                 })
             }
         }
     }
 
-    /// The upstream accepted, or definitively refused, `batch`: free its budget (and, on disk,
-    /// advance the shard's read position so it is not replayed).
-    pub fn done(&self, shard: usize, batch: Batch) {
+    /// The upstream accepted, or definitively refused, `batch`: its series may go again, its
+    /// budget is freed (and, on disk, the read position moves so it is not replayed).
+    pub fn done(&self, batch: Batch) {
         match (self, batch.ticket) {
-            (Queue::Memory(q), Ticket::Memory(bytes)) => q.release(bytes),
-            (Queue::Disk(q), Ticket::Disk(b)) => q.ack(shard, &b),
+            (Queue::Memory(q), Ticket::Memory(b)) => q.done(b),
+            (Queue::Disk(q), Ticket::Disk(b)) => q.done(b),
             _ => tracing::error!("a batch was handed back to the wrong queue"),
         }
     }
 
-    /// What is left in `shard` when the shutdown grace period ends: the memory queue hands it
-    /// over (to be counted as lost); the disk queue keeps it for the next start.
-    pub fn abandon(&self, shard: usize) -> Vec<Chunk> {
+    /// What is left when the shutdown grace period ends: the memory queue hands over what no
+    /// worker took (to be counted as lost); the disk queue keeps it for the next start.
+    pub fn abandon(&self) -> Vec<Chunk> {
         match self {
-            Queue::Memory(q) => {
-                let rest = q.drain_shard(shard);
-                q.release(rest.iter().map(Chunk::queue_bytes).sum());
-                rest
-            }
+            Queue::Memory(q) => q.drain(),
             Queue::Disk(_) => Vec::new(),
         }
     }
 
-    /// Makes everything written and acknowledged so far durable (disk queue; a no-op in memory).
+    /// Makes everything written and finished so far durable (disk queue; a no-op in memory).
     ///
     /// # Errors
     /// When the disk queue cannot sync.
@@ -200,7 +187,7 @@ impl Queue {
         }
     }
 
-    /// Stops waiting: `pop_batch` returns what is left at once, then `None`.
+    /// Stops waiting: `pop_batch` returns what may go at once, then `None`.
     pub fn close(&self) {
         match self {
             Queue::Memory(q) => q.close(),
@@ -209,15 +196,15 @@ impl Queue {
     }
 }
 
-/// A chunk for tests of both backends: for shard `key` (the queues take it modulo their shard
-/// count), holding `samples` samples in `len` bytes whose first eight are `id` (so order and
-/// identity can be checked); the queues never decompress data.
+/// A chunk for tests of both backends: holding series `key` and `samples` samples in `len`
+/// bytes whose first eight are `id` (so order and identity can be checked); the queues never
+/// decompress data.
 #[cfg(test)]
 pub(crate) fn test_chunk(key: u64, id: u64, samples: u32, len: usize) -> Chunk {
     let mut data = id.to_le_bytes().to_vec();
     data.resize(len.max(8), 0xab);
     Chunk {
-        shard: key as usize,
+        keys: std::sync::Arc::from([key as crate::codec::SeriesKey]),
         counts: crate::codec::ChunkCounts {
             series: 1,
             samples,

@@ -52,8 +52,8 @@ pub struct ReceiveConfig {
     /// go over waits for nothing and gets a retryable 503, so concurrent senders cannot push
     /// memory past it.
     pub max_inflight_decode_bytes: usize,
-    /// How requests are cut into chunks: the queue's shards and the upstream batch limits.
-    pub layout: codec::ChunkLayout,
+    /// Where requests are cut into chunks: the upstream batch limits.
+    pub limits: codec::ChunkLimits,
 }
 
 /// Why a write was refused.
@@ -202,7 +202,7 @@ impl Receiver {
             .decoding
             .try_acquire_many(u32::try_from(needed).unwrap_or(u32::MAX))
             .map_err(|_| ReceiveError::Busy { needed })?;
-        let decoded = codec::decode_chunks(protocol, body, &self.cfg.codec, &self.cfg.layout)?;
+        let decoded = codec::decode_chunks(protocol, body, &self.cfg.codec, &self.cfg.limits)?;
         let counts = decoded.counts;
         if decoded.dropped_series > 0 {
             self.metrics.series_dropped.inc_by(decoded.dropped_series);
@@ -408,15 +408,14 @@ mod tests {
             full_status: FullStatus::ServiceUnavailable,
             retry_after_secs: 5,
             max_inflight_decode_bytes: 100_000,
-            layout: codec::ChunkLayout {
-                shards: 1,
+            limits: codec::ChunkLimits {
                 max_points: 5000,
                 max_raw: 4 << 20,
             },
         };
         let rx = Receiver::new(
             cfg,
-            Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(1, 1 << 20))),
+            Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(1 << 20))),
             Metrics::default(),
             Default::default(),
             Box::new(AlwaysReady),

@@ -1,13 +1,14 @@
-//! The upstream stage: one worker per queue shard sends batches to the DCE, in order.
+//! The upstream stage: `shards` workers send batches to the DCE, each series in order.
 //!
-//! A worker takes a batch from its shard ([`crate::queue::Queue::pop_batch`]), joins its
-//! chunks into one snappy-compressed remote write 1.0 `WriteRequest` (they were compressed on
-//! receipt and are concatenated as they are, see [`crate::codec::chunk`]), and POSTs it with
-//! the headers the ingestion API expects
-//! (<https://learn.microsoft.com/azure/azure-monitor/essentials/prometheus-remote-write>). It
-//! does not take the next batch before this one is accepted or dropped, so samples of one series
-//! (always in one shard) leave in the order they arrived, retries included. How each answer is
-//! handled is in [`retry`].
+//! `shards` workers each take a batch from the queue ([`crate::queue::Queue::pop_batch`]), join
+//! its chunks into one snappy-compressed remote write 1.0 `WriteRequest` (they are the
+//! senders' compressed bodies or were compressed on receipt, and are concatenated as they are,
+//! see [`crate::codec::chunk`]), and POST it with the headers the ingestion API expects
+//! (<https://learn.microsoft.com/azure/azure-monitor/essentials/prometheus-remote-write>). A
+//! worker does not take its next batch before this one is accepted or dropped, and the queue
+//! never has two batches sharing a series in flight, so samples of one series leave in the
+//! order they arrived, retries and 413 splits included. How each answer is handled is in
+//! [`retry`].
 
 pub mod client;
 pub mod metrics;
@@ -112,7 +113,7 @@ impl Health {
     }
 }
 
-/// The upstream sender shared by all shard workers.
+/// The upstream sender shared by all workers.
 pub struct Upstream {
     cfg: UpstreamConfig,
     /// The client and the private-link generation it was built for.
@@ -200,19 +201,19 @@ impl Upstream {
         self.health.clone()
     }
 
-    /// Runs the worker of shard `shard` until the queue is closed and drained, or `abort` is
-    /// cancelled (the shutdown grace period ended). After an abort, the memory queue's
-    /// undelivered entries are dropped and counted under `shutdown`; the disk queue keeps them
-    /// for the next start.
-    pub async fn run_shard(
+    /// Runs upstream worker `worker` (one of `shards`, each sending one batch at a time) until
+    /// the queue is closed and drained, or `abort` is cancelled (the shutdown grace period
+    /// ended). After an abort, the memory queue's undelivered chunks are dropped and counted
+    /// under `shutdown`; the disk queue keeps them for the next start.
+    pub async fn run_worker(
         self: Arc<Self>,
         queue: Arc<Queue>,
-        shard: usize,
+        worker: usize,
         abort: CancellationToken,
     ) {
         loop {
             let batch = tokio::select! {
-                b = queue.pop_batch(shard, &self.cfg.batch) => b,
+                b = queue.pop_batch(&self.cfg.batch) => b,
                 _ = abort.cancelled() => None,
             };
             let Some(mut batch) = batch else { break };
@@ -222,23 +223,23 @@ impl Upstream {
                 .unwrap_or_else(std::time::Instant::now);
             let undelivered = self.deliver(chunks, queued_since, &abort).await;
             if undelivered.is_empty() {
-                queue.done(shard, batch);
+                queue.done(batch);
             } else if queue.is_durable() {
                 // Not acknowledged: replayed after the restart.
                 tracing::info!(
-                    shard,
+                    worker,
                     chunks = undelivered.len(),
                     "shutdown: undelivered batch stays in the disk queue"
                 );
                 break;
             } else {
                 self.count_drop(&undelivered, DropReason::Shutdown);
-                queue.done(shard, batch);
+                queue.done(batch);
             }
             self.metrics.queue_bytes.set(queue.used_bytes() as i64);
         }
         if abort.is_cancelled() {
-            let rest = queue.abandon(shard);
+            let rest = queue.abandon();
             if !rest.is_empty() {
                 self.count_drop(&rest, DropReason::Shutdown);
             }
@@ -522,7 +523,7 @@ impl Upstream {
                 }
             }
             if !kept.is_empty() {
-                out.push(Chunk::from_entries(chunk.shard, &kept));
+                out.push(Chunk::from_entries(&kept));
             }
         }
         if dropped > 0 {
@@ -585,17 +586,13 @@ fn split_chunk(chunk: &Chunk) -> Option<(Chunk, Chunk)> {
         return None;
     }
     let second = entries.split_off(entries.len() / 2);
-    Some((
-        Chunk::from_entries(chunk.shard, &entries),
-        Chunk::from_entries(chunk.shard, &second),
-    ))
+    Some((Chunk::from_entries(&entries), Chunk::from_entries(&second)))
 }
 
 /// Removes repeated (series, timestamp) points from a batch (see [`crate::codec::dedupe`]).
 /// `None` when nothing was repeated (or the chunks cannot be opened); else what is left (if
 /// anything) as one chunk, and the number of points removed.
 fn dedupe_chunks(part: &[Chunk]) -> Option<(Option<Chunk>, u64)> {
-    let shard = part.first()?.shard;
     let mut entries = Vec::new();
     for c in part {
         match c.entries() {
@@ -607,7 +604,7 @@ fn dedupe_chunks(part: &[Chunk]) -> Option<(Option<Chunk>, u64)> {
         }
     }
     let (kept, removed) = crate::codec::dedupe(&entries)?;
-    let kept = (!kept.is_empty()).then(|| Chunk::from_entries(shard, &kept));
+    let kept = (!kept.is_empty()).then(|| Chunk::from_entries(&kept));
     Some((kept, removed))
 }
 

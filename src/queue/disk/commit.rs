@@ -1,28 +1,36 @@
-//! The committer thread: the only writer of segments and position files.
+//! The committer thread: the only writer of segments and the position file.
 //!
-//! It sleeps until there is work, takes every push queued meanwhile, appends their records,
-//! fsyncs each touched segment once for the whole group (under [`FsyncPolicy::Always`]), then
-//! publishes the new data to the readers and answers the pushes. In the same cycle it writes
-//! the read positions that acknowledgements moved and deletes segments a durable position has
-//! left behind. Doing this on one thread keeps file I/O off the async reactor and makes group
-//! commit fall out of the queueing: the longer an fsync takes, the more pushes share the next.
+//! It sleeps until there is work, takes every push queued meanwhile, appends their records to
+//! the log, fsyncs it once for the whole group (under [`FsyncPolicy::Always`]), then publishes
+//! the new records (straight into the window when it is caught up and has room) and answers
+//! the pushes. In the same cycle it writes the read position that finished batches moved and
+//! deletes segments it has left behind. Doing this on one thread keeps file I/O off the async
+//! reactor and makes group commit fall out of the queueing: the longer an fsync takes, the
+//! more pushes share the next.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::segment;
+use super::segment::{self, Pos};
 use super::{lock, FsyncPolicy, Inner};
+use crate::codec::Chunk;
+
+/// Under [`FsyncPolicy::Always`], how often a moved read position is fsynced: losing the last
+/// second of positions to a power cut only sends finished batches again.
+const POSITION_SYNC: Duration = Duration::from_secs(1);
 
 /// A push waiting for the committer.
 pub(super) struct PendingPush {
-    /// (shard, encoded record), at most one per shard.
-    pub(super) records: Vec<(usize, Vec<u8>)>,
+    /// The encoded record.
+    pub(super) record: Vec<u8>,
+    /// Its chunks, for the window.
+    pub(super) chunks: Vec<Chunk>,
     pub(super) at_ms: u64,
     pub(super) reply: oneshot::Sender<io::Result<()>>,
 }
@@ -31,7 +39,7 @@ pub(super) struct PendingPush {
 #[derive(Default)]
 pub(super) struct CommitQueue {
     pub(super) pushes: Vec<PendingPush>,
-    /// Some read position moved.
+    /// The read position moved.
     pub(super) acks: bool,
     pub(super) syncs: Vec<oneshot::Sender<io::Result<()>>>,
     /// Sync everything, then stop.
@@ -46,7 +54,7 @@ impl CommitQueue {
     }
 }
 
-/// The segment a shard appends to.
+/// The segment being appended to.
 pub(super) struct Writer {
     dir: PathBuf,
     seq: u64,
@@ -74,34 +82,32 @@ impl Writer {
     }
 }
 
-/// What one group wrote to one shard, published to its state after the group's fsync.
-#[derive(Default)]
-struct Published {
-    /// Segments sealed by this group: (seq, final length).
-    sealed: Vec<(u64, u64)>,
-    bytes: u64,
-    records: u64,
-    first_ms: Option<u64>,
+/// Where one push's record went.
+struct Written {
+    seg: u64,
+    off: u64,
+    len: u64,
 }
 
 pub(super) struct Committer {
     inner: Arc<Inner>,
-    writers: Vec<Writer>,
+    writer: Writer,
     policy: FsyncPolicy,
     segment_bytes: u64,
+    /// Last fsync of data (under `Interval`) or of the position (under `Always`).
     last_sync: Instant,
 }
 
 impl Committer {
     pub(super) fn new(
         inner: Arc<Inner>,
-        writers: Vec<Writer>,
+        writer: Writer,
         policy: FsyncPolicy,
         segment_bytes: u64,
     ) -> Self {
         Self {
             inner,
-            writers,
+            writer,
             policy,
             segment_bytes,
             last_sync: Instant::now(),
@@ -112,13 +118,19 @@ impl Committer {
         self.inner.counters.fsyncs.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Whether something written is not fsynced yet (only possible under `Interval`).
-    fn unsynced(&self) -> bool {
-        self.writers.iter().any(|w| w.unsynced || w.dir_unsynced)
-            || self.inner.shards.iter().any(|s| {
-                let st = lock(&s.state);
-                st.persisted != st.durable || st.ack != st.durable
-            })
+    /// Whether something written is not durable yet, and how often that is fixed.
+    fn unsynced(&self) -> Option<Duration> {
+        let log = lock(&self.inner.log);
+        let positions = log.persisted != log.durable || log.ack != log.durable;
+        match self.policy {
+            FsyncPolicy::Interval(every)
+                if positions || self.writer.unsynced || self.writer.dir_unsynced =>
+            {
+                Some(every)
+            }
+            FsyncPolicy::Always if positions => Some(POSITION_SYNC),
+            _ => None,
+        }
     }
 
     pub(super) fn run(mut self) {
@@ -129,12 +141,7 @@ impl Committer {
                     if q.crash {
                         return;
                     }
-                    let due = match self.policy {
-                        FsyncPolicy::Interval(every) if self.unsynced() => {
-                            Some(self.last_sync + every)
-                        }
-                        _ => None,
-                    };
+                    let due = self.unsynced().map(|every| self.last_sync + every);
                     let now = Instant::now();
                     if due.is_some_and(|d| now >= d) {
                         break true;
@@ -155,19 +162,17 @@ impl Committer {
                 };
                 (std::mem::take(&mut *q), tick)
             };
-            let durable = tick
-                || self.policy == FsyncPolicy::Always
-                || !work.syncs.is_empty()
-                || work.shutdown;
-            self.cycle(work.pushes, durable);
-            let sync_result = self.sync_positions(durable);
+            let everything = tick || !work.syncs.is_empty() || work.shutdown;
+            let durable_data = everything || self.policy == FsyncPolicy::Always;
+            self.cycle(work.pushes, durable_data);
+            let sync_result = self.sync_position(everything);
             for tx in work.syncs {
                 let _ = tx.send(match &sync_result {
                     Ok(()) => Ok(()),
                     Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                 });
             }
-            if durable {
+            if everything {
                 self.last_sync = Instant::now();
             }
             if work.shutdown {
@@ -178,85 +183,48 @@ impl Committer {
 
     /// Appends the pushes, fsyncs when `durable`, publishes and answers them.
     fn cycle(&mut self, pushes: Vec<PendingPush>, durable: bool) {
-        let mut published: Vec<Published> = (0..self.writers.len())
-            .map(|_| Published::default())
-            .collect();
-        let mut answers = Vec::with_capacity(pushes.len());
-        let wrote = !pushes.is_empty();
-        for push in pushes {
-            let result = self.append(&push, &mut published);
-            answers.push((push.reply, result));
+        if pushes.is_empty() {
+            return;
         }
+        let mut done = Vec::with_capacity(pushes.len());
+        let mut sealed = Vec::new();
+        for push in pushes {
+            let result = self.append(&push.record, &mut sealed);
+            done.push((push, result));
+        }
+        let mut fsync_error = None;
         if durable {
             if let Err(e) = self.sync_data() {
                 tracing::error!(error = %e, "fsync of the disk queue failed");
+                fsync_error = Some(e);
+            }
+        }
+        self.publish(&sealed, &mut done);
+        self.inner.counters.commits.fetch_add(1, Ordering::Relaxed);
+        for (push, written) in done {
+            let r = match (written, &fsync_error) {
+                (Err(e), _) => Err(e),
                 // The data may or may not be on disk: the senders must retry (duplicates at
-                // worst, since what was written is still published and replayed).
-                for (_, r) in &mut answers {
-                    if r.is_ok() {
-                        *r = Err(io::Error::new(
-                            e.kind(),
-                            super::Published(format!("fsync failed: {e}")),
-                        ));
-                    }
-                }
-            }
+                // worst, since what was written is published and replayed).
+                (Ok(_), Some(e)) => Err(io::Error::new(
+                    e.kind(),
+                    super::Published(format!("fsync failed: {e}")),
+                )),
+                (Ok(_), None) => Ok(()),
+            };
+            let _ = push.reply.send(r);
         }
-        for (i, p) in published.into_iter().enumerate() {
-            self.publish(i, p);
-        }
-        if wrote {
-            self.inner.counters.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        for (tx, r) in answers {
-            let _ = tx.send(r);
-        }
+        self.inner.notify.notify_one();
     }
 
-    /// Writes one push's records; on failure removes those already written for it, so a push
-    /// is all or nothing.
-    fn append(&mut self, push: &PendingPush, published: &mut [Published]) -> io::Result<()> {
-        let mut undo: Vec<(usize, u64)> = Vec::new();
-        for (shard, rec) in &push.records {
-            let r = self.append_one(*shard, rec, &mut published[*shard]);
-            match r {
-                Ok(start) => undo.push((*shard, start)),
-                Err((start, e)) => {
-                    undo.push((*shard, start));
-                    for (s, start) in undo {
-                        let w = &mut self.writers[s];
-                        if let Err(e) = w.file.set_len(start) {
-                            tracing::error!(error = %e, segment = w.seq, "cannot undo a failed queue write");
-                        }
-                        w.off = start;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        for (shard, rec) in &push.records {
-            let p = &mut published[*shard];
-            p.bytes += rec.len() as u64;
-            p.records += 1;
-            p.first_ms.get_or_insert(push.at_ms);
-        }
-        Ok(())
-    }
-
-    /// Appends one record, starting a new segment first when it would not fit. Returns where
-    /// it starts in the current segment.
-    fn append_one(
-        &mut self,
-        shard: usize,
-        rec: &[u8],
-        published: &mut Published,
-    ) -> Result<u64, (u64, io::Error)> {
+    /// Appends one record, starting a new segment first when it would not fit; on failure
+    /// the segment is cut back, so a push is all or nothing.
+    fn append(&mut self, rec: &[u8], sealed: &mut Vec<(u64, u64)>) -> io::Result<Written> {
         let len = rec.len() as u64;
-        let w = &mut self.writers[shard];
+        let w = &mut self.writer;
         if w.off > 0 && w.off + len > self.segment_bytes {
-            let start = w.off;
             if w.unsynced {
-                w.file.sync_data().map_err(|e| (start, e))?;
+                w.file.sync_data()?;
                 w.unsynced = false;
                 self.inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
@@ -264,9 +232,8 @@ impl Committer {
             let file = OpenOptions::new()
                 .append(true)
                 .create_new(true)
-                .open(segment::segment_path(&w.dir, seq))
-                .map_err(|e| (start, e))?;
-            published.sealed.push((w.seq, w.off));
+                .open(segment::segment_path(&w.dir, seq))?;
+            sealed.push((w.seq, w.off));
             w.seq = seq;
             w.file = file;
             w.off = 0;
@@ -274,31 +241,39 @@ impl Committer {
         }
         let start = w.off;
         w.unsynced = true;
-        w.file.write_all(rec).map_err(|e| (start, e))?;
+        if let Err(e) = w.file.write_all(rec) {
+            if let Err(undo) = w.file.set_len(start) {
+                tracing::error!(error = %undo, segment = w.seq, "cannot undo a failed queue write");
+            }
+            return Err(e);
+        }
         w.off += len;
-        Ok(start)
+        Ok(Written {
+            seg: w.seq,
+            off: start,
+            len,
+        })
     }
 
-    /// fsyncs every segment and directory written since the last fsync.
+    /// fsyncs the segment and directory if written since the last fsync.
     fn sync_data(&mut self) -> io::Result<()> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut n = 0;
         let mut result = Ok(());
-        for w in &mut self.writers {
-            if w.unsynced {
-                match w.file.sync_data() {
-                    Ok(()) => w.unsynced = false,
-                    Err(e) => result = Err(e),
-                }
-                n += 1;
+        let w = &mut self.writer;
+        if w.unsynced {
+            match w.file.sync_data() {
+                Ok(()) => w.unsynced = false,
+                Err(e) => result = Err(e),
             }
-            if w.dir_unsynced {
-                match segment::sync_dir(&w.dir) {
-                    Ok(()) => w.dir_unsynced = false,
-                    Err(e) => result = Err(e),
-                }
-                n += 1;
+            n += 1;
+        }
+        if w.dir_unsynced {
+            match segment::sync_dir(&w.dir) {
+                Ok(()) => w.dir_unsynced = false,
+                Err(e) => result = Err(e),
             }
+            n += 1;
         }
         self.fsynced(n);
         self.inner
@@ -308,104 +283,90 @@ impl Committer {
         result
     }
 
-    /// Makes a group's records visible to the shard's reader.
-    fn publish(&self, shard: usize, p: Published) {
-        let w = &self.writers[shard];
-        let s = &self.inner.shards[shard];
-        let grew = {
-            let mut st = lock(&s.state);
-            for (seq, len) in p.sealed {
-                match st.segments.iter_mut().find(|(s, _)| *s == seq) {
-                    Some(entry) => entry.1 = len,
-                    None => st.segments.push_back((seq, len)),
-                }
+    /// Makes a group's records visible: segment lengths, budget accounting, and the window
+    /// (straight from memory while the window holds everything before them and has room).
+    fn publish(&self, sealed: &[(u64, u64)], done: &mut [(PendingPush, io::Result<Written>)]) {
+        let w = &self.writer;
+        let mut log = lock(&self.inner.log);
+        for &(seq, len) in sealed {
+            match log.segments.iter_mut().find(|(s, _)| *s == seq) {
+                Some(entry) => entry.1 = len,
+                None => log.segments.push_back((seq, len)),
             }
-            let grew = match st.segments.iter_mut().find(|(s, _)| *s == w.seq) {
-                Some(entry) => {
-                    let grew = entry.1 != w.off;
-                    entry.1 = w.off;
-                    grew
-                }
-                None => {
-                    st.segments.push_back((w.seq, w.off));
-                    true
-                }
-            };
-            if p.records > 0 {
-                if st.bytes == 0 {
-                    st.front_ms = p.first_ms;
-                }
-                st.bytes += p.bytes;
+        }
+        match log.segments.iter_mut().find(|(s, _)| *s == w.seq) {
+            Some(entry) => entry.1 = w.off,
+            None => log.segments.push_back((w.seq, w.off)),
+        }
+        for (push, written) in done.iter_mut() {
+            let Ok(at) = written else { continue };
+            log.records += 1;
+            log.bytes += at.len;
+            let next = log.normalize(log.admitted);
+            let caught_up = (next.seg, next.off) == (at.seg, at.off);
+            if caught_up && log.window_bytes < self.inner.window_max {
+                let chunks = std::mem::take(&mut push.chunks);
+                log.admit(at.seg, at.off, at.off + at.len, push.at_ms, chunks, 0);
+            } else if log.disk_front_ms.is_none() || caught_up {
+                log.disk_front_ms = Some(push.at_ms);
             }
-            grew
-        };
-        self.inner
-            .counters
-            .records
-            .fetch_add(p.records, Ordering::Relaxed);
-        if grew {
-            s.notify.notify_one();
         }
     }
 
-    /// Writes moved read positions (fsynced when `durable`) and deletes the segments a durable
-    /// position has passed.
-    fn sync_positions(&mut self, durable: bool) -> io::Result<()> {
-        let mut result = Ok(());
-        for (i, s) in self.inner.shards.iter().enumerate() {
-            let (ack, persisted, was_durable) = {
-                let st = lock(&s.state);
-                (st.ack, st.persisted, st.durable)
-            };
-            let needed = if durable {
-                ack != was_durable
-            } else {
-                ack != persisted
-            };
-            if needed {
-                match segment::write_pos(&s.dir, ack, durable) {
-                    Ok(n) => {
-                        self.fsynced(n);
-                        let mut st = lock(&s.state);
-                        st.persisted = ack;
-                        if durable {
-                            st.durable = ack;
+    /// Writes a moved read position (fsynced when `durable`, or once a second under
+    /// `Always`) and deletes the segments it has passed.
+    fn sync_position(&mut self, durable: bool) -> io::Result<()> {
+        let (ack, persisted, was_durable) = {
+            let log = lock(&self.inner.log);
+            (log.normalize(log.ack), log.persisted, log.durable)
+        };
+        let durable = durable
+            || (self.policy == FsyncPolicy::Always && self.last_sync.elapsed() >= POSITION_SYNC);
+        let needed = if durable {
+            ack != was_durable
+        } else {
+            ack != persisted
+        };
+        if needed {
+            match segment::write_pos(&self.inner.dir, ack, durable) {
+                Ok(n) => {
+                    self.fsynced(n);
+                    let mut log = lock(&self.inner.log);
+                    log.persisted = ack;
+                    if durable {
+                        log.durable = ack;
+                        if self.policy == FsyncPolicy::Always {
+                            self.last_sync = Instant::now();
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(dir = %s.dir.display(), error = %e, "cannot persist the queue read position");
-                        result = Err(e);
-                        continue;
-                    }
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.inner.dir.display(), error = %e, "cannot persist the queue read position");
+                    return Err(e);
                 }
             }
-            if durable {
-                self.delete_consumed(i);
-            }
         }
-        result
+        self.delete_consumed(ack);
+        Ok(())
     }
 
-    /// Deletes the shard's segments that lie wholly before its durable read position.
-    fn delete_consumed(&self, shard: usize) {
-        let s = &self.inner.shards[shard];
-        let active = self.writers[shard].seq;
+    /// Deletes the segments that lie wholly before the read position `ack`: every chunk in
+    /// them is finished, so even a replay from an older persisted position misses nothing.
+    fn delete_consumed(&self, ack: Pos) {
+        let active = self.writer.seq;
         let doomed: Vec<u64> = {
-            let mut st = lock(&s.state);
-            let d = st.durable;
-            let doomed: Vec<u64> = st
+            let mut log = lock(&self.inner.log);
+            let doomed: Vec<u64> = log
                 .segments
                 .iter()
-                .filter(|&&(seq, len)| {
-                    seq != active && (seq < d.seg || (seq == d.seg && d.off >= len && d.skip == 0))
-                })
                 .map(|&(seq, _)| seq)
+                .filter(|&seq| seq != active && seq < ack.seg)
                 .collect();
-            st.segments.retain(|(seq, _)| !doomed.contains(seq));
+            log.segments.retain(|(seq, _)| !doomed.contains(seq));
             doomed
         };
         for seq in doomed {
-            let path = segment::segment_path(&s.dir, seq);
+            let path = segment::segment_path(&self.inner.dir, seq);
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(segment = %path.display(), error = %e, "cannot delete a consumed queue segment");
             }

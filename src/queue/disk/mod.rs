@@ -1,26 +1,29 @@
-//! The durable queue: the same hand-off as the memory queue ([`super::Queue`]), kept in
-//! append-only files so that what a sender saw acknowledged survives a crash or restart.
+//! The durable queue: the same hand-off as the memory queue ([`super::Queue`]), kept in an
+//! append-only log so that what a sender saw acknowledged survives a crash or restart.
 //!
-//! [`DiskQueue::push`] takes the chunks of one request all at once, writes one record per
-//! touched shard, and returns only when they are durable per the [`FsyncPolicy`]; the receiver
-//! answers 2xx after that (ack after commit). Each shard's worker takes batches in order
-//! ([`DiskQueue::pop_batch`], same batching as the memory queue) and acknowledges each one once
-//! the upstream accepted or definitively dropped it ([`DiskQueue::ack`]); that advances the
-//! shard's persisted read position, and fully consumed segments are deleted. On start,
-//! [`DiskQueue::open`] replays everything committed and not acknowledged, in order per shard.
+//! [`DiskQueue::push`] takes the chunks of one request all at once, appends them as one record,
+//! and returns only when the record is durable per the [`FsyncPolicy`]; the receiver answers
+//! 2xx after that (ack after commit). Upstream workers take batches from a window of the log
+//! ([`DiskQueue::pop_batch`], with the [dispatcher](super::dispatch)'s order rules) and hand
+//! each back once the upstream accepted or definitively dropped it ([`DiskQueue::done`]). The
+//! read position, persisted, is the oldest chunk not yet finished; fully consumed segments are
+//! deleted. On start, [`DiskQueue::open`] replays everything from the read position on.
 //!
 //! Writes, fsyncs, position files and deletions happen on one committer thread, which groups
-//! the pushes that arrive while it is busy into one write + fsync per touched file (group
-//! commit). Readers stream records from the files through `spawn_blocking`, keeping at most
-//! about one batch (plus the rest of the record it ends in) in memory.
+//! the pushes that arrive while it is busy into one write and one fsync (group commit): one
+//! log for everything means one fsync per group, however many senders and workers there are.
+//! Records just written enter the window straight from memory when the window has room and
+//! holds everything before them; otherwise (a backlog, or after a restart) they are read back
+//! from the files, on the blocking pool, as the window empties. The window holds at most
+//! `window_bytes` of chunk data, so a long outage keeps memory flat: the backlog stays on disk.
 //!
 //! # On-disk format (version 2)
 //!
 //! ```text
-//! <dir>/shard-<n>/                 one directory per shard (the chunk's shard)
-//!     <seq:020>.log                segments, seq increasing from 0; the highest is written
-//!     read.pos                     the shard's read position (below)
-//!     read.pos.tmp                 only while read.pos is replaced; removed on open
+//! <dir>/lock                       held (flock) while a process has the queue open
+//! <dir>/log/<seq:020>.log          segments, seq increasing; the highest is written
+//! <dir>/log/read.pos               the read position (below)
+//! <dir>/log/read.pos.tmp           only while read.pos is replaced; removed on open
 //! ```
 //!
 //! A segment is a sequence of records and nothing else; a new segment is started when the
@@ -33,55 +36,56 @@
 //!             payload_len bytes followed by the payload. payload_len <= 512 MiB.
 //! payload  := pushed_at_unix_ms u64 (8) | chunk_count varint | chunk * chunk_count
 //! chunk    := series varint | samples varint | histograms varint | exemplars varint
-//!             | metadata varint | raw_len varint | min_ts zigzag-varint | data_len varint
-//!             | data
+//!             | metadata varint | raw_len varint | min_ts zigzag-varint
+//!             | key_count varint | key u32 * key_count | data_len varint | data
 //!             (varint = unsigned LEB128, as protobuf; zigzag as protobuf's sint64; the
 //!             fields are those of `codec::Chunk`: `data` is snappy block elements without
 //!             the length preamble, decompressing to `raw_len` bytes of encoded remote write
-//!             1.0 `WriteRequest` fields)
+//!             1.0 `WriteRequest` fields; the keys are its series' keys, which the dispatcher
+//!             needs to keep each series in order after a restart too)
 //! read.pos := magic "PLQP" (4) | seg u64 (8) | off u64 (8) | skip u32 (4) | crc u32 (4)
-//!             crc = CRC-32 over the first 24 bytes. The next unconsumed chunk is chunk
-//!             `skip` of the record at byte `off` of segment `seg`; every earlier record of
-//!             the shard (and the first `skip` chunks of this one) was acknowledged.
+//!             crc = CRC-32 over the first 24 bytes. Every chunk before chunk `skip` of the
+//!             record at byte `off` of segment `seg` is finished (delivered or dropped).
 //! ```
 //!
-//! One record holds the chunks of one request that fell into one shard, in request order
-//! (usually one chunk; more when the request's share exceeds the batch limits).
-//! `read.pos` is replaced atomically (write `read.pos.tmp`, fsync, rename, fsync directory).
-//! A segment is deleted only once a durable `read.pos` points past its end.
+//! One record holds the chunks of one request in order (usually one chunk; more when the
+//! request exceeds the batch limits). `read.pos` is replaced atomically (write
+//! `read.pos.tmp`, rename). Batches finish in any order, so chunks after the read position may
+//! already be delivered: after a crash they are sent again (duplicates, never loss).
 //!
-//! Version 1 records (magic "PLQ1", written by earlier versions: the payload held
-//! `shard_key u64 | field | samples | histograms | exemplars | bytes_len | bytes` per message,
-//! `skip` counted messages) are still read: the unconsumed messages of such a record are
-//! compressed into one chunk when it is read back, so an upgrade replays the old queue.
+//! Version 1 (promlink before 0.1: one log per shard in `<dir>/shard-<n>/`, records of magic
+//! "PLQ1" holding one entry per message) is migrated on open ([`legacy`]): the unconsumed
+//! messages are rewritten into a new log, in order, then the old directories are removed.
 //!
 //! # Recovery
 //!
-//! On open each shard's records from `read.pos` to the end are checked (magic, length, CRC,
-//! payload structure). A damaged record in the middle loses only itself: the scan resyncs on
-//! the next offset holding the magic and a record with a valid CRC, and the damage is
-//! reported with segment and offset ([`RecoveryReport::corrupt_records`]) and logged again
-//! when the reader skips it. Damage with no valid record after it in the last segment is a torn
-//! write: the file is truncated there ([`RecoveryReport::truncated_tail`]). A missing or
-//! damaged `read.pos` restarts the shard at its oldest segment (duplicates, never loss).
+//! On open the records from `read.pos` to the end are checked (magic, length, CRC, payload
+//! structure). A damaged record in the middle loses only itself: the scan resyncs on the next
+//! offset holding the magic and a record with a valid CRC, and the damage is reported with
+//! segment and offset ([`RecoveryReport::corrupt_records`]) and logged again when the reader
+//! skips it. Damage with no valid record after it in the last segment is a torn write: the
+//! file is truncated there ([`RecoveryReport::truncated_tail`]). A missing or damaged
+//! `read.pos` restarts at the oldest segment (duplicates, never loss).
 //!
 //! # Guarantees
 //!
-//! - [`FsyncPolicy::Always`]: `push` returns after the records are fsynced. Nothing whose push
+//! - [`FsyncPolicy::Always`]: `push` returns after the record is fsynced. Nothing whose push
 //!   returned `Ok` is lost on process crash, kernel crash or power loss (barring damaged media,
 //!   which loses only the damaged records).
 //! - [`FsyncPolicy::Interval`]: `push` returns after `write()`. A process crash (`kill -9`)
 //!   loses nothing (the page cache survives); a kernel crash or power loss may lose what was
 //!   pushed in the last interval.
-//! - Acknowledgements: `ack` updates the position in memory; the committer writes it at its
-//!   next cycle (promptly, it is woken), fsynced under `Always`, and fsynced at the next
-//!   interval under `Interval`. A crash before that replays the acknowledged batches again:
-//!   duplicates, never loss. Batches must be acknowledged in the order they were popped.
+//! - The read position: written at the committer's next cycle after a batch finishes (it is
+//!   woken), fsynced at most once a second under `Always` and at each interval under
+//!   `Interval`. A crash before that replays finished batches again: duplicates, never loss.
+//!   Segments are deleted once the read position (in memory) has passed them: their chunks
+//!   are all finished, so a replay from an older persisted position cannot miss anything.
 //! - A failed write is undone (the push gets [`PushError::Io`], nothing of it stays). A failed
 //!   fsync fails every push of its group with [`PushError::Io`], but their records stay in the
 //!   log and are delivered: the senders' retries may duplicate them, nothing is lost.
 
 mod commit;
+mod legacy;
 mod reader;
 mod segment;
 
@@ -100,10 +104,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, Notify};
 
+use super::dispatch::{Cut, Dispatcher, Taken};
 use super::BatchLimits;
 use crate::codec::Chunk;
 use commit::{CommitQueue, Committer, PendingPush, Writer};
-use reader::{Poll, Reader};
 use segment::Pos;
 
 /// Durable queue settings.
@@ -111,24 +115,23 @@ use segment::Pos;
 pub struct DiskQueueConfig {
     /// Directory holding the queue; created if missing. One process per directory.
     pub dir: PathBuf,
-    /// Number of shards (at least 1). Changing it while the directory holds unacknowledged
-    /// data is refused, since it would reorder series.
-    pub shards: usize,
     /// Budget of unacknowledged record bytes (framing included); pushes beyond it are refused.
     pub max_bytes: u64,
-    /// Size at which a shard starts a new segment, e.g. 16 MiB.
+    /// Size at which a new segment is started, e.g. 16 MiB.
     pub segment_bytes: u64,
     /// When a push counts as durable.
     pub fsync: FsyncPolicy,
+    /// Most chunk data held in memory for the upstream workers (the rest waits on disk).
+    pub window_bytes: usize,
 }
 
 /// When [`DiskQueue::push`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// After the records are fsynced; concurrent pushes share one fsync per touched segment
-    /// (group commit). No loss on power loss.
+    /// After the record is fsynced; concurrent pushes share one fsync (group commit). No loss
+    /// on power loss.
     Always,
-    /// After `write()`; files are fsynced every interval. Loss window: the interval, on power
+    /// After `write()`; the log is fsynced every interval. Loss window: the interval, on power
     /// loss or kernel crash only; nothing is lost on a process crash.
     Interval(Duration),
 }
@@ -161,16 +164,6 @@ pub enum DiskQueueError {
     /// The settings cannot work.
     #[error("invalid disk queue settings: {0}")]
     Config(String),
-    /// The directory holds unacknowledged data written with another shard count.
-    #[error("queue directory {dir} holds unacknowledged data in {found} shards but {configured} are configured: start with {found} shards until it is drained")]
-    ShardCountChanged {
-        /// The queue directory.
-        dir: PathBuf,
-        /// Shard directories found.
-        found: usize,
-        /// Shards configured.
-        configured: usize,
-    },
 }
 
 /// Why a push was refused.
@@ -192,21 +185,13 @@ pub enum PushError {
     Io(#[source] io::Error),
 }
 
-/// A batch taken from one shard; hand it back to [`DiskQueue::ack`] when done with it.
-#[derive(Debug)]
+/// A batch taken from the queue; hand it back to [`DiskQueue::done`] when done with it.
 pub struct Batch {
-    /// The chunks, in shard order.
+    /// The chunks, in log order.
     pub chunks: Vec<Chunk>,
-    /// Position after the last chunk.
-    end: Pos,
-    /// Bytes of the records this batch completes (released on ack).
-    release: u64,
-    /// Records this batch completes.
-    records: u64,
-    /// Push time of the first chunk of the shard after this batch, if known at pop time.
-    next_ms: Option<u64>,
-    /// Push time (unix ms) of this batch's first chunk.
-    pub first_ms: Option<u64>,
+    /// Push time (unix ms) of the batch's first chunk.
+    pub first_ms: u64,
+    taken: Taken,
 }
 
 /// A damaged record found on open.
@@ -223,29 +208,31 @@ pub struct CorruptRecord {
 /// What [`DiskQueue::open`] found.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
-    /// Unacknowledged chunks that will be sent again.
+    /// Unfinished chunks that will be sent again.
     pub replayed_chunks: u64,
     /// Their record bytes.
     pub replayed_bytes: u64,
-    /// Damaged records (each lost) and damaged position files (each restarting its shard at
-    /// its oldest segment).
+    /// Damaged records (each lost) and damaged position files (each restarting the log at its
+    /// oldest segment).
     pub corrupt_records: Vec<CorruptRecord>,
-    /// Whether a torn write at the end of a shard was cut off.
+    /// Whether a torn write at the end of the log was cut off.
     pub truncated_tail: bool,
+    /// Messages carried over from a version 1 queue directory.
+    pub migrated_messages: u64,
 }
 
 /// Counters and gauges of the queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct DiskQueueStats {
-    /// Unacknowledged records.
+    /// Unfinished records.
     pub records: u64,
-    /// Unacknowledged record bytes (what the budget counts).
+    /// Unfinished record bytes (what the budget counts).
     pub bytes: u64,
     /// Segment files.
     pub segments: u64,
-    /// Segment bytes on disk (acknowledged but not yet deleted bytes included).
+    /// Segment bytes on disk (finished but not yet deleted bytes included).
     pub disk_bytes: u64,
-    /// Damaged records skipped by readers plus torn tails cut on open.
+    /// Damaged records skipped by the reader plus torn tails cut on open.
     pub corrupt_records: u64,
     /// Group commits that wrote at least one push.
     pub commits: u64,
@@ -253,7 +240,7 @@ pub struct DiskQueueStats {
     pub fsyncs: u64,
     /// Seconds spent in group-commit fsyncs of segments and directories.
     pub fsync_seconds: f64,
-    /// Entries replayed on open.
+    /// Chunks replayed on open.
     pub replayed: u64,
 }
 
@@ -284,51 +271,93 @@ impl Clock {
     }
 }
 
-/// Per-shard state shared by pushes (through the committer), the reader and `ack`.
-struct ShardState {
+/// Where a chunk in the window came from, handed back when it leaves the window.
+#[derive(Clone, Copy, Debug)]
+struct Tag {
+    /// Its record's segment and offset.
+    seg: u64,
+    off: u64,
+    /// Its place in the record.
+    index: u32,
+    /// Whether it is the record's last chunk, and the record's length.
+    last: bool,
+    rec_len: u64,
+    /// Its data bytes (window accounting).
+    data: usize,
+}
+
+/// The log's state shared by pushes (through the committer), the reader and the workers.
+struct Log {
+    dispatcher: Dispatcher<Tag>,
+    /// Chunk data in the window.
+    window_bytes: usize,
     /// Segments on disk, oldest first, with their published length; the last is written.
     segments: VecDeque<(u64, u64)>,
-    /// Acknowledged up to here (in memory).
+    /// The next record to take into the window starts here (its first `skip` chunks are
+    /// finished).
+    admitted: Pos,
+    /// Every chunk before this is finished (in memory).
     ack: Pos,
     /// Written to `read.pos` (maybe not fsynced).
     persisted: Pos,
     /// Written to `read.pos` and fsynced.
     durable: Pos,
-    /// Unacknowledged record bytes published to readers.
+    /// Unfinished record bytes published (damaged regions included until skipped).
     bytes: u64,
-    /// Push time of the oldest unacknowledged chunk (approximate after an ack whose successor
-    /// was not read yet: then the age is overestimated until the next pop).
-    front_ms: Option<u64>,
-    /// Batches popped and not acknowledged.
-    inflight: u32,
+    /// Unfinished records published.
+    records: u64,
+    /// Push time of the first record outside the window, or an older time (so ages are never
+    /// underestimated); meaningful while records wait outside the window.
+    disk_front_ms: Option<u64>,
+    /// A reader is reading records into the window.
+    reading: bool,
+    /// The last read failed: do not retry before this time (ms).
+    read_backoff_until: u64,
 }
 
-impl ShardState {
-    /// Published end of segment `seq` and the sequence number of the next segment.
-    fn extent(&self, seq: u64) -> (Option<u64>, Option<u64>) {
-        let len = self
-            .segments
-            .iter()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, l)| *l);
-        let next = self.segments.iter().map(|(s, _)| *s).find(|&s| s > seq);
-        (len, next)
+impl Log {
+    /// `p`, or the start of the next segment when `p` is at (or past) the end of its own and a
+    /// later segment exists: both name the same place in the log.
+    fn normalize(&self, p: Pos) -> Pos {
+        let len = self.segments.iter().find(|(s, _)| *s == p.seg).map(|s| s.1);
+        let next = self.segments.iter().map(|s| s.0).find(|&s| s > p.seg);
+        match (len, next) {
+            (Some(len), Some(next)) if p.off >= len => Pos::new(next, 0, 0),
+            (None, Some(next)) => Pos::new(next, 0, 0),
+            _ => p,
+        }
     }
-}
 
-struct Shard {
-    dir: PathBuf,
-    state: Mutex<ShardState>,
-    notify: Notify,
-    reader: Mutex<Reader>,
-    /// A batch cut by a blocking poll, until a `pop_batch` call returns it. If the call that
-    /// started the poll was cancelled meanwhile, the next call returns it: nothing is skipped.
-    handoff: Mutex<Option<reader::Popped>>,
+    /// Whether published records wait outside the window.
+    fn unadmitted(&self) -> bool {
+        let p = self.normalize(self.admitted);
+        self.segments
+            .iter()
+            .find(|(s, _)| *s == p.seg)
+            .is_some_and(|&(_, len)| p.off < len)
+    }
+
+    /// Takes a record's chunks into the window (the first `skip` are finished already).
+    fn admit(&mut self, seg: u64, off: u64, next: u64, at_ms: u64, chunks: Vec<Chunk>, skip: u32) {
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate().skip(skip as usize) {
+            let tag = Tag {
+                seg,
+                off,
+                index: i as u32,
+                last: i + 1 == n,
+                rec_len: next - off,
+                data: chunk.data.len(),
+            };
+            self.window_bytes += tag.data;
+            self.dispatcher.push(chunk, at_ms, tag);
+        }
+        self.admitted = Pos::new(seg, next, 0);
+    }
 }
 
 #[derive(Default)]
 struct Counters {
-    records: AtomicU64,
     corrupt: AtomicU64,
     commits: AtomicU64,
     fsyncs: AtomicU64,
@@ -338,14 +367,19 @@ struct Counters {
 }
 
 struct Inner {
-    shards: Vec<Shard>,
+    /// The log directory (`<dir>/log`).
+    dir: PathBuf,
     max_bytes: u64,
+    window_max: usize,
     used: AtomicU64,
     closed: AtomicBool,
     clock: Clock,
     counters: Counters,
     commit: Mutex<CommitQueue>,
     wake: Condvar,
+    log: Mutex<Log>,
+    notify: Notify,
+    reader: Mutex<reader::Reader>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,7 +393,7 @@ impl Inner {
     }
 }
 
-/// Durable, sharded, bounded queue. `Send + Sync`; share it behind an `Arc`.
+/// Durable, bounded queue. `Send + Sync`; share it behind an `Arc`.
 pub struct DiskQueue {
     inner: Arc<Inner>,
     committer: Option<JoinHandle<()>>,
@@ -368,31 +402,19 @@ pub struct DiskQueue {
     _lock: std::fs::File,
 }
 
-/// What recovering one shard directory found.
-struct ShardRecovery {
-    state: ShardState,
-    writer: Writer,
-    reader_pos: Pos,
-    records: u64,
-}
-
 impl DiskQueue {
     /// Opens (or creates) the queue in `cfg.dir` and replays it: everything committed and not
-    /// acknowledged becomes readable again, in order per shard. Blocking: call it before the
-    /// runtime serves traffic or through `spawn_blocking`.
+    /// finished becomes readable again, in order. Blocking: call it before the runtime serves
+    /// traffic or through `spawn_blocking`.
     ///
     /// # Errors
-    /// [`DiskQueueError::Config`] for unusable settings, [`DiskQueueError::ShardCountChanged`]
-    /// when the directory holds data of another shard count, [`DiskQueueError::Io`] when the
+    /// [`DiskQueueError::Config`] for unusable settings, [`DiskQueueError::Io`] when the
     /// directory cannot be used. Damaged files are not errors: they are reported.
     pub fn open(cfg: DiskQueueConfig) -> Result<(Self, RecoveryReport), DiskQueueError> {
-        if cfg.shards == 0 {
-            return Err(DiskQueueError::Config("shards must be at least 1".into()));
-        }
-        if cfg.max_bytes == 0 || cfg.segment_bytes < 1024 {
+        if cfg.max_bytes == 0 || cfg.segment_bytes < 1024 || cfg.window_bytes == 0 {
             return Err(DiskQueueError::Config(format!(
-                "max_bytes must be positive and segment_bytes at least 1024, got {} and {}",
-                cfg.max_bytes, cfg.segment_bytes
+                "max_bytes and window_bytes must be positive and segment_bytes at least 1024, got {}, {} and {}",
+                cfg.max_bytes, cfg.window_bytes, cfg.segment_bytes
             )));
         }
         if cfg.fsync == FsyncPolicy::Interval(Duration::ZERO) {
@@ -406,13 +428,13 @@ impl DiskQueue {
         };
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let lock_path = cfg.dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
+        let lock_file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
+        match lock_file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(DiskQueueError::Config(format!(
@@ -422,30 +444,11 @@ impl DiskQueue {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
-        let found = existing_shard_dirs(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let mut report = RecoveryReport::default();
-        let mut recovered = Vec::new();
-        // Existing shards first, so a refused shard count leaves the directory as it was.
-        for i in 0..found {
-            let dir = cfg.dir.join(format!("shard-{i}"));
-            let r = recover_shard(&dir, i, &mut report).map_err(io_err(&dir))?;
-            recovered.push((dir, r));
-        }
-        if found != cfg.shards && report.replayed_chunks > 0 {
-            return Err(DiskQueueError::ShardCountChanged {
-                dir: cfg.dir.clone(),
-                found,
-                configured: cfg.shards,
-            });
-        }
-        for i in found..cfg.shards {
-            let dir = cfg.dir.join(format!("shard-{i}"));
-            let r = recover_shard(&dir, i, &mut report).map_err(io_err(&dir))?;
-            recovered.push((dir, r));
-        }
-        for (dir, _) in recovered.drain(cfg.shards..) {
-            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-        }
+        let log_dir = cfg.dir.join("log");
+        legacy::migrate(&cfg.dir, &log_dir, &mut report).map_err(io_err(&cfg.dir))?;
+        std::fs::create_dir_all(&log_dir).map_err(io_err(&log_dir))?;
+        let (log, writer) = recover(&log_dir, &mut report).map_err(io_err(&log_dir))?;
         let counters = Counters::default();
         counters
             .replayed
@@ -458,32 +461,21 @@ impl DiskQueue {
                 .count() as u64,
             Ordering::Relaxed,
         );
-        let mut shards = Vec::new();
-        let mut writers = Vec::new();
-        let mut used = 0;
-        for (dir, r) in recovered {
-            used += r.state.bytes;
-            counters.records.fetch_add(r.records, Ordering::Relaxed);
-            writers.push(r.writer);
-            shards.push(Shard {
-                dir,
-                state: Mutex::new(r.state),
-                notify: Notify::new(),
-                reader: Mutex::new(Reader::new(r.reader_pos)),
-                handoff: Mutex::new(None),
-            });
-        }
         let inner = Arc::new(Inner {
-            shards,
+            dir: log_dir.clone(),
             max_bytes: cfg.max_bytes,
-            used: AtomicU64::new(used),
+            window_max: cfg.window_bytes,
+            used: AtomicU64::new(log.bytes),
             closed: AtomicBool::new(false),
             clock: Clock::new(),
             counters,
             commit: Mutex::new(CommitQueue::default()),
             wake: Condvar::new(),
+            log: Mutex::new(log),
+            notify: Notify::new(),
+            reader: Mutex::new(reader::Reader::default()),
         });
-        let committer = Committer::new(inner.clone(), writers, cfg.fsync, cfg.segment_bytes);
+        let committer = Committer::new(inner.clone(), writer, cfg.fsync, cfg.segment_bytes);
         let handle = std::thread::Builder::new()
             .name("promlink-queue-commit".into())
             .spawn(move || committer.run())
@@ -495,22 +487,17 @@ impl DiskQueue {
                 bytes = report.replayed_bytes,
                 corrupt = report.corrupt_records.len(),
                 truncated_tail = report.truncated_tail,
-                "disk queue replays unacknowledged data"
+                "disk queue replays unfinished data"
             );
         }
         Ok((
             Self {
                 inner,
                 committer: Some(handle),
-                _lock: lock,
+                _lock: lock_file,
             },
             report,
         ))
-    }
-
-    /// Number of shards.
-    pub fn shards(&self) -> usize {
-        self.inner.shards.len()
     }
 
     /// The byte budget.
@@ -528,32 +515,21 @@ impl DiskQueue {
         if chunks.is_empty() {
             return Ok(());
         }
-        let n = self.inner.shards.len();
-        let mut by_shard: Vec<Vec<Chunk>> = (0..n).map(|_| Vec::new()).collect();
-        for c in chunks {
-            by_shard[c.shard % n].push(c);
-        }
         let at_ms = self.inner.clock.now_ms();
-        let mut records = Vec::new();
-        for (shard, list) in by_shard.into_iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let rec = segment::encode_record(at_ms, &list);
-            if rec.len() as u64 - segment::HEADER_LEN > segment::MAX_PAYLOAD {
-                return Err(PushError::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} bytes for one shard exceed the record limit", rec.len()),
-                )));
-            }
-            records.push((shard, rec));
+        let record = segment::encode_record(at_ms, &chunks);
+        if record.len() as u64 - segment::HEADER_LEN > segment::MAX_PAYLOAD {
+            return Err(PushError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} bytes exceed the record limit", record.len()),
+            )));
         }
-        let needed: u64 = records.iter().map(|(_, r)| r.len() as u64).sum();
+        let needed = record.len() as u64;
         self.reserve(needed)?;
         let (tx, rx) = oneshot::channel();
         self.inner.wake_committer(|q| {
             q.pushes.push(PendingPush {
-                records,
+                record,
+                chunks,
                 at_ms,
                 reply: tx,
             })
@@ -563,12 +539,12 @@ impl DiskQueue {
             Err(_) => Err(io::Error::other("the disk queue committer stopped")),
         };
         result.map_err(|e| {
-            // A push whose records were published (only the fsync failed) keeps its bytes:
-            // they are released when the records are acknowledged. Only an undone push gives
-            // its reservation back, so nothing is released twice.
+            // A push whose record was published (only the fsync failed) keeps its bytes: they
+            // are released when it is finished. Only an undone push gives its reservation
+            // back, so nothing is released twice.
             let published = e.get_ref().is_some_and(|inner| inner.is::<Published>());
             if !published {
-                reader::sub(&self.inner.used, needed);
+                sub(&self.inner.used, needed);
             }
             PushError::Io(e)
         })
@@ -595,111 +571,104 @@ impl DiskQueue {
         }
     }
 
-    /// Waits for the next batch of shard `shard`: returns when the batch is full, when its
-    /// oldest chunk has waited `limits.flush_interval`, or (after `close`) with whatever is
-    /// left. Returns `None` when closed and empty. Cancel-safe: a batch counts as taken only
-    /// when a call returns it.
-    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Batch> {
-        let s = &self.inner.shards[shard];
-        let mut backoff = false;
+    /// Waits for the next batch: returns when one is full, when its oldest chunk has waited
+    /// `limits.flush_interval`, or (after `close`) with whatever may go. Returns `None` when
+    /// closed and nothing is left. Several workers may wait at once; each gets its own batch.
+    /// Cancel-safe: a batch counts as taken only when a call returns it.
+    pub async fn pop_batch(&self, limits: &BatchLimits) -> Option<Batch> {
+        let inner = &self.inner;
         loop {
-            let stashed = lock(&s.handoff).take();
-            if let Some(popped) = stashed {
-                let mut st = lock(&s.state);
-                if st.inflight == 0 {
-                    st.front_ms = popped.first_ms.or(st.front_ms);
-                }
-                st.inflight += 1;
-                return Some(popped.batch);
-            }
-            let notified = s.notify.notified();
+            let notified = inner.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if backoff {
-                // A read failed: do not spin on a failing disk.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                backoff = false;
-            }
-            let inner = self.inner.clone();
-            let limits = *limits;
-            let polled = tokio::task::spawn_blocking(move || {
-                let s = &inner.shards[shard];
-                let mut reader = lock(&s.reader);
-                // Checked and filled under the reader lock: at most one batch waits there.
-                if lock(&s.handoff).is_some() {
-                    return Poll::Stashed;
-                }
-                match reader.poll(&inner, shard, &limits) {
-                    Poll::Ready(popped) => {
-                        *lock(&s.handoff) = Some(popped);
-                        Poll::Stashed
-                    }
-                    other => other,
-                }
-            })
-            .await;
-            let wait_until = match polled {
-                Ok(Poll::Ready(_) | Poll::Stashed) => continue,
-                Ok(Poll::Closed) => return None,
-                Ok(Poll::Empty) => None,
-                Ok(Poll::Wait(ms)) => Some(self.inner.clock.instant(ms)),
-                Ok(Poll::Failed) => {
-                    backoff = true;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, shard, "disk queue reader task failed");
-                    backoff = true;
-                    continue;
-                }
+            let closed = self.is_closed();
+            let now = inner.clock.now_ms();
+            let read = {
+                let mut log = lock(&inner.log);
+                let read = log.unadmitted()
+                    && !log.reading
+                    && log.window_bytes < inner.window_max
+                    && now >= log.read_backoff_until;
+                log.reading |= read;
+                read
             };
-            match wait_until {
-                Some(at) => {
+            if read {
+                // Fill the window before cutting, so batches come out full. Cancel-safe: the
+                // read finishes (and clears `reading`) even if this call is dropped.
+                let inner = inner.clone();
+                let _ = tokio::task::spawn_blocking(move || reader::fill(&inner)).await;
+                continue;
+            }
+            let (cut, more_on_disk) = {
+                let mut log = lock(&inner.log);
+                let cut = log.dispatcher.cut(limits, now, closed);
+                if matches!(cut, Cut::Take(_)) && log.dispatcher.waiting() > 0 {
+                    // More may go: let another worker look.
+                    inner.notify.notify_one();
+                }
+                (cut, log.unadmitted())
+            };
+            match cut {
+                Cut::Take(mut taken) => {
+                    return Some(Batch {
+                        chunks: std::mem::take(&mut taken.chunks),
+                        first_ms: taken.first_ms,
+                        taken,
+                    })
+                }
+                Cut::Wait(due) => {
                     tokio::select! {
                         _ = notified => {}
-                        _ = tokio::time::sleep_until(at) => {}
+                        _ = tokio::time::sleep_until(inner.clock.instant(due)) => {}
                     }
                 }
-                None => notified.await,
+                Cut::Empty if closed && !more_on_disk => return None,
+                Cut::Empty | Cut::Blocked if more_on_disk => {
+                    // Another worker reads, or reading backs off after a failure: look again
+                    // when woken, or soon.
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+                Cut::Empty | Cut::Blocked => notified.await,
             }
         }
     }
 
-    /// Marks `batch` (popped from `shard`) as done: the upstream accepted or definitively
-    /// dropped it. Frees its bytes and advances the shard's read position in memory; the
-    /// committer persists it at its next cycle and deletes segments left behind. Acknowledging
-    /// a batch twice, or one older than an acknowledged one, does nothing.
-    pub fn ack(&self, shard: usize, batch: &Batch) {
-        {
-            let mut st = lock(&self.inner.shards[shard].state);
-            if batch.end <= st.ack {
-                return;
+    /// Marks `batch` as finished: the upstream accepted or definitively dropped it. Its series
+    /// may go again; once no earlier chunk is unfinished, the read position moves past it (the
+    /// committer persists it at its next cycle and deletes segments left behind) and its
+    /// records' bytes leave the budget.
+    pub fn done(&self, batch: Batch) {
+        let released = {
+            let mut log = lock(&self.inner.log);
+            let tags = log.dispatcher.done(batch.taken);
+            let mut released = 0;
+            for tag in tags {
+                log.window_bytes = log.window_bytes.saturating_sub(tag.data);
+                if tag.last {
+                    log.ack = Pos::new(tag.seg, tag.off + tag.rec_len, 0);
+                    log.bytes = log.bytes.saturating_sub(tag.rec_len);
+                    log.records = log.records.saturating_sub(1);
+                    released += tag.rec_len;
+                } else {
+                    log.ack = Pos::new(tag.seg, tag.off, tag.index + 1);
+                }
             }
-            st.ack = batch.end;
-            st.inflight = st.inflight.saturating_sub(1);
-            st.bytes = st.bytes.saturating_sub(batch.release);
-            if st.bytes == 0 {
-                st.front_ms = None;
-            } else if let Some(ms) = batch.next_ms {
-                st.front_ms = Some(ms);
-            }
-        }
-        reader::sub(&self.inner.used, batch.release);
-        self.inner
-            .counters
-            .records
-            .fetch_sub(batch.records, Ordering::Relaxed);
+            released
+        };
+        sub(&self.inner.used, released);
+        self.inner.notify.notify_one();
         self.inner.wake_committer(|q| q.acks = true);
     }
 
-    /// Stops waiting: `pop_batch` then returns what is left without waiting for the flush
-    /// interval, and `None` once a shard is empty. Pushes and acks keep working; the files
-    /// are synced when the queue is dropped.
+    /// Stops waiting: `pop_batch` then returns what may go without waiting for the flush
+    /// interval, and `None` once nothing is left. Pushes and acks keep working; the files are
+    /// synced when the queue is dropped.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        for s in &self.inner.shards {
-            s.notify.notify_one();
-        }
+        self.inner.notify.notify_waiters();
     }
 
     /// Whether [`DiskQueue::close`] was called.
@@ -707,8 +676,8 @@ impl DiskQueue {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// Makes everything pushed and acknowledged so far durable (fsync of data, positions and
-    /// directories, deletion of consumed segments), whatever the policy. For shutdown.
+    /// Makes everything pushed and finished so far durable (fsync of data, position and
+    /// directory, deletion of consumed segments), whatever the policy. For shutdown.
     ///
     /// # Errors
     /// When an fsync failed.
@@ -719,18 +688,18 @@ impl DiskQueue {
             .unwrap_or_else(|_| Err(io::Error::other("the disk queue committer stopped")))
     }
 
-    /// Unacknowledged bytes, including pushes in progress.
+    /// Unfinished bytes, including pushes in progress.
     pub fn used_bytes(&self) -> u64 {
         self.inner.used.load(Ordering::Relaxed)
     }
 
-    /// Age of the oldest unacknowledged chunk (never underestimated).
+    /// Age of the oldest unfinished chunk (never underestimated).
     pub fn oldest_age(&self) -> Option<Duration> {
-        let oldest = self
-            .inner
-            .shards
-            .iter()
-            .filter_map(|s| lock(&s.state).front_ms)
+        let log = lock(&self.inner.log);
+        let on_disk = log.unadmitted().then_some(log.disk_front_ms).flatten();
+        let oldest = [log.dispatcher.oldest_ms(), on_disk]
+            .into_iter()
+            .flatten()
             .min()?;
         Some(Duration::from_millis(
             self.inner.clock.now_ms().saturating_sub(oldest),
@@ -740,17 +709,12 @@ impl DiskQueue {
     /// Counters and gauges.
     pub fn stats(&self) -> DiskQueueStats {
         let c = &self.inner.counters;
-        let (mut segments, mut disk_bytes) = (0, 0);
-        for s in &self.inner.shards {
-            let st = lock(&s.state);
-            segments += st.segments.len() as u64;
-            disk_bytes += st.segments.iter().map(|(_, l)| l).sum::<u64>();
-        }
+        let log = lock(&self.inner.log);
         DiskQueueStats {
-            records: c.records.load(Ordering::Relaxed),
+            records: log.records,
             bytes: self.used_bytes(),
-            segments,
-            disk_bytes,
+            segments: log.segments.len() as u64,
+            disk_bytes: log.segments.iter().map(|(_, l)| l).sum(),
             corrupt_records: c.corrupt.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
@@ -759,13 +723,11 @@ impl DiskQueue {
         }
     }
 
-    /// Whether shard `shard` holds chunks a pop would return at once.
+    /// Whether chunks wait that a pop would return at once (no damaged records assumed).
     #[cfg(test)]
-    fn has_unread(&self, shard: usize) -> bool {
-        let s = &self.inner.shards[shard];
-        let reader = lock(&s.reader);
-        let st = lock(&s.state);
-        reader.has_unread(&st)
+    fn has_unread(&self) -> bool {
+        let log = lock(&self.inner.log);
+        log.dispatcher.waiting() > 0 || log.unadmitted()
     }
 
     /// Stops the committer at once, without syncing or persisting positions: what a crash
@@ -780,7 +742,7 @@ impl DiskQueue {
 }
 
 impl Drop for DiskQueue {
-    /// Syncs data and positions and stops the committer (blocks for that final commit).
+    /// Syncs data and position and stops the committer (blocks for that final commit).
     fn drop(&mut self) {
         if let Some(h) = self.committer.take() {
             self.inner.wake_committer(|q| q.shutdown = true);
@@ -789,30 +751,14 @@ impl Drop for DiskQueue {
     }
 }
 
-/// Number of `shard-<n>` directories, as one past the highest `n`.
-fn existing_shard_dirs(dir: &Path) -> io::Result<usize> {
-    let mut found = 0;
-    for e in std::fs::read_dir(dir)? {
-        let name = e?.file_name();
-        if let Some(n) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("shard-"))
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            found = found.max(n + 1);
-        }
-    }
-    Ok(found)
+pub(super) fn sub(a: &AtomicU64, v: u64) {
+    let _ = a.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |x| {
+        Some(x.saturating_sub(v))
+    });
 }
 
-/// Checks one shard directory from its read position on, cuts a torn tail, and sets up its
-/// writer.
-fn recover_shard(
-    dir: &Path,
-    shard: usize,
-    report: &mut RecoveryReport,
-) -> io::Result<ShardRecovery> {
-    std::fs::create_dir_all(dir)?;
+/// Checks the log from its read position on, cuts a torn tail, and sets up the writer.
+fn recover(dir: &Path, report: &mut RecoveryReport) -> io::Result<(Log, Writer)> {
     segment::remove_pos_tmp(dir)?;
     let mut seqs = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -821,7 +767,7 @@ fn recover_shard(
             Some(seq) => seqs.push(seq),
             None if name == segment::POS_FILE => {}
             None => {
-                tracing::warn!(dir = %dir.display(), file = ?name, "unexpected file in queue shard directory")
+                tracing::warn!(dir = %dir.display(), file = ?name, "unexpected file in the queue's log directory")
             }
         }
     }
@@ -832,12 +778,12 @@ fn recover_shard(
         Ok(None) => Pos::new(first, 0, 0),
         Err(reason) => {
             let path = dir.join(segment::POS_FILE);
-            tracing::error!(file = %path.display(), %reason, "damaged read position: replaying the shard from its oldest segment");
+            tracing::error!(file = %path.display(), %reason, "damaged read position: replaying the queue from its oldest segment");
             report.corrupt_records.push(CorruptRecord {
                 segment: path,
                 offset: 0,
                 reason: format!(
-                    "read position unusable, shard replayed from its oldest segment: {reason}"
+                    "read position unusable, queue replayed from its oldest segment: {reason}"
                 ),
             });
             Pos::new(first, 0, 0)
@@ -848,8 +794,7 @@ fn recover_shard(
         std::fs::remove_file(segment::segment_path(dir, seq))?;
     }
     seqs.retain(|&s| s >= pos.seg);
-    let created = seqs.is_empty();
-    if created {
+    if seqs.is_empty() {
         // Never reuse the number of a deleted segment the position may still name.
         let seq = if pos == Pos::default() {
             0
@@ -863,16 +808,20 @@ fn recover_shard(
     if seqs[0] != pos.seg {
         pos = Pos::new(seqs[0], 0, 0);
     }
-    let mut state = ShardState {
+    let mut log = Log {
+        dispatcher: Dispatcher::default(),
+        window_bytes: 0,
         segments: VecDeque::new(),
+        admitted: pos,
         ack: pos,
         persisted: pos,
         durable: pos,
         bytes: 0,
-        front_ms: None,
-        inflight: 0,
+        records: 0,
+        disk_front_ms: None,
+        reading: false,
+        read_backoff_until: 0,
     };
-    let mut records = 0;
     let last = *seqs.last().unwrap_or(&0);
     for &seq in &seqs {
         let path = segment::segment_path(dir, seq);
@@ -886,12 +835,13 @@ fn recover_shard(
         if seq == pos.seg && pos.off > end {
             // The position outlived data lost with the page cache (power loss under `Interval`).
             pos = Pos::new(seq, end, 0);
-            state.ack = pos;
-            state.persisted = pos;
-            state.durable = pos;
+            log.admitted = pos;
+            log.ack = pos;
+            log.persisted = pos;
+            log.durable = pos;
         }
         loop {
-            match segment::step(&mut file, off, end, shard)? {
+            match segment::step(&mut file, off, end)? {
                 segment::Step::Record {
                     off: at,
                     at_ms,
@@ -900,11 +850,11 @@ fn recover_shard(
                 } => {
                     let live = (list.len() as u64).saturating_sub(u64::from(skip));
                     if live > 0 {
-                        records += 1;
-                        state.bytes += next - at;
+                        log.disk_front_ms.get_or_insert(at_ms);
+                        log.records += 1;
+                        log.bytes += next - at;
                         report.replayed_chunks += live;
                         report.replayed_bytes += next - at;
-                        state.front_ms.get_or_insert(at_ms);
                     }
                     skip = 0;
                     off = next;
@@ -942,8 +892,8 @@ fn recover_shard(
                                 reason,
                             });
                             // The reader skips (and releases) this region again.
-                            records += 1;
-                            state.bytes += resume - at;
+                            log.bytes += resume - at;
+                            log.records += 1;
                             off = resume;
                         }
                     }
@@ -951,13 +901,8 @@ fn recover_shard(
                 segment::Step::End => break,
             }
         }
-        state.segments.push_back((seq, end));
+        log.segments.push_back((seq, end));
     }
-    let writer = Writer::open(dir, last, state.segments.back().map_or(0, |s| s.1))?;
-    Ok(ShardRecovery {
-        state,
-        writer,
-        reader_pos: pos,
-        records,
-    })
+    let writer = Writer::open(dir, last, log.segments.back().map_or(0, |s| s.1))?;
+    Ok((log, writer))
 }

@@ -1,70 +1,76 @@
-//! Model-based test: random pushes, pops, acknowledgements, syncs, crashes (with an optional
-//! torn last record) and clean reopens, checked against a model of what each shard must hold.
+//! Model-based test: random pushes, pops, out-of-order finishes, syncs, crashes (with an
+//! optional torn last record) and clean reopens, checked against a model of the log.
 //!
-//! The model of a shard is the list of every entry pushed to it, the queue's acknowledged
-//! position in it (`ack`), and a lower bound of the durable one (`durable`: set by `sync` or a
-//! clean close). After a crash the queue may resume anywhere in `durable..=ack` (duplicates
-//! of acknowledged batches are allowed, loss is not) and must then return every later entry,
-//! in order; only a torn last record may be missing, and only when the test tore it. Until the
-//! first pop after a crash shows where the shard resumed, its `ack` is only known to lie in
-//! `durable..=ack_hi`.
+//! The model is the list of every chunk pushed (id and series key), each with a state. Pops
+//! must return chunks that wait, never one whose series has an earlier chunk waiting or in
+//! flight (per-series order), and never one twice in a process's life. After a crash or
+//! reopen, the queue resumes at a read position the model knows only within bounds: at least
+//! where it was last made durable, at most where the finished prefix ends. Everything past
+//! that upper bound must come back (finished or not: batches finish out of order, and the
+//! position is a prefix); chunks between the bounds may come back, and if one does, so must
+//! every later one (a replay is a suffix), without overtaking an earlier chunk of its series.
+//! Only a torn last record may be lost, and only when the test tore it.
 
 use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-use super::tests::{entry, id, limits};
+use super::tests::{entry, id};
 use super::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// One request: (shard_key, samples, byte length) per entry.
+    /// One request: (series key, samples, byte length) per chunk.
     Push(Vec<(u64, u32, usize)>),
-    /// Pop one batch of `shard` with this sample limit; acknowledge it or leave it in flight.
+    /// Pop one batch with this sample limit; finish it at once or leave it in flight.
     Pop {
-        shard: usize,
         max_samples: usize,
-        ack: bool,
+        finish: bool,
     },
+    /// Finish the in-flight batch at this index (modulo their number).
+    Finish(usize),
     Sync,
-    /// Drop without syncing; optionally cut the last record of shard `.0` by a fraction `.1`.
-    Crash(Option<(usize, f64)>),
+    /// Drop without syncing; optionally cut the last record by a fraction.
+    Crash(Option<f64>),
     /// Clean close and reopen.
     Reopen,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => prop::collection::vec((0u64..8, 1u32..4, 0usize..120), 1..6).prop_map(Op::Push),
-        4 => (0usize..3, 1usize..6, prop::bool::weighted(0.8))
-            .prop_map(|(shard, max_samples, ack)| Op::Pop { shard, max_samples, ack }),
+        4 => prop::collection::vec((0u64..6, 1u32..4, 0usize..120), 1..4).prop_map(Op::Push),
+        4 => (1usize..6, prop::bool::weighted(0.6))
+            .prop_map(|(max_samples, finish)| Op::Pop { max_samples, finish }),
+        2 => (0usize..8).prop_map(Op::Finish),
         1 => Just(Op::Sync),
-        2 => prop::option::of((0usize..3, 0.0f64..1.0)).prop_map(Op::Crash),
+        2 => prop::option::of(0.0f64..1.0).prop_map(Op::Crash),
         1 => Just(Op::Reopen),
     ]
 }
 
-#[derive(Default)]
-struct ShardModel {
-    /// Ids of every entry pushed to the shard and not torn away, in order.
-    log: Vec<u64>,
-    /// The queue's acknowledged position, when known.
-    ack: Option<usize>,
-    /// Upper bound of the acknowledged position while it is unknown.
-    ack_hi: usize,
-    durable: usize,
-    /// Index in `log` of the next entry a pop returns; `None` after a crash until the first
-    /// pop shows where the queue resumed.
-    cursor: Option<usize>,
-    /// The last record written: where its entries start in `log`, how many, its size.
-    last_record: Option<(usize, usize, u64)>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Must come (again).
+    Waiting,
+    /// Before the unknown resume point or after it: may come once, or not at all.
+    Maybe,
+    /// Was `Maybe` when a later chunk of its series came: must not come any more.
+    Forbidden,
+    InFlight,
+    Finished,
 }
 
 struct Harness {
     cfg: DiskQueueConfig,
     queue: Option<DiskQueue>,
-    shards: Vec<ShardModel>,
+    /// (id, key, state) per chunk, in log order.
+    log: Vec<(u64, u64, State)>,
+    /// Lower bound of the durable read position (an index in `log`).
+    durable: usize,
+    /// The last record: where its chunks start in `log`, how many, its size.
+    last_record: Option<(usize, usize, u64)>,
+    inflight: Vec<Batch>,
     next_id: u64,
 }
 
@@ -73,194 +79,220 @@ impl Harness {
         self.queue.as_ref().expect("queue open")
     }
 
-    fn reopen(&mut self) -> RecoveryReport {
-        let (q, report) = DiskQueue::open(self.cfg.clone()).expect("reopen");
-        self.queue = Some(q);
-        report
+    fn index(&self, id: u64) -> Option<usize> {
+        self.log.iter().position(|(i, _, _)| *i == id)
     }
 
-    /// Checks a recovery report against the model, after `cursor`s were reset.
-    fn check_report(&self, report: &RecoveryReport, torn: bool) -> Result<(), TestCaseError> {
-        let most: usize = self.shards.iter().map(|s| s.log.len() - s.durable).sum();
-        let least: usize = self.shards.iter().map(|s| s.log.len() - s.ack_hi).sum();
+    /// Where the finished prefix ends, counting uncertain chunks as finished (`upper`) or not.
+    fn prefix(&self, upper: bool) -> usize {
+        self.log
+            .iter()
+            .position(|(_, _, s)| match s {
+                // A forbidden chunk lies before this life's resume point: finished.
+                State::Finished | State::Forbidden => false,
+                State::Maybe => !upper,
+                _ => true,
+            })
+            .unwrap_or(self.log.len())
+    }
+
+    /// The model after the process stops: the queue resumes somewhere in `durable..=upper`.
+    fn restart(&mut self) {
+        let upper = self.prefix(true);
+        for (i, (_, _, s)) in self.log.iter_mut().enumerate() {
+            *s = if i >= upper {
+                State::Waiting
+            } else if i >= self.durable {
+                State::Maybe
+            } else {
+                State::Finished
+            };
+        }
+        self.inflight.clear();
+    }
+
+    fn reopen(&mut self, torn: bool) -> Result<(), TestCaseError> {
+        let (q, report) = DiskQueue::open(self.cfg.clone()).expect("reopen");
+        self.queue = Some(q);
+        let must = self.log.iter().filter(|e| e.2 == State::Waiting).count();
+        let may = self.log.iter().filter(|e| e.2 == State::Maybe).count();
         let replayed = report.replayed_chunks as usize;
         prop_assert!(
-            (least..=most).contains(&replayed),
-            "replayed {replayed}, expected {least}..={most}"
+            (must..=must + may).contains(&replayed),
+            "replayed {replayed}, expected {must}..={}",
+            must + may
         );
         prop_assert_eq!(report.truncated_tail, torn);
         prop_assert_eq!(report.corrupt_records.len(), usize::from(torn));
         Ok(())
     }
 
+    async fn pop(&mut self, max_samples: usize) -> Result<Option<Batch>, TestCaseError> {
+        let l = super::tests::limits(max_samples, Duration::ZERO);
+        let Ok(Some(b)) =
+            tokio::time::timeout(Duration::from_millis(100), self.queue().pop_batch(&l)).await
+        else {
+            return Ok(None);
+        };
+        let got: Vec<u64> = b.chunks.iter().map(id).collect();
+        for (n, &c) in got.iter().enumerate() {
+            let k = self.index(c);
+            prop_assert!(k.is_some(), "unknown chunk {}", c);
+            let k = k.unwrap_or_default();
+            let (_, key, state) = self.log[k];
+            prop_assert!(
+                matches!(state, State::Waiting | State::Maybe),
+                "chunk {} came while {:?}",
+                c,
+                state
+            );
+            if state == State::Maybe {
+                // Replayed: so is every later chunk.
+                for e in &mut self.log[k + 1..] {
+                    prop_assert!(
+                        e.2 != State::Forbidden,
+                        "a replay overtook chunk {} of its series",
+                        e.0
+                    );
+                    if e.2 == State::Maybe {
+                        e.2 = State::Waiting;
+                    }
+                }
+            }
+            for e in 0..k {
+                let (eid, ekey, estate) = self.log[e];
+                if ekey != key || got[..n].contains(&eid) {
+                    continue;
+                }
+                match estate {
+                    State::Finished | State::Forbidden => {}
+                    State::Maybe => self.log[e].2 = State::Forbidden,
+                    other => prop_assert!(
+                        false,
+                        "chunk {} of series {} left before chunk {} ({:?})",
+                        c,
+                        key,
+                        eid,
+                        other
+                    ),
+                }
+            }
+            self.log[k].2 = State::InFlight;
+        }
+        Ok(Some(b))
+    }
+
+    fn finish(&mut self, b: Batch) {
+        for c in &b.chunks {
+            if let Some(k) = self.index(id(c)) {
+                self.log[k].2 = State::Finished;
+            }
+        }
+        self.queue().done(b);
+    }
+
     async fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
-        let n = self.shards.len();
         match op {
             Op::Push(spec) => {
-                let mut entries = Vec::new();
-                let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); n];
+                let start = self.log.len();
+                let mut chunks = Vec::new();
                 for (key, samples, len) in spec {
                     let i = self.next_id;
                     self.next_id += 1;
-                    per_shard[(key % n as u64) as usize].push(i);
-                    entries.push(entry(key, i, samples, len));
+                    self.log.push((i, key, State::Waiting));
+                    chunks.push(entry(key, i, samples, len));
                 }
-                let sizes: Vec<u64> = (0..n)
-                    .map(|s| {
-                        let list: Vec<Chunk> = entries
-                            .iter()
-                            .filter(|e| e.shard % n == s)
-                            .cloned()
-                            .collect();
-                        if list.is_empty() {
-                            0
-                        } else {
-                            segment::encode_record(0, &list).len() as u64
-                        }
-                    })
-                    .collect();
-                self.queue()
-                    .push(entries)
-                    .await
-                    .map_err(|e| TestCaseError::fail(format!("push failed: {e}")))?;
-                for (s, ids) in per_shard.into_iter().enumerate() {
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    let m = &mut self.shards[s];
-                    m.last_record = Some((m.log.len(), ids.len(), sizes[s]));
-                    m.log.extend(ids);
-                }
+                let size = segment::encode_record(0, &chunks).len() as u64;
+                self.last_record = Some((start, chunks.len(), size));
+                self.queue().push(chunks).await.expect("push");
             }
             Op::Pop {
-                shard,
                 max_samples,
-                ack,
+                finish,
             } => {
-                let shard = shard % n;
-                let has = self.queue().has_unread(shard);
-                let m = &self.shards[shard];
-                if let Some(c) = m.cursor {
-                    prop_assert_eq!(has, c < m.log.len(), "shard {} unread", shard);
-                }
-                if !has {
-                    return Ok(());
-                }
-                let b = self
-                    .queue()
-                    .pop_batch(shard, &limits(max_samples, Duration::ZERO))
-                    .await
-                    .expect("data waits");
-                let got: Vec<u64> = b.chunks.iter().map(id).collect();
-                prop_assert!(!got.is_empty());
-                let m = &mut self.shards[shard];
-                let start = match m.cursor {
-                    Some(c) => c,
-                    None => {
-                        // First pop after a crash: where did the queue resume?
-                        let at = m.log.iter().position(|&x| x == got[0]);
-                        prop_assert!(at.is_some(), "unknown entry {} in shard {}", got[0], shard);
-                        let at = at.unwrap_or_default();
-                        prop_assert!(
-                            (m.durable..=m.ack_hi).contains(&at),
-                            "shard {} resumed at {}, expected {}..={} (loss or replay of durable acks)",
-                            shard, at, m.durable, m.ack_hi
-                        );
-                        m.ack = Some(at);
-                        at
+                if let Some(b) = self.pop(max_samples).await? {
+                    if finish {
+                        self.finish(b);
+                    } else {
+                        self.inflight.push(b);
                     }
-                };
-                prop_assert!(start + got.len() <= m.log.len());
-                prop_assert_eq!(
-                    &got[..],
-                    &m.log[start..start + got.len()],
-                    "shard {}",
-                    shard
-                );
-                m.cursor = Some(start + got.len());
-                if ack {
-                    self.queue().ack(shard, &b);
-                    let m = &mut self.shards[shard];
-                    m.ack = Some(start + got.len());
+                }
+            }
+            Op::Finish(i) => {
+                if !self.inflight.is_empty() {
+                    let b = self.inflight.remove(i % self.inflight.len());
+                    self.finish(b);
                 }
             }
             Op::Sync => {
-                self.queue()
-                    .sync()
-                    .await
-                    .map_err(|e| TestCaseError::fail(format!("sync failed: {e}")))?;
-                for m in &mut self.shards {
-                    // An unknown position was persisted as it is: the bound stays.
-                    m.durable = m.ack.unwrap_or(m.durable);
-                }
+                self.queue().sync().await.expect("sync");
+                self.durable = self.prefix(false);
             }
             Op::Crash(tear) => {
-                if let Some(q) = self.queue.take() {
-                    q.crash();
+                for b in std::mem::take(&mut self.inflight) {
+                    drop(b);
                 }
+                self.queue.take().expect("open").crash();
                 let mut torn = false;
-                if let Some((shard, frac)) = tear {
-                    let shard = shard % n;
-                    let m = &mut self.shards[shard];
-                    // Only a record none of whose entries were acknowledged may be torn.
-                    if let Some((start, count, size)) = m.last_record {
-                        if start >= m.ack.unwrap_or(m.ack_hi) && start + count == m.log.len() {
-                            let cut = 1 + ((size - 1) as f64 * frac) as u64;
-                            tear_last_segment(&self.cfg.dir.join(format!("shard-{shard}")), cut);
-                            m.log.truncate(start);
-                            m.last_record = None;
-                            torn = true;
-                        }
+                if let (Some(frac), Some((start, count, size))) = (tear, self.last_record) {
+                    // Only a record none of whose chunks finished, and the last one written.
+                    let untouched = self.log[start..start + count]
+                        .iter()
+                        .all(|e| matches!(e.2, State::Waiting | State::InFlight));
+                    if untouched && start + count == self.log.len() {
+                        tear_last_segment(
+                            &self.cfg.dir.join("log"),
+                            1 + ((size - 1) as f64 * frac) as u64,
+                        );
+                        self.log.truncate(start);
+                        torn = true;
                     }
                 }
-                for m in &mut self.shards {
-                    m.ack_hi = m.ack.unwrap_or(m.ack_hi);
-                    m.ack = (m.durable == m.ack_hi).then_some(m.durable);
-                    m.cursor = m.ack;
-                }
-                let report = self.reopen();
-                self.check_report(&report, torn)?;
+                self.last_record = None;
+                self.restart();
+                self.reopen(torn)?;
             }
             Op::Reopen => {
-                drop(self.queue.take());
-                for m in &mut self.shards {
-                    if let Some(a) = m.ack {
-                        m.durable = a;
-                        m.ack_hi = a;
-                    }
-                    m.cursor = m.ack;
+                for b in std::mem::take(&mut self.inflight) {
+                    drop(b);
                 }
-                let report = self.reopen();
-                self.check_report(&report, false)?;
+                drop(self.queue.take());
+                self.durable = self.prefix(false);
+                self.last_record = None;
+                self.restart();
+                self.reopen(false)?;
             }
         }
         Ok(())
     }
 
-    /// Drains every shard (acknowledging), checking each entry comes back exactly once more.
+    /// Finishes what is in flight, then drains the queue, checking every chunk that must come
+    /// back does, exactly once more.
     async fn drain(&mut self) -> Result<(), TestCaseError> {
-        for shard in 0..self.shards.len() {
-            while self.queue().has_unread(shard) {
-                self.apply(Op::Pop {
-                    shard,
-                    max_samples: 5,
-                    ack: true,
-                })
-                .await?;
-            }
-            let m = &self.shards[shard];
-            prop_assert_eq!(
-                m.cursor.unwrap_or(m.ack_hi),
-                m.log.len(),
-                "shard {} drained",
-                shard
-            );
+        for b in std::mem::take(&mut self.inflight) {
+            self.finish(b);
         }
+        while self.queue().has_unread() {
+            let b = self.pop(5).await?;
+            prop_assert!(b.is_some(), "nothing in flight, yet nothing to pop");
+            if let Some(b) = b {
+                self.finish(b);
+            }
+        }
+        let missing: Vec<u64> = self
+            .log
+            .iter()
+            .filter(|e| e.2 == State::Waiting)
+            .map(|e| e.0)
+            .collect();
+        prop_assert!(missing.is_empty(), "lost: {:?}", missing);
+        prop_assert_eq!(self.queue().used_bytes(), 0);
+        prop_assert_eq!(self.queue().stats().records, 0);
         Ok(())
     }
 }
 
-/// Cuts `cut` bytes off the end of the shard's newest segment.
+/// Cuts `cut` bytes off the end of the newest segment.
 fn tear_last_segment(dir: &Path, cut: u64) {
     let last = std::fs::read_dir(dir)
         .unwrap()
@@ -283,32 +315,35 @@ proptest! {
 
     #[test]
     fn recovered_content_matches_the_model(
-        shards in 1usize..4,
         always in any::<bool>(),
         small_segments in any::<bool>(),
+        small_window in any::<bool>(),
         ops in prop::collection::vec(op(), 1..40),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = DiskQueueConfig {
             dir: dir.path().to_path_buf(),
-            shards,
             max_bytes: 1 << 30,
             segment_bytes: if small_segments { 1024 } else { 1 << 20 },
             fsync: if always { FsyncPolicy::Always } else { FsyncPolicy::Interval(Duration::from_secs(3600)) },
+            window_bytes: if small_window { 200 } else { 1 << 20 },
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let mut h = Harness {
                 queue: None,
-                shards: (0..shards).map(|_| ShardModel { cursor: Some(0), ack: Some(0), ..ShardModel::default() }).collect(),
+                log: Vec::new(),
+                durable: 0,
+                last_record: None,
+                inflight: Vec::new(),
                 cfg,
                 next_id: 0,
             };
-            h.reopen();
+            h.reopen(false)?;
             for op in ops {
                 h.apply(op).await?;
             }
-            // A final crash: everything unacknowledged must come back.
+            // A final crash: everything unfinished must come back.
             h.apply(Op::Crash(None)).await?;
             h.drain().await
         })?;

@@ -1,222 +1,115 @@
-//! A shard's reader: streams records from its segments into a read-ahead of about one batch,
-//! and cuts batches from it with the memory queue's rules. Runs on the blocking pool.
+//! Reads records that are on disk but not yet in the window (a backlog, or a replay after a
+//! restart) back into it, in log order, as the window empties. Runs on the blocking pool, one
+//! at a time.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::Ordering;
 
 use super::segment::{self, Pos, Step};
-use super::{lock, Batch, Inner};
-use crate::codec::Chunk;
-use crate::queue::BatchLimits;
+use super::{lock, sub, Inner};
 
-/// A chunk read ahead, with what acknowledging it means.
-struct Ahead {
-    chunk: Chunk,
-    at_ms: u64,
-    /// Position after this chunk.
-    next: Pos,
-    /// Record bytes freed when this chunk is acknowledged (non-zero for a record's last chunk).
-    release: u64,
-}
-
-/// A batch handed out, and the push time of its first entry.
-pub(super) struct Popped {
-    pub(super) batch: Batch,
-    pub(super) first_ms: Option<u64>,
-}
-
-/// What a poll of the reader found.
-pub(super) enum Poll {
-    /// A batch to hand out.
-    Ready(Popped),
-    /// Nothing waiting, not closed.
-    Empty,
-    /// Nothing waiting and closed.
-    Closed,
-    /// Entries wait for the batch to fill; the oldest is due at this push time + flush.
-    Wait(u64),
-    /// Reading failed (logged); try again later.
-    Failed,
-    /// A batch waits in the shard's hand-off slot.
-    Stashed,
-}
-
+/// The reader's open segment, kept between reads.
+#[derive(Default)]
 pub(super) struct Reader {
-    /// Next record to read (its first `skip` entries already consumed).
-    pos: Pos,
     file: Option<(u64, File)>,
-    ahead: VecDeque<Ahead>,
-    samples: usize,
-    bytes: usize,
 }
 
-fn weight(c: &Chunk) -> (usize, usize) {
-    (c.counts.points(), c.raw_len as usize)
+/// After a failed read, how long before the next attempt (a failing disk is not spun on).
+const READ_BACKOFF_MS: u64 = 1000;
+
+/// Reads records into the window until it is full or everything published is in it, then
+/// wakes the workers. The caller set `Log::reading`; this clears it.
+pub(super) fn fill(inner: &Inner) {
+    let mut reader = lock(&inner.reader);
+    let result = fill_locked(inner, &mut reader);
+    let mut log = lock(&inner.log);
+    log.reading = false;
+    if let Err(e) = result {
+        tracing::error!(dir = %inner.dir.display(), error = %e, "reading the disk queue failed; retrying in a second");
+        log.read_backoff_until = inner.clock.now_ms() + READ_BACKOFF_MS;
+        reader.file = None;
+    }
+    if !log.unadmitted() {
+        log.disk_front_ms = None;
+    }
+    drop(log);
+    inner.notify.notify_waiters();
 }
 
-impl Reader {
-    pub(super) fn new(pos: Pos) -> Self {
-        Self {
-            pos,
-            file: None,
-            ahead: VecDeque::new(),
-            samples: 0,
-            bytes: 0,
-        }
-    }
-
-    fn full(&self, limits: &BatchLimits) -> bool {
-        self.samples >= limits.max_samples || self.bytes >= limits.max_bytes
-    }
-
-    pub(super) fn poll(&mut self, inner: &Inner, shard: usize, limits: &BatchLimits) -> Poll {
-        if let Err(e) = self.refill(inner, shard, limits) {
-            tracing::error!(shard, segment = self.pos.seg, offset = self.pos.off, error = %e, "reading the disk queue failed");
-            if self.ahead.is_empty() {
-                return Poll::Failed;
+fn fill_locked(inner: &Inner, reader: &mut Reader) -> std::io::Result<()> {
+    loop {
+        let (pos, end) = {
+            let log = lock(&inner.log);
+            if log.window_bytes >= inner.window_max || !log.unadmitted() {
+                return Ok(());
             }
-        }
-        let closed = inner.closed.load(Ordering::Acquire);
-        let Some(front) = self.ahead.front() else {
-            return if closed { Poll::Closed } else { Poll::Empty };
+            let pos = log.normalize(log.admitted);
+            let end = log
+                .segments
+                .iter()
+                .find(|(s, _)| *s == pos.seg)
+                .map_or(0, |s| s.1);
+            (pos, end)
         };
-        let due = front
-            .at_ms
-            .saturating_add(limits.flush_interval.as_millis() as u64);
-        if closed || self.full(limits) || inner.clock.now_ms() >= due {
-            return Poll::Ready(self.take(limits));
-        }
-        Poll::Wait(due)
-    }
-
-    /// Reads records until the read-ahead holds a full batch or the published data ends.
-    fn refill(&mut self, inner: &Inner, shard: usize, limits: &BatchLimits) -> std::io::Result<()> {
-        let s = &inner.shards[shard];
-        while !self.full(limits) {
-            let (len, next_seg) = lock(&s.state).extent(self.pos.seg);
-            let end = match (len, next_seg) {
-                (Some(len), _) if self.pos.off < len => len,
-                (_, Some(next)) => {
-                    // This segment is done (or was deleted): go on with the next one.
-                    self.pos = Pos::new(next, 0, 0);
-                    self.file = None;
-                    continue;
-                }
-                _ => return Ok(()),
-            };
-            let file = match &mut self.file {
-                Some((seq, f)) if *seq == self.pos.seg => f,
-                slot => {
-                    let f = File::open(segment::segment_path(&s.dir, self.pos.seg))?;
-                    &mut slot.insert((self.pos.seg, f)).1
-                }
-            };
-            match segment::step(file, self.pos.off, end, shard)? {
-                Step::Record {
-                    off,
-                    at_ms,
-                    chunks,
-                    next,
-                } => {
-                    let n = chunks.len();
-                    let seg = self.pos.seg;
-                    let skip = self.pos.skip as usize;
-                    for (i, chunk) in chunks.into_iter().enumerate().skip(skip) {
-                        let last = i + 1 == n;
-                        let (samples, bytes) = weight(&chunk);
-                        self.samples += samples;
-                        self.bytes += bytes;
-                        self.ahead.push_back(Ahead {
-                            chunk,
-                            at_ms,
-                            next: if last {
-                                Pos::new(seg, next, 0)
-                            } else {
-                                Pos::new(seg, off, (i + 1) as u32)
-                            },
-                            release: if last { next - off } else { 0 },
-                        });
-                    }
-                    self.pos = Pos::new(seg, next, 0);
-                }
-                Step::Corrupt {
-                    off,
-                    reason,
-                    resume,
-                } => {
-                    let resume = resume.unwrap_or(end);
-                    let path = segment::segment_path(&s.dir, self.pos.seg);
-                    tracing::error!(segment = %path.display(), offset = off, %reason, "damaged queue record skipped: its chunks are lost");
-                    inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                    // The damaged bytes will never be acknowledged: free them now.
-                    let lost = resume - off;
-                    {
-                        let mut st = lock(&s.state);
-                        st.bytes = st.bytes.saturating_sub(lost);
-                    }
-                    sub(&inner.used, lost);
-                    sub(&inner.counters.records, 1);
-                    self.pos = Pos::new(self.pos.seg, resume, 0);
-                }
-                Step::End => return Ok(()),
+        let file = match &mut reader.file {
+            Some((seq, f)) if *seq == pos.seg => f,
+            slot => {
+                let f = File::open(segment::segment_path(&inner.dir, pos.seg))?;
+                &mut slot.insert((pos.seg, f)).1
             }
+        };
+        let step = segment::step(file, pos.off, end)?;
+        let mut log = lock(&inner.log);
+        if log.normalize(log.admitted) != pos {
+            // Cannot happen (one reader at a time, and the committer only takes records in
+            // when nothing waits on disk); read again from where the log says.
+            continue;
         }
-        Ok(())
-    }
-
-    /// Cuts a batch from the front of the read-ahead: chunks while they fit, at least one.
-    fn take(&mut self, limits: &BatchLimits) -> Popped {
-        let (mut samples, mut bytes) = (0usize, 0usize);
-        let mut chunks = Vec::new();
-        let (mut end, mut release, mut records) = (Pos::default(), 0, 0);
-        let first_ms = self.ahead.front().map(|a| a.at_ms);
-        while let Some(front) = self.ahead.front() {
-            let (s, b) = weight(&front.chunk);
-            if !chunks.is_empty()
-                && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
-            {
-                break;
-            }
-            samples += s;
-            bytes += b;
-            let Some(a) = self.ahead.pop_front() else {
-                break;
-            };
-            end = a.next;
-            release += a.release;
-            records += u64::from(a.release > 0);
-            chunks.push(a.chunk);
-        }
-        self.samples -= samples;
-        self.bytes -= bytes;
-        Popped {
-            batch: Batch {
+        match step {
+            Step::Record {
+                off,
+                at_ms,
                 chunks,
-                end,
-                release,
-                records,
-                next_ms: self.ahead.front().map(|a| a.at_ms),
-                first_ms,
-            },
-            first_ms,
+                next,
+            } => {
+                log.admit(pos.seg, off, next, at_ms, chunks, pos.skip);
+                log.disk_front_ms = Some(at_ms);
+            }
+            Step::Corrupt {
+                off,
+                reason,
+                resume,
+            } => {
+                let resume = resume.unwrap_or(end);
+                let path = segment::segment_path(&inner.dir, pos.seg);
+                tracing::error!(segment = %path.display(), offset = off, %reason, "damaged queue record skipped: its chunks are lost");
+                inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                // The damaged bytes will never be finished: free them now.
+                let lost = resume - off;
+                log.bytes = log.bytes.saturating_sub(lost);
+                log.records = log.records.saturating_sub(1);
+                sub(&inner.used, lost);
+                log.admitted = Pos::new(pos.seg, resume, 0);
+                // Nothing before the damage is unfinished in the window: the read position may
+                // pass it at once.
+                if log.dispatcher.len() == 0 {
+                    log.ack = log.admitted;
+                }
+            }
+            Step::End => {
+                // The published length promised more than the file holds.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "segment {} ends before its published length {end}",
+                        path_str(inner, pos.seg)
+                    ),
+                ));
+            }
         }
     }
 }
 
-pub(super) fn sub(a: &std::sync::atomic::AtomicU64, v: u64) {
-    let _ = a.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |x| {
-        Some(x.saturating_sub(v))
-    });
-}
-
-#[cfg(test)]
-impl Reader {
-    /// Whether entries wait that a pop would return (no damaged records assumed).
-    pub(super) fn has_unread(&self, st: &super::ShardState) -> bool {
-        !self.ahead.is_empty()
-            || st.segments.iter().any(|&(seq, len)| {
-                (seq == self.pos.seg && len > self.pos.off) || (seq > self.pos.seg && len > 0)
-            })
-    }
+fn path_str(inner: &Inner, seq: u64) -> String {
+    segment::segment_path(&inner.dir, seq).display().to_string()
 }

@@ -1,21 +1,21 @@
 //! Record framing, record reading with resynchronisation, and the read-position file.
 //!
 //! The byte layouts are documented at the top of the parent module; this file is the only code
-//! that reads or writes them. Nothing here panics on bad input: a damaged record is reported as
-//! [`Step::Corrupt`] with a reason, and the caller decides what that costs.
+//! that reads or writes them (earlier layouts: [`super::legacy`]). Nothing here panics on bad
+//! input: a damaged record is reported as [`Step::Corrupt`] with a reason, and the caller
+//! decides what that costs.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::codec::{Chunk, ChunkCounts, Entry};
+use crate::codec::{Chunk, ChunkCounts, SeriesKey};
 
-/// First four bytes of every record written (format version 2).
+/// First four bytes of every record.
 pub(super) const MAGIC: [u8; 4] = *b"PLQ2";
-/// First four bytes of a version 1 record (still read).
-pub(super) const MAGIC_V1: [u8; 4] = *b"PLQ1";
 /// Magic, payload length, CRC.
 pub(super) const HEADER_LEN: u64 = 12;
 /// Largest payload accepted when reading (and written): far above any request body limit, low
@@ -24,12 +24,13 @@ pub(super) const MAX_PAYLOAD: u64 = 512 << 20;
 
 const POS_MAGIC: [u8; 4] = *b"PLQP";
 const POS_LEN: usize = 28;
-/// Name of the read-position file inside a shard directory.
+/// Name of the read-position file inside the log directory.
 pub(super) const POS_FILE: &str = "read.pos";
 const POS_TMP: &str = "read.pos.tmp";
 
-/// A place in a shard's log: the record starting at byte `off` of segment `seg`, of which the
-/// first `skip` entries are already consumed. Ordered like the log.
+/// A place in the log: the record starting at byte `off` of segment `seg`, of which the first
+/// `skip` chunks are already consumed. Ordered like the log. The end of a segment and the
+/// start of the next one name the same place (see [`super::Log::normalize`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Pos {
     pub(crate) seg: u64,
@@ -57,9 +58,19 @@ pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Encodes one record: the chunks of one request for one shard, pushed at `at_ms`.
+/// The path of segment `seq` in `dir`.
+pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(segment_name(seq))
+}
+
+/// Encodes one record: the chunks of one request, pushed at `at_ms`.
 pub(super) fn encode_record(at_ms: u64, chunks: &[Chunk]) -> Vec<u8> {
-    let payload_len: usize = 8 + 10 + chunks.iter().map(|c| 8 * 10 + c.data.len()).sum::<usize>();
+    let payload_len: usize = 8
+        + 10
+        + chunks
+            .iter()
+            .map(|c| 9 * 10 + 4 * c.keys.len() + c.data.len())
+            .sum::<usize>();
     let mut buf = Vec::with_capacity(HEADER_LEN as usize + payload_len);
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&[0; 8]);
@@ -78,6 +89,10 @@ pub(super) fn encode_record(at_ms: u64, chunks: &[Chunk]) -> Vec<u8> {
             put_varint(&mut buf, u64::from(v));
         }
         put_varint(&mut buf, ((c.min_ts << 1) ^ (c.min_ts >> 63)) as u64);
+        put_varint(&mut buf, c.keys.len() as u64);
+        for k in c.keys.iter() {
+            buf.extend_from_slice(&k.to_le_bytes());
+        }
         put_varint(&mut buf, c.data.len() as u64);
         buf.extend_from_slice(&c.data);
     }
@@ -89,14 +104,14 @@ pub(super) fn encode_record(at_ms: u64, chunks: &[Chunk]) -> Vec<u8> {
     buf
 }
 
-fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+pub(super) fn checksum(len: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(len);
     h.update(payload);
     h.finalize()
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -105,20 +120,20 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Cursor over a payload; every read is bounds-checked.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
+pub(super) struct Cursor<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl Cursor<'_> {
-    fn u64_le(&mut self) -> Result<u64, String> {
+    pub(super) fn u64_le(&mut self) -> Result<u64, String> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(super) fn varint(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self
@@ -134,11 +149,11 @@ impl Cursor<'_> {
         Err("varint longer than 10 bytes".to_string())
     }
 
-    fn u32_varint(&mut self, what: &str) -> Result<u32, String> {
+    pub(super) fn u32_varint(&mut self, what: &str) -> Result<u32, String> {
         u32::try_from(self.varint()?).map_err(|_| format!("{what} does not fit in 32 bits"))
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&[u8], String> {
         let end = self
             .at
             .checked_add(n)
@@ -150,18 +165,17 @@ impl Cursor<'_> {
     }
 }
 
-/// Decodes a version 2 payload whose CRC already matched. Chunk data shares the payload's
-/// allocation.
-pub(super) fn decode_payload(payload: &Bytes, shard: usize) -> Result<(u64, Vec<Chunk>), String> {
+/// Decodes a payload whose CRC already matched. Chunk data shares the payload's allocation.
+pub(super) fn decode_payload(payload: &Bytes) -> Result<(u64, Vec<Chunk>), String> {
     let mut c = Cursor {
         buf: payload,
         at: 0,
     };
     let at_ms = c.u64_le()?;
     let n = c.varint()?;
-    // Each chunk takes at least 8 bytes: a count beyond that is damage, not a reason to
+    // Each chunk takes at least 10 bytes: a count beyond that is damage, not a reason to
     // allocate.
-    if n > payload.len() as u64 / 8 {
+    if n > payload.len() as u64 / 10 {
         return Err(format!("chunk count {n} exceeds what the payload can hold"));
     }
     let mut chunks = Vec::with_capacity(n as usize);
@@ -176,63 +190,26 @@ pub(super) fn decode_payload(payload: &Bytes, shard: usize) -> Result<(u64, Vec<
         let raw_len = c.u32_varint("raw_len")?;
         let z = c.varint()?;
         let min_ts = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let n_keys = usize::try_from(c.varint()?).map_err(|_| "key count too large")?;
+        let keys = c.take(n_keys.checked_mul(4).ok_or("key count too large")?)?;
+        let keys: Arc<[SeriesKey]> = keys
+            .chunks_exact(4)
+            .map(|k| SeriesKey::from_le_bytes([k[0], k[1], k[2], k[3]]))
+            .collect();
         let len = usize::try_from(c.varint()?).map_err(|_| "chunk length too large")?;
         let start = c.at;
         c.take(len)?;
         chunks.push(Chunk {
-            shard,
             counts,
             raw_len,
             min_ts,
             data: payload.slice(start..start + len),
+            keys,
         });
     }
     if c.at != payload.len() {
         return Err(format!(
             "{} bytes after the last chunk",
-            payload.len() - c.at
-        ));
-    }
-    Ok((at_ms, chunks))
-}
-
-/// Decodes a version 1 payload (one entry per message) whose CRC already matched; each message
-/// becomes a chunk of its own, so `skip` keeps counting messages.
-fn decode_payload_v1(payload: &Bytes, shard: usize) -> Result<(u64, Vec<Chunk>), String> {
-    let mut c = Cursor {
-        buf: payload,
-        at: 0,
-    };
-    let at_ms = c.u64_le()?;
-    let n = c.varint()?;
-    // Each entry takes at least 14 bytes: a count beyond that is damage, not a reason to
-    // allocate.
-    if n > payload.len() as u64 / 14 {
-        return Err(format!("entry count {n} exceeds what the payload can hold"));
-    }
-    let mut chunks = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let shard_key = c.u64_le()?;
-        let field = c.u32_varint("field")?;
-        let samples = c.u32_varint("samples")?;
-        let histograms = c.u32_varint("histograms")?;
-        let exemplars = c.u32_varint("exemplars")?;
-        let len = usize::try_from(c.varint()?).map_err(|_| "entry length too large")?;
-        let start = c.at;
-        c.take(len)?;
-        let entry = Entry {
-            shard_key,
-            field,
-            bytes: payload.slice(start..start + len),
-            samples,
-            histograms,
-            exemplars,
-        };
-        chunks.push(Chunk::from_entries(shard, &[entry]));
-    }
-    if c.at != payload.len() {
-        return Err(format!(
-            "{} bytes after the last entry",
             payload.len() - c.at
         ));
     }
@@ -256,7 +233,7 @@ enum Rec {
 }
 
 /// Reads and checks the record at `off`, which must lie wholly before `end`.
-fn read_record(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<Rec> {
+fn read_record(file: &mut File, off: u64, end: u64) -> io::Result<Rec> {
     if end.saturating_sub(off) < HEADER_LEN {
         return Ok(Rec::Bad(format!(
             "{} bytes left, too few for a record header (torn write?)",
@@ -271,8 +248,7 @@ fn read_record(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<
         }
         Err(e) => return Err(e),
     }
-    let v1 = header[0..4] == MAGIC_V1;
-    if header[0..4] != MAGIC && !v1 {
+    if header[0..4] != MAGIC {
         return Ok(Rec::Bad("bad magic".to_string()));
     }
     let len = u64::from(u32::from_le_bytes([
@@ -304,12 +280,7 @@ fn read_record(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<
         )));
     }
     let payload = Bytes::from(payload);
-    let decoded = if v1 {
-        decode_payload_v1(&payload, shard)
-    } else {
-        decode_payload(&payload, shard)
-    };
-    Ok(match decoded {
+    Ok(match decode_payload(&payload) {
         Ok((at_ms, chunks)) => Rec::Valid {
             at_ms,
             chunks,
@@ -320,7 +291,7 @@ fn read_record(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<
 }
 
 /// The first offset in `[from, end)` where a valid record starts.
-fn resync(file: &mut File, from: u64, end: u64, shard: usize) -> io::Result<Option<u64>> {
+fn resync(file: &mut File, from: u64, end: u64) -> io::Result<Option<u64>> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pos = from;
     while pos + HEADER_LEN <= end {
@@ -331,10 +302,9 @@ fn resync(file: &mut File, from: u64, end: u64, shard: usize) -> io::Result<Opti
             Err(e) => return Err(e),
         }
         for i in 0..n.saturating_sub(MAGIC.len() - 1) {
-            let magic = &buf[i..i + MAGIC.len()];
-            if magic == MAGIC || magic == MAGIC_V1 {
+            if buf[i..i + MAGIC.len()] == MAGIC {
                 let candidate = pos + i as u64;
-                if let Rec::Valid { .. } = read_record(file, candidate, end, shard)? {
+                if let Rec::Valid { .. } = read_record(file, candidate, end)? {
                     return Ok(Some(candidate));
                 }
             }
@@ -368,16 +338,15 @@ pub(super) enum Step {
     End,
 }
 
-/// Reads the record at `off` of a segment of shard `shard` or, when it is damaged, finds where
-/// the next valid one starts.
+/// Reads the record at `off` or, when it is damaged, finds where the next valid one starts.
 ///
 /// # Errors
 /// Only real I/O errors; damage is a [`Step::Corrupt`].
-pub(super) fn step(file: &mut File, off: u64, end: u64, shard: usize) -> io::Result<Step> {
+pub(super) fn step(file: &mut File, off: u64, end: u64) -> io::Result<Step> {
     if off >= end {
         return Ok(Step::End);
     }
-    Ok(match read_record(file, off, end, shard)? {
+    Ok(match read_record(file, off, end)? {
         Rec::Valid {
             at_ms,
             chunks,
@@ -391,7 +360,7 @@ pub(super) fn step(file: &mut File, off: u64, end: u64, shard: usize) -> io::Res
         Rec::Bad(reason) => Step::Corrupt {
             off,
             reason,
-            resume: resync(file, off + 1, end, shard)?,
+            resume: resync(file, off + 1, end)?,
         },
     })
 }
@@ -407,7 +376,8 @@ fn encode_pos(pos: Pos) -> [u8; POS_LEN] {
     b
 }
 
-fn decode_pos(b: &[u8]) -> Result<Pos, String> {
+/// Decodes a position file's bytes (also the layout of version 1's per-shard files).
+pub(super) fn decode_pos(b: &[u8]) -> Result<Pos, String> {
     if b.len() != POS_LEN {
         return Err(format!("{} bytes, expected {POS_LEN}", b.len()));
     }
@@ -430,8 +400,8 @@ fn decode_pos(b: &[u8]) -> Result<Pos, String> {
     ))
 }
 
-/// The persisted read position of the shard in `dir`: `Ok(None)` when there is none yet,
-/// `Err(reason)` when the file is unreadable or damaged.
+/// The persisted read position in `dir`: `Ok(None)` when there is none yet, `Err(reason)` when
+/// the file is unreadable or damaged.
 pub(super) fn read_pos(dir: &Path) -> Result<Option<Pos>, String> {
     match std::fs::read(dir.join(POS_FILE)) {
         Ok(b) => decode_pos(&b).map(Some),
@@ -474,9 +444,4 @@ pub(super) fn write_pos(dir: &Path, pos: Pos, durable: bool) -> io::Result<u64> 
 /// Makes the directory's entries (created, renamed files) durable.
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// The path of segment `seq` in `dir`.
-pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(segment_name(seq))
 }

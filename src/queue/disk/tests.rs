@@ -1,4 +1,5 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -17,13 +18,13 @@ fn ids(b: &Batch) -> Vec<u64> {
     b.chunks.iter().map(id).collect()
 }
 
-fn config(dir: &Path, shards: usize) -> DiskQueueConfig {
+fn config(dir: &Path) -> DiskQueueConfig {
     DiskQueueConfig {
         dir: dir.to_path_buf(),
-        shards,
         max_bytes: 1 << 30,
         segment_bytes: 16 << 20,
         fsync: FsyncPolicy::Always,
+        window_bytes: 1 << 20,
     }
 }
 
@@ -39,13 +40,13 @@ fn open(cfg: &DiskQueueConfig) -> (DiskQueue, RecoveryReport) {
     DiskQueue::open(cfg.clone()).expect("open")
 }
 
-/// Size of the record one push of `entries` (all in one shard) writes.
-fn record_len(entries: &[Chunk]) -> u64 {
-    segment::encode_record(0, entries).len() as u64
+/// Size of the record one push of `chunks` writes.
+fn record_len(chunks: &[Chunk]) -> u64 {
+    segment::encode_record(0, chunks).len() as u64
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
@@ -54,57 +55,89 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Pops and finishes batches until nothing is left, returning the ids in order.
+async fn drain(q: &DiskQueue, l: &BatchLimits) -> Vec<u64> {
+    let mut got = Vec::new();
+    while q.has_unread() {
+        let b = q.pop_batch(l).await.unwrap();
+        got.extend(ids(&b));
+        q.done(b);
+    }
+    got
+}
+
 #[tokio::test]
-async fn entries_leave_each_shard_in_push_order() {
+async fn chunks_leave_in_push_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, report) = open(&config(dir.path(), 2));
+    let (q, report) = open(&config(dir.path()));
     assert_eq!(report.replayed_chunks, 0);
-    for chunk in (0..12u64).collect::<Vec<_>>().chunks(3) {
-        q.push(chunk.iter().map(|&i| entry(i, i, 1, 20)).collect())
+    for ids in (0..12u64).collect::<Vec<_>>().chunks(3) {
+        q.push(ids.iter().map(|&i| entry(i % 2, i, 1, 20)).collect())
             .await
             .unwrap();
     }
-    let l = limits(4, Duration::ZERO);
-    let mut seen = [Vec::new(), Vec::new()];
-    for (shard, got) in seen.iter_mut().enumerate() {
-        while q.has_unread(shard) {
-            let b = q.pop_batch(shard, &l).await.unwrap();
-            assert!(b.chunks.len() <= 4);
-            got.extend(ids(&b));
-            q.ack(shard, &b);
-        }
-    }
-    assert_eq!(seen[0], [0, 2, 4, 6, 8, 10]);
-    assert_eq!(seen[1], [1, 3, 5, 7, 9, 11]);
+    let got = drain(&q, &limits(4, Duration::ZERO)).await;
+    assert_eq!(got, (0..12).collect::<Vec<_>>());
     assert_eq!(q.used_bytes(), 0);
     assert_eq!(q.stats().records, 0);
     assert_eq!(q.oldest_age(), None);
 }
 
+/// Batches without common series are in flight together and may finish in any order; a
+/// series' next chunk waits for its previous batch; the read position follows the oldest
+/// unfinished chunk.
 #[tokio::test]
-async fn full_refuses_the_whole_request_and_ack_frees_budget() {
+async fn batches_without_common_series_go_together_and_finish_in_any_order() {
     let dir = tempfile::tempdir().unwrap();
-    let one = record_len(&[entry(0, 0, 1, 100)]);
-    let mut cfg = config(dir.path(), 2);
-    cfg.max_bytes = 3 * one;
+    let cfg = config(dir.path());
+    let (q, _) = open(&cfg);
+    for (key, id) in [(1, 0), (2, 1), (1, 2), (3, 3)] {
+        q.push(vec![entry(key, id, 1, 10)]).await.unwrap();
+    }
+    let l = limits(1, Duration::ZERO);
+    let a = q.pop_batch(&l).await.unwrap();
+    let b = q.pop_batch(&l).await.unwrap();
+    let c = q.pop_batch(&l).await.unwrap();
+    assert_eq!((ids(&a), ids(&b), ids(&c)), (vec![0], vec![1], vec![3]));
+    assert!(q.has_unread(), "chunk 2 waits for chunk 0 (series 1)");
+    q.done(c);
+    q.done(b);
+    q.sync().await.unwrap();
+    // Chunk 0 is unfinished: everything from it on comes back after a restart.
+    drop(a);
+    q.crash();
+    let (q, report) = open(&cfg);
+    assert_eq!(
+        report.replayed_chunks, 4,
+        "finished out of order, sent again"
+    );
+    let got = drain(&q, &limits(10, Duration::ZERO)).await;
+    assert_eq!(got, [0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn full_refuses_the_whole_request_and_done_frees_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = record_len(&[entry(0, 0, 1, 100), entry(1, 1, 1, 100)]);
+    let mut cfg = config(dir.path());
+    cfg.max_bytes = one + one / 2;
     let (q, _) = open(&cfg);
     q.push(vec![entry(0, 0, 1, 100), entry(1, 1, 1, 100)])
         .await
         .unwrap();
-    assert_eq!(q.used_bytes(), 2 * one);
-    // Two records of `one` bytes would go over: neither shard gets anything.
+    assert_eq!(q.used_bytes(), one);
     match q.push(vec![entry(0, 2, 1, 100), entry(1, 3, 1, 100)]).await {
         Err(PushError::Full { used, max, needed }) => {
-            assert_eq!((used, max, needed), (2 * one, 3 * one, 2 * one));
+            assert_eq!((used, max, needed), (one, cfg.max_bytes, one));
         }
         other => panic!("expected Full, got {other:?}"),
     }
-    assert_eq!(q.stats().records, 2, "a refused push leaves nothing behind");
-    let b = q.pop_batch(0, &limits(10, Duration::ZERO)).await.unwrap();
-    assert_eq!(ids(&b), [0]);
-    assert!(!q.has_unread(0), "the refused entry is not in shard 0");
-    q.ack(0, &b);
-    assert_eq!(q.used_bytes(), one);
+    assert_eq!(q.stats().records, 1, "a refused push leaves nothing behind");
+    let b = q.pop_batch(&limits(10, Duration::ZERO)).await.unwrap();
+    assert_eq!(ids(&b), [0, 1]);
+    assert!(!q.has_unread(), "the refused chunks are nowhere");
+    q.done(b);
+    assert_eq!(q.used_bytes(), 0);
     q.push(vec![entry(0, 2, 1, 100), entry(1, 3, 1, 100)])
         .await
         .unwrap();
@@ -113,7 +146,7 @@ async fn full_refuses_the_whole_request_and_ack_frees_budget() {
 #[tokio::test]
 async fn a_request_bigger_than_the_budget_enters_an_empty_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 1);
+    let mut cfg = config(dir.path());
     cfg.max_bytes = 10;
     let (q, _) = open(&cfg);
     q.push(vec![entry(0, 0, 1, 100)]).await.unwrap();
@@ -126,22 +159,22 @@ async fn a_request_bigger_than_the_budget_enters_an_empty_queue() {
 #[tokio::test(start_paused = true)]
 async fn batches_fill_to_the_sample_limit_or_wait_for_the_flush_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, _) = open(&config(dir.path(), 1));
-    q.push((0..10).map(|i| entry(0, i, 3, 8)).collect())
+    let (q, _) = open(&config(dir.path()));
+    q.push((0..10).map(|i| entry(i, i, 3, 8)).collect())
         .await
         .unwrap();
     let l = limits(7, Duration::from_secs(5));
     let start = tokio::time::Instant::now();
-    let b = q.pop_batch(0, &l).await.unwrap();
-    // 3 + 3 fits, a third entry would make 9 > 7; a full batch does not wait.
+    let b = q.pop_batch(&l).await.unwrap();
+    // 3 + 3 fits, a third chunk would make 9 > 7; a full batch does not wait.
     assert_eq!(ids(&b), [0, 1]);
     assert!(start.elapsed() < Duration::from_secs(5));
-    q.ack(0, &b);
+    q.done(b);
     let mut rest = Vec::new();
     for _ in 0..4 {
-        let b = q.pop_batch(0, &l).await.unwrap();
+        let b = q.pop_batch(&l).await.unwrap();
         rest.extend(ids(&b));
-        q.ack(0, &b);
+        q.done(b);
     }
     assert_eq!(rest, [2, 3, 4, 5, 6, 7, 8, 9]);
     assert!(
@@ -149,31 +182,31 @@ async fn batches_fill_to_the_sample_limit_or_wait_for_the_flush_interval() {
         "the last, partial batch waited for the flush interval"
     );
 
-    // One entry alone waits the flush interval, unless the queue closes.
+    // One chunk alone waits the flush interval, unless the queue closes.
     q.push(vec![entry(0, 10, 1, 8)]).await.unwrap();
     let t = tokio::time::Instant::now();
-    let b = q.pop_batch(0, &l).await.unwrap();
+    let b = q.pop_batch(&l).await.unwrap();
     assert_eq!(ids(&b), [10]);
     assert!(t.elapsed() >= Duration::from_secs(5));
-    q.ack(0, &b);
+    q.done(b);
     q.push(vec![entry(0, 11, 1, 8)]).await.unwrap();
     q.close();
     let t = tokio::time::Instant::now();
-    let b = q.pop_batch(0, &l).await.unwrap();
+    let b = q.pop_batch(&l).await.unwrap();
     assert_eq!(ids(&b), [11]);
     assert!(t.elapsed() < Duration::from_secs(5));
-    q.ack(0, &b);
-    assert!(q.pop_batch(0, &l).await.is_none());
+    q.done(b);
+    assert!(q.pop_batch(&l).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_pop_wakes_on_push() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, _) = open(&config(dir.path(), 1));
+    let (q, _) = open(&config(dir.path()));
     let q = Arc::new(q);
     let popper = {
         let q = q.clone();
-        tokio::spawn(async move { q.pop_batch(0, &limits(1, Duration::from_secs(60))).await })
+        tokio::spawn(async move { q.pop_batch(&limits(1, Duration::from_secs(60))).await })
     };
     tokio::task::yield_now().await;
     q.push(vec![entry(0, 7, 1, 8)]).await.unwrap();
@@ -181,53 +214,44 @@ async fn a_waiting_pop_wakes_on_push() {
     assert_eq!(ids(&b), [7]);
 }
 
+/// With a window smaller than the backlog, the rest is read back from the files as the window
+/// empties, in order.
 #[tokio::test]
-async fn a_cancelled_pop_loses_no_batch() {
+async fn a_backlog_larger_than_the_window_is_read_back_from_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, _) = open(&config(dir.path(), 1));
-    q.push((0..6).map(|i| entry(0, i, 1, 8)).collect())
-        .await
-        .unwrap();
-    let l = limits(2, Duration::ZERO);
-    let mut got = Vec::new();
-    for _ in 0..4 {
-        // Polled once, then dropped while its blocking read may still run; a call that does
-        // return a batch keeps it.
-        let mut pop = Box::pin(q.pop_batch(0, &l));
-        if let std::task::Poll::Ready(Some(b)) = futures_util::poll!(pop.as_mut()) {
-            got.extend(ids(&b));
-            q.ack(0, &b);
-        }
-        drop(pop);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut cfg = config(dir.path());
+    cfg.window_bytes = 300;
+    cfg.segment_bytes = 2048;
+    let (q, _) = open(&cfg);
+    for i in 0..60 {
+        q.push(vec![entry(i % 5, i, 1, 100)]).await.unwrap();
     }
-    while q.has_unread(0) || lock(&q.inner.shards[0].handoff).is_some() {
-        let b = q.pop_batch(0, &l).await.unwrap();
-        got.extend(ids(&b));
-        q.ack(0, &b);
-    }
-    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    let got = drain(&q, &limits(3, Duration::ZERO)).await;
+    assert_eq!(got, (0..60).collect::<Vec<_>>());
+    assert_eq!(q.used_bytes(), 0);
+    q.sync().await.unwrap();
+    assert_eq!(segments(dir.path()).len(), 1, "consumed segments deleted");
 }
 
 #[tokio::test]
-async fn reopen_replays_only_unacknowledged_entries() {
+async fn reopen_replays_only_unfinished_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1);
+    let cfg = config(dir.path());
     {
         let (q, _) = open(&cfg);
-        // Two requests of five: an acknowledged batch ends inside the first record.
-        q.push((0..5).map(|i| entry(0, i, 1, 30)).collect())
+        // Two requests of five: a finished batch ends inside the first record.
+        q.push((0..5).map(|i| entry(i, i, 1, 30)).collect())
             .await
             .unwrap();
-        q.push((5..10).map(|i| entry(0, i, 1, 30)).collect())
+        q.push((5..10).map(|i| entry(i, i, 1, 30)).collect())
             .await
             .unwrap();
         let l = limits(3, Duration::ZERO);
-        let b = q.pop_batch(0, &l).await.unwrap();
+        let b = q.pop_batch(&l).await.unwrap();
         assert_eq!(ids(&b), [0, 1, 2]);
-        q.ack(0, &b);
-        // In flight, not acknowledged: must come back.
-        let b = q.pop_batch(0, &l).await.unwrap();
+        q.done(b);
+        // In flight, not finished: must come back.
+        let b = q.pop_batch(&l).await.unwrap();
         assert_eq!(ids(&b), [3, 4, 5]);
         q.close();
     }
@@ -236,36 +260,36 @@ async fn reopen_replays_only_unacknowledged_entries() {
     assert!(report.corrupt_records.is_empty());
     assert_eq!(q.stats().replayed, 7);
     assert!(q.oldest_age().is_some());
-    let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+    let b = q.pop_batch(&limits(100, Duration::ZERO)).await.unwrap();
     assert_eq!(ids(&b), [3, 4, 5, 6, 7, 8, 9]);
-    q.ack(0, &b);
+    q.done(b);
     drop(q);
     let (_, report) = open(&cfg);
     assert_eq!(report.replayed_chunks, 0);
 }
 
 #[tokio::test]
-async fn acknowledged_and_synced_data_is_not_replayed_after_a_crash() {
+async fn finished_and_synced_data_is_not_replayed_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1);
+    let cfg = config(dir.path());
     let (q, _) = open(&cfg);
-    q.push((0..4).map(|i| entry(0, i, 1, 30)).collect())
+    q.push((0..4).map(|i| entry(i, i, 1, 30)).collect())
         .await
         .unwrap();
-    let b = q.pop_batch(0, &limits(2, Duration::ZERO)).await.unwrap();
-    q.ack(0, &b);
+    let b = q.pop_batch(&limits(2, Duration::ZERO)).await.unwrap();
+    q.done(b);
     q.sync().await.unwrap();
     q.crash();
     let (q, report) = open(&cfg);
     assert_eq!(report.replayed_chunks, 2);
-    let b = q.pop_batch(0, &limits(10, Duration::ZERO)).await.unwrap();
+    let b = q.pop_batch(&limits(10, Duration::ZERO)).await.unwrap();
     assert_eq!(ids(&b), [2, 3]);
 }
 
 #[tokio::test]
 async fn interval_policy_survives_a_process_crash_without_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 2);
+    let mut cfg = config(dir.path());
     cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
     let (q, _) = open(&cfg);
     for i in 0..20 {
@@ -281,27 +305,20 @@ async fn interval_policy_survives_a_process_crash_without_fsync() {
 #[tokio::test]
 async fn consumed_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 1);
+    let mut cfg = config(dir.path());
     cfg.segment_bytes = 1024;
     let (q, _) = open(&cfg);
     for i in 0..40 {
         q.push(vec![entry(0, i, 1, 200)]).await.unwrap();
     }
-    let shard_dir = dir.path().join("shard-0");
-    let before = segments(&shard_dir).len();
+    let before = segments(dir.path()).len();
     assert!(before >= 8, "{before} segments");
     assert_eq!(q.stats().segments, before as u64);
-    let l = limits(7, Duration::ZERO);
-    let mut got = Vec::new();
-    while q.has_unread(0) {
-        let b = q.pop_batch(0, &l).await.unwrap();
-        got.extend(ids(&b));
-        q.ack(0, &b);
-    }
+    let got = drain(&q, &limits(7, Duration::ZERO)).await;
     assert_eq!(got, (0..40).collect::<Vec<_>>());
     q.sync().await.unwrap();
     assert_eq!(
-        segments(&shard_dir).len(),
+        segments(dir.path()).len(),
         1,
         "only the active segment is left"
     );
@@ -310,24 +327,27 @@ async fn consumed_segments_are_deleted() {
     let (q, report) = open(&cfg);
     assert_eq!(report.replayed_chunks, 0);
     q.push(vec![entry(0, 99, 1, 10)]).await.unwrap();
-    let b = q.pop_batch(0, &l).await.unwrap();
+    let b = q.pop_batch(&limits(7, Duration::ZERO)).await.unwrap();
     assert_eq!(ids(&b), [99]);
 }
 
 #[tokio::test]
 async fn a_torn_tail_loses_only_the_last_record() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1);
+    let cfg = config(dir.path());
     let (q, _) = open(&cfg);
     for i in 0..3 {
-        q.push(vec![entry(0, 2 * i, 1, 50), entry(0, 2 * i + 1, 1, 50)])
-            .await
-            .unwrap();
+        q.push(vec![
+            entry(2 * i, 2 * i, 1, 50),
+            entry(2 * i + 1, 2 * i + 1, 1, 50),
+        ])
+        .await
+        .unwrap();
     }
     q.crash();
-    let seg = segments(&dir.path().join("shard-0")).pop().unwrap();
+    let seg = segments(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
-    let rec = record_len(&[entry(0, 0, 1, 50), entry(0, 1, 1, 50)]);
+    let rec = record_len(&[entry(0, 0, 1, 50), entry(1, 1, 1, 50)]);
     assert_eq!(len, 3 * rec);
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len - 7).unwrap();
@@ -342,8 +362,8 @@ async fn a_torn_tail_loses_only_the_last_record() {
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), 2 * rec);
     assert_eq!(q.stats().corrupt_records, 1);
     // Appends go on after the cut.
-    q.push(vec![entry(0, 6, 1, 50)]).await.unwrap();
-    let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+    q.push(vec![entry(6, 6, 1, 50)]).await.unwrap();
+    let b = q.pop_batch(&limits(100, Duration::ZERO)).await.unwrap();
     assert_eq!(ids(&b), [0, 1, 2, 3, 6]);
 }
 
@@ -351,13 +371,13 @@ async fn a_torn_tail_loses_only_the_last_record() {
 async fn a_damaged_middle_record_loses_only_itself() {
     for (what, at) in [("payload", 30u64), ("magic", 0), ("length", 5)] {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), 1);
+        let cfg = config(dir.path());
         let (q, _) = open(&cfg);
         for i in 0..5 {
-            q.push(vec![entry(0, i, 1, 64)]).await.unwrap();
+            q.push(vec![entry(i, i, 1, 64)]).await.unwrap();
         }
         drop(q);
-        let seg = segments(&dir.path().join("shard-0")).pop().unwrap();
+        let seg = segments(dir.path()).pop().unwrap();
         let rec = record_len(&[entry(0, 0, 1, 64)]);
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[(2 * rec + at) as usize] ^= 0x40;
@@ -369,28 +389,27 @@ async fn a_damaged_middle_record_loses_only_itself() {
         assert_eq!(report.corrupt_records.len(), 1, "{what}");
         assert_eq!(report.corrupt_records[0].segment, seg, "{what}");
         assert_eq!(report.corrupt_records[0].offset, 2 * rec, "{what}");
-        let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
-        assert_eq!(ids(&b), [0, 1, 3, 4], "{what}");
+        let got = drain(&q, &limits(100, Duration::ZERO)).await;
+        assert_eq!(got, [0, 1, 3, 4], "{what}");
         assert_eq!(q.stats().corrupt_records, 1, "{what}");
-        q.ack(0, &b);
         assert_eq!(q.used_bytes(), 0, "{what}: the damaged bytes are freed too");
         assert_eq!(q.stats().records, 0, "{what}");
     }
 }
 
 #[tokio::test]
-async fn a_damaged_read_position_replays_the_shard_from_its_oldest_segment() {
+async fn a_damaged_read_position_replays_from_the_oldest_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1);
+    let cfg = config(dir.path());
     {
         let (q, _) = open(&cfg);
-        q.push((0..3).map(|i| entry(0, i, 1, 10)).collect())
+        q.push((0..3).map(|i| entry(i, i, 1, 10)).collect())
             .await
             .unwrap();
-        let b = q.pop_batch(0, &limits(1, Duration::ZERO)).await.unwrap();
-        q.ack(0, &b);
+        let b = q.pop_batch(&limits(1, Duration::ZERO)).await.unwrap();
+        q.done(b);
     }
-    let pos = dir.path().join("shard-0").join(segment::POS_FILE);
+    let pos = dir.path().join("log").join(segment::POS_FILE);
     std::fs::write(&pos, b"garbage").unwrap();
     let (_, report) = open(&cfg);
     assert_eq!(report.replayed_chunks, 3, "duplicates, not loss");
@@ -398,34 +417,11 @@ async fn a_damaged_read_position_replays_the_shard_from_its_oldest_segment() {
     assert_eq!(report.corrupt_records[0].segment, pos);
 }
 
-#[tokio::test]
-async fn changing_the_shard_count_with_data_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (q, _) = open(&config(dir.path(), 2));
-        q.push(vec![entry(1, 1, 1, 10)]).await.unwrap();
-    }
-    for shards in [1, 3] {
-        assert!(matches!(
-            DiskQueue::open(config(dir.path(), shards)),
-            Err(DiskQueueError::ShardCountChanged { found: 2, .. })
-        ));
-    }
-    {
-        let (q, _) = open(&config(dir.path(), 2));
-        let b = q.pop_batch(1, &limits(1, Duration::ZERO)).await.unwrap();
-        q.ack(1, &b);
-    }
-    // Drained: any count works, and the extra shard directory goes away.
-    let (q, _) = open(&config(dir.path(), 1));
-    assert_eq!(q.shards(), 1);
-    assert!(!dir.path().join("shard-1").exists());
-}
-
+/// One fsync per group, however many senders: concurrent pushes share it.
 #[tokio::test]
 async fn concurrent_pushes_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, _) = open(&config(dir.path(), 2));
+    let (q, _) = open(&config(dir.path()));
     const N: u64 = 64;
     let pushes = (0..N).map(|i| q.push(vec![entry(i, i, 1, 100)]));
     for r in futures_util::future::join_all(pushes).await {
@@ -434,7 +430,12 @@ async fn concurrent_pushes_share_fsyncs() {
     let s = q.stats();
     assert_eq!(s.records, N);
     assert!(s.commits < N / 4, "{} commits for {N} pushes", s.commits);
-    assert!(s.fsyncs < N / 2, "{} fsyncs for {N} pushes", s.fsyncs);
+    assert!(
+        s.fsyncs <= s.commits + 1,
+        "{} fsyncs for {} commits",
+        s.fsyncs,
+        s.commits
+    );
     assert!(s.fsyncs > 0);
 }
 
@@ -453,12 +454,12 @@ fn records_round_trip_and_reject_damage() {
     let chunks = vec![first, second];
     let rec = segment::encode_record(1234, &chunks);
     let payload = Bytes::copy_from_slice(&rec[segment::HEADER_LEN as usize..]);
-    let (at, back) = segment::decode_payload(&payload, 3).unwrap();
+    let (at, back) = segment::decode_payload(&payload).unwrap();
     assert_eq!(at, 1234);
     assert_eq!(back, chunks, "every field survives");
     // Every truncation of the payload is refused, never a panic.
     for cut in 0..payload.len() {
-        assert!(segment::decode_payload(&payload.slice(..cut), 3).is_err());
+        assert!(segment::decode_payload(&payload.slice(..cut)).is_err());
     }
     assert_eq!(
         segment::parse_segment_name(&segment::segment_name(42)),
@@ -470,13 +471,7 @@ fn records_round_trip_and_reject_damage() {
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DiskQueueConfig {
-        dir: dir.path().to_path_buf(),
-        shards: 1,
-        max_bytes: 1 << 20,
-        segment_bytes: 1 << 16,
-        fsync: FsyncPolicy::Always,
-    };
+    let cfg = config(dir.path());
     let (first, _) = DiskQueue::open(cfg.clone()).unwrap();
     let err = DiskQueue::open(cfg.clone()).err().expect("locked");
     assert!(
@@ -518,11 +513,11 @@ fn record_v1(at_ms: u64, entries: &[Entry]) -> Vec<u8> {
     rec
 }
 
-/// A queue written by an earlier version (format 1, one entry per message, `skip` counting
-/// messages) is replayed after an upgrade: the unconsumed messages come back, in order, as
-/// chunks that decompress to the same bytes.
+/// A queue written by an earlier version (format 1: a log per shard, one entry per message,
+/// `skip` counting messages) is migrated on open: the unconsumed messages come back, in order,
+/// as chunks that decompress to the same bytes, and the old directories are gone.
 #[tokio::test]
-async fn version_1_records_are_replayed_after_an_upgrade() {
+async fn version_1_queues_are_migrated_on_open() {
     let series = |name: &str, ts: i64| {
         let mut label = Vec::new();
         crate::codec::wire::put_len_field(&mut label, 1, b"__name__");
@@ -543,43 +538,62 @@ async fn version_1_records_are_replayed_after_an_upgrade() {
             exemplars: 0,
         }
     };
-    let first = [series("a", 1), series("b", 2), series("c", 3)];
-    let second = [series("d", 4)];
+    let shard0 = [series("a", 1), series("b", 2), series("c", 3)];
+    let shard0_more = [series("d", 4)];
+    let shard1 = [series("e", 5)];
     let dir = tempfile::tempdir().unwrap();
-    let shard = dir.path().join("shard-0");
-    std::fs::create_dir_all(&shard).unwrap();
-    let mut log = record_v1(1_000, &first);
-    log.extend(record_v1(2_000, &second));
-    std::fs::write(shard.join(segment::segment_name(0)), &log).unwrap();
-    // The first message of the first record was acknowledged before the upgrade.
-    segment::write_pos(&shard, segment::Pos::new(0, 0, 1), true).unwrap();
+    for (n, records) in [
+        (0, vec![&shard0[..], &shard0_more[..]]),
+        (1, vec![&shard1[..]]),
+    ] {
+        let shard = dir.path().join(format!("shard-{n}"));
+        std::fs::create_dir_all(&shard).unwrap();
+        let log: Vec<u8> = records
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| record_v1(1_000 * (i as u64 + 1), r))
+            .collect();
+        std::fs::write(shard.join(segment::segment_name(0)), &log).unwrap();
+    }
+    // The first message of shard 0's first record was delivered before the upgrade.
+    segment::write_pos(
+        &dir.path().join("shard-0"),
+        segment::Pos::new(0, 0, 1),
+        true,
+    )
+    .unwrap();
 
-    let (q, report) = open(&config(dir.path(), 1));
-    assert_eq!(report.replayed_chunks, 3, "b, c and d");
+    let cfg = config(dir.path());
+    let (q, report) = open(&cfg);
+    assert_eq!(report.migrated_messages, 4, "b, c, d and e");
+    assert_eq!(report.replayed_chunks, 3, "one chunk per old record");
     assert!(report.corrupt_records.is_empty());
-    let b = q.pop_batch(0, &limits(100, Duration::ZERO)).await.unwrap();
+    assert!(!dir.path().join("shard-0").exists() && !dir.path().join("shard-1").exists());
+    let b = q.pop_batch(&limits(100, Duration::ZERO)).await.unwrap();
     let got: Vec<Bytes> = b
         .chunks
         .iter()
         .flat_map(|c| c.entries().unwrap())
         .map(|e| e.bytes)
         .collect();
-    let want: Vec<Bytes> = first[1..]
+    let want: Vec<Bytes> = shard0[1..]
         .iter()
-        .chain(&second)
+        .chain(&shard0_more)
+        .chain(&shard1)
         .map(|e| e.bytes.clone())
         .collect();
     assert_eq!(got, want);
     assert_eq!(
         b.chunks.iter().map(|c| c.min_ts).collect::<Vec<_>>(),
-        [2, 3, 4]
+        [2, 4, 5]
     );
-    q.ack(0, &b);
+    q.done(b);
     q.sync().await.unwrap();
     drop(q);
-    let (_, report) = open(&config(dir.path(), 1));
+    let (_, report) = open(&cfg);
     assert_eq!(
         report.replayed_chunks, 0,
-        "acknowledged across the format change"
+        "finished across the format change"
     );
+    assert_eq!(report.migrated_messages, 0);
 }

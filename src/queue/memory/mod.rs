@@ -1,12 +1,12 @@
 //! The in-memory queue: bounded by bytes in RAM; what it holds is lost if the process dies.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::dispatch::{Cut, Dispatcher, Taken};
 use super::BatchLimits;
 use crate::codec::Chunk;
 
@@ -22,48 +22,46 @@ pub struct Full {
     pub needed: usize,
 }
 
-/// A chunk waiting in a shard, with the time it arrived.
-struct Queued {
-    chunk: Chunk,
-    at: Instant,
+/// A batch taken from the queue; give it back with [`MemoryQueue::done`].
+pub struct Batch {
+    /// The chunks, in push order.
+    pub chunks: Vec<Chunk>,
+    /// When the first chunk was pushed.
+    pub first: Instant,
+    taken: Taken,
 }
 
-struct Shard {
-    chunks: Mutex<VecDeque<Queued>>,
-    notify: Notify,
-}
-
-/// Bounded, sharded, in-memory queue.
+/// Bounded in-memory queue; its chunks leave in the order the [dispatcher](super::dispatch)
+/// allows.
 pub struct MemoryQueue {
-    shards: Vec<Shard>,
+    /// The window (everything queued); tags are each chunk's budget bytes.
+    state: Mutex<Dispatcher<usize>>,
+    notify: Notify,
     max_bytes: usize,
     used: AtomicUsize,
-    chunks_in: AtomicU64,
-    chunks_out: AtomicU64,
     closed: AtomicBool,
+    base: Instant,
 }
 
 impl MemoryQueue {
-    /// A queue with `shards` shards (at least 1) and a budget of `max_bytes`.
-    pub fn new(shards: usize, max_bytes: usize) -> Self {
+    /// A queue with a budget of `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
         Self {
-            shards: (0..shards.max(1))
-                .map(|_| Shard {
-                    chunks: Mutex::new(VecDeque::new()),
-                    notify: Notify::new(),
-                })
-                .collect(),
+            state: Mutex::new(Dispatcher::default()),
+            notify: Notify::new(),
             max_bytes,
             used: AtomicUsize::new(0),
-            chunks_in: AtomicU64::new(0),
-            chunks_out: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            base: Instant::now(),
         }
     }
 
-    /// Number of shards.
-    pub fn shards(&self) -> usize {
-        self.shards.len()
+    fn lock(&self) -> MutexGuard<'_, Dispatcher<usize>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
     /// Bytes in use: waiting plus in flight.
@@ -76,11 +74,9 @@ impl MemoryQueue {
         self.max_bytes
     }
 
-    /// Chunks waiting in shards (not yet taken into a batch).
-    pub fn waiting_chunks(&self) -> u64 {
-        self.chunks_in
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.chunks_out.load(Ordering::Relaxed))
+    /// Chunks waiting (not yet taken into a batch).
+    pub fn waiting_chunks(&self) -> usize {
+        self.lock().waiting()
     }
 
     /// Accepts all of `chunks` or none.
@@ -110,38 +106,19 @@ impl MemoryQueue {
                 Err(now) => used = now,
             }
         }
-        let now = Instant::now();
-        let n = self.shards.len() as u64;
-        self.chunks_in
-            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
-        let mut touched = vec![false; self.shards.len()];
-        // Lock each shard once per request, not once per chunk.
-        let mut by_shard: Vec<Vec<Chunk>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for c in chunks {
-            let i = (c.shard as u64 % n) as usize;
-            by_shard[i].push(c);
-        }
-        for (i, list) in by_shard.into_iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let mut q = self.shards[i]
-                .chunks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            q.extend(list.into_iter().map(|chunk| Queued { chunk, at: now }));
-            touched[i] = true;
-        }
-        for (i, t) in touched.into_iter().enumerate() {
-            if t {
-                self.shards[i].notify.notify_one();
+        let now = self.now_ms();
+        {
+            let mut d = self.lock();
+            for c in chunks {
+                let bytes = c.queue_bytes();
+                d.push(c, now, bytes);
             }
         }
+        self.notify.notify_one();
         Ok(())
     }
 
-    /// Returns bytes to the budget once the chunks they belong to have left for good.
-    pub fn release(&self, bytes: usize) {
+    fn release(&self, bytes: usize) {
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
@@ -150,111 +127,70 @@ impl MemoryQueue {
     }
 
     /// Stops waiting: `pop_batch` then returns what is left without waiting for the flush
-    /// interval, and `None` once a shard is empty.
+    /// interval, and `None` once nothing waits.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        for s in &self.shards {
-            s.notify.notify_one();
-        }
+        self.notify.notify_waiters();
     }
 
-    /// Whether [`Queue::close`] was called.
+    /// Whether [`MemoryQueue::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Waits for the next batch of shard `shard`: returns when the batch is full, when its oldest
-    /// chunk has waited `limits.flush_interval`, or (after `close`) with whatever is left.
-    /// Returns `None` when closed and empty.
-    pub async fn pop_batch(&self, shard: usize, limits: &BatchLimits) -> Option<Vec<Chunk>> {
-        self.pop_batch_aged(shard, limits)
-            .await
-            .map(|(chunks, _)| chunks)
-    }
-
-    /// Like [`MemoryQueue::pop_batch`], also returning when the batch's first chunk arrived.
-    pub async fn pop_batch_aged(
-        &self,
-        shard: usize,
-        limits: &BatchLimits,
-    ) -> Option<(Vec<Chunk>, Instant)> {
-        let s = &self.shards[shard];
+    /// Waits for the next batch: returns when one is full, when its oldest chunk has waited
+    /// `limits.flush_interval`, or (after `close`) with whatever may go. Returns `None` when
+    /// closed and nothing waits. Several workers may wait at once; each gets its own batch.
+    pub async fn pop_batch(&self, limits: &BatchLimits) -> Option<Batch> {
         loop {
-            let notified = s.notify.notified();
-            let (ready, oldest) = {
-                let q = s.chunks.lock().unwrap_or_else(|p| p.into_inner());
-                match q.front() {
-                    None => (false, None),
-                    Some(first) => (
-                        self.is_closed() || Self::full_batch_waiting(&q, limits),
-                        Some(first.at),
-                    ),
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let closed = self.is_closed();
+            let cut = {
+                let mut d = self.lock();
+                let cut = d.cut(limits, self.now_ms(), closed);
+                if matches!(cut, Cut::Take(_)) && d.waiting() > 0 {
+                    // More may go: let another worker look.
+                    self.notify.notify_one();
                 }
+                cut
             };
-            if ready || oldest.is_some_and(|at| at.elapsed() >= limits.flush_interval) {
-                let first = oldest.unwrap_or_else(Instant::now);
-                return Some((self.take(shard, limits), first));
-            }
-            if oldest.is_none() && self.is_closed() {
-                return None;
-            }
-            match oldest {
-                Some(at) => {
+            match cut {
+                Cut::Take(mut taken) => {
+                    return Some(Batch {
+                        chunks: std::mem::take(&mut taken.chunks),
+                        first: self.base + std::time::Duration::from_millis(taken.first_ms),
+                        taken,
+                    })
+                }
+                Cut::Wait(due) => {
+                    let at = self.base + std::time::Duration::from_millis(due);
                     tokio::select! {
                         _ = notified => {}
-                        _ = tokio::time::sleep_until(at + limits.flush_interval) => {}
+                        _ = tokio::time::sleep_until(at) => {}
                     }
                 }
-                None => notified.await,
+                Cut::Empty if closed => return None,
+                Cut::Empty | Cut::Blocked => notified.await,
             }
         }
     }
 
-    /// Takes everything shard `shard` still holds (used when giving up at shutdown).
-    pub fn drain_shard(&self, shard: usize) -> Vec<Chunk> {
-        let mut q = self.shards[shard]
-            .chunks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let out: Vec<Chunk> = q.drain(..).map(|x| x.chunk).collect();
-        self.chunks_out
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out
+    /// The upstream accepted, or definitively refused, `batch`: its series may go again and
+    /// its bytes leave the budget (once no earlier chunk is still in flight).
+    pub fn done(&self, batch: Batch) {
+        let freed: usize = self.lock().done(batch.taken).into_iter().sum();
+        self.release(freed);
+        self.notify.notify_one();
     }
 
-    fn full_batch_waiting(q: &VecDeque<Queued>, limits: &BatchLimits) -> bool {
-        let (mut samples, mut bytes) = (0usize, 0usize);
-        for item in q {
-            samples += item.chunk.counts.points();
-            bytes += item.chunk.raw_len as usize;
-            if samples >= limits.max_samples || bytes >= limits.max_bytes {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn take(&self, shard: usize, limits: &BatchLimits) -> Vec<Chunk> {
-        let mut q = self.shards[shard]
-            .chunks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let (mut samples, mut bytes) = (0usize, 0usize);
-        let mut out = Vec::new();
-        while let Some(front) = q.front() {
-            let s = front.chunk.counts.points();
-            let b = front.chunk.raw_len as usize;
-            if !out.is_empty() && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
-            {
-                break;
-            }
-            samples += s;
-            bytes += b;
-            out.extend(q.pop_front().map(|qd| qd.chunk));
-        }
-        self.chunks_out
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out
+    /// Takes every chunk not yet handed out, freeing its budget (used when giving up at
+    /// shutdown, to count what is lost).
+    pub fn drain(&self) -> Vec<Chunk> {
+        let rest = self.lock().drain_waiting();
+        self.release(rest.iter().map(|(_, b)| b).sum());
+        rest.into_iter().map(|(c, _)| c).collect()
     }
 }
 

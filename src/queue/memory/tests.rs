@@ -1,13 +1,22 @@
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use super::*;
 use crate::codec::CHUNK_OVERHEAD;
 
-/// A chunk for shard `key` holding `samples` samples in `len` bytes.
-fn entry(key: u64, samples: u32, len: usize) -> Chunk {
-    crate::queue::test_chunk(key, 0, samples, len)
+/// A chunk holding series `key`, `samples` samples in `len` bytes, identified by `id`.
+fn chunk(key: u64, id: u64, samples: u32, len: usize) -> Chunk {
+    crate::queue::test_chunk(key, id, samples, len)
+}
+
+fn id(c: &Chunk) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&c.data[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn ids(b: &Batch) -> Vec<u64> {
+    b.chunks.iter().map(id).collect()
 }
 
 fn limits(max_samples: usize) -> BatchLimits {
@@ -19,98 +28,129 @@ fn limits(max_samples: usize) -> BatchLimits {
 }
 
 #[tokio::test(start_paused = true)]
-async fn push_is_all_or_nothing_and_release_frees_budget() {
-    let q = MemoryQueue::new(2, 1000);
-    q.push(vec![entry(0, 1, 400), entry(1, 1, 400)]).unwrap();
+async fn push_is_all_or_nothing_and_done_frees_budget() {
+    let per = 400 + 4 + CHUNK_OVERHEAD;
+    let q = MemoryQueue::new(1000);
+    q.push(vec![chunk(0, 0, 1, 400), chunk(1, 1, 1, 400)])
+        .unwrap();
     let used = q.used_bytes();
-    assert_eq!(used, 2 * (400 + CHUNK_OVERHEAD));
+    assert_eq!(used, 2 * per);
     let err = q
-        .push(vec![entry(0, 1, 100), entry(1, 1, 100)])
+        .push(vec![chunk(0, 2, 1, 100), chunk(1, 3, 1, 100)])
         .unwrap_err();
-    assert_eq!((err.used, err.needed), (used, 2 * (100 + CHUNK_OVERHEAD)));
+    assert_eq!(
+        (err.used, err.needed),
+        (used, 2 * (100 + 4 + CHUNK_OVERHEAD))
+    );
     assert_eq!(
         q.waiting_chunks(),
         2,
         "a refused push leaves nothing behind"
     );
-    q.release(used);
-    q.push(vec![entry(0, 1, 100)]).unwrap();
+    q.close();
+    let b = q.pop_batch(&limits(100)).await.unwrap();
+    assert_eq!(ids(&b), [0, 1]);
+    assert_eq!(q.used_bytes(), used, "in flight still counts");
+    q.done(b);
+    assert_eq!(q.used_bytes(), 0);
+    q.push(vec![chunk(0, 4, 1, 100)]).unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn oversized_request_enters_an_empty_queue() {
-    let q = MemoryQueue::new(1, 10);
-    q.push(vec![entry(0, 1, 100)]).unwrap();
-    assert!(q.push(vec![entry(0, 1, 1)]).is_err());
+    let q = MemoryQueue::new(10);
+    q.push(vec![chunk(0, 0, 1, 100)]).unwrap();
+    assert!(q.push(vec![chunk(0, 1, 1, 1)]).is_err());
 }
 
 #[tokio::test(start_paused = true)]
 async fn batches_fill_to_the_sample_limit_and_keep_order() {
-    let q = MemoryQueue::new(1, 1 << 20);
-    let entries: Vec<Chunk> = (0..10).map(|i| entry(i, 3, 8)).collect();
-    q.push(entries).unwrap();
-    let b = q.pop_batch(0, &limits(7)).await.unwrap();
-    // 3 + 3 fits, a third entry would make 9 > 7.
-    assert_eq!(b.iter().map(|e| e.shard).collect::<Vec<_>>(), [0, 1]);
-    let b = q.pop_batch(0, &limits(7)).await.unwrap();
-    assert_eq!(b.iter().map(|e| e.shard).collect::<Vec<_>>(), [2, 3]);
+    let q = MemoryQueue::new(1 << 20);
+    q.push((0..10).map(|i| chunk(i, i, 3, 8)).collect())
+        .unwrap();
+    let a = q.pop_batch(&limits(7)).await.unwrap();
+    // 3 + 3 fits, a third chunk would make 9 > 7.
+    assert_eq!(ids(&a), [0, 1]);
+    let b = q.pop_batch(&limits(7)).await.unwrap();
+    assert_eq!(
+        ids(&b),
+        [2, 3],
+        "another worker gets the next batch at once"
+    );
+    q.done(a);
+    q.done(b);
 }
 
 #[tokio::test(start_paused = true)]
 async fn partial_batch_waits_for_the_flush_interval() {
-    let q = Arc::new(MemoryQueue::new(1, 1 << 20));
-    q.push(vec![entry(0, 1, 8)]).unwrap();
+    let q = Arc::new(MemoryQueue::new(1 << 20));
+    q.push(vec![chunk(0, 0, 1, 8)]).unwrap();
     let start = Instant::now();
-    let b = q.pop_batch(0, &limits(100)).await.unwrap();
-    assert_eq!(b.len(), 1);
+    let b = q.pop_batch(&limits(100)).await.unwrap();
+    assert_eq!(b.chunks.len(), 1);
     assert_eq!(start.elapsed(), Duration::from_secs(5));
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_flushes_at_once_then_ends() {
-    let q = Arc::new(MemoryQueue::new(1, 1 << 20));
-    q.push(vec![entry(0, 1, 8)]).unwrap();
+    let q = Arc::new(MemoryQueue::new(1 << 20));
+    q.push(vec![chunk(0, 0, 1, 8)]).unwrap();
     q.close();
     let start = Instant::now();
-    assert_eq!(q.pop_batch(0, &limits(100)).await.unwrap().len(), 1);
+    let b = q.pop_batch(&limits(100)).await.unwrap();
+    assert_eq!(b.chunks.len(), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
-    assert!(q.pop_batch(0, &limits(100)).await.is_none());
+    q.done(b);
+    assert!(q.pop_batch(&limits(100)).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_worker_wakes_on_push() {
-    let q = Arc::new(MemoryQueue::new(1, 1 << 20));
+    let q = Arc::new(MemoryQueue::new(1 << 20));
     let q2 = q.clone();
-    let worker = tokio::spawn(async move { q2.pop_batch(0, &limits(2)).await });
+    let worker = tokio::spawn(async move { q2.pop_batch(&limits(2)).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    q.push(vec![entry(0, 1, 8), entry(0, 1, 8)]).unwrap();
+    q.push(vec![chunk(0, 0, 1, 8), chunk(0, 1, 1, 8)]).unwrap();
     let b = worker.await.unwrap().unwrap();
-    assert_eq!(b.len(), 2);
+    assert_eq!(b.chunks.len(), 2);
 }
 
-#[test]
-fn one_series_always_maps_to_one_shard() {
-    let q = MemoryQueue::new(4, 1 << 20);
-    let mut entries = Vec::new();
-    for ts in 0..50u32 {
-        for key in [7u64, 8, 9, 10, 11] {
-            entries.push(entry(key, ts + 1, 1));
-        }
-    }
-    q.push(entries).unwrap();
-    for (i, shard) in q.shards.iter().enumerate() {
-        let list = shard.chunks.lock().unwrap();
-        for key in [7u64, 8, 9, 10, 11] {
-            let seen: Vec<u32> = list
-                .iter()
-                .filter(|x| x.chunk.shard as u64 == key)
-                .map(|x| x.chunk.counts.samples)
-                .collect();
-            if !seen.is_empty() {
-                assert_eq!(key as usize % 4, i);
-                assert!(seen.windows(2).all(|w| w[0] < w[1]), "order kept for {key}");
-                assert_eq!(seen.len(), 50);
-            }
-        }
-    }
+/// Two workers never hold one series at once: the second waits until the first is done,
+/// then gets the series' next chunk, in order.
+#[tokio::test(start_paused = true)]
+async fn a_series_in_flight_holds_its_later_chunks_back() {
+    let q = Arc::new(MemoryQueue::new(1 << 20));
+    q.push(vec![chunk(7, 0, 1, 8)]).unwrap();
+    q.push(vec![chunk(7, 1, 1, 8), chunk(8, 2, 1, 8)]).unwrap();
+    q.close();
+    let first = q.pop_batch(&limits(1)).await.unwrap();
+    assert_eq!(ids(&first), [0]);
+    let other = q.pop_batch(&limits(1)).await.unwrap();
+    assert_eq!(ids(&other), [2], "series 8 goes; series 7 waits");
+    let q2 = q.clone();
+    let waiting = tokio::spawn(async move { q2.pop_batch(&limits(1)).await });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !waiting.is_finished(),
+        "series 7 stays held while in flight"
+    );
+    q.done(first);
+    let next = waiting.await.unwrap().unwrap();
+    assert_eq!(ids(&next), [1]);
+    q.done(other);
+    q.done(next);
+    assert!(q.pop_batch(&limits(1)).await.is_none());
+    assert_eq!(q.used_bytes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_hands_over_what_no_worker_took() {
+    let q = MemoryQueue::new(1 << 20);
+    q.push(vec![chunk(1, 0, 1, 8), chunk(2, 1, 1, 8)]).unwrap();
+    q.close();
+    let b = q.pop_batch(&limits(1)).await.unwrap();
+    let rest = q.drain();
+    assert_eq!(rest.iter().map(id).collect::<Vec<_>>(), [1]);
+    q.done(b);
+    assert_eq!(q.used_bytes(), 0);
 }

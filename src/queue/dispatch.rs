@@ -1,0 +1,391 @@
+//! Which queued chunks may leave now, and together: the order keeper shared by both queues.
+//!
+//! Chunks wait in a window in push order. Upstream workers (up to `shards` at a time) each take
+//! a batch: the chunks in order, skipping any chunk that holds a series ([`Chunk::keys`]) also
+//! held by a batch in flight or by an earlier chunk that was skipped. So two batches in flight
+//! never share a series, and a series' samples leave, and arrive, in the order they came in,
+//! whatever the upstream's latency or retries; batches without common series go out
+//! concurrently. A Prometheus shard's consecutive requests hold mostly different series, so
+//! even a single sender gets the concurrency, and the only waits are real conflicts.
+//!
+//! A batch is handed out when it is full (samples or bytes), when its oldest chunk has waited
+//! the flush interval, or at shutdown. Batches may finish in any order; the window releases
+//! finished chunks from its front only, so a backend learns the oldest unfinished position
+//! (what the disk queue persists and replays from).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::BatchLimits;
+use crate::codec::{Chunk, SeriesKey};
+
+/// How many chunks that cannot go yet a scan looks past before it stops; bounds the work of
+/// one scan when much is blocked behind a long retry.
+const MAX_SKIPPED: usize = 32;
+
+enum State {
+    /// Queued, not handed out.
+    Waiting(Chunk),
+    /// In a batch that is being sent.
+    InFlight,
+    /// Delivered or definitively dropped.
+    Done,
+    /// Taken out by [`Dispatcher::drain_waiting`], which handed its tag over already.
+    Drained,
+}
+
+struct Slot<T> {
+    state: State,
+    /// Push time, ms on the queue's clock.
+    at_ms: u64,
+    /// The backend's data about the chunk, handed back when it leaves the window.
+    tag: T,
+    /// The in-flight generation at which the chunk was found to share no series with a batch
+    /// in flight (`u64::MAX`: not checked since it last could have).
+    clear_at: u64,
+}
+
+/// A batch handed out; give it back with [`Dispatcher::done`].
+pub(crate) struct Taken {
+    /// The chunks, in push order.
+    pub(crate) chunks: Vec<Chunk>,
+    /// Push time of the first chunk, ms.
+    pub(crate) first_ms: u64,
+    seqs: Vec<u64>,
+    keys: Vec<Arc<[SeriesKey]>>,
+}
+
+/// What a scan of the window found.
+pub(crate) enum Cut {
+    /// A batch to send.
+    Take(Taken),
+    /// A batch is forming; it is due at this time (ms) unless more arrives first.
+    Wait(u64),
+    /// Chunks wait, but each shares a series with a batch in flight: wait for one to finish.
+    Blocked,
+    /// Nothing waits.
+    Empty,
+}
+
+/// The window and the series in flight. Not synchronised: the queues keep it under a lock.
+pub(crate) struct Dispatcher<T> {
+    window: VecDeque<Slot<T>>,
+    /// Sequence number of `window[0]`.
+    front: u64,
+    /// Series keys of the batches in flight, with the number of their chunks holding each.
+    in_flight: FxHashMap<SeriesKey, u32>,
+    /// Bumped whenever keys enter `in_flight`.
+    generation: u64,
+    waiting: usize,
+}
+
+impl<T> Default for Dispatcher<T> {
+    fn default() -> Self {
+        Self {
+            window: VecDeque::new(),
+            front: 0,
+            in_flight: FxHashMap::default(),
+            generation: 0,
+            waiting: 0,
+        }
+    }
+}
+
+impl<T> Dispatcher<T> {
+    /// Queues a chunk pushed at `at_ms`.
+    pub(crate) fn push(&mut self, chunk: Chunk, at_ms: u64, tag: T) {
+        self.window.push_back(Slot {
+            state: State::Waiting(chunk),
+            at_ms,
+            tag,
+            clear_at: u64::MAX,
+        });
+        self.waiting += 1;
+    }
+
+    /// Chunks not handed out yet.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Chunks in the window (waiting, in flight, or finished behind an unfinished one).
+    pub(crate) fn len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Push time of the oldest chunk not finished, ms.
+    pub(crate) fn oldest_ms(&self) -> Option<u64> {
+        self.window
+            .iter()
+            .find(|s| !matches!(s.state, State::Done | State::Drained))
+            .map(|s| s.at_ms)
+    }
+
+    fn clear(&self, slot: &Slot<T>, chunk: &Chunk, skipped: Option<&FxHashSet<SeriesKey>>) -> bool {
+        let in_flight_ok = slot.clear_at == self.generation
+            || self.in_flight.is_empty()
+            || !chunk.keys.iter().any(|k| self.in_flight.contains_key(k));
+        in_flight_ok && skipped.is_none_or(|s| !chunk.keys.iter().any(|k| s.contains(k)))
+    }
+
+    /// Looks for a batch within `limits`; hands it out when it is full, when its first chunk
+    /// was pushed `flush_interval` before `now_ms`, or when `flush` is set (shutdown).
+    pub(crate) fn cut(&mut self, limits: &BatchLimits, now_ms: u64, flush: bool) -> Cut {
+        let mut take: Vec<usize> = Vec::new();
+        let (mut samples, mut bytes) = (0usize, 0usize);
+        let mut skipped: Option<FxHashSet<SeriesKey>> = None;
+        let mut n_skipped = 0;
+        let mut full = false;
+        for i in 0..self.window.len() {
+            let slot = &self.window[i];
+            let State::Waiting(chunk) = &slot.state else {
+                continue;
+            };
+            if !self.clear(slot, chunk, skipped.as_ref()) {
+                // Later chunks must not overtake this one on a series they share.
+                skipped
+                    .get_or_insert_with(FxHashSet::default)
+                    .extend(chunk.keys.iter().copied());
+                n_skipped += 1;
+                if n_skipped >= MAX_SKIPPED {
+                    break;
+                }
+                continue;
+            }
+            let (s, b) = (chunk.counts.points(), chunk.raw_len as usize);
+            if !take.is_empty()
+                && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
+            {
+                full = true;
+                break;
+            }
+            take.push(i);
+            samples += s;
+            bytes += b;
+            if samples >= limits.max_samples || bytes >= limits.max_bytes {
+                full = true;
+                break;
+            }
+        }
+        // Remember what was found clear of the batches in flight, so the next scan (at the
+        // next push, with nothing new in flight) need not look up its keys again.
+        let generation = self.generation;
+        for &i in &take {
+            self.window[i].clear_at = generation;
+        }
+        let Some(&first) = take.first() else {
+            return if self.waiting > 0 {
+                Cut::Blocked
+            } else {
+                Cut::Empty
+            };
+        };
+        let first_ms = self.window[first].at_ms;
+        let due = first_ms.saturating_add(limits.flush_interval.as_millis() as u64);
+        if !(full || flush || now_ms >= due) {
+            return Cut::Wait(due);
+        }
+        self.generation += 1;
+        let mut taken = Taken {
+            chunks: Vec::with_capacity(take.len()),
+            first_ms,
+            seqs: Vec::with_capacity(take.len()),
+            keys: Vec::with_capacity(take.len()),
+        };
+        for i in take {
+            let slot = &mut self.window[i];
+            let State::Waiting(chunk) = std::mem::replace(&mut slot.state, State::InFlight) else {
+                continue;
+            };
+            for k in chunk.keys.iter() {
+                *self.in_flight.entry(*k).or_default() += 1;
+            }
+            taken.seqs.push(self.front + i as u64);
+            taken.keys.push(chunk.keys.clone());
+            taken.chunks.push(chunk);
+        }
+        self.waiting -= taken.chunks.len();
+        Cut::Take(taken)
+    }
+
+    /// A batch handed out by [`Dispatcher::cut`] is finished (delivered, or dropped for good).
+    /// Returns the tags of the chunks that leave the window: the finished ones at its front,
+    /// in push order.
+    pub(crate) fn done(&mut self, taken: Taken) -> Vec<T> {
+        for keys in &taken.keys {
+            for k in keys.iter() {
+                if let Some(n) = self.in_flight.get_mut(k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.in_flight.remove(k);
+                    }
+                }
+            }
+        }
+        for seq in taken.seqs {
+            if let Some(slot) = seq
+                .checked_sub(self.front)
+                .and_then(|i| self.window.get_mut(i as usize))
+            {
+                slot.state = State::Done;
+            }
+        }
+        let mut out = Vec::new();
+        while self
+            .window
+            .front()
+            .is_some_and(|s| matches!(s.state, State::Done | State::Drained))
+        {
+            if let Some(slot) = self.window.pop_front() {
+                if matches!(slot.state, State::Done) {
+                    out.push(slot.tag);
+                }
+            }
+            self.front += 1;
+        }
+        out
+    }
+
+    /// Takes every waiting chunk out (shutdown of the memory queue, to count what is lost),
+    /// with its tag.
+    pub(crate) fn drain_waiting(&mut self) -> Vec<(Chunk, T)>
+    where
+        T: Clone,
+    {
+        let mut out = Vec::new();
+        for slot in &mut self.window {
+            if matches!(slot.state, State::Waiting(_)) {
+                if let State::Waiting(c) = std::mem::replace(&mut slot.state, State::Drained) {
+                    out.push((c, slot.tag.clone()));
+                }
+            }
+        }
+        self.waiting = 0;
+        while self
+            .window
+            .front()
+            .is_some_and(|s| matches!(s.state, State::Done | State::Drained))
+        {
+            self.window.pop_front();
+            self.front += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codec::ChunkCounts;
+
+    fn chunk(id: u8, keys: &[SeriesKey], samples: u32) -> Chunk {
+        Chunk {
+            counts: ChunkCounts {
+                series: keys.len() as u32,
+                samples,
+                ..ChunkCounts::default()
+            },
+            raw_len: 100,
+            min_ts: 0,
+            data: bytes::Bytes::from(vec![id]),
+            keys: Arc::from(keys),
+        }
+    }
+
+    fn limits(max_samples: usize) -> BatchLimits {
+        BatchLimits {
+            max_samples,
+            max_bytes: 1 << 20,
+            flush_interval: Duration::from_millis(1000),
+        }
+    }
+
+    fn ids(t: &Taken) -> Vec<u8> {
+        t.chunks.iter().map(|c| c.data[0]).collect()
+    }
+
+    fn take(d: &mut Dispatcher<u8>, l: &BatchLimits) -> Taken {
+        match d.cut(l, 0, true) {
+            Cut::Take(t) => t,
+            _ => panic!("no batch"),
+        }
+    }
+
+    #[test]
+    fn batches_in_flight_never_share_a_series_and_order_is_kept() {
+        let mut d = Dispatcher::default();
+        // 1 and 3 share series 7; 2 is independent; 4 shares with 3 (skipped, so it waits).
+        d.push(chunk(1, &[7, 8], 2), 0, 1);
+        d.push(chunk(2, &[9], 2), 0, 2);
+        d.push(chunk(3, &[7], 2), 0, 3);
+        d.push(chunk(4, &[10, 7], 2), 0, 4);
+        d.push(chunk(5, &[11], 2), 0, 5);
+        let l = limits(2);
+        let a = take(&mut d, &l);
+        assert_eq!(ids(&a), [1]);
+        let b = take(&mut d, &l);
+        assert_eq!(ids(&b), [2], "independent series go out concurrently");
+        let c = take(&mut d, &l);
+        assert_eq!(ids(&c), [5], "3 waits for 1, and 4 for 3");
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked));
+        assert_eq!(
+            d.done(b),
+            Vec::<u8>::new(),
+            "1 is still unfinished at the front"
+        );
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked));
+        assert_eq!(d.done(a), [1, 2]);
+        let e = take(&mut d, &l);
+        assert_eq!(ids(&e), [3]);
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked), "4 follows 3");
+        assert_eq!(d.done(e), [3]);
+        let f = take(&mut d, &l);
+        assert_eq!(ids(&f), [4]);
+        assert_eq!(d.done(c), Vec::<u8>::new());
+        assert_eq!(d.done(f), [4, 5]);
+        assert!(matches!(d.cut(&l, 0, true), Cut::Empty));
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_takes_chunks_of_one_series_in_order_and_waits_to_fill() {
+        let mut d = Dispatcher::default();
+        d.push(chunk(1, &[7], 1), 100, 1);
+        d.push(chunk(2, &[7], 1), 200, 2);
+        let l = limits(3);
+        assert!(matches!(d.cut(&l, 500, false), Cut::Wait(1100)));
+        match d.cut(&l, 1100, false) {
+            Cut::Take(t) => {
+                assert_eq!(
+                    ids(&t),
+                    [1, 2],
+                    "one batch may hold a series twice, in order"
+                );
+                assert_eq!(t.first_ms, 100);
+            }
+            _ => panic!("due"),
+        }
+        d.push(chunk(3, &[8], 2), 1200, 3);
+        d.push(chunk(4, &[9], 2), 1200, 4);
+        match d.cut(&l, 1200, false) {
+            Cut::Take(t) => assert_eq!(ids(&t), [3], "full: the next would pass the limit"),
+            _ => panic!("full"),
+        }
+    }
+
+    #[test]
+    fn drain_takes_only_what_waits() {
+        let mut d = Dispatcher::default();
+        d.push(chunk(1, &[7], 1), 0, 1);
+        d.push(chunk(2, &[7], 1), 0, 2);
+        let a = take(&mut d, &limits(1));
+        let rest: Vec<u8> = d.drain_waiting().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(rest, [2]);
+        assert_eq!(d.done(a), [1], "a drained chunk's tag is handed over once");
+        assert_eq!(d.len(), 0);
+    }
+}
