@@ -56,6 +56,7 @@ pub(super) fn walk(
         ..Walked::default()
     };
     let mut scratch = Vec::new();
+    let mut names = NameCache::default();
     for field in Fields::new(raw) {
         let field = field?;
         match (field.number, field.wire) {
@@ -71,8 +72,13 @@ pub(super) fn walk(
                 // The one-pass scan handles every valid series the way senders encode them;
                 // anything it does not accept goes through the full path, which says exactly
                 // what is wrong (or accepts an unusual but valid encoding).
-                let checked = match fast_scan(series, opts, cluster_field.as_deref(), &mut scratch)
-                {
+                let checked = match fast_scan(
+                    series,
+                    opts,
+                    cluster_field.as_deref(),
+                    &mut scratch,
+                    &mut names,
+                ) {
                     Some(scan) => {
                         let (pieces_buf, n): ([&[u8]; 3], usize) =
                             match (scan.cluster_at, &cluster_field) {
@@ -318,6 +324,7 @@ fn fast_scan(
     opts: &Options,
     cluster_field: Option<&[u8]>,
     scratch: &mut Vec<u8>,
+    names: &mut NameCache,
 ) -> Option<Scan> {
     let lim = &opts.limits;
     // The previous label's name and its prefix; a valid name's prefix is never zero.
@@ -331,51 +338,50 @@ fn fast_scan(
     };
     let mut min_ts = i64::MAX;
     let mut i = 0;
-    while i < series.len() {
+    // Labels come first, as every encoder writes them: a loop of their own.
+    while i < series.len() && series[i] == 0x0a {
         let at = i;
+        i += 1;
+        let data = len_at(series, &mut i)?;
+        let (start, n, v) = fast_label(data)?;
+        let key = name_prefix(data, start, n.len());
+        let sorted = key > prev || (key == prev && prev != 0 && n > prev_name);
+        let name_ok = if n.len() <= 8 {
+            names.short_label_name(count, key, n.len())
+        } else {
+            validate::is_label_name(n)
+        };
+        if !sorted
+            || !name_ok
+            || n.len() > lim.max_name_len
+            || v.len() > lim.max_value_len
+            || !(v.is_ascii() || std::str::from_utf8(v).is_ok())
+        {
+            return None;
+        }
+        if key == METRIC_NAME_LABEL && n.len() == 8 {
+            if !validate::is_metric_name(v) {
+                return None;
+            }
+            has_name = true;
+        }
+        if cluster_field.is_some() && !own_cluster && cluster_at.is_none() {
+            if n == b"cluster" {
+                own_cluster = true;
+            } else if n > &b"cluster"[..] {
+                cluster_at = Some(at);
+            }
+        }
+        prev = key;
+        prev_name = n;
+        count += 1;
+        labels_end = i;
+    }
+    while i < series.len() {
         let tag = series[i];
         i += 1;
         let data = len_at(series, &mut i)?;
         match tag {
-            0x0a => {
-                // Labels come first, as every encoder writes them.
-                if counts.samples + counts.histograms + counts.exemplars > 0 {
-                    return None;
-                }
-                let (start, n, v) = fast_label(data)?;
-                let key = name_prefix(data, start, n.len());
-                let sorted = key > prev || (key == prev && prev != 0 && n > prev_name);
-                let name_ok = if n.len() <= 8 {
-                    validate::is_short_label_name(key, n.len())
-                } else {
-                    validate::is_label_name(n)
-                };
-                if !sorted
-                    || !name_ok
-                    || n.len() > lim.max_name_len
-                    || v.len() > lim.max_value_len
-                    || !(v.is_ascii() || std::str::from_utf8(v).is_ok())
-                {
-                    return None;
-                }
-                if key == METRIC_NAME_LABEL && n.len() == 8 {
-                    if !validate::is_metric_name(v) {
-                        return None;
-                    }
-                    has_name = true;
-                }
-                if cluster_field.is_some() && !own_cluster && cluster_at.is_none() {
-                    if n == b"cluster" {
-                        own_cluster = true;
-                    } else if n > &b"cluster"[..] {
-                        cluster_at = Some(at);
-                    }
-                }
-                prev = key;
-                prev_name = n;
-                count += 1;
-                labels_end = i;
-            }
             0x12 => {
                 min_ts = min_ts.min(fast_sample_ts(data)?);
                 counts.samples += 1;
@@ -393,6 +399,7 @@ fn fast_scan(
                 min_ts = min_ts.min(timestamp_of(data, 15).unwrap_or(0));
                 counts.histograms += 1;
             }
+            // A label after a sample, or an unknown field: the full path judges.
             _ => return None,
         }
     }
@@ -416,6 +423,33 @@ fn fast_scan(
         min_ts,
         cluster_at,
     })
+}
+
+/// The short label names found valid at each position of the previous series: series of one
+/// request mostly share their label names, so most checks become one comparison.
+#[derive(Default)]
+pub(super) struct NameCache {
+    /// (name prefix, length) per label position.
+    names: [(u64, usize); 16],
+}
+
+impl NameCache {
+    /// Whether the name of `len` (1 to 8) bytes whose prefix is `key`, at label position
+    /// `at`, is a valid label name.
+    #[inline(always)]
+    fn short_label_name(&mut self, at: usize, key: u64, len: usize) -> bool {
+        match self.names.get_mut(at) {
+            Some(seen) if *seen == (key, len) => true,
+            Some(seen) => {
+                let ok = validate::is_short_label_name(key, len);
+                if ok {
+                    *seen = (key, len);
+                }
+                ok
+            }
+            None => validate::is_short_label_name(key, len),
+        }
+    }
 }
 
 /// What the full path decided about a series.
@@ -765,8 +799,14 @@ mod fast_path_tests {
                     if f.number != FIELD_TIMESERIES {
                         continue;
                     }
-                    let fast = fast_scan(f.data, &opts, cluster_field.as_deref(), &mut scratch)
-                        .expect("fixture series take the fast path");
+                    let fast = fast_scan(
+                        f.data,
+                        &opts,
+                        cluster_field.as_deref(),
+                        &mut scratch,
+                        &mut NameCache::default(),
+                    )
+                    .expect("fixture series take the fast path");
                     let Checked::Keep {
                         key,
                         counts,
@@ -829,7 +869,8 @@ mod fast_path_tests {
         .concat();
         let opts = Options::default();
         let mut scratch = Vec::new();
-        let want = fast_scan(&canonical, &opts, None, &mut scratch)
+        let mut names = NameCache::default();
+        let want = fast_scan(&canonical, &opts, None, &mut scratch, &mut names)
             .unwrap()
             .key;
         let empty_value = [
@@ -855,7 +896,7 @@ mod fast_path_tests {
             ("label after sample", late_label),
         ] {
             assert!(
-                fast_scan(&series, &opts, None, &mut scratch).is_none(),
+                fast_scan(&series, &opts, None, &mut scratch, &mut names).is_none(),
                 "{what}"
             );
             let Checked::Keep { key, .. } = check_series(&series, &opts).unwrap() else {

@@ -25,6 +25,11 @@ use crate::codec::{Chunk, SeriesKey};
 /// one scan when much is blocked behind a long retry.
 const MAX_SKIPPED: usize = 32;
 
+/// Size of the key table beyond which it is rebuilt from the batches in flight (it keeps the
+/// keys of finished batches until then, which makes finishing a batch cost nothing per key):
+/// about 4 MiB of table, enough for a few hundred thousand series without rebuilding.
+const KEY_TABLE_REBUILD: usize = 1 << 18;
+
 enum State {
     /// Queued, not handed out.
     Waiting(Chunk),
@@ -53,8 +58,8 @@ pub(crate) struct Taken {
     pub(crate) chunks: Vec<Chunk>,
     /// Push time of the first chunk, ms.
     pub(crate) first_ms: u64,
+    id: u64,
     seqs: Vec<u64>,
-    keys: Vec<Arc<[SeriesKey]>>,
 }
 
 /// What a scan of the window found.
@@ -74,9 +79,13 @@ pub(crate) struct Dispatcher<T> {
     window: VecDeque<Slot<T>>,
     /// Sequence number of `window[0]`.
     front: u64,
-    /// Series keys of the batches in flight, with the number of their chunks holding each.
-    in_flight: FxHashMap<SeriesKey, u32>,
-    /// Bumped whenever keys enter `in_flight`.
+    /// Series keys handed out, each with the batch that last held it: a key is in flight when
+    /// that batch is. (No two batches in flight share a key, so one batch per key is exact.)
+    keys: FxHashMap<SeriesKey, u64>,
+    /// The batches in flight, with their chunks' keys (to rebuild `keys`).
+    in_flight: Vec<(u64, Vec<Arc<[SeriesKey]>>)>,
+    next_batch: u64,
+    /// Bumped whenever keys are handed out.
     generation: u64,
     waiting: usize,
 }
@@ -86,7 +95,9 @@ impl<T> Default for Dispatcher<T> {
         Self {
             window: VecDeque::new(),
             front: 0,
-            in_flight: FxHashMap::default(),
+            keys: FxHashMap::default(),
+            in_flight: Vec::new(),
+            next_batch: 0,
             generation: 0,
             waiting: 0,
         }
@@ -123,10 +134,16 @@ impl<T> Dispatcher<T> {
             .map(|s| s.at_ms)
     }
 
+    fn key_in_flight(&self, k: &SeriesKey) -> bool {
+        self.keys
+            .get(k)
+            .is_some_and(|b| self.in_flight.iter().any(|(id, _)| id == b))
+    }
+
     fn clear(&self, slot: &Slot<T>, chunk: &Chunk, skipped: Option<&FxHashSet<SeriesKey>>) -> bool {
         let in_flight_ok = slot.clear_at == self.generation
             || self.in_flight.is_empty()
-            || !chunk.keys.iter().any(|k| self.in_flight.contains_key(k));
+            || !chunk.keys.iter().any(|k| self.key_in_flight(k));
         in_flight_ok && skipped.is_none_or(|s| !chunk.keys.iter().any(|k| s.contains(k)))
     }
 
@@ -188,38 +205,58 @@ impl<T> Dispatcher<T> {
             return Cut::Wait(due);
         }
         self.generation += 1;
+        let id = self.next_batch;
+        self.next_batch += 1;
         let mut taken = Taken {
             chunks: Vec::with_capacity(take.len()),
             first_ms,
+            id,
             seqs: Vec::with_capacity(take.len()),
-            keys: Vec::with_capacity(take.len()),
         };
+        let mut keys = Vec::with_capacity(take.len());
         for i in take {
             let slot = &mut self.window[i];
             let State::Waiting(chunk) = std::mem::replace(&mut slot.state, State::InFlight) else {
                 continue;
             };
             for k in chunk.keys.iter() {
-                *self.in_flight.entry(*k).or_default() += 1;
+                self.keys.insert(*k, id);
             }
             taken.seqs.push(self.front + i as u64);
-            taken.keys.push(chunk.keys.clone());
+            keys.push(chunk.keys.clone());
             taken.chunks.push(chunk);
         }
+        self.in_flight.push((id, keys));
         self.waiting -= taken.chunks.len();
         Cut::Take(taken)
     }
 
     /// A batch handed out by [`Dispatcher::cut`] is finished (delivered, or dropped for good).
     /// Returns the tags of the chunks that leave the window: the finished ones at its front,
-    /// in push order.
+    /// in push order. (Finished chunks behind an unfinished one stay until it finishes: the
+    /// disk queue's read position cannot pass it.)
     pub(crate) fn done(&mut self, taken: Taken) -> Vec<T> {
-        for keys in &taken.keys {
-            for k in keys.iter() {
-                if let Some(n) = self.in_flight.get_mut(k) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.in_flight.remove(k);
+        self.done_with(taken, |_| {})
+    }
+
+    /// Like [`Dispatcher::done`], also calling `finished` with the tag of each chunk of the
+    /// batch as it finishes.
+    pub(crate) fn done_with(&mut self, taken: Taken, mut finished: impl FnMut(&T)) -> Vec<T> {
+        // Its keys stay in the table, pointing at a batch no longer in flight.
+        self.in_flight.retain(|(id, _)| *id != taken.id);
+        if self.keys.len() > KEY_TABLE_REBUILD {
+            let live: usize = self
+                .in_flight
+                .iter()
+                .flat_map(|(_, k)| k)
+                .map(|k| k.len())
+                .sum();
+            if self.keys.len() > 4 * live {
+                // Emptied in place: the capacity stays for the keys to come.
+                self.keys.clear();
+                for (id, keys) in &self.in_flight {
+                    for k in keys.iter().flat_map(|k| k.iter()) {
+                        self.keys.insert(*k, *id);
                     }
                 }
             }
@@ -230,6 +267,7 @@ impl<T> Dispatcher<T> {
                 .and_then(|i| self.window.get_mut(i as usize))
             {
                 slot.state = State::Done;
+                finished(&slot.tag);
             }
         }
         let mut out = Vec::new();

@@ -178,9 +178,10 @@ impl MemoryQueue {
     }
 
     /// The upstream accepted, or definitively refused, `batch`: its series may go again and
-    /// its bytes leave the budget (once no earlier chunk is still in flight).
+    /// its bytes leave the budget.
     pub fn done(&self, batch: Batch) {
-        let freed: usize = self.lock().done(batch.taken).into_iter().sum();
+        let mut freed = 0;
+        self.lock().done_with(batch.taken, |bytes| freed += bytes);
         self.release(freed);
         self.notify.notify_one();
     }

@@ -154,3 +154,21 @@ async fn drain_hands_over_what_no_worker_took() {
     q.done(b);
     assert_eq!(q.used_bytes(), 0);
 }
+
+/// A batch that finishes frees its budget at once, even while an older one is still in flight
+/// (a long retry must not hold memory that is already delivered).
+#[tokio::test(start_paused = true)]
+async fn a_finished_batch_frees_its_budget_while_an_older_one_retries() {
+    let per = 100 + 4 + CHUNK_OVERHEAD;
+    let q = MemoryQueue::new(1 << 20);
+    q.push(vec![chunk(1, 0, 1, 100), chunk(2, 1, 1, 100)])
+        .unwrap();
+    q.close();
+    let old = q.pop_batch(&limits(1)).await.unwrap();
+    let new = q.pop_batch(&limits(1)).await.unwrap();
+    assert_eq!((ids(&old), ids(&new)), (vec![0], vec![1]));
+    q.done(new);
+    assert_eq!(q.used_bytes(), per);
+    q.done(old);
+    assert_eq!(q.used_bytes(), 0);
+}
