@@ -126,6 +126,63 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// A minimally encoded varint at `*i`, advancing it; `None` when truncated, longer than 10
+/// bytes or padded (a last byte of zero), which the full path then judges.
+#[inline(always)]
+pub(crate) fn varint_at(b: &[u8], i: &mut usize) -> Option<u64> {
+    let first = *b.get(*i)?;
+    *i += 1;
+    if first < 0x80 {
+        return Some(u64::from(first));
+    }
+    let mut v = u64::from(first & 0x7f);
+    let mut shift = 7;
+    loop {
+        let c = *b.get(*i)?;
+        *i += 1;
+        v |= u64::from(c & 0x7f) << shift;
+        if c < 0x80 {
+            return (c != 0).then_some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// The length-delimited payload at `*i` (after its key), advancing past it.
+#[inline(always)]
+pub(crate) fn len_at<'a>(b: &'a [u8], i: &mut usize) -> Option<&'a [u8]> {
+    let n = usize::try_from(varint_at(b, i)?).ok()?;
+    let end = i.checked_add(n)?;
+    let s = b.get(*i..end)?;
+    *i = end;
+    Some(s)
+}
+
+/// A label in its canonical encoding (`name = 1`, then `value = 2` omitted when empty), as
+/// every sender writes it; anything else goes to the full path. Returns the name's offset in
+/// `l`, the name and the value.
+#[inline(always)]
+pub(crate) fn fast_label(l: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+    if l.first() != Some(&0x0a) {
+        return None;
+    }
+    let mut i = 1;
+    let name = len_at(l, &mut i)?;
+    let start = i - name.len();
+    if i == l.len() {
+        return Some((start, name, &[]));
+    }
+    if l[i] != 0x12 {
+        return None;
+    }
+    i += 1;
+    let value = len_at(l, &mut i)?;
+    (i == l.len() && !value.is_empty()).then_some((start, name, value))
+}
+
 /// Appends a varint to `out`.
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

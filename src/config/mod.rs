@@ -142,7 +142,8 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_MAX_BYTES_PER_REQUEST")]
     pub max_bytes_per_request: Option<usize>,
 
-    /// Longest time a sample waits for its batch to fill, e.g. 2s [default: 2s]
+    /// Longest time a sample waits for its batch to fill, e.g. 2s; a partial batch also goes
+    /// when nothing new came for a tenth of it [default: 2s]
     #[arg(long, env = "PROMLINK_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub flush_interval: Option<Duration>,

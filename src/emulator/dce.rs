@@ -658,7 +658,9 @@ async fn ingest(shared: &Shared, request: Request) -> Result<(), Response> {
         None
     };
     // Content: a series and timestamp repeated within one request is Azure's documented 422.
-    let mut seen_pairs: rustc_hash::FxHashSet<(u64, i64)> = Default::default();
+    let points = parsed.samples.len() + parsed.histograms.len();
+    let mut seen_pairs: rustc_hash::FxHashSet<(u64, i64)> =
+        rustc_hash::FxHashSet::with_capacity_and_hasher(points, Default::default());
     let mut seen_series: rustc_hash::FxHashSet<u64> = Default::default();
     let duplicate = if shared.reject_repeated_series {
         parsed.series.iter().any(|h| !seen_series.insert(*h))
@@ -694,15 +696,20 @@ async fn ingest(shared: &Shared, request: Request) -> Result<(), Response> {
         .chain(parsed.histograms.iter().copied());
     for (i, t) in points {
         let h = parsed.series[i as usize];
-        match data.last_ts.get(&h).copied() {
-            None => {
+        match data.last_ts.entry(h) {
+            std::collections::hash_map::Entry::Vacant(v) => {
                 distinct_new += 1;
-                data.last_ts.insert(h, t);
+                v.insert(t);
             }
-            Some(last) if t < last => ooo += 1,
-            Some(last) if t == last => repeated += 1,
-            Some(_) => {
-                data.last_ts.insert(h, t);
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let last = *o.get();
+                if t < last {
+                    ooo += 1;
+                } else if t == last {
+                    repeated += 1;
+                } else {
+                    o.insert(t);
+                }
             }
         }
     }
@@ -786,6 +793,15 @@ fn parse_write_request(raw: &[u8]) -> Result<Parsed, Refusal> {
             }
             match t.number {
                 1 => {
+                    let utf8 = |s: &[u8]| s.is_ascii() || std::str::from_utf8(s).is_ok();
+                    // The canonical encoding every sender uses, else field by field.
+                    if let Some((_, name, value)) = crate::codec::wire::fast_label(t.data) {
+                        if !(utf8(name) && utf8(value)) {
+                            return Err(wire("invalid string value: data is not UTF-8 encoded"));
+                        }
+                        labels.push((name, value));
+                        continue;
+                    }
                     let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
                     for l in Fields::new(t.data) {
                         let l = l?;
@@ -797,7 +813,7 @@ fn parse_write_request(raw: &[u8]) -> Result<Parsed, Refusal> {
                         if l.wire != WireType::Len {
                             return Err(wire("Label field has the wrong wire type"));
                         }
-                        if std::str::from_utf8(l.data).is_err() {
+                        if !utf8(l.data) {
                             return Err(wire("invalid string value: data is not UTF-8 encoded"));
                         }
                         *slot = l.data;

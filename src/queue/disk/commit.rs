@@ -92,6 +92,7 @@ struct Written {
 pub(super) struct Committer {
     inner: Arc<Inner>,
     writer: Writer,
+    pos_file: segment::PosFile,
     policy: FsyncPolicy,
     segment_bytes: u64,
     /// Last fsync of data (under `Interval`) or of the position (under `Always`).
@@ -102,12 +103,14 @@ impl Committer {
     pub(super) fn new(
         inner: Arc<Inner>,
         writer: Writer,
+        pos_file: segment::PosFile,
         policy: FsyncPolicy,
         segment_bytes: u64,
     ) -> Self {
         Self {
             inner,
             writer,
+            pos_file,
             policy,
             segment_bytes,
             last_sync: Instant::now(),
@@ -328,7 +331,7 @@ impl Committer {
             ack != persisted
         };
         if needed {
-            match segment::write_pos(&self.inner.dir, ack, durable) {
+            match self.pos_file.write(ack, durable) {
                 Ok(n) => {
                     self.fsynced(n);
                     let mut log = lock(&self.inner.log);

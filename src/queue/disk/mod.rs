@@ -23,7 +23,6 @@
 //! <dir>/lock                       held (flock) while a process has the queue open
 //! <dir>/log/<seq:020>.log          segments, seq increasing; the highest is written
 //! <dir>/log/read.pos               the read position (below)
-//! <dir>/log/read.pos.tmp           only while read.pos is replaced; removed on open
 //! ```
 //!
 //! A segment is a sequence of records and nothing else; a new segment is started when the
@@ -49,9 +48,10 @@
 //! ```
 //!
 //! One record holds the chunks of one request in order (usually one chunk; more when the
-//! request exceeds the batch limits). `read.pos` is replaced atomically (write
-//! `read.pos.tmp`, rename). Batches finish in any order, so chunks after the read position may
-//! already be delivered: after a crash they are sent again (duplicates, never loss).
+//! request exceeds the batch limits). `read.pos` is overwritten in place: its 28 bytes sit in
+//! one disk sector, and a torn write fails its CRC, which replays from the oldest segment.
+//! Batches finish in any order, so chunks after the read position may already be delivered:
+//! after a crash they are sent again (duplicates, never loss).
 //!
 //! Version 1 (promlink before 0.1: one log per shard in `<dir>/shard-<n>/`, records of magic
 //! "PLQ1" holding one entry per message) is migrated on open ([`legacy`]): the unconsumed
@@ -475,7 +475,14 @@ impl DiskQueue {
             notify: Notify::new(),
             reader: Mutex::new(reader::Reader::default()),
         });
-        let committer = Committer::new(inner.clone(), writer, cfg.fsync, cfg.segment_bytes);
+        let pos_file = segment::PosFile::open(&log_dir).map_err(io_err(&log_dir))?;
+        let committer = Committer::new(
+            inner.clone(),
+            writer,
+            pos_file,
+            cfg.fsync,
+            cfg.segment_bytes,
+        );
         let handle = std::thread::Builder::new()
             .name("promlink-queue-commit".into())
             .spawn(move || committer.run())

@@ -82,13 +82,33 @@ async fn batches_fill_to_the_sample_limit_and_keep_order() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn partial_batch_waits_for_the_flush_interval() {
+async fn a_partial_batch_goes_when_the_flow_stops_or_the_interval_ends() {
     let q = Arc::new(MemoryQueue::new(1 << 20));
     q.push(vec![chunk(0, 0, 1, 8)]).unwrap();
     let start = Instant::now();
     let b = q.pop_batch(&limits(100)).await.unwrap();
     assert_eq!(b.chunks.len(), 1);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(500),
+        "nothing else came for a tenth of the flush interval"
+    );
+    q.done(b);
+    // A steady trickle keeps the batch open until the flush interval.
+    let feeder = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            for i in 1..=30 {
+                q.push(vec![chunk(i, i, 1, 8)]).unwrap();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let b = q.pop_batch(&limits(100)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(b.chunks.len(), 20);
+    feeder.abort();
 }
 
 #[tokio::test(start_paused = true)]
