@@ -102,4 +102,12 @@ bash scripts/validate-deploy.sh
 ensure_cargo
 log "$(cargo --version), $(rustc --version)"
 log "cargo test --all-targets --no-fail-fast $*"
-cargo test --all-targets --no-fail-fast "$@"
+rc=0
+cargo test --all-targets --no-fail-fast "$@" || rc=$?
+# The decoders and the config loader under libFuzzer, a bounded time each (issue 7). Only in
+# the full run: arguments mean a developer is running a subset.
+if [[ $# -eq 0 ]]; then
+  log "fuzzing: FUZZ_SECONDS=${FUZZ_SECONDS:-60} per target (scripts/fuzz.sh)"
+  bash scripts/fuzz.sh || rc=$?
+fi
+exit "$rc"

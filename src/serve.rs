@@ -40,6 +40,12 @@ pub enum ServeError {
     /// Private-link verification could not be set up.
     #[error("private link: {0}")]
     PrivateLink(#[from] crate::privatelink::path::PathError),
+    /// The receiver's TLS files could not be loaded.
+    #[error("receiver TLS: {0}")]
+    Tls(#[from] crate::receive::tls::TlsLoadError),
+    /// The sender token file could not be loaded.
+    #[error("receiver authentication: {0}")]
+    Auth(#[from] crate::receive::auth::TokenFileError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -163,6 +169,18 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         .queue_max_bytes
         .set(cfg.queue_max_bytes as i64);
 
+    let inbound = &cfg.inbound;
+    let tls = match &inbound.tls {
+        Some(files) => Some(Arc::new(crate::receive::tls::Reloader::new(
+            files.clone(),
+            receive_metrics.clone(),
+        )?)),
+        None => None,
+    };
+    let auth = Arc::new(crate::receive::auth::Auth::new(
+        inbound.auth.clone(),
+        receive_metrics.clone(),
+    )?);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -178,6 +196,15 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let background = CancellationToken::new();
     let abort = CancellationToken::new();
     let refresher = identity.spawn_refresher(background.clone());
+    let mut reloaders = vec![tokio::spawn(
+        auth.clone()
+            .run(inbound.reload_interval, background.clone()),
+    )];
+    if let Some(tls) = &tls {
+        reloaders.push(tokio::spawn(
+            tls.clone().run(inbound.reload_interval, background.clone()),
+        ));
+    }
     let verifier = tokio::spawn(private_link.clone().run(background.clone()));
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -222,40 +249,49 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let receiver = Arc::new(Receiver::new(
         cfg.receive.clone(),
         queue.clone(),
-        receive_metrics,
+        receive_metrics.clone(),
         upstream_metrics.queue_bytes.clone(),
         readiness,
         registry.clone(),
+        auth.clone(),
     ));
     let app = receiver.clone().router();
-    tracing::info!(listen = %local_addr, upstream = %redacted_url(&cfg.upstream.url), shards = cfg.shards, "promlink is listening");
+    tracing::info!(
+        listen = %local_addr,
+        tls = tls.is_some(),
+        client_certificates = inbound.auth.client_certificates,
+        bearer_tokens = inbound.auth.bearer_token_file.is_some(),
+        upstream = %redacted_url(&cfg.upstream.url),
+        shards = cfg.shards,
+        "promlink is listening"
+    );
+    if !inbound.auth.enabled() && !local_addr.ip().is_loopback() {
+        tracing::warn!(listen = %local_addr, "no sender authentication: anyone who can reach this address can write into the workspace; set bearer_token_file or client_ca (with tls_cert/tls_key), or restrict who can connect (NetworkPolicy, firewall)");
+    }
+    let listener_cfg = inbound.listener.clone();
 
     let stop = shutdown.clone();
     let grace = cfg.shutdown_grace;
     let task = tokio::spawn(async move {
-        let rx = receiver.clone();
-        let stopping = stop.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            stopping.cancelled().await;
-            rx.stop_accepting();
-        });
-        let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        let server = crate::receive::listener::serve(
+            listener,
+            app,
+            tls,
+            listener_cfg,
+            receive_metrics,
+            stop.clone(),
+        );
+        let mut server = std::pin::pin!(server);
         // One deadline for the whole shutdown, fixed when it starts.
         let deadline = tokio::select! {
-            r = &mut server => {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "receiver failed");
-                }
-                tokio::time::Instant::now() + grace
-            }
+            () = &mut server => tokio::time::Instant::now() + grace,
             _ = stop.cancelled() => {
+                receiver.stop_accepting();
                 let deadline = tokio::time::Instant::now() + grace;
                 // In-flight writes may finish, but a stuck or trickling upload cannot hold the
-                // shutdown past the grace period.
-                match tokio::time::timeout_at(deadline, &mut server).await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "receiver failed"),
-                    Ok(Ok(())) => {}
-                    Err(_) => tracing::warn!("in-flight writes did not finish within the grace period; closing their connections"),
+                // shutdown past the grace period (dropping the server closes its connections).
+                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+                    tracing::warn!("in-flight writes did not finish within the grace period; closing their connections");
                 }
                 deadline
             }
@@ -280,6 +316,9 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         }
         background.cancel();
         let _ = refresher.await;
+        for r in reloaders {
+            let _ = r.await;
+        }
         let _ = prober.await;
         let _ = verifier.await;
         let _ = alert_rules.await;

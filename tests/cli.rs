@@ -308,3 +308,78 @@ fn readme_documents_every_flag() {
         assert!(readme.contains(&key), "README does not document {key}");
     }
 }
+
+/// Secrets given to promlink (a client secret by file and by environment, sender tokens, a TLS
+/// key) never appear in `check-config` output or its errors; a world-readable secret file is
+/// named in a warning.
+#[test]
+fn check_config_never_prints_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("ca").unwrap();
+    let leaf = ca.issue(&["127.0.0.1"]).unwrap();
+    let file = |name: &str, content: &str, mode: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    let secret = file("secret", "s3cr3t-client-value", 0o644);
+    let tokens = file("tokens", "s3cr3t-sender-token\n", 0o600);
+    let cert = file("tls.crt", &leaf.cert_pem, 0o644);
+    let key = file("tls.key", &leaf.key_pem, 0o600);
+    let key_body: String = leaf.key_pem.lines().nth(1).unwrap().to_string();
+    let common = [
+        "check-config",
+        "--ingestion-url",
+        "https://example.com/api/v1/write",
+        "--identity",
+        "client-secret",
+        "--tenant-id",
+        "t",
+        "--client-id",
+        "c",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--bearer-token-file",
+        &tokens,
+    ];
+    let ok = promlink(&common)
+        .args(["--client-secret-file", &secret])
+        .output()
+        .unwrap();
+    let bad = promlink(&common)
+        .args(["--max-connections", "0"])
+        .env("AZURE_CLIENT_SECRET", "s3cr3t-env-value")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(bad.status.code(), Some(64));
+    let all = format!(
+        "{}{}{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr),
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    for s in [
+        "s3cr3t-client-value",
+        "s3cr3t-env-value",
+        "s3cr3t-sender-token",
+        &key_body,
+    ] {
+        assert!(!all.contains(s), "{s} leaked:\n{all}");
+    }
+    assert!(all.contains("<redacted>"), "{all}");
+    assert!(
+        all.contains("client_secret_file") && all.contains("mode 0644"),
+        "{all}"
+    );
+    assert!(all.contains("max_connections = \"0\""), "{all}");
+}

@@ -284,15 +284,52 @@ pub fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, Deco
     let mut out = vec![0u8; declared];
     let n = snap::raw::Decoder::new()
         .decompress(body, &mut out)
-        .map_err(|e| DecodeError::Snappy(e.to_string()))?;
+        .map_err(|e| snappy_error(body, &e))?;
     out.truncate(n);
     Ok(out)
 }
 
+/// The error for a body of the other remote-write version than its content type says.
+fn wrong_version(declared: Protocol) -> DecodeError {
+    DecodeError::Protobuf(match declared {
+        Protocol::V1 => "the body holds fields 4/5 (symbols, timeseries) of io.prometheus.write.v2.Request: a remote write 2.0 body sent as 1.0; send Content-Type: application/x-protobuf;proto=io.prometheus.write.v2.Request".into(),
+        Protocol::V2 => "the body holds fields 1/3 (timeseries, metadata) of prometheus.WriteRequest: a remote write 1.0 body sent as 2.0; send Content-Type: application/x-protobuf (or ;proto=prometheus.WriteRequest)".into(),
+    })
+}
+
+/// A snappy error, with what the body looks like when it is a common mistake.
+fn snappy_error(body: &[u8], e: &snap::Error) -> DecodeError {
+    const FRAMED: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+    let hint = if body.is_empty() {
+        "; the body is empty"
+    } else if body.starts_with(FRAMED) {
+        "; the body is framed (stream) snappy, remote write needs the block format"
+    } else if body.starts_with(&[0x1f, 0x8b]) {
+        "; the body is gzip, remote write needs snappy block format"
+    } else {
+        ""
+    };
+    DecodeError::Snappy(format!("{e}{hint}"))
+}
+
 /// The decoded length a snappy block declares, refused when over `max_decoded_bytes`.
 fn declared_len(body: &[u8], max_decoded_bytes: usize) -> Result<usize, DecodeError> {
-    let declared =
-        snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    // Read the declared length first: snap refuses lengths over 4 GiB with an error that
+    // would hide the real reason (a size over the limit).
+    let mut value: u64 = 0;
+    for (i, b) in body.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            if value > max_decoded_bytes as u64 {
+                return Err(DecodeError::DecodedTooLarge {
+                    declared: usize::try_from(value).unwrap_or(usize::MAX),
+                    limit: max_decoded_bytes,
+                });
+            }
+            break;
+        }
+    }
+    let declared = snap::raw::decompress_len(body).map_err(|e| snappy_error(body, &e))?;
     if declared > max_decoded_bytes {
         return Err(DecodeError::DecodedTooLarge {
             declared,
@@ -413,7 +450,7 @@ pub fn decode_chunks(
         }
         let n = snap::raw::Decoder::new()
             .decompress(body, &mut buf[..declared])
-            .map_err(|e| DecodeError::Snappy(e.to_string()));
+            .map_err(|e| snappy_error(body, &e));
         let result = n.and_then(|n| chunk_raw(protocol, body, &buf[..n], opts, limits));
         if buf.len() > KEEP_RAW {
             *buf = Vec::new();

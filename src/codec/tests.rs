@@ -384,8 +384,25 @@ fn v2_bad_references_are_refused() {
 fn v2_body_sent_as_v1_is_refused_not_misread() {
     // A 2.0 request decoded as 1.0: its field 4/5 are unknown to 1.0, so nothing would be
     // forwarded; the receiver must not silently accept it as an empty request.
-    let d = decode(Protocol::V1, &snappy(&v2_request()), &opts()).unwrap();
-    assert_eq!(d.counts, Counts::default());
+    for e in [
+        decode(Protocol::V1, &snappy(&v2_request()), &opts()).unwrap_err(),
+        decode_chunks(
+            Protocol::V1,
+            &bytes::Bytes::from(snappy(&v2_request())),
+            &opts(),
+            &ChunkLimits {
+                max_points: 100,
+                max_raw: 1 << 20,
+            },
+        )
+        .unwrap_err(),
+    ] {
+        assert!(
+            e.to_string()
+                .contains("a remote write 2.0 body sent as 1.0"),
+            "{e}"
+        );
+    }
 }
 
 #[test]

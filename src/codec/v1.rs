@@ -123,7 +123,10 @@ pub(super) fn walk(
                     field.number
                 )))
             }
-            // Unknown fields (including the reserved field 2) are ignored, as protobuf allows.
+            // A 2.0 body under the 1.0 content type would otherwise be accepted as empty.
+            (4 | 5, WireType::Len) => return Err(super::wrong_version(super::Protocol::V1)),
+            // Other unknown fields (including the reserved field 2) are ignored, as protobuf
+            // allows.
             _ => {}
         }
     }

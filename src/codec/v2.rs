@@ -17,6 +17,14 @@ use super::{
 use crate::proto::{v1, v2};
 
 pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError> {
+    // A 1.0 body under the 2.0 content type would otherwise be accepted as empty (fields 1
+    // to 3 are reserved in 2.0).
+    for f in crate::codec::wire::Fields::new(raw) {
+        if matches!(f, Ok(f) if matches!(f.number, 1 | 3) && f.wire == crate::codec::wire::WireType::Len)
+        {
+            return Err(super::wrong_version(super::Protocol::V2));
+        }
+    }
     let req = v2::Request::decode(raw).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     let symbols = &req.symbols;
     if symbols.first().is_some_and(|s| !s.is_empty()) {

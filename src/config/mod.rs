@@ -63,6 +63,69 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_LISTEN")]
     pub listen: Option<SocketAddr>,
 
+    /// PEM certificate chain: the receiver serves HTTPS (TLS 1.2 and 1.3 only); re-read when
+    /// the file changes (cert-manager rotation)
+    #[arg(long, env = "PROMLINK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of tls_cert
+    #[arg(long, env = "PROMLINK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle for sender certificates (mutual TLS): a write then needs a client
+    /// certificate signed by it, or an accepted bearer token
+    #[arg(long, env = "PROMLINK_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+
+    /// With client_ca: accept only client certificates carrying one of these names (subject
+    /// CN, or a DNS, URI, e-mail or IP SAN; `*.example.com` matches one label) (repeatable)
+    #[arg(
+        long = "client-allowed-name",
+        env = "PROMLINK_CLIENT_ALLOWED_NAME",
+        value_delimiter = ','
+    )]
+    pub client_allowed_name: Option<Vec<String>>,
+
+    /// File of accepted sender bearer tokens, one per line (several for rotation); re-read when
+    /// it changes. Writes without an accepted token (or client certificate) get 401
+    #[arg(long, env = "PROMLINK_BEARER_TOKEN_FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+
+    /// Allow sender authentication over plain HTTP on a non-loopback address (only behind a
+    /// TLS-terminating proxy: tokens would otherwise cross the network in clear text)
+    #[arg(long, env = "PROMLINK_ALLOW_INSECURE_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_auth: Option<bool>,
+
+    /// How often tls_cert, tls_key, client_ca and bearer_token_file are checked for changes
+    /// [default: 10s]
+    #[arg(long, env = "PROMLINK_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub reload_interval: Option<Duration>,
+
+    /// Time a sender has to finish the TLS handshake and to send a request's headers; idle
+    /// keep-alive connections are closed after it too [default: 10s]
+    #[arg(long, env = "PROMLINK_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+
+    /// Time a sender has to send a request body; slower gets 408 [default: 60s]
+    #[arg(long, env = "PROMLINK_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub body_read_timeout: Option<Duration>,
+
+    /// Most open receiver connections; more are closed at once and counted [default: 1024]
+    #[arg(long, env = "PROMLINK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most write requests handled at once; more get a retryable 503 [default: 256]
+    #[arg(long, env = "PROMLINK_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+
+    /// Compressed bytes all request bodies together may hold while being read (a body without
+    /// Content-Length counts as max_body_bytes); more gets a retryable 503 [default: 67108864]
+    #[arg(long, env = "PROMLINK_MAX_INFLIGHT_BODY_BYTES")]
+    pub max_inflight_body_bytes: Option<usize>,
+
     /// Full DCE ingestion URL: https://<dce>.<region>-1.metrics.ingest.monitor.azure.com/dataCollectionRules/<dcr-id>/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24
     /// [Azure sidecar: INGESTION_URL]
     #[arg(long, env = "PROMLINK_INGESTION_URL")]
@@ -345,6 +408,8 @@ pub struct ConfigError(pub Vec<Problem>);
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// TLS, authentication and connection limits of the receiver.
+    pub inbound: crate::receive::InboundConfig,
     /// Receiver settings.
     pub receive: ReceiveConfig,
     /// Upstream settings.
@@ -401,6 +466,18 @@ impl Settings {
         merge!(
             config,
             listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            client_allowed_name,
+            bearer_token_file,
+            allow_insecure_auth,
+            reload_interval,
+            header_read_timeout,
+            body_read_timeout,
+            max_connections,
+            max_concurrent_requests,
+            max_inflight_body_bytes,
             ingestion_url,
             dce_endpoint,
             dcr_id,
@@ -514,11 +591,20 @@ impl Settings {
             value: path.display().to_string(),
             why: format!("cannot read the file: {e}"),
         })?;
-        serde_saphyr::from_str::<Settings>(&text).map_err(|e| Problem {
+        Settings::from_yaml(&text).map_err(|why| Problem {
             key: "config".into(),
             value: path.display().to_string(),
-            why: format!("invalid YAML configuration: {e}"),
+            why,
         })
+    }
+
+    /// Parses the YAML text of a configuration file.
+    ///
+    /// # Errors
+    /// Why the text is not a valid configuration (unknown key, wrong type, not YAML).
+    pub fn from_yaml(text: &str) -> Result<Settings, String> {
+        serde_saphyr::from_str::<Settings>(text)
+            .map_err(|e| format!("invalid YAML configuration: {e}"))
     }
 
     /// Merges flags/`PROMLINK_*` (self), the Azure sidecar environment and the config file, then
@@ -539,7 +625,7 @@ impl Settings {
         let (merged, notices) = self.layered(azure, file);
         match merged.resolve() {
             Ok(mut cfg) if problems.is_empty() => {
-                cfg.notices = notices;
+                cfg.notices.splice(0..0, notices);
                 Ok(cfg)
             }
             Ok(_) => Err(ConfigError(problems)),
@@ -570,6 +656,149 @@ impl Settings {
         (merged, notices)
     }
 
+    /// The receiver's TLS, authentication and connection settings, checked: the TLS files
+    /// and the token file are loaded once here so a mistake stops promlink before it listens.
+    fn inbound(&self, p: &mut Vec<Problem>) -> crate::receive::InboundConfig {
+        use crate::receive::{auth, tls, InboundConfig, ListenerConfig};
+        let listen = self.listen();
+        let mut bad = |key: &str, value: String, why: String| {
+            p.push(Problem {
+                key: key.into(),
+                value,
+                why,
+            })
+        };
+        let shown = |f: &Option<PathBuf>| {
+            f.as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default()
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+            }),
+            (Some(_), None) => {
+                bad("tls_key", String::new(), "required with tls_cert".into());
+                None
+            }
+            (None, Some(_)) => {
+                bad("tls_cert", String::new(), "required with tls_key".into());
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(files) = &tls {
+            if let Err(e) = tls::check(files) {
+                let (key, value, why) = match &e {
+                    tls::TlsLoadError::Read { key, path, source } => (
+                        *key,
+                        path.display().to_string(),
+                        format!("cannot read it: {source}"),
+                    ),
+                    tls::TlsLoadError::Content { key, path, why } => {
+                        (*key, path.display().to_string(), why.clone())
+                    }
+                    tls::TlsLoadError::Rustls(why) => (
+                        "tls_key",
+                        shown(&self.tls_key),
+                        format!("does not go with tls_cert: {why}"),
+                    ),
+                };
+                bad(key, value, why);
+            }
+        }
+        if self.client_ca.is_some() && tls.is_none() {
+            bad(
+                "client_ca",
+                shown(&self.client_ca),
+                "client certificates need TLS: set tls_cert and tls_key".into(),
+            );
+        }
+        let allowed = self.client_allowed_name.clone().unwrap_or_default();
+        if !allowed.is_empty() && self.client_ca.is_none() {
+            bad(
+                "client_allowed_name",
+                allowed.join(","),
+                "needs client_ca (names are read from verified client certificates)".into(),
+            );
+        }
+        if let Some(f) = &self.bearer_token_file {
+            if let Err(e) = auth::read_tokens(f) {
+                let why = match e {
+                    auth::TokenFileError::Read { source, .. } => {
+                        format!("cannot read it: {source}")
+                    }
+                    auth::TokenFileError::Empty { .. } => {
+                        "holds no token (one per line; blank lines and # comments are ignored)"
+                            .into()
+                    }
+                };
+                bad("bearer_token_file", f.display().to_string(), why);
+            }
+        }
+        let auth = auth::AuthConfig {
+            bearer_token_file: self.bearer_token_file.clone(),
+            client_certificates: self.client_ca.is_some(),
+            client_allowed_names: allowed,
+        };
+        if self.bearer_token_file.is_some()
+            && self.tls_cert.is_none()
+            && !listen.ip().is_loopback()
+            && !self.allow_insecure_auth.unwrap_or(false)
+        {
+            bad(
+                "bearer_token_file",
+                shown(&self.bearer_token_file),
+                format!("bearer tokens would cross the network in clear text: {listen} is not a loopback address and there is no TLS; set tls_cert and tls_key, or allow_insecure_auth: true only behind a TLS-terminating proxy"),
+            );
+        }
+        let mut positive = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => {
+                bad(key, "0".into(), "must be greater than zero".into());
+                default
+            }
+            Some(v) => v,
+            None => default,
+        };
+        let max_connections = positive("max_connections", self.max_connections, 1024);
+        let mut duration = |key: &str, v: Option<Duration>, default: Duration| match v {
+            Some(d) if d.is_zero() => {
+                bad(key, "0s".into(), "must be greater than zero".into());
+                default
+            }
+            Some(d) => d,
+            None => default,
+        };
+        let header_read_timeout = duration(
+            "header_read_timeout",
+            self.header_read_timeout,
+            Duration::from_secs(10),
+        );
+        let reload_interval = duration(
+            "reload_interval",
+            self.reload_interval,
+            Duration::from_secs(10),
+        );
+        InboundConfig {
+            tls,
+            auth,
+            listener: ListenerConfig {
+                max_connections,
+                header_read_timeout,
+                max_h2_streams: 256,
+            },
+            reload_interval,
+        }
+    }
+
+    /// The listen address, defaulted.
+    fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8081)))
+    }
+
     /// Applies defaults and checks every key and cross-key rule.
     ///
     /// # Errors
@@ -584,6 +813,7 @@ impl Settings {
             })
         };
         let allow_plain_http = self.allow_plain_http.unwrap_or(false);
+        let listen = self.listen();
 
         let url = match (&self.ingestion_url, &self.dce_endpoint) {
             (Some(_), Some(_)) => {
@@ -722,6 +952,23 @@ impl Settings {
             }
             _ => {}
         }
+        // Files holding secrets: others must not be able to read them.
+        let mut notices = Vec::new();
+        let secret_files = [
+            ("tls_key", &self.tls_key),
+            ("bearer_token_file", &self.bearer_token_file),
+            ("client_secret_file", &self.client_secret_file),
+            ("client_certificate_path", &self.client_certificate_path),
+        ];
+        for (key, path) in secret_files {
+            if let Some(w) = path
+                .as_deref()
+                .and_then(|f| crate::secret::loose_permissions(key, f))
+            {
+                notices.push(w);
+            }
+        }
+        let inbound = self.inbound(&mut p);
         if let Some(ca) = &self.ca_file {
             if !ca.is_file() {
                 p.push(Problem {
@@ -773,6 +1020,13 @@ impl Settings {
         let queue_memory_bytes = positive("queue_memory_bytes", self.queue_memory_bytes, 8 << 20);
         let max_body_bytes = positive("max_body_bytes", self.max_body_bytes, 16 << 20);
         let max_decoded_bytes = positive("max_decoded_bytes", self.max_decoded_bytes, 64 << 20);
+        let max_concurrent_requests =
+            positive("max_concurrent_requests", self.max_concurrent_requests, 256);
+        let max_inflight_body_bytes = positive(
+            "max_inflight_body_bytes",
+            self.max_inflight_body_bytes,
+            64 << 20,
+        );
         let max_inflight_decode_bytes = positive(
             "max_inflight_decode_bytes",
             self.max_inflight_decode_bytes,
@@ -864,6 +1118,11 @@ impl Settings {
             Duration::from_secs(60),
         );
         let probe_timeout = duration("probe_timeout", self.probe_timeout, Duration::from_secs(5));
+        let body_read_timeout = duration(
+            "body_read_timeout",
+            self.body_read_timeout,
+            Duration::from_secs(60),
+        );
         let resend_interval = duration(
             "alert_resend_interval",
             self.alert_resend_interval,
@@ -952,9 +1211,8 @@ impl Settings {
             flush_interval,
         };
         Ok(Config {
-            listen: self
-                .listen
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8081))),
+            listen,
+            inbound,
             receive: ReceiveConfig {
                 max_body_bytes,
                 codec: crate::codec::Options {
@@ -978,6 +1236,9 @@ impl Settings {
                     max_points: max_samples,
                     max_raw: max_bytes,
                 },
+                body_read_timeout,
+                max_concurrent_requests,
+                max_inflight_body_bytes,
             },
             upstream: UpstreamConfig {
                 url,
@@ -1028,7 +1289,7 @@ impl Settings {
                 .clone()
                 .map(|d| (d, self.fsync.unwrap_or(crate::queue::FsyncPolicy::Always))),
             queue_memory_bytes,
-            notices: Vec::new(),
+            notices,
             alert: AlertSettings {
                 alertmanager_urls: self.alertmanager_url.clone().unwrap_or_default(),
                 resend_interval,

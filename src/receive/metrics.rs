@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Labels of a receive request.
@@ -25,8 +26,25 @@ pub struct ProtocolLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Closed set: `content_type`, `encoding`, `too_large`, `snappy`, `protobuf`, `invalid`,
-    /// `too_many_series`, `limit`, `queue_full`, `queue_io`, `shutting_down`, `body`.
+    /// `too_many_series`, `limit`, `queue_full`, `queue_io`, `shutting_down`, `body`,
+    /// `body_timeout`, `decode_busy`, `body_busy`, `too_many_requests`, `unauthorized`.
     pub reason: &'static str,
+}
+
+/// Labels of a connection or authentication counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    /// What happened (a closed set, listed in each metric's help).
+    pub reason: &'static str,
+}
+
+/// Labels of a reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `tls` or `bearer_tokens`.
+    pub what: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
 }
 
 /// Metrics of the receive stage.
@@ -50,6 +68,16 @@ pub struct Metrics {
     pub body_bytes: Counter,
     /// Series dropped at the edge for breaking a label limit (`label_limit_action: drop`).
     pub series_dropped: Counter,
+    /// Open receiver connections.
+    pub connections: Gauge,
+    /// Connections closed by promlink before a request was served, by reason.
+    pub connections_closed: Family<WhyLabel, Counter>,
+    /// Write requests refused with 401, by reason.
+    pub unauthorized: Family<WhyLabel, Counter>,
+    /// Reloads of the TLS files and the bearer token file, by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Expiry of the receiver's serving certificate, Unix seconds (0 without TLS).
+    pub tls_cert_not_after: Gauge,
 }
 
 impl Metrics {
@@ -100,6 +128,31 @@ impl Metrics {
             "receive_body_bytes",
             "Compressed remote-write body bytes received.",
             m.body_bytes.clone(),
+        );
+        r.register(
+            "receive_connections",
+            "Open receiver connections.",
+            m.connections.clone(),
+        );
+        r.register(
+            "receive_connections_closed",
+            "Receiver connections closed by promlink, by reason: max_connections, tls_handshake, handshake_timeout, header_timeout.",
+            m.connections_closed.clone(),
+        );
+        r.register(
+            "receive_unauthorized",
+            "Write requests refused with 401, by reason: missing_credentials, bad_token, no_client_certificate, name_not_allowed.",
+            m.unauthorized.clone(),
+        );
+        r.register(
+            "receive_reloads",
+            "Reloads of the receiver's TLS files and bearer token file after they changed, by result.",
+            m.reloads.clone(),
+        );
+        r.register(
+            "receive_tls_cert_not_after_seconds",
+            "Expiry of the receiver's serving certificate, Unix seconds (0 without TLS).",
+            m.tls_cert_not_after.clone(),
         );
         m
     }

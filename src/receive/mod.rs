@@ -6,14 +6,22 @@
 //! content type or encoding, and a retryable status with `Retry-After` when the queue is full or
 //! promlink is shutting down. The same listener serves `/health`, `/ready` and `/metrics`, like
 //! Azure's remote-write sidecar does on its port.
+//!
+//! Hostile senders are bounded at every step: [`listener`] caps connections and the time to
+//! send headers (and to finish TLS), [`auth`] lets in only authenticated writers when
+//! configured, and the write handler caps concurrent requests, the compressed bytes being read
+//! (with a body read timeout) and the decoded bytes being decoded, before any work is done.
 
+pub mod auth;
+pub mod listener;
 pub mod metrics;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,7 +62,28 @@ pub struct ReceiveConfig {
     pub max_inflight_decode_bytes: usize,
     /// Where requests are cut into chunks: the upstream batch limits.
     pub limits: codec::ChunkLimits,
+    /// Time a sender has to send a request body.
+    pub body_read_timeout: std::time::Duration,
+    /// Most write requests handled at once; more get the retryable `full_status`.
+    pub max_concurrent_requests: usize,
+    /// Compressed body bytes all requests together may hold while being read.
+    pub max_inflight_body_bytes: usize,
 }
+
+/// TLS, authentication and connection settings of the receiver.
+#[derive(Clone, Debug)]
+pub struct InboundConfig {
+    /// Serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
+    /// Sender authentication.
+    pub auth: auth::AuthConfig,
+    /// Connection limits and timeouts.
+    pub listener: ListenerConfig,
+    /// How often the TLS files and the token file are checked for changes.
+    pub reload_interval: std::time::Duration,
+}
+
+pub use listener::ListenerConfig;
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +103,26 @@ pub enum ReceiveError {
     /// promlink is shutting down and accepts no more data.
     #[error("promlink is shutting down and accepts no new data; retry against another instance or later")]
     ShuttingDown,
-    /// Reading the body failed (client went away, or a timeout).
+    /// Reading the body failed (client went away).
     #[error("reading the request body: {0}")]
     Body(String),
+    /// The body did not arrive within `body_read_timeout`.
+    #[error("the request body did not arrive within {0:?} (body_read_timeout)")]
+    BodyTimeout(std::time::Duration),
+    /// Too many compressed bodies are being read at once.
+    #[error(
+        "too many request bodies are being read right now ({needed} bytes needed); retry shortly"
+    )]
+    BodyBusy {
+        /// Compressed bytes the request needs.
+        needed: usize,
+    },
+    /// `max_concurrent_requests` writes are already being handled.
+    #[error("too many concurrent write requests (max_concurrent_requests = {0}); retry shortly")]
+    TooManyRequests(usize),
+    /// The sender is not authenticated.
+    #[error("{}", .0.message())]
+    Unauthorized(auth::Denied),
 }
 
 impl ReceiveError {
@@ -97,6 +143,10 @@ impl ReceiveError {
             ReceiveError::Busy { .. } => "decode_busy",
             ReceiveError::ShuttingDown => "shutting_down",
             ReceiveError::Body(_) => "body",
+            ReceiveError::BodyTimeout(_) => "body_timeout",
+            ReceiveError::BodyBusy { .. } => "body_busy",
+            ReceiveError::TooManyRequests(_) => "too_many_requests",
+            ReceiveError::Unauthorized(_) => "unauthorized",
         }
     }
 }
@@ -117,12 +167,16 @@ pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
             | DecodeError::Limit { .. } => StatusCode::BAD_REQUEST,
         },
         ReceiveError::Queue(PushError::Io(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        ReceiveError::Queue(PushError::Full { .. }) => match full {
+        ReceiveError::Queue(PushError::Full { .. })
+        | ReceiveError::TooManyRequests(_)
+        | ReceiveError::BodyBusy { .. } => match full {
             FullStatus::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             FullStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         },
         ReceiveError::ShuttingDown | ReceiveError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ReceiveError::Body(_) => StatusCode::BAD_REQUEST,
+        ReceiveError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        ReceiveError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
     }
 }
 
@@ -140,6 +194,9 @@ pub struct Receiver {
     queue_gauge: prometheus_client::metrics::gauge::Gauge,
     accepting: AtomicBool,
     decoding: tokio::sync::Semaphore,
+    reading: tokio::sync::Semaphore,
+    requests: tokio::sync::Semaphore,
+    auth: Arc<auth::Auth>,
     readiness: Box<dyn Readiness>,
     registry: Arc<prometheus_client::registry::Registry>,
 }
@@ -153,12 +210,14 @@ impl Receiver {
         queue_gauge: prometheus_client::metrics::gauge::Gauge,
         readiness: Box<dyn Readiness>,
         registry: Arc<prometheus_client::registry::Registry>,
+        auth: Arc<auth::Auth>,
     ) -> Self {
-        let permits = cfg
-            .max_inflight_decode_bytes
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let permits = |n: usize| n.min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
-            decoding: tokio::sync::Semaphore::new(permits),
+            decoding: tokio::sync::Semaphore::new(permits(cfg.max_inflight_decode_bytes)),
+            reading: tokio::sync::Semaphore::new(permits(cfg.max_inflight_body_bytes)),
+            requests: tokio::sync::Semaphore::new(permits(cfg.max_concurrent_requests)),
+            auth,
             cfg,
             queue,
             metrics,
@@ -225,7 +284,12 @@ impl Receiver {
     }
 }
 
-async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+async fn write(
+    State(rx): State<Arc<Receiver>>,
+    conn: Option<Extension<Arc<auth::ConnInfo>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -235,7 +299,29 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
         Ok(Protocol::V2) => "v2",
         Err(_) => "unknown",
     };
+    let authenticated = rx
+        .auth
+        .check(&headers, conn.as_ref().map(|c| c.0.as_ref()))
+        .inspect_err(|d| {
+            rx.metrics
+                .unauthorized
+                .get_or_create(&metrics::WhyLabel { reason: d.reason() })
+                .inc();
+        });
+    // Held until the answer is ready; unauthenticated writes never take one.
+    let slot = match &authenticated {
+        Ok(()) => rx.requests.try_acquire().ok(),
+        Err(_) => None,
+    };
     let result = match protocol {
+        _ if authenticated.is_err() => Err(ReceiveError::Unauthorized(
+            authenticated
+                .err()
+                .unwrap_or(auth::Denied::MissingCredentials),
+        )),
+        _ if slot.is_none() => Err(ReceiveError::TooManyRequests(
+            rx.cfg.max_concurrent_requests,
+        )),
         Err(e) => Err(ReceiveError::from(e)),
         // Refuse a wrong encoding before reading up to max_body_bytes of it.
         Ok(_) if !snappy_encoded(&headers) => {
@@ -247,7 +333,7 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                     .to_string(),
             )))
         }
-        Ok(p) => match read_body(&headers, body, rx.cfg.max_body_bytes).await {
+        Ok(p) => match rx.read_body(&headers, body).await {
             Err(e) => Err(e),
             Ok(bytes) => {
                 rx.metrics.body_bytes.inc_by(bytes.len() as u64);
@@ -288,9 +374,21 @@ async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                 tracing::info!(error = %e, status = status.as_u16(), "write refused");
             }
             let mut resp = (status, format!("{e}\n")).into_response();
+            if let ReceiveError::Unauthorized(_) = e {
+                if rx.auth.accepts_bearer() {
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"promlink\""),
+                    );
+                }
+            }
             if matches!(
                 e,
-                ReceiveError::Queue(_) | ReceiveError::ShuttingDown | ReceiveError::Busy { .. }
+                ReceiveError::Queue(_)
+                    | ReceiveError::ShuttingDown
+                    | ReceiveError::Busy { .. }
+                    | ReceiveError::BodyBusy { .. }
+                    | ReceiveError::TooManyRequests(_)
             ) {
                 resp.headers_mut().insert(
                     header::RETRY_AFTER,
@@ -318,19 +416,39 @@ fn snappy_encoded(headers: &HeaderMap) -> bool {
         .is_some_and(|e| e.trim().eq_ignore_ascii_case("snappy"))
 }
 
-/// Reads the body up to `limit` bytes; refuses early on a larger `Content-Length`.
-async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<bytes::Bytes, ReceiveError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(len) = declared.filter(|l| *l > limit) {
-        return Err(DecodeError::BodyTooLarge { size: len, limit }.into());
+impl Receiver {
+    /// Reads the body up to `max_body_bytes`, within `body_read_timeout`, holding its size
+    /// (the declared `Content-Length`, else the limit) of the shared read budget; refuses early
+    /// on a larger `Content-Length`.
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<bytes::Bytes, ReceiveError> {
+        let limit = self.cfg.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if let Some(len) = declared.filter(|l| *l > limit) {
+            return Err(DecodeError::BodyTooLarge { size: len, limit }.into());
+        }
+        let needed = declared
+            .unwrap_or(limit)
+            .min(self.cfg.max_inflight_body_bytes);
+        let _budget = self
+            .reading
+            .try_acquire_many(u32::try_from(needed).unwrap_or(u32::MAX))
+            .map_err(|_| ReceiveError::BodyBusy { needed })?;
+        let timeout = self.cfg.body_read_timeout;
+        tokio::time::timeout(timeout, read_limited(body, limit))
+            .await
+            .map_err(|_| ReceiveError::BodyTimeout(timeout))?
     }
+}
+
+/// Reads at most `limit` bytes of `body`.
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ReceiveError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
@@ -412,6 +530,9 @@ mod tests {
                 max_points: 5000,
                 max_raw: 4 << 20,
             },
+            body_read_timeout: std::time::Duration::from_secs(5),
+            max_concurrent_requests: 8,
+            max_inflight_body_bytes: 1 << 20,
         };
         let rx = Receiver::new(
             cfg,
@@ -420,6 +541,7 @@ mod tests {
             Default::default(),
             Box::new(AlwaysReady),
             Arc::new(Default::default()),
+            Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),
         );
         // Another request is decoding 50 kB: this one needs 64,945 more than the 100 kB budget has.
         let held = rx.decoding.try_acquire_many(50_000).unwrap();

@@ -36,6 +36,8 @@ pub struct RigOptions {
     pub grant: bool,
     pub max_sample_age: Option<Duration>,
     pub queue_max_age: Option<Duration>,
+    /// Further settings; they win over the rig's own.
+    pub extra: Settings,
 }
 
 impl Default for RigOptions {
@@ -50,6 +52,7 @@ impl Default for RigOptions {
             grant: true,
             max_sample_age: None,
             queue_max_age: None,
+            extra: Settings::default(),
         }
     }
 }
@@ -106,7 +109,7 @@ impl Rig {
             queue_max_age: opts.queue_max_age,
             ..Settings::default()
         };
-        let cfg = settings.resolve().unwrap();
+        let cfg = opts.extra.or(settings).resolve().unwrap();
         let promlink = promlink::serve::start(cfg).await.unwrap();
         Rig {
             entra,

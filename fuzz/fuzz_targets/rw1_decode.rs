@@ -1,0 +1,6 @@
+//! Remote write 1.0 bodies: snappy, protobuf, validation, limits, chunking.
+#![no_main]
+
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::run(promlink::codec::Protocol::V1, data));

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fuzzes the remote-write 1.0 and 2.0 decoders and the configuration loader with cargo fuzz
+# (libFuzzer), each for a bounded time, starting from the seeds in fuzz/seeds/<target>/ (the
+# real Prometheus 2.42 bodies of tests/fixtures and hand-built 2.0 and YAML inputs).
+#
+#   bash scripts/fuzz.sh                  # every target, FUZZ_SECONDS (default 60) each
+#   FUZZ_SECONDS=600 bash scripts/fuzz.sh rw1_decode
+#
+# Installs cargo-fuzz from crates.io when it is missing. Runs on the stable toolchain without a
+# sanitizer (`-s none`: promlink's decoders are safe Rust, so a crash is a panic, an abort or
+# running out of the memory limit). The corpus grows in a temporary directory; a crash leaves
+# its input in fuzz/artifacts/<target>/ and fails the script.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+seconds=${FUZZ_SECONDS:-60}
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(rw1_decode rw2_decode config_load)
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz (crates.io)" >&2
+  cargo install cargo-fuzz --locked --quiet
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd fuzz
+echo "==> building the fuzz targets" >&2
+cargo fuzz build -s none --release
+failed=0
+for t in "${targets[@]}"; do
+  mkdir -p "$work/$t"
+  log="$work/$t.log"
+  rc=0
+  cargo fuzz run -s none --release "$t" "$work/$t" "seeds/$t" -- \
+    -max_total_time="$seconds" -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
+    >"$log" 2>&1 || rc=$?
+  runs=$(grep -o 'Done [0-9]* runs' "$log" | grep -o '[0-9]*' || echo '?')
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
+  if [[ $rc -eq 0 ]]; then
+    echo "==> fuzz $t: ${runs} executions in ${seconds}s, ${cov:-cov: ?}, no crash" >&2
+  else
+    echo "==> fuzz $t: FAILED (exit $rc) after ${runs} executions; input in fuzz/artifacts/$t/" >&2
+    tail -40 "$log" >&2
+    failed=1
+  fi
+done
+exit $failed

@@ -1,0 +1,229 @@
+//! The receiver's accept loop: plain HTTP/1.1, or TLS with HTTP/2 or HTTP/1.1 by ALPN, with a
+//! bound on open connections and on the time a sender may take to finish the TLS handshake and
+//! send a request's headers (slow senders cannot hold connections forever).
+//!
+//! A connection over `max_connections` is closed at once (over plain HTTP with a one-line 503
+//! first) and counted; well-behaved senders retry it like any connection error. On shutdown the
+//! loop stops accepting, every connection finishes its in-flight request and closes; dropping
+//! the returned future aborts whatever is still open.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{certificate_names, ConnInfo};
+use super::metrics::{Metrics, WhyLabel};
+use super::tls::Reloader;
+
+/// Connection-level settings.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Time to finish the TLS handshake, and to send each request's headers (HTTP/1.1).
+    pub header_read_timeout: Duration,
+    /// Most concurrent HTTP/2 streams on one connection.
+    pub max_h2_streams: u32,
+}
+
+/// Accepts connections until `stop`, then lets open ones finish their requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<Reloader>>,
+    cfg: ListenerConfig,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    refuse(&tcp, tls.is_some());
+                    metrics.connections_closed.get_or_create(&WhyLabel { reason: "max_connections" }).inc();
+                    tracing::debug!(%peer, "connection refused: max_connections reached");
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (app, tls, cfg, metrics, stop) = (app.clone(), tls.clone(), cfg.clone(), metrics.clone(), stop.clone());
+                conns.spawn(async move {
+                    metrics.connections.inc();
+                    connection(tcp, peer, app, tls, &cfg, &metrics, stop).await;
+                    metrics.connections.dec();
+                    drop(slot);
+                });
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// Tells a plain-HTTP client why its connection closes, without waiting on it.
+fn refuse(tcp: &TcpStream, tls: bool) {
+    if !tls {
+        let _ = tcp.try_write(
+            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 52\r\n\r\ntoo many connections (max_connections); retry later\n",
+        );
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    tls: Option<Arc<Reloader>>,
+    cfg: &ListenerConfig,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) {
+    let closed = |reason: &'static str| {
+        metrics
+            .connections_closed
+            .get_or_create(&WhyLabel { reason })
+            .inc();
+    };
+    let Some(tls) = tls else {
+        let info = ConnInfo::default();
+        if let Err(e) = http1(TokioIo::new(tcp), app, info, cfg, stop).await {
+            if e.is_timeout() {
+                closed("header_timeout");
+            }
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    let stream = match tokio::time::timeout(cfg.header_read_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            closed("tls_handshake");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            closed("handshake_timeout");
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let info = ConnInfo {
+        tls: true,
+        client_names: session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|leaf| certificate_names(leaf)),
+    };
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(stream);
+    let result = if h2 {
+        http2(io, app, info, cfg, stop).await
+    } else {
+        http1(io, app, info, cfg, stop).await
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            closed("header_timeout");
+        }
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The router as a hyper service, with what the connection proved in each request.
+#[derive(Clone)]
+struct ConnService {
+    app: Router,
+    info: Arc<ConnInfo>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.info.clone());
+        // A Router is always ready; `call` on a clone is how axum's own server drives it.
+        tower_service::Service::call(&mut self.app.clone(), req)
+    }
+}
+
+fn service(app: Router, info: ConnInfo) -> ConnService {
+    ConnService {
+        app,
+        info: Arc::new(info),
+    }
+}
+
+async fn http1<I>(
+    io: TokioIo<I>,
+    app: Router,
+    info: ConnInfo,
+    cfg: &ListenerConfig,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .serve_connection(io, service(app, info));
+    until_done(conn, stop).await
+}
+
+async fn http2<I>(
+    io: TokioIo<I>,
+    app: Router,
+    info: ConnInfo,
+    cfg: &ListenerConfig,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.max_h2_streams)
+        .max_header_list_size(64 << 10)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(cfg.header_read_timeout)
+        .serve_connection(io, service(app, info));
+    until_done(conn, stop).await
+}
+
+/// Serves a connection until it ends; on `stop`, lets its in-flight requests finish first.
+async fn until_done<C>(conn: C, stop: CancellationToken) -> Result<(), hyper::Error>
+where
+    C: hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
