@@ -150,6 +150,11 @@ def check_container(where, c, pod_sc):
     for k in ("requests", "limits"):
         if "memory" not in (res.get(k) or {}): err(w, f"no memory {k}")
     ports = {p.get("name") for p in c.get("ports") or []}
+    env_names = {e.get("name") for e in c.get("env") or []}
+    if "PROMLINK_TLS_CERT" in env_names:
+        for probe in ("livenessProbe", "readinessProbe"):
+            p = (c.get(probe) or {}).get("httpGet")
+            if p and p.get("scheme") != "HTTPS": err(w, f"{probe} is not HTTPS although promlink serves TLS")
     for probe in ("livenessProbe", "readinessProbe"):
         p = (c.get(probe) or {}).get("httpGet")
         if p and isinstance(p.get("port"), str) and p["port"] not in ports:
@@ -204,11 +209,17 @@ def check_monitor(where, doc, docs):
     eps = spec.get("endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints") or []
     if not eps: err(where, "no endpoints")
     for ep in eps:
-        extra = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings", "metricRelabelings"}
+        extra = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme", "tlsConfig", "honorLabels", "relabelings", "metricRelabelings"}
         if extra: err(where, f"endpoint has unknown keys {sorted(extra)}")
         if ep.get("path") != "/metrics": err(where, "endpoint path is not /metrics")
         for k in ("interval", "scrapeTimeout"):
             if k in ep and not DUR.match(str(ep[k])): err(where, f"bad {k} {ep[k]!r}")
+    tls = any(e.get("name") == "PROMLINK_TLS_CERT"
+              for d in docs for c in ((pod_spec_of(d)[0] or {}).get("containers") or []) for e in c.get("env") or [])
+    if doc["kind"] == "ServiceMonitor" and tls:
+        for ep in eps:
+            if ep.get("scheme") != "https" or not (ep.get("tlsConfig") or {}).get("ca"):
+                err(where, "the gateway serves TLS but the endpoint is not scheme: https with a tlsConfig.ca")
     if doc["kind"] == "ServiceMonitor":
         svcs = [d for d in docs if d.get("kind") == "Service" and selects(sel, d["metadata"].get("labels") or {})]
         if not svcs: err(where, "selects no Service of the same set")

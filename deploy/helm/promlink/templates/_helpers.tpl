@@ -134,11 +134,84 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
+{{/* Gateway receiver: TLS files, client CA and sender tokens, mounted from Secrets. */}}
+{{- define "promlink.inboundEnv" -}}
+{{- $in := .Values.inbound }}
+{{- if $in.tls.secretName }}
+- name: PROMLINK_TLS_CERT
+  value: /etc/promlink/tls/tls.crt
+- name: PROMLINK_TLS_KEY
+  value: /etc/promlink/tls/tls.key
+{{- end }}
+{{- if $in.tls.clientCASecretName }}
+- name: PROMLINK_CLIENT_CA
+  value: {{ printf "/etc/promlink/client-ca/%s" $in.tls.clientCAKey | quote }}
+{{- with $in.tls.allowedClientNames }}
+- name: PROMLINK_CLIENT_ALLOWED_NAME
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- if $in.bearerTokens.secretName }}
+- name: PROMLINK_BEARER_TOKEN_FILE
+  value: {{ printf "/etc/promlink/senders/%s" $in.bearerTokens.key | quote }}
+{{- end }}
+{{- if $in.allowInsecureAuth }}
+- name: PROMLINK_ALLOW_INSECURE_AUTH
+  value: "true"
+{{- end }}
+{{- end -}}
+
+{{- define "promlink.inboundVolumeMounts" -}}
+{{- $in := .Values.inbound }}
+{{- if $in.tls.secretName }}
+- name: inbound-tls
+  mountPath: /etc/promlink/tls
+  readOnly: true
+{{- end }}
+{{- if $in.tls.clientCASecretName }}
+- name: client-ca
+  mountPath: /etc/promlink/client-ca
+  readOnly: true
+{{- end }}
+{{- if $in.bearerTokens.secretName }}
+- name: sender-tokens
+  mountPath: /etc/promlink/senders
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Secret volumes are mounted 0440 (group-readable through fsGroup): promlink warns about
+     world-readable secret files. */}}
+{{- define "promlink.inboundVolumes" -}}
+{{- $in := .Values.inbound }}
+{{- if $in.tls.secretName }}
+- name: inbound-tls
+  secret:
+    secretName: {{ $in.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- if $in.tls.clientCASecretName }}
+- name: client-ca
+  secret:
+    secretName: {{ $in.tls.clientCASecretName }}
+    defaultMode: 0444
+{{- end }}
+{{- if $in.bearerTokens.secretName }}
+- name: sender-tokens
+  secret:
+    secretName: {{ $in.bearerTokens.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{- define "promlink.probes" -}}
 livenessProbe:
   httpGet:
     path: /health
     port: {{ .port }}
+    {{- if .https }}
+    scheme: HTTPS
+    {{- end }}
   initialDelaySeconds: 5
   periodSeconds: 10
   timeoutSeconds: 5
@@ -148,6 +221,9 @@ readinessProbe:
   httpGet:
     path: /ready
     port: {{ .port }}
+    {{- if .https }}
+    scheme: HTTPS
+    {{- end }}
   initialDelaySeconds: 5
   periodSeconds: 10
   timeoutSeconds: 5
