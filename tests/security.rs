@@ -518,3 +518,71 @@ async fn slow_senders_do_not_block_well_behaved_ones() {
     );
     rig.stop().await;
 }
+
+/// Upstream TLS is always verified: a DCE whose certificate is not from a trusted CA never gets
+/// a request, and the failure is counted as a connection problem (there is no switch to skip
+/// verification).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_upstream_certificate_is_never_sent_data() {
+    use promlink::emulator::dce::{DceConfig, DceEmulator, DceTls};
+    let dir = tempfile::tempdir().unwrap();
+    let real_ca = TestCa::new("the DCE's real CA").unwrap();
+    let other_ca = TestCa::new("a CA promlink trusts").unwrap();
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::from_ca(&real_ca).unwrap(),
+        ..DceConfig::default()
+    })
+    .await
+    .unwrap();
+    let rig_settings = Settings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ingestion_url: Some(dce.url().to_string()),
+        identity: Some(promlink::identity::IdentityKind::TokenFile),
+        token_file: Some(write_secret(dir.path(), "token", "upstream-token")),
+        ca_file: Some(write_secret(dir.path(), "ca.pem", other_ca.cert_pem())),
+        private_link: Some(promlink::privatelink::Mode::Off),
+        flush_interval: Some(Duration::from_millis(100)),
+        retry_min_backoff: Some(Duration::from_millis(20)),
+        retry_max_backoff: Some(Duration::from_millis(100)),
+        shutdown_grace: Some(Duration::from_secs(1)),
+        ..Settings::default()
+    };
+    let running = promlink::serve::start(rig_settings.resolve().unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("http://{}/api/v1/write", running.local_addr))
+        .header("Content-Type", V1)
+        .header("Content-Encoding", "snappy")
+        .body(fixture("prom242_rw1_500samples_a.snappy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "accepted into the queue");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let retries = common::metric(
+            &http,
+            running.local_addr,
+            "promlink_upstream_retries_total{reason=\"connection\"}",
+        )
+        .await;
+        if retries >= 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection retries counted: {retries}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        dce.stats().requests,
+        0,
+        "no request passed an unverified TLS handshake"
+    );
+    running.shutdown.cancel();
+    running.wait().await;
+    dce.shutdown().await;
+}
