@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::prom::{prometheus_bin, start_sender, wait_for_result};
-use e2e::{free_ports, get_text, sum_of, value_of, wait_for, write, Proc};
+use e2e::{free_ports, get_text, sum_of, value_of, write, Proc};
 use promlink::emulator::dce::{DceConfig, DceEmulator, DceTls};
 use promlink::emulator::tls::TestCa;
 
