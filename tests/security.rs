@@ -586,3 +586,86 @@ async fn an_untrusted_upstream_certificate_is_never_sent_data() {
     running.wait().await;
     dce.shutdown().await;
 }
+
+/// Concurrency and body-byte budgets: a request over either gets a retryable 503 naming the
+/// limit (a 4xx would make Prometheus drop the data), counted; once the holder finishes, the
+/// next write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_body_budgets_answer_retryable_503() {
+    let good = fixture("prom242_rw1_500samples_a.snappy");
+    for (limit, settings, message, reason) in [
+        (
+            "max_concurrent_requests",
+            Settings {
+                max_concurrent_requests: Some(1),
+                ..Settings::default()
+            },
+            "max_concurrent_requests = 1",
+            "too_many_requests",
+        ),
+        (
+            "max_inflight_body_bytes",
+            Settings {
+                max_inflight_body_bytes: Some(good.len() + 100),
+                ..Settings::default()
+            },
+            "too many request bodies are being read",
+            "body_busy",
+        ),
+    ] {
+        let rig = Rig::start(RigOptions {
+            extra: settings,
+            ..RigOptions::default()
+        })
+        .await;
+        let addr = rig.promlink.local_addr;
+        // A sender that declares a body and sends only part of it holds its share meanwhile.
+        let mut holder = TcpStream::connect(addr).await.unwrap();
+        holder
+            .write_all(
+                format!(
+                    "POST /api/v1/write HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {V1}\r\nContent-Encoding: snappy\r\nContent-Length: {}\r\n\r\n",
+                    good.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        holder.write_all(&good[..100]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = rig.post(good.clone(), V1).await;
+        assert_eq!(refused.status().as_u16(), 503, "{limit}");
+        assert!(refused.headers().contains_key("retry-after"), "{limit}");
+        let text = refused.text().await.unwrap();
+        assert!(text.contains(message), "{limit}: {text}");
+        // The holder completes its body: it is accepted, and the budget is free again.
+        holder.write_all(&good[100..]).await.unwrap();
+        let answer = until_closed_or_answered(&mut holder).await;
+        assert!(answer.starts_with("HTTP/1.1 204"), "{limit}: {answer}");
+        assert_eq!(
+            rig.post(good.clone(), V1).await.status().as_u16(),
+            204,
+            "{limit}"
+        );
+        let counted = rig
+            .metric(&format!(
+                "promlink_receive_rejected_total{{reason=\"{reason}\"}}"
+            ))
+            .await;
+        assert_eq!(counted, 1.0, "{limit}");
+        rig.stop().await;
+    }
+}
+
+/// Reads until a complete status line and headers arrived (or the connection closed).
+async fn until_closed_or_answered(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
