@@ -167,8 +167,8 @@ impl Committer {
             };
             let everything = tick || !work.syncs.is_empty() || work.shutdown;
             let durable_data = everything || self.policy == FsyncPolicy::Always;
-            self.cycle(work.pushes, durable_data);
-            let sync_result = self.sync_position(everything);
+            let data_result = self.cycle(work.pushes, durable_data);
+            let sync_result = data_result.and(self.sync_position(everything));
             for tx in work.syncs {
                 let _ = tx.send(match &sync_result {
                     Ok(()) => Ok(()),
@@ -184,10 +184,17 @@ impl Committer {
         }
     }
 
-    /// Appends the pushes, fsyncs when `durable`, publishes and answers them.
-    fn cycle(&mut self, pushes: Vec<PendingPush>, durable: bool) {
+    /// Appends the pushes, fsyncs when `durable` (also with no pushes: an interval tick, a
+    /// `sync()` or shutdown must make earlier writes durable), publishes and answers them.
+    /// Returns the fsync's result.
+    fn cycle(&mut self, pushes: Vec<PendingPush>, durable: bool) -> io::Result<()> {
         if pushes.is_empty() {
-            return;
+            if !durable {
+                return Ok(());
+            }
+            return self.sync_data().inspect_err(|e| {
+                tracing::error!(error = %e, "fsync of the disk queue failed");
+            });
         }
         let mut done = Vec::with_capacity(pushes.len());
         let mut sealed = Vec::new();
@@ -218,6 +225,10 @@ impl Committer {
             let _ = push.reply.send(r);
         }
         self.inner.notify.notify_one();
+        match fsync_error {
+            Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Appends one record, starting a new segment first when it would not fit; on failure

@@ -300,6 +300,32 @@ async fn interval_policy_survives_a_process_crash_without_fsync() {
 }
 
 #[tokio::test]
+async fn interval_policy_fsyncs_on_the_tick_and_on_sync_without_new_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_millis(100));
+    let (q, _) = open(&cfg);
+    q.push(vec![entry(0, 0, 1, 30)]).await.unwrap();
+    assert_eq!(q.stats().fsyncs, 0, "no fsync at the push");
+    // The tick comes with no push pending: it must still make the write durable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while q.stats().fsyncs == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interval tick never fsynced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after_tick = q.stats().fsyncs;
+    q.push(vec![entry(1, 1, 1, 30)]).await.unwrap();
+    q.sync().await.unwrap();
+    assert!(
+        q.stats().fsyncs > after_tick,
+        "sync() fsynced the new write"
+    );
+}
+
+#[tokio::test]
 async fn consumed_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
