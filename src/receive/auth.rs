@@ -15,13 +15,11 @@ use axum::http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{Metrics, ReloadLabels};
+use super::metrics::Metrics;
 
 /// What the connection a request came on proved about its sender.
 #[derive(Clone, Debug, Default)]
 pub struct ConnInfo {
-    /// Whether the connection is TLS.
-    pub tls: bool,
     /// The verified client certificate's names (subject CN, SAN DNS names, URIs, e-mail
     /// addresses and IP addresses); `None` when none was presented.
     pub client_names: Option<Vec<String>>,
@@ -242,39 +240,11 @@ impl Auth {
         if self.cfg.bearer_token_file.is_none() {
             return;
         }
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.cancelled() => return,
-            }
-            let me = self.clone();
-            let outcome = match tokio::task::spawn_blocking(move || me.reload()).await {
-                Ok(Ok(false)) => continue,
-                Ok(Ok(true)) => {
-                    let n = self.tokens.read().unwrap_or_else(|e| e.into_inner()).len();
-                    tracing::info!(
-                        tokens = n,
-                        "bearer token file changed; the new set of tokens is in force"
-                    );
-                    "ok"
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "bearer token file changed but cannot be used; the previous tokens stay in force");
-                    "error"
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reloading the bearer token file panicked");
-                    "error"
-                }
-            };
-            self.metrics
-                .reloads
-                .get_or_create(&ReloadLabels {
-                    what: "bearer_tokens",
-                    result: outcome,
-                })
-                .inc();
-        }
+        let metrics = self.metrics.clone();
+        super::reload::every(interval, stop, metrics, "bearer_tokens", move || {
+            self.reload()
+        })
+        .await;
     }
 }
 
@@ -403,7 +373,6 @@ mod tests {
     fn client_certificates_and_the_allow_list() {
         let (a, _f) = auth("", true, &["prometheus.monitoring.svc", "*.edge.example"]);
         let conn = |names: &[&str]| ConnInfo {
-            tls: true,
             client_names: Some(names.iter().map(|s| s.to_string()).collect()),
         };
         let none = HeaderMap::new();
@@ -434,7 +403,6 @@ mod tests {
     fn either_method_lets_a_write_in() {
         let (a, _f) = auth("tok\n", true, &["good"]);
         let bad_cert = ConnInfo {
-            tls: true,
             client_names: Some(vec!["bad".into()]),
         };
         assert_eq!(a.check(&with_token("tok"), Some(&bad_cert)), Ok(()));

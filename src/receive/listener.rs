@@ -42,7 +42,9 @@ pub async fn serve(
     metrics: Metrics,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        cfg.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -68,15 +70,39 @@ pub async fn serve(
                 let _ = tcp.set_nodelay(true);
                 let (app, tls, cfg, metrics, stop) = (app.clone(), tls.clone(), cfg.clone(), metrics.clone(), stop.clone());
                 conns.spawn(async move {
-                    metrics.connections.inc();
+                    let _open = Open::new(&metrics, slot);
                     connection(tcp, peer, app, tls, &cfg, &metrics, stop).await;
-                    metrics.connections.dec();
-                    drop(slot);
                 });
             }
         }
     }
+    // New senders get a refused connection at once (and try another replica) instead of
+    // waiting on a backlog nobody accepts while open connections finish.
+    drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// An open connection: counted in the gauge and holding its slot until it ends, however it
+/// ends (finished, aborted at the shutdown deadline, or panicked).
+struct Open {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(metrics: &Metrics, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics.connections.inc();
+        Self {
+            gauge: metrics.connections.clone(),
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// Tells a plain-HTTP client why its connection closes, without waiting on it.
@@ -129,7 +155,6 @@ async fn connection(
     };
     let (_, session) = stream.get_ref();
     let info = ConnInfo {
-        tls: true,
         client_names: session
             .peer_certificates()
             .and_then(|c| c.first())

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod listener;
 pub mod metrics;
+mod reload;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -299,48 +300,14 @@ async fn write(
         Ok(Protocol::V2) => "v2",
         Err(_) => "unknown",
     };
-    let authenticated = rx
-        .auth
-        .check(&headers, conn.as_ref().map(|c| c.0.as_ref()))
-        .inspect_err(|d| {
-            rx.metrics
-                .unauthorized
-                .get_or_create(&metrics::WhyLabel { reason: d.reason() })
-                .inc();
-        });
-    // Held until the answer is ready; unauthenticated writes never take one.
-    let slot = match &authenticated {
-        Ok(()) => rx.requests.try_acquire().ok(),
-        Err(_) => None,
-    };
-    let result = match protocol {
-        _ if authenticated.is_err() => Err(ReceiveError::Unauthorized(
-            authenticated
-                .err()
-                .unwrap_or(auth::Denied::MissingCredentials),
-        )),
-        _ if slot.is_none() => Err(ReceiveError::TooManyRequests(
-            rx.cfg.max_concurrent_requests,
-        )),
-        Err(e) => Err(ReceiveError::from(e)),
-        // Refuse a wrong encoding before reading up to max_body_bytes of it.
-        Ok(_) if !snappy_encoded(&headers) => {
-            Err(ReceiveError::from(DecodeError::UnsupportedEncoding(
-                headers
-                    .get(header::CONTENT_ENCODING)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("<missing>")
-                    .to_string(),
-            )))
-        }
-        Ok(p) => match rx.read_body(&headers, body).await {
-            Err(e) => Err(e),
-            Ok(bytes) => {
-                rx.metrics.body_bytes.inc_by(bytes.len() as u64);
-                rx.accept(p, &bytes).await.map(|c| (p, c))
-            }
-        },
-    };
+    let result = rx
+        .handle(
+            protocol,
+            conn.as_ref().map(|c| c.0.as_ref()),
+            &headers,
+            body,
+        )
+        .await;
     let response = match result {
         Ok((p, counts)) => {
             rx.count_accepted(label, &counts);
@@ -417,6 +384,44 @@ fn snappy_encoded(headers: &HeaderMap) -> bool {
 }
 
 impl Receiver {
+    /// Authenticates, takes a request slot, checks the headers, reads and accepts the body.
+    async fn handle(
+        &self,
+        protocol: Result<Protocol, DecodeError>,
+        conn: Option<&auth::ConnInfo>,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(Protocol, Counts), ReceiveError> {
+        if let Err(d) = self.auth.check(headers, conn) {
+            self.metrics
+                .unauthorized
+                .get_or_create(&metrics::WhyLabel { reason: d.reason() })
+                .inc();
+            return Err(ReceiveError::Unauthorized(d));
+        }
+        // Held until the answer is ready; unauthenticated writes never take one.
+        let Ok(_slot) = self.requests.try_acquire() else {
+            return Err(ReceiveError::TooManyRequests(
+                self.cfg.max_concurrent_requests,
+            ));
+        };
+        let protocol = protocol?;
+        // Refuse a wrong encoding before reading up to max_body_bytes of it.
+        if !snappy_encoded(headers) {
+            return Err(DecodeError::UnsupportedEncoding(
+                headers
+                    .get(header::CONTENT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("<missing>")
+                    .to_string(),
+            )
+            .into());
+        }
+        let bytes = self.read_body(headers, body).await?;
+        self.metrics.body_bytes.inc_by(bytes.len() as u64);
+        self.accept(protocol, &bytes).await.map(|c| (protocol, c))
+    }
+
     /// Reads the body up to `max_body_bytes`, within `body_read_timeout`, holding its size
     /// (the declared `Content-Length`, else the limit) of the shared read budget; refuses early
     /// on a larger `Content-Length`.

@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{Metrics, ReloadLabels};
+use super::metrics::Metrics;
 
 /// The receiver's TLS files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,35 +225,7 @@ impl Reloader {
 
     /// Checks the files every `interval` until `stop`.
     pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.cancelled() => return,
-            }
-            let me = self.clone();
-            let result = tokio::task::spawn_blocking(move || me.reload()).await;
-            let outcome = match result {
-                Ok(Ok(true)) => {
-                    tracing::info!(cert = %self.files.cert.display(), "receiver TLS files changed; new connections use the new certificate");
-                    "ok"
-                }
-                Ok(Ok(false)) => continue,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "receiver TLS files changed but do not load; still serving the previous certificate");
-                    "error"
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reloading the receiver TLS files panicked");
-                    "error"
-                }
-            };
-            self.metrics
-                .reloads
-                .get_or_create(&ReloadLabels {
-                    what: "tls",
-                    result: outcome,
-                })
-                .inc();
-        }
+        let metrics = self.metrics.clone();
+        super::reload::every(interval, stop, metrics, "tls", move || self.reload()).await;
     }
 }
