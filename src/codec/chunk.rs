@@ -288,10 +288,13 @@ impl<'a> ChunkBuilder<'a> {
             self.cut();
         }
         // The field's key and length sit right before the message in the body when the
-        // message is an unchanged piece of it.
+        // message is an unchanged piece of it, and the range can be borrowed only when they are
+        // encoded as this builder would (a sender may pad its varints).
         let header = size - len;
         let at = match pieces {
-            [one] => offset_in(self.source, one).filter(|&at| at >= header),
+            [one] => offset_in(self.source, one).filter(|&at| {
+                at >= header && minimal_header(&self.source[at - header..at], field, len)
+            }),
             _ => None,
         };
         let part = &mut self.part;
@@ -397,6 +400,15 @@ impl Entry {
             metadata: u32::from(self.field == FIELD_METADATA),
         }
     }
+}
+
+/// Whether `bytes` (as long as the shortest encoding of the header) is exactly a
+/// length-delimited `field` key and `len`; a padded header before the message fails this.
+fn minimal_header(bytes: &[u8], field: u32, len: usize) -> bool {
+    let mut i = 0;
+    wire::varint_at(bytes, &mut i) == Some(u64::from(field) << 3 | 2)
+        && wire::varint_at(bytes, &mut i) == Some(len as u64)
+        && i == bytes.len()
 }
 
 /// Decompresses an upstream body written by [`write_body`] (tests, the emulator).

@@ -620,3 +620,46 @@ fn malformed_points_are_refused_at_the_edge() {
     let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
     assert!(decode(Protocol::V1, &body, &opts()).is_err());
 }
+
+/// A sender may encode a series' key and length with padded varints (valid protobuf); the
+/// chunk handed upstream must still be exactly the series, never a range starting inside the
+/// sender's header.
+#[test]
+fn padded_series_headers_are_forwarded_as_valid_protobuf() {
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "up"), ("job", "a")], &[(1, 1.0)]),
+            series(&[("__name__", "up"), ("job", "b")], &[(2, 2.0)]),
+        ],
+        metadata: vec![],
+    };
+    let mut raw = Vec::new();
+    for ts in &req.timeseries {
+        let body = ts.encode_to_vec();
+        assert!(body.len() < 0x80);
+        // Key 1/LEN, then the length as a two-byte varint padded with a zero continuation.
+        raw.extend_from_slice(&[0x0a, body.len() as u8 | 0x80, 0x00]);
+        raw.extend_from_slice(&body);
+    }
+    let body = bytes::Bytes::from(snap::raw::Encoder::new().compress_vec(&raw).unwrap());
+    let chunked = decode_chunks(
+        Protocol::V1,
+        &body,
+        &opts(),
+        &ChunkLimits {
+            max_points: 100,
+            max_raw: 1 << 20,
+        },
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    write_body(&chunked.chunks, &mut out);
+    let sent = v1::WriteRequest::decode(
+        snap::raw::Decoder::new()
+            .decompress_vec(&out)
+            .unwrap()
+            .as_slice(),
+    )
+    .expect("the upstream body is valid protobuf");
+    assert_eq!(sent.encode_to_vec(), req.encode_to_vec());
+}

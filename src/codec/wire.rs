@@ -55,6 +55,10 @@ impl<'a> Fields<'a> {
                 return Err(DecodeError::Protobuf("truncated varint".into()));
             };
             self.pos += 1;
+            if shift == 63 && b > 1 {
+                // As prost and Go's protowire: a tenth byte may carry only the top bit.
+                return Err(DecodeError::Protobuf("varint overflows 64 bits".into()));
+            }
             value |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Ok(value);
@@ -140,6 +144,9 @@ pub(crate) fn varint_at(b: &[u8], i: &mut usize) -> Option<u64> {
     loop {
         let c = *b.get(*i)?;
         *i += 1;
+        if shift == 63 && c > 1 {
+            return None;
+        }
         v |= u64::from(c & 0x7f) << shift;
         if c < 0x80 {
             return (c != 0).then_some(v);
@@ -234,5 +241,18 @@ mod tests {
             let r: Result<Vec<_>, _> = Fields::new(bad).collect();
             assert!(r.is_err(), "{bad:?} should not parse");
         }
+        // A varint whose tenth byte carries more than the 64th bit overflows; with only the
+        // top bit it is u64::MAX-sized and valid.
+        let over = [
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
+        let r: Result<Vec<_>, _> = Fields::new(&over).collect();
+        assert!(r.is_err());
+        assert_eq!(varint_at(&over, &mut 1), None);
+        let max = [
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert_eq!(Fields::new(&max).count(), 1);
+        assert_eq!(varint_at(&max, &mut 1), Some(u64::MAX));
     }
 }
