@@ -5,8 +5,8 @@
 //! (<https://prometheus.io/docs/specs/prw/remote_write_spec/>,
 //! <https://prometheus.io/docs/specs/prw/remote_write_spec_2_0/>). Output is a list of
 //! [`Entry`]s: each one encoded remote write 1.0 `TimeSeries` or `MetricMetadata`, ready to be
-//! concatenated into an upstream `WriteRequest` by the batcher, with the hash that picks its
-//! shard.
+//! concatenated into an upstream `WriteRequest` by the batcher, with the hash of its series
+//! that the queue's dispatcher uses to keep each series in order.
 //!
 //! Remote write 1.0 series are validated in place and handed on as the very bytes the sender
 //! wrote (no re-encoding; values, stale markers and NaN payloads keep every bit). Remote write
@@ -81,8 +81,8 @@ impl Protocol {
 /// One unit handed from the receiver to the queue: an encoded remote write 1.0 message.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// Hash of the series' labels (or the metric family name for metadata); picks the shard,
-    /// so one series always travels through one shard, in order.
+    /// Hash of the series' labels (or the metric family name for metadata); the dispatcher
+    /// never has two batches holding the same key in flight, so each series stays in order.
     pub shard_key: u64,
     /// `FIELD_TIMESERIES` or `FIELD_METADATA`: which `WriteRequest` field the bytes belong in.
     pub field: u32,
@@ -502,10 +502,10 @@ fn hash_bytes(parts: &[&[u8]]) -> u64 {
     h.finish()
 }
 
-/// The shard key of a series: a hash of its labels in their canonical remote write 1.0
+/// The key of a series: a hash of its labels in their canonical remote write 1.0
 /// encoding (each `Label` as field 1 of `TimeSeries`, name then value, the value omitted when
 /// empty, minimal varints), which is exactly the bytes every sender writes. One series has one
-/// key whichever protocol or encoder it came through, so it always lands in the same shard.
+/// key whichever protocol or encoder it came through, so its order is kept across both.
 pub(crate) fn labels_key(canonical: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();

@@ -102,8 +102,8 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub reload_interval: Option<Duration>,
 
-    /// Time a sender has to finish the TLS handshake and to send a request's headers; idle
-    /// keep-alive connections are closed after it too [default: 10s]
+    /// Time a sender has to finish the TLS handshake and, over HTTP/1.1, to send a request's
+    /// headers; idle keep-alive connections are closed after it too [default: 10s]
     #[arg(long, env = "PROMLINK_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
@@ -117,12 +117,13 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Most write requests handled at once; more get a retryable 503 [default: 256]
+    /// Most write requests handled at once; more get the retryable queue_full_status [default: 256]
     #[arg(long, env = "PROMLINK_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
 
     /// Compressed bytes all request bodies together may hold while being read (a body without
-    /// Content-Length counts as max_body_bytes); more gets a retryable 503 [default: 67108864]
+    /// Content-Length counts as max_body_bytes); more gets the retryable queue_full_status
+    /// [default: 67108864]
     #[arg(long, env = "PROMLINK_MAX_INFLIGHT_BODY_BYTES")]
     pub max_inflight_body_bytes: Option<usize>,
 

@@ -258,15 +258,21 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Exact match, or `*.suffix` matching exactly one DNS label before `.suffix`.
+/// Exact match (ASCII case ignored), or `*.suffix` matching a DNS-shaped name with exactly
+/// one label before `.suffix` (never an e-mail address or a URI that ends the same way).
 fn name_matches(allowed: &str, name: &str) -> bool {
-    match allowed.strip_prefix("*.") {
-        Some(suffix) => name
-            .strip_suffix(suffix)
-            .and_then(|head| head.strip_suffix('.'))
-            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
-        None => allowed.eq_ignore_ascii_case(name),
-    }
+    let Some(suffix) = allowed.strip_prefix("*.") else {
+        return allowed.eq_ignore_ascii_case(name);
+    };
+    let dns_shaped = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let n = name.len();
+    dns_shaped
+        && n > suffix.len() + 1
+        && name[n - suffix.len()..].eq_ignore_ascii_case(suffix)
+        && name.as_bytes()[n - suffix.len() - 1] == b'.'
+        && !name[..n - suffix.len() - 1].contains('.')
 }
 
 /// The names of a (verified) client certificate: subject common names and every SAN of kind
@@ -392,6 +398,14 @@ mod tests {
             a.check(&none, Some(&conn(&["edge.example"]))),
             Err(Denied::NameNotAllowed)
         );
+        assert_eq!(a.check(&none, Some(&conn(&["P2.Edge.Example"]))), Ok(()));
+        for not_dns in ["mallory@x.edge.example", "https://x.edge.example"] {
+            assert_eq!(
+                a.check(&none, Some(&conn(&[not_dns]))),
+                Err(Denied::NameNotAllowed),
+                "{not_dns}"
+            );
+        }
         assert_eq!(
             a.check(&none, Some(&ConnInfo::default())),
             Err(Denied::NoClientCertificate)

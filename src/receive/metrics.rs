@@ -136,7 +136,7 @@ impl Metrics {
         );
         r.register(
             "receive_connections_closed",
-            "Receiver connections closed by promlink, by reason: max_connections, tls_handshake, handshake_timeout, header_timeout.",
+            "Receiver connections closed by promlink, by reason: max_connections, tls_handshake, handshake_timeout, header_timeout (no complete headers within header_read_timeout, idle keep-alive connections included).",
             m.connections_closed.clone(),
         );
         r.register(

@@ -10,7 +10,7 @@
 //! deleted. On start, [`DiskQueue::open`] replays everything from the read position on.
 //!
 //! Writes, fsyncs, position files and deletions happen on one committer thread, which groups
-//! the pushes that arrive while it is busy into one write and one fsync (group commit): one
+//! the pushes that arrive while it is busy under one fsync (group commit; a write per push): one
 //! log for everything means one fsync per group, however many senders and workers there are.
 //! Records just written enter the window straight from memory when the window has room and
 //! holds everything before them; otherwise (a backlog, or after a restart) they are read back
