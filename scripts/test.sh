@@ -19,6 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PEERS=(
   prometheus
   prometheus-alertmanager
+  prometheus-node-exporter
 )
 
 started=$SECONDS

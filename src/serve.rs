@@ -1,11 +1,14 @@
 //! `promlink serve`: wires the stages together and runs them until shutdown.
 //!
 //! receive -> queue -> upstream shard workers, with the token provider, private-link verifier
-//! and alert rules beside them. On shutdown the receiver refuses new writes (retryable 503),
-//! in-flight requests get until the deadline (`shutdown_grace` from the signal) to finish, the
-//! queue is closed so partial batches leave at once, and the workers deliver until the same
-//! deadline. What is still undelivered then stays in the disk queue for the next start, or, with
-//! the memory queue, is dropped and counted (`samples_dropped{reason="shutdown"}`).
+//! and alert rules beside them. On shutdown ([`crate::shutdown`]) the receiver first keeps
+//! accepting writes while telling senders to move on (`/ready` fails, `Connection: close`,
+//! GOAWAY), until writes go quiet for `shutdown_quiet_period` or two thirds of `shutdown_grace`
+//! have passed; then it refuses new writes (retryable 503), in-flight requests get until the
+//! deadline (`shutdown_grace` from the signal) to finish, the queue is closed so partial batches
+//! leave at once, and the workers deliver until the same deadline. What is still undelivered
+//! then stays in the disk queue for the next start, or, with the memory queue, is dropped and
+//! counted (`samples_dropped{reason="shutdown"}`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use crate::config::Config;
 use crate::identity::{IdentityKind, TokenProvider};
 use crate::privatelink::PrivateLink;
 use crate::queue::Queue;
-use crate::receive::{Readiness, Receiver};
+use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
 
 /// Errors starting promlink.
@@ -57,43 +60,6 @@ pub enum ServeError {
     },
 }
 
-struct Ready {
-    identity: TokenProvider,
-    health: Arc<Health>,
-    private_link: Arc<PrivateLink>,
-    window: Duration,
-}
-
-impl Readiness for Ready {
-    fn check(&self) -> Result<(), Vec<String>> {
-        let mut why = Vec::new();
-        let token = self.identity.state();
-        if !token.valid {
-            why.push(format!(
-                "no valid token ({})",
-                token
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("first token not obtained yet")
-            ));
-        }
-        if let Err(e) = self.private_link.ready() {
-            why.push(e);
-        }
-        if !self.health.answered_within(self.window) {
-            why.push(format!(
-                "the upstream has not answered in the last {}",
-                humantime::format_duration(self.window)
-            ));
-        }
-        if why.is_empty() {
-            Ok(())
-        } else {
-            Err(why)
-        }
-    }
-}
-
 /// A running promlink.
 pub struct Running {
     /// The address the receiver listens on.
@@ -127,47 +93,18 @@ impl Running {
 pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let mut registry = Registry::with_prefix("promlink");
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
-    let upstream_metrics = crate::upstream::Metrics::register(&mut registry);
-    let identity_metrics = crate::identity::Metrics::register(&mut registry);
-    let private_link_metrics = crate::privatelink::Metrics::register(&mut registry);
+    let sending = Sending::new(&cfg, &mut registry)?;
     let alert_metrics = crate::alert::Metrics::register(&mut registry);
     let queue_metrics = crate::queue::Metrics::register(&mut registry);
-
-    if cfg.upstream.url.scheme() == "http" {
-        tracing::warn!(url = %cfg.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
-    }
-    if !cfg.azure_upstream {
-        tracing::info!(url = %cfg.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
-    }
-    for notice in &cfg.notices {
-        tracing::warn!("{notice}");
-    }
-    if cfg.identity.kind == IdentityKind::SystemAssigned {
-        tracing::info!("using the system-assigned managed identity");
-    }
-
-    let identity = TokenProvider::new(cfg.identity.clone(), identity_metrics)?;
-    let host = cfg.upstream.url.host_str().unwrap_or_default().to_string();
-    let port = cfg.upstream.url.port_or_known_default().unwrap_or(443);
-    let private_link = Arc::new(PrivateLink::new(
-        cfg.private_link.clone(),
-        &host,
-        port,
-        cfg.upstream.ca_file.clone(),
-        private_link_metrics,
-    )?);
-    tracing::info!(host = %host, policy = cfg.private_link.mode.as_str(), "private link policy");
-    let upstream = Arc::new(Upstream::new(
-        cfg.upstream.clone(),
-        identity.clone(),
-        upstream_metrics.clone(),
-        Some(private_link.clone()),
-    )?);
+    let Sending {
+        identity,
+        private_link,
+        upstream,
+        host,
+        metrics: upstream_metrics,
+    } = sending;
     let health = upstream.health();
     let queue = Arc::new(open_queue(&cfg).await?);
-    upstream_metrics
-        .queue_max_bytes
-        .set(cfg.queue_max_bytes as i64);
 
     let inbound = &cfg.inbound;
     let tls = match &inbound.tls {
@@ -195,7 +132,10 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let abort = CancellationToken::new();
-    let refresher = identity.spawn_refresher(background.clone());
+    let mut background_tasks = vec![
+        identity.spawn_refresher(background.clone()),
+        tokio::spawn(private_link.clone().run(background.clone())),
+    ];
     let mut reloaders = vec![tokio::spawn(
         auth.clone()
             .run(inbound.reload_interval, background.clone()),
@@ -205,7 +145,6 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             tls.clone().run(inbound.reload_interval, background.clone()),
         ));
     }
-    let verifier = tokio::spawn(private_link.clone().run(background.clone()));
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| local_addr.to_string());
@@ -226,6 +165,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             queue: queue.clone(),
             queue_metrics,
             queue_bytes: upstream_metrics.queue_bytes.clone(),
+            upstream_available: upstream_metrics.available.clone(),
+            ready_window: cfg.ready_window,
         },
         alerter.clone(),
         background.clone(),
@@ -240,18 +181,20 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         .collect();
 
     let registry = Arc::new(registry);
-    let readiness = Box::new(Ready {
-        private_link: private_link.clone(),
+    let checks = Box::new(crate::health::Checks {
         identity: identity.clone(),
         health: health.clone(),
+        private_link: private_link.clone(),
+        queue: queue.clone(),
         window: cfg.ready_window,
+        requires_upstream: cfg.ready_requires_upstream,
     });
     let receiver = Arc::new(Receiver::new(
         cfg.receive.clone(),
         queue.clone(),
         receive_metrics.clone(),
         upstream_metrics.queue_bytes.clone(),
-        readiness,
+        checks,
         registry.clone(),
         auth.clone(),
     ));
@@ -270,8 +213,10 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     }
     let listener_cfg = inbound.listener.clone();
 
-    let stop = shutdown.clone();
+    let signal = shutdown.clone();
+    let close = CancellationToken::new();
     let grace = cfg.shutdown_grace;
+    let quiet = cfg.shutdown_quiet_period;
     let task = tokio::spawn(async move {
         let server = crate::receive::listener::serve(
             listener,
@@ -279,18 +224,38 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             tls,
             listener_cfg,
             receive_metrics,
-            stop.clone(),
+            signal.clone(),
+            close.clone(),
         );
         let mut server = std::pin::pin!(server);
+        let mut server_done = false;
         // One deadline for the whole shutdown, fixed when it starts.
         let deadline = tokio::select! {
+            // The listener ended on its own (it does not, short of a bug): deliver and stop.
             () = &mut server => tokio::time::Instant::now() + grace,
-            _ = stop.cancelled() => {
+            _ = signal.cancelled() => {
+                let since = tokio::time::Instant::now();
+                let deadline = since + grace;
+                receiver.begin_draining();
+                tracing::info!(quiet_period = %humantime::format_duration(quiet), "shutting down: still accepting writes until they go quiet; senders are told to move on");
+                let until = deadline - crate::shutdown::drain_reserve(grace);
+                let why = tokio::select! {
+                    why = crate::shutdown::accept_until_quiet(since, quiet, until, || receiver.last_write()) => Some(why),
+                    () = &mut server => {
+                        server_done = true;
+                        None
+                    }
+                };
                 receiver.stop_accepting();
-                let deadline = tokio::time::Instant::now() + grace;
+                close.cancel();
+                match why {
+                    Some(crate::shutdown::Quiet::Quiet) => tracing::info!("writes went quiet; no longer accepting writes"),
+                    Some(crate::shutdown::Quiet::OutOfTime) => tracing::warn!("writes kept arriving until the grace period ran short; no longer accepting writes (new ones get 503)"),
+                    None => {}
+                }
                 // In-flight writes may finish, but a stuck or trickling upload cannot hold the
                 // shutdown past the grace period (dropping the server closes its connections).
-                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+                if !server_done && tokio::time::timeout_at(deadline, &mut server).await.is_err() {
                     tracing::warn!("in-flight writes did not finish within the grace period; closing their connections");
                 }
                 deadline
@@ -315,12 +280,11 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             tracing::error!(error = %e, "syncing the disk queue at shutdown failed");
         }
         background.cancel();
-        let _ = refresher.await;
-        for r in reloaders {
-            let _ = r.await;
+        background_tasks.extend(reloaders);
+        background_tasks.push(prober);
+        for t in background_tasks {
+            let _ = t.await;
         }
-        let _ = prober.await;
-        let _ = verifier.await;
         let _ = alert_rules.await;
         let _ = alert_poster.await;
         tracing::info!("promlink stopped");
@@ -337,8 +301,69 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     })
 }
 
+/// The sending side that `serve` and `drain` share: the identity, the Private Link stage and
+/// the upstream client, with their metrics registered.
+pub(crate) struct Sending {
+    /// The token provider.
+    pub(crate) identity: TokenProvider,
+    /// Private Link verification and path policy for the upstream host.
+    pub(crate) private_link: Arc<PrivateLink>,
+    /// The upstream client.
+    pub(crate) upstream: Arc<Upstream>,
+    /// The upstream host.
+    pub(crate) host: String,
+    /// The upstream's metrics.
+    pub(crate) metrics: crate::upstream::Metrics,
+}
+
+impl Sending {
+    /// Sets up the sending side of `cfg`, logging what an operator should know about it.
+    pub(crate) fn new(cfg: &Config, registry: &mut Registry) -> Result<Self, ServeError> {
+        let metrics = crate::upstream::Metrics::register(registry);
+        let identity_metrics = crate::identity::Metrics::register(registry);
+        let private_link_metrics = crate::privatelink::Metrics::register(registry);
+        if cfg.upstream.url.scheme() == "http" {
+            tracing::warn!(url = %cfg.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
+        }
+        if !cfg.azure_upstream {
+            tracing::info!(url = %cfg.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
+        }
+        for notice in &cfg.notices {
+            tracing::warn!("{notice}");
+        }
+        if cfg.identity.kind == IdentityKind::SystemAssigned {
+            tracing::info!("using the system-assigned managed identity");
+        }
+        let identity = TokenProvider::new(cfg.identity.clone(), identity_metrics)?;
+        let host = cfg.upstream.url.host_str().unwrap_or_default().to_string();
+        let port = cfg.upstream.url.port_or_known_default().unwrap_or(443);
+        let private_link = Arc::new(PrivateLink::new(
+            cfg.private_link.clone(),
+            &host,
+            port,
+            cfg.upstream.ca_file.clone(),
+            private_link_metrics,
+        )?);
+        tracing::info!(host = %host, policy = cfg.private_link.mode.as_str(), "private link policy");
+        let upstream = Arc::new(Upstream::new(
+            cfg.upstream.clone(),
+            identity.clone(),
+            metrics.clone(),
+            Some(private_link.clone()),
+        )?);
+        metrics.queue_max_bytes.set(cfg.queue_max_bytes as i64);
+        Ok(Self {
+            identity,
+            private_link,
+            upstream,
+            host,
+            metrics,
+        })
+    }
+}
+
 /// Opens the disk queue (replaying what was not acknowledged) or creates the memory queue.
-async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
+pub(crate) async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
     let Some((dir, fsync)) = cfg.disk_queue.clone() else {
         return Ok(Queue::Memory(crate::queue::MemoryQueue::new(
             cfg.queue_max_bytes,
@@ -382,6 +407,8 @@ struct AlertInputs {
     queue: Arc<Queue>,
     queue_metrics: crate::queue::Metrics,
     queue_bytes: prometheus_client::metrics::gauge::Gauge,
+    upstream_available: prometheus_client::metrics::gauge::Gauge,
+    ready_window: Duration,
 }
 
 impl AlertInputs {
@@ -421,6 +448,9 @@ async fn evaluate_alerts(
         alerter.update(crate::alert::evaluate(&inputs.signals()));
         inputs.queue_metrics.update(&inputs.queue);
         inputs.queue_bytes.set(inputs.queue.used_bytes() as i64);
+        inputs.upstream_available.set(i64::from(
+            inputs.health.unavailable_for(inputs.ready_window).is_none(),
+        ));
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,

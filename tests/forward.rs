@@ -408,7 +408,7 @@ async fn health_ready_and_metrics_endpoints() {
     let rig = Rig::start(RigOptions::default()).await;
     let get = |p: &'static str| rig.http.get(rig.url(p)).send();
     assert_eq!(get("/health").await.unwrap().status(), 200);
-    // Ready once a token is held and the upstream answered (the idle probe does that).
+    // Ready as soon as it can accept writes (upstream health is in /status).
     let mut ready = false;
     for _ in 0..100 {
         if get("/ready").await.unwrap().status() == 200 {
@@ -422,6 +422,17 @@ async fn health_ready_and_metrics_endpoints() {
         "never became ready: {}",
         get("/ready").await.unwrap().text().await.unwrap()
     );
+    let status = get("/status").await.unwrap();
+    assert_eq!(status.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&status.text().await.unwrap()).unwrap();
+    assert_eq!(v["ready"], true, "{v}");
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["private_link", "token", "upstream", "queue"], "{v}");
     let m = get("/metrics").await.unwrap().text().await.unwrap();
     for name in [
         "promlink_receive_body_bytes_total",

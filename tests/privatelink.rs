@@ -58,6 +58,11 @@ async fn dce_on(ca: &TestCa, entra: &EntraHandle, ip: IpAddr, port: u16) -> DceH
 
 impl PlRig {
     async fn start(mode: Mode) -> PlRig {
+        Self::start_with(mode, false).await
+    }
+
+    /// `ready_requires_upstream` set as given.
+    async fn start_with(mode: Mode, ready_requires_upstream: bool) -> PlRig {
         let dns = TestDns::start().await.unwrap();
         dns.set_private_link(HOST, PRIVATE, 1);
         let public_dns = TestDns::start().await.unwrap();
@@ -103,6 +108,9 @@ impl PlRig {
             retry_min_backoff: Some(Duration::from_millis(50)),
             retry_max_backoff: Some(Duration::from_millis(300)),
             ready_window: Some(Duration::from_secs(5)),
+            ready_requires_upstream: Some(ready_requires_upstream),
+            // Not a test of the shutdown handshake: stop accepting at once, so teardown is quick.
+            shutdown_quiet_period: Some(Duration::ZERO),
             ..Settings::default()
         };
         let promlink = promlink::serve::start(settings.resolve().unwrap())
@@ -170,6 +178,37 @@ impl PlRig {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Asserts that `/status` reports the Private Link check failing with `state`, its reason
+    /// starting with `reason` (which names the verdict).
+    async fn assert_private_link_status(&self, state: &str, reason: &str) {
+        let check = self.status_check("private_link").await;
+        assert_eq!(check["ok"], false, "{check}");
+        assert_eq!(check["state"], state, "{check}");
+        assert!(
+            check["reason"].as_str().unwrap().starts_with(reason),
+            "{check}"
+        );
+    }
+
+    /// `GET /status`'s check `name` (it always answers 200).
+    async fn status_check(&self, name: &str) -> serde_json::Value {
+        let r = self
+            .http
+            .get(format!("http://{}/status", self.promlink.local_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "/status is a report, not a probe");
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name} in {v}"))
+            .clone()
+    }
+
     fn firing(&self, name: &str) -> bool {
         self.promlink
             .alerter
@@ -210,7 +249,8 @@ fn verdict_series(v: &str) -> String {
 }
 
 /// `require`: a flip of DNS to the public answer mid-stream sends **zero** bytes to the public
-/// endpoint; data is held, `/ready` fails, and everything arrives once DNS is fixed.
+/// endpoint; data is held (and still accepted: `/ready` stays 200, `/status` names the verdict),
+/// and everything arrives once DNS is fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_holds_data_and_never_touches_the_public_endpoint() {
     let mut rig = PlRig::start(Mode::Require).await;
@@ -234,8 +274,9 @@ async fn require_holds_data_and_never_touches_the_public_endpoint() {
         "held, not delivered anywhere"
     );
     let (status, text) = rig.ready().await;
-    assert_eq!(status, 503);
-    assert!(text.contains("verdict public"), "{text}");
+    assert_eq!(status, 200, "data is still accepted into the queue: {text}");
+    rig.assert_private_link_status("blocked", "verdict public: ")
+        .await;
     assert_eq!(rig.metric(&verdict_series("public")).await, 1.0);
     assert_eq!(
         rig.metric("promlink_private_link_active_path{path=\"none\"}")
@@ -297,6 +338,8 @@ async fn prefer_falls_back_and_returns_without_loss() {
         .fallback_since
         .is_some());
     assert_eq!(rig.ready().await.0, 200, "prefer: data flows, so ready");
+    rig.assert_private_link_status("public-fallback", "verdict public: ")
+        .await;
 
     rig.dns
         .remove(&promlink::privatelink::testdns::privatelink_name(HOST));
@@ -321,11 +364,12 @@ async fn prefer_falls_back_and_returns_without_loss() {
 }
 
 /// DNS is right but the private endpoint does not connect (a firewall): `require` holds and says
-/// so; `prefer` falls back to the public answer of the public resolver.
+/// so (with `ready_requires_upstream`, `/ready` fails as well); `prefer` falls back to the
+/// public answer of the public resolver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_endpoint_refusing_connections() {
-    // require
-    let mut rig = PlRig::start(Mode::Require).await;
+    // require, with the readiness that also needs the upstream
+    let mut rig = PlRig::start_with(Mode::Require, true).await;
     rig.wait_path(ActivePath::Private).await;
     rig.private.take().unwrap().shutdown().await;
     wait("probe failure seen", || {
@@ -335,8 +379,10 @@ async fn private_endpoint_refusing_connections() {
     rig.send_round().await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (status, text) = rig.ready().await;
-    assert_eq!(status, 503);
+    assert_eq!(status, 503, "ready_requires_upstream: {text}");
     assert!(text.contains("does not connect"), "{text}");
+    let check = rig.status_check("private_link").await;
+    assert_eq!(check["state"], "private-unreachable", "{check}");
     assert_eq!(rig.public.connections(), 0, "require never falls back");
     assert!(
         rig.metric("promlink_private_link_probe_failures_total{stage=\"tcp\"}")

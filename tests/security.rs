@@ -545,6 +545,8 @@ async fn an_untrusted_upstream_certificate_is_never_sent_data() {
         retry_min_backoff: Some(Duration::from_millis(20)),
         retry_max_backoff: Some(Duration::from_millis(100)),
         shutdown_grace: Some(Duration::from_secs(1)),
+        // Not a test of the shutdown handshake: stop accepting at once, so teardown is quick.
+        shutdown_quiet_period: Some(Duration::ZERO),
         ..Settings::default()
     };
     let running = promlink::serve::start(rig_settings.resolve().unwrap())

@@ -28,6 +28,8 @@ use crate::upstream::UpstreamConfig;
 pub const DEFAULT_STREAM: &str = "Microsoft-PrometheusMetrics";
 /// The ingestion API version in Azure's documentation.
 pub const DEFAULT_API_VERSION: &str = "2023-04-24";
+/// `shutdown_quiet_period`: Prometheus sends about every 5 s.
+pub const DEFAULT_SHUTDOWN_QUIET_PERIOD: Duration = Duration::from_secs(5);
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -58,8 +60,8 @@ pub struct Settings {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address for remote write, /health, /ready and /metrics [default: 0.0.0.0:8081; Azure
-    /// sidecar: LISTENING_PORT]
+    /// Address for remote write, /health, /ready, /status and /metrics [default: 0.0.0.0:8081;
+    /// Azure sidecar: LISTENING_PORT]
     #[arg(long, env = "PROMLINK_LISTEN")]
     pub listen: Option<SocketAddr>,
 
@@ -311,15 +313,31 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub token_refresh_before_expiry: Option<Duration>,
 
-    /// /ready needs an upstream answer within this window [default: 2m]
+    /// The upstream counts as unavailable after this long without any HTTP answer (connection
+    /// refused, DNS, TLS, timeout): GET /status, promlink_upstream_available, alert
+    /// PromlinkUpstreamUnavailable [default: 2m]
     #[arg(long, env = "PROMLINK_READY_WINDOW", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub ready_window: Option<Duration>,
 
-    /// Time allowed after SIGTERM to deliver what is queued [default: 30s]
+    /// /ready also fails without a valid token, a Private Link path data can take, or an
+    /// upstream answer within ready_window (a replica then leaves its Service during an upstream
+    /// outage instead of queueing) [default: false]
+    #[arg(long, env = "PROMLINK_READY_REQUIRES_UPSTREAM", num_args = 0..=1, default_missing_value = "true")]
+    pub ready_requires_upstream: Option<bool>,
+
+    /// Time from SIGTERM until promlink exits; a third of it is kept for delivering what is
+    /// queued after writes stop being accepted [default: 30s]
     #[arg(long, env = "PROMLINK_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+
+    /// After SIGTERM writes are still accepted (answers say Connection: close, /ready fails)
+    /// until none arrived for this long, counted from SIGTERM or the last write, whichever is
+    /// later; 0s stops accepting at once [default: 5s]
+    #[arg(long, env = "PROMLINK_SHUTDOWN_QUIET_PERIOD", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_quiet_period: Option<Duration>,
 
     /// Allow a plain http:// upstream (benchmarks, local tests): metrics and tokens travel unencrypted
     #[arg(long, env = "PROMLINK_ALLOW_PLAIN_HTTP", num_args = 0..=1, default_missing_value = "true")]
@@ -421,10 +439,14 @@ pub struct Config {
     pub shards: usize,
     /// Queue budget.
     pub queue_max_bytes: usize,
-    /// /ready window.
+    /// Without an upstream answer for this long, the upstream counts as unavailable.
     pub ready_window: Duration,
+    /// Whether `/ready` also needs a token, a Private Link path and an upstream answer.
+    pub ready_requires_upstream: bool,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, writes are accepted until none arrived for this long.
+    pub shutdown_quiet_period: Duration,
     /// Whether the upstream is an Azure Monitor DCE URL (vs. a generic remote-write receiver).
     pub azure_upstream: bool,
     /// Private Link verification and path policy.
@@ -510,7 +532,9 @@ impl Settings {
             retry_max_backoff,
             token_refresh_before_expiry,
             ready_window,
+            ready_requires_upstream,
             shutdown_grace,
+            shutdown_quiet_period,
             allow_plain_http,
             private_link,
             dns_server,
@@ -1270,7 +1294,11 @@ impl Settings {
             shards,
             queue_max_bytes,
             ready_window,
+            ready_requires_upstream: self.ready_requires_upstream.unwrap_or(false),
             shutdown_grace,
+            shutdown_quiet_period: self
+                .shutdown_quiet_period
+                .unwrap_or(DEFAULT_SHUTDOWN_QUIET_PERIOD),
             azure_upstream,
             private_link: crate::privatelink::PrivateLinkConfig {
                 mode,

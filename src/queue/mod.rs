@@ -103,6 +103,15 @@ impl Queue {
         }
     }
 
+    /// Why the queue cannot take writes now (see [`DiskQueue::failure`]); the memory queue
+    /// cannot fail.
+    pub fn failure(&self, recent: Duration) -> Option<String> {
+        match self {
+            Queue::Memory(_) => None,
+            Queue::Disk(q) => q.failure(recent),
+        }
+    }
+
     /// Age of the oldest chunk not yet finished (disk queue only).
     pub fn oldest_age(&self) -> Option<Duration> {
         match self {

@@ -3,8 +3,13 @@
 //! send a request's headers (slow senders cannot hold connections forever).
 //!
 //! A connection over `max_connections` is closed at once (over plain HTTP with a one-line 503
-//! first) and counted; well-behaved senders retry it like any connection error. On shutdown the
-//! loop stops accepting, every connection finishes its in-flight request and closes; dropping
+//! first) and counted; well-behaved senders retry it like any connection error.
+//!
+//! Shutdown comes in two steps. On `drain` (SIGTERM) the loop keeps accepting, but HTTP/2
+//! connections open at that moment get GOAWAY (their in-flight streams finish), and any
+//! connection can be asked to close after its current answer ([`ConnControl`]; the receiver
+//! does that for every answer while draining). On `stop` the loop stops accepting, closes the
+//! listening socket, and every connection finishes its in-flight request and closes; dropping
 //! the returned future aborts whatever is still open.
 
 use std::net::SocketAddr;
@@ -33,13 +38,29 @@ pub struct ListenerConfig {
     pub max_h2_streams: u32,
 }
 
-/// Accepts connections until `stop`, then lets open ones finish their requests.
+/// Lets a request's handler ask for its connection to close once the answer is out (HTTP/2:
+/// GOAWAY after the current streams); found in every request's extensions.
+#[derive(Debug, Default)]
+pub struct ConnControl {
+    close: tokio::sync::Notify,
+}
+
+impl ConnControl {
+    /// Closes the connection gracefully after the answers in flight.
+    pub fn close_after_response(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// Accepts connections until `stop`, then lets open ones finish their requests. `drain` (which
+/// comes first) sends GOAWAY on the HTTP/2 connections open at that moment.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<Reloader>>,
     cfg: ListenerConfig,
     metrics: Metrics,
+    drain: CancellationToken,
     stop: CancellationToken,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(
@@ -68,10 +89,11 @@ pub async fn serve(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let (app, tls, cfg, metrics, stop) = (app.clone(), tls.clone(), cfg.clone(), metrics.clone(), stop.clone());
+                let (app, tls, cfg, metrics) = (app.clone(), tls.clone(), cfg.clone(), metrics.clone());
+                let ends = Ends { drain: drain.clone(), stop: stop.clone() };
                 conns.spawn(async move {
                     let _open = Open::new(&metrics, slot);
-                    connection(tcp, peer, app, tls, &cfg, &metrics, stop).await;
+                    connection(tcp, peer, app, tls, &cfg, &metrics, ends).await;
                 });
             }
         }
@@ -114,6 +136,12 @@ fn refuse(tcp: &TcpStream, tls: bool) {
     }
 }
 
+/// The shutdown signals a connection watches.
+struct Ends {
+    drain: CancellationToken,
+    stop: CancellationToken,
+}
+
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -121,7 +149,7 @@ async fn connection(
     tls: Option<Arc<Reloader>>,
     cfg: &ListenerConfig,
     metrics: &Metrics,
-    stop: CancellationToken,
+    ends: Ends,
 ) {
     let closed = |reason: &'static str| {
         metrics
@@ -131,7 +159,7 @@ async fn connection(
     };
     let Some(tls) = tls else {
         let info = ConnInfo::default();
-        if let Err(e) = http1(TokioIo::new(tcp), app, info, cfg, stop).await {
+        if let Err(e) = http1(TokioIo::new(tcp), app, info, cfg, ends).await {
             if e.is_timeout() {
                 closed("header_timeout");
             }
@@ -163,9 +191,9 @@ async fn connection(
     let h2 = session.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(stream);
     let result = if h2 {
-        http2(io, app, info, cfg, stop).await
+        http2(io, app, info, cfg, ends).await
     } else {
-        http1(io, app, info, cfg, stop).await
+        http1(io, app, info, cfg, ends).await
     };
     if let Err(e) = result {
         if e.is_timeout() {
@@ -175,11 +203,13 @@ async fn connection(
     }
 }
 
-/// The router as a hyper service, with what the connection proved in each request.
+/// The router as a hyper service, with what the connection proved, and its control, in each
+/// request.
 #[derive(Clone)]
 struct ConnService {
     app: Router,
     info: Arc<ConnInfo>,
+    control: Arc<ConnControl>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
@@ -189,15 +219,17 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
 
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.info.clone());
+        req.extensions_mut().insert(self.control.clone());
         // A Router is always ready; `call` on a clone is how axum's own server drives it.
         tower_service::Service::call(&mut self.app.clone(), req)
     }
 }
 
-fn service(app: Router, info: ConnInfo) -> ConnService {
+fn service(app: Router, info: ConnInfo, control: Arc<ConnControl>) -> ConnService {
     ConnService {
         app,
         info: Arc::new(info),
+        control,
     }
 }
 
@@ -206,16 +238,19 @@ async fn http1<I>(
     app: Router,
     info: ConnInfo,
     cfg: &ListenerConfig,
-    stop: CancellationToken,
+    ends: Ends,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let control = Arc::new(ConnControl::default());
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .serve_connection(io, service(app, info));
-    until_done(conn, stop).await
+        .serve_connection(io, service(app, info, control.clone()));
+    // An idle keep-alive connection stays open while draining: its next answer carries
+    // `Connection: close`, which ends it.
+    until_done(conn, control, None, ends.stop).await
 }
 
 async fn http2<I>(
@@ -223,30 +258,54 @@ async fn http2<I>(
     app: Router,
     info: ConnInfo,
     cfg: &ListenerConfig,
-    stop: CancellationToken,
+    ends: Ends,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let control = Arc::new(ConnControl::default());
+    // A connection opened while draining is served (its sender may have nowhere else to go
+    // yet) and gets GOAWAY after its first answer, through `control`.
+    let drain = (!ends.drain.is_cancelled()).then_some(ends.drain);
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.max_h2_streams)
         .max_header_list_size(64 << 10)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(cfg.header_read_timeout)
-        .serve_connection(io, service(app, info));
-    until_done(conn, stop).await
+        .serve_connection(io, service(app, info, control.clone()));
+    until_done(conn, control, drain, ends.stop).await
 }
 
-/// Serves a connection until it ends; on `stop`, lets its in-flight requests finish first.
-async fn until_done<C>(conn: C, stop: CancellationToken) -> Result<(), hyper::Error>
+/// Serves a connection until it ends. On `stop`, on `drain` (when given) or when a handler
+/// asks through `control`, shuts it down gracefully: in-flight requests finish first.
+async fn until_done<C>(
+    conn: C,
+    control: Arc<ConnControl>,
+    drain: Option<CancellationToken>,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
 where
     C: hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>,
 {
     tokio::pin!(conn);
+    let draining = async {
+        match &drain {
+            Some(d) => d.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = draining => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = control.close.notified() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

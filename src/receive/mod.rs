@@ -4,8 +4,14 @@
 //! and answers 2xx only once the whole request is in the [`crate::queue`]. Every status code is
 //! chosen in [`status_of`]: 400 bad input (never retried by senders), 413 too large, 415 wrong
 //! content type or encoding, and a retryable status with `Retry-After` when the queue is full or
-//! promlink is shutting down. The same listener serves `/health`, `/ready` and `/metrics`, like
-//! Azure's remote-write sidecar does on its port.
+//! promlink has stopped accepting. The same listener serves `/health`, `/ready`, `/status` and
+//! `/metrics`, like Azure's remote-write sidecar does on its port ([`status`] says what `/ready`
+//! and `/status` mean).
+//!
+//! Shutdown has two phases. While *draining* (from SIGTERM until writes go quiet), writes are
+//! still accepted, `/ready` fails, and every answer tells the sender to move on: HTTP/1.1
+//! answers carry `Connection: close`, and an HTTP/2 connection gets GOAWAY after its current
+//! streams. Once *stopped*, writes get a retryable 503.
 //!
 //! Hostile senders are bounded at every step: [`listener`] caps connections and the time to
 //! send headers (and to finish TLS), [`auth`] lets in only authenticated writers when
@@ -16,14 +22,16 @@ pub mod auth;
 pub mod listener;
 pub mod metrics;
 mod reload;
+pub mod status;
 pub mod tls;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Extension, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -101,7 +109,7 @@ pub enum ReceiveError {
         /// Decoded bytes the request needs.
         needed: usize,
     },
-    /// promlink is shutting down and accepts no more data.
+    /// promlink has stopped accepting data (shutdown).
     #[error("promlink is shutting down and accepts no new data; retry against another instance or later")]
     ShuttingDown,
     /// Reading the body failed (client went away).
@@ -181,11 +189,12 @@ pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
     }
 }
 
-/// Readiness as the rest of promlink sees it.
-pub trait Readiness: Send + Sync + 'static {
-    /// `Ok` when ready, else the reasons it is not.
-    fn check(&self) -> Result<(), Vec<String>>;
-}
+/// Where the receiver is in its life.
+const ACCEPTING: u8 = 0;
+/// Shutdown began: writes still accepted, senders told to move on.
+const DRAINING: u8 = 1;
+/// Writes refused.
+const STOPPED: u8 = 2;
 
 /// Shared receiver state.
 pub struct Receiver {
@@ -193,12 +202,15 @@ pub struct Receiver {
     queue: Arc<Queue>,
     metrics: Metrics,
     queue_gauge: prometheus_client::metrics::gauge::Gauge,
-    accepting: AtomicBool,
+    phase: AtomicU8,
+    /// When the receiver was created, and the last write's arrival in ms after it (0: none).
+    created: tokio::time::Instant,
+    last_write_ms: AtomicU64,
     decoding: tokio::sync::Semaphore,
     reading: tokio::sync::Semaphore,
     requests: tokio::sync::Semaphore,
     auth: Arc<auth::Auth>,
-    readiness: Box<dyn Readiness>,
+    status: Box<dyn status::StatusSource>,
     registry: Arc<prometheus_client::registry::Registry>,
 }
 
@@ -209,7 +221,7 @@ impl Receiver {
         queue: Arc<Queue>,
         metrics: Metrics,
         queue_gauge: prometheus_client::metrics::gauge::Gauge,
-        readiness: Box<dyn Readiness>,
+        status: Box<dyn status::StatusSource>,
         registry: Arc<prometheus_client::registry::Registry>,
         auth: Arc<auth::Auth>,
     ) -> Self {
@@ -223,15 +235,49 @@ impl Receiver {
             queue,
             metrics,
             queue_gauge,
-            accepting: AtomicBool::new(true),
-            readiness,
+            phase: AtomicU8::new(ACCEPTING),
+            created: tokio::time::Instant::now(),
+            last_write_ms: AtomicU64::new(0),
+            status,
             registry,
         }
     }
 
-    /// From now on, writes get a retryable refusal (shutdown has begun).
+    /// Shutdown has begun: `/ready` fails and answers tell senders to move on, but writes are
+    /// still accepted until [`Receiver::stop_accepting`].
+    pub fn begin_draining(&self) {
+        let _ =
+            self.phase
+                .compare_exchange(ACCEPTING, DRAINING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// From now on, writes get a retryable refusal.
     pub fn stop_accepting(&self) {
-        self.accepting.store(false, Ordering::Release);
+        self.phase.store(STOPPED, Ordering::Release);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.phase.load(Ordering::Acquire) != ACCEPTING
+    }
+
+    /// When the last write request arrived (after authentication), if any did.
+    pub fn last_write(&self) -> Option<tokio::time::Instant> {
+        match self.last_write_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(self.created + std::time::Duration::from_millis(ms)),
+        }
+    }
+
+    fn note_write(&self) {
+        // Never 0, which means "none": a write in the first millisecond counts as 1 ms.
+        let ms = (self.created.elapsed().as_millis() as u64).max(1);
+        self.last_write_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// The status report: every check, and whether `/ready` answers 200.
+    pub fn report(&self) -> status::Report {
+        status::Report::new(self.status.checks(), self.shutting_down())
     }
 
     /// The axum router.
@@ -240,7 +286,12 @@ impl Receiver {
             .route("/api/v1/write", post(write))
             .route("/health", get(|| async { "ok\n" }))
             .route("/ready", get(ready))
+            .route("/status", get(status_handler))
             .route("/metrics", get(metrics_handler))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                move_senders_on,
+            ))
             .with_state(self)
     }
 
@@ -249,7 +300,7 @@ impl Receiver {
         protocol: Protocol,
         body: &bytes::Bytes,
     ) -> Result<Counts, ReceiveError> {
-        if !self.accepting.load(Ordering::Acquire) {
+        if self.phase.load(Ordering::Acquire) == STOPPED {
             return Err(ReceiveError::ShuttingDown);
         }
         // Reserve the declared decoded size (bounded by the per-request limit, which decode
@@ -399,6 +450,7 @@ impl Receiver {
                 .inc();
             return Err(ReceiveError::Unauthorized(d));
         }
+        self.note_write();
         // Held until the answer is ready; unauthenticated writes never take one.
         let Ok(_slot) = self.requests.try_acquire() else {
             return Err(ReceiveError::TooManyRequests(
@@ -467,19 +519,50 @@ async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ReceiveE
     })
 }
 
-async fn ready(State(rx): State<Arc<Receiver>>) -> Response {
-    if !rx.accepting.load(Ordering::Acquire) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n",
-        )
-            .into_response();
+/// While shutting down, tells every sender to take its next request elsewhere: HTTP/1.1
+/// answers carry `Connection: close`; an HTTP/2 connection is asked to send GOAWAY once this
+/// answer is out (in-flight streams finish first).
+async fn move_senders_on(State(rx): State<Arc<Receiver>>, req: Request, next: Next) -> Response {
+    let version = req.version();
+    let conn = req
+        .extensions()
+        .get::<Arc<listener::ConnControl>>()
+        .cloned();
+    let mut resp = next.run(req).await;
+    if rx.shutting_down() {
+        if version < Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else if let Some(conn) = conn {
+            conn.close_after_response();
+        }
     }
-    match rx.readiness.check() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reasons) => (
+    resp
+}
+
+async fn ready(State(rx): State<Arc<Receiver>>) -> Response {
+    let report = rx.report();
+    if report.ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", reasons.join("; ")),
+            format!("not ready: {}\n", report.not_ready_because().join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn status_handler(State(rx): State<Arc<Receiver>>) -> Response {
+    let report = rx.report();
+    match serde_json::to_string_pretty(&report) {
+        Ok(mut json) => {
+            json.push('\n');
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the status: {e}\n"),
         )
             .into_response(),
     }
@@ -508,11 +591,11 @@ async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
 mod tests {
     use super::*;
 
-    struct AlwaysReady;
+    struct NoChecks;
 
-    impl Readiness for AlwaysReady {
-        fn check(&self) -> Result<(), Vec<String>> {
-            Ok(())
+    impl status::StatusSource for NoChecks {
+        fn checks(&self) -> Vec<status::Check> {
+            Vec::new()
         }
     }
 
@@ -544,7 +627,7 @@ mod tests {
             Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(1 << 20))),
             Metrics::default(),
             Default::default(),
-            Box::new(AlwaysReady),
+            Box::new(NoChecks),
             Arc::new(Default::default()),
             Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),
         );

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub queue_max_bytes: Gauge,
     /// Unix time of the last upstream acceptance.
     pub last_success: Gauge,
+    /// 1 while the upstream gave an HTTP answer within `ready_window`, 0 when it has not.
+    pub available: Gauge,
 }
 
 impl Default for Metrics {
@@ -77,6 +79,7 @@ impl Default for Metrics {
             queue_bytes: Gauge::default(),
             queue_max_bytes: Gauge::default(),
             last_success: Gauge::default(),
+            available: Gauge::default(),
         }
     }
 }
@@ -165,6 +168,11 @@ impl Metrics {
             "upstream_last_success_timestamp_seconds",
             "Unix time the upstream last accepted a batch.",
             m.last_success.clone(),
+        );
+        r.register(
+            "upstream_available",
+            "1 while the upstream gave an HTTP answer (any status) within ready_window, 0 after ready_window without one (connection refused, DNS, TLS, timeout), counted from the start until the first answer.",
+            m.available.clone(),
         );
         m
     }

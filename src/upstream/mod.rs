@@ -63,12 +63,29 @@ pub enum UpstreamError {
     Client(String),
 }
 
-/// What the rest of promlink (readiness, the demo's view) knows of the upstream.
-#[derive(Default)]
+/// What the rest of promlink (status, alerts, the demo's view) knows of the upstream.
 pub struct Health {
+    /// When this process started watching the upstream: "no answer for a window" counts from
+    /// here until the first answer.
+    since_ms: u64,
     last_answer_ms: AtomicU64,
     last_status: AtomicU16,
     rejection: Mutex<Option<(u16, String)>>,
+    /// Why the last attempt got no HTTP answer (connection refused, DNS, TLS, timeout), until
+    /// the next answer.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            since_ms: Self::now_ms(),
+            last_answer_ms: AtomicU64::new(0),
+            last_status: AtomicU16::new(0),
+            rejection: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
 }
 
 impl Health {
@@ -81,6 +98,30 @@ impl Health {
     fn answered(&self, status: u16) {
         self.last_answer_ms.store(Self::now_ms(), Ordering::Relaxed);
         self.last_status.store(status, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn unanswered(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// Why the last attempt got no HTTP answer, while no answer came since.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How long the upstream has given no HTTP answer, counted from the last answer or, before
+    /// the first one, from the start; `None` while it answered within `window`.
+    pub fn unavailable_for(&self, window: Duration) -> Option<Duration> {
+        let last = self
+            .last_answer_ms
+            .load(Ordering::Relaxed)
+            .max(self.since_ms);
+        let silent = Duration::from_millis(Self::now_ms().saturating_sub(last));
+        (silent > window).then_some(silent)
     }
 
     fn accepted(&self) {
@@ -255,7 +296,11 @@ impl Upstream {
             if !self.health.answered_within(window / 2) {
                 match self.client().get(self.cfg.url.clone()).send().await {
                     Ok(resp) => self.health.answered(resp.status().as_u16()),
-                    Err(e) => tracing::debug!(error = %error_chain(&e), "upstream probe failed"),
+                    Err(e) => {
+                        let error = error_chain(&e);
+                        tracing::debug!(error = %error, "upstream probe failed");
+                        self.health.unanswered(error);
+                    }
                 }
             }
             tokio::select! {
@@ -414,7 +459,9 @@ impl Upstream {
                     .requests
                     .get_or_create(&metrics::ClassLabel { class: "error" })
                     .inc();
-                tracing::warn!(error = %error_chain(&e), "upstream request failed; will retry");
+                let error = error_chain(&e);
+                tracing::warn!(error = %error, "upstream request failed; will retry");
+                self.health.unanswered(error);
                 if let Some(pl) = &self.private_link {
                     pl.connection_failed();
                 }

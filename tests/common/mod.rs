@@ -105,6 +105,8 @@ impl Rig {
             retry_max_backoff: Some(Duration::from_millis(300)),
             token_refresh_before_expiry: Some(opts.token_lifetime / 3),
             shutdown_grace: Some(Duration::from_secs(5)),
+            // Not a test of the shutdown handshake: stop accepting at once, so teardown is quick.
+            shutdown_quiet_period: Some(Duration::ZERO),
             max_sample_age: opts.max_sample_age,
             queue_max_age: opts.queue_max_age,
             ..Settings::default()

@@ -397,6 +397,8 @@ impl Inner {
 pub struct DiskQueue {
     inner: Arc<Inner>,
     committer: Option<JoinHandle<()>>,
+    /// The last push that failed to write, while no push succeeded since: when and why.
+    write_failure: Mutex<Option<(std::time::Instant, String)>>,
     /// An exclusive lock on `<dir>/lock`, held while the queue is open: two processes writing
     /// one queue directory would corrupt it.
     _lock: std::fs::File,
@@ -501,6 +503,7 @@ impl DiskQueue {
             Self {
                 inner,
                 committer: Some(handle),
+                write_failure: Mutex::new(None),
                 _lock: lock_file,
             },
             report,
@@ -510,6 +513,19 @@ impl DiskQueue {
     /// The byte budget.
     pub fn max_bytes(&self) -> u64 {
         self.inner.max_bytes
+    }
+
+    /// Why the queue cannot take writes now: its committer thread has stopped, or the last push
+    /// failed to write within `recent` and none succeeded since (a full disk, an I/O error).
+    /// `None` once `recent` has passed, so a sender's retry finds out whether the disk recovered.
+    pub fn failure(&self, recent: Duration) -> Option<String> {
+        if self.committer.as_ref().is_none_or(|h| h.is_finished()) {
+            return Some("the disk queue's commit thread has stopped".into());
+        }
+        lock(&self.write_failure)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < recent)
+            .map(|(_, why)| format!("the last write to the disk queue failed: {why}"))
     }
 
     /// Accepts all of `chunks` or none, and returns once they are durable per the
@@ -545,6 +561,10 @@ impl DiskQueue {
             Ok(r) => r,
             Err(_) => Err(io::Error::other("the disk queue committer stopped")),
         };
+        *lock(&self.write_failure) = result
+            .as_ref()
+            .err()
+            .map(|e| (std::time::Instant::now(), e.to_string()));
         result.map_err(|e| {
             // A push whose record was published (only the fsync failed) keeps its bytes: they
             // are released when it is finished. Only an undone push gives its reservation
