@@ -21,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod drain;
 pub mod health;
 pub mod loadgen;
 pub mod privatelink;

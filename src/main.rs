@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Receive remote write and forward it to the DCE (the forwarder).
     Serve(Settings),
+    /// Deliver a disk-queue directory left behind (e.g. by a removed replica) and exit: 0 once it
+    /// is empty, 1 after --timeout with what is left, 64 for configuration errors.
+    Drain(promlink::drain::DrainArgs),
     /// Check the configuration, print it resolved (secrets redacted), and exit: 0 if valid, 64 if not.
     CheckConfig(Settings),
     /// One-shot preflight: DNS and Private Link verdicts, TCP/TLS reachability, token, optional
@@ -41,10 +44,7 @@ fn main() -> ExitCode {
         Command::Serve(settings) => {
             let cfg = match settings.load() {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("promlink: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(e) => return invalid(&e),
             };
             promlink::telemetry::init_logging(cfg.log_format, &cfg.log_level);
             run(async move {
@@ -52,6 +52,24 @@ fn main() -> ExitCode {
                 promlink::shutdown::on_signals(running.shutdown.clone());
                 running.wait().await;
                 Ok(())
+            })
+        }
+        Command::Drain(args) => {
+            let (cfg, timeout) = match args.load() {
+                Ok(c) => c,
+                Err(e) => return invalid(&e),
+            };
+            promlink::telemetry::init_logging(cfg.log_format, &cfg.log_level);
+            run(async move {
+                let stop = tokio_util::sync::CancellationToken::new();
+                promlink::shutdown::on_signals(stop.clone());
+                let report = promlink::drain::run(cfg, timeout, stop).await?;
+                println!("{report}");
+                Ok(if report.empty {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             })
         }
         Command::Demo(args) => {
@@ -85,12 +103,15 @@ fn main() -> ExitCode {
                 println!("configuration is valid:\n{cfg:#?}");
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("promlink: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
+            Err(e) => invalid(&e),
         },
     }
+}
+
+/// Prints a configuration error and gives its exit code.
+fn invalid(e: &promlink::config::ConfigError) -> ExitCode {
+    eprintln!("promlink: {e}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// Runs `f` on a multi-threaded runtime; errors are printed and give exit code 1.

@@ -90,6 +90,21 @@ fn invalid_configuration_lists_every_problem_and_exits_64() {
     assert!(err.contains("ingestion_url"), "{err}");
 }
 
+/// `promlink drain` needs the queue directory and says so with the other problems.
+#[test]
+fn drain_without_a_queue_directory_exits_64() {
+    let out = promlink(&["drain", "--shards", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "queue_dir = \"\": promlink drain needs the queue directory",
+        "shards = \"0\"",
+        "ingestion_url",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+}
+
 #[test]
 fn version_and_help() {
     let out = promlink(&["--version"]).output().unwrap();

@@ -652,3 +652,118 @@ async fn a_resent_request_costs_no_other_acknowledged_data() {
     assert!(in_time && status.success(), "SIGTERM: {status}");
     dce.shutdown().await;
 }
+
+/// `promlink drain` of a queue directory stranded by a removed replica (issue 12): refused while
+/// a live promlink holds it; once that replica is gone (`kill -9`: its lock dies with it), a
+/// drain against a failing upstream gives up after `--timeout` with exit 1 and says what is
+/// left (nothing lost, nothing sent), and a drain against a healthy upstream delivers every
+/// acknowledged sample and exits 0; a second drain finds nothing and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_delivers_a_stranded_queue_directory() {
+    let dce = plain_dce(100_000).await;
+    dce.set_outage(Some(Fault::status(503)));
+    let dir = tempfile::tempdir().unwrap();
+    let queue_dir = dir.path().join("queue");
+    let args = serve_args(dce.url(), &queue_dir, &token_file(dir.path()));
+    let mut promlink = Promlink::spawn(
+        &with(args.clone(), &[("--flush-interval", "100ms")]),
+        free_port(),
+        &dir.path().join("promlink.log"),
+    );
+    promlink.wait_healthy(Duration::from_secs(20)).await;
+    let cfg = persistent_load(promlink.write_url(), 600, 4, now_ms() - 60_000);
+    let report = promlink::loadgen::run(cfg, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_all_acked(&report);
+
+    let drain = |timeout: &str| {
+        let out = std::process::Command::new(rig::BIN)
+            .arg("drain")
+            .args(&args)
+            .args(["--timeout", timeout, "--retry-max-backoff", "500ms"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, _, err) = drain("2s");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("in use by another promlink process"),
+        "a live promlink's directory is refused: {err}"
+    );
+
+    // The replica is removed.
+    promlink.kill9();
+    let (code, out, err) = drain("2s");
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("NOT drained"), "{out}\n{err}");
+    assert_eq!(dce.stats().samples, 0, "the upstream refused everything");
+
+    dce.set_outage(None);
+    let (code, out, err) = drain("60s");
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "drained: {} samples delivered, 0 dropped",
+            report.samples_acked
+        )),
+        "{out}"
+    );
+    let got = arrived(&dce.accepted());
+    assert_eq!(
+        got.distinct, report.checksum_acked,
+        "every acknowledged sample arrived"
+    );
+    assert_eq!(got.duplicates(), 0);
+
+    let (code, out, err) = drain("5s");
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("drained: 0 samples delivered"), "{out}");
+    assert_eq!(dce.stats().samples, report.samples_acked);
+    dce.shutdown().await;
+}
+
+/// A queue directory marked by a newer promlink is refused, by `serve` and `drain` alike, with
+/// a message saying so; nothing in it is touched.
+#[test]
+fn a_queue_written_by_a_newer_promlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue_dir = dir.path().join("queue");
+    std::fs::create_dir_all(queue_dir.join("log")).unwrap();
+    std::fs::write(queue_dir.join("format"), "promlink-queue-format 3\n").unwrap();
+    let segment = queue_dir.join("log").join(format!("{:020}.log", 0));
+    std::fs::write(&segment, b"PLQ3 newer records").unwrap();
+    let args = serve_args(
+        "http://127.0.0.1:9/api/v1/write",
+        &queue_dir,
+        &token_file(dir.path()),
+    );
+    for cmd in ["serve", "drain"] {
+        let out = std::process::Command::new(rig::BIN)
+            .arg(cmd)
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_clear()
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("written by a newer promlink (queue format 3"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&segment).unwrap(),
+            b"PLQ3 newer records",
+            "{cmd} touched the newer queue"
+        );
+    }
+}

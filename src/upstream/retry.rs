@@ -84,6 +84,18 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::BadRequest,
+        DropReason::NotFound,
+        DropReason::Unprocessable,
+        DropReason::OtherClientError,
+        DropReason::TooLarge,
+        DropReason::Shutdown,
+        DropReason::TooOld,
+        DropReason::Expired,
+    ];
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -21,6 +21,8 @@
 //!
 //! ```text
 //! <dir>/lock                       held (flock) while a process has the queue open
+//! <dir>/format                     "promlink-queue-format 2\n": newer versions are refused
+//!                                  ([`format`])
 //! <dir>/log/<seq:020>.log          segments, seq increasing; the highest is written
 //! <dir>/log/read.pos               the read position (below)
 //! ```
@@ -85,6 +87,7 @@
 //!   log and are delivered: the senders' retries may duplicate them, nothing is lost.
 
 mod commit;
+mod format;
 mod legacy;
 mod reader;
 mod segment;
@@ -164,6 +167,15 @@ pub enum DiskQueueError {
     /// The settings cannot work.
     #[error("invalid disk queue settings: {0}")]
     Config(String),
+    /// The directory holds a queue this promlink must not read.
+    #[error("queue directory {path}: {source}")]
+    Format {
+        /// The queue directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: format::FormatError,
+    },
 }
 
 /// Why a push was refused.
@@ -448,6 +460,10 @@ impl DiskQueue {
         }
         let mut report = RecoveryReport::default();
         let log_dir = cfg.dir.join("log");
+        format::check_and_mark(&cfg.dir, &log_dir).map_err(|source| DiskQueueError::Format {
+            path: cfg.dir.clone(),
+            source,
+        })?;
         legacy::migrate(&cfg.dir, &log_dir, &mut report).map_err(io_err(&cfg.dir))?;
         std::fs::create_dir_all(&log_dir).map_err(io_err(&log_dir))?;
         let (log, writer) = recover(&log_dir, &mut report).map_err(io_err(&log_dir))?;
