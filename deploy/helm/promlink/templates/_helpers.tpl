@@ -37,8 +37,38 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* repository:tag, repository@digest, or repository:tag@digest when both are given. */}}
 {{- define "promlink.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $i := .Values.image -}}
+{{- if $i.digest -}}
+{{- if $i.tag -}}{{ printf "%s:%s@%s" $i.repository $i.tag $i.digest }}{{- else -}}{{ printf "%s@%s" $i.repository $i.digest }}{{- end -}}
+{{- else -}}
+{{- printf "%s:%s" $i.repository (default .Chart.AppVersion $i.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* promlink's shutdown_grace in seconds: the value, or 60 (memory queue) / 30 (disk queue). */}}
+{{- define "promlink.shutdownGraceSeconds" -}}
+{{- if kindIs "invalid" .Values.shutdownGraceSeconds -}}
+{{- ternary 30 60 (and (eq .Values.mode "gateway") .Values.queue.durable) -}}
+{{- else -}}
+{{- int .Values.shutdownGraceSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Kubernetes' terminationGracePeriodSeconds: promlink's grace plus the margin. */}}
+{{- define "promlink.terminationGracePeriodSeconds" -}}
+{{- add (include "promlink.shutdownGraceSeconds" . | int) (int .Values.terminationGraceMarginSeconds) -}}
+{{- end -}}
+
+{{/* serve's shutdown flags (also taken by the sidecar). */}}
+{{- define "promlink.shutdownArgs" -}}
+- --shutdown-grace
+- {{ printf "%ss" (include "promlink.shutdownGraceSeconds" .) }}
+{{- if not (kindIs "invalid" .Values.shutdownQuietPeriodSeconds) }}
+- --shutdown-quiet-period
+- {{ printf "%ds" (int .Values.shutdownQuietPeriodSeconds) }}
+{{- end }}
 {{- end -}}
 
 {{- define "promlink.certDir" -}}/etc/promlink/entra{{- end -}}
@@ -81,7 +111,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: PROMLINK_PRIVATE_LINK
   value: {{ . | quote }}
 {{- end }}
-{{- with .Values.privateLink.expectedEndpointIPs }}
+{{- with .Values.privateLink.expectedEndpointIps }}
 - name: PROMLINK_EXPECTED_ENDPOINT_IP
   value: {{ join "," . | quote }}
 {{- end }}
@@ -96,6 +126,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.alertmanagerUrl }}
 - name: PROMLINK_ALERTMANAGER_URL
   value: {{ . | quote }}
+{{- end }}
+{{- if .Values.readyRequiresUpstream }}
+- name: PROMLINK_READY_REQUIRES_UPSTREAM
+  value: "true"
 {{- end }}
 - name: PROMLINK_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
@@ -117,20 +151,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{- define "promlink.credentialVolumeMounts" -}}
+{{/* Mounts every promlink container has: the Entra credential (if any) and extraVolumeMounts. */}}
+{{- define "promlink.commonVolumeMounts" -}}
 {{- if include "promlink.credentialSecret" . }}
 - name: entra-credential
   mountPath: {{ include "promlink.certDir" . }}
   readOnly: true
 {{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{- define "promlink.credentialVolumes" -}}
+{{/* Secret volumes are mounted 0440 (group-readable through fsGroup): promlink warns about
+     world-readable secret files. */}}
+{{- define "promlink.commonVolumes" -}}
 {{- with include "promlink.credentialSecret" . }}
 - name: entra-credential
   secret:
     secretName: {{ . }}
     defaultMode: 0440
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -143,9 +186,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: PROMLINK_TLS_KEY
   value: /etc/promlink/tls/tls.key
 {{- end }}
-{{- if $in.tls.clientCASecretName }}
+{{- if $in.tls.clientCaSecretName }}
 - name: PROMLINK_CLIENT_CA
-  value: {{ printf "/etc/promlink/client-ca/%s" $in.tls.clientCAKey | quote }}
+  value: {{ printf "/etc/promlink/client-ca/%s" $in.tls.clientCaKey | quote }}
 {{- with $in.tls.allowedClientNames }}
 - name: PROMLINK_CLIENT_ALLOWED_NAME
   value: {{ join "," . | quote }}
@@ -168,7 +211,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   mountPath: /etc/promlink/tls
   readOnly: true
 {{- end }}
-{{- if $in.tls.clientCASecretName }}
+{{- if $in.tls.clientCaSecretName }}
 - name: client-ca
   mountPath: /etc/promlink/client-ca
   readOnly: true
@@ -180,8 +223,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
-{{/* Secret volumes are mounted 0440 (group-readable through fsGroup): promlink warns about
-     world-readable secret files. */}}
 {{- define "promlink.inboundVolumes" -}}
 {{- $in := .Values.inbound }}
 {{- if $in.tls.secretName }}
@@ -190,10 +231,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     secretName: {{ $in.tls.secretName }}
     defaultMode: 0440
 {{- end }}
-{{- if $in.tls.clientCASecretName }}
+{{- if $in.tls.clientCaSecretName }}
 - name: client-ca
   secret:
-    secretName: {{ $in.tls.clientCASecretName }}
+    secretName: {{ $in.tls.clientCaSecretName }}
     defaultMode: 0444
 {{- end }}
 {{- if $in.bearerTokens.secretName }}
@@ -204,41 +245,41 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
+{{/* Probes of the serving container: startup and liveness on /health, readiness on /ready
+     ("accepting writes"). Argument: dict "root" $ "port" <name> "https" <bool>. */}}
 {{- define "promlink.probes" -}}
+{{- $p := .root.Values.probes -}}
+{{- $get := dict "port" .port -}}
+{{- if .https }}{{ $_ := set $get "scheme" "HTTPS" }}{{ end -}}
+startupProbe:
+  httpGet:
+    {{- toYaml (merge (dict "path" "/health") $get) | nindent 4 }}
+  {{- toYaml $p.startupProbe | nindent 2 }}
 livenessProbe:
   httpGet:
-    path: /health
-    port: {{ .port }}
-    {{- if .https }}
-    scheme: HTTPS
-    {{- end }}
-  initialDelaySeconds: 5
-  periodSeconds: 10
-  timeoutSeconds: 5
-  failureThreshold: 3
-{{- if .readiness }}
+    {{- toYaml (merge (dict "path" "/health") $get) | nindent 4 }}
+  {{- toYaml $p.livenessProbe | nindent 2 }}
+{{- if $p.readiness }}
 readinessProbe:
   httpGet:
-    path: /ready
-    port: {{ .port }}
-    {{- if .https }}
-    scheme: HTTPS
-    {{- end }}
-  initialDelaySeconds: 5
-  periodSeconds: 10
-  timeoutSeconds: 5
-  failureThreshold: 3
+    {{- toYaml (merge (dict "path" "/ready") $get) | nindent 4 }}
+  {{- toYaml $p.readinessProbe | nindent 2 }}
 {{- end }}
 {{- end -}}
 
-{{/* The promlink container of the sidecar snippet (kube-prometheus-stack prometheusSpec.containers). */}}
+{{/* The promlink container of the sidecar snippet: prometheusSpec.initContainers (native
+     sidecar, restartPolicy Always) or prometheusSpec.containers. */}}
 {{- define "promlink.sidecarContainer" -}}
 name: {{ .Values.sidecar.containerName }}
 image: {{ include "promlink.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- if .Values.sidecar.native }}
+restartPolicy: Always
+{{- end }}
 args:
 - serve
 {{ include "promlink.identityArgs" . }}
+{{ include "promlink.shutdownArgs" . }}
 {{- with .Values.extraArgs }}
 {{ toYaml . }}
 {{- end }}
@@ -250,18 +291,20 @@ ports:
 - name: rw-port
   containerPort: {{ .Values.sidecar.port }}
   protocol: TCP
-{{ include "promlink.probes" (dict "port" "rw-port" "readiness" .Values.probes.readiness) }}
+{{ include "promlink.probes" (dict "root" . "port" "rw-port") }}
 resources:
 {{ toYaml .Values.sidecar.resources | indent 2 }}
 securityContext:
 {{ toYaml .Values.securityContext | indent 2 }}
-{{- with include "promlink.credentialVolumeMounts" . }}
+{{- with include "promlink.commonVolumeMounts" . }}
 volumeMounts:
 {{- . }}
 {{- end }}
 {{- end -}}
 
-{{/* The kube-prometheus-stack values snippet for sidecar mode. */}}
+{{/* The kube-prometheus-stack values snippet for sidecar mode. Helm replaces lists wholesale
+     when merging values files: initContainers/containers, remoteWrite and volumes here replace
+     the ones in the release's values (docs/deployment.md). */}}
 {{- define "promlink.sidecarValues" -}}
 prometheus:
 {{- if eq .Values.azure.identity "workload" }}
@@ -277,9 +320,9 @@ prometheus:
 {{- end }}
     remoteWrite:
     - url: {{ printf "http://localhost:%d/api/v1/write" (int .Values.sidecar.port) }}
-    containers:
+    {{ ternary "initContainers" "containers" .Values.sidecar.native }}:
     - {{ include "promlink.sidecarContainer" . | indent 6 | trim }}
-{{- with include "promlink.credentialVolumes" . }}
+{{- with include "promlink.commonVolumes" . }}
     volumes:
 {{- . | indent 4 }}
 {{- end }}
@@ -319,19 +362,14 @@ containers:
   env:
   {{- include "promlink.env" . | nindent 2 }}
   resources:
-    requests:
-      cpu: 50m
-      memory: 64Mi
-    limits:
-      cpu: 500m
-      memory: 128Mi
+{{ toYaml .Values.doctor.resources | indent 4 }}
   securityContext:
 {{ toYaml .Values.securityContext | indent 4 }}
-  {{- with include "promlink.credentialVolumeMounts" . }}
+  {{- with include "promlink.commonVolumeMounts" . }}
   volumeMounts:
   {{- . | indent 2 }}
   {{- end }}
-{{- with include "promlink.credentialVolumes" . }}
+{{- with include "promlink.commonVolumes" . }}
 volumes:
 {{- . }}
 {{- end }}
