@@ -10,8 +10,9 @@
 //!   `promlink_alertmanager_posts_total{outcome}`.
 //!
 //! The same alerts over promlink's metrics, for users who alert from Prometheus, are in
-//! `deploy/prometheus-rule.yaml` (a `PrometheusRule`); a unit test keeps its alert names and
-//! remediation texts in step with [`rules`].
+//! `deploy/prometheus-rule.yaml` (a `PrometheusRule`); unit tests keep its alert names,
+//! remediation texts, thresholds and runbook links (`docs/runbooks.md`) in step with [`rules`],
+//! and run `promtool test rules` with `tests/promtool/prometheus-rule.test.yaml`.
 
 pub mod alertmanager;
 pub mod metrics;

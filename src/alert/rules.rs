@@ -4,7 +4,9 @@
 //! [`evaluate`] is a pure function of the snapshot (and the clock, for [`DNS_CHANGE_WINDOW`]); it
 //! returns every alert that fires now. The same alerts, written over promlink's metrics for
 //! users who alert from Prometheus, are in `deploy/prometheus-rule.yaml`, whose annotations carry
-//! the remediation texts below word for word (a unit test holds the two together).
+//! the remediation texts below word for word (a unit test holds the two together), with
+//! [`RULE_FILE_ONLY`] alerts that only Prometheus can raise. Every alert's runbook, a section of
+//! `docs/runbooks.md`, is at [`runbook_url`].
 //!
 //! Sources: Azure Monitor Private Link
 //! (<https://learn.microsoft.com/azure/azure-monitor/logs/private-link-configure>), the metrics
@@ -35,21 +37,68 @@ pub const UPSTREAM_REJECTING: &str = "PromlinkUpstreamRejecting";
 pub const QUEUE_NEARLY_FULL_ALERT: &str = "PromlinkQueueNearlyFull";
 /// Token refreshes fail.
 pub const TOKEN_REFRESH_FAILING: &str = "PromlinkTokenRefreshFailing";
+/// The upstream has given no HTTP answer (connection refused, DNS, TLS, timeout) for
+/// `ready_window`.
+pub const UPSTREAM_UNAVAILABLE: &str = "PromlinkUpstreamUnavailable";
+/// Prometheus cannot scrape promlink, or has no promlink target (rule file only: a process that
+/// is down cannot say so).
+pub const DOWN: &str = "PromlinkDown";
+/// Samples were dropped, by reason (other than the upstream's refusals, which are
+/// [`UPSTREAM_REJECTING`]).
+pub const SAMPLES_DROPPED: &str = "PromlinkSamplesDropped";
+/// The disk queue skipped damaged records.
+pub const QUEUE_CORRUPT_RECORDS: &str = "PromlinkQueueCorruptRecords";
+/// The queue has held data for [`DELIVERY_STALLED_AFTER`] and nothing was forwarded meanwhile.
+pub const DELIVERY_STALLED: &str = "PromlinkDeliveryStalled";
+/// The receiver's serving certificate expires within [`CERTIFICATE_EXPIRY_WARNING`].
+pub const RECEIVER_CERTIFICATE_EXPIRING: &str = "PromlinkReceiverCertificateExpiring";
+/// The filesystem of the queue directory is more than [`QUEUE_DISK_FILLING_USED`] used.
+pub const QUEUE_DISK_FILLING: &str = "PromlinkQueueDiskFilling";
 
 /// Every alert name [`evaluate`] can return, in a stable order (for metrics and the rule file).
-pub const ALL_ALERTS: [&str; 6] = [
+pub const ALL_ALERTS: [&str; 12] = [
     PRIVATE_LINK_NOT_VERIFIED,
     ON_PUBLIC_FALLBACK,
     DNS_ANSWER_CHANGED,
     UPSTREAM_REJECTING,
     QUEUE_NEARLY_FULL_ALERT,
     TOKEN_REFRESH_FAILING,
+    UPSTREAM_UNAVAILABLE,
+    SAMPLES_DROPPED,
+    QUEUE_CORRUPT_RECORDS,
+    DELIVERY_STALLED,
+    RECEIVER_CERTIFICATE_EXPIRING,
+    QUEUE_DISK_FILLING,
 ];
+
+/// Alerts that exist only in `deploy/prometheus-rule.yaml`: they need a view from outside the
+/// process (Prometheus' `up`), so promlink never evaluates them itself.
+pub const RULE_FILE_ONLY: [&str; 1] = [DOWN];
+
+/// Where the runbooks live; every alert's `runbook_url` is this plus `#` and its anchor
+/// ([`runbook_url`]).
+pub const RUNBOOK_BASE: &str = "https://github.com/promlink/promlink/blob/main/docs/runbooks.md";
+
+/// The runbook of `alert`: [`RUNBOOK_BASE`] with the lowercase alert name as anchor (GitHub's
+/// anchor for the heading `## <alert>` in `docs/runbooks.md`).
+pub fn runbook_url(alert: &str) -> String {
+    format!("{RUNBOOK_BASE}#{}", alert.to_ascii_lowercase())
+}
 
 /// How long [`DNS_ANSWER_CHANGED`] fires after a change.
 pub const DNS_CHANGE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Queue fill (0..1) from which [`QUEUE_NEARLY_FULL_ALERT`] fires.
 pub const QUEUE_NEARLY_FULL: f64 = 0.8;
+/// How long the queue must have held data, with nothing forwarded, before [`DELIVERY_STALLED`]
+/// fires.
+pub const DELIVERY_STALLED_AFTER: Duration = Duration::from_secs(10 * 60);
+/// How long before the receiver certificate's expiry [`RECEIVER_CERTIFICATE_EXPIRING`] fires.
+pub const CERTIFICATE_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// How long [`SAMPLES_DROPPED`] and [`QUEUE_CORRUPT_RECORDS`] fire after the last loss.
+pub const LOSS_ALERT_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Used share (0..1) of the queue directory's filesystem above which [`QUEUE_DISK_FILLING`]
+/// fires.
+pub const QUEUE_DISK_FILLING_USED: f64 = 0.8;
 /// Longest upstream or token error message copied into an alert (Alertmanager keeps them, and
 /// notifications have size limits).
 pub const MAX_MESSAGE_CHARS: usize = 512;
@@ -81,6 +130,29 @@ pub const REMEDIATION_QUEUE: &str = "the upstream takes data slower than senders
 /// Remediation for failing token refreshes.
 pub const REMEDIATION_TOKEN: &str = "Entra ID is never reached through the Azure Monitor Private Link Scope: allow outbound TCP 443 to the authority host (login.microsoftonline.com; US Government login.microsoftonline.us; China login.partner.microsoftonline.cn), e.g. with the service tag AzureActiveDirectory; for managed identity the instance metadata endpoint must be reachable from the pod; for workload identity check the service account annotation azure.workload.identity/client-id, the pod label azure.workload.identity/use=true and a federated credential with audience api://AzureADTokenExchange; for a client secret or certificate check that it has not expired and belongs to the application in that tenant";
 
+/// Remediation when the upstream gives no HTTP answer.
+pub const REMEDIATION_UPSTREAM_UNAVAILABLE: &str = "promlink gets no HTTP answer from the DCE (connection refused or reset, DNS failure, TLS failure or timeout), so nothing is delivered: the queue keeps the data (/ready stays 200, so the pod stays in its Service) until it is full, then senders get 503 and keep the data in their WAL; GET /status names the failing check and promlink doctor (helm test, or the doctor Job) shows which step fails from the pod's network: DNS of the DCE name (the privatelink.monitor.azure.com zone link, or a conditional forwarder to 168.63.129.16), outbound TCP 443 to the private endpoint IP(s) (with mode prefer also *.ingest.monitor.azure.com) in network security groups, Azure Firewall or NVA rules and Kubernetes network policies, the VPN or ExpressRoute link of an on-premises gateway, an HTTPS_PROXY that refuses the DCE host or inspects TLS (then its CA belongs in ca_file), and that the DCE still exists (az monitor data-collection endpoint show)";
+/// Remediation when Prometheus cannot scrape promlink (rule file only).
+pub const REMEDIATION_DOWN: &str = "Prometheus cannot scrape promlink or has no promlink target: while it is down, its senders cannot write to it (a sidecar's Prometheus keeps the data in its WAL for about 2 hours; a gateway's senders move to other replicas, if any are up) and a durable queue waits on its volume; check kubectl get pods -l app.kubernetes.io/name=promlink and kubectl describe pod for CrashLoopBackOff, OOMKilled (the memory limit must exceed queue_max_bytes of a memory queue plus the decode budgets), Pending (an unbound PersistentVolumeClaim, no node in the PVC's zone) or exit code 64 (a configuration error: kubectl logs --previous names the key); if the pods run, check that the ServiceMonitor or PodMonitor carries the label the Prometheus Operator's selector wants (release: <kube-prometheus-stack release>), that its port, scheme and tlsConfig match the receiver (HTTPS with inbound TLS), that a NetworkPolicy admits Prometheus on port 8081, and that the job label still matches this rule's job selector";
+/// Remediation for samples dropped as `too_large`.
+pub const REMEDIATION_DROPPED_TOO_LARGE: &str = "the upstream refused a single series' data as too large (413) even after promlink split the batch down to it, and promlink dropped it: find the series with very long label values or very large native histograms at the sender and drop or shorten them with metric_relabel_configs or write_relabel_configs (Azure's label limits: 63 labels per series, names up to 511 characters, values up to 1023); lowering max_bytes_per_request does not help a single series";
+/// Remediation for samples dropped as `shutdown`.
+pub const REMEDIATION_DROPPED_SHUTDOWN: &str = "the memory queue still held data when shutdown_grace ran out after SIGTERM, and it was dropped: give the drain more time (shutdown_grace, with the pod's terminationGracePeriodSeconds above it; the chart derives it), make sure the upstream is healthy before rollouts, scale-downs and node drains, or use the disk queue (queue_dir on a PersistentVolumeClaim), which keeps undelivered data for the next start";
+/// Remediation for samples dropped as `too_old`.
+pub const REMEDIATION_DROPPED_TOO_OLD: &str = "samples older than max_sample_age were dropped before sending (Azure reportedly refuses samples older than about 20 minutes; undocumented): they aged in the queue during an upstream outage or a backlog, or arrived old (a Prometheus replaying its WAL after an outage, a sender with a wrong clock); fix the outage the other promlink alerts name, check the nodes' clock synchronisation, and raise max_sample_age only if the upstream accepts older data";
+/// Remediation for samples dropped as `expired`.
+pub const REMEDIATION_DROPPED_EXPIRED: &str = "data waited in the queue longer than queue_max_age and was dropped: the upstream accepted nothing for that long; fix the cause the other promlink alerts name (PromlinkUpstreamUnavailable, PromlinkUpstreamRejecting, PromlinkTokenRefreshFailing, PromlinkPrivateLinkNotVerified), or raise queue_max_age, with queue_max_bytes and the volume size, to ride out longer outages";
+/// Remediation for samples dropped for a reason without its own text.
+pub const REMEDIATION_DROPPED_OTHER: &str = "promlink dropped samples for a reason without a specific remediation here: promlink's log has an ERROR line for each dropped batch with the reason and the upstream's message";
+/// Remediation for damaged disk queue records.
+pub const REMEDIATION_QUEUE_CORRUPT: &str = "promlink skipped damaged records of its disk queue, each one lost (logged with segment and offset): a torn write at the end of the last segment after a crash or power loss (logged as a warning) loses a record no sender was told was stored under fsync always, and at most the last interval's records under fsync interval; damage elsewhere, or again and again, points at the storage: look for I/O errors in kubectl describe pvc and pv and in the node's kernel log, use a block volume (an Azure Disk CSI storage class) rather than a network share or a node's emptyDir, keep fsync always, and never let anything else write, copy or restore into queue_dir while promlink runs (promlink holds a lock; promlink drain takes the same lock)";
+/// Remediation when nothing has been forwarded while the queue holds data.
+pub const REMEDIATION_DELIVERY_STALLED: &str = "the queue holds data but the upstream has accepted nothing for 10 minutes: the other promlink alerts usually name the cause (PromlinkUpstreamUnavailable, PromlinkUpstreamRejecting with 401/403, PromlinkTokenRefreshFailing, PromlinkPrivateLinkNotVerified with mode require); read the checks of GET /status (private_link, token, upstream, queue) and promlink's log; the queue keeps the data until queue_max_bytes, then senders get 503 and keep it in their WAL; if /status shows every check ok while nothing is forwarded, save kubectl logs and report it as a defect: restarting loses a memory queue's data after shutdown_grace, a disk queue is replayed";
+/// Remediation when the receiver's serving certificate expires soon.
+pub const REMEDIATION_CERTIFICATE: &str = "the receiver's serving certificate (tls_cert) expires soon, and senders that verify it (Prometheus remote_write with tls_config) fail once it has expired and keep their data in their WAL: with cert-manager, kubectl describe certificate and kubectl get certificaterequest,order,challenge show why the renewal failed (it renews at two thirds of the lifetime by default, so this alert means it did not: issuer not ready, CA or ACME errors); otherwise renew the certificate and replace the Secret (kubectl create secret tls <name> --cert=tls.crt --key=tls.key --dry-run=client -o yaml | kubectl apply -f -); promlink reloads changed files without a restart (promlink_receive_reloads_total{what=\"tls\"}): if the Secret is new but the expiry did not move, check that the Secret is not mounted with subPath (such mounts never see updates) and that the new key matches the certificate (result=\"error\" keeps the old one)";
+/// Remediation when the queue directory's filesystem fills.
+pub const REMEDIATION_QUEUE_DISK: &str = "the filesystem of queue_dir is filling: when it is full, queue writes fail (ENOSPC), senders get 503 (promlink_receive_rejected_total{reason=\"queue_io\"}) and nothing new is kept; keep queue_max_bytes below the volume size with room for a 16 MiB segment and the filesystem's own overhead, so that the queue refuses writes at its own budget (PromlinkQueueNearlyFull) before the disk fills; if promlink_queue_bytes is large, the upstream is stuck: see PromlinkDeliveryStalled and the other promlink alerts; to add room, expand the PersistentVolumeClaim (its storage class needs allowVolumeExpansion: true, as the Azure Disk CSI classes have: kubectl patch pvc <name> -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"<size>\"}}}}'; a StatefulSet's volumeClaimTemplates are immutable, so patch each replica's PVC); files other than the queue on the volume count too";
+
 /// One firing alert, before it is given Alertmanager's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
@@ -110,6 +182,19 @@ pub fn rejection_remediation(status: u16) -> &'static str {
         429 => REMEDIATION_429,
         413 => REMEDIATION_413,
         _ => REMEDIATION_OTHER_4XX,
+    }
+}
+
+/// The remediation text for samples dropped with `reason` (the `reason` label of
+/// `promlink_samples_dropped_total`). The upstream's refusals (`rejected_*`) are
+/// [`UPSTREAM_REJECTING`]'s, with [`rejection_remediation`].
+pub fn drop_remediation(reason: &str) -> &'static str {
+    match reason {
+        "too_large" => REMEDIATION_DROPPED_TOO_LARGE,
+        "shutdown" => REMEDIATION_DROPPED_SHUTDOWN,
+        "too_old" => REMEDIATION_DROPPED_TOO_OLD,
+        "expired" => REMEDIATION_DROPPED_EXPIRED,
+        _ => REMEDIATION_DROPPED_OTHER,
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::alertmanager::alerts_url;
-use super::rules::{self, Alert, ALL_ALERTS};
+use super::rules::{self, Alert, ALL_ALERTS, RULE_FILE_ONLY};
 use super::{Alerter, Metrics};
 
 /// Every post received: when, and the JSON array.
@@ -357,16 +357,96 @@ fn alertmanager_urls() {
     assert!(Alerter::new(vec![], Duration::ZERO, "x".into(), None, Metrics::default()).is_err());
 }
 
-/// The rule file: valid YAML, a `PrometheusRule`, one rule (or more) per alert of [`rules`], and
-/// the same remediation texts.
-#[test]
-fn prometheus_rule_file_matches_the_rules() {
+/// Every alert the rule file may hold: those promlink evaluates, then the rule-file-only ones.
+fn rule_file_alerts() -> impl Iterator<Item = &'static str> {
+    ALL_ALERTS.into_iter().chain(RULE_FILE_ONLY)
+}
+
+/// `deploy/prometheus-rule.yaml`, parsed.
+fn rule_file() -> (String, Value) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus-rule.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let doc: Value = serde_saphyr::from_str(&text).expect("valid YAML");
+    (text, doc)
+}
+
+/// A duration as PromQL writes it in a range or `offset` (whole minutes, as the rules use).
+fn promql_minutes(d: Duration) -> String {
+    assert_eq!(d.as_secs() % 60, 0, "{d:?}");
+    format!("{}m", d.as_secs() / 60)
+}
+
+/// The remediation an alert of the rule file must render for the alert `labels`: the texts of
+/// [`rules`], chosen by the same labels the file's templates look at.
+fn rule_file_remediation(name: &str, labels: &serde_json::Map<String, Value>) -> String {
+    use crate::privatelink::Verdict;
+    let label = |k: &str| labels.get(k).and_then(Value::as_str).unwrap_or_default();
+    let text = match name {
+        rules::PRIVATE_LINK_NOT_VERIFIED if label("probe") == "failing" => rules::REMEDIATION_PROBE,
+        rules::PRIVATE_LINK_NOT_VERIFIED => Verdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == label("verdict"))
+            .unwrap_or_else(|| panic!("unknown verdict in {labels:?}"))
+            .remediation(),
+        rules::ON_PUBLIC_FALLBACK => rules::REMEDIATION_FALLBACK,
+        rules::DNS_ANSWER_CHANGED => rules::REMEDIATION_DNS_CHANGED,
+        // 401 and 403 are both retried as `unauthorized`: the rule gives both fixes.
+        rules::UPSTREAM_REJECTING if label("status") == "401/403" => {
+            return format!("{}\n{}", rules::REMEDIATION_403, rules::REMEDIATION_401)
+        }
+        rules::UPSTREAM_REJECTING if label("status") == "429" => rules::REMEDIATION_429,
+        rules::UPSTREAM_REJECTING => label("reason")
+            .strip_prefix("rejected_")
+            .and_then(|s| s.parse().ok())
+            .map_or(rules::REMEDIATION_OTHER_4XX, rules::rejection_remediation),
+        rules::QUEUE_NEARLY_FULL_ALERT => rules::REMEDIATION_QUEUE,
+        rules::TOKEN_REFRESH_FAILING => rules::REMEDIATION_TOKEN,
+        rules::UPSTREAM_UNAVAILABLE => rules::REMEDIATION_UPSTREAM_UNAVAILABLE,
+        rules::DOWN => rules::REMEDIATION_DOWN,
+        rules::SAMPLES_DROPPED => rules::drop_remediation(label("reason")),
+        rules::QUEUE_CORRUPT_RECORDS => rules::REMEDIATION_QUEUE_CORRUPT,
+        rules::DELIVERY_STALLED => rules::REMEDIATION_DELIVERY_STALLED,
+        rules::RECEIVER_CERTIFICATE_EXPIRING => rules::REMEDIATION_CERTIFICATE,
+        rules::QUEUE_DISK_FILLING => rules::REMEDIATION_QUEUE_DISK,
+        _ => panic!("no remediation known for {name}"),
+    };
+    text.to_string()
+}
+
+#[test]
+fn runbook_urls() {
+    assert_eq!(
+        rules::runbook_url(rules::UPSTREAM_UNAVAILABLE),
+        "https://github.com/promlink/promlink/blob/main/docs/runbooks.md#promlinkupstreamunavailable"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for name in rule_file_alerts() {
+        assert!(seen.insert(name), "{name} listed twice");
+        assert!(name.starts_with("Promlink") && name.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+    for reason in ["too_large", "shutdown", "too_old", "expired"] {
+        assert_ne!(
+            rules::drop_remediation(reason),
+            rules::REMEDIATION_DROPPED_OTHER,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        rules::drop_remediation("x"),
+        rules::REMEDIATION_DROPPED_OTHER
+    );
+}
+
+/// The rule file: valid YAML, a `PrometheusRule` with the label kube-prometheus-stack selects,
+/// one rule (or more) per alert of [`rules`] and nothing else but [`RULE_FILE_ONLY`], the same
+/// remediation texts and thresholds, and a runbook section behind every `runbook_url`.
+#[test]
+fn prometheus_rule_file_matches_the_rules() {
+    let (text, doc) = rule_file();
     assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(doc["kind"], "PrometheusRule");
     assert!(doc["metadata"]["name"].is_string());
+    assert!(doc["metadata"]["labels"]["release"].is_string());
     let mut by_name: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for group in doc["spec"]["groups"].as_array().expect("spec.groups") {
         assert!(group["name"].is_string());
@@ -384,20 +464,28 @@ fn prometheus_rule_file_matches_the_rules() {
                 sev == "critical" || sev == "warning" || sev.contains("{{"),
                 "{name}: {sev}"
             );
-            for k in ["summary", "description", "remediation"] {
+            for k in ["summary", "description", "remediation", "runbook_url"] {
                 assert!(rule["annotations"][k].is_string(), "{name}: {k}");
             }
+            assert_eq!(
+                rule["annotations"]["runbook_url"],
+                rules::runbook_url(&name),
+                "{name}"
+            );
             by_name.entry(name).or_default().push(rule.clone());
         }
     }
-    for name in ALL_ALERTS {
+    for name in rule_file_alerts() {
         assert!(by_name.contains_key(name), "no rule for {name}");
     }
     for name in by_name.keys() {
         assert!(
-            ALL_ALERTS.contains(&name.as_str()),
-            "{name} is not in rules.rs"
+            rule_file_alerts().any(|a| a == name),
+            "{name} is neither in ALL_ALERTS nor in RULE_FILE_ONLY"
         );
+    }
+    for name in RULE_FILE_ONLY {
+        assert!(!ALL_ALERTS.contains(&name), "{name} in both lists");
     }
     let remediation = |name: &str| -> String {
         by_name[name]
@@ -443,13 +531,77 @@ fn prometheus_rule_file_matches_the_rules() {
             vec![rules::REMEDIATION_QUEUE],
         ),
         (rules::TOKEN_REFRESH_FAILING, vec![rules::REMEDIATION_TOKEN]),
+        (
+            rules::UPSTREAM_UNAVAILABLE,
+            vec![rules::REMEDIATION_UPSTREAM_UNAVAILABLE],
+        ),
+        (rules::DOWN, vec![rules::REMEDIATION_DOWN]),
+        (
+            rules::SAMPLES_DROPPED,
+            vec![
+                rules::REMEDIATION_DROPPED_TOO_LARGE,
+                rules::REMEDIATION_DROPPED_SHUTDOWN,
+                rules::REMEDIATION_DROPPED_TOO_OLD,
+                rules::REMEDIATION_DROPPED_EXPIRED,
+                rules::REMEDIATION_DROPPED_OTHER,
+            ],
+        ),
+        (
+            rules::QUEUE_CORRUPT_RECORDS,
+            vec![rules::REMEDIATION_QUEUE_CORRUPT],
+        ),
+        (
+            rules::DELIVERY_STALLED,
+            vec![rules::REMEDIATION_DELIVERY_STALLED],
+        ),
+        (
+            rules::RECEIVER_CERTIFICATE_EXPIRING,
+            vec![rules::REMEDIATION_CERTIFICATE],
+        ),
+        (
+            rules::QUEUE_DISK_FILLING,
+            vec![rules::REMEDIATION_QUEUE_DISK],
+        ),
     ];
+    for name in rule_file_alerts() {
+        assert!(
+            expect.iter().any(|(n, _)| *n == name),
+            "{name}: no remediation expected"
+        );
+    }
     for (name, texts) in expect {
         let got = remediation(name);
         for t in texts {
             assert!(got.contains(t), "{name}: remediation lacks {t:?}");
         }
     }
+    // The thresholds of rules.rs, in the expressions.
+    let exprs = |name: &str| -> String {
+        by_name[name]
+            .iter()
+            .map(|r| r["expr"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let stalled = promql_minutes(rules::DELIVERY_STALLED_AFTER);
+    for part in [format!("[{stalled}]"), format!("offset {stalled}")] {
+        assert!(exprs(rules::DELIVERY_STALLED).contains(&part), "{part}");
+    }
+    let loss = promql_minutes(rules::LOSS_ALERT_WINDOW);
+    for name in [rules::SAMPLES_DROPPED, rules::QUEUE_CORRUPT_RECORDS] {
+        for part in [format!("[{loss}]"), format!("offset {loss}")] {
+            assert!(exprs(name).contains(&part), "{name}: {part}");
+        }
+    }
+    let days = rules::CERTIFICATE_EXPIRY_WARNING.as_secs() / 86400;
+    assert_eq!(rules::CERTIFICATE_EXPIRY_WARNING.as_secs() % 86400, 0);
+    assert!(exprs(rules::RECEIVER_CERTIFICATE_EXPIRING).contains(&format!("< {days} * 86400")));
+    assert!(
+        exprs(rules::QUEUE_DISK_FILLING).contains(&format!("> {}", rules::QUEUE_DISK_FILLING_USED))
+    );
+    assert!(
+        exprs(rules::QUEUE_NEARLY_FULL_ALERT).contains(&format!(">= {}", rules::QUEUE_NEARLY_FULL))
+    );
     // Metrics the rules read exist under these names (a typo would never fire).
     for m in [
         "promlink_private_link_verdict",
@@ -463,49 +615,162 @@ fn prometheus_rule_file_matches_the_rules() {
         "promlink_queue_max_bytes",
         "promlink_token_refreshes_total",
         "promlink_token_valid",
+        "promlink_upstream_available",
+        "promlink_samples_forwarded_total",
+        "promlink_histograms_forwarded_total",
+        "promlink_queue_corrupt_records_total",
+        "promlink_receive_tls_cert_not_after_seconds",
+        "promlink_queue_disk_free_bytes",
+        "promlink_queue_disk_capacity_bytes",
     ] {
         assert!(text.contains(m), "the rule file does not use {m}");
     }
+    // A runbook section per alert, with its cause, checks and fix, and none for unknown alerts.
+    let runbooks =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md")).unwrap();
+    let mut sections: BTreeMap<&str, &str> = BTreeMap::new();
+    for part in runbooks.split("\n## ").skip(1) {
+        let (title, body) = part.split_once('\n').unwrap_or((part, ""));
+        assert!(
+            sections.insert(title.trim(), body).is_none(),
+            "two sections {title}"
+        );
+    }
+    for name in rule_file_alerts() {
+        // GitHub's anchor for "## PromlinkXxx" is "#promlinkxxx", as runbook_url() writes it.
+        let body = sections
+            .get(name)
+            .unwrap_or_else(|| panic!("docs/runbooks.md has no section ## {name}"));
+        for sub in ["### Cause", "### Checks", "### Fix"] {
+            assert!(body.contains(sub), "docs/runbooks.md, {name}: no {sub}");
+        }
+    }
+    for title in sections.keys().filter(|t| t.starts_with("Promlink")) {
+        assert!(
+            rule_file_alerts().any(|a| a == *title),
+            "docs/runbooks.md: {title} is no alert"
+        );
+    }
+}
+
+/// The promtool binary (Debian package `prometheus`), or `None` after saying why the caller
+/// skips; under `CI=true` a missing promtool fails instead.
+fn promtool(what: &str) -> Option<std::path::PathBuf> {
+    let promtool = std::env::var_os("PROMLINK_E2E_PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/promtool".into());
+    if promtool.is_file() {
+        return Some(promtool);
+    }
+    let msg = format!(
+        "{} not found (Debian package `prometheus`, installed by scripts/test.sh)",
+        promtool.display()
+    );
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "CI=true and {msg}"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "!!! SKIPPED {what}: {msg}");
+    None
+}
+
+fn run_promtool(promtool: &std::path::Path, args: &[&str], file: &std::path::Path) {
+    let out = std::process::Command::new(promtool)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `promtool check rules --lint=all` (from the Debian package `prometheus`) on the rule file's
 /// `spec`: every expression parses as PromQL, every template parses, no duplicate rules.
 #[test]
 fn prometheus_rule_file_passes_promtool() {
-    let promtool = std::env::var_os("PROMLINK_E2E_PROMTOOL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/promtool".into());
-    if !promtool.is_file() {
-        let msg = format!(
-            "{} not found (Debian package `prometheus`, installed by scripts/test.sh)",
-            promtool.display()
-        );
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "CI=true and {msg}"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "!!! SKIPPED promtool check of deploy/prometheus-rule.yaml: {msg}"
-        );
+    let Some(promtool) = promtool("promtool check of deploy/prometheus-rule.yaml") else {
         return;
-    }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus-rule.yaml");
-    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    };
+    let (_, doc) = rule_file();
     let dir = tempfile::tempdir().unwrap();
     // JSON is YAML: promtool reads the `spec` (a rule file's shape) as is.
     let rules = dir.path().join("rules.json");
     std::fs::write(&rules, serde_json::to_vec(&doc["spec"]).unwrap()).unwrap();
-    let out = std::process::Command::new(&promtool)
-        .args(["check", "rules", "--lint=all", "--lint-fatal"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check rules failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_promtool(
+        &promtool,
+        &["check", "rules", "--lint=all", "--lint-fatal"],
+        &rules,
     );
+}
+
+/// `promtool test rules` with `tests/promtool/prometheus-rule.test.yaml`: every alert of the rule
+/// file fires in one case and stays quiet in another, and each firing alert carries its
+/// `runbook_url` and the remediation of [`rules`] for its labels, as the templates render it.
+#[test]
+fn prometheus_rule_unit_tests() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/promtool/prometheus-rule.test.yaml"
+    );
+    let mut tests: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid YAML");
+    assert_eq!(tests["rule_files"], serde_json::json!(["rules.json"]));
+    // Coverage first (it needs no promtool): (alert, fires) pairs seen.
+    let mut seen = std::collections::BTreeSet::new();
+    for case in tests["tests"].as_array_mut().expect("tests") {
+        for t in case["alert_rule_test"]
+            .as_array_mut()
+            .expect("alert_rule_test")
+        {
+            let name = t["alertname"].as_str().expect("alertname").to_string();
+            assert!(rule_file_alerts().any(|a| a == name), "unknown {name}");
+            let exp = t["exp_alerts"].as_array_mut().expect("exp_alerts");
+            seen.insert((name.clone(), !exp.is_empty()));
+            for a in exp {
+                assert!(a.get("exp_annotations").is_none(), "{name}: added here");
+                let labels = a["exp_labels"].as_object().expect("exp_labels").clone();
+                a["exp_annotations"] = serde_json::json!({
+                    "runbook_url": rules::runbook_url(&name),
+                    "remediation": rule_file_remediation(&name, &labels),
+                });
+            }
+        }
+    }
+    for name in rule_file_alerts() {
+        for fires in [true, false] {
+            assert!(
+                seen.contains(&(name.to_string(), fires)),
+                "no promtool test where {name} {}",
+                if fires { "fires" } else { "stays quiet" }
+            );
+        }
+    }
+    let Some(promtool) = promtool("promtool unit tests of deploy/prometheus-rule.yaml") else {
+        return;
+    };
+    // The rules without their free-text annotations (promtool compares annotations whole).
+    let (_, doc) = rule_file();
+    let mut spec = doc["spec"].clone();
+    for group in spec["groups"].as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
+            let ann = rule["annotations"].as_object_mut().unwrap();
+            ann.remove("summary");
+            ann.remove("description");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let file = dir.path().join("prometheus-rule.test.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&tests).unwrap()).unwrap();
+    run_promtool(&promtool, &["test", "rules"], &file);
 }
