@@ -6,8 +6,7 @@
 Each SET_FILE is one set of objects applied together: a rendered kustomize overlay, a rendered
 Helm release, one file of deploy/examples/, or a kube-prometheus-stack values snippet (a file
 whose name holds "kube-prometheus-stack-values"). Checked: security defaults, probes and their
-ports, promlink's subcommands, flags and variables (read from src/config/mod.rs, plus the keys the
-issue-12 contract adds), shutdown grace against terminationGracePeriodSeconds, native sidecars,
+ports, promlink's subcommands, flags and variables (read from src/config/mod.rs), shutdown grace against terminationGracePeriodSeconds, native sidecars,
 PDB eviction policy, HPA targets, StatefulSet PVC retention, doctor Jobs as hooks, selectors,
 ServiceMonitor/PodMonitor/PrometheusRule/Certificate shapes. The promlink containers held in
 kube-prometheus-stack values (snippets, and the chart's sidecar ConfigMap) are written out as Pods
@@ -29,9 +28,6 @@ src = open("src/config/mod.rs").read()
 env_ok = set(re.findall(r'env = "(PROMLINK_[A-Z0-9_]+)"', src))
 if len(env_ok) < 30:
     sys.exit("check-manifests: cannot read promlink's PROMLINK_* variables from src/config/mod.rs")
-# Keys of the issue-12 contract (brief: ready_requires_upstream, shutdown_quiet_period), which the
-# manifests may use before the Rust side lands in this checkout.
-env_ok |= {"PROMLINK_READY_REQUIRES_UPSTREAM", "PROMLINK_SHUTDOWN_QUIET_PERIOD"}
 env_ok |= {"INGESTION_URL", "LISTENING_PORT", "IDENTITY_TYPE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
            "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST",
            "CLUSTER", "INGESTION_AAD_AUDIENCE", "AZURE_CLIENT_SECRET"}
