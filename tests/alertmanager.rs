@@ -17,37 +17,22 @@
 
 mod e2e;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use e2e::{debian_peer, free_port, get_text as get, wait_for, Proc};
+use e2e::{get_text as get, start_alertmanager, wait_for};
 use promlink::alert::rules::{self, Alert};
 use promlink::alert::{Alerter, Metrics, Signals};
 use promlink::privatelink::{Mode, Verdict};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-const DEFAULT_ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const NAME: &str = "PromlinkPrivateLinkNotVerified";
 const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
 const RESEND: Duration = Duration::from_millis(300);
 /// Generous for a loaded 2-core machine; the happy path takes a few seconds.
 const WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
-
-/// The Alertmanager binary, or `None` (after a loud notice) when it is missing outside CI.
-fn alertmanager_bin() -> Option<PathBuf> {
-    debian_peer(
-        "PROMLINK_E2E_ALERTMANAGER",
-        DEFAULT_ALERTMANAGER,
-        "prometheus-alertmanager",
-        "alertmanager",
-        "alertmanager",
-        "the test against a real Alertmanager",
-    )
-}
 
 /// `GET /api/v2/alerts` for our alert name, with extra query parameters.
 async fn alerts(http: &reqwest::Client, base: &str, params: &[(&str, &str)]) -> Vec<Value> {
@@ -98,33 +83,11 @@ fn the_alert() -> Alert {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_fire_resend_and_resolve_in_a_real_alertmanager() {
-    let Some(bin) = alertmanager_bin() else {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let Some((mut am, base)) = start_alertmanager(dir.path(), "alertmanager", &http).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
-    )
-    .unwrap();
-    let storage = dir.path().join("data");
-    std::fs::create_dir(&storage).unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(&bin);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", storage.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=");
-    let mut am = Proc::spawn("alertmanager", cmd, &dir.path().join("alertmanager.log"));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    wait_for("alertmanager ready", WAIT, POLL, || {
-        let http = http.clone();
-        let url = format!("{base}/-/ready");
-        async move { get(&http, &url).await }
-    })
-    .await;
     am.assert_running();
 
     let metrics = Metrics::default();

@@ -440,6 +440,7 @@ impl Alerter {
                 ("summary", a.summary.as_str()),
                 ("description", a.description.as_str()),
                 ("remediation", a.remediation.as_str()),
+                ("runbook_url", a.runbook_url.as_str()),
             ]),
             starts_at: rfc3339(starts_at),
             ends_at,

@@ -3,7 +3,10 @@
 //! - [`signals`]: [`Signals`], the snapshot of the running stages the rules read (Private Link
 //!   verdict and path, DNS changes, probe failures, upstream refusals, queue fill, token errors).
 //! - [`rules`]: [`evaluate`] turns a snapshot into firing [`Alert`]s, each with what was seen, what
-//!   it means and the documented fix in Azure's terms.
+//!   it means, the documented fix in Azure's terms and its runbook; the delivery and storage
+//!   rules (no upstream answer, drops, damaged records, stalls, certificate, disk) are in
+//!   `delivery`.
+//! - [`watch`]: turns counters into the times things last happened, for those rules.
 //! - [`alertmanager`]: [`Alerter`] posts them to Alertmanager's API v2 (`/api/v2/alerts`), re-sends
 //!   while they fire and resolves them when they stop.
 //! - [`metrics`]: `promlink_alerts_firing{alertname}` and
@@ -15,9 +18,11 @@
 //! and run `promtool test rules` with `tests/promtool/prometheus-rule.test.yaml`.
 
 pub mod alertmanager;
+mod delivery;
 pub mod metrics;
 pub mod rules;
 pub mod signals;
+pub mod watch;
 
 pub use alertmanager::{AlertError, Alerter};
 pub use metrics::Metrics;

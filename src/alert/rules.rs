@@ -169,6 +169,8 @@ pub struct Alert {
     pub description: String,
     /// The documented fix, in Azure's terms.
     pub remediation: String,
+    /// Its runbook, a section of `docs/runbooks.md` ([`runbook_url`]).
+    pub runbook_url: String,
 }
 
 /// The remediation text for an upstream refusal with HTTP status `status`.
@@ -212,10 +214,11 @@ pub fn evaluate_at(s: &Signals, now: SystemTime) -> Vec<Alert> {
     out.extend(upstream_rejecting(s));
     out.extend(queue_nearly_full(s));
     out.extend(token_refresh_failing(s));
+    out.extend(super::delivery::evaluate_at(s, now));
     out
 }
 
-fn host(s: &Signals) -> &str {
+pub(super) fn host(s: &Signals) -> &str {
     if s.upstream_host.is_empty() {
         "the upstream"
     } else {
@@ -223,7 +226,7 @@ fn host(s: &Signals) -> &str {
     }
 }
 
-fn base_labels(s: &Signals) -> BTreeMap<String, String> {
+pub(super) fn base_labels(s: &Signals) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     if !s.upstream_host.is_empty() {
         l.insert("upstream".to_string(), s.upstream_host.clone());
@@ -232,7 +235,7 @@ fn base_labels(s: &Signals) -> BTreeMap<String, String> {
 }
 
 /// Cuts `msg` to [`MAX_MESSAGE_CHARS`] characters, on a character boundary.
-fn clip(msg: &str) -> String {
+pub(super) fn clip(msg: &str) -> String {
     let msg = msg.trim();
     match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((i, _)) => format!("{}...", &msg[..i]),
@@ -240,7 +243,7 @@ fn clip(msg: &str) -> String {
     }
 }
 
-fn alert(
+pub(super) fn alert(
     name: &'static str,
     severity: &'static str,
     labels: BTreeMap<String, String>,
@@ -255,6 +258,7 @@ fn alert(
         summary,
         description,
         remediation,
+        runbook_url: runbook_url(name),
     }
 }
 

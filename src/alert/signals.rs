@@ -5,7 +5,7 @@
 //! to [`crate::alert::rules::evaluate`]. Every field describes the *current* state: a condition
 //! that has cleared is reset to its empty value, and the alert it drove resolves.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::privatelink::{Mode, Verdict};
 
@@ -42,4 +42,21 @@ pub struct Signals {
     /// The last token fetch error (Entra ID or managed identity), while refreshes keep failing;
     /// `None` after a successful refresh. Must never hold a secret.
     pub token_error: Option<String>,
+    /// The upstream has given no HTTP answer for this long (more than `ready_window`, the
+    /// second field), with why the last attempt got none; `None` while it answers.
+    pub upstream_unavailable: Option<(Duration, Duration, String)>,
+    /// Reasons samples were dropped for (not the upstream's refusals, which are
+    /// `upstream_rejecting`), with when each last happened ([`super::watch::Watch`]).
+    pub drops: Vec<(&'static str, SystemTime)>,
+    /// When the disk queue last skipped damaged records (damage found at start included).
+    pub corrupt_records_at: Option<SystemTime>,
+    /// Since when the queue has held data without a break; `None` while it is empty.
+    pub queue_holding_since: Option<SystemTime>,
+    /// When the upstream last accepted samples, or when promlink started if it has not yet.
+    pub last_forward: Option<SystemTime>,
+    /// When the receiver's serving certificate expires; `None` without TLS.
+    pub receiver_cert_not_after: Option<SystemTime>,
+    /// Used share (0..1) of the filesystem holding the disk queue; `None` for the memory queue
+    /// or when it cannot be read.
+    pub queue_disk_used: Option<f64>,
 }

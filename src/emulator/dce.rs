@@ -429,6 +429,15 @@ impl DceHandle {
     pub async fn shutdown(self) {
         self.server.shutdown().await;
     }
+
+    /// Stops the emulator like [`DceHandle::shutdown`] and returns what it accepted, counted
+    /// after the last connection closed (so nothing is accepted after the figures).
+    pub async fn shutdown_with_results(self) -> (DceStats, Vec<WriteRequest>) {
+        let shared = self.shared.clone();
+        self.server.shutdown().await;
+        let s = shared.lock();
+        (s.stats.clone(), s.accepted.iter().cloned().collect())
+    }
 }
 
 /// An Azure style error body: `{"error":{"code","message"}}`.

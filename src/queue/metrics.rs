@@ -1,6 +1,6 @@
 //! Queue metrics beyond `promlink_queue_bytes`: the disk queue's records, age, commits, fsyncs
-//! and the time they took,
-//! replayed and damaged records. Updated once a second from the queue's own counters.
+//! and the time they took, replayed and damaged records, and the free space of its filesystem.
+//! Updated once a second from the queue's own counters.
 
 use std::sync::atomic::AtomicU64;
 
@@ -29,11 +29,16 @@ pub struct Metrics {
     pub replayed: Counter,
     /// Whether the queue is durable (1) or in memory (0).
     pub durable: Gauge,
+    /// Bytes promlink may still write on the queue directory's filesystem (disk queue).
+    pub disk_free: Gauge,
+    /// Size of the queue directory's filesystem (disk queue).
+    pub disk_capacity: Gauge,
 }
 
 impl Metrics {
-    /// Creates and registers the metrics under `queue_`.
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Creates and registers the metrics under `queue_`; the filesystem gauges only for a
+    /// `durable` queue.
+    pub fn register(registry: &mut Registry, durable: bool) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("queue");
         r.register(
@@ -68,13 +73,40 @@ impl Metrics {
             "1 when the queue is on disk, 0 when in memory.",
             m.durable.clone(),
         );
+        if durable {
+            r.register(
+                "disk_free_bytes",
+                "Bytes an unprivileged process may still write on the filesystem of the queue directory (statvfs f_bavail x f_frsize).",
+                m.disk_free.clone(),
+            );
+            r.register(
+                "disk_capacity_bytes",
+                "Size of the filesystem of the queue directory (statvfs f_blocks x f_frsize).",
+                m.disk_capacity.clone(),
+            );
+        }
         m
+    }
+
+    /// Used share (0..1) of the disk queue's filesystem, as last updated; `None` for the memory
+    /// queue or before a reading.
+    pub fn disk_used(&self) -> Option<f64> {
+        let capacity = self.disk_capacity.get();
+        (capacity > 0).then(|| 1.0 - self.disk_free.get() as f64 / capacity as f64)
     }
 
     /// Copies the queue's current figures into the metrics.
     pub fn update(&self, queue: &Queue) {
         self.durable.set(i64::from(queue.is_durable()));
         let Queue::Disk(q) = queue else { return };
+        match q.disk_space() {
+            Ok((free, capacity)) => {
+                self.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
+                self.disk_capacity
+                    .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::debug!(error = %e, "statvfs of the queue directory failed"),
+        }
         let s = q.stats();
         self.records.set(s.records as i64);
         self.oldest_age

@@ -169,6 +169,15 @@ impl Metrics {
             "Unix time the upstream last accepted a batch.",
             m.last_success.clone(),
         );
+        // Every drop reason exists from the start at 0, so that rate() and increase() see the
+        // first drop (a series that appears already counted has no increase).
+        for reason in super::retry::DropReason::ALL {
+            let l = ReasonLabel {
+                reason: reason.as_str(),
+            };
+            drop(m.samples_dropped.get_or_create(&l));
+            drop(m.batches_dropped.get_or_create(&l));
+        }
         r.register(
             "upstream_available",
             "1 while the upstream gave an HTTP answer (any status) within ready_window, 0 after ready_window without one (connection refused, DNS, TLS, timeout), counted from the start until the first answer.",

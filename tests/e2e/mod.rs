@@ -88,6 +88,54 @@ pub fn debian_peer(
     None
 }
 
+/// Where Debian installs Alertmanager.
+pub const DEFAULT_ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// Starts a real Alertmanager (Debian `prometheus-alertmanager`, or
+/// `PROMLINK_E2E_ALERTMANAGER`) on a free loopback port with a receiver that notifies nobody,
+/// its files under `dir`, and waits until it is ready: the process and its base URL. `None`
+/// (after a loud notice naming `test`) when it is missing outside CI; under `CI=true` a missing
+/// Alertmanager fails the test.
+pub async fn start_alertmanager(
+    dir: &Path,
+    test: &str,
+    http: &reqwest::Client,
+) -> Option<(Proc, String)> {
+    let bin = debian_peer(
+        "PROMLINK_E2E_ALERTMANAGER",
+        DEFAULT_ALERTMANAGER,
+        "prometheus-alertmanager",
+        "alertmanager",
+        test,
+        "a test against a real Alertmanager",
+    )?;
+    let config = dir.join("alertmanager.yml");
+    write(
+        &config,
+        "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
+    );
+    let storage = dir.join("alertmanager-data");
+    std::fs::create_dir_all(&storage).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(&bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", storage.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Off the gossip port (RIG.md).
+        .arg("--cluster.listen-address=");
+    let am = Proc::spawn("alertmanager", cmd, &dir.join("alertmanager.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = format!("{base}/-/ready");
+    wait_for(
+        "alertmanager ready",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || get_text(http, &ready),
+    )
+    .await;
+    Some((am, base))
+}
+
 /// GETs `url` and returns the body of a 2xx answer; anything else (transport error or another
 /// status with its body) as text.
 pub async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {

@@ -531,6 +531,18 @@ impl DiskQueue {
         self.inner.max_bytes
     }
 
+    /// Free bytes (for an unprivileged writer) and size of the filesystem holding the queue.
+    ///
+    /// # Errors
+    /// When `statvfs` fails.
+    pub fn disk_space(&self) -> io::Result<(u64, u64)> {
+        let st = rustix::fs::statvfs(&self.inner.dir)?;
+        Ok((
+            st.f_bavail.saturating_mul(st.f_frsize),
+            st.f_blocks.saturating_mul(st.f_frsize),
+        ))
+    }
+
     /// Why the queue cannot take writes now: its committer thread has stopped, or the last push
     /// failed to write within `recent` and none succeeded since (a full disk, an I/O error).
     /// `None` once `recent` has passed, so a sender's retry finds out whether the disk recovered.

@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -24,6 +23,9 @@ use crate::privatelink::PrivateLink;
 use crate::queue::Queue;
 use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
+
+mod alerts;
+use alerts::{evaluate_alerts, AlertInputs};
 
 /// Errors starting promlink.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +97,6 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
     let sending = Sending::new(&cfg, &mut registry)?;
     let alert_metrics = crate::alert::Metrics::register(&mut registry);
-    let queue_metrics = crate::queue::Metrics::register(&mut registry);
     let Sending {
         identity,
         private_link,
@@ -105,6 +106,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     } = sending;
     let health = upstream.health();
     let queue = Arc::new(open_queue(&cfg).await?);
+    let queue_metrics = crate::queue::Metrics::register(&mut registry, queue.is_durable());
 
     let inbound = &cfg.inbound;
     let tls = match &inbound.tls {
@@ -164,8 +166,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             identity: identity.clone(),
             queue: queue.clone(),
             queue_metrics,
-            queue_bytes: upstream_metrics.queue_bytes.clone(),
-            upstream_available: upstream_metrics.available.clone(),
+            upstream_metrics: upstream_metrics.clone(),
+            cert_not_after: receive_metrics.tls_cert_not_after.clone(),
             ready_window: cfg.ready_window,
         },
         alerter.clone(),
@@ -396,66 +398,6 @@ pub(crate) async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
         "disk queue opened; unacknowledged data will be sent again"
     );
     Ok(Queue::Disk(queue))
-}
-
-/// What the alert rules read.
-struct AlertInputs {
-    host: String,
-    private_link: Arc<PrivateLink>,
-    health: Arc<Health>,
-    identity: TokenProvider,
-    queue: Arc<Queue>,
-    queue_metrics: crate::queue::Metrics,
-    queue_bytes: prometheus_client::metrics::gauge::Gauge,
-    upstream_available: prometheus_client::metrics::gauge::Gauge,
-    ready_window: Duration,
-}
-
-impl AlertInputs {
-    fn signals(&self) -> crate::alert::Signals {
-        let pl = self.private_link.snapshot();
-        let on = pl.mode != crate::privatelink::Mode::Off;
-        let token = self.identity.state();
-        crate::alert::Signals {
-            upstream_host: self.host.clone(),
-            mode: Some(pl.mode),
-            verdict: pl.resolution.as_ref().filter(|_| on).map(|r| r.verdict),
-            verdict_detail: pl
-                .resolution
-                .as_ref()
-                .map(|r| r.detail.clone())
-                .unwrap_or_default(),
-            on_public_fallback: pl.mode == crate::privatelink::Mode::Prefer
-                && pl.path == crate::privatelink::ActivePath::Public,
-            fallback_since: pl.fallback_since,
-            dns_answer_changed: pl.dns_changed,
-            probe_failure: pl.probe_failure,
-            upstream_rejecting: self.health.rejection(),
-            queue_fill: self.queue.used_bytes() as f64 / self.queue.max_bytes().max(1) as f64,
-            token_error: if token.valid { None } else { token.last_error },
-        }
-    }
-}
-
-/// Every second: evaluates the alert rules, hands the result to the alerter, and refreshes the
-/// queue metrics.
-async fn evaluate_alerts(
-    inputs: AlertInputs,
-    alerter: Arc<crate::alert::Alerter>,
-    stop: CancellationToken,
-) {
-    loop {
-        alerter.update(crate::alert::evaluate(&inputs.signals()));
-        inputs.queue_metrics.update(&inputs.queue);
-        inputs.queue_bytes.set(inputs.queue.used_bytes() as i64);
-        inputs.upstream_available.set(i64::from(
-            inputs.health.unavailable_for(inputs.ready_window).is_none(),
-        ));
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
 }
 
 /// The URL without its query string (nothing secret is in it, but it keeps logs short).

@@ -1,0 +1,120 @@
+//! The once-a-second loop that reads every stage into an alert [`Signals`] snapshot, evaluates
+//! the rules, hands the result to the alerter, and refreshes the gauges that are read rather
+//! than counted (queue use and disk space, upstream availability).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::watch::{Observed, Watch};
+use crate::alert::Signals;
+use crate::identity::TokenProvider;
+use crate::privatelink::{ActivePath, Mode, PrivateLink};
+use crate::queue::Queue;
+use crate::upstream::retry::DropReason;
+use crate::upstream::Health;
+
+/// What the alert rules read.
+pub(super) struct AlertInputs {
+    pub(super) host: String,
+    pub(super) private_link: Arc<PrivateLink>,
+    pub(super) health: Arc<Health>,
+    pub(super) identity: TokenProvider,
+    pub(super) queue: Arc<Queue>,
+    pub(super) queue_metrics: crate::queue::Metrics,
+    pub(super) upstream_metrics: crate::upstream::Metrics,
+    /// The receiver's `promlink_receive_tls_cert_not_after_seconds` (0: no TLS).
+    pub(super) cert_not_after: Gauge,
+    pub(super) ready_window: Duration,
+}
+
+impl AlertInputs {
+    /// The counters the loss and stall rules follow.
+    fn observed(&self) -> Observed {
+        let m = &self.upstream_metrics;
+        let corrupt_records = match &*self.queue {
+            Queue::Disk(q) => q.stats().corrupt_records,
+            Queue::Memory(_) => 0,
+        };
+        Observed {
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| {
+                    let label = crate::upstream::metrics::ReasonLabel { reason: r.as_str() };
+                    (r.as_str(), m.samples_dropped.get_or_create(&label).get())
+                })
+                .collect(),
+            corrupt_records,
+            forwarded: m.samples_forwarded.get() + m.histograms_forwarded.get(),
+            queue_bytes: self.queue.used_bytes(),
+        }
+    }
+
+    fn signals(&self, watch: &Watch) -> Signals {
+        let pl = self.private_link.snapshot();
+        let on = pl.mode != Mode::Off;
+        let token = self.identity.state();
+        let not_after = self.cert_not_after.get();
+        Signals {
+            upstream_host: self.host.clone(),
+            mode: Some(pl.mode),
+            verdict: pl.resolution.as_ref().filter(|_| on).map(|r| r.verdict),
+            verdict_detail: pl
+                .resolution
+                .as_ref()
+                .map(|r| r.detail.clone())
+                .unwrap_or_default(),
+            on_public_fallback: pl.mode == Mode::Prefer && pl.path == ActivePath::Public,
+            fallback_since: pl.fallback_since,
+            dns_answer_changed: pl.dns_changed,
+            probe_failure: pl.probe_failure,
+            upstream_rejecting: self.health.rejection(),
+            queue_fill: self.queue.used_bytes() as f64 / self.queue.max_bytes().max(1) as f64,
+            token_error: if token.valid { None } else { token.last_error },
+            upstream_unavailable: self.health.unavailable_for(self.ready_window).map(|d| {
+                (
+                    d,
+                    self.ready_window,
+                    self.health
+                        .last_error()
+                        .unwrap_or_else(|| "no request has been answered yet".into()),
+                )
+            }),
+            drops: watch.drops(),
+            corrupt_records_at: watch.corrupt_records_at(),
+            queue_holding_since: watch.queue_holding_since(),
+            last_forward: Some(watch.last_forward()),
+            receiver_cert_not_after: (not_after > 0)
+                .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(not_after as u64)),
+            queue_disk_used: self.queue_metrics.disk_used(),
+        }
+    }
+}
+
+/// Every second: refreshes the read gauges, evaluates the alert rules and hands the result to
+/// the alerter.
+pub(super) async fn evaluate_alerts(
+    inputs: AlertInputs,
+    alerter: Arc<crate::alert::Alerter>,
+    stop: CancellationToken,
+) {
+    let mut watch = Watch::new(SystemTime::now());
+    loop {
+        inputs.queue_metrics.update(&inputs.queue);
+        inputs
+            .upstream_metrics
+            .queue_bytes
+            .set(inputs.queue.used_bytes() as i64);
+        inputs.upstream_metrics.available.set(i64::from(
+            inputs.health.unavailable_for(inputs.ready_window).is_none(),
+        ));
+        watch.observe(SystemTime::now(), inputs.observed());
+        alerter.update(crate::alert::evaluate(&inputs.signals(&watch)));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
