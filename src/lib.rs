@@ -23,6 +23,7 @@ pub mod demo;
 pub mod doctor;
 pub mod loadgen;
 pub mod privatelink;
+pub mod proxy;
 pub mod queue;
 pub mod receive;
 pub mod serve;
