@@ -48,7 +48,7 @@ struct Rig {
     public: DceHandle,
     proxy: ProxyHandle,
     promlink: Running,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     round: i64,
     acked: Checksum,
 }
@@ -121,7 +121,7 @@ impl Rig {
             public,
             proxy,
             promlink,
-            _dir: dir,
+            dir,
             round: 0,
             acked: Checksum::new(),
         }
@@ -136,6 +136,17 @@ impl Rig {
             self.promlink.private_link.snapshot().path == want
         })
         .await;
+    }
+
+    /// The DCE leaves the AMPLS: its name points into the private zone, which answers NXDOMAIN
+    /// (no public address anywhere). Returns the privatelink name.
+    fn private_zone_nxdomain(&self) -> String {
+        let pl_name = promlink::privatelink::testdns::privatelink_name(HOST);
+        self.dns.remove(HOST);
+        self.dns.remove(&pl_name);
+        self.dns.set_nxdomain_zone("privatelink.monitor.azure.com");
+        self.dns.set_cname(HOST, &pl_name, 1);
+        pl_name
     }
 
     /// Tunnels the proxy opened to the DCE name and to the authority.
@@ -216,11 +227,7 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
     assert_eq!(rig.through_proxy().0, 0, "{:?}", rig.proxy.targets());
 
     // The DCE leaves the AMPLS: NXDOMAIN inside the private zone, no public address anywhere.
-    let pl_name = promlink::privatelink::testdns::privatelink_name(HOST);
-    rig.dns.remove(HOST);
-    rig.dns.remove(&pl_name);
-    rig.dns.set_nxdomain_zone("privatelink.monitor.azure.com");
-    rig.dns.set_cname(HOST, &pl_name, 1);
+    let pl_name = rig.private_zone_nxdomain();
     rig.wait_path(ActivePath::Public).await;
     rig.send_round().await;
     wait_until("round 2 at the public endpoint, through the proxy", || {
@@ -355,4 +362,159 @@ fn require_with_a_proxy_for_the_dce_is_refused_at_start() {
         "{err}"
     );
     assert!(!err.contains("secretsocks"), "{err}");
+}
+
+/// Runs `promlink doctor --output json` against the rig (under `mode`, the DCE and the
+/// authority by their proxied names, the test DNS server, 127.0.0.2 private) with
+/// `HTTPS_PROXY` and `NO_PROXY=.handler.control.monitor.azure.com` set on the child only;
+/// (exit code, report, stdout).
+async fn doctor(rig: &Rig, mode: &str) -> (Option<i32>, serde_json::Value, String) {
+    let url = format!(
+        "https://{HOST}:{}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
+        rig.public.addr().port()
+    );
+    let authority = format!("https://{LOGIN}:{}", rig.entra.addr().port());
+    let dir = rig.dir.path();
+    let out = tokio::process::Command::new(BIN)
+        .args(["doctor", "--output", "json", "--write-canary"])
+        .args(["--ingestion-url", &url, "--private-link", mode])
+        .args(["--private-cidr", "127.0.0.2/32"])
+        .args(["--identity", "client-secret", "--tenant-id", TENANT])
+        .args(["--client-id", CLIENT, "--authority-host", &authority])
+        .arg("--client-secret-file")
+        .arg(dir.join("secret"))
+        .arg("--ca-file")
+        .arg(dir.join("ca.pem"))
+        .args(["--dns-server", &rig.dns.addr().to_string()])
+        .args(["--probe-timeout", "2s", "--token-timeout", "10s"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HTTPS_PROXY",
+            rig.proxy.url_with(PROXY_USER, PROXY_PASSWORD),
+        )
+        .env("NO_PROXY", ".handler.control.monitor.azure.com")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (out.status.code(), report, text)
+}
+
+/// The check named `name` for `target`.
+fn check<'a>(report: &'a serde_json::Value, name: &str, target: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name && c["target"] == target)
+        .unwrap_or_else(|| panic!("no {name} check for {target}: {report:#}"))
+}
+
+/// The report's canary went through the proxy and is the one sample at the public endpoint.
+fn canary_through_the_proxy(rig: &Rig, report: &serde_json::Value) {
+    let canary = check(report, "canary", HOST);
+    assert_eq!(canary["status"], "ok", "{canary:#}");
+    let seen = canary["seen"].as_str().unwrap();
+    assert!(seen.contains("through the egress proxy"), "{canary:#}");
+    assert_eq!(rig.public.stats().samples, 1, "{canary:#}");
+}
+
+/// `promlink doctor` says how each host is reached, probes the DCE and the authority through
+/// the proxy (whose names it cannot resolve itself), sends the canary through it, and explains
+/// a proxy that refuses; the proxy's password never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_the_route_and_probes_through_the_proxy() {
+    let rig = Rig::start(Mode::Off, "", Names::Proxied).await;
+    let (code, report, text) = doctor(&rig, "off").await;
+    assert_eq!(code, Some(0), "{report:#}");
+    assert!(!text.contains(PROXY_PASSWORD), "{text}");
+    let proxy_url = format!("http://<redacted>@{}", rig.proxy.addr());
+    for host in [HOST, LOGIN] {
+        let c = check(&report, "proxy", host);
+        assert_eq!(c["status"], "ok", "{c:#}");
+        let seen = c["seen"].as_str().unwrap();
+        assert!(
+            seen.starts_with(&format!(
+                "through HTTPS_PROXY {proxy_url}: tunnel to {host}:"
+            )) && seen.contains("verified TLS, HTTP "),
+            "{seen}"
+        );
+        // The names resolve nowhere here: fine, the proxy resolves them.
+        assert_eq!(check(&report, "dns", host)["status"], "ok", "{report:#}");
+        assert_eq!(check(&report, "connect", host)["status"], "skipped");
+    }
+    let control = check(&report, "proxy", "eastus.handler.control.monitor.azure.com");
+    assert_eq!(
+        control["seen"],
+        "direct (NO_PROXY entry .handler.control.monitor.azure.com)"
+    );
+    assert_eq!(
+        check(&report, "token", "identity client-secret")["status"],
+        "ok"
+    );
+    canary_through_the_proxy(&rig, &report);
+    assert_eq!(rig.private.connections(), 0);
+
+    // A proxy whose allow-list lacks the hosts: doctor fails and says why.
+    rig.proxy.set_refuse(true);
+    let (code, report, _) = doctor(&rig, "off").await;
+    assert_eq!(code, Some(1), "{report:#}");
+    let c = check(&report, "proxy", HOST);
+    assert_eq!(c["status"], "fail", "{c:#}");
+    assert!(
+        c["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("refused to open a tunnel"),
+        "{c:#}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("NO_PROXY"), "{c:#}");
+    assert_eq!(check(&report, "proxy", LOGIN)["status"], "fail");
+    rig.stop().await;
+}
+
+/// Under `prefer`, doctor probes the private endpoint directly and the public fallback through
+/// the proxy, grading the proxy by what is left when it fails: a warning while the private path
+/// works, a failure when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_under_prefer_probes_the_private_endpoint_directly() {
+    let rig = Rig::start(Mode::Prefer, "", Names::Proxied).await;
+    let (code, report, _) = doctor(&rig, "prefer").await;
+    assert_eq!(code, Some(0), "{report:#}");
+    let connect = check(&report, "connect", HOST);
+    assert_eq!(connect["status"], "ok", "{connect:#}");
+    assert!(
+        connect["seen"].as_str().unwrap().starts_with("127.0.0.2:"),
+        "{connect:#}"
+    );
+    let fallback = check(&report, "proxy", HOST);
+    assert_eq!(fallback["status"], "ok", "{fallback:#}");
+    assert!(
+        fallback["meaning"]
+            .as_str()
+            .unwrap()
+            .starts_with("private_link prefer's public fallback"),
+        "{fallback:#}"
+    );
+    assert_eq!(rig.private.stats().samples, 1, "the canary, direct");
+
+    // The fallback refused while the private path works: a warning.
+    rig.proxy.set_refuse(true);
+    let (code, report, _) = doctor(&rig, "prefer").await;
+    assert_eq!(check(&report, "proxy", HOST)["status"], "warn");
+    assert_eq!(check(&report, "proxy", LOGIN)["status"], "fail");
+    assert_eq!(code, Some(1), "the authority is lost: {report:#}");
+
+    // The private zone answers NXDOMAIN: the fallback through the proxy is all there is.
+    rig.private_zone_nxdomain();
+    let (_, report, _) = doctor(&rig, "prefer").await;
+    assert_eq!(check(&report, "connect", HOST)["status"], "skipped");
+    assert_eq!(check(&report, "proxy", HOST)["status"], "fail");
+    rig.proxy.set_refuse(false);
+    let (code, report, _) = doctor(&rig, "prefer").await;
+    assert_eq!(code, Some(0), "{report:#}");
+    canary_through_the_proxy(&rig, &report);
+    rig.stop().await;
 }
