@@ -362,6 +362,17 @@ fn require_with_a_proxy_for_the_dce_is_refused_at_start() {
         "{err}"
     );
     assert!(!err.contains("secretsocks"), "{err}");
+
+    // --help says which variables count.
+    for command in ["serve", "check-config", "doctor"] {
+        let (_, help, _) = run(&[command, "--help"], &[]);
+        for want in ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "IMDS"] {
+            assert!(
+                help.contains(want),
+                "{command} --help lacks {want}:\n{help}"
+            );
+        }
+    }
 }
 
 /// Runs `promlink doctor --output json` against the rig (under `mode`, the DCE and the

@@ -45,6 +45,9 @@ use url::Url;
 
 pub use no_proxy::NoProxy;
 
+/// What `--help` says about the proxy variables.
+pub const ENV_HELP: &str = "Egress proxy (environment): HTTPS_PROXY for https:// destinations (the DCE, Entra ID, Alertmanager), HTTP_PROXY for http:// ones, NO_PROXY for those reached directly (names with their subdomains, IPs, CIDRs, *); lowercase names work too. Loopback and link-local (IMDS) are never proxied. private_link require needs the DCE host in NO_PROXY; prefer uses the proxy only for its public fallback.";
+
 /// A proxy URL. `Display` and `Debug` never show its credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyUrl(Url);
