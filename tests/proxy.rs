@@ -234,8 +234,7 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
         rig.public.stats().samples == 200
     })
     .await;
-    let on_fallback = rig.through_proxy().0;
-    assert!(on_fallback >= 1, "{:?}", rig.proxy.targets());
+    assert!(rig.through_proxy().0 >= 1, "{:?}", rig.proxy.targets());
     assert!(rig.promlink.private_link.snapshot().approved.is_empty());
     wait_until("the fallback alert", || {
         rig.promlink
@@ -250,6 +249,7 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
     rig.dns.remove(&pl_name);
     rig.dns.set_private_link(HOST, PRIVATE, 1);
     rig.wait_path(ActivePath::Private).await;
+    let back = rig.through_proxy().0;
     rig.send_round().await;
     wait_until("round 3 at the private endpoint", || {
         rig.private.stats().samples == 400
@@ -257,7 +257,7 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
     .await;
     assert_eq!(
         rig.through_proxy().0,
-        on_fallback,
+        back,
         "no tunnel to the DCE once back on the private path: {:?}",
         rig.proxy.targets()
     );
