@@ -160,7 +160,11 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     );
     println!();
 
-    let http = reqwest::Client::new();
+    // Loopback only: never through a proxy from the environment (reqwest would use one).
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
     let metrics_url = format!("http://{}/metrics", promlink.local_addr);
     let started = Instant::now();
     let mut report = Report::default();

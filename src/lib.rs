@@ -25,6 +25,7 @@ pub mod drain;
 pub mod health;
 pub mod loadgen;
 pub mod privatelink;
+pub mod proxy;
 pub mod queue;
 pub mod receive;
 pub mod serve;

@@ -22,15 +22,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Receive remote write and forward it to the DCE (the forwarder).
+    #[command(after_help = promlink::proxy::ENV_HELP)]
     Serve(Settings),
     /// Deliver a disk-queue directory left behind (e.g. by a removed replica) and exit: 0 once it
     /// is empty, 1 after --timeout with what is left, 64 for configuration errors.
+    #[command(after_help = promlink::proxy::ENV_HELP)]
     Drain(promlink::drain::DrainArgs),
     /// Check the configuration, print it resolved (secrets redacted), and exit: 0 if valid, 64 if not.
+    #[command(after_help = promlink::proxy::ENV_HELP)]
     CheckConfig(Settings),
     /// One-shot preflight: DNS and Private Link verdicts, TCP/TLS reachability, token, optional
     /// canary write, each problem with what it means and the documented fix. Exit 0 when data
     /// would flow under the chosen policy, 1 when not, 64 for configuration errors.
+    #[command(after_help = promlink::proxy::ENV_HELP)]
     Doctor(promlink::doctor::DoctorArgs),
     /// Run the whole path on this machine: a sender, promlink, and EMULATED Entra ID and DCE.
     Demo(promlink::demo::DemoArgs),

@@ -97,6 +97,7 @@ async fn alerts_fire_resend_and_resolve_in_a_real_alertmanager() {
             RESEND,
             "promlink-e2e".into(),
             None,
+            &Default::default(),
             metrics.clone(),
         )
         .unwrap(),

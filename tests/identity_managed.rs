@@ -47,6 +47,7 @@ async fn managed_identity_system_and_user_assigned_via_app_service_endpoint() {
         authority_host: Cloud::Public.authority_host().parse().expect("url"),
         scope: Cloud::Public.monitor_scope().to_string(),
         ca_file: Some(ca.clone()),
+        proxy: Default::default(),
         refresh_before_expiry: Duration::from_secs(300),
         retry_min: Duration::from_millis(50),
         retry_max: Duration::from_millis(200),

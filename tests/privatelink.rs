@@ -5,19 +5,17 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{CLIENT, SECRET, TENANT};
 use promlink::config::Settings;
-use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls, DEFAULT_DCR_ID};
+use promlink::emulator::dce::{DceHandle, DEFAULT_DCR_ID};
 use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
 use promlink::emulator::tls::TestCa;
-use promlink::identity::IdentityKind;
-use promlink::loadgen::{self, Checksum, LoadgenConfig};
+use promlink::loadgen::Checksum;
 use promlink::privatelink::{ActivePath, Mode, TestDns};
 use promlink::serve::Running;
-use tokio_util::sync::CancellationToken;
 
 const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
 const PRIVATE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -40,20 +38,7 @@ struct PlRig {
 }
 
 async fn dce_on(ca: &TestCa, entra: &EntraHandle, ip: IpAddr, port: u16) -> DceHandle {
-    let leaf = ca.issue(&[HOST]).unwrap();
-    DceEmulator::start(DceConfig {
-        listen: SocketAddr::new(ip, port),
-        tls: DceTls::Pem {
-            cert_pem: leaf.cert_pem,
-            key_pem: leaf.key_pem,
-            ca_pem: Some(ca.cert_pem().to_string()),
-        },
-        auth: Some(entra.verifier()),
-        granted: vec![CLIENT.to_string()],
-        ..DceConfig::default()
-    })
-    .await
-    .unwrap()
+    common::dce_at(ca, entra, ip, port, &[HOST]).await
 }
 
 impl PlRig {
@@ -81,37 +66,17 @@ impl PlRig {
         let port = private.addr().port();
         let public = dce_on(&ca, &entra, PUBLIC, port).await;
         let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-        let secret_file = dir.path().join("secret");
-        std::fs::write(&secret_file, SECRET).unwrap();
         let settings = Settings {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            ingestion_url: Some(format!(
-                "https://{HOST}:{port}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24"
-            )),
-            identity: Some(IdentityKind::ClientSecret),
-            tenant_id: Some(TENANT.into()),
-            client_id: Some(CLIENT.into()),
-            client_secret_file: Some(secret_file),
-            authority_host: Some(entra.authority_host().to_string()),
-            ca_file: Some(ca_file),
-            private_link: Some(mode),
-            dns_server: Some(vec![dns.addr()]),
             public_dns_server: Some(vec![public_dns.addr()]),
-            private_cidr: Some(vec!["127.0.0.2/32".parse().unwrap()]),
-            reverify_min: Some(Duration::from_millis(200)),
-            reverify_max: Some(Duration::from_secs(1)),
-            fallback_return_after: Some(Duration::from_secs(1)),
-            probe_timeout: Some(Duration::from_secs(1)),
-            flush_interval: Some(Duration::from_millis(50)),
-            retry_min_backoff: Some(Duration::from_millis(50)),
-            retry_max_backoff: Some(Duration::from_millis(300)),
-            ready_window: Some(Duration::from_secs(5)),
             ready_requires_upstream: Some(ready_requires_upstream),
-            // Not a test of the shutdown handshake: stop accepting at once, so teardown is quick.
-            shutdown_quiet_period: Some(Duration::ZERO),
-            ..Settings::default()
+            ..common::private_link_settings(
+                dir.path(),
+                &ca,
+                format!("https://{HOST}:{port}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24"),
+                entra.authority_host(),
+                mode,
+                dns.addr(),
+            )
         };
         let promlink = promlink::serve::start(settings.resolve().unwrap())
             .await
@@ -138,27 +103,7 @@ impl PlRig {
 
     /// Sends one round of 200 series (one sample each, later timestamps each round).
     async fn send_round(&mut self) {
-        self.round += 1;
-        let report = loadgen::run(
-            LoadgenConfig {
-                url: format!("http://{}/api/v1/write", self.promlink.local_addr),
-                series: 200,
-                rounds: 1,
-                shards: 2,
-                samples_per_request: 100,
-                start_ms: Some(1_700_000_000_000 + self.round * 15_000),
-                deadline: Duration::from_secs(20),
-                ..LoadgenConfig::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            report.samples_acked, 200,
-            "promlink takes the data into its queue: {report:?}"
-        );
-        self.acked.merge(&report.checksum_acked);
+        common::send_round(self.promlink.local_addr, &mut self.round, &mut self.acked).await;
     }
 
     async fn wait_path(&self, want: ActivePath) {
@@ -235,13 +180,7 @@ impl PlRig {
 }
 
 async fn wait(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..400 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
+    common::wait_until(what, cond).await;
 }
 
 fn verdict_series(v: &str) -> String {

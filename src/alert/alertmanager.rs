@@ -186,9 +186,11 @@ impl std::fmt::Debug for Alerter {
 impl Alerter {
     /// An alerter posting to each of `urls` (Alertmanager base URLs, e.g.
     /// `http://alertmanager:9093`; `/api/v2/alerts` is appended), re-sending firing alerts every
-    /// `resend_interval`, labelling every alert `job="promlink"` and `instance=<instance>`, and
-    /// trusting the PEM certificates in `ca_file` besides the system roots. With no URLs it only
-    /// keeps state and metrics.
+    /// `resend_interval`, labelling every alert `job="promlink"` and `instance=<instance>`,
+    /// trusting the PEM certificates in `ca_file` besides the system roots, and connecting
+    /// through the egress proxy where `proxy` routes a URL through one (`HTTP_PROXY` for
+    /// `http://`, `HTTPS_PROXY` for `https://`; loopback never). With no URLs it only keeps
+    /// state and metrics.
     ///
     /// # Errors
     /// A URL that is not http(s), a zero `resend_interval`, an unusable CA file.
@@ -197,18 +199,19 @@ impl Alerter {
         resend_interval: Duration,
         instance: String,
         ca_file: Option<&Path>,
+        proxy: &crate::proxy::ProxyConfig,
         metrics: Metrics,
     ) -> Result<Self, AlertError> {
         if resend_interval.is_zero() {
             return Err(AlertError::ResendInterval);
         }
         let urls = urls.iter().map(alerts_url).collect::<Result<Vec<_>, _>>()?;
-        let mut b = reqwest::Client::builder()
+        let b = reqwest::Client::builder()
             .user_agent(concat!("promlink/", env!("CARGO_PKG_VERSION")))
             .timeout(POST_TIMEOUT)
             .connect_timeout(POST_TIMEOUT.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
+            .redirect(reqwest::redirect::Policy::none());
+        let mut b = crate::proxy::apply(b, proxy);
         if let Some(path) = ca_file {
             b = b.tls_certs_merge(
                 crate::upstream::client::load_ca_bundle(path).map_err(AlertError::CaFile)?,

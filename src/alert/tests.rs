@@ -109,6 +109,7 @@ async fn fires_at_once_resends_with_stable_start_and_resolves_once() {
             resend,
             "promlink-0".into(),
             None,
+            &Default::default(),
             metrics.clone(),
         )
         .unwrap(),
@@ -214,6 +215,7 @@ async fn failed_posts_are_retried_and_a_failing_instance_does_not_hold_back_the_
             Duration::from_secs(60),
             "i".into(),
             None,
+            &Default::default(),
             metrics.clone(),
         )
         .unwrap(),
@@ -258,6 +260,7 @@ async fn refiring_starts_a_new_episode_after_the_resolution() {
             Duration::from_secs(60),
             "i".into(),
             None,
+            &Default::default(),
             Metrics::default(),
         )
         .unwrap(),
@@ -307,6 +310,7 @@ async fn zero_urls_keeps_state_and_metrics() {
             Duration::from_secs(30),
             "x".into(),
             None,
+            &Default::default(),
             metrics.clone(),
         )
         .unwrap(),
@@ -354,7 +358,15 @@ fn alertmanager_urls() {
     }
     let err = alerts_url(&"ftp://user:secret@am/".parse().unwrap()).unwrap_err();
     assert!(!err.to_string().contains("secret"), "{err}");
-    assert!(Alerter::new(vec![], Duration::ZERO, "x".into(), None, Metrics::default()).is_err());
+    assert!(Alerter::new(
+        vec![],
+        Duration::ZERO,
+        "x".into(),
+        None,
+        &Default::default(),
+        Metrics::default()
+    )
+    .is_err());
 }
 
 /// Every alert the rule file may hold: those promlink evaluates, then the rule-file-only ones.
@@ -773,4 +785,79 @@ fn prometheus_rule_unit_tests() {
     let file = dir.path().join("prometheus-rule.test.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&tests).unwrap()).unwrap();
     run_promtool(&promtool, &["test", "rules"], &file);
+}
+
+/// Alertmanager through `HTTP_PROXY`: its name is known only to the proxy emulator, so a
+/// delivered alert proves the post went through the proxy. Loopback Alertmanagers (by address
+/// and as `localhost`) are posted to directly even with both proxies set and refusing.
+#[tokio::test]
+async fn alertmanager_through_the_egress_proxy_and_loopback_direct() {
+    use crate::emulator::proxy::{ProxyEmulator, ProxyEmulatorConfig};
+    const NAME: &str = "am.proxy.test";
+    let stop = CancellationToken::new();
+    let proxy = ProxyEmulator::start(ProxyEmulatorConfig {
+        routes: vec![(NAME.into(), [127, 0, 0, 1].into())],
+        ..ProxyEmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let egress =
+        crate::proxy::ProxyConfig::new(Some(&proxy.url()), Some(&proxy.url()), "").unwrap();
+    // One alerter per URL, firing one alert, until `stop`.
+    let fire = |url: Url| {
+        let alerter = Arc::new(
+            Alerter::new(
+                vec![url],
+                Duration::from_millis(200),
+                "promlink-0".into(),
+                None,
+                &egress,
+                Metrics::default(),
+            )
+            .unwrap(),
+        );
+        alerter.update(vec![not_verified()]);
+        alerter.spawn(stop.clone())
+    };
+    let posted = |rec: Arc<Recorder>, what: &'static str| {
+        until(what, move || (!rec.posts().is_empty()).then_some(()))
+    };
+
+    let (base, rec) = recorder(stop.clone()).await;
+    let port = base.port().unwrap();
+    let through: Url = format!("http://{NAME}:{port}/am/").parse().unwrap();
+    // The name is resolvable only by the proxy: never let a wrong decision look it up here.
+    assert!(egress.route(&through).is_proxy());
+    let mut tasks = vec![fire(through)];
+    posted(rec, "a post through the proxy").await;
+    let seen = proxy.targets();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|t| *t == format!("{NAME}:{port}")),
+        "{seen:?}"
+    );
+
+    // Loopback: direct, although the proxy now refuses everything.
+    proxy.set_refuse(true);
+    let (by_ip, by_ip_rec) = recorder(stop.clone()).await;
+    let (other, by_name_rec) = recorder(stop.clone()).await;
+    let by_name: Url = format!("http://localhost:{}/am/", other.port().unwrap())
+        .parse()
+        .unwrap();
+    tasks.push(fire(by_ip));
+    tasks.push(fire(by_name));
+    posted(by_ip_rec, "a post to 127.0.0.1").await;
+    posted(by_name_rec, "a post to localhost").await;
+    assert_eq!(
+        proxy.targets().len(),
+        seen.len(),
+        "nothing to a loopback Alertmanager went through the proxy: {:?}",
+        proxy.targets()
+    );
+    assert_eq!(proxy.refused(), 0);
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    proxy.shutdown().await;
 }

@@ -417,6 +417,16 @@ pub struct Problem {
     pub why: String,
 }
 
+impl From<crate::proxy::ProxyError> for Problem {
+    fn from(e: crate::proxy::ProxyError) -> Self {
+        Problem {
+            key: e.var.into(),
+            value: e.value,
+            why: e.why,
+        }
+    }
+}
+
 /// Every problem found; printed one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -457,6 +467,9 @@ pub struct Config {
     pub queue_memory_bytes: usize,
     /// Alertmanager targets.
     pub alert: AlertSettings,
+    /// Egress proxy settings (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), for the clients that
+    /// cross the network; credentials never printed.
+    pub proxy: crate::proxy::ProxyConfig,
     /// Things to tell the operator at start (e.g. defaults chosen for Azure sidecar
     /// compatibility).
     pub notices: Vec<String>,
@@ -639,6 +652,13 @@ impl Settings {
     /// [`ConfigError`] with every problem found.
     pub fn load(self) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
+        let (proxy, proxy_notices) = match crate::proxy::ProxyConfig::from_env() {
+            Ok(found) => found,
+            Err(errors) => {
+                problems.extend(errors.into_iter().map(Problem::from));
+                Default::default()
+            }
+        };
         let azure = Settings::from_azure_env(&mut problems);
         let file = match &self.config {
             Some(p) => Settings::from_file(p).unwrap_or_else(|e| {
@@ -647,8 +667,9 @@ impl Settings {
             }),
             None => Settings::default(),
         };
-        let (merged, notices) = self.layered(azure, file);
-        match merged.resolve() {
+        let (merged, mut notices) = self.layered(azure, file);
+        notices.extend(proxy_notices);
+        match merged.resolve_with(proxy) {
             Ok(mut cfg) if problems.is_empty() => {
                 cfg.notices.splice(0..0, notices);
                 Ok(cfg)
@@ -824,11 +845,22 @@ impl Settings {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8081)))
     }
 
-    /// Applies defaults and checks every key and cross-key rule.
+    /// Applies defaults and checks every key and cross-key rule, without an egress proxy.
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found.
     pub fn resolve(self) -> Result<Config, ConfigError> {
+        self.resolve_with(crate::proxy::ProxyConfig::default())
+    }
+
+    /// Like [`Self::resolve`], with the egress proxy settings read from the environment by
+    /// [`Self::load`] (or given by a test). `private_link: require` with a proxy that applies to
+    /// the upstream host is a problem: the proxy would resolve the name, so the private endpoint
+    /// could be neither verified nor pinned.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem found.
+    pub fn resolve_with(self, proxy: crate::proxy::ProxyConfig) -> Result<Config, ConfigError> {
         let mut p = Vec::new();
         let mut bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
             p.push(Problem {
@@ -1205,6 +1237,37 @@ impl Settings {
                 }
             }
         }
+        let upstream_route = url.as_ref().map(|u| proxy.route(u));
+        if let (
+            crate::privatelink::Mode::Require,
+            Some(crate::proxy::Route::Proxy {
+                var,
+                url: proxy_url,
+            }),
+        ) = (mode, &upstream_route)
+        {
+            let host = url.as_ref().and_then(|u| u.host_str()).unwrap_or_default();
+            let defaulted = if self.private_link.is_none() {
+                " (require is the default for Azure ingestion hosts)"
+            } else {
+                ""
+            };
+            p.push(Problem {
+                key: "private_link".into(),
+                value: mode.as_str().into(),
+                why: format!("{var} ({proxy_url}) applies to {host}{defaulted}; a proxy resolves the name itself, so promlink could neither verify nor pin the private endpoint; add {host} (or .ingest.monitor.azure.com) to NO_PROXY to reach the DCE directly (the Entra ID authority may stay behind the proxy), or use private_link: prefer (the proxy only for the public fallback) or off"),
+            });
+        }
+        let public_via_proxy = mode == crate::privatelink::Mode::Prefer
+            && upstream_route
+                .as_ref()
+                .is_some_and(crate::proxy::Route::is_proxy);
+        if public_via_proxy {
+            notices.push(format!(
+                "private_link prefer: the private endpoint is reached directly; the public fallback goes {}",
+                upstream_route.as_ref().map(ToString::to_string).unwrap_or_default()
+            ));
+        }
         for u in self.alertmanager_url.iter().flatten() {
             if !matches!(u.scheme(), "http" | "https") {
                 p.push(Problem {
@@ -1274,6 +1337,7 @@ impl Settings {
                 batch,
                 max_sample_age: self.max_sample_age,
                 queue_max_age: self.queue_max_age,
+                proxy: proxy.clone(),
             },
             identity: IdentityConfig {
                 kind,
@@ -1287,6 +1351,7 @@ impl Settings {
                 authority_host,
                 scope,
                 ca_file: self.ca_file.clone(),
+                proxy: proxy.clone(),
                 refresh_before_expiry: refresh_before,
                 retry_min: Duration::from_secs(1).min(retry_max),
                 retry_max,
@@ -1312,6 +1377,7 @@ impl Settings {
                 reverify_max,
                 return_after,
                 probe_timeout,
+                public_via_proxy,
             },
             disk_queue: self
                 .queue_dir
@@ -1325,6 +1391,7 @@ impl Settings {
             },
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_level,
+            proxy,
         })
     }
 }

@@ -209,3 +209,116 @@ fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
         crate::privatelink::Mode::Require
     );
 }
+
+/// `private_link: require` with a proxy for the DCE host is refused (naming the key, the value
+/// and why, never the proxy's password); excluding the DCE host with `NO_PROXY` is accepted
+/// even when the authority stays behind the proxy; `prefer` sends only its fallback through
+/// the proxy; `off` has nothing to refuse.
+#[test]
+fn private_link_and_egress_proxy() {
+    use crate::privatelink::Mode;
+    use crate::proxy::ProxyConfig;
+    let proxy = |no_proxy: &str| {
+        ProxyConfig::new(
+            Some("http://promlink:pr0xy-pw@proxy.corp:3128"),
+            None,
+            no_proxy,
+        )
+        .unwrap()
+    };
+    let with = |mode: Option<Mode>| Settings {
+        private_link: mode,
+        ..base()
+    };
+    for mode in [Some(Mode::Require), None] {
+        let e = with(mode).resolve_with(proxy("corp.local")).unwrap_err();
+        let p =
+            e.0.iter()
+                .find(|p| p.key == "private_link")
+                .unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(p.value, "require");
+        let text = e.to_string();
+        for want in [
+            "HTTPS_PROXY (http://<redacted>@proxy.corp:3128) applies to",
+            "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com",
+            "resolves the name itself",
+            "NO_PROXY",
+        ] {
+            assert!(text.contains(want), "{text} should contain {want}");
+        }
+        assert!(
+            !text.contains("pr0xy-pw") && !text.contains("promlink:"),
+            "{text}"
+        );
+        assert_eq!(
+            mode.is_none(),
+            text.contains("require is the default for Azure ingestion hosts"),
+            "{text}"
+        );
+    }
+    // Every problem at once: the proxy problem comes with the others.
+    let e = Settings {
+        shards: Some(0),
+        ..with(Some(Mode::Require))
+    }
+    .resolve_with(proxy(""))
+    .unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    assert!(
+        keys.contains(&"shards") && keys.contains(&"private_link"),
+        "{keys:?}"
+    );
+
+    // The DCE host excluded (a suffix entry): require is fine; Entra may use the proxy.
+    let c = with(Some(Mode::Require))
+        .resolve_with(proxy(".ingest.monitor.azure.com"))
+        .unwrap();
+    assert!(!c.private_link.public_via_proxy);
+    assert!(c.proxy.route(&c.identity.authority_host).is_proxy());
+    assert!(!c.upstream.proxy.route(&c.upstream.url).is_proxy());
+    assert!(c
+        .identity
+        .proxy
+        .route(&c.identity.authority_host)
+        .is_proxy());
+
+    // prefer: the public fallback through the proxy, said at start.
+    let c = with(Some(Mode::Prefer)).resolve_with(proxy("")).unwrap();
+    assert!(c.private_link.public_via_proxy);
+    assert!(
+        c.notices
+            .iter()
+            .any(|n| n.contains("public fallback goes through HTTPS_PROXY")),
+        "{:?}",
+        c.notices
+    );
+    let c = with(Some(Mode::Prefer))
+        .resolve_with(proxy("monitor.azure.com"))
+        .unwrap();
+    assert!(!c.private_link.public_via_proxy);
+
+    // off: everything to the DCE through the proxy; nothing to refuse.
+    let c = with(Some(Mode::Off)).resolve_with(proxy("")).unwrap();
+    assert!(!c.private_link.public_via_proxy);
+    assert!(c.upstream.proxy.route(&c.upstream.url).is_proxy());
+
+    // check-config prints the resolved configuration: no proxy password in it.
+    let printed = format!("{c:#?}");
+    assert!(
+        printed.contains("http://<redacted>@proxy.corp:3128"),
+        "{printed}"
+    );
+    assert!(!printed.contains("pr0xy-pw"), "{printed}");
+}
+
+#[test]
+fn proxy_variable_problems_name_the_variable() {
+    let e = crate::proxy::ProxyConfig::from_vars(|n| {
+        (n == "https_proxy").then(|| "socks5://u:pw@proxy:1080".to_string())
+    })
+    .unwrap_err();
+    let p = Problem::from(e[0].clone());
+    assert_eq!(p.key, "https_proxy");
+    assert_eq!(p.value, "socks5://<redacted>@proxy:1080");
+    assert!(p.why.contains("not supported"), "{p}");
+}

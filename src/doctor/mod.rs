@@ -8,16 +8,20 @@
 //! 1. `ingestion-url`: the URL's shape and the DCE's region
 //!    (`<name>.<region>-1.metrics.ingest.monitor.azure.com`).
 //! 2. `region` (with `--cluster-region`): the cluster's region against the DCE's.
-//! 3. `dns` and `connect`, per host: the DCE ingestion host; the configuration endpoints
-//!    `<region>.handler.control.monitor.azure.com` and `global.handler.control...`; with
-//!    `--workspace-id` the Log Analytics endpoints of Container insights; and the Entra ID
-//!    authority. DNS goes through [`crate::privatelink::Verifier`] (the configured DNS servers
-//!    and address rules), giving a [`Verdict`] with its documented meaning and remediation;
-//!    then each address is probed (TCP, then verified TLS, [`crate::privatelink::probe`]).
+//! 3. `dns`, `connect` and (with an egress proxy set) `proxy`, per host: the DCE ingestion
+//!    host; the configuration endpoints `<region>.handler.control.monitor.azure.com` and
+//!    `global.handler.control...`; with `--workspace-id` the Log Analytics endpoints of
+//!    Container insights; and the Entra ID authority. DNS goes through
+//!    [`crate::privatelink::Verifier`] (the configured DNS servers and address rules), giving a
+//!    [`Verdict`] with its documented meaning and remediation; then each address is probed
+//!    (TCP, then verified TLS, [`crate::privatelink::probe`]). A host the egress proxy serves
+//!    is probed through the proxy instead ([`proxy`]); under `prefer` the DCE's private
+//!    endpoint is still probed directly and the proxy is its public fallback.
 //! 4. `token`: a token from the configured identity, with Entra's `AADSTS` error and its fix.
 //! 5. `canary` (with `--write-canary`): one remote-write 1.0 request with one sample
 //!    (`promlink_doctor_canary` = 1), sent exactly as promlink sends, through an address that
-//!    passed the checks; 403, 404 and 401 are explained.
+//!    passed the checks (or the egress proxy, when it passed and no address did); 403, 404 and
+//!    401 are explained.
 //!
 //! # Grading
 //! A check fails only when data would not flow under the policy; the exit code is 1 then, 0
@@ -37,6 +41,7 @@
 //! (which only happens against emulators). Doctor prints no token and no secret.
 
 mod azure;
+mod proxy;
 pub mod report;
 
 #[cfg(test)]
@@ -217,6 +222,18 @@ struct HostOutcome {
     checks: Vec<Check>,
     /// Addresses that passed DNS policy and TCP + TLS.
     usable: Vec<SocketAddr>,
+    /// The egress proxy let promlink through to the host.
+    through_proxy: bool,
+}
+
+impl HostOutcome {
+    fn stop(checks: Vec<Check>) -> Self {
+        Self {
+            checks,
+            usable: Vec::new(),
+            through_proxy: false,
+        }
+    }
 }
 
 impl<'a> Doctor<'a> {
@@ -268,16 +285,18 @@ impl<'a> Doctor<'a> {
         )
         .await;
         let mut usable = Vec::new();
+        let mut through_proxy = false;
         for (t, o) in targets.iter().zip(outcomes) {
             if t.role == Role::Ingestion {
                 usable = o.usable;
+                through_proxy = o.through_proxy;
             }
             checks.extend(o.checks);
         }
         let stop = CancellationToken::new();
         let (token_check, token) = self.token_check(&stop).await;
         checks.push(token_check);
-        checks.push(self.canary_check(&usable, token).await);
+        checks.push(self.canary_check(&usable, through_proxy, token).await);
         stop.cancel();
         let mut url = self.cfg.upstream.url.clone();
         let _ = url.set_password(None);
@@ -439,7 +458,32 @@ impl<'a> Doctor<'a> {
         )
     }
 
-    /// DNS, then TCP + TLS to the addresses the policy would use.
+    /// How promlink reaches `t`: its URL (scheme, host, port) and the egress route for it.
+    fn route(&self, t: &Target) -> (Option<url::Url>, crate::proxy::Route<'_>) {
+        let scheme = match t.role {
+            Role::Ingestion => self.cfg.upstream.url.scheme(),
+            _ => "https",
+        };
+        let url = proxy::target_url(scheme, &t.host, t.port);
+        let route = url.as_ref().map_or(
+            crate::proxy::Route::Direct(crate::proxy::Direct::NotSet("HTTPS_PROXY")),
+            |u| self.cfg.proxy.route(u),
+        );
+        (url, route)
+    }
+
+    /// What losing `t` costs: `Fail` for the ingestion host and an authority the identity
+    /// needs, `Warn` for the rest.
+    fn loss(&self, t: &Target) -> Status {
+        match t.role {
+            Role::Ingestion => Status::Fail,
+            Role::Authority if azure::uses_authority(self.cfg.identity.kind) => Status::Fail,
+            _ => Status::Warn,
+        }
+    }
+
+    /// DNS, then TCP + TLS to the addresses the policy would use, or the egress proxy for a
+    /// host it serves.
     async fn check_host(
         &self,
         t: &Target,
@@ -447,6 +491,11 @@ impl<'a> Doctor<'a> {
         public: Option<&Verifier>,
     ) -> HostOutcome {
         let mut checks = Vec::new();
+        let (url, route) = self.route(t);
+        // prefer keeps the DCE's private endpoint direct; only its fallback uses the proxy.
+        let fallback_via_proxy =
+            route.is_proxy() && t.role == Role::Ingestion && self.mode == Mode::Prefer;
+        let via_proxy = route.is_proxy() && !fallback_via_proxy;
         // An IP literal has nothing to resolve (config refuses it unless private_link is off).
         let (addresses, verdict) = if let Ok(ip) = t.host.parse::<IpAddr>() {
             let meaning = if t.role.private_link() {
@@ -467,7 +516,11 @@ impl<'a> Doctor<'a> {
             match verifier {
                 Ok(v) => {
                     let r = v.resolve(&t.host).await;
-                    checks.push(self.dns_check(t, &r));
+                    let mut c = self.dns_check(t, &r);
+                    if via_proxy {
+                        proxy::resolves(&mut c, t, r.verdict);
+                    }
+                    checks.push(c);
                     (r.addresses.clone(), Some(r.verdict))
                 }
                 Err(e) => {
@@ -479,36 +532,74 @@ impl<'a> Doctor<'a> {
                         Verdict::DnsError.meaning(),
                         Verdict::DnsError.remediation(),
                     ));
-                    return HostOutcome {
-                        checks,
-                        usable: Vec::new(),
-                    };
+                    return HostOutcome::stop(checks);
                 }
             }
         };
-        let (probe_addrs, path, skip) = self.select(t, &addresses, verdict, public).await;
-        if let Some(why) = skip {
-            checks.push(why);
+        if let (true, Some(url)) = (via_proxy, &url) {
+            checks.push(Check::new(
+                "connect",
+                &t.host,
+                Status::Skipped,
+                "not probed directly",
+                format!(
+                    "promlink reaches {} through the egress proxy: see the proxy check",
+                    t.host
+                ),
+                "",
+            ));
+            let (c, ok) = proxy::through(self.cfg, url, &route, self.loss(t), self.timeout).await;
+            checks.push(c);
             return HostOutcome {
                 checks,
                 usable: Vec::new(),
+                through_proxy: ok,
             };
         }
-        let sockets: Vec<SocketAddr> = probe_addrs
-            .iter()
-            .take(4)
-            .map(|ip| SocketAddr::new(*ip, t.port))
-            .collect();
-        let ca = self.cfg.upstream.ca_file.as_deref();
-        let probes = join_all(sockets.iter().map(|a| probe(&t.host, *a, ca, self.timeout))).await;
-        let usable: Vec<SocketAddr> = sockets
-            .iter()
-            .zip(&probes)
-            .filter(|(_, p)| p.ok())
-            .map(|(a, _)| *a)
-            .collect();
-        checks.push(self.connect_check(t, &sockets, &probes, path));
-        HostOutcome { checks, usable }
+        let (probe_addrs, path, skip) = self
+            .select(t, &addresses, verdict, public, fallback_via_proxy)
+            .await;
+        let mut usable = Vec::new();
+        match skip {
+            Some(why) => checks.push(why),
+            None => {
+                let sockets: Vec<SocketAddr> = probe_addrs
+                    .iter()
+                    .take(4)
+                    .map(|ip| SocketAddr::new(*ip, t.port))
+                    .collect();
+                let ca = self.cfg.upstream.ca_file.as_deref();
+                let probes =
+                    join_all(sockets.iter().map(|a| probe(&t.host, *a, ca, self.timeout))).await;
+                usable = sockets
+                    .iter()
+                    .zip(&probes)
+                    .filter(|(_, p)| p.ok())
+                    .map(|(a, _)| *a)
+                    .collect();
+                checks.push(self.connect_check(t, &sockets, &probes, path));
+            }
+        }
+        let mut through_proxy = false;
+        if let (true, Some(url)) = (fallback_via_proxy, &url) {
+            // The public fallback: losing it costs data only when the private path is down too.
+            let loss = if usable.is_empty() {
+                Status::Fail
+            } else {
+                Status::Warn
+            };
+            let (mut c, ok) = proxy::through(self.cfg, url, &route, loss, self.timeout).await;
+            c.meaning = format!("private_link prefer's public fallback: {}", c.meaning);
+            checks.push(c);
+            through_proxy = ok;
+        } else if self.cfg.proxy.is_set() {
+            checks.push(proxy::direct(&t.host, &route));
+        }
+        HostOutcome {
+            checks,
+            usable,
+            through_proxy,
+        }
     }
 
     /// Which addresses the policy would connect to (and over which path), or why none.
@@ -518,6 +609,7 @@ impl<'a> Doctor<'a> {
         addresses: &[IpAddr],
         verdict: Option<Verdict>,
         public: Option<&Verifier>,
+        fallback_via_proxy: bool,
     ) -> (Vec<IpAddr>, &'static str, Option<Check>) {
         let rules = &self.cfg.private_link.rules;
         let private = verdict.is_none_or(|v| v == Verdict::Private);
@@ -529,12 +621,15 @@ impl<'a> Doctor<'a> {
         };
         let mut picked: Vec<IpAddr> = addresses.to_vec();
         if t.role.private_link() && !private && self.mode != Mode::Off {
-            if self.mode == Mode::Require {
-                let consequence = if t.role == Role::Ingestion {
-                    "under private_link require promlink sends nothing to an address that is not verified private; data is held"
-                } else {
-                    "under private_link require only verified private endpoints are probed"
-                };
+            // require: nothing but the private path; prefer: the public fallback, through the
+            // egress proxy when one serves the host.
+            let not_probed = match (self.mode, t.role) {
+                (Mode::Require, Role::Ingestion) => Some("under private_link require promlink sends nothing to an address that is not verified private; data is held"),
+                (Mode::Require, _) => Some("under private_link require only verified private endpoints are probed"),
+                _ if fallback_via_proxy => Some("under private_link prefer the public fallback goes through the egress proxy: see the proxy check"),
+                _ => None,
+            };
+            if let Some(consequence) = not_probed {
                 return (
                     Vec::new(),
                     path,
@@ -548,7 +643,6 @@ impl<'a> Doctor<'a> {
                     )),
                 );
             }
-            // prefer: the public fallback.
             picked.retain(|ip| !rules.is_private(*ip));
             if picked.is_empty() && t.role == Role::Ingestion {
                 if let Some(v) = public {
@@ -802,7 +896,12 @@ impl<'a> Doctor<'a> {
         }
     }
 
-    async fn canary_check(&self, usable: &[SocketAddr], token: Option<Option<Secret>>) -> Check {
+    async fn canary_check(
+        &self,
+        usable: &[SocketAddr],
+        through_proxy: bool,
+        token: Option<Option<Secret>>,
+    ) -> Check {
         let target = self.host.clone();
         if !self.args.write_canary {
             return Check::new(
@@ -824,22 +923,38 @@ impl<'a> Doctor<'a> {
                 "",
             );
         };
-        let Some(addr) = usable.first().copied() else {
-            return Check::new(
-                "canary",
-                target,
-                Status::Skipped,
-                format!("not sent: no address of {} passed the checks under private_link {}", self.host, self.mode.as_str()),
-                "the canary only goes through an address that passed DNS policy, TCP and TLS; fix the checks above",
-                "",
-            );
+        // A verified address directly, else the egress proxy that passed its check.
+        let (client, via) = match (usable.first().copied(), through_proxy) {
+            (Some(addr), _) => (
+                crate::privatelink::probe::pinned_client(
+                    &self.host,
+                    addr,
+                    self.cfg.upstream.ca_file.as_deref(),
+                    self.cfg.upstream.request_timeout,
+                ),
+                addr.to_string(),
+            ),
+            (None, true) => (
+                crate::upstream::client::build_proxied(
+                    self.cfg.upstream.ca_file.as_deref(),
+                    self.cfg.upstream.request_timeout,
+                    &self.cfg.proxy,
+                )
+                .map_err(|e| e.to_string()),
+                "the egress proxy".to_string(),
+            ),
+            (None, false) => {
+                return Check::new(
+                    "canary",
+                    target,
+                    Status::Skipped,
+                    format!("not sent: no address of {} passed the checks under private_link {}", self.host, self.mode.as_str()),
+                    "the canary only goes through an address (or egress proxy) that passed the checks; fix the checks above",
+                    "",
+                )
+            }
         };
-        let client = match crate::privatelink::probe::pinned_client(
-            &self.host,
-            addr,
-            self.cfg.upstream.ca_file.as_deref(),
-            self.cfg.upstream.request_timeout,
-        ) {
+        let client = match client {
             Ok(c) => c,
             Err(e) => {
                 return Check::new(
@@ -878,7 +993,7 @@ impl<'a> Doctor<'a> {
                     "canary",
                     target,
                     Status::Fail,
-                    format!("through {addr}: {}", crate::upstream::error_chain(&e)),
+                    format!("through {via}: {}", crate::upstream::error_chain(&e)),
                     "the request failed although the connect check passed: the connection broke mid-request or timed out",
                     "retry; if it persists, look for a proxy or firewall that inspects or limits HTTPS to the DCE",
                 )
@@ -887,9 +1002,9 @@ impl<'a> Doctor<'a> {
         let status = resp.status().as_u16();
         let message = body_text(resp).await;
         let seen = if message.is_empty() {
-            format!("HTTP {status} through {addr}")
+            format!("HTTP {status} through {via}")
         } else {
-            format!("HTTP {status} through {addr}: {message}")
+            format!("HTTP {status} through {via}: {message}")
         };
         let (status_of, meaning, fix) = canary_meaning(status, &self.cfg.identity.scope);
         Check::new("canary", target, status_of, seen, meaning, fix)

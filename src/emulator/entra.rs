@@ -192,6 +192,9 @@ pub struct EntraConfig {
     pub identity_header: String,
     /// Listen address. Default `127.0.0.1:0`.
     pub listen: SocketAddr,
+    /// Names the server certificate carries besides `127.0.0.1` and `localhost`, e.g. a name
+    /// a test reaches only through the proxy emulator.
+    pub tls_names: Vec<String>,
 }
 
 impl Default for EntraConfig {
@@ -207,6 +210,7 @@ impl Default for EntraConfig {
             token_lifetime: Duration::from_secs(3600),
             identity_header: "emulator-identity-header".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -403,7 +407,9 @@ impl EntraEmulator {
         config: EntraConfig,
         ca: &TestCa,
     ) -> Result<EntraHandle, EntraError> {
-        let leaf = ca.issue(&["127.0.0.1", "localhost"])?;
+        let mut names = vec!["127.0.0.1", "localhost"];
+        names.extend(config.tls_names.iter().map(String::as_str));
+        let leaf = ca.issue(&names)?;
         let tls = super::tls::server_config(&leaf.cert_pem, &leaf.key_pem)
             .map_err(EntraError::TlsConfig)?;
         let shared = Arc::new(Shared {

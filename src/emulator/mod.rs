@@ -6,9 +6,12 @@
 //!   token, headers, snappy + protobuf body), counting and recording what it accepts;
 //! - [`entra`]: an Entra ID style token issuer (client credentials, client assertions,
 //!   federated tokens, App Service style managed identity);
-//! - [`tls`]: a throw-away CA so both speak verified TLS.
+//! - [`tls`]: a throw-away CA so both speak verified TLS;
+//! - [`proxy`]: an on-premises egress proxy (CONNECT and plain-HTTP forwarding) that serves
+//!   loopback destinations only and records what went through it.
 
 pub mod dce;
 pub mod entra;
+pub mod proxy;
 mod serve;
 pub mod tls;

@@ -84,6 +84,9 @@ pub struct IdentityConfig {
     pub scope: String,
     /// Extra CA certificates (PEM) trusted for the authority and managed-identity endpoints.
     pub ca_file: Option<PathBuf>,
+    /// Egress proxy settings for the authority (IMDS and other link-local or loopback
+    /// endpoints are never proxied).
+    pub proxy: crate::proxy::ProxyConfig,
     /// Refresh a token this long before it expires.
     pub refresh_before_expiry: Duration,
     /// First retry delay after a failed token fetch; doubles up to `retry_max`.

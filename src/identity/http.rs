@@ -4,7 +4,9 @@
 //! azure_identity as its transport, so a corporate CA or a local test issuer is trusted the same
 //! way for Entra ID and for the managed identity endpoint, and connections are pooled across
 //! refreshes. azure_identity's own retry policy is switched off: the refresher retries, with its
-//! own backoff, and counts every failure.
+//! own backoff, and counts every failure. The egress proxy applies as [`crate::proxy`] decides:
+//! the authority through `HTTPS_PROXY` unless `NO_PROXY` excludes it, the managed identity
+//! endpoints (IMDS, link-local; App Service style, loopback) never.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,16 +22,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a whole token request, so a hung endpoint cannot stall the refresher.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Builds the reqwest client, trusting the certificates in `ca_file` in addition to the roots.
+/// Builds the reqwest client, trusting the certificates in `ca_file` in addition to the roots,
+/// connecting through the egress proxy where `proxy` routes a request through one.
 ///
 /// # Errors
 /// When the CA file cannot be read or holds no certificate, or the TLS setup fails.
-pub(crate) fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, Error> {
-    let mut builder = reqwest::Client::builder()
+pub(crate) fn client(
+    ca_file: Option<&Path>,
+    proxy: &crate::proxy::ProxyConfig,
+) -> Result<reqwest::Client, Error> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("promlink/", env!("CARGO_PKG_VERSION")));
+    let mut builder = crate::proxy::apply(builder, proxy);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|source| Error::CaFile {
             path: path.to_owned(),

@@ -135,7 +135,7 @@ impl TokenProvider {
                 Source::TokenFile(TokenFile::new(cfg.token_file.clone().unwrap_or_default()))
             }
             _ => {
-                let client = http::client(cfg.ca_file.as_deref())?;
+                let client = http::client(cfg.ca_file.as_deref(), &cfg.proxy)?;
                 let options = http::client_options(client, &cfg.authority_host);
                 Source::Entra(Box::new(Entra::new(&cfg, options)?))
             }

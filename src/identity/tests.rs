@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::refresher::{backoff, refresh_delay};
 use super::*;
 use crate::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
+use crate::proxy::ProxyConfig;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0b0c5b8e-1f57-4b8a-9d34-2a0f6f1c1a11";
@@ -50,6 +51,7 @@ impl Env {
             authority_host: self.entra.authority_host().parse().expect("authority url"),
             scope: SCOPE.to_string(),
             ca_file: Some(self.path("ca.pem")),
+            proxy: ProxyConfig::default(),
             refresh_before_expiry: Duration::from_secs(2),
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_millis(400),
@@ -101,6 +103,7 @@ fn offline_config(kind: IdentityKind) -> IdentityConfig {
         authority_host: Cloud::Public.authority_host().parse().expect("url"),
         scope: SCOPE.to_string(),
         ca_file: None,
+        proxy: ProxyConfig::default(),
         refresh_before_expiry: Duration::from_secs(300),
         retry_min: Duration::from_secs(1),
         retry_max: Duration::from_secs(60),
@@ -685,7 +688,8 @@ async fn secrets_and_tokens_never_appear_in_debug_display_or_errors() {
             ..env.secret_config()
         },
         http::client_options(
-            http::client(Some(env.path("ca.pem").as_path())).expect("client"),
+            http::client(Some(env.path("ca.pem").as_path()), &ProxyConfig::default())
+                .expect("client"),
             &env.entra.authority_host().parse().expect("url"),
         ),
     )
@@ -871,4 +875,95 @@ fn refresh_delay_keeps_the_margin_or_half_the_life() {
         refresh_delay(Some(now - Duration::from_secs(5)), m, floor),
         floor
     );
+}
+
+/// Runs a client-secret provider against `authority` with `proxy` until it has a token or its
+/// first fetch failed; returns the token's outcome and the provider's last error.
+async fn token_via(
+    env: &Env,
+    authority: &str,
+    proxy: ProxyConfig,
+) -> (Result<Secret, String>, Option<String>) {
+    let provider = TokenProvider::new(
+        IdentityConfig {
+            authority_host: authority.parse().expect("authority url"),
+            proxy,
+            ..env.secret_config()
+        },
+        Metrics::default(),
+    )
+    .expect("provider");
+    let shutdown = CancellationToken::new();
+    let task = provider.spawn_refresher(shutdown.clone());
+    let token = provider
+        .bearer(Duration::from_secs(10))
+        .await
+        .map(|t| t.expect("some token"))
+        .map_err(|e| e.to_string());
+    let last_error = provider.state().last_error;
+    shutdown.cancel();
+    task.await.expect("refresher stops");
+    (token, last_error)
+}
+
+/// Entra ID through the egress proxy: the authority's name is known only to the proxy
+/// emulator, so a token proves the request went through it, authenticated with the
+/// credentials from the proxy URL. Wrong credentials fail without the password appearing
+/// anywhere; a loopback authority never goes through the proxy.
+#[tokio::test]
+async fn authority_through_the_egress_proxy() {
+    use crate::emulator::proxy::{ProxyEmulator, ProxyEmulatorConfig};
+    const NAME: &str = "login.proxy.test";
+    const PASSWORD: &str = "pr0xy-Pa55word";
+    let env = Env::start(EntraConfig {
+        clients: vec![secret_client()],
+        tls_names: vec![NAME.into()],
+        ..EntraConfig::default()
+    })
+    .await;
+    let proxy = ProxyEmulator::start(ProxyEmulatorConfig {
+        routes: vec![(NAME.into(), [127, 0, 0, 1].into())],
+        credentials: Some(("promlink".into(), PASSWORD.into())),
+        ..ProxyEmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let port = env.entra.addr().port();
+    let authority = format!("https://{NAME}:{port}");
+    let egress = |password: &str| {
+        ProxyConfig::new(Some(&proxy.url_with("promlink", password)), None, "").unwrap()
+    };
+    // The name is resolvable only by the proxy: never let a wrong decision look it up here.
+    assert!(egress(PASSWORD)
+        .route(&authority.parse().unwrap())
+        .is_proxy());
+
+    let (token, _) = token_via(&env, &authority, egress(PASSWORD)).await;
+    let token = token.expect("a token through the proxy");
+    assert!(env.entra.verify(token.expose()).is_ok());
+    assert!(proxy.count_host(NAME) >= 1, "{:?}", proxy.targets());
+    assert_eq!(proxy.auth_failures(), 0);
+
+    let (token, last_error) = token_via(&env, &authority, egress("wrong-password")).await;
+    let err = token.expect_err("wrong proxy credentials");
+    assert!(proxy.auth_failures() >= 1);
+    let last_error = last_error.unwrap_or_default();
+    for text in [&err, &last_error] {
+        assert!(
+            !text.contains("wrong-password") && !text.contains(PASSWORD),
+            "{text}"
+        );
+    }
+    assert!(
+        last_error.contains("proxy authorization required"),
+        "{last_error}"
+    );
+
+    // A loopback authority is reached directly, even with the proxy refusing everything.
+    proxy.set_refuse(true);
+    let before = proxy.targets().len();
+    let (token, _) = token_via(&env, env.entra.authority_host(), egress(PASSWORD)).await;
+    assert!(token.is_ok(), "{token:?}");
+    assert_eq!(proxy.targets().len(), before, "{:?}", proxy.targets());
+    proxy.shutdown().await;
 }

@@ -64,4 +64,7 @@ pub struct PrivateLinkConfig {
     pub return_after: std::time::Duration,
     /// Timeout of one DNS query, TCP connect or TLS handshake probe.
     pub probe_timeout: std::time::Duration,
+    /// `prefer` only: an egress proxy applies to the upstream host, so the public fallback goes
+    /// through it (the proxy resolves the name) and needs no public DNS answer here.
+    pub public_via_proxy: bool,
 }

@@ -7,8 +7,10 @@
 //!   nothing approved: the upstream client cannot connect, so data waits in the queue
 //!   (backpressure reaches senders when it is full), `/ready` fails, and an alert fires.
 //! - `prefer` (firewall option a): the private endpoint while it verifies and connects; otherwise
-//!   the public answer (from the same resolver, or `public_dns_servers`). Traffic returns to the
-//!   private endpoint only after it has stayed healthy for `return_after` (hysteresis).
+//!   the public answer (from the same resolver, or `public_dns_servers`), or, when an egress
+//!   proxy applies to the host (`public_via_proxy`), the proxy, which resolves the name itself.
+//!   Traffic returns to the private endpoint only after it has stayed healthy for `return_after`
+//!   (hysteresis). The private endpoint is always reached directly.
 //! - `off`: no verification; the client resolves normally.
 //!
 //! [`PinnedResolver`] is the upstream client's only resolver: it answers the upstream host with
@@ -178,6 +180,14 @@ impl PrivateLink {
         (self.cfg.mode != Mode::Off).then(|| Arc::new(PinnedResolver { link: self.clone() }))
     }
 
+    /// Whether traffic is now on `prefer`'s public fallback through the egress proxy: the
+    /// upstream then connects through the proxy instead of to approved addresses.
+    pub fn fallback_through_proxy(&self) -> bool {
+        self.cfg.mode == Mode::Prefer
+            && self.cfg.public_via_proxy
+            && self.snapshot().path == ActivePath::Public
+    }
+
     /// The upstream could not connect or lost the connection: verify again soon.
     pub fn connection_failed(&self) {
         self.wake.notify_one();
@@ -327,28 +337,30 @@ impl PrivateLink {
                 // The public path: this answer's public part or the public resolver's, else the
                 // last public answer seen (a firewall blocking a correctly resolved private
                 // endpoint leaves no public address in the current answer).
+                // Through an egress proxy the fallback needs no address: the proxy resolves.
                 let settled = prev.path == ActivePath::Private && !private_ok.is_empty();
-                let public = if settled {
+                let public = if settled || self.cfg.public_via_proxy {
                     Vec::new()
                 } else {
                     self.public_path(&res).await
                 };
+                let fallback = self.cfg.public_via_proxy || !public.is_empty();
                 let back = !private_ok.is_empty()
                     && match prev.path {
                         // Already private, or the first decision: no need to wait.
                         ActivePath::Private => true,
                         _ if prev.resolution.is_none() => true,
                         // No other path to stay on: waiting would only hold data.
-                        _ if public.is_empty() => true,
+                        _ if !fallback => true,
                         _ => healthy_since
                             .is_some_and(|t| now.duration_since(t) >= self.cfg.return_after),
                     };
                 if back {
                     (ActivePath::Private, private_ok.clone())
-                } else if public.is_empty() {
-                    (ActivePath::None, Vec::new())
-                } else {
+                } else if fallback {
                     (ActivePath::Public, public)
+                } else {
+                    (ActivePath::None, Vec::new())
                 }
             }
         };
@@ -373,6 +385,11 @@ impl PrivateLink {
                 self.metrics.fallback_transitions.inc();
             }
             match path {
+                ActivePath::Public
+                    if self.cfg.mode == Mode::Prefer && self.cfg.public_via_proxy =>
+                {
+                    tracing::error!(host = %self.host, "ON PUBLIC FALLBACK: the private endpoint is not usable; sending through the egress proxy to the public endpoint (private-link prefer)")
+                }
                 ActivePath::Public if self.cfg.mode == Mode::Prefer => {
                     tracing::error!(host = %self.host, addresses = ?approved, "ON PUBLIC FALLBACK: the private endpoint is not usable; sending over the public endpoint (private-link prefer)")
                 }
@@ -387,7 +404,9 @@ impl PrivateLink {
         }
         {
             let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-            let changed = s.approved != approved;
+            // The path too: prefer's fallback through a proxy approves no address, but needs a
+            // client of its own.
+            let changed = s.approved != approved || s.path != path;
             s.resolution = Some(res.clone());
             s.path = path;
             s.approved = approved;

@@ -62,6 +62,30 @@ pub enum ServeError {
     },
 }
 
+/// Says, once at start, how each outbound destination is reached when an egress proxy is set.
+fn log_egress_routes(cfg: &Config) {
+    if !cfg.proxy.is_set() {
+        return;
+    }
+    let mut targets = vec![("upstream", &cfg.upstream.url)];
+    if !matches!(
+        cfg.identity.kind,
+        IdentityKind::None | IdentityKind::TokenFile
+    ) {
+        targets.push(("entra authority", &cfg.identity.authority_host));
+    }
+    targets.extend(
+        cfg.alert
+            .alertmanager_urls
+            .iter()
+            .map(|u| ("alertmanager", u)),
+    );
+    for (what, url) in targets {
+        let route = cfg.proxy.route(url);
+        tracing::info!(target_kind = what, host = url.host_str().unwrap_or_default(), route = %route, "egress route");
+    }
+}
+
 /// A running promlink.
 pub struct Running {
     /// The address the receiver listens on.
@@ -155,6 +179,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         cfg.alert.resend_interval,
         instance,
         cfg.upstream.ca_file.as_deref(),
+        &cfg.proxy,
         alert_metrics,
     )?);
     let alert_poster = alerter.clone().spawn(background.clone());
@@ -336,6 +361,7 @@ impl Sending {
         if cfg.identity.kind == IdentityKind::SystemAssigned {
             tracing::info!("using the system-assigned managed identity");
         }
+        log_egress_routes(cfg);
         let identity = TokenProvider::new(cfg.identity.clone(), identity_metrics)?;
         let host = cfg.upstream.url.host_str().unwrap_or_default().to_string();
         let port = cfg.upstream.url.port_or_known_default().unwrap_or(443);

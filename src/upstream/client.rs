@@ -1,4 +1,8 @@
 //! The HTTPS client that talks to the DCE, and the request it sends.
+//!
+//! Three ways to connect: directly ([`build`]), only to the addresses Private Link approved
+//! ([`build_pinned`]), or as the egress proxy settings say ([`build_proxied`]). The upstream
+//! picks one per Private Link path (see [`super::Upstream`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +44,7 @@ pub fn build(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Clien
 }
 
 /// Like [`build`], resolving names only through `resolver` when given (Private Link pinning).
+/// Never through a proxy: a proxy would resolve the name itself.
 ///
 /// # Errors
 /// When the CA file is unusable or the TLS stack cannot be set up.
@@ -48,20 +53,44 @@ pub fn build_pinned(
     timeout: Duration,
     resolver: Option<std::sync::Arc<crate::privatelink::PinnedResolver>>,
 ) -> Result<reqwest::Client, UpstreamError> {
+    let mut b = base(ca_file, timeout)?.no_proxy();
+    if let Some(r) = resolver {
+        b = b.dns_resolver(r);
+    }
+    b.build().map_err(|e| UpstreamError::Client(e.to_string()))
+}
+
+/// Like [`build`], with the system resolver and the egress proxy wherever `proxy` routes a
+/// request through one ([`crate::proxy::apply`]): `private_link: off`, and `prefer`'s public
+/// fallback.
+///
+/// # Errors
+/// When the CA file is unusable or the TLS stack cannot be set up.
+pub fn build_proxied(
+    ca_file: Option<&Path>,
+    timeout: Duration,
+    proxy: &crate::proxy::ProxyConfig,
+) -> Result<reqwest::Client, UpstreamError> {
+    crate::proxy::apply(base(ca_file, timeout)?, proxy)
+        .build()
+        .map_err(|e| UpstreamError::Client(e.to_string()))
+}
+
+/// What every upstream client shares: user agent, timeouts, no redirects, trusted CAs.
+fn base(
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, UpstreamError> {
     let mut b = reqwest::Client::builder()
         .user_agent(user_agent())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .no_proxy();
+        .pool_idle_timeout(Duration::from_secs(60));
     if let Some(path) = ca_file {
         b = b.tls_certs_merge(load_ca_bundle(path)?);
     }
-    if let Some(r) = resolver {
-        b = b.dns_resolver(r);
-    }
-    b.build().map_err(|e| UpstreamError::Client(e.to_string()))
+    Ok(b)
 }
 
 /// The fixed headers of every upstream write.

@@ -50,6 +50,9 @@ pub struct UpstreamConfig {
     pub max_sample_age: Option<Duration>,
     /// Batches queued longer than this are dropped (`None`: no limit).
     pub queue_max_age: Option<Duration>,
+    /// Egress proxy settings: used under `private_link: off` and for `prefer`'s public fallback,
+    /// never for the verified private path.
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 /// Errors setting up the upstream.
@@ -196,15 +199,22 @@ impl Upstream {
         })
     }
 
+    /// The client for the current Private Link path: under `off`, normal DNS and the egress
+    /// proxy where one applies; on `prefer`'s public fallback with a proxy for the DCE host,
+    /// through that proxy (it resolves the name); otherwise only the approved addresses, never
+    /// through a proxy.
     fn build_client(
         cfg: &UpstreamConfig,
         private_link: Option<&Arc<PrivateLink>>,
     ) -> Result<reqwest::Client, UpstreamError> {
-        client::build_pinned(
-            cfg.ca_file.as_deref(),
-            cfg.request_timeout,
-            private_link.and_then(|p| p.resolver()),
-        )
+        let ca = cfg.ca_file.as_deref();
+        match private_link.and_then(|p| p.resolver().map(|r| (p, r))) {
+            None => client::build_proxied(ca, cfg.request_timeout, &cfg.proxy),
+            Some((p, _)) if p.fallback_through_proxy() => {
+                client::build_proxied(ca, cfg.request_timeout, &cfg.proxy)
+            }
+            Some((_, resolver)) => client::build_pinned(ca, cfg.request_timeout, Some(resolver)),
+        }
     }
 
     /// The client for the current private-link generation: when the approved addresses change,
