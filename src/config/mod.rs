@@ -31,6 +31,20 @@ pub const DEFAULT_API_VERSION: &str = "2023-04-24";
 /// `shutdown_quiet_period`: Prometheus sends about every 5 s.
 pub const DEFAULT_SHUTDOWN_QUIET_PERIOD: Duration = Duration::from_secs(5);
 
+/// Memory budgets when promlink runs from the Azure sidecar's environment, whose documented
+/// container limit is 200 Mi (request 150 Mi) for about 150,000 series: `(key, bytes)`. Their
+/// sum (80 MiB) plus promlink's own footprint (~20 MiB) and the batches being sent leaves room
+/// under the limit in a worst-case burst (`tests/durable.rs` measures it). 32 MiB of queue
+/// holds about half an hour of 150,000 series scraped every 30 s (Prometheus' requests
+/// compress to a few bytes per sample).
+pub const SIDECAR_BUDGETS: [(&str, usize); 5] = [
+    ("queue_max_bytes", 32 << 20),
+    ("max_inflight_decode_bytes", 32 << 20),
+    ("max_decoded_bytes", 16 << 20),
+    ("max_inflight_body_bytes", 16 << 20),
+    ("max_body_bytes", 4 << 20),
+];
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -686,7 +700,8 @@ impl Settings {
     /// the file. When the ingestion URL comes from the sidecar's `INGESTION_URL` and nothing
     /// sets `private_link`, verification is off, as in the sidecar being replaced: an image
     /// swap must give a working forwarder whether or not the DCE is behind Private Link. The
-    /// returned notices say so (logged at start).
+    /// memory budgets nothing sets are then [`SIDECAR_BUDGETS`], to fit the sidecar's memory
+    /// limit. The returned notices say so (logged at start).
     pub fn layered(self, azure: Settings, file: Settings) -> (Settings, Vec<String>) {
         let url_from_sidecar = self.ingestion_url.is_none()
             && self.dce_endpoint.is_none()
@@ -698,6 +713,29 @@ impl Settings {
             notices.push(
                 "INGESTION_URL comes from the Azure sidecar environment: Private Link verification is off, as in Azure's sidecar; set PROMLINK_PRIVATE_LINK=require (or prefer) to verify the private endpoint".to_string(),
             );
+        }
+        if url_from_sidecar {
+            let mut sized = Vec::new();
+            // In the order of SIDECAR_BUDGETS.
+            let slots = [
+                &mut merged.queue_max_bytes,
+                &mut merged.max_inflight_decode_bytes,
+                &mut merged.max_decoded_bytes,
+                &mut merged.max_inflight_body_bytes,
+                &mut merged.max_body_bytes,
+            ];
+            for ((key, bytes), slot) in SIDECAR_BUDGETS.into_iter().zip(slots) {
+                if slot.is_none() {
+                    *slot = Some(bytes);
+                    sized.push(format!("{key}={bytes}"));
+                }
+            }
+            if !sized.is_empty() {
+                notices.push(format!(
+                    "INGESTION_URL comes from the Azure sidecar environment: memory budgets sized for its 200 Mi limit ({}); set them to override",
+                    sized.join(", ")
+                ));
+            }
         }
         (merged, notices)
     }

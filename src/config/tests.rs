@@ -190,7 +190,7 @@ fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
         merged.resolve().unwrap().private_link.mode,
         crate::privatelink::Mode::Off
     );
-    assert_eq!(notices.len(), 1);
+    assert_eq!(notices.len(), 2, "{notices:?}");
     // Asked for explicitly: honoured.
     let flags = Settings {
         private_link: Some(crate::privatelink::Mode::Require),
@@ -201,7 +201,10 @@ fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
         merged.resolve().unwrap().private_link.mode,
         crate::privatelink::Mode::Require
     );
-    assert!(notices.is_empty());
+    assert!(
+        notices.iter().all(|n| !n.contains("Private Link")),
+        "{notices:?}"
+    );
     // promlink's own configuration of an Azure host: require by default.
     let (merged, _) = base().layered(Settings::default(), Settings::default());
     assert_eq!(
@@ -321,4 +324,46 @@ fn proxy_variable_problems_name_the_variable() {
     assert_eq!(p.key, "https_proxy");
     assert_eq!(p.value, "socks5://<redacted>@proxy:1080");
     assert!(p.why.contains("not supported"), "{p}");
+}
+
+/// From the Azure sidecar's environment, the memory budgets nothing sets fit its 200 Mi limit;
+/// those set anywhere win; promlink's own configuration keeps the gateway defaults.
+#[test]
+fn sidecar_environment_sizes_the_memory_budgets() {
+    let sidecar = Settings {
+        ingestion_url: Some(url()),
+        ..Settings::default()
+    };
+    let (merged, notices) = Settings::default().layered(sidecar.clone(), Settings::default());
+    let cfg = merged.resolve().unwrap();
+    assert_eq!(cfg.queue_max_bytes, 32 << 20);
+    assert_eq!(cfg.receive.max_inflight_decode_bytes, 32 << 20);
+    assert_eq!(cfg.receive.codec.max_decoded_bytes, 16 << 20);
+    assert_eq!(cfg.receive.max_inflight_body_bytes, 16 << 20);
+    assert_eq!(cfg.receive.max_body_bytes, 4 << 20);
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("queue_max_bytes=33554432")),
+        "{notices:?}"
+    );
+    let total: usize = SIDECAR_BUDGETS.iter().map(|(_, b)| b).sum();
+    assert!(total <= 100 << 20, "budgets leave half of 200 Mi: {total}");
+
+    let file = Settings {
+        queue_max_bytes: Some(1 << 20),
+        ..Settings::default()
+    };
+    let (merged, _) = Settings::default().layered(sidecar, file);
+    assert_eq!(
+        merged.resolve().unwrap().queue_max_bytes,
+        1 << 20,
+        "set: wins"
+    );
+
+    let (merged, notices) = base().layered(Settings::default(), Settings::default());
+    let cfg = merged.resolve().unwrap();
+    assert_eq!(cfg.queue_max_bytes, 64 << 20, "gateway default");
+    assert_eq!(cfg.receive.max_inflight_decode_bytes, 128 << 20);
+    assert!(notices.is_empty(), "{notices:?}");
 }

@@ -41,6 +41,17 @@ impl Promlink {
     /// `log` (so one log shows every life of a restarted instance). The environment is cleared
     /// (but `PATH`) so no `PROMLINK_*` or sidecar variable of the test's environment leaks in.
     pub fn spawn(args: &[String], port: u16, log: &Path) -> Promlink {
+        Self::spawn_with_env(args, &[], port, log)
+    }
+
+    /// [`Promlink::spawn`] with `env` set (after clearing the rest), e.g. the variables of
+    /// Azure's sidecar.
+    pub fn spawn_with_env(
+        args: &[String],
+        env: &[(&str, &str)],
+        port: u16,
+        log: &Path,
+    ) -> Promlink {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,6 +64,7 @@ impl Promlink {
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
