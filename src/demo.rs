@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::emulator::dce::{DceConfig, DceEmulator, DceTls, Fault};
+use crate::emulator::dns::TestDns;
 use crate::emulator::entra::{EntraConfig, EntraEmulator, RegisteredClient};
 use crate::emulator::tls::TestCa;
 use crate::identity::IdentityKind;
 use crate::loadgen::{self, LoadgenConfig, Report};
-use crate::privatelink::TestDns;
 
 const TENANT: &str = "00000000-0000-0000-0000-00000000d3m0";
 const CLIENT: &str = "promlink-demo";
@@ -148,7 +148,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     println!(
         "  DNS (private zone) {}  {HOST} -> CNAME {} -> 127.0.0.2",
         dns.addr(),
-        crate::privatelink::testdns::privatelink_name(HOST)
+        crate::emulator::dns::privatelink_name(HOST)
     );
     println!("  DCE EMULATOR       {url}");
     println!("                     private endpoint 127.0.0.2:{port}, public endpoint 127.0.0.3:{port}; private_link: require");
@@ -180,7 +180,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
                 }
                 12 => {
                     println!("  >> DNS fixed");
-                    dns.remove(&crate::privatelink::testdns::privatelink_name(HOST));
+                    dns.remove(&crate::emulator::dns::privatelink_name(HOST));
                     dns.set_private_link(HOST, PRIVATE_ENDPOINT.into(), 2);
                 }
                 15 => dce.push_fault(Fault::retry_after(429, 2)),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem, Settings};
 use crate::queue::Queue;
-use crate::serve::{open_queue, Sending, ServeError};
+use crate::serve::{Sending, ServeError};
 use crate::upstream::retry::DropReason;
 
 /// `promlink drain`: the flags of `serve` (only the upstream, identity, Private Link and queue
@@ -117,14 +117,14 @@ pub async fn run(
     timeout: Duration,
     stop: CancellationToken,
 ) -> Result<DrainReport, ServeError> {
-    let Some((dir, _)) = cfg.disk_queue.clone() else {
+    let Some(dir) = cfg.destination.queue.disk.as_ref().map(|d| d.dir.clone()) else {
         return Err(ServeError::Queue(crate::queue::DiskQueueError::Config(
             "promlink drain needs queue_dir".into(),
         )));
     };
     let mut registry = Registry::with_prefix("promlink");
     let sending = Sending::new(&cfg, &mut registry)?;
-    let queue = Arc::new(open_queue(&cfg).await?);
+    let queue = Arc::new(crate::queue::open(&cfg.destination.queue).await?);
     // Nothing will be pushed: partial batches may go at once, and workers end when it is empty.
     queue.close();
     let start_bytes = queue.used_bytes();
@@ -137,7 +137,7 @@ pub async fn run(
         tokio::spawn(sending.private_link.clone().run(background.clone())),
         tokio::spawn(progress(queue.clone(), background.clone())),
     ];
-    let workers: Vec<_> = (0..cfg.shards)
+    let workers: Vec<_> = (0..cfg.destination.shards)
         .map(|i| {
             tokio::spawn(
                 sending

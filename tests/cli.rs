@@ -324,6 +324,65 @@ fn readme_documents_every_flag() {
     }
 }
 
+/// Every default named in `promlink::config::defaults::table()` is the one `serve --help` gives
+/// (`[default: ...]`) and the one the README's configuration table gives: the three are one.
+#[test]
+fn help_and_readme_give_the_defaults_the_code_uses() {
+    let out = promlink(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    // The help of each flag, on one line: wrapped lines joined.
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if let Some(flag) = t.strip_prefix("--") {
+            let name: String = flag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            blocks.push((name.replace('-', "_"), String::new()));
+        } else if let Some((_, text)) = blocks.last_mut() {
+            text.push(' ');
+            text.push_str(t);
+        }
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    // README rows: "| `a`, `b` | `x`, `y` | ..." -> (a, x), (b, y).
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let keys: Vec<&str> = cells[1].split(", ").collect();
+        let values: Vec<&str> = cells[2].split(", ").collect();
+        for (i, k) in keys.iter().enumerate() {
+            let value = values.get(i).copied().unwrap_or_default();
+            documented.push((k.trim_matches('`').to_string(), value.to_string()));
+        }
+    }
+    let table = promlink::config::defaults::table();
+    assert!(table.len() > 40, "{table:?}");
+    for (key, default) in table {
+        let (_, text) = blocks
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("no --{} in serve --help", key.replace('_', "-")));
+        let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            text.contains(&format!("[default: {default}]"))
+                || text.contains(&format!("[default: {default};")),
+            "--help of {key} does not say [default: {default}]: {text}"
+        );
+        let (_, readme_default) = documented
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("README's table has no row for `{key}`"));
+        assert_eq!(
+            readme_default.trim_matches('`'),
+            default,
+            "README's default for `{key}`"
+        );
+    }
+}
+
 /// Secrets given to promlink (a client secret by file and by environment, sender tokens, a TLS
 /// key) never appear in `check-config` output or its errors; a world-readable secret file is
 /// named in a warning.

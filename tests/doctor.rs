@@ -13,11 +13,12 @@ use std::time::Duration;
 use promlink::config::Settings;
 use promlink::doctor::{self, DoctorArgs, OutputFormat, Report, Status};
 use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls, DEFAULT_DCR_ID};
+use promlink::emulator::dns::privatelink_name;
+use promlink::emulator::dns::TestDns;
 use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
 use promlink::emulator::tls::TestCa;
 use promlink::identity::IdentityKind;
-use promlink::privatelink::testdns::privatelink_name;
-use promlink::privatelink::{Mode, TestDns, Verdict};
+use promlink::privatelink::{Mode, Verdict};
 
 const DCE_HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
 const CONTROL: &str = "eastus.handler.control.monitor.azure.com";

@@ -11,10 +11,11 @@ use std::time::Duration;
 use common::{CLIENT, SECRET, TENANT};
 use promlink::config::Settings;
 use promlink::emulator::dce::{DceHandle, DEFAULT_DCR_ID};
+use promlink::emulator::dns::TestDns;
 use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
 use promlink::emulator::tls::TestCa;
 use promlink::loadgen::Checksum;
-use promlink::privatelink::{ActivePath, Mode, TestDns};
+use promlink::privatelink::{ActivePath, Mode};
 use promlink::serve::Running;
 
 const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
@@ -224,7 +225,7 @@ async fn require_holds_data_and_never_touches_the_public_endpoint() {
     );
 
     // NXDOMAIN inside the private zone (DCE not in the AMPLS): still held.
-    let pl_name = promlink::privatelink::testdns::privatelink_name(HOST);
+    let pl_name = promlink::emulator::dns::privatelink_name(HOST);
     rig.dns.remove(HOST);
     rig.dns.remove(&pl_name);
     rig.dns.set_nxdomain_zone("privatelink.monitor.azure.com");
@@ -281,7 +282,7 @@ async fn prefer_falls_back_and_returns_without_loss() {
         .await;
 
     rig.dns
-        .remove(&promlink::privatelink::testdns::privatelink_name(HOST));
+        .remove(&promlink::emulator::dns::privatelink_name(HOST));
     rig.dns.set_private_link(HOST, PRIVATE, 1);
     rig.wait_path(ActivePath::Private).await;
     rig.send_round().await;

@@ -16,11 +16,12 @@ use std::process::Command;
 
 use common::{wait_until, CLIENT, SECRET, TENANT};
 use promlink::emulator::dce::{DceHandle, DEFAULT_DCR_ID};
+use promlink::emulator::dns::TestDns;
 use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
 use promlink::emulator::proxy::{ProxyEmulator, ProxyEmulatorConfig, ProxyHandle};
 use promlink::emulator::tls::TestCa;
 use promlink::loadgen::Checksum;
-use promlink::privatelink::{ActivePath, Mode, TestDns};
+use promlink::privatelink::{ActivePath, Mode};
 use promlink::proxy::ProxyConfig;
 use promlink::serve::Running;
 
@@ -110,8 +111,11 @@ impl Rig {
         // The proxied names resolve nowhere but at the proxy (or the test DNS server): make
         // sure no wrong decision sends promlink to look them up itself.
         if names == Names::Proxied {
-            assert!(cfg.proxy.route(&cfg.identity.authority_host).is_proxy());
-            assert!(mode != Mode::Off || cfg.proxy.route(&cfg.upstream.url).is_proxy());
+            assert!(cfg
+                .proxy
+                .route(&cfg.destination.identity.authority_host)
+                .is_proxy());
+            assert!(mode != Mode::Off || cfg.proxy.route(&cfg.destination.upstream.url).is_proxy());
         }
         let promlink = promlink::serve::start(cfg).await.unwrap();
         Rig {
@@ -141,7 +145,7 @@ impl Rig {
     /// The DCE leaves the AMPLS: its name points into the private zone, which answers NXDOMAIN
     /// (no public address anywhere). Returns the privatelink name.
     fn private_zone_nxdomain(&self) -> String {
-        let pl_name = promlink::privatelink::testdns::privatelink_name(HOST);
+        let pl_name = promlink::emulator::dns::privatelink_name(HOST);
         self.dns.remove(HOST);
         self.dns.remove(&pl_name);
         self.dns.set_nxdomain_zone("privatelink.monitor.azure.com");

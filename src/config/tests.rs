@@ -1,4 +1,6 @@
 use super::*;
+use crate::identity::IdentityKind;
+use crate::receive::FullStatus;
 
 const DCR: &str = "dcr-0123456789abcdef0123456789abcdef";
 
@@ -17,14 +19,17 @@ fn base() -> Settings {
 fn defaults_resolve() {
     let c = base().resolve().unwrap();
     assert_eq!(c.listen.to_string(), "0.0.0.0:8081");
-    assert!(c.azure_upstream);
-    assert_eq!(c.identity.kind, IdentityKind::SystemAssigned);
-    assert_eq!(c.identity.scope, "https://monitor.azure.com/.default");
+    assert!(c.destination.azure);
+    assert_eq!(c.destination.identity.kind, IdentityKind::SystemAssigned);
     assert_eq!(
-        c.identity.authority_host.as_str(),
+        c.destination.identity.scope,
+        "https://monitor.azure.com/.default"
+    );
+    assert_eq!(
+        c.destination.identity.authority_host.as_str(),
         "https://login.microsoftonline.com/"
     );
-    assert_eq!(c.upstream.batch.max_samples, 5000);
+    assert_eq!(c.destination.upstream.batch.max_samples, 5000);
     assert_eq!(c.receive.full_status, FullStatus::ServiceUnavailable);
 }
 
@@ -35,7 +40,10 @@ fn url_from_parts_matches_the_documented_shape() {
         dcr_id: Some(DCR.into()),
         ..Settings::default()
     };
-    assert_eq!(s.resolve().unwrap().upstream.url.as_str(), url());
+    assert_eq!(
+        s.resolve().unwrap().destination.upstream.url.as_str(),
+        url()
+    );
 }
 
 #[test]
@@ -124,7 +132,7 @@ fn yaml_file_keys_and_unknown_keys() {
     }
     .or(s);
     assert_eq!(merged.shards, Some(8));
-    assert_eq!(merged.resolve().unwrap().shards, 8);
+    assert_eq!(merged.resolve().unwrap().destination.shards, 8);
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "ingestion_urll: https://x\n").unwrap();
@@ -162,7 +170,11 @@ fn secrets_never_print() {
     };
     let c = s.resolve().unwrap();
     assert_eq!(
-        c.identity.client_secret.as_ref().map(|s| s.expose()),
+        c.destination
+            .identity
+            .client_secret
+            .as_ref()
+            .map(|s| s.expose()),
         Some("s3cr3t-value")
     );
     assert!(!format!("{c:?}").contains("s3cr3t"));
@@ -187,7 +199,7 @@ fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
     };
     let (merged, notices) = Settings::default().layered(sidecar.clone(), Settings::default());
     assert_eq!(
-        merged.resolve().unwrap().private_link.mode,
+        merged.resolve().unwrap().destination.private_link.mode,
         crate::privatelink::Mode::Off
     );
     assert_eq!(notices.len(), 2, "{notices:?}");
@@ -198,7 +210,7 @@ fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
     };
     let (merged, notices) = flags.layered(sidecar, Settings::default());
     assert_eq!(
-        merged.resolve().unwrap().private_link.mode,
+        merged.resolve().unwrap().destination.private_link.mode,
         crate::privatelink::Mode::Require
     );
     assert!(
@@ -208,7 +220,7 @@ fn sidecar_ingestion_url_keeps_private_link_off_unless_asked() {
     // promlink's own configuration of an Azure host: require by default.
     let (merged, _) = base().layered(Settings::default(), Settings::default());
     assert_eq!(
-        merged.resolve().unwrap().private_link.mode,
+        merged.resolve().unwrap().destination.private_link.mode,
         crate::privatelink::Mode::Require
     );
 }
@@ -276,18 +288,27 @@ fn private_link_and_egress_proxy() {
     let c = with(Some(Mode::Require))
         .resolve_with(proxy(".ingest.monitor.azure.com"))
         .unwrap();
-    assert!(!c.private_link.public_via_proxy);
-    assert!(c.proxy.route(&c.identity.authority_host).is_proxy());
-    assert!(!c.upstream.proxy.route(&c.upstream.url).is_proxy());
+    assert!(!c.destination.private_link.public_via_proxy);
     assert!(c
+        .proxy
+        .route(&c.destination.identity.authority_host)
+        .is_proxy());
+    assert!(!c
+        .destination
+        .upstream
+        .proxy
+        .route(&c.destination.upstream.url)
+        .is_proxy());
+    assert!(c
+        .destination
         .identity
         .proxy
-        .route(&c.identity.authority_host)
+        .route(&c.destination.identity.authority_host)
         .is_proxy());
 
     // prefer: the public fallback through the proxy, said at start.
     let c = with(Some(Mode::Prefer)).resolve_with(proxy("")).unwrap();
-    assert!(c.private_link.public_via_proxy);
+    assert!(c.destination.private_link.public_via_proxy);
     assert!(
         c.notices
             .iter()
@@ -298,12 +319,17 @@ fn private_link_and_egress_proxy() {
     let c = with(Some(Mode::Prefer))
         .resolve_with(proxy("monitor.azure.com"))
         .unwrap();
-    assert!(!c.private_link.public_via_proxy);
+    assert!(!c.destination.private_link.public_via_proxy);
 
     // off: everything to the DCE through the proxy; nothing to refuse.
     let c = with(Some(Mode::Off)).resolve_with(proxy("")).unwrap();
-    assert!(!c.private_link.public_via_proxy);
-    assert!(c.upstream.proxy.route(&c.upstream.url).is_proxy());
+    assert!(!c.destination.private_link.public_via_proxy);
+    assert!(c
+        .destination
+        .upstream
+        .proxy
+        .route(&c.destination.upstream.url)
+        .is_proxy());
 
     // check-config prints the resolved configuration: no proxy password in it.
     let printed = format!("{c:#?}");
@@ -336,7 +362,7 @@ fn sidecar_environment_sizes_the_memory_budgets() {
     };
     let (merged, notices) = Settings::default().layered(sidecar.clone(), Settings::default());
     let cfg = merged.resolve().unwrap();
-    assert_eq!(cfg.queue_max_bytes, 32 << 20);
+    assert_eq!(cfg.destination.queue.max_bytes, 32 << 20);
     assert_eq!(cfg.receive.max_inflight_decode_bytes, 32 << 20);
     assert_eq!(cfg.receive.codec.max_decoded_bytes, 16 << 20);
     assert_eq!(cfg.receive.max_inflight_body_bytes, 16 << 20);
@@ -356,14 +382,14 @@ fn sidecar_environment_sizes_the_memory_budgets() {
     };
     let (merged, _) = Settings::default().layered(sidecar, file);
     assert_eq!(
-        merged.resolve().unwrap().queue_max_bytes,
+        merged.resolve().unwrap().destination.queue.max_bytes,
         1 << 20,
         "set: wins"
     );
 
     let (merged, notices) = base().layered(Settings::default(), Settings::default());
     let cfg = merged.resolve().unwrap();
-    assert_eq!(cfg.queue_max_bytes, 64 << 20, "gateway default");
+    assert_eq!(cfg.destination.queue.max_bytes, 64 << 20, "gateway default");
     assert_eq!(cfg.receive.max_inflight_decode_bytes, 128 << 20);
     assert!(notices.is_empty(), "{notices:?}");
 }

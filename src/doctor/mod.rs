@@ -238,7 +238,7 @@ impl HostOutcome {
 
 impl<'a> Doctor<'a> {
     fn new(cfg: &'a Config, args: &'a DoctorArgs) -> Self {
-        let url = &cfg.upstream.url;
+        let url = &cfg.destination.upstream.url;
         let host = url.host_str().unwrap_or_default().to_string();
         let host = host
             .trim_start_matches('[')
@@ -247,11 +247,11 @@ impl<'a> Doctor<'a> {
         Self {
             cfg,
             args,
-            mode: cfg.private_link.mode,
+            mode: cfg.destination.private_link.mode,
             port: url.port_or_known_default().unwrap_or(443),
             region: dce_region(&host),
             host,
-            timeout: cfg.private_link.probe_timeout,
+            timeout: cfg.destination.private_link.probe_timeout,
         }
     }
 
@@ -262,17 +262,22 @@ impl<'a> Doctor<'a> {
         }
         let targets = self.targets();
         let verifier = Verifier::new(VerifierConfig {
-            servers: self.cfg.private_link.dns_servers.clone(),
-            rules: self.cfg.private_link.rules.clone(),
+            servers: self.cfg.destination.private_link.dns_servers.clone(),
+            rules: self.cfg.destination.private_link.rules.clone(),
             timeout: self.timeout,
         })
         .map_err(|e| crate::upstream::error_chain(&e));
         let public = (self.mode == Mode::Prefer
-            && !self.cfg.private_link.public_dns_servers.is_empty())
+            && !self
+                .cfg
+                .destination
+                .private_link
+                .public_dns_servers
+                .is_empty())
         .then(|| {
             Verifier::new(VerifierConfig {
-                servers: self.cfg.private_link.public_dns_servers.clone(),
-                rules: self.cfg.private_link.rules.clone(),
+                servers: self.cfg.destination.private_link.public_dns_servers.clone(),
+                rules: self.cfg.destination.private_link.rules.clone(),
                 timeout: self.timeout,
             })
             .ok()
@@ -298,7 +303,7 @@ impl<'a> Doctor<'a> {
         checks.push(token_check);
         checks.push(self.canary_check(&usable, through_proxy, token).await);
         stop.cancel();
-        let mut url = self.cfg.upstream.url.clone();
+        let mut url = self.cfg.destination.upstream.url.clone();
         let _ = url.set_password(None);
         let _ = url.set_username("");
         Report::new(self.mode.as_str(), url.to_string(), checks)
@@ -306,15 +311,15 @@ impl<'a> Doctor<'a> {
 
     /// Every host to check, the ingestion host first.
     fn targets(&self) -> Vec<Target> {
-        let cloud = self.cfg.identity.cloud;
+        let cloud = self.cfg.destination.identity.cloud;
         // Azure Monitor hosts listen on 443; an explicit URL port means an emulator.
-        let az_port = self.cfg.upstream.url.port().unwrap_or(443);
+        let az_port = self.cfg.destination.upstream.url.port().unwrap_or(443);
         let mut t = vec![Target {
             host: self.host.clone(),
             port: self.port,
             role: Role::Ingestion,
         }];
-        if self.cfg.azure_upstream {
+        if self.cfg.destination.azure {
             if let Some(region) = &self.region {
                 t.push(Target {
                     host: azure::control_host(region, cloud),
@@ -337,8 +342,8 @@ impl<'a> Doctor<'a> {
                 });
             }
         }
-        if azure::uses_entra(self.cfg.identity.kind) {
-            let a = &self.cfg.identity.authority_host;
+        if azure::uses_entra(self.cfg.destination.identity.kind) {
+            let a = &self.cfg.destination.identity.authority_host;
             t.push(Target {
                 host: a
                     .host_str()
@@ -356,9 +361,9 @@ impl<'a> Doctor<'a> {
     }
 
     fn url_check(&self) -> Check {
-        let url = self.cfg.upstream.url.as_str();
+        let url = self.cfg.destination.upstream.url.as_str();
         let host = &self.host;
-        if !self.cfg.azure_upstream {
+        if !self.cfg.destination.azure {
             return Check::new(
                 "ingestion-url",
                 url,
@@ -379,12 +384,13 @@ impl<'a> Doctor<'a> {
                 "use the DCE's metrics ingestion endpoint (DCE > JSON view > properties.metricsIngestion.endpoint, <dce>.<region>-1.metrics.ingest.monitor.azure.com), not properties.logsIngestion.endpoint",
             );
         }
-        let path = self.cfg.upstream.url.path();
+        let path = self.cfg.destination.upstream.url.path();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let dcr = segments.get(1).copied().unwrap_or_default();
         let stream = segments.get(3).copied().unwrap_or_default();
         let api = self
             .cfg
+            .destination
             .upstream
             .url
             .query_pairs()
@@ -461,7 +467,7 @@ impl<'a> Doctor<'a> {
     /// How promlink reaches `t`: its URL (scheme, host, port) and the egress route for it.
     fn route(&self, t: &Target) -> (Option<url::Url>, crate::proxy::Route<'_>) {
         let scheme = match t.role {
-            Role::Ingestion => self.cfg.upstream.url.scheme(),
+            Role::Ingestion => self.cfg.destination.upstream.url.scheme(),
             _ => "https",
         };
         let url = proxy::target_url(scheme, &t.host, t.port);
@@ -477,7 +483,9 @@ impl<'a> Doctor<'a> {
     fn loss(&self, t: &Target) -> Status {
         match t.role {
             Role::Ingestion => Status::Fail,
-            Role::Authority if azure::uses_authority(self.cfg.identity.kind) => Status::Fail,
+            Role::Authority if azure::uses_authority(self.cfg.destination.identity.kind) => {
+                Status::Fail
+            }
             _ => Status::Warn,
         }
     }
@@ -568,7 +576,7 @@ impl<'a> Doctor<'a> {
                     .take(4)
                     .map(|ip| SocketAddr::new(*ip, t.port))
                     .collect();
-                let ca = self.cfg.upstream.ca_file.as_deref();
+                let ca = self.cfg.destination.upstream.ca_file.as_deref();
                 let probes =
                     join_all(sockets.iter().map(|a| probe(&t.host, *a, ca, self.timeout))).await;
                 usable = sockets
@@ -611,7 +619,7 @@ impl<'a> Doctor<'a> {
         public: Option<&Verifier>,
         fallback_via_proxy: bool,
     ) -> (Vec<IpAddr>, &'static str, Option<Check>) {
-        let rules = &self.cfg.private_link.rules;
+        let rules = &self.cfg.destination.private_link.rules;
         let private = verdict.is_none_or(|v| v == Verdict::Private);
         let path = match (verdict, t.role) {
             (Some(Verdict::Private), _) => "private endpoint",
@@ -657,7 +665,8 @@ impl<'a> Doctor<'a> {
         }
         if picked.is_empty() {
             let status = if t.role == Role::Ingestion
-                || (t.role == Role::Authority && azure::uses_authority(self.cfg.identity.kind))
+                || (t.role == Role::Authority
+                    && azure::uses_authority(self.cfg.destination.identity.kind))
             {
                 Status::Fail
             } else {
@@ -693,7 +702,7 @@ impl<'a> Doctor<'a> {
         match t.role {
             Role::Authority => {
                 if unresolved {
-                    c.status = if azure::uses_authority(self.cfg.identity.kind) {
+                    c.status = if azure::uses_authority(self.cfg.destination.identity.kind) {
                         Status::Fail
                     } else {
                         Status::Warn
@@ -776,7 +785,7 @@ impl<'a> Doctor<'a> {
         }
         let essential = match t.role {
             Role::Ingestion => true,
-            Role::Authority => azure::uses_authority(self.cfg.identity.kind),
+            Role::Authority => azure::uses_authority(self.cfg.destination.identity.kind),
             Role::Control | Role::LogAnalytics => false,
         };
         let status = if ok > 0 || !essential {
@@ -821,7 +830,7 @@ impl<'a> Doctor<'a> {
     }
 
     async fn token_check(&self, stop: &CancellationToken) -> (Check, Option<Option<Secret>>) {
-        let id = &self.cfg.identity;
+        let id = &self.cfg.destination.identity;
         let kind = id.kind;
         let target = format!("identity {}", kind.as_str());
         if kind == IdentityKind::None {
@@ -929,15 +938,15 @@ impl<'a> Doctor<'a> {
                 crate::privatelink::probe::pinned_client(
                     &self.host,
                     addr,
-                    self.cfg.upstream.ca_file.as_deref(),
-                    self.cfg.upstream.request_timeout,
+                    self.cfg.destination.upstream.ca_file.as_deref(),
+                    self.cfg.destination.upstream.request_timeout,
                 ),
                 addr.to_string(),
             ),
             (None, true) => (
                 crate::upstream::client::build_proxied(
-                    self.cfg.upstream.ca_file.as_deref(),
-                    self.cfg.upstream.request_timeout,
+                    self.cfg.destination.upstream.ca_file.as_deref(),
+                    self.cfg.destination.upstream.request_timeout,
                     &self.cfg.proxy,
                 )
                 .map_err(|e| e.to_string()),
@@ -968,7 +977,7 @@ impl<'a> Doctor<'a> {
             }
         };
         let mut req = client
-            .post(self.cfg.upstream.url.clone())
+            .post(self.cfg.destination.upstream.url.clone())
             .headers(crate::upstream::client::write_headers())
             .body(canary_body(self.cfg.receive.codec.cluster.as_deref()));
         if let Some(t) = &token {
@@ -1006,7 +1015,8 @@ impl<'a> Doctor<'a> {
         } else {
             format!("HTTP {status} through {via}: {message}")
         };
-        let (status_of, meaning, fix) = canary_meaning(status, &self.cfg.identity.scope);
+        let (status_of, meaning, fix) =
+            canary_meaning(status, &self.cfg.destination.identity.scope);
         Check::new("canary", target, status_of, seen, meaning, fix)
     }
 }

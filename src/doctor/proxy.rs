@@ -72,7 +72,7 @@ pub(super) async fn through(
         return (direct(&host, route), false);
     };
     let client = match crate::upstream::client::build_proxied(
-        cfg.upstream.ca_file.as_deref(),
+        cfg.destination.upstream.ca_file.as_deref(),
         timeout,
         &cfg.proxy,
     ) {

@@ -7,10 +7,13 @@
 //! - [`entra`]: an Entra ID style token issuer (client credentials, client assertions,
 //!   federated tokens, App Service style managed identity);
 //! - [`tls`]: a throw-away CA so both speak verified TLS;
+//! - [`dns`]: a small real DNS server (UDP and TCP on loopback) answering names the way Azure
+//!   Private DNS and public DNS do (CNAME chains into `privatelink` zones, NXDOMAIN);
 //! - [`proxy`]: an on-premises egress proxy (CONNECT and plain-HTTP forwarding) that serves
 //!   loopback destinations only and records what went through it.
 
 pub mod dce;
+pub mod dns;
 pub mod entra;
 pub mod proxy;
 mod serve;

@@ -3,18 +3,15 @@
 //! - [`verdict`]: what a DNS answer means ([`Verdict`]), private address rules, privatelink zones.
 //! - [`verify`]: resolves the DCE host with a configurable resolver (hickory), recording the
 //!   CNAME chain, addresses and TTLs, and classifies the answer.
-//! - [`testdns`]: a small real DNS server for tests and the demo (UDP and TCP on loopback).
 
 pub mod metrics;
 pub mod path;
 pub mod probe;
-pub mod testdns;
 pub mod verdict;
 pub mod verify;
 
 pub use metrics::Metrics;
 pub use path::{ActivePath, PinnedResolver, PrivateLink, Snapshot};
-pub use testdns::TestDns;
 pub use verdict::{AddressRules, Verdict};
 pub use verify::{CnameHop, Resolution, Verifier, VerifierConfig, VerifyError};
 

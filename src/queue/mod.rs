@@ -22,12 +22,70 @@ mod dispatch;
 pub mod memory;
 pub mod metrics;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::codec::Chunk;
 pub use disk::{DiskQueue, DiskQueueConfig, DiskQueueError, FsyncPolicy, RecoveryReport};
 pub use memory::MemoryQueue;
 pub use metrics::Metrics;
+
+/// Where the queue keeps its data and how much it may hold.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Budget of waiting and in-flight data, compressed bytes (`queue_max_bytes`).
+    pub max_bytes: usize,
+    /// The durable queue (`queue_dir`); `None`: in memory.
+    pub disk: Option<DiskSettings>,
+}
+
+/// The durable queue's settings.
+#[derive(Clone, Debug)]
+pub struct DiskSettings {
+    /// The queue directory (`queue_dir`).
+    pub dir: PathBuf,
+    /// When a push counts as durable (`fsync`).
+    pub fsync: FsyncPolicy,
+    /// Compressed bytes held in memory for sending; the rest of a backlog waits on disk
+    /// (`queue_memory_bytes`, at most `max_bytes`).
+    pub memory_bytes: usize,
+}
+
+/// Opens the disk queue (replaying what was not acknowledged, with what recovery found logged)
+/// or creates the memory queue.
+///
+/// # Errors
+/// When the disk queue cannot be opened (in use, a newer format, unusable directory).
+pub async fn open(cfg: &QueueConfig) -> Result<Queue, DiskQueueError> {
+    let Some(disk) = cfg.disk.clone() else {
+        return Ok(Queue::Memory(MemoryQueue::new(cfg.max_bytes)));
+    };
+    let dq = DiskQueueConfig {
+        dir: disk.dir.clone(),
+        max_bytes: cfg.max_bytes as u64,
+        segment_bytes: disk::SEGMENT_BYTES,
+        fsync: disk.fsync,
+        // What the workers see of a backlog; the rest stays on disk.
+        window_bytes: disk.memory_bytes.min(cfg.max_bytes),
+    };
+    let (queue, report) = tokio::task::spawn_blocking(move || DiskQueue::open(dq))
+        .await
+        .map_err(|e| DiskQueueError::Config(format!("opening the queue panicked: {e}")))??;
+    for c in &report.corrupt_records {
+        tracing::error!(segment = %c.segment.display(), offset = c.offset, reason = %c.reason, "disk queue: a damaged record was skipped; its data is lost");
+    }
+    if report.truncated_tail {
+        tracing::warn!("disk queue: a write interrupted by a crash was cut off the end of a segment (with fsync: always it had not been acknowledged to its sender)");
+    }
+    tracing::info!(
+        dir = %disk.dir.display(),
+        fsync = ?disk.fsync,
+        replayed_chunks = report.replayed_chunks,
+        replayed_bytes = report.replayed_bytes,
+        "disk queue opened; unacknowledged data will be sent again"
+    );
+    Ok(Queue::Disk(queue))
+}
 
 /// Limits of one upstream batch.
 #[derive(Clone, Copy, Debug)]

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::identity::{IdentityKind, TokenProvider};
 use crate::privatelink::PrivateLink;
-use crate::queue::Queue;
 use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
 
@@ -67,12 +66,12 @@ fn log_egress_routes(cfg: &Config) {
     if !cfg.proxy.is_set() {
         return;
     }
-    let mut targets = vec![("upstream", &cfg.upstream.url)];
+    let mut targets = vec![("upstream", &cfg.destination.upstream.url)];
     if !matches!(
-        cfg.identity.kind,
+        cfg.destination.identity.kind,
         IdentityKind::None | IdentityKind::TokenFile
     ) {
-        targets.push(("entra authority", &cfg.identity.authority_host));
+        targets.push(("entra authority", &cfg.destination.identity.authority_host));
     }
     targets.extend(
         cfg.alert
@@ -129,7 +128,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         metrics: upstream_metrics,
     } = sending;
     let health = upstream.health();
-    let queue = Arc::new(open_queue(&cfg).await?);
+    let queue = Arc::new(crate::queue::open(&cfg.destination.queue).await?);
     let queue_metrics = crate::queue::Metrics::register(&mut registry, queue.is_durable());
 
     let inbound = &cfg.inbound;
@@ -178,7 +177,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         cfg.alert.alertmanager_urls.clone(),
         cfg.alert.resend_interval,
         instance,
-        cfg.upstream.ca_file.as_deref(),
+        cfg.destination.upstream.ca_file.as_deref(),
         &cfg.proxy,
         alert_metrics,
     )?);
@@ -193,7 +192,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             queue_metrics,
             upstream_metrics: upstream_metrics.clone(),
             cert_not_after: receive_metrics.tls_cert_not_after.clone(),
-            ready_window: cfg.ready_window,
+            ready_window: cfg.readiness.window,
         },
         alerter.clone(),
         background.clone(),
@@ -201,9 +200,9 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let prober = tokio::spawn(
         upstream
             .clone()
-            .probe_when_idle(cfg.ready_window, background.clone()),
+            .probe_when_idle(cfg.readiness.window, background.clone()),
     );
-    let workers: Vec<JoinHandle<()>> = (0..cfg.shards)
+    let workers: Vec<JoinHandle<()>> = (0..cfg.destination.shards)
         .map(|i| tokio::spawn(upstream.clone().run_worker(queue.clone(), i, abort.clone())))
         .collect();
 
@@ -213,8 +212,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         health: health.clone(),
         private_link: private_link.clone(),
         queue: queue.clone(),
-        window: cfg.ready_window,
-        requires_upstream: cfg.ready_requires_upstream,
+        window: cfg.readiness.window,
+        requires_upstream: cfg.readiness.requires_upstream,
     });
     let receiver = Arc::new(Receiver::new(
         cfg.receive.clone(),
@@ -231,8 +230,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         tls = tls.is_some(),
         client_certificates = inbound.auth.client_certificates,
         bearer_tokens = inbound.auth.bearer_token_file.is_some(),
-        upstream = %redacted_url(&cfg.upstream.url),
-        shards = cfg.shards,
+        upstream = %redacted_url(&cfg.destination.upstream.url),
+        shards = cfg.destination.shards,
         "promlink is listening"
     );
     if !inbound.auth.enabled() && !local_addr.ip().is_loopback() {
@@ -242,8 +241,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
 
     let signal = shutdown.clone();
     let close = CancellationToken::new();
-    let grace = cfg.shutdown_grace;
-    let quiet = cfg.shutdown_quiet_period;
+    let grace = cfg.shutdown.grace;
+    let quiet = cfg.shutdown.quiet_period;
     let task = tokio::spawn(async move {
         let server = crate::receive::listener::serve(
             listener,
@@ -349,37 +348,50 @@ impl Sending {
         let metrics = crate::upstream::Metrics::register(registry);
         let identity_metrics = crate::identity::Metrics::register(registry);
         let private_link_metrics = crate::privatelink::Metrics::register(registry);
-        if cfg.upstream.url.scheme() == "http" {
-            tracing::warn!(url = %cfg.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
+        if cfg.destination.upstream.url.scheme() == "http" {
+            tracing::warn!(url = %cfg.destination.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
         }
-        if !cfg.azure_upstream {
-            tracing::info!(url = %cfg.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
+        if !cfg.destination.azure {
+            tracing::info!(url = %cfg.destination.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
         }
         for notice in &cfg.notices {
             tracing::warn!("{notice}");
         }
-        if cfg.identity.kind == IdentityKind::SystemAssigned {
+        if cfg.destination.identity.kind == IdentityKind::SystemAssigned {
             tracing::info!("using the system-assigned managed identity");
         }
         log_egress_routes(cfg);
-        let identity = TokenProvider::new(cfg.identity.clone(), identity_metrics)?;
-        let host = cfg.upstream.url.host_str().unwrap_or_default().to_string();
-        let port = cfg.upstream.url.port_or_known_default().unwrap_or(443);
+        let identity = TokenProvider::new(cfg.destination.identity.clone(), identity_metrics)?;
+        let host = cfg
+            .destination
+            .upstream
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .to_string();
+        let port = cfg
+            .destination
+            .upstream
+            .url
+            .port_or_known_default()
+            .unwrap_or(443);
         let private_link = Arc::new(PrivateLink::new(
-            cfg.private_link.clone(),
+            cfg.destination.private_link.clone(),
             &host,
             port,
-            cfg.upstream.ca_file.clone(),
+            cfg.destination.upstream.ca_file.clone(),
             private_link_metrics,
         )?);
-        tracing::info!(host = %host, policy = cfg.private_link.mode.as_str(), "private link policy");
+        tracing::info!(host = %host, policy = cfg.destination.private_link.mode.as_str(), "private link policy");
         let upstream = Arc::new(Upstream::new(
-            cfg.upstream.clone(),
+            cfg.destination.upstream.clone(),
             identity.clone(),
             metrics.clone(),
             Some(private_link.clone()),
         )?);
-        metrics.queue_max_bytes.set(cfg.queue_max_bytes as i64);
+        metrics
+            .queue_max_bytes
+            .set(cfg.destination.queue.max_bytes as i64);
         Ok(Self {
             identity,
             private_link,
@@ -388,42 +400,6 @@ impl Sending {
             metrics,
         })
     }
-}
-
-/// Opens the disk queue (replaying what was not acknowledged) or creates the memory queue.
-pub(crate) async fn open_queue(cfg: &Config) -> Result<Queue, ServeError> {
-    let Some((dir, fsync)) = cfg.disk_queue.clone() else {
-        return Ok(Queue::Memory(crate::queue::MemoryQueue::new(
-            cfg.queue_max_bytes,
-        )));
-    };
-    let dq = crate::queue::DiskQueueConfig {
-        dir: dir.clone(),
-        max_bytes: cfg.queue_max_bytes as u64,
-        segment_bytes: 16 << 20,
-        fsync,
-        // What the workers see of a backlog; the rest stays on disk.
-        window_bytes: cfg.queue_memory_bytes.min(cfg.queue_max_bytes),
-    };
-    let (queue, report) = tokio::task::spawn_blocking(move || crate::queue::DiskQueue::open(dq))
-        .await
-        .map_err(|e| {
-            crate::queue::DiskQueueError::Config(format!("opening the queue panicked: {e}"))
-        })??;
-    for c in &report.corrupt_records {
-        tracing::error!(segment = %c.segment.display(), offset = c.offset, reason = %c.reason, "disk queue: a damaged record was skipped; its data is lost");
-    }
-    if report.truncated_tail {
-        tracing::warn!("disk queue: a write interrupted by a crash was cut off the end of a segment (with fsync: always it had not been acknowledged to its sender)");
-    }
-    tracing::info!(
-        dir = %dir.display(),
-        fsync = ?fsync,
-        replayed_chunks = report.replayed_chunks,
-        replayed_bytes = report.replayed_bytes,
-        "disk queue opened; unacknowledged data will be sent again"
-    );
-    Ok(Queue::Disk(queue))
 }
 
 /// The URL without its query string (nothing secret is in it, but it keeps logs short).

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::privatelink::testdns::{privatelink_name, TestDns};
+use crate::emulator::dns::{privatelink_name, TestDns};
 
 const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
 const PL: &str = "mydce-ab12.eastus-1.metrics.ingest.privatelink.monitor.azure.com";

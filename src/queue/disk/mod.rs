@@ -113,6 +113,9 @@ use crate::codec::Chunk;
 use commit::{CommitQueue, Committer, PendingPush, Writer};
 use segment::Pos;
 
+/// Size at which a new segment file is started.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+
 /// Durable queue settings.
 #[derive(Clone, Debug)]
 pub struct DiskQueueConfig {

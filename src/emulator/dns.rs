@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::verdict::PRIVATELINK_ZONES;
+use crate::privatelink::verdict::PRIVATELINK_ZONES;
 
 /// Largest UDP answer sent whatever the client's EDNS says (the DNS flag day 2020 value).
 const MAX_UDP: usize = 1232;
@@ -90,7 +90,7 @@ fn under(name: &str, zone: &str) -> bool {
 pub fn privatelink_name(host: &str) -> String {
     let host = host.trim().trim_end_matches('.');
     let lower = host.to_ascii_lowercase();
-    if super::verdict::privatelink_zone(&lower).is_some() {
+    if crate::privatelink::verdict::privatelink_zone(&lower).is_some() {
         return host.to_string();
     }
     for zone in PRIVATELINK_ZONES {
