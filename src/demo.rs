@@ -19,18 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::emulator::dce::{DceConfig, DceEmulator, DceTls, Fault};
-use crate::emulator::dns::TestDns;
-use crate::emulator::entra::{EntraConfig, EntraEmulator, RegisteredClient};
-use crate::emulator::tls::TestCa;
-use crate::identity::IdentityKind;
+use crate::emulator::azure::{AzureOptions, EmulatedAzure, CLIENT, PUBLIC_ENDPOINT};
+use crate::emulator::dce::Fault;
 use crate::loadgen::{self, LoadgenConfig, Report};
 
-const TENANT: &str = "00000000-0000-0000-0000-00000000d3m0";
-const CLIENT: &str = "promlink-demo";
 const HOST: &str = "promlink-demo-a1b2.eastus-1.metrics.ingest.monitor.azure.com";
-const PRIVATE_ENDPOINT: [u8; 4] = [127, 0, 0, 2];
-const PUBLIC_ENDPOINT: [u8; 4] = [127, 0, 0, 3];
 
 /// `promlink demo` options.
 #[derive(Clone, Debug, clap::Args)]
@@ -69,89 +62,47 @@ fn start_err(e: impl std::fmt::Display) -> DemoError {
 /// # Errors
 /// When a part cannot start.
 pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoError> {
-    let ca = TestCa::new("promlink demo EMULATOR CA").map_err(start_err)?;
-    let secret = format!("demo-{:016x}", rand::random::<u64>());
-    let entra = EntraEmulator::start_with_ca(
-        EntraConfig {
-            clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, &secret)],
-            token_lifetime: args.token_lifetime,
-            ..EntraConfig::default()
-        },
-        &ca,
-    )
+    let azure = EmulatedAzure::start(AzureOptions {
+        host: HOST.into(),
+        secret: format!("demo-{:016x}", rand::random::<u64>()),
+        token_lifetime: args.token_lifetime,
+        dns_ttl: 2,
+        ca_name: "promlink demo EMULATOR CA".into(),
+        ..AzureOptions::default()
+    })
     .await
     .map_err(start_err)?;
-    let dce_on = |ip: [u8; 4], port: u16| {
-        let leaf = ca.issue(&[HOST]);
-        let verifier = entra.verifier();
-        async move {
-            let leaf = leaf.map_err(start_err)?;
-            DceEmulator::start(DceConfig {
-                listen: std::net::SocketAddr::from((ip, port)),
-                tls: DceTls::Pem {
-                    cert_pem: leaf.cert_pem,
-                    key_pem: leaf.key_pem,
-                    ca_pem: None,
-                },
-                auth: Some(verifier),
-                granted: vec![CLIENT.to_string()],
-                ..DceConfig::default()
-            })
-            .await
-            .map_err(start_err)
-        }
-    };
-    let dce = dce_on(PRIVATE_ENDPOINT, 0).await?;
-    let port = dce.addr().port();
-    let public = dce_on(PUBLIC_ENDPOINT, port).await?;
-    let dns = TestDns::start().await.map_err(start_err)?;
-    dns.set_private_link(HOST, PRIVATE_ENDPOINT.into(), 2);
-    let url = format!(
-        "https://{HOST}:{port}/dataCollectionRules/{}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
-        crate::emulator::dce::DEFAULT_DCR_ID
-    );
-
+    let url = azure.ingestion_url();
     let dir = tempfile_dir()?;
-    let ca_file = dir.join("ca.pem");
-    let secret_file = dir.join("client-secret");
-    std::fs::write(&ca_file, ca.cert_pem()).map_err(start_err)?;
-    std::fs::write(&secret_file, &secret).map_err(start_err)?;
     let settings = Settings {
         listen: Some(args.listen),
-        ingestion_url: Some(url.clone()),
-        private_link: Some(crate::privatelink::Mode::Require),
-        dns_server: Some(vec![dns.addr()]),
-        private_cidr: Some(vec![ipnet::IpNet::from(std::net::IpAddr::from(
-            PRIVATE_ENDPOINT,
-        ))]),
         reverify_min: Some(Duration::from_millis(500)),
         reverify_max: Some(Duration::from_secs(2)),
         probe_timeout: Some(Duration::from_secs(1)),
-        identity: Some(IdentityKind::ClientSecret),
-        tenant_id: Some(TENANT.into()),
-        client_id: Some(CLIENT.into()),
-        client_secret_file: Some(secret_file),
-        authority_host: Some(entra.authority_host().to_string()),
-        ca_file: Some(ca_file),
         flush_interval: Some(Duration::from_millis(500)),
         token_refresh_before_expiry: Some(args.token_lifetime / 3),
         retry_min_backoff: Some(Duration::from_millis(200)),
         retry_max_backoff: Some(Duration::from_secs(5)),
-        ..Settings::default()
+        ..azure
+            .settings(&dir, crate::privatelink::Mode::Require)
+            .map_err(start_err)?
     };
     let cfg = settings.resolve().map_err(start_err)?;
     let promlink = crate::serve::start(cfg).await.map_err(start_err)?;
     let write_url = format!("http://{}/api/v1/write", promlink.local_addr);
 
     println!("promlink demo: everything below runs on this machine; Azure is EMULATED.");
-    println!("  Entra ID EMULATOR  {}", entra.authority_host());
+    println!("  Entra ID EMULATOR  {}", azure.entra.authority_host());
     println!(
         "  DNS (private zone) {}  {HOST} -> CNAME {} -> 127.0.0.2",
-        dns.addr(),
+        azure.dns.addr(),
         crate::emulator::dns::privatelink_name(HOST)
     );
     println!("  DCE EMULATOR       {url}");
-    println!("                     private endpoint 127.0.0.2:{port}, public endpoint 127.0.0.3:{port}; private_link: require");
+    println!(
+        "                     private endpoint 127.0.0.2:{port}, public endpoint 127.0.0.3:{port}; private_link: require",
+        port = azure.port
+    );
     println!("  promlink           {write_url}  (also /metrics, /health, /ready)");
     println!(
         "  sender             {} series every second for {}",
@@ -173,17 +124,16 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     while started.elapsed() < args.duration && !stop.is_cancelled() {
         if !args.no_faults {
             match second {
-                4 => (0..3).for_each(|_| dce.push_fault(Fault::status(503))),
+                4 => (0..3).for_each(|_| azure.private().push_fault(Fault::status(503))),
                 8 => {
                     println!("  >> DNS breaks: the private zone is unlinked, {HOST} now resolves to the public endpoint");
-                    dns.set_public(HOST, PUBLIC_ENDPOINT.into(), 2);
+                    azure.dns.set_public(HOST, PUBLIC_ENDPOINT, 2);
                 }
                 12 => {
                     println!("  >> DNS fixed");
-                    dns.remove(&crate::emulator::dns::privatelink_name(HOST));
-                    dns.set_private_link(HOST, PRIVATE_ENDPOINT.into(), 2);
+                    azure.private_dns_restored();
                 }
-                15 => dce.push_fault(Fault::retry_after(429, 2)),
+                15 => azure.private().push_fault(Fault::retry_after(429, 2)),
                 _ => {}
             }
         }
@@ -210,7 +160,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         let m = scrape(&http, &metrics_url).await;
         let token = promlink.identity.state();
         let status = promlink.health.last_status();
-        let d = dce.stats();
+        let d = azure.private().stats();
         let pl = promlink.private_link.snapshot();
         let verdict = pl.resolution.as_ref().map_or("-", |r| r.verdict.as_str());
         let alerts: Vec<&str> = promlink.alerter.firing().iter().map(|a| a.name).collect();
@@ -248,8 +198,8 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     println!("\nstopping the sender; promlink delivers what it holds and shuts down...");
     promlink.shutdown.cancel();
     promlink.wait().await;
-    let d = dce.stats();
-    let public_connections = public.connections();
+    let d = azure.private().stats();
+    let public_connections = azure.public.connections();
     let ok = public_connections == 0
         && d.samples == report.samples_acked
         && d.checksum == report.checksum_acked
@@ -274,7 +224,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     );
     println!(
         "  Entra tokens issued                  {}",
-        entra.issued(CLIENT)
+        azure.entra.issued(CLIENT)
     );
     println!("  connections to the PUBLIC endpoint   {public_connections} (private_link: require)");
     println!(
@@ -285,10 +235,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
             "MISMATCH: see above"
         }
     );
-    dce.shutdown().await;
-    public.shutdown().await;
-    dns.shutdown().await;
-    entra.shutdown().await;
+    azure.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
 }

@@ -7,129 +7,68 @@
 //! Entra emulator is the authority on 127.0.0.1 (its certificate names the IP), and promlink
 //! authenticates with a client secret. Nothing goes to 169.254.169.254 or off the host.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use promlink::config::Settings;
 use promlink::doctor::{self, DoctorArgs, OutputFormat, Report, Status};
-use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceTls, DEFAULT_DCR_ID};
+use promlink::emulator::azure::{
+    AzureOptions, EmulatedAzure, DCE_HOST, PRIVATE_ENDPOINT as PRIVATE, PUBLIC_ENDPOINT as PUBLIC,
+    SECRET,
+};
 use promlink::emulator::dns::privatelink_name;
 use promlink::emulator::dns::TestDns;
-use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
-use promlink::emulator::tls::TestCa;
-use promlink::identity::IdentityKind;
 use promlink::privatelink::{Mode, Verdict};
 
-const DCE_HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
 const CONTROL: &str = "eastus.handler.control.monitor.azure.com";
 const GLOBAL: &str = "global.handler.control.monitor.azure.com";
 const WORKSPACE: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-const SECRET: &str = "doctor-test-secret";
-const PRIVATE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-const PUBLIC: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// Puts one DNS shape in place.
 type Setup<'a> = dyn Fn(&TestDns) + 'a;
 
 struct Env {
-    dns: TestDns,
-    entra: EntraHandle,
-    private_dce: DceHandle,
-    public_dce: DceHandle,
-    port: u16,
+    azure: EmulatedAzure,
     dir: tempfile::TempDir,
 }
 
 impl Env {
     /// Everything private-linked and healthy; the role granted when `grant`.
     async fn start(grant: bool) -> Env {
-        let ca = TestCa::new("doctor test CA").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-        let entra = EntraEmulator::start_with_ca(
-            EntraConfig {
-                clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, SECRET)],
-                ..EntraConfig::default()
-            },
-            &ca,
-        )
+        let azure = EmulatedAzure::start(AzureOptions {
+            extra_names: vec![CONTROL.into(), GLOBAL.into()],
+            cert_names: vec![
+                format!("{WORKSPACE}.ods.opinsights.azure.com"),
+                format!("{WORKSPACE}.oms.opinsights.azure.com"),
+            ],
+            granted: grant,
+            dns_ttl: 60,
+            ca_name: "doctor test CA".into(),
+            ..AzureOptions::default()
+        })
         .await
         .unwrap();
-        let [ods, oms] = [
-            format!("{WORKSPACE}.ods.opinsights.azure.com"),
-            format!("{WORKSPACE}.oms.opinsights.azure.com"),
-        ];
-        let leaf = ca
-            .issue(&[DCE_HOST, CONTROL, GLOBAL, ods.as_str(), oms.as_str()])
-            .unwrap();
-        let dce_config = |ip: IpAddr, port: u16| DceConfig {
-            listen: SocketAddr::new(ip, port),
-            tls: DceTls::Pem {
-                cert_pem: leaf.cert_pem.clone(),
-                key_pem: leaf.key_pem.clone(),
-                ca_pem: Some(ca.cert_pem().to_owned()),
-            },
-            auth: Some(entra.verifier()),
-            granted: if grant { vec![CLIENT.into()] } else { vec![] },
-            ..DceConfig::default()
-        };
-        // The same port on both addresses: the URL names one port.
-        let (private_dce, public_dce) = loop {
-            let private = DceEmulator::start(dce_config(PRIVATE, 0)).await.unwrap();
-            match DceEmulator::start(dce_config(PUBLIC, private.addr().port())).await {
-                Ok(public) => break (private, public),
-                Err(_) => private.shutdown().await,
-            }
-        };
-        let port = private_dce.addr().port();
-        let dns = TestDns::start().await.unwrap();
-        for host in [DCE_HOST, CONTROL, GLOBAL] {
-            dns.set_private_link(host, PRIVATE, 60);
-        }
         Env {
-            dns,
-            entra,
-            private_dce,
-            public_dce,
-            port,
-            dir,
+            azure,
+            dir: tempfile::tempdir().unwrap(),
         }
     }
 
     fn url(&self) -> String {
-        format!(
-            "https://{DCE_HOST}:{}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
-            self.port
-        )
+        self.azure.ingestion_url()
     }
 
     fn args(&self, mode: Mode) -> DoctorArgs {
         let mut args = DoctorArgs::new(Settings {
-            ingestion_url: Some(self.url()),
-            identity: Some(IdentityKind::ClientSecret),
-            tenant_id: Some(TENANT.into()),
-            client_id: Some(CLIENT.into()),
-            client_secret_file: Some(self.dir.path().join("secret")),
-            authority_host: Some(self.entra.authority_host().to_owned()),
-            ca_file: Some(self.dir.path().join("ca.pem")),
-            private_link: Some(mode),
-            dns_server: Some(vec![self.dns.addr()]),
-            private_cidr: Some(vec!["127.0.0.2/32".parse().unwrap()]),
             probe_timeout: Some(Duration::from_secs(2)),
             request_timeout: Some(Duration::from_secs(10)),
-            ..Settings::default()
+            ..self.azure.settings(self.dir.path(), mode).unwrap()
         });
         args.token_timeout = Duration::from_secs(10);
         args
     }
 
     async fn stop(self) {
-        self.private_dce.shutdown().await;
-        self.public_dce.shutdown().await;
-        self.dns.shutdown().await;
+        self.azure.shutdown().await;
     }
 }
 
@@ -174,7 +113,7 @@ async fn private_path_passes_under_require() {
     let canary = r.checks.iter().find(|c| c.name == "canary").unwrap();
     assert_eq!(canary.status, Status::Skipped);
     // Never a byte to the public address under require.
-    assert_eq!(env.public_dce.stats().requests, 0);
+    assert_eq!(env.azure.public.stats().requests, 0);
 
     let (text, code) = doctor::render(&args).await;
     assert_eq!(code, 0);
@@ -210,8 +149,8 @@ async fn every_verdict_gives_its_remediation_and_fails_under_require() {
         (Verdict::DnsError, &|d| d.set_servfail(DCE_HOST, true)),
     ];
     for (verdict, setup) in cases {
-        env.dns.remove(DCE_HOST);
-        setup(&env.dns);
+        env.azure.dns.remove(DCE_HOST);
+        setup(&env.azure.dns);
         args.output = OutputFormat::Human;
         let (text, code) = doctor::render(&args).await;
         assert_eq!(code, 1, "{verdict}: {text}");
@@ -228,14 +167,14 @@ async fn every_verdict_gives_its_remediation_and_fails_under_require() {
         // require probes nothing that is not verified private, and the canary has no path.
         assert_ne!(one(&r, "connect", DCE_HOST).status, Status::Ok);
     }
-    assert_eq!(env.public_dce.stats().requests, 0);
+    assert_eq!(env.azure.public.stats().requests, 0);
     env.stop().await;
 }
 
 #[tokio::test]
 async fn prefer_turns_public_into_a_warning_and_probes_the_fallback() {
     let env = Env::start(true).await;
-    env.dns.set_public(DCE_HOST, PUBLIC, 60);
+    env.azure.dns.set_public(DCE_HOST, PUBLIC, 60);
     let mut args = env.args(Mode::Prefer);
     args.write_canary = true;
     let r = report(&args).await;
@@ -256,8 +195,8 @@ async fn prefer_turns_public_into_a_warning_and_probes_the_fallback() {
     // The canary went over the public fallback.
     let canary = r.checks.iter().find(|c| c.name == "canary").unwrap();
     assert_eq!(canary.status, Status::Ok, "{canary:?}");
-    assert_eq!(env.public_dce.stats().accepted_requests, 1);
-    assert_eq!(env.private_dce.stats().accepted_requests, 0);
+    assert_eq!(env.azure.public.stats().accepted_requests, 1);
+    assert_eq!(env.azure.private().stats().accepted_requests, 0);
     let (_, code) = doctor::render(&args).await;
     assert_eq!(code, 0);
     env.stop().await;
@@ -314,10 +253,10 @@ async fn canary_is_accepted_through_the_private_endpoint() {
     assert_eq!(canary.status, Status::Ok, "{canary:?}");
     assert!(canary.seen.contains("HTTP 2"), "{}", canary.seen);
     assert!(canary.seen.contains("127.0.0.2"), "{}", canary.seen);
-    let stats = env.private_dce.stats();
+    let stats = env.azure.private().stats();
     assert_eq!(stats.accepted_requests, 1);
     assert_eq!(stats.samples, 1);
-    assert_eq!(env.public_dce.stats().requests, 0);
+    assert_eq!(env.azure.public.stats().requests, 0);
     assert_eq!(r.exit_code(), 0);
     env.stop().await;
 }
@@ -333,15 +272,16 @@ async fn canary_403_explains_the_role_assignment() {
     assert!(text.contains("Monitoring Metrics Publisher"), "{text}");
     assert!(text.contains("30 minutes"), "{text}");
     assert!(text.contains("✗ canary"), "{text}");
-    assert_eq!(env.private_dce.stats().accepted_requests, 0);
+    assert_eq!(env.azure.private().stats().accepted_requests, 0);
     env.stop().await;
 }
 
 #[tokio::test]
 async fn wrong_client_secret_reports_the_aadsts_error_and_fix() {
     let env = Env::start(true).await;
-    std::fs::write(env.dir.path().join("secret"), "not-the-secret").unwrap();
     let mut args = env.args(Mode::Require);
+    // After args(), which writes the rig's files.
+    std::fs::write(env.dir.path().join("client-secret"), "not-the-secret").unwrap();
     args.write_canary = true;
     let r = report(&args).await;
     assert_eq!(r.exit_code(), 1);
@@ -393,7 +333,7 @@ async fn a_black_holed_private_endpoint_fails_connect() {
     let mut args = env.args(Mode::Require);
     args.settings.ingestion_url = Some(
         env.url()
-            .replace(&format!(":{}/", env.port), &format!(":{hole_port}/")),
+            .replace(&format!(":{}/", env.azure.port), &format!(":{hole_port}/")),
     );
     args.settings.probe_timeout = Some(Duration::from_millis(500));
     let r = report(&args).await;

@@ -11,7 +11,7 @@ use promlink::emulator::entra::{EntraConfig, EntraEmulator, ManagedIdentity};
 use promlink::identity::{Cloud, IdentityConfig, IdentityKind, Metrics, TokenProvider};
 use tokio_util::sync::CancellationToken;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+use promlink::emulator::azure::TENANT;
 
 #[tokio::test]
 async fn managed_identity_system_and_user_assigned_via_app_service_endpoint() {

@@ -5,41 +5,28 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{CLIENT, SECRET, TENANT};
 use promlink::config::Settings;
-use promlink::emulator::dce::{DceHandle, DEFAULT_DCR_ID};
+use promlink::emulator::azure::{
+    AzureOptions, EmulatedAzure, DCE_HOST as HOST, PRIVATE_ENDPOINT as PRIVATE,
+    PUBLIC_ENDPOINT as PUBLIC,
+};
+use promlink::emulator::dce::DceHandle;
 use promlink::emulator::dns::TestDns;
-use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
-use promlink::emulator::tls::TestCa;
 use promlink::loadgen::Checksum;
 use promlink::privatelink::{ActivePath, Mode};
 use promlink::serve::Running;
 
-const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
-const PRIVATE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-const PUBLIC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
-
 struct PlRig {
-    dns: TestDns,
+    azure: EmulatedAzure,
     /// What a resolver outside the private zone answers (prefer's fallback resolver).
     public_dns: TestDns,
-    ca: TestCa,
-    port: u16,
-    private: Option<DceHandle>,
-    public: DceHandle,
-    entra: EntraHandle,
     promlink: Running,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
     round: i64,
     acked: Checksum,
-}
-
-async fn dce_on(ca: &TestCa, entra: &EntraHandle, ip: IpAddr, port: u16) -> DceHandle {
-    common::dce_at(ca, entra, ip, port, &[HOST]).await
 }
 
 impl PlRig {
@@ -49,47 +36,26 @@ impl PlRig {
 
     /// `ready_requires_upstream` set as given.
     async fn start_with(mode: Mode, ready_requires_upstream: bool) -> PlRig {
-        let dns = TestDns::start().await.unwrap();
-        dns.set_private_link(HOST, PRIVATE, 1);
-        let public_dns = TestDns::start().await.unwrap();
-        public_dns.set_public(HOST, PUBLIC, 1);
-        let ca = TestCa::new("private link test CA").unwrap();
-        let entra = EntraEmulator::start_with_ca(
-            EntraConfig {
-                clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, SECRET)],
-                ..EntraConfig::default()
-            },
-            &ca,
-        )
+        let azure = EmulatedAzure::start(AzureOptions {
+            ca_name: "private link test CA".into(),
+            ..AzureOptions::default()
+        })
         .await
         .unwrap();
-        let private = dce_on(&ca, &entra, PRIVATE, 0).await;
-        let port = private.addr().port();
-        let public = dce_on(&ca, &entra, PUBLIC, port).await;
+        let public_dns = TestDns::start().await.unwrap();
+        public_dns.set_public(HOST, PUBLIC, 1);
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings {
             public_dns_server: Some(vec![public_dns.addr()]),
             ready_requires_upstream: Some(ready_requires_upstream),
-            ..common::private_link_settings(
-                dir.path(),
-                &ca,
-                format!("https://{HOST}:{port}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24"),
-                entra.authority_host(),
-                mode,
-                dns.addr(),
-            )
+            ..common::private_link_settings(dir.path(), &azure, mode)
         };
         let promlink = promlink::serve::start(settings.resolve().unwrap())
             .await
             .unwrap();
         PlRig {
-            dns,
+            azure,
             public_dns,
-            ca,
-            port,
-            private: Some(private),
-            public,
-            entra,
             promlink,
             _dir: dir,
             http: reqwest::Client::new(),
@@ -99,7 +65,7 @@ impl PlRig {
     }
 
     fn private(&self) -> &DceHandle {
-        self.private.as_ref().unwrap()
+        self.azure.private()
     }
 
     /// Sends one round of 200 series (one sample each, later timestamps each round).
@@ -167,15 +133,10 @@ impl PlRig {
         common::metric(&self.http, self.promlink.local_addr, series).await
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
         self.promlink.shutdown.cancel();
         self.promlink.wait().await;
-        if let Some(p) = self.private.take() {
-            p.shutdown().await;
-        }
-        self.public.shutdown().await;
-        self.entra.shutdown().await;
-        self.dns.shutdown().await;
+        self.azure.shutdown().await;
         self.public_dns.shutdown().await;
     }
 }
@@ -203,7 +164,7 @@ async fn require_holds_data_and_never_touches_the_public_endpoint() {
     assert_eq!(rig.metric(&verdict_series("private")).await, 1.0);
 
     // The private zone is unlinked: the resolver now follows public DNS.
-    rig.dns.set_public(HOST, PUBLIC, 1);
+    rig.azure.dns.set_public(HOST, PUBLIC, 1);
     rig.wait_path(ActivePath::None).await;
     rig.send_round().await;
     rig.send_round().await;
@@ -225,11 +186,7 @@ async fn require_holds_data_and_never_touches_the_public_endpoint() {
     );
 
     // NXDOMAIN inside the private zone (DCE not in the AMPLS): still held.
-    let pl_name = promlink::emulator::dns::privatelink_name(HOST);
-    rig.dns.remove(HOST);
-    rig.dns.remove(&pl_name);
-    rig.dns.set_nxdomain_zone("privatelink.monitor.azure.com");
-    rig.dns.set_cname(HOST, &pl_name, 1);
+    rig.azure.dce_leaves_the_private_zone();
     wait("nxdomain verdict", || {
         rig.promlink
             .private_link
@@ -240,8 +197,7 @@ async fn require_holds_data_and_never_touches_the_public_endpoint() {
     .await;
 
     // DNS fixed: everything held arrives at the private endpoint.
-    rig.dns.remove(&pl_name);
-    rig.dns.set_private_link(HOST, PRIVATE, 1);
+    rig.azure.private_dns_restored();
     wait("held rounds delivered", || {
         rig.private().stats().samples == 600
     })
@@ -250,7 +206,7 @@ async fn require_holds_data_and_never_touches_the_public_endpoint() {
     assert_eq!(stats.checksum, rig.acked, "no loss, no duplicates");
     assert_eq!(stats.out_of_order_samples, 0);
     assert_eq!(
-        rig.public.connections(),
+        rig.azure.public.connections(),
         0,
         "not even a TCP connection reached the public endpoint"
     );
@@ -267,10 +223,10 @@ async fn prefer_falls_back_and_returns_without_loss() {
     rig.send_round().await;
     wait("round 1 private", || rig.private().stats().samples == 200).await;
 
-    rig.dns.set_public(HOST, PUBLIC, 1);
+    rig.azure.dns.set_public(HOST, PUBLIC, 1);
     rig.wait_path(ActivePath::Public).await;
     rig.send_round().await;
-    wait("round 2 public", || rig.public.stats().samples == 200).await;
+    wait("round 2 public", || rig.azure.public.stats().samples == 200).await;
     assert!(rig
         .promlink
         .private_link
@@ -281,9 +237,7 @@ async fn prefer_falls_back_and_returns_without_loss() {
     rig.assert_private_link_status("public-fallback", "verdict public: ")
         .await;
 
-    rig.dns
-        .remove(&promlink::emulator::dns::privatelink_name(HOST));
-    rig.dns.set_private_link(HOST, PRIVATE, 1);
+    rig.azure.private_dns_restored();
     rig.wait_path(ActivePath::Private).await;
     rig.send_round().await;
     wait("round 3 private", || rig.private().stats().samples == 400).await;
@@ -293,7 +247,7 @@ async fn prefer_falls_back_and_returns_without_loss() {
     .await;
 
     let mut total = rig.private().stats().checksum;
-    total.merge(&rig.public.stats().checksum);
+    total.merge(&rig.azure.public.stats().checksum);
     assert_eq!(total, rig.acked, "no loss, no duplicates across the switch");
     assert_eq!(
         rig.metric("promlink_private_link_fallback_transitions_total")
@@ -311,7 +265,7 @@ async fn private_endpoint_refusing_connections() {
     // require, with the readiness that also needs the upstream
     let mut rig = PlRig::start_with(Mode::Require, true).await;
     rig.wait_path(ActivePath::Private).await;
-    rig.private.take().unwrap().shutdown().await;
+    rig.azure.private.take().unwrap().shutdown().await;
     wait("probe failure seen", || {
         rig.promlink.private_link.snapshot().probe_failure.is_some()
     })
@@ -323,14 +277,18 @@ async fn private_endpoint_refusing_connections() {
     assert!(text.contains("does not connect"), "{text}");
     let check = rig.status_check("private_link").await;
     assert_eq!(check["state"], "private-unreachable", "{check}");
-    assert_eq!(rig.public.connections(), 0, "require never falls back");
+    assert_eq!(
+        rig.azure.public.connections(),
+        0,
+        "require never falls back"
+    );
     assert!(
         rig.metric("promlink_private_link_probe_failures_total{stage=\"tcp\"}")
             .await
             >= 1.0
     );
     // The endpoint comes back: the held round arrives.
-    rig.private = Some(dce_on(&rig.ca, &rig.entra, PRIVATE, rig.port).await);
+    rig.azure.private = Some(rig.azure.start_dce(PRIVATE, rig.azure.port).await.unwrap());
     wait("held round delivered", || {
         rig.private().stats().samples == 200
     })
@@ -341,10 +299,13 @@ async fn private_endpoint_refusing_connections() {
     // prefer
     let mut rig = PlRig::start(Mode::Prefer).await;
     rig.wait_path(ActivePath::Private).await;
-    rig.private.take().unwrap().shutdown().await;
+    rig.azure.private.take().unwrap().shutdown().await;
     rig.wait_path(ActivePath::Public).await;
     rig.send_round().await;
-    wait("fallback delivery", || rig.public.stats().samples == 200).await;
-    assert_eq!(rig.public.stats().checksum, rig.acked);
+    wait("fallback delivery", || {
+        rig.azure.public.stats().samples == 200
+    })
+    .await;
+    assert_eq!(rig.azure.public.stats().checksum, rig.acked);
     rig.stop().await;
 }

@@ -11,24 +11,20 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::process::Command;
 
-use common::{wait_until, CLIENT, SECRET, TENANT};
-use promlink::emulator::dce::{DceHandle, DEFAULT_DCR_ID};
-use promlink::emulator::dns::TestDns;
-use promlink::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
+use common::{wait_until, CLIENT, TENANT};
+use promlink::emulator::azure::{
+    AzureOptions, EmulatedAzure, DCE_HOST as HOST, PUBLIC_ENDPOINT as PUBLIC,
+};
+use promlink::emulator::dce::DEFAULT_DCR_ID;
 use promlink::emulator::proxy::{ProxyEmulator, ProxyEmulatorConfig, ProxyHandle};
-use promlink::emulator::tls::TestCa;
 use promlink::loadgen::Checksum;
 use promlink::privatelink::{ActivePath, Mode};
 use promlink::proxy::ProxyConfig;
 use promlink::serve::Running;
 
-const HOST: &str = "mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com";
 const LOGIN: &str = "login.proxy.test";
-const PRIVATE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-const PUBLIC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
 const PROXY_USER: &str = "promlink";
 const PROXY_PASSWORD: &str = "pr0xy-Pa55word";
 
@@ -43,10 +39,7 @@ enum Names {
 }
 
 struct Rig {
-    dns: TestDns,
-    entra: EntraHandle,
-    private: DceHandle,
-    public: DceHandle,
+    azure: EmulatedAzure,
     proxy: ProxyHandle,
     promlink: Running,
     dir: tempfile::TempDir,
@@ -58,23 +51,15 @@ impl Rig {
     /// promlink under `mode` with `HTTPS_PROXY` pointing at the proxy emulator (which wants
     /// credentials) and `NO_PROXY` = `no_proxy`.
     async fn start(mode: Mode, no_proxy: &str, names: Names) -> Rig {
-        let dns = TestDns::start().await.unwrap();
-        dns.set_private_link(HOST, PRIVATE, 1);
-        let ca = TestCa::new("egress proxy test CA").unwrap();
-        let entra = EntraEmulator::start_with_ca(
-            EntraConfig {
-                clients: vec![RegisteredClient::with_secret(TENANT, CLIENT, SECRET)],
-                tls_names: vec![LOGIN.into()],
-                ..EntraConfig::default()
-            },
-            &ca,
-        )
+        let azure = EmulatedAzure::start(AzureOptions {
+            cert_names: vec!["127.0.0.3".into()],
+            entra_names: vec![LOGIN.into()],
+            ca_name: "egress proxy test CA".into(),
+            ..AzureOptions::default()
+        })
         .await
         .unwrap();
-        let cert_names = [HOST, "127.0.0.3"];
-        let private = common::dce_at(&ca, &entra, PRIVATE, 0, &cert_names).await;
-        let port = private.addr().port();
-        let public = common::dce_at(&ca, &entra, PUBLIC, port, &cert_names).await;
+        let (entra, port) = (&azure.entra, azure.port);
         let proxy = ProxyEmulator::start(ProxyEmulatorConfig {
             routes: vec![(HOST.into(), PUBLIC), (LOGIN.into(), entra.addr().ip())],
             credentials: Some((PROXY_USER.into(), PROXY_PASSWORD.into())),
@@ -93,14 +78,11 @@ impl Rig {
             ),
         };
         let dir = tempfile::tempdir().unwrap();
-        let settings = common::private_link_settings(
-            dir.path(),
-            &ca,
-            format!("https://{dce_host}:{port}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24"),
-            &authority,
-            mode,
-            dns.addr(),
-        );
+        let settings = promlink::config::Settings {
+            ingestion_url: Some(format!("https://{dce_host}:{port}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24")),
+            authority_host: Some(authority),
+            ..common::private_link_settings(dir.path(), &azure, mode)
+        };
         let egress = ProxyConfig::new(
             Some(&proxy.url_with(PROXY_USER, PROXY_PASSWORD)),
             None,
@@ -119,10 +101,7 @@ impl Rig {
         }
         let promlink = promlink::serve::start(cfg).await.unwrap();
         Rig {
-            dns,
-            entra,
-            private,
-            public,
+            azure,
             proxy,
             promlink,
             dir,
@@ -142,17 +121,6 @@ impl Rig {
         .await;
     }
 
-    /// The DCE leaves the AMPLS: its name points into the private zone, which answers NXDOMAIN
-    /// (no public address anywhere). Returns the privatelink name.
-    fn private_zone_nxdomain(&self) -> String {
-        let pl_name = promlink::emulator::dns::privatelink_name(HOST);
-        self.dns.remove(HOST);
-        self.dns.remove(&pl_name);
-        self.dns.set_nxdomain_zone("privatelink.monitor.azure.com");
-        self.dns.set_cname(HOST, &pl_name, 1);
-        pl_name
-    }
-
     /// Tunnels the proxy opened to the DCE name and to the authority.
     fn through_proxy(&self) -> (usize, usize) {
         (self.proxy.count_host(HOST), self.proxy.count_host(LOGIN))
@@ -161,10 +129,7 @@ impl Rig {
     async fn stop(self) {
         self.promlink.shutdown.cancel();
         self.promlink.wait().await;
-        self.private.shutdown().await;
-        self.public.shutdown().await;
-        self.entra.shutdown().await;
-        self.dns.shutdown().await;
+        self.azure.shutdown().await;
         self.proxy.shutdown().await;
     }
 }
@@ -176,14 +141,14 @@ async fn off_sends_the_upstream_and_entra_through_the_proxy() {
     let mut rig = Rig::start(Mode::Off, "", Names::Proxied).await;
     rig.send_round().await;
     wait_until("the round at the DCE, through the proxy", || {
-        rig.public.stats().samples == 200
+        rig.azure.public.stats().samples == 200
     })
     .await;
-    assert_eq!(rig.public.stats().checksum, rig.acked);
+    assert_eq!(rig.azure.public.stats().checksum, rig.acked);
     let (dce, login) = rig.through_proxy();
     assert!(dce >= 1 && login >= 1, "{:?}", rig.proxy.targets());
-    let port = rig.public.addr().port();
-    let entra_port = rig.entra.addr().port();
+    let port = rig.azure.public.addr().port();
+    let entra_port = rig.azure.entra.addr().port();
     for t in rig.proxy.targets() {
         assert!(
             t == format!("{HOST}:{port}") || t == format!("{LOGIN}:{entra_port}"),
@@ -191,7 +156,7 @@ async fn off_sends_the_upstream_and_entra_through_the_proxy() {
         );
     }
     assert_eq!(rig.proxy.auth_failures(), 0, "credentials from the URL");
-    assert_eq!(rig.private.connections(), 0);
+    assert_eq!(rig.azure.private().connections(), 0);
     rig.stop().await;
 }
 
@@ -204,14 +169,14 @@ async fn require_with_the_dce_in_no_proxy_goes_direct_and_entra_through_the_prox
     rig.wait_path(ActivePath::Private).await;
     rig.send_round().await;
     wait_until("the round at the private endpoint", || {
-        rig.private.stats().samples == 200
+        rig.azure.private().stats().samples == 200
     })
     .await;
-    assert_eq!(rig.private.stats().checksum, rig.acked);
+    assert_eq!(rig.azure.private().stats().checksum, rig.acked);
     let (dce, login) = rig.through_proxy();
     assert_eq!(dce, 0, "{:?}", rig.proxy.targets());
     assert!(login >= 1, "{:?}", rig.proxy.targets());
-    assert_eq!(rig.public.connections(), 0);
+    assert_eq!(rig.azure.public.connections(), 0);
     rig.stop().await;
 }
 
@@ -225,17 +190,17 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
     rig.wait_path(ActivePath::Private).await;
     rig.send_round().await;
     wait_until("round 1 at the private endpoint", || {
-        rig.private.stats().samples == 200
+        rig.azure.private().stats().samples == 200
     })
     .await;
     assert_eq!(rig.through_proxy().0, 0, "{:?}", rig.proxy.targets());
 
     // The DCE leaves the AMPLS: NXDOMAIN inside the private zone, no public address anywhere.
-    let pl_name = rig.private_zone_nxdomain();
+    rig.azure.dce_leaves_the_private_zone();
     rig.wait_path(ActivePath::Public).await;
     rig.send_round().await;
     wait_until("round 2 at the public endpoint, through the proxy", || {
-        rig.public.stats().samples == 200
+        rig.azure.public.stats().samples == 200
     })
     .await;
     assert!(rig.through_proxy().0 >= 1, "{:?}", rig.proxy.targets());
@@ -250,13 +215,12 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
     .await;
 
     // The private zone is fixed: back to the private endpoint, directly.
-    rig.dns.remove(&pl_name);
-    rig.dns.set_private_link(HOST, PRIVATE, 1);
+    rig.azure.private_dns_restored();
     rig.wait_path(ActivePath::Private).await;
     let back = rig.through_proxy().0;
     rig.send_round().await;
     wait_until("round 3 at the private endpoint", || {
-        rig.private.stats().samples == 400
+        rig.azure.private().stats().samples == 400
     })
     .await;
     assert_eq!(
@@ -265,8 +229,8 @@ async fn prefer_private_path_direct_public_fallback_through_the_proxy() {
         "no tunnel to the DCE once back on the private path: {:?}",
         rig.proxy.targets()
     );
-    let mut total = rig.private.stats().checksum;
-    total.merge(&rig.public.stats().checksum);
+    let mut total = rig.azure.private().stats().checksum;
+    total.merge(&rig.azure.public.stats().checksum);
     assert_eq!(total, rig.acked, "no loss, no duplicates across the switch");
     rig.stop().await;
 }
@@ -278,8 +242,11 @@ async fn loopback_destinations_are_never_proxied() {
     let mut rig = Rig::start(Mode::Off, "", Names::Loopback).await;
     rig.proxy.set_refuse(true);
     rig.send_round().await;
-    wait_until("the round at the DCE", || rig.public.stats().samples == 200).await;
-    assert_eq!(rig.public.stats().checksum, rig.acked);
+    wait_until("the round at the DCE", || {
+        rig.azure.public.stats().samples == 200
+    })
+    .await;
+    assert_eq!(rig.azure.public.stats().checksum, rig.acked);
     assert!(rig.proxy.targets().is_empty(), "{:?}", rig.proxy.targets());
     rig.stop().await;
 }
@@ -386,9 +353,9 @@ fn require_with_a_proxy_for_the_dce_is_refused_at_start() {
 async fn doctor(rig: &Rig, mode: &str) -> (Option<i32>, serde_json::Value, String) {
     let url = format!(
         "https://{HOST}:{}/dataCollectionRules/{DEFAULT_DCR_ID}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
-        rig.public.addr().port()
+        rig.azure.public.addr().port()
     );
-    let authority = format!("https://{LOGIN}:{}", rig.entra.addr().port());
+    let authority = format!("https://{LOGIN}:{}", rig.azure.entra.addr().port());
     let dir = rig.dir.path();
     let out = tokio::process::Command::new(BIN)
         .args(["doctor", "--output", "json", "--write-canary"])
@@ -397,10 +364,10 @@ async fn doctor(rig: &Rig, mode: &str) -> (Option<i32>, serde_json::Value, Strin
         .args(["--identity", "client-secret", "--tenant-id", TENANT])
         .args(["--client-id", CLIENT, "--authority-host", &authority])
         .arg("--client-secret-file")
-        .arg(dir.join("secret"))
+        .arg(dir.join("client-secret"))
         .arg("--ca-file")
         .arg(dir.join("ca.pem"))
-        .args(["--dns-server", &rig.dns.addr().to_string()])
+        .args(["--dns-server", &rig.azure.dns.addr().to_string()])
         .args(["--probe-timeout", "2s", "--token-timeout", "10s"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -433,7 +400,7 @@ fn canary_through_the_proxy(rig: &Rig, report: &serde_json::Value) {
     assert_eq!(canary["status"], "ok", "{canary:#}");
     let seen = canary["seen"].as_str().unwrap();
     assert!(seen.contains("through the egress proxy"), "{canary:#}");
-    assert_eq!(rig.public.stats().samples, 1, "{canary:#}");
+    assert_eq!(rig.azure.public.stats().samples, 1, "{canary:#}");
 }
 
 /// `promlink doctor` says how each host is reached, probes the DCE and the authority through
@@ -470,7 +437,7 @@ async fn doctor_reports_the_route_and_probes_through_the_proxy() {
         "ok"
     );
     canary_through_the_proxy(&rig, &report);
-    assert_eq!(rig.private.connections(), 0);
+    assert_eq!(rig.azure.private().connections(), 0);
 
     // A proxy whose allow-list lacks the hosts: doctor fails and says why.
     rig.proxy.set_refuse(true);
@@ -513,7 +480,7 @@ async fn doctor_under_prefer_probes_the_private_endpoint_directly() {
             .starts_with("private_link prefer's public fallback"),
         "{fallback:#}"
     );
-    assert_eq!(rig.private.stats().samples, 1, "the canary, direct");
+    assert_eq!(rig.azure.private().stats().samples, 1, "the canary, direct");
 
     // The fallback refused while the private path works: a warning.
     rig.proxy.set_refuse(true);
@@ -523,7 +490,7 @@ async fn doctor_under_prefer_probes_the_private_endpoint_directly() {
     assert_eq!(code, Some(1), "the authority is lost: {report:#}");
 
     // The private zone answers NXDOMAIN: the fallback through the proxy is all there is.
-    rig.private_zone_nxdomain();
+    rig.azure.dce_leaves_the_private_zone();
     let (_, report, _) = doctor(&rig, "prefer").await;
     assert_eq!(check(&report, "connect", HOST)["status"], "skipped");
     assert_eq!(check(&report, "proxy", HOST)["status"], "fail");

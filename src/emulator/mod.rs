@@ -9,9 +9,12 @@
 //! - [`tls`]: a throw-away CA so both speak verified TLS;
 //! - [`dns`]: a small real DNS server (UDP and TCP on loopback) answering names the way Azure
 //!   Private DNS and public DNS do (CNAME chains into `privatelink` zones, NXDOMAIN);
+//! - [`azure`]: all of it assembled (CA, Entra ID, DCE on a "private" and a "public" endpoint,
+//!   DNS), with promlink's settings against it, for the demo and the tests;
 //! - [`proxy`]: an on-premises egress proxy (CONNECT and plain-HTTP forwarding) that serves
 //!   loopback destinations only and records what went through it.
 
+pub mod azure;
 pub mod dce;
 pub mod dns;
 pub mod entra;

@@ -14,8 +14,8 @@ use super::*;
 use crate::emulator::entra::{EntraConfig, EntraEmulator, EntraHandle, RegisteredClient};
 use crate::proxy::ProxyConfig;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const CLIENT: &str = "0b0c5b8e-1f57-4b8a-9d34-2a0f6f1c1a11";
+use crate::emulator::azure::{CLIENT, TENANT};
+/// Checked for leaks: it must never appear in errors or logs.
 const SECRET: &str = "s3cr3t~Value.That-Must-Never-Leak";
 const SCOPE: &str = "https://monitor.azure.com/.default";
 

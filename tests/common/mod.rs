@@ -2,7 +2,7 @@
 //! promlink itself, all in-process on 127.0.0.1, promlink authenticating with a client secret.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,9 +15,7 @@ use promlink::loadgen::{self, Checksum, LoadgenConfig};
 use promlink::serve::Running;
 use tokio_util::sync::CancellationToken;
 
-pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
-pub const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-pub const SECRET: &str = "rig-client-secret";
+pub use promlink::emulator::azure::{CLIENT, SECRET, TENANT};
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 pub struct Rig {
@@ -202,31 +200,6 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(PathBuf::from(FIXTURES).join(name)).unwrap()
 }
 
-/// A DCE emulator on `ip:port` (port 0: any) with a certificate for `names` issued by `ca`,
-/// verifying `entra`'s tokens and granting the rig's client.
-pub async fn dce_at(
-    ca: &TestCa,
-    entra: &EntraHandle,
-    ip: IpAddr,
-    port: u16,
-    names: &[&str],
-) -> DceHandle {
-    let leaf = ca.issue(names).unwrap();
-    DceEmulator::start(DceConfig {
-        listen: SocketAddr::new(ip, port),
-        tls: DceTls::Pem {
-            cert_pem: leaf.cert_pem,
-            key_pem: leaf.key_pem,
-            ca_pem: Some(ca.cert_pem().to_string()),
-        },
-        auth: Some(entra.verifier()),
-        granted: vec![CLIENT.to_string()],
-        ..DceConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
 /// Sends round `*round + 1` of 200 series (one sample each, later timestamps each round) to the
 /// promlink at `addr`, asserts every sample was acknowledged and adds them to `acked`.
 pub async fn send_round(addr: SocketAddr, round: &mut i64, acked: &mut Checksum) {
@@ -264,34 +237,17 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// Settings for promlink against `url` under Private Link `mode`, verifying with the DNS server
-/// at `dns` (127.0.0.2/32 counted as private), authenticating with the rig's client secret at
-/// `authority`, trusting `ca`; the CA and secret files go to `dir`. Timings are short so that
-/// verdict changes, fallbacks and returns take a second or two.
+/// Settings for promlink against the emulated Azure `azure` under Private Link `mode` (its DNS
+/// server, 127.0.0.2/32 counted as private, its client secret and CA, the files in `dir`),
+/// listening on a free loopback port. Timings are short so that verdict changes, fallbacks and
+/// returns take a second or two.
 pub fn private_link_settings(
     dir: &std::path::Path,
-    ca: &TestCa,
-    url: String,
-    authority: &str,
+    azure: &promlink::emulator::azure::EmulatedAzure,
     mode: promlink::privatelink::Mode,
-    dns: SocketAddr,
 ) -> Settings {
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let secret_file = dir.join("secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
     Settings {
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        ingestion_url: Some(url),
-        identity: Some(IdentityKind::ClientSecret),
-        tenant_id: Some(TENANT.into()),
-        client_id: Some(CLIENT.into()),
-        client_secret_file: Some(secret_file),
-        authority_host: Some(authority.to_string()),
-        ca_file: Some(ca_file),
-        private_link: Some(mode),
-        dns_server: Some(vec![dns]),
-        private_cidr: Some(vec!["127.0.0.2/32".parse().unwrap()]),
         reverify_min: Some(Duration::from_millis(200)),
         reverify_max: Some(Duration::from_secs(1)),
         fallback_return_after: Some(Duration::from_secs(1)),
@@ -302,6 +258,6 @@ pub fn private_link_settings(
         ready_window: Some(Duration::from_secs(5)),
         // Not a test of the shutdown handshake: stop accepting at once, so teardown is quick.
         shutdown_quiet_period: Some(Duration::ZERO),
-        ..Settings::default()
+        ..azure.settings(dir, mode).unwrap()
     }
 }

@@ -3,7 +3,7 @@ use crate::emulator::entra::Claims;
 use crate::loadgen::encode;
 use crate::proto::v1::{Label, MetricMetadata, Sample, TimeSeries};
 
-const TENANT: &str = "tenant-1";
+use crate::emulator::azure::TENANT;
 
 fn series(name: &str, samples: &[(i64, f64)]) -> TimeSeries {
     TimeSeries {

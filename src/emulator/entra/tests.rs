@@ -1,7 +1,7 @@
 use super::*;
 use crate::emulator::tls::rsa_client_certificate;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+use crate::emulator::azure::TENANT;
 const SCOPE: &str = "https://monitor.azure.com/.default";
 
 struct Fixture {
