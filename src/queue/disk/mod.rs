@@ -89,7 +89,9 @@
 mod commit;
 mod format;
 mod legacy;
+mod log;
 mod reader;
+mod recover;
 mod segment;
 
 #[cfg(test)]
@@ -97,20 +99,20 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
-use super::dispatch::{Cut, Dispatcher, Taken};
+use super::dispatch::{Cut, Taken};
 use super::BatchLimits;
 use crate::codec::Chunk;
-use commit::{CommitQueue, Committer, PendingPush, Writer};
+use commit::{CommitQueue, Committer, PendingPush};
+use log::{Clock, Log};
 use segment::Pos;
 
 /// Size at which a new segment file is started.
@@ -259,118 +261,6 @@ pub struct DiskQueueStats {
     pub replayed: u64,
 }
 
-/// Millisecond timestamps for records: wall clock across restarts, tokio's clock (pausable in
-/// tests) within a process.
-struct Clock {
-    base_ms: u64,
-    base: tokio::time::Instant,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Self {
-            base_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            base: tokio::time::Instant::now(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.base_ms + self.base.elapsed().as_millis() as u64
-    }
-
-    /// The instant of a timestamp, no earlier than the queue's opening.
-    fn instant(&self, ms: u64) -> tokio::time::Instant {
-        self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
-    }
-}
-
-/// Where a chunk in the window came from, handed back when it leaves the window.
-#[derive(Clone, Copy, Debug)]
-struct Tag {
-    /// Its record's segment and offset.
-    seg: u64,
-    off: u64,
-    /// Its place in the record.
-    index: u32,
-    /// Whether it is the record's last chunk, and the record's length.
-    last: bool,
-    rec_len: u64,
-    /// Its data bytes (window accounting).
-    data: usize,
-}
-
-/// The log's state shared by pushes (through the committer), the reader and the workers.
-struct Log {
-    dispatcher: Dispatcher<Tag>,
-    /// Chunk data in the window.
-    window_bytes: usize,
-    /// Segments on disk, oldest first, with their published length; the last is written.
-    segments: VecDeque<(u64, u64)>,
-    /// The next record to take into the window starts here (its first `skip` chunks are
-    /// finished).
-    admitted: Pos,
-    /// Every chunk before this is finished (in memory).
-    ack: Pos,
-    /// Written to `read.pos` (maybe not fsynced).
-    persisted: Pos,
-    /// Written to `read.pos` and fsynced.
-    durable: Pos,
-    /// Unfinished record bytes published (damaged regions included until skipped).
-    bytes: u64,
-    /// Unfinished records published.
-    records: u64,
-    /// Push time of the first record outside the window, or an older time (so ages are never
-    /// underestimated); meaningful while records wait outside the window.
-    disk_front_ms: Option<u64>,
-    /// A reader is reading records into the window.
-    reading: bool,
-    /// The last read failed: do not retry before this time (ms).
-    read_backoff_until: u64,
-}
-
-impl Log {
-    /// `p`, or the start of the next segment when `p` is at (or past) the end of its own and a
-    /// later segment exists: both name the same place in the log.
-    fn normalize(&self, p: Pos) -> Pos {
-        let len = self.segments.iter().find(|(s, _)| *s == p.seg).map(|s| s.1);
-        let next = self.segments.iter().map(|s| s.0).find(|&s| s > p.seg);
-        match (len, next) {
-            (Some(len), Some(next)) if p.off >= len => Pos::new(next, 0, 0),
-            (None, Some(next)) => Pos::new(next, 0, 0),
-            _ => p,
-        }
-    }
-
-    /// Whether published records wait outside the window.
-    fn unadmitted(&self) -> bool {
-        let p = self.normalize(self.admitted);
-        self.segments
-            .iter()
-            .find(|(s, _)| *s == p.seg)
-            .is_some_and(|&(_, len)| p.off < len)
-    }
-
-    /// Takes a record's chunks into the window (the first `skip` are finished already).
-    fn admit(&mut self, seg: u64, off: u64, next: u64, at_ms: u64, chunks: Vec<Chunk>, skip: u32) {
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate().skip(skip as usize) {
-            let tag = Tag {
-                seg,
-                off,
-                index: i as u32,
-                last: i + 1 == n,
-                rec_len: next - off,
-                data: chunk.data.len(),
-            };
-            self.window_bytes += tag.data;
-            self.dispatcher.push(chunk, at_ms, tag);
-        }
-        self.admitted = Pos::new(seg, next, 0);
-    }
-}
-
 #[derive(Default)]
 struct Counters {
     corrupt: AtomicU64,
@@ -469,7 +359,7 @@ impl DiskQueue {
         })?;
         legacy::migrate(&cfg.dir, &log_dir, &mut report).map_err(io_err(&cfg.dir))?;
         std::fs::create_dir_all(&log_dir).map_err(io_err(&log_dir))?;
-        let (log, writer) = recover(&log_dir, &mut report).map_err(io_err(&log_dir))?;
+        let (log, writer) = recover::recover(&log_dir, &mut report).map_err(io_err(&log_dir))?;
         let counters = Counters::default();
         counters
             .replayed
@@ -813,154 +703,4 @@ pub(super) fn sub(a: &AtomicU64, v: u64) {
     let _ = a.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |x| {
         Some(x.saturating_sub(v))
     });
-}
-
-/// Checks the log from its read position on, cuts a torn tail, and sets up the writer.
-fn recover(dir: &Path, report: &mut RecoveryReport) -> io::Result<(Log, Writer)> {
-    segment::remove_pos_tmp(dir)?;
-    let mut seqs = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let name = e?.file_name();
-        match name.to_str().and_then(segment::parse_segment_name) {
-            Some(seq) => seqs.push(seq),
-            None if name == segment::POS_FILE => {}
-            None => {
-                tracing::warn!(dir = %dir.display(), file = ?name, "unexpected file in the queue's log directory")
-            }
-        }
-    }
-    seqs.sort_unstable();
-    let first = seqs.first().copied().unwrap_or(0);
-    let mut pos = match segment::read_pos(dir) {
-        Ok(Some(p)) => p,
-        Ok(None) => Pos::new(first, 0, 0),
-        Err(reason) => {
-            let path = dir.join(segment::POS_FILE);
-            tracing::error!(file = %path.display(), %reason, "damaged read position: replaying the queue from its oldest segment");
-            report.corrupt_records.push(CorruptRecord {
-                segment: path,
-                offset: 0,
-                reason: format!(
-                    "read position unusable, queue replayed from its oldest segment: {reason}"
-                ),
-            });
-            Pos::new(first, 0, 0)
-        }
-    };
-    // Segments before the position were consumed; a crash may have kept them from deletion.
-    for &seq in seqs.iter().filter(|&&s| s < pos.seg) {
-        std::fs::remove_file(segment::segment_path(dir, seq))?;
-    }
-    seqs.retain(|&s| s >= pos.seg);
-    if seqs.is_empty() {
-        // Never reuse the number of a deleted segment the position may still name.
-        let seq = if pos == Pos::default() {
-            0
-        } else {
-            pos.seg + 1
-        };
-        std::fs::File::create(segment::segment_path(dir, seq))?;
-        segment::sync_dir(dir)?;
-        seqs.push(seq);
-    }
-    if seqs[0] != pos.seg {
-        pos = Pos::new(seqs[0], 0, 0);
-    }
-    let mut log = Log {
-        dispatcher: Dispatcher::default(),
-        window_bytes: 0,
-        segments: VecDeque::new(),
-        admitted: pos,
-        ack: pos,
-        persisted: pos,
-        durable: pos,
-        bytes: 0,
-        records: 0,
-        disk_front_ms: None,
-        reading: false,
-        read_backoff_until: 0,
-    };
-    let last = *seqs.last().unwrap_or(&0);
-    for &seq in &seqs {
-        let path = segment::segment_path(dir, seq);
-        let mut file = std::fs::File::open(&path)?;
-        let mut end = file.metadata()?.len();
-        let (mut off, mut skip) = if seq == pos.seg {
-            (pos.off.min(end), pos.skip)
-        } else {
-            (0, 0)
-        };
-        if seq == pos.seg && pos.off > end {
-            // The position outlived data lost with the page cache (power loss under `Interval`).
-            pos = Pos::new(seq, end, 0);
-            log.admitted = pos;
-            log.ack = pos;
-            log.persisted = pos;
-            log.durable = pos;
-        }
-        loop {
-            match segment::step(&mut file, off, end)? {
-                segment::Step::Record {
-                    off: at,
-                    at_ms,
-                    chunks: list,
-                    next,
-                } => {
-                    let live = (list.len() as u64).saturating_sub(u64::from(skip));
-                    if live > 0 {
-                        log.disk_front_ms.get_or_insert(at_ms);
-                        log.records += 1;
-                        log.bytes += next - at;
-                        report.replayed_chunks += live;
-                        report.replayed_bytes += next - at;
-                    }
-                    skip = 0;
-                    off = next;
-                }
-                segment::Step::Corrupt {
-                    off: at,
-                    reason,
-                    resume,
-                } => {
-                    skip = 0;
-                    match resume {
-                        None if seq == last => {
-                            tracing::warn!(segment = %path.display(), offset = at, %reason, "torn write at the end of the queue cut off");
-                            report.corrupt_records.push(CorruptRecord {
-                                segment: path.clone(),
-                                offset: at,
-                                reason: format!(
-                                    "torn tail of {} bytes cut off: {reason}",
-                                    end - at
-                                ),
-                            });
-                            report.truncated_tail = true;
-                            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-                            f.set_len(at)?;
-                            f.sync_all()?;
-                            end = at;
-                            break;
-                        }
-                        resume => {
-                            let resume = resume.unwrap_or(end);
-                            tracing::error!(segment = %path.display(), offset = at, %reason, "damaged queue record: it is lost, the rest is kept");
-                            report.corrupt_records.push(CorruptRecord {
-                                segment: path.clone(),
-                                offset: at,
-                                reason,
-                            });
-                            // The reader skips (and releases) this region again.
-                            log.bytes += resume - at;
-                            log.records += 1;
-                            off = resume;
-                        }
-                    }
-                }
-                segment::Step::End => break,
-            }
-        }
-        log.segments.push_back((seq, end));
-    }
-    let writer = Writer::open(dir, last, log.segments.back().map_or(0, |s| s.1))?;
-    Ok((log, writer))
 }
