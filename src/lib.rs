@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod drain;
 pub mod health;
 pub mod loadgen;
+pub mod outbound;
 pub mod privatelink;
 pub mod proxy;
 pub mod queue;

@@ -192,7 +192,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
 
 /// The lower bound of the upstream retry delay after `attempt` failures: promlink waits
 /// `d/2 + rand(0..=d/2)` with `d = min(min_backoff * 2^attempt, max_backoff)`
-/// (`upstream::retry::Backoff`).
+/// (`outbound::Backoff`).
 fn min_delay(attempt: u32, min: Duration, max: Duration) -> Duration {
     min.saturating_mul(1u32 << attempt.min(20)).min(max) / 2
 }

@@ -290,7 +290,7 @@ async fn upstream_tls_is_verified() {
     let dce = DceEmulator::start(DceConfig::default()).await.unwrap();
     let untrusting = promlink::upstream::client::build(None, Duration::from_secs(5)).unwrap();
     let err = untrusting.get(dce.url()).send().await.unwrap_err();
-    let chain = promlink::upstream::error_chain(&err);
+    let chain = promlink::outbound::error_chain(&err);
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
 
     let dir = tempfile::tempdir().unwrap();

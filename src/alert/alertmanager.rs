@@ -23,7 +23,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -33,6 +32,7 @@ use url::Url;
 
 use super::metrics::Metrics;
 use super::rules::Alert;
+use crate::outbound::{error_chain, Backoff, Builder, Jitter};
 
 /// The most firing alerts kept; more are ignored (with a warning). The rules produce a handful.
 pub const MAX_FIRING: usize = 64;
@@ -52,12 +52,9 @@ pub const JOB: &str = "promlink";
 /// Errors setting up the alerter.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
-    /// The CA file is unusable.
-    #[error("alertmanager ca file")]
-    CaFile(#[source] crate::upstream::UpstreamError),
-    /// The HTTP client could not be built.
-    #[error("building the alertmanager client: {0}")]
-    Client(String),
+    /// The HTTP client could not be built (e.g. an unusable CA file).
+    #[error("building the alertmanager client")]
+    Client(#[source] crate::outbound::ClientError),
     /// An Alertmanager URL is not usable.
     #[error("alertmanager url {url}: {why}")]
     Url {
@@ -206,18 +203,12 @@ impl Alerter {
             return Err(AlertError::ResendInterval);
         }
         let urls = urls.iter().map(alerts_url).collect::<Result<Vec<_>, _>>()?;
-        let b = reqwest::Client::builder()
-            .user_agent(concat!("promlink/", env!("CARGO_PKG_VERSION")))
-            .timeout(POST_TIMEOUT)
+        let client = Builder::new(POST_TIMEOUT)
             .connect_timeout(POST_TIMEOUT.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none());
-        let mut b = crate::proxy::apply(b, proxy);
-        if let Some(path) = ca_file {
-            b = b.tls_certs_merge(
-                crate::upstream::client::load_ca_bundle(path).map_err(AlertError::CaFile)?,
-            );
-        }
-        let client = b.build().map_err(|e| AlertError::Client(e.to_string()))?;
+            .ca_file(ca_file)
+            .proxy(proxy)
+            .build()
+            .map_err(AlertError::Client)?;
         let state = State {
             firing: BTreeMap::new(),
             targets: urls.iter().map(|_| TargetState::default()).collect(),
@@ -478,7 +469,7 @@ impl Alerter {
             .body(body)
             .send()
             .await
-            .map_err(|e| crate::upstream::error_chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -490,7 +481,8 @@ impl Alerter {
 
     async fn run_target(self: Arc<Self>, i: usize, shutdown: CancellationToken) {
         let mut changes = self.changed.subscribe();
-        let mut failures: u32 = 0;
+        let mut backoff = Backoff::new(RETRY_MIN.min(self.resend_interval), RETRY_MAX)
+            .with_jitter(Jitter::PLUS_MINUS_20_PERCENT);
         let url = redacted(&self.urls[i]);
         loop {
             changes.borrow_and_update();
@@ -516,15 +508,14 @@ impl Alerter {
             self.metrics.posted(result.is_ok());
             match result {
                 Ok(()) => {
-                    if failures > 0 {
+                    if backoff.retries() > 0 {
                         tracing::info!(alertmanager = %url, "alertmanager accepts alerts again");
                     }
-                    failures = 0;
+                    backoff.reset();
                     self.delivered(i, batch);
                 }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let delay = backoff(failures, self.resend_interval);
+                    let delay = backoff.next_delay();
                     tracing::warn!(alertmanager = %url, error = %e, retry_in = ?delay, "posting alerts failed");
                     tokio::select! {
                         () = shutdown.cancelled() => return,
@@ -534,13 +525,4 @@ impl Alerter {
             }
         }
     }
-}
-
-/// The delay after the `failures`-th failed post in a row: from `min(RETRY_MIN, resend)`,
-/// doubling, capped at [`RETRY_MAX`], with +-20% jitter.
-fn backoff(failures: u32, resend_interval: Duration) -> Duration {
-    let first = RETRY_MIN.min(resend_interval);
-    let exp = failures.saturating_sub(1).min(16);
-    let base = first.saturating_mul(1 << exp).min(RETRY_MAX);
-    base.mul_f64(rand::rng().random_range(0.8..1.2))
 }

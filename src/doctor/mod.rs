@@ -266,7 +266,7 @@ impl<'a> Doctor<'a> {
             rules: self.cfg.destination.private_link.rules.clone(),
             timeout: self.timeout,
         })
-        .map_err(|e| crate::upstream::error_chain(&e));
+        .map_err(|e| crate::outbound::error_chain(&e));
         let public = (self.mode == Mode::Prefer
             && !self
                 .cfg
@@ -849,7 +849,7 @@ impl<'a> Doctor<'a> {
         let provider = match TokenProvider::new(id.clone(), crate::identity::Metrics::default()) {
             Ok(p) => p,
             Err(e) => {
-                let err = crate::upstream::error_chain(&e);
+                let err = crate::outbound::error_chain(&e);
                 return (
                     Check::new(
                         "token",
@@ -895,7 +895,7 @@ impl<'a> Doctor<'a> {
                 )
             }
             Err(e) => {
-                let err = crate::upstream::error_chain(&e);
+                let err = crate::outbound::error_chain(&e);
                 let (meaning, fix) = token_fix(&err, kind, id.authority_host.as_str(), &id.scope);
                 (
                     Check::new("token", target, Status::Fail, err, meaning, fix),
@@ -940,7 +940,8 @@ impl<'a> Doctor<'a> {
                     addr,
                     self.cfg.destination.upstream.ca_file.as_deref(),
                     self.cfg.destination.upstream.request_timeout,
-                ),
+                )
+                .map_err(|e| crate::outbound::error_chain(&e)),
                 addr.to_string(),
             ),
             (None, true) => (
@@ -949,7 +950,7 @@ impl<'a> Doctor<'a> {
                     self.cfg.destination.upstream.request_timeout,
                     &self.cfg.proxy,
                 )
-                .map_err(|e| e.to_string()),
+                .map_err(|e| crate::outbound::error_chain(&e)),
                 "the egress proxy".to_string(),
             ),
             (None, false) => {
@@ -988,7 +989,7 @@ impl<'a> Doctor<'a> {
                         "canary",
                         target,
                         Status::Fail,
-                        e.to_string(),
+                        crate::outbound::error_chain(&e),
                         "the token cannot be sent",
                         "check the identity",
                     )
@@ -1002,7 +1003,7 @@ impl<'a> Doctor<'a> {
                     "canary",
                     target,
                     Status::Fail,
-                    format!("through {via}: {}", crate::upstream::error_chain(&e)),
+                    format!("through {via}: {}", crate::outbound::error_chain(&e)),
                     "the request failed although the connect check passed: the connection broke mid-request or timed out",
                     "retry; if it persists, look for a proxy or firewall that inspects or limits HTTPS to the DCE",
                 )

@@ -83,7 +83,7 @@ pub(super) async fn through(
                     "proxy",
                     &host,
                     Status::Fail,
-                    e.to_string(),
+                    crate::outbound::error_chain(&e),
                     "the client cannot be built",
                     "check --ca-file",
                 ),
@@ -109,7 +109,7 @@ pub(super) async fn through(
             true,
         ),
         Err(e) => {
-            let err = crate::upstream::error_chain(&e);
+            let err = crate::outbound::error_chain(&e);
             let (meaning, fix) = failure(&e, &err, &host, port, var, &proxy.host_port());
             (
                 Check::new(

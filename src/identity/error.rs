@@ -16,29 +16,9 @@ pub enum Error {
         problems: Vec<String>,
     },
 
-    /// The extra CA file could not be read.
-    #[error("reading the CA file {path}")]
-    CaFile {
-        /// The configured `ca_file`.
-        path: PathBuf,
-        /// Why reading failed.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// The extra CA file holds no usable PEM certificate.
-    #[error("the CA file {path} holds no usable PEM certificate")]
-    CaPem {
-        /// The configured `ca_file`.
-        path: PathBuf,
-        /// Why parsing failed, when it did.
-        #[source]
-        source: Option<reqwest::Error>,
-    },
-
-    /// The HTTP client for the token endpoints could not be built.
+    /// The HTTP client for the token endpoints could not be built (e.g. an unusable CA file).
     #[error("building the HTTP client for the token endpoint")]
-    HttpClient(#[source] reqwest::Error),
+    HttpClient(#[source] crate::outbound::ClientError),
 
     /// azure_identity refused to build the credential (e.g. a malformed tenant id).
     #[error("building the {kind} credential")]
@@ -118,26 +98,4 @@ pub enum Error {
         /// How long the caller waited.
         waited: Duration,
     },
-}
-
-/// Renders an error and its causes on one line, `outer: cause: cause`, for logs and
-/// [`super::TokenState::last_error`].
-///
-/// azure_identity repeats a cause's text inside its own message and appends a troubleshooting
-/// link on a new line; both are trimmed so the `AADSTS` description appears once.
-pub(crate) fn report(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        let text = text.split("\nTo troubleshoot").next().unwrap_or_default();
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let text = text.trim_end_matches('.').to_string();
-        let repeated = parts.iter().any(|p| p.contains(&text));
-        if !text.is_empty() && !repeated {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }

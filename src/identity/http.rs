@@ -1,9 +1,9 @@
 //! The HTTP client every credential sends its token requests through.
 //!
-//! One reqwest client (rustls, the platform's roots plus the operator's `ca_file`) is handed to
-//! azure_identity as its transport, so a corporate CA or a local test issuer is trusted the same
-//! way for Entra ID and for the managed identity endpoint, and connections are pooled across
-//! refreshes. azure_identity's own retry policy is switched off: the refresher retries, with its
+//! One reqwest client (built by [`crate::outbound`]: rustls, the platform's roots plus the
+//! operator's `ca_file`) is handed to azure_identity as its transport, so a corporate CA or a
+//! local test issuer is trusted the same way for Entra ID and for the managed identity
+//! endpoint, and connections are pooled across refreshes. azure_identity's own retry policy is switched off: the refresher retries, with its
 //! own backoff, and counts every failure. The egress proxy applies as [`crate::proxy`] decides:
 //! the authority through `HTTPS_PROXY` unless `NO_PROXY` excludes it, the managed identity
 //! endpoints (IMDS, link-local; App Service style, loopback) never.
@@ -22,8 +22,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a whole token request, so a hung endpoint cannot stall the refresher.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Builds the reqwest client, trusting the certificates in `ca_file` in addition to the roots,
-/// connecting through the egress proxy where `proxy` routes a request through one.
+/// Builds the reqwest client ([`crate::outbound::Builder`]), trusting the certificates in
+/// `ca_file` in addition to the roots, connecting through the egress proxy where `proxy` routes
+/// a request through one.
 ///
 /// # Errors
 /// When the CA file cannot be read or holds no certificate, or the TLS setup fails.
@@ -31,30 +32,12 @@ pub(crate) fn client(
     ca_file: Option<&Path>,
     proxy: &crate::proxy::ProxyConfig,
 ) -> Result<reqwest::Client, Error> {
-    let builder = reqwest::Client::builder()
+    crate::outbound::Builder::new(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("promlink/", env!("CARGO_PKG_VERSION")));
-    let mut builder = crate::proxy::apply(builder, proxy);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| Error::CaFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::CaPem {
-            path: path.to_owned(),
-            source: Some(source),
-        })?;
-        if certs.is_empty() {
-            return Err(Error::CaPem {
-                path: path.to_owned(),
-                source: None,
-            });
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder.build().map_err(Error::HttpClient)
+        .ca_file(ca_file)
+        .proxy(proxy)
+        .build()
+        .map_err(Error::HttpClient)
 }
 
 /// azure_identity client options: our transport, no retries, and `authority_host` as a custom

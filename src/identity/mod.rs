@@ -320,7 +320,7 @@ impl Inner {
     /// Records a failure to get a token; `retry_in` is when the refresher tries again. With
     /// `only_if_new` (token-file, checked every second) a repeat of the last failure is ignored.
     fn fail(&self, err: &Error, retry_in: Option<Duration>, only_if_new: bool) {
-        let report = error::report(err);
+        let report = crate::outbound::error_chain(err);
         {
             let mut shared = self.lock();
             if only_if_new && shared.last_error.as_deref() == Some(report.as_str()) {

@@ -3,7 +3,7 @@
 //! Entra kinds: fetch at once; after a success sleep until `refresh_before_expiry` before the
 //! token expires (half its remaining life if it is shorter than that); after a failure sleep
 //! `retry_min`, doubling per consecutive failure up to `retry_max`, each delay jittered down by
-//! up to half so many instances do not retry in step. It never gives up. `invalidate()` cuts a
+//! up to half so many instances do not retry in step ([`crate::outbound::Backoff`]). It never gives up. `invalidate()` cuts a
 //! sleep short. While sleeping it also wakes when the current token expires, so the `valid`
 //! gauge and waiting callers learn of it.
 //!
@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::source::Entra;
 use super::token_file::TokenFile;
 use super::{Inner, Source};
+use crate::outbound::Backoff;
 
 /// How often the token file is checked for changes (a `stat`; re-read only when it changed).
 pub(crate) const TOKEN_FILE_POLL: Duration = Duration::from_secs(1);
@@ -45,7 +45,7 @@ async fn poll_file(inner: &Inner, file: &TokenFile, shutdown: &CancellationToken
 }
 
 async fn refresh(inner: &Inner, entra: &Entra, shutdown: &CancellationToken) {
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(inner.retry_min, inner.retry_max);
     let mut next_attempt = Instant::now();
     loop {
         // Sleep until the next attempt; wake early at expiry (to publish) or on invalidate().
@@ -70,7 +70,7 @@ async fn refresh(inner: &Inner, entra: &Entra, shutdown: &CancellationToken) {
         };
         match result {
             Ok(fetched) => {
-                failures = 0;
+                backoff.reset();
                 let delay = refresh_delay(
                     fetched.expires_at,
                     inner.refresh_before_expiry,
@@ -80,8 +80,7 @@ async fn refresh(inner: &Inner, entra: &Entra, shutdown: &CancellationToken) {
                 next_attempt = Instant::now() + delay;
             }
             Err(err) => {
-                failures = failures.saturating_add(1);
-                let delay = backoff(failures, inner.retry_min, inner.retry_max);
+                let delay = backoff.next_delay();
                 inner.fail(&err, Some(delay), false);
                 next_attempt = Instant::now() + delay;
             }
@@ -114,12 +113,4 @@ pub(crate) fn refresh_delay(
         remaining / 2
     };
     delay.max(floor)
-}
-
-/// The delay before retry number `failures` (1 for the first): `min` doubled per earlier
-/// failure, capped at `max`, then scaled by a random factor in [0.5, 1].
-pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(31);
-    let capped = min.saturating_mul(1 << exp).min(max);
-    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
 }

@@ -17,6 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::outbound::{error_chain, Builder, ClientError};
+
 /// Why one step of a probe failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -148,11 +150,11 @@ async fn tls_probe(
 ) -> (Result<Duration, ProbeFailure>, Option<u16>) {
     let client = match pinned_client(host, addr, ca_file, timeout) {
         Ok(c) => c,
-        Err(detail) => {
+        Err(e) => {
             return (
                 Err(ProbeFailure {
                     kind: FailureKind::Other,
-                    detail,
+                    detail: error_chain(&e),
                 }),
                 None,
             )
@@ -167,30 +169,23 @@ async fn tls_probe(
 }
 
 /// A client with the upstream client's trust and settings (rustls, system roots plus `ca_file`,
-/// no proxy, no redirects, `timeout` per request) that connects to `addr` whenever a URL names
-/// `host`. URLs must carry the port explicitly: reqwest ignores the port of `addr`.
+/// no proxy, no redirects, `timeout` per request, [`crate::outbound::Builder`]) that connects
+/// to `addr` whenever a URL names `host`, keeping no idle connection. URLs must carry the port
+/// explicitly: reqwest ignores the port of `addr`.
 ///
 /// # Errors
-/// The reason, when the CA file is unusable or the TLS stack cannot be set up.
+/// When the CA file is unusable or the TLS stack cannot be set up.
 pub fn pinned_client(
     host: &str,
     addr: SocketAddr,
     ca_file: Option<&Path>,
     timeout: Duration,
-) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(crate::upstream::client::user_agent())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .no_proxy()
-        .resolve(host, addr);
-    if let Some(path) = ca_file {
-        let certs = crate::upstream::client::load_ca_bundle(path).map_err(|e| e.to_string())?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().map_err(|e| crate::upstream::error_chain(&e))
+) -> Result<reqwest::Client, ClientError> {
+    Builder::new(timeout)
+        .no_idle_connections()
+        .pin(host, addr)
+        .ca_file(ca_file)
+        .build()
 }
 
 /// `https://host:port/`, bracketing an IPv6 literal. reqwest ignores the port of a `resolve`
@@ -217,7 +212,7 @@ fn io_kind(e: &std::io::Error) -> FailureKind {
 /// Classifies a reqwest error from its kind and its error chain (rustls says "invalid peer
 /// certificate: UnknownIssuer", "...NotValidForName", ...).
 fn classify_reqwest(e: &reqwest::Error, timeout: Duration) -> ProbeFailure {
-    let chain = crate::upstream::error_chain(e);
+    let chain = error_chain(e);
     let lower = chain.to_ascii_lowercase();
     let kind = if lower.contains("certificate") {
         FailureKind::TlsCertificate

@@ -1,14 +1,13 @@
-//! Egress proxies: which outbound connections go through an explicit HTTP proxy, and the one
-//! function that sets a client up for it.
+//! Egress proxies: which outbound connections go through an explicit HTTP proxy.
 //!
 //! On-premises networks often let HTTPS out only through a proxy. promlink reads the usual
 //! variables once, when the configuration is loaded ([`ProxyConfig::from_env`], called by
 //! `crate::config`), and hands the result to every client that may cross the network: the
-//! upstream (DCE), Entra ID (azure_identity's transport) and Alertmanager. Each of them is set up
-//! by [`apply`], which installs [`ProxyConfig::route`] as reqwest's proxy rule
-//! ([`reqwest::Proxy::custom`]): the same function decides for the clients, for the
-//! configuration checks and for `promlink doctor`, so they cannot disagree. reqwest's own
-//! reading of the environment is switched off (it would apply `ALL_PROXY` and proxy loopback).
+//! upstream (DCE), Entra ID (azure_identity's transport) and Alertmanager. Each of them is built
+//! by [`crate::outbound::Builder::proxy`], which installs [`ProxyConfig::route`] as reqwest's
+//! proxy rule: the same function decides for the clients, for the configuration checks and for
+//! `promlink doctor`, so they cannot disagree. reqwest's own reading of the environment is
+//! switched off (it would apply `ALL_PROXY` and proxy loopback).
 //!
 //! # Variables
 //! - `HTTPS_PROXY` (else `https_proxy`): the proxy for `https://` destinations.
@@ -98,8 +97,9 @@ impl ProxyUrl {
         )
     }
 
-    /// The full URL, credentials included: for reqwest only, never for messages.
-    fn expose(&self) -> &Url {
+    /// The full URL, credentials included: for the client ([`crate::outbound`]) only, never for
+    /// messages.
+    pub(crate) fn expose(&self) -> &Url {
         &self.0
     }
 }
@@ -385,19 +385,4 @@ fn always_direct(host: &url::Host<&str>) -> Option<Direct> {
         IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(Direct::LinkLocal),
         _ => None,
     }
-}
-
-/// Sets up `builder` for `proxy`: every request is routed by [`ProxyConfig::route`] (reqwest
-/// then opens the CONNECT tunnel, or forwards plain HTTP, and sends the credentials). The
-/// environment is never read behind this: without a proxy the client connects directly.
-pub fn apply(builder: reqwest::ClientBuilder, proxy: &ProxyConfig) -> reqwest::ClientBuilder {
-    let builder = builder.no_proxy();
-    if !proxy.is_set() {
-        return builder;
-    }
-    let proxy = proxy.clone();
-    builder.proxy(reqwest::Proxy::custom(move |url| match proxy.route(url) {
-        Route::Proxy { url, .. } => Some(url.expose().clone()),
-        Route::Direct(_) => None,
-    }))
 }

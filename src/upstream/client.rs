@@ -1,67 +1,43 @@
 //! The HTTPS client that talks to the DCE, and the request it sends.
 //!
-//! Three ways to connect: directly ([`build`]), only to the addresses Private Link approved
+//! The client is built by [`crate::outbound`] with the upstream's timeouts. Three ways to
+//! connect: directly ([`build`]), only to the addresses Private Link approved
 //! ([`build_pinned`]), or as the egress proxy settings say ([`build_proxied`]). The upstream
 //! picks one per Private Link path (see [`super::Upstream`]).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 
 use super::UpstreamError;
-
-/// The `User-Agent` promlink sends.
-pub fn user_agent() -> String {
-    format!("promlink/{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// Reads a PEM bundle of extra CA certificates.
-///
-/// # Errors
-/// When the file cannot be read or holds no certificate.
-pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, UpstreamError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| UpstreamError::CaFile(path.display().to_string(), e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| UpstreamError::CaFile(path.display().to_string(), e.to_string()))?;
-    if certs.is_empty() {
-        return Err(UpstreamError::CaFile(
-            path.display().to_string(),
-            "no PEM certificate in the file".into(),
-        ));
-    }
-    Ok(certs)
-}
+use crate::outbound::{Builder, ClientError};
 
 /// Builds the upstream client: rustls with verified certificates (system roots plus `ca_file`),
 /// no proxy, no redirects, the given per-request timeout.
 ///
 /// # Errors
 /// When the CA file is unusable or the TLS stack cannot be set up.
-pub fn build(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, UpstreamError> {
-    build_pinned(ca_file, timeout, None)
+pub fn build(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    base(ca_file, timeout).build()
 }
 
-/// Like [`build`], resolving names only through `resolver` when given (Private Link pinning).
-/// Never through a proxy: a proxy would resolve the name itself.
+/// Like [`build`], resolving names only through `resolver` (Private Link pinning). Never
+/// through a proxy: a proxy would resolve the name itself.
 ///
 /// # Errors
 /// When the CA file is unusable or the TLS stack cannot be set up.
 pub fn build_pinned(
     ca_file: Option<&Path>,
     timeout: Duration,
-    resolver: Option<std::sync::Arc<crate::privatelink::PinnedResolver>>,
-) -> Result<reqwest::Client, UpstreamError> {
-    let mut b = base(ca_file, timeout)?.no_proxy();
-    if let Some(r) = resolver {
-        b = b.dns_resolver(r);
-    }
-    b.build().map_err(|e| UpstreamError::Client(e.to_string()))
+    resolver: Arc<crate::privatelink::PinnedResolver>,
+) -> Result<reqwest::Client, ClientError> {
+    base(ca_file, timeout).resolver(resolver).build()
 }
 
 /// Like [`build`], with the system resolver and the egress proxy wherever `proxy` routes a
-/// request through one ([`crate::proxy::apply`]): `private_link: off`, and `prefer`'s public
+/// request through one ([`Builder::proxy`]): `private_link: off`, and `prefer`'s public
 /// fallback.
 ///
 /// # Errors
@@ -70,27 +46,17 @@ pub fn build_proxied(
     ca_file: Option<&Path>,
     timeout: Duration,
     proxy: &crate::proxy::ProxyConfig,
-) -> Result<reqwest::Client, UpstreamError> {
-    crate::proxy::apply(base(ca_file, timeout)?, proxy)
-        .build()
-        .map_err(|e| UpstreamError::Client(e.to_string()))
+) -> Result<reqwest::Client, ClientError> {
+    base(ca_file, timeout).proxy(proxy).build()
 }
 
-/// What every upstream client shares: user agent, timeouts, no redirects, trusted CAs.
-fn base(
-    ca_file: Option<&Path>,
-    timeout: Duration,
-) -> Result<reqwest::ClientBuilder, UpstreamError> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(user_agent())
-        .timeout(timeout)
+/// What every upstream client shares: the request timeout, connections within 10 s at most,
+/// idle connections closed after a minute, trusted CAs.
+fn base(ca_file: Option<&Path>, timeout: Duration) -> Builder<'_> {
+    Builder::new(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(60));
-    if let Some(path) = ca_file {
-        b = b.tls_certs_merge(load_ca_bundle(path)?);
-    }
-    Ok(b)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .ca_file(ca_file)
 }
 
 /// The fixed headers of every upstream write.
@@ -110,9 +76,8 @@ pub fn write_headers() -> HeaderMap {
 
 /// The `Authorization` header for a token; marked sensitive so it is never logged by the stack.
 pub fn bearer(token: &crate::secret::Secret) -> Result<HeaderValue, UpstreamError> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-        UpstreamError::Client("token holds characters not allowed in a header".into())
-    })?;
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .map_err(|_| UpstreamError::TokenHeader)?;
     v.set_sensitive(true);
     Ok(v)
 }

@@ -26,10 +26,11 @@ use url::Url;
 
 use crate::codec::{Chunk, Entry};
 use crate::identity::TokenProvider;
+use crate::outbound::{error_chain, Backoff};
 use crate::privatelink::PrivateLink;
 use crate::queue::{BatchLimits, Queue};
 pub use metrics::Metrics;
-use retry::{Action, Backoff, DropReason, RetryReason};
+use retry::{Action, DropReason, RetryReason};
 
 /// Upstream settings, resolved by `crate::config`.
 #[derive(Clone, Debug)]
@@ -55,15 +56,15 @@ pub struct UpstreamConfig {
     pub proxy: crate::proxy::ProxyConfig,
 }
 
-/// Errors setting up the upstream.
+/// Errors setting up the upstream or a request to it.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// The CA file is unusable.
-    #[error("ca file {0}: {1}")]
-    CaFile(String, String),
     /// The HTTP client could not be built.
-    #[error("building the upstream client: {0}")]
-    Client(String),
+    #[error("building the upstream client")]
+    Client(#[from] crate::outbound::ClientError),
+    /// The token cannot travel in an `Authorization` header.
+    #[error("the token holds characters not allowed in a header")]
+    TokenHeader,
 }
 
 /// What the rest of promlink (status, alerts, the demo's view) knows of the upstream.
@@ -208,13 +209,14 @@ impl Upstream {
         private_link: Option<&Arc<PrivateLink>>,
     ) -> Result<reqwest::Client, UpstreamError> {
         let ca = cfg.ca_file.as_deref();
-        match private_link.and_then(|p| p.resolver().map(|r| (p, r))) {
+        let client = match private_link.and_then(|p| p.resolver().map(|r| (p, r))) {
             None => client::build_proxied(ca, cfg.request_timeout, &cfg.proxy),
             Some((p, _)) if p.fallback_through_proxy() => {
                 client::build_proxied(ca, cfg.request_timeout, &cfg.proxy)
             }
-            Some((_, resolver)) => client::build_pinned(ca, cfg.request_timeout, Some(resolver)),
-        }
+            Some((_, resolver)) => client::build_pinned(ca, cfg.request_timeout, resolver),
+        };
+        Ok(client?)
     }
 
     /// The client for the current private-link generation: when the approved addresses change,
@@ -241,7 +243,9 @@ impl Upstream {
             match Self::build_client(&self.cfg, Some(pl)) {
                 Ok(new) => *c = (generation, new),
                 // It was built at start with the same settings; keep the old one if not now.
-                Err(e) => tracing::error!(error = %e, "cannot rebuild the upstream client"),
+                Err(e) => {
+                    tracing::error!(error = %error_chain(&e), "cannot rebuild the upstream client")
+                }
             }
         }
         c.1.clone()
@@ -695,18 +699,6 @@ async fn upstream_message(mut resp: reqwest::Response) -> String {
     } else {
         text
     }
-}
-
-/// An error with its causes, one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! Azure documents 403 (role missing or not yet applied) and 422 (duplicate series) for the
 //! ingestion API and says nothing of the others, so the rules follow the remote-write
 //! specification and Prometheus: 5xx, 429, 408 and connection errors are retried with capped
-//! exponential backoff and jitter; 401/403 refresh the token and keep retrying (a new role
-//! assignment takes about 30 minutes to apply, and dropping meanwhile would lose everything);
-//! 413 splits the batch; any other 4xx drops the batch, counted by reason.
+//! exponential backoff and jitter ([`crate::outbound::Backoff`]); 401/403 refresh the token
+//! and keep retrying (a new role assignment takes about 30 minutes to apply, and dropping
+//! meanwhile would lose everything); 413 splits the batch; any other 4xx drops the batch,
+//! counted by reason.
 
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use reqwest::StatusCode;
 
 /// The longest `Retry-After` that is honoured as given; longer values are capped here so one
@@ -142,44 +142,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
-/// Capped exponential backoff with jitter: the n-th delay is uniformly drawn from
-/// `[d/2, d]` where `d = min(max, min * 2^n)`.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `min` and never above `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
-        let d = self.min.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = d / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-
-    /// The delay to wait when the server asked for `retry_after`: never less than asked.
-    pub fn next_delay_honouring(&mut self, retry_after: Option<Duration>) -> Duration {
-        let own = self.next_delay();
-        match retry_after {
-            Some(ra) => ra.max(own.min(ra + self.min)),
-            None => own,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,21 +184,5 @@ mod tests {
         assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
-        for (i, d) in delays.iter().enumerate() {
-            let cap = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(2));
-            assert!(
-                *d >= cap / 2 && *d <= cap,
-                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
-                cap / 2
-            );
-        }
-        // Never sooner than the server asked.
-        assert!(b.next_delay_honouring(Some(Duration::from_secs(5))) >= Duration::from_secs(5));
     }
 }
