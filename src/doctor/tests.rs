@@ -1,6 +1,14 @@
 //! Unit tests of doctor's grading and texts; end-to-end runs are in `tests/doctor.rs`.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+
+use super::canary::{canary_body, canary_meaning};
+use super::token::token_fix;
 use super::*;
+use crate::identity::IdentityKind;
+use crate::privatelink::Resolution;
 
 const DCE: &str = "https://mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com/dataCollectionRules/dcr-0123456789abcdef0123456789abcdef/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24";
 
