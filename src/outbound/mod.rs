@@ -1,10 +1,10 @@
 //! Outbound HTTP: every HTTP client promlink opens towards another service is built here.
 //!
-//! The upstream (the DCE, [`crate::upstream`]), Entra ID and the managed identity endpoint
-//! (azure_identity's transport, [`crate::identity`]), the Private Link probes and
-//! `promlink doctor` ([`crate::privatelink::probe`], [`crate::doctor`]) and Alertmanager
-//! ([`crate::alert`]) each describe what they need to a [`Builder`] and get a
-//! [`reqwest::Client`] that shares the rest:
+//! The upstream (the DCE, `upstream`), Entra ID and the managed identity endpoint
+//! (azure_identity's transport, `identity`), the Private Link probes and `promlink doctor`
+//! (`privatelink::probe`, `doctor`) and Alertmanager (`alert`) each describe what they need to
+//! a [`Builder`] and get a [`reqwest::Client`] that shares the rest; this module sits below
+//! them all and imports none of them:
 //!
 //! - TLS by rustls, trusting the platform's roots plus the PEM certificates of the operator's
 //!   `ca_file` ([`load_ca_bundle`]); verification cannot be switched off;

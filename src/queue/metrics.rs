@@ -1,18 +1,48 @@
-//! Queue metrics beyond `promlink_queue_bytes`: the disk queue's records, age, commits, fsyncs
+//! Queue metrics: the bytes held and the budget, the disk queue's records, age, commits, fsyncs
 //! and the time they took, replayed and damaged records, and the free space of its filesystem.
-//! Updated once a second from the queue's own counters.
+//!
+//! `promlink_queue_bytes` is read from the queue whenever `/metrics` is scraped, so it is never
+//! stale and nothing else sets it; the budget is set once, at registration; the disk figures
+//! are copied once a second from the queue's own counters ([`Metrics::update`]).
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::Queue;
 
+/// `promlink_queue_bytes`: the queue's bytes in use, read when encoded. It holds the queue
+/// weakly, so the registry does not keep a disk queue (and its directory lock) alive; once the
+/// queue is gone it reads 0.
+struct UsedBytes(Weak<Queue>);
+
+impl std::fmt::Debug for UsedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UsedBytes")
+    }
+}
+
+impl EncodeMetric for UsedBytes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let used = self.0.upgrade().map_or(0, |q| q.used_bytes());
+        encoder.encode_gauge(&i64::try_from(used).unwrap_or(i64::MAX))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
 /// Metrics of the queue stage.
 #[derive(Clone, Default)]
 pub struct Metrics {
+    /// The queue's byte budget.
+    pub max_bytes: Gauge,
     /// Unacknowledged records on disk.
     pub records: Gauge,
     /// Age of the oldest unacknowledged entry.
@@ -36,11 +66,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers the metrics under `queue_`; the filesystem gauges only for a
-    /// `durable` queue.
-    pub fn register(registry: &mut Registry, durable: bool) -> Self {
+    /// Creates and registers the metrics of `queue` under `queue_`; the filesystem gauges only
+    /// for a durable queue.
+    pub fn register(registry: &mut Registry, queue: &Arc<Queue>) -> Self {
         let m = Self::default();
+        let durable = queue.is_durable();
+        m.max_bytes
+            .set(i64::try_from(queue.max_bytes()).unwrap_or(i64::MAX));
         let r = registry.sub_registry_with_prefix("queue");
+        r.register(
+            "bytes",
+            "Bytes held by the queue, waiting or in flight.",
+            UsedBytes(Arc::downgrade(queue)),
+        );
+        r.register("max_bytes", "The queue's byte budget.", m.max_bytes.clone());
         r.register(
             "records",
             "Unacknowledged records in the disk queue.",

@@ -201,7 +201,6 @@ pub struct Receiver {
     cfg: ReceiveConfig,
     queue: Arc<Queue>,
     metrics: Metrics,
-    queue_gauge: prometheus_client::metrics::gauge::Gauge,
     phase: AtomicU8,
     /// When the receiver was created, and the last write's arrival in ms after it (0: none).
     created: tokio::time::Instant,
@@ -220,7 +219,6 @@ impl Receiver {
         cfg: ReceiveConfig,
         queue: Arc<Queue>,
         metrics: Metrics,
-        queue_gauge: prometheus_client::metrics::gauge::Gauge,
         status: Box<dyn status::StatusSource>,
         registry: Arc<prometheus_client::registry::Registry>,
         auth: Arc<auth::Auth>,
@@ -234,7 +232,6 @@ impl Receiver {
             cfg,
             queue,
             metrics,
-            queue_gauge,
             phase: AtomicU8::new(ACCEPTING),
             created: tokio::time::Instant::now(),
             last_write_ms: AtomicU64::new(0),
@@ -320,7 +317,6 @@ impl Receiver {
         }
         if !decoded.chunks.is_empty() {
             self.queue.push(decoded.chunks).await?;
-            self.queue_gauge.set(self.queue.used_bytes() as i64);
         }
         Ok(counts)
     }
@@ -626,7 +622,6 @@ mod tests {
             cfg,
             Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(1 << 20))),
             Metrics::default(),
-            Default::default(),
             Box::new(NoChecks),
             Arc::new(Default::default()),
             Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),

@@ -178,6 +178,18 @@ pub fn check(files: &TlsFiles) -> Result<(), TlsLoadError> {
     build(files, &snapshot(files)?).map(|_| ())
 }
 
+/// Builds the configuration the reloader is about to serve and reports its certificate's
+/// expiry: the one place `promlink_receive_tls_cert_not_after_seconds` is set.
+fn install(
+    files: &TlsFiles,
+    snap: &Snapshot,
+    metrics: &Metrics,
+) -> Result<Arc<rustls::ServerConfig>, TlsLoadError> {
+    let loaded = build(files, snap)?;
+    metrics.tls_cert_not_after.set(loaded.not_after);
+    Ok(loaded.config)
+}
+
 /// The current TLS configuration, replaced when the files change.
 pub struct Reloader {
     files: TlsFiles,
@@ -192,11 +204,10 @@ impl Reloader {
     /// When they cannot be loaded.
     pub fn new(files: TlsFiles, metrics: Metrics) -> Result<Self, TlsLoadError> {
         let snap = snapshot(&files)?;
-        let loaded = build(&files, &snap)?;
-        metrics.tls_cert_not_after.set(loaded.not_after);
+        let config = install(&files, &snap, &metrics)?;
         Ok(Self {
             files,
-            current: RwLock::new((loaded.config, snap)),
+            current: RwLock::new((config, snap)),
             metrics,
         })
     }
@@ -217,9 +228,8 @@ impl Reloader {
         if self.current.read().unwrap_or_else(|e| e.into_inner()).1 == snap {
             return Ok(false);
         }
-        let loaded = build(&self.files, &snap)?;
-        self.metrics.tls_cert_not_after.set(loaded.not_after);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (loaded.config, snap);
+        let config = install(&self.files, &snap, &self.metrics)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (config, snap);
         Ok(true)
     }
 

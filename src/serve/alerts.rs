@@ -1,6 +1,6 @@
 //! The once-a-second loop that reads every stage into an alert [`Signals`] snapshot, evaluates
 //! the rules, hands the result to the alerter, and refreshes the gauges that are read rather
-//! than counted (queue use and disk space, upstream availability).
+//! than counted (the disk queue's figures, upstream availability).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -103,10 +103,6 @@ pub(super) async fn evaluate_alerts(
     let mut watch = Watch::new(SystemTime::now());
     loop {
         inputs.queue_metrics.update(&inputs.queue);
-        inputs
-            .upstream_metrics
-            .queue_bytes
-            .set(inputs.queue.used_bytes() as i64);
         inputs.upstream_metrics.available.set(i64::from(
             inputs.health.unavailable_for(inputs.ready_window).is_none(),
         ));

@@ -129,7 +129,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     } = sending;
     let health = upstream.health();
     let queue = Arc::new(crate::queue::open(&cfg.destination.queue).await?);
-    let queue_metrics = crate::queue::Metrics::register(&mut registry, queue.is_durable());
+    let queue_metrics = crate::queue::Metrics::register(&mut registry, &queue);
 
     let inbound = &cfg.inbound;
     let tls = match &inbound.tls {
@@ -219,7 +219,6 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         cfg.receive.clone(),
         queue.clone(),
         receive_metrics.clone(),
-        upstream_metrics.queue_bytes.clone(),
         checks,
         registry.clone(),
         auth.clone(),
@@ -389,9 +388,6 @@ impl Sending {
             metrics.clone(),
             Some(private_link.clone()),
         )?);
-        metrics
-            .queue_max_bytes
-            .set(cfg.destination.queue.max_bytes as i64);
         Ok(Self {
             identity,
             private_link,

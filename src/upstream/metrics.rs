@@ -50,10 +50,6 @@ pub struct Metrics {
     pub batch_samples: Histogram,
     /// Uncompressed bytes per upstream batch.
     pub batch_bytes: Histogram,
-    /// Queue bytes in use (waiting and in flight).
-    pub queue_bytes: Gauge,
-    /// Queue byte budget.
-    pub queue_max_bytes: Gauge,
     /// Unix time of the last upstream acceptance.
     pub last_success: Gauge,
     /// 1 while the upstream gave an HTTP answer within `ready_window`, 0 when it has not.
@@ -76,8 +72,6 @@ impl Default for Metrics {
             duplicates_removed: Counter::default(),
             batch_samples: Histogram::new(exponential_buckets(10.0, 2.0, 14)),
             batch_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 14)),
-            queue_bytes: Gauge::default(),
-            queue_max_bytes: Gauge::default(),
             last_success: Gauge::default(),
             available: Gauge::default(),
         }
@@ -153,16 +147,6 @@ impl Metrics {
             "batch_bytes",
             "Uncompressed bytes per upstream batch.",
             m.batch_bytes.clone(),
-        );
-        r.register(
-            "queue_bytes",
-            "Bytes held by the queue, waiting or in flight.",
-            m.queue_bytes.clone(),
-        );
-        r.register(
-            "queue_max_bytes",
-            "The queue's byte budget.",
-            m.queue_max_bytes.clone(),
         );
         r.register(
             "upstream_last_success_timestamp_seconds",

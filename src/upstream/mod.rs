@@ -291,7 +291,6 @@ impl Upstream {
                 self.count_drop(&undelivered, DropReason::Shutdown);
                 queue.done(batch);
             }
-            self.metrics.queue_bytes.set(queue.used_bytes() as i64);
         }
         if abort.is_cancelled() {
             let rest = queue.abandon();
