@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::identity::{IdentityKind, TokenProvider};
 use crate::privatelink::PrivateLink;
+use crate::queue::Queue;
 use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
 
@@ -143,16 +145,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         inbound.auth.clone(),
         receive_metrics.clone(),
     )?);
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+    let (listener, local_addr) = bind(cfg.listen).await?;
 
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
@@ -224,25 +217,17 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         auth.clone(),
     ));
     let app = receiver.clone().router();
-    tracing::info!(
-        listen = %local_addr,
-        tls = tls.is_some(),
-        client_certificates = inbound.auth.client_certificates,
-        bearer_tokens = inbound.auth.bearer_token_file.is_some(),
-        upstream = %redacted_url(&cfg.destination.upstream.url),
-        shards = cfg.destination.shards,
-        "promlink is listening"
-    );
-    if !inbound.auth.enabled() && !local_addr.ip().is_loopback() {
-        tracing::warn!(listen = %local_addr, "no sender authentication: anyone who can reach this address can write into the workspace; set bearer_token_file or client_ca (with tls_cert/tls_key), or restrict who can connect (NetworkPolicy, firewall)");
-    }
+    log_listening(&cfg, local_addr);
     let listener_cfg = inbound.listener.clone();
 
+    // Stopped, in this order, once the workers are done: everything that runs beside them.
+    background_tasks.extend(reloaders);
+    background_tasks.extend([prober, alert_rules, alert_poster]);
     let signal = shutdown.clone();
-    let close = CancellationToken::new();
     let grace = cfg.shutdown.grace;
     let quiet = cfg.shutdown.quiet_period;
     let task = tokio::spawn(async move {
+        let close = CancellationToken::new();
         let server = crate::receive::listener::serve(
             listener,
             app,
@@ -252,66 +237,13 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             signal.clone(),
             close.clone(),
         );
-        let mut server = std::pin::pin!(server);
-        let mut server_done = false;
-        // One deadline for the whole shutdown, fixed when it starts.
-        let deadline = tokio::select! {
-            // The listener ended on its own (it does not, short of a bug): deliver and stop.
-            () = &mut server => tokio::time::Instant::now() + grace,
-            _ = signal.cancelled() => {
-                let since = tokio::time::Instant::now();
-                let deadline = since + grace;
-                receiver.begin_draining();
-                tracing::info!(quiet_period = %humantime::format_duration(quiet), "shutting down: still accepting writes until they go quiet; senders are told to move on");
-                let until = deadline - crate::shutdown::drain_reserve(grace);
-                let why = tokio::select! {
-                    why = crate::shutdown::accept_until_quiet(since, quiet, until, || receiver.last_write()) => Some(why),
-                    () = &mut server => {
-                        server_done = true;
-                        None
-                    }
-                };
-                receiver.stop_accepting();
-                close.cancel();
-                match why {
-                    Some(crate::shutdown::Quiet::Quiet) => tracing::info!("writes went quiet; no longer accepting writes"),
-                    Some(crate::shutdown::Quiet::OutOfTime) => tracing::warn!("writes kept arriving until the grace period ran short; no longer accepting writes (new ones get 503)"),
-                    None => {}
-                }
-                // In-flight writes may finish, but a stuck or trickling upload cannot hold the
-                // shutdown past the grace period (dropping the server closes its connections).
-                if !server_done && tokio::time::timeout_at(deadline, &mut server).await.is_err() {
-                    tracing::warn!("in-flight writes did not finish within the grace period; closing their connections");
-                }
-                deadline
-            }
-        };
-        // No more writes can arrive: let partial batches leave at once.
-        queue.close();
-        let waiting = queue.used_bytes();
-        tracing::info!(queued_bytes = waiting, grace = %humantime::format_duration(grace), "delivering what is queued before exiting");
-        let all = futures_util::future::join_all(workers);
-        tokio::pin!(all);
-        if tokio::time::timeout_at(deadline, &mut all).await.is_err() {
-            if queue.is_durable() {
-                tracing::warn!("shutdown grace period ended with data undelivered; it stays in the disk queue for the next start");
-            } else {
-                tracing::error!("shutdown grace period ended with data undelivered; dropping it");
-            }
-            abort.cancel();
-            all.await;
-        }
-        if let Err(e) = queue.sync().await {
-            tracing::error!(error = %e, "syncing the disk queue at shutdown failed");
-        }
+        let deadline =
+            receive_until_stopped(server, &signal, &close, &receiver, grace, quiet).await;
+        deliver_until(&queue, workers, deadline, grace, &abort).await;
         background.cancel();
-        background_tasks.extend(reloaders);
-        background_tasks.push(prober);
         for t in background_tasks {
             let _ = t.await;
         }
-        let _ = alert_rules.await;
-        let _ = alert_poster.await;
         tracing::info!("promlink stopped");
     });
     Ok(Running {
@@ -324,6 +256,110 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         registry,
         task,
     })
+}
+
+/// Binds the receiver's address.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let bind_error = |source| ServeError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local_addr))
+}
+
+/// Says that promlink listens, and warns when anyone who can reach it may write.
+fn log_listening(cfg: &Config, local_addr: SocketAddr) {
+    let inbound = &cfg.inbound;
+    tracing::info!(
+        listen = %local_addr,
+        tls = inbound.tls.is_some(),
+        client_certificates = inbound.auth.client_certificates,
+        bearer_tokens = inbound.auth.bearer_token_file.is_some(),
+        upstream = %redacted_url(&cfg.destination.upstream.url),
+        shards = cfg.destination.shards,
+        "promlink is listening"
+    );
+    if !inbound.auth.enabled() && !local_addr.ip().is_loopback() {
+        tracing::warn!(listen = %local_addr, "no sender authentication: anyone who can reach this address can write into the workspace; set bearer_token_file or client_ca (with tls_cert/tls_key), or restrict who can connect (NetworkPolicy, firewall)");
+    }
+}
+
+/// Serves writes until `signal`, then shuts the receiver down as [`crate::shutdown`] says: it
+/// keeps accepting while telling senders to move on until writes go quiet (or the grace period
+/// runs short), then refuses new writes (`close`) and lets in-flight ones finish until the
+/// deadline. Returns the deadline of the whole shutdown, `grace` from the signal.
+async fn receive_until_stopped(
+    server: impl std::future::Future<Output = ()>,
+    signal: &CancellationToken,
+    close: &CancellationToken,
+    receiver: &Receiver,
+    grace: Duration,
+    quiet: Duration,
+) -> tokio::time::Instant {
+    let mut server = std::pin::pin!(server);
+    let mut server_done = false;
+    // One deadline for the whole shutdown, fixed when it starts.
+    tokio::select! {
+        // The listener ended on its own (it does not, short of a bug): deliver and stop.
+        () = &mut server => tokio::time::Instant::now() + grace,
+        _ = signal.cancelled() => {
+            let since = tokio::time::Instant::now();
+            let deadline = since + grace;
+            receiver.begin_draining();
+            tracing::info!(quiet_period = %humantime::format_duration(quiet), "shutting down: still accepting writes until they go quiet; senders are told to move on");
+            let until = deadline - crate::shutdown::drain_reserve(grace);
+            let why = tokio::select! {
+                why = crate::shutdown::accept_until_quiet(since, quiet, until, || receiver.last_write()) => Some(why),
+                () = &mut server => {
+                    server_done = true;
+                    None
+                }
+            };
+            receiver.stop_accepting();
+            close.cancel();
+            match why {
+                Some(crate::shutdown::Quiet::Quiet) => tracing::info!("writes went quiet; no longer accepting writes"),
+                Some(crate::shutdown::Quiet::OutOfTime) => tracing::warn!("writes kept arriving until the grace period ran short; no longer accepting writes (new ones get 503)"),
+                None => {}
+            }
+            // In-flight writes may finish, but a stuck or trickling upload cannot hold the
+            // shutdown past the grace period (dropping the server closes its connections).
+            if !server_done && tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+                tracing::warn!("in-flight writes did not finish within the grace period; closing their connections");
+            }
+            deadline
+        }
+    }
+}
+
+/// No more writes can arrive: closes the queue so partial batches leave at once, lets the
+/// workers deliver until `deadline`, then aborts them (what is undelivered stays in the disk
+/// queue, or is dropped and counted from the memory queue) and syncs the disk queue.
+async fn deliver_until(
+    queue: &Queue,
+    workers: Vec<JoinHandle<()>>,
+    deadline: tokio::time::Instant,
+    grace: Duration,
+    abort: &CancellationToken,
+) {
+    queue.close();
+    let waiting = queue.used_bytes();
+    tracing::info!(queued_bytes = waiting, grace = %humantime::format_duration(grace), "delivering what is queued before exiting");
+    let all = futures_util::future::join_all(workers);
+    tokio::pin!(all);
+    if tokio::time::timeout_at(deadline, &mut all).await.is_err() {
+        if queue.is_durable() {
+            tracing::warn!("shutdown grace period ended with data undelivered; it stays in the disk queue for the next start");
+        } else {
+            tracing::error!("shutdown grace period ended with data undelivered; dropping it");
+        }
+        abort.cancel();
+        all.await;
+    }
+    if let Err(e) = queue.sync().await {
+        tracing::error!(error = %e, "syncing the disk queue at shutdown failed");
+    }
 }
 
 /// The sending side that `serve` and `drain` share: the identity, the Private Link stage and
