@@ -161,3 +161,48 @@ impl Metrics {
         catch_up(&self.replayed, s.replayed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    fn value(text: &str, name: &str) -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn queue_bytes_are_read_at_every_scrape_and_the_budget_is_set_once() {
+        let queue = Arc::new(Queue::Memory(super::super::MemoryQueue::new(1 << 20)));
+        let mut registry = Registry::with_prefix("promlink");
+        let _metrics = Metrics::register(&mut registry, &queue);
+        let text = scrape(&registry);
+        for line in [
+            "# HELP promlink_queue_bytes Bytes held by the queue, waiting or in flight.",
+            "# TYPE promlink_queue_bytes gauge\n",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        assert_eq!(value(&text, "promlink_queue_bytes"), Some(0));
+        assert_eq!(value(&text, "promlink_queue_max_bytes"), Some(1 << 20));
+
+        let chunk = super::super::test_chunk(1, 1, 10, 1000);
+        queue.push(vec![chunk]).await.unwrap();
+        let used = i64::try_from(queue.used_bytes()).unwrap();
+        assert!(used > 0);
+        assert_eq!(
+            value(&scrape(&registry), "promlink_queue_bytes"),
+            Some(used)
+        );
+
+        // The registry does not keep the queue alive.
+        drop(queue);
+        assert_eq!(value(&scrape(&registry), "promlink_queue_bytes"), Some(0));
+    }
+}
