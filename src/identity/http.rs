@@ -3,10 +3,11 @@
 //! One reqwest client (built by [`crate::outbound`]: rustls, the platform's roots plus the
 //! operator's `ca_file`) is handed to azure_identity as its transport, so a corporate CA or a
 //! local test issuer is trusted the same way for Entra ID and for the managed identity
-//! endpoint, and connections are pooled across refreshes. azure_identity's own retry policy is switched off: the refresher retries, with its
-//! own backoff, and counts every failure. The egress proxy applies as [`crate::proxy`] decides:
-//! the authority through `HTTPS_PROXY` unless `NO_PROXY` excludes it, the managed identity
-//! endpoints (IMDS, link-local; App Service style, loopback) never.
+//! endpoint, and connections are pooled across refreshes. azure_identity's own retry policy is
+//! switched off: the refresher retries, with promlink's one backoff, and counts every failure.
+//! The egress proxy applies as [`crate::proxy`] decides: the authority through `HTTPS_PROXY`
+//! unless `NO_PROXY` excludes it, the managed identity endpoints (IMDS, link-local; App
+//! Service style, loopback) never.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,9 +3,9 @@
 //! Entra kinds: fetch at once; after a success sleep until `refresh_before_expiry` before the
 //! token expires (half its remaining life if it is shorter than that); after a failure sleep
 //! `retry_min`, doubling per consecutive failure up to `retry_max`, each delay jittered down by
-//! up to half so many instances do not retry in step ([`crate::outbound::Backoff`]). It never gives up. `invalidate()` cuts a
-//! sleep short. While sleeping it also wakes when the current token expires, so the `valid`
-//! gauge and waiting callers learn of it.
+//! up to half so many instances do not retry in step ([`crate::outbound::Backoff`]). It never
+//! gives up. `invalidate()` cuts a sleep short. While sleeping it also wakes when the current
+//! token expires, so the `valid` gauge and waiting callers learn of it.
 //!
 //! Token-file: check the file every [`TOKEN_FILE_POLL`].
 
