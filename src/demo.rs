@@ -53,8 +53,8 @@ pub enum DemoError {
     Start(String),
 }
 
-fn start_err(e: impl std::fmt::Display) -> DemoError {
-    DemoError::Start(e.to_string())
+fn start_err(e: impl std::error::Error) -> DemoError {
+    DemoError::Start(crate::outbound::error_chain(&e))
 }
 
 /// Runs the demo; returns whether every acknowledged sample reached the DCE emulator intact.

@@ -28,32 +28,33 @@ use crate::upstream::{Health, Upstream};
 mod alerts;
 use alerts::{evaluate_alerts, AlertInputs};
 
-/// Errors starting promlink.
+/// Errors starting promlink. Each names the part that failed; the cause is its `source()`, so
+/// print the whole chain (`{:#}` through anyhow, or [`crate::outbound::error_chain`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The identity could not be set up.
-    #[error("identity: {0}")]
+    #[error("identity")]
     Identity(#[from] crate::identity::Error),
     /// The upstream client could not be set up.
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
     /// The Alertmanager client could not be set up.
-    #[error("alerting: {0}")]
+    #[error("alerting")]
     Alert(#[from] crate::alert::AlertError),
     /// The disk queue could not be opened.
     #[error(transparent)]
     Queue(#[from] crate::queue::DiskQueueError),
     /// Private-link verification could not be set up.
-    #[error("private link: {0}")]
+    #[error("private link")]
     PrivateLink(#[from] crate::privatelink::path::PathError),
     /// The receiver's TLS files could not be loaded.
-    #[error("receiver TLS: {0}")]
+    #[error("receiver TLS")]
     Tls(#[from] crate::receive::tls::TlsLoadError),
     /// The sender token file could not be loaded.
-    #[error("receiver authentication: {0}")]
+    #[error("receiver authentication")]
     Auth(#[from] crate::receive::auth::TokenFileError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
