@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::emulator::azure::{AzureOptions, EmulatedAzure, CLIENT, PUBLIC_ENDPOINT};
 use crate::emulator::dce::Fault;
 use crate::loadgen::{self, LoadgenConfig, Report};
+use crate::serve::Running;
 
 const HOST: &str = "promlink-demo-a1b2.eastus-1.metrics.ingest.monitor.azure.com";
 
@@ -72,8 +73,29 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     })
     .await
     .map_err(start_err)?;
-    let url = azure.ingestion_url();
     let dir = tempfile_dir()?;
+    let promlink = start_promlink(&args, &azure, &dir).await?;
+    let write_url = format!("http://{}/api/v1/write", promlink.local_addr);
+    print_setup(&args, &azure, &write_url);
+    let report = send(&args, &azure, &promlink, &write_url, &stop).await?;
+
+    // Let promlink deliver what it holds, then stop it the way SIGTERM would.
+    println!("\nstopping the sender; promlink delivers what it holds and shuts down...");
+    promlink.shutdown.cancel();
+    promlink.wait().await;
+    let ok = print_summary(&azure, &report);
+    azure.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ok)
+}
+
+/// `promlink serve` against the emulated Azure, with short timers so the demo shows retries,
+/// re-verification and token refreshes within seconds.
+async fn start_promlink(
+    args: &DemoArgs,
+    azure: &EmulatedAzure,
+    dir: &std::path::Path,
+) -> Result<Running, DemoError> {
     let settings = Settings {
         listen: Some(args.listen),
         reverify_min: Some(Duration::from_millis(500)),
@@ -84,13 +106,16 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         retry_min_backoff: Some(Duration::from_millis(200)),
         retry_max_backoff: Some(Duration::from_secs(5)),
         ..azure
-            .settings(&dir, crate::privatelink::Mode::Require)
+            .settings(dir, crate::privatelink::Mode::Require)
             .map_err(start_err)?
     };
     let cfg = settings.resolve().map_err(start_err)?;
-    let promlink = crate::serve::start(cfg).await.map_err(start_err)?;
-    let write_url = format!("http://{}/api/v1/write", promlink.local_addr);
+    crate::serve::start(cfg).await.map_err(start_err)
+}
 
+/// What runs where.
+fn print_setup(args: &DemoArgs, azure: &EmulatedAzure, write_url: &str) {
+    let url = azure.ingestion_url();
     println!("promlink demo: everything below runs on this machine; Azure is EMULATED.");
     println!("  Entra ID EMULATOR  {}", azure.entra.authority_host());
     println!(
@@ -110,7 +135,17 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         humantime::format_duration(args.duration)
     );
     println!();
+}
 
+/// The synthetic sender: one round a second until the duration is up or the demo is stopped,
+/// with the fault schedule and a live view; returns what promlink acknowledged to it.
+async fn send(
+    args: &DemoArgs,
+    azure: &EmulatedAzure,
+    promlink: &Running,
+    write_url: &str,
+    stop: &CancellationToken,
+) -> Result<Report, DemoError> {
     // Loopback only: never through a proxy from the environment (reqwest would use one).
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -123,26 +158,14 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
     let mut second = 0u64;
     while started.elapsed() < args.duration && !stop.is_cancelled() {
         if !args.no_faults {
-            match second {
-                4 => (0..3).for_each(|_| azure.private().push_fault(Fault::status(503))),
-                8 => {
-                    println!("  >> DNS breaks: the private zone is unlinked, {HOST} now resolves to the public endpoint");
-                    azure.dns.set_public(HOST, PUBLIC_ENDPOINT, 2);
-                }
-                12 => {
-                    println!("  >> DNS fixed");
-                    azure.private_dns_restored();
-                }
-                15 => azure.private().push_fault(Fault::retry_after(429, 2)),
-                _ => {}
-            }
+            inject_faults(azure, second);
         }
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let round = loadgen::run(
             LoadgenConfig {
-                url: write_url.clone(),
+                url: write_url.to_owned(),
                 series: args.series,
                 rounds: 1,
                 shards: 4,
@@ -158,34 +181,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         .map_err(start_err)?;
         report.merge(round);
         let m = scrape(&http, &metrics_url).await;
-        let token = promlink.identity.state();
-        let status = promlink.health.last_status();
-        let d = azure.private().stats();
-        let pl = promlink.private_link.snapshot();
-        let verdict = pl.resolution.as_ref().map_or("-", |r| r.verdict.as_str());
-        let alerts: Vec<&str> = promlink.alerter.firing().iter().map(|a| a.name).collect();
-        println!(
-            "        dns {verdict:<8} path {:<7} queue {:>6} B  alerts {}",
-            pl.path.as_str(),
-            m.get("promlink_queue_bytes"),
-            if alerts.is_empty() {
-                "-".to_string()
-            } else {
-                alerts.join(",")
-            },
-        );
-        println!(
-            "t={:>3}s  sent {:>7}  received {:>7}  forwarded {:>7}  DCE EMULATOR accepted {:>7}  upstream last {}  retries {:>2}  token {} (refreshes {})",
-            started.elapsed().as_secs(),
-            report.samples_acked,
-            m.get("promlink_samples_received_total{protocol=\"v1\"}"),
-            m.get("promlink_samples_forwarded_total"),
-            d.samples,
-            if status == 0 { "-".to_string() } else { status.to_string() },
-            m.sum_prefix("promlink_upstream_retries_total"),
-            if token.valid { "valid" } else { "INVALID" },
-            token.refreshes_ok,
-        );
+        print_second(azure, promlink, &m, started, &report);
         second += 1;
         next_round += Duration::from_secs(1);
         tokio::select! {
@@ -193,11 +189,69 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
             _ = stop.cancelled() => {}
         }
     }
+    Ok(report)
+}
 
-    // Let promlink deliver what it holds, then stop it the way SIGTERM would.
-    println!("\nstopping the sender; promlink delivers what it holds and shuts down...");
-    promlink.shutdown.cancel();
-    promlink.wait().await;
+/// The fault schedule, by second: 503s, the private DNS zone unlinked and restored, a 429 with
+/// `Retry-After`.
+fn inject_faults(azure: &EmulatedAzure, second: u64) {
+    match second {
+        4 => (0..3).for_each(|_| azure.private().push_fault(Fault::status(503))),
+        8 => {
+            println!("  >> DNS breaks: the private zone is unlinked, {HOST} now resolves to the public endpoint");
+            azure.dns.set_public(HOST, PUBLIC_ENDPOINT, 2);
+        }
+        12 => {
+            println!("  >> DNS fixed");
+            azure.private_dns_restored();
+        }
+        15 => azure.private().push_fault(Fault::retry_after(429, 2)),
+        _ => {}
+    }
+}
+
+/// The live view of one second: Private Link state, queue and alerts, then the counts along
+/// the path, the upstream's last answer and the token.
+fn print_second(
+    azure: &EmulatedAzure,
+    promlink: &Running,
+    m: &Scraped,
+    started: Instant,
+    report: &Report,
+) {
+    let token = promlink.identity.state();
+    let status = promlink.health.last_status();
+    let d = azure.private().stats();
+    let pl = promlink.private_link.snapshot();
+    let verdict = pl.resolution.as_ref().map_or("-", |r| r.verdict.as_str());
+    let alerts: Vec<&str> = promlink.alerter.firing().iter().map(|a| a.name).collect();
+    println!(
+        "        dns {verdict:<8} path {:<7} queue {:>6} B  alerts {}",
+        pl.path.as_str(),
+        m.get("promlink_queue_bytes"),
+        if alerts.is_empty() {
+            "-".to_string()
+        } else {
+            alerts.join(",")
+        },
+    );
+    println!(
+        "t={:>3}s  sent {:>7}  received {:>7}  forwarded {:>7}  DCE EMULATOR accepted {:>7}  upstream last {}  retries {:>2}  token {} (refreshes {})",
+        started.elapsed().as_secs(),
+        report.samples_acked,
+        m.get("promlink_samples_received_total{protocol=\"v1\"}"),
+        m.get("promlink_samples_forwarded_total"),
+        d.samples,
+        if status == 0 { "-".to_string() } else { status.to_string() },
+        m.sum_prefix("promlink_upstream_retries_total"),
+        if token.valid { "valid" } else { "INVALID" },
+        token.refreshes_ok,
+    );
+}
+
+/// The summary after promlink stopped; returns whether every acknowledged sample reached the
+/// private DCE emulator once, in order, bit for bit, and nothing reached the public one.
+fn print_summary(azure: &EmulatedAzure, report: &Report) -> bool {
     let d = azure.private().stats();
     let public_connections = azure.public.connections();
     let ok = public_connections == 0
@@ -235,9 +289,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
             "MISMATCH: see above"
         }
     );
-    azure.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(ok)
+    ok
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, DemoError> {

@@ -1,5 +1,11 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message as _;
+
 use super::*;
 use crate::emulator::entra::Claims;
+use crate::loadgen::checksum::Checksum;
 use crate::loadgen::encode;
 use crate::proto::v1::{Label, MetricMetadata, Sample, TimeSeries};
 

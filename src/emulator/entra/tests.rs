@@ -1,3 +1,5 @@
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
 use super::*;
 use crate::emulator::tls::rsa_client_certificate;
 
