@@ -256,10 +256,50 @@ impl PrivateLink {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
         );
+        let dns_changed = self.note_answer(&prev, &res);
+        let (private_ok, probe_failure) = self.probe_private(&res).await;
+        let now = Instant::now();
+        let (path, approved) = self
+            .decide_path(&prev, &res, &private_ok, healthy_since, now)
+            .await;
+        let fallback_since = self.note_path(&prev, path, &approved, last_tick, now);
+        {
+            let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+            // The path too: prefer's fallback through a proxy approves no address, but needs a
+            // client of its own.
+            let changed = s.approved != approved || s.path != path;
+            s.resolution = Some(res.clone());
+            s.path = path;
+            s.approved = approved;
+            s.fallback_since = fallback_since;
+            s.probe_failure = probe_failure;
+            s.dns_changed = dns_changed;
+            // Inside the lock: a request that sees the new approvals also sees the new
+            // generation, so it cannot reuse a pooled connection to an address now refused.
+            if changed {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.verified.send_modify(|g| *g += 1);
+
+        // On a healthy private path, re-verify when the TTL expires (within the bounds);
+        // unhealthy, held, on the fallback or waiting to return: look again soon.
+        if path == ActivePath::Private && !private_ok.is_empty() {
+            res.ttl
+                .unwrap_or(self.cfg.reverify_min)
+                .clamp(self.cfg.reverify_min, self.cfg.reverify_max)
+        } else {
+            self.cfg.reverify_min
+        }
+    }
+
+    /// Logs and counts how the answer `res` differs from the previous one; returns the last
+    /// change of the DNS answer (when and `old -> new`).
+    fn note_answer(&self, prev: &Snapshot, res: &Resolution) -> Option<(SystemTime, String)> {
         let mut dns_changed = prev.dns_changed.clone();
         if let Some(old) = &prev.resolution {
-            if !old.same_answer(&res) {
-                let change = format!("{} -> {}", describe(old), describe(&res));
+            if !old.same_answer(res) {
+                let change = format!("{} -> {}", describe(old), describe(res));
                 tracing::warn!(host = %self.host, change = %change, verdict = %res.verdict, "the upstream's DNS answer changed");
                 self.metrics.dns_changes.inc();
                 dns_changed = Some((SystemTime::now(), change));
@@ -279,7 +319,12 @@ impl PrivateLink {
             tracing::info!(host = %self.host, detail = %res.detail, "private link verified");
         }
 
-        // Probe the private endpoint when DNS says private.
+        dns_changed
+    }
+
+    /// Probes every address of a private answer: the addresses that connect, and the last
+    /// failure while none does.
+    async fn probe_private(&self, res: &Resolution) -> (Vec<IpAddr>, Option<String>) {
         let mut probe_failure = None;
         let mut private_ok: Vec<IpAddr> = Vec::new();
         if res.verdict == Verdict::Private {
@@ -309,8 +354,19 @@ impl PrivateLink {
             }
         }
 
-        let now = Instant::now();
-        let (path, approved) = match self.cfg.mode {
+        (private_ok, probe_failure)
+    }
+
+    /// Where traffic goes under the policy, and the addresses the client may connect to.
+    async fn decide_path(
+        &self,
+        prev: &Snapshot,
+        res: &Resolution,
+        private_ok: &[IpAddr],
+        healthy_since: &mut Option<Instant>,
+        now: Instant,
+    ) -> (ActivePath, Vec<IpAddr>) {
+        match self.cfg.mode {
             Mode::Off => (ActivePath::Public, res.addresses.clone()),
             Mode::Require => {
                 if res.verdict == Verdict::Private {
@@ -321,7 +377,7 @@ impl PrivateLink {
                         if private_ok.is_empty() {
                             res.addresses.clone()
                         } else {
-                            private_ok.clone()
+                            private_ok.to_vec()
                         },
                     )
                 } else {
@@ -342,7 +398,7 @@ impl PrivateLink {
                 let public = if settled || self.cfg.public_via_proxy {
                     Vec::new()
                 } else {
-                    self.public_path(&res).await
+                    self.public_path(res).await
                 };
                 let fallback = self.cfg.public_via_proxy || !public.is_empty();
                 let back = !private_ok.is_empty()
@@ -356,15 +412,26 @@ impl PrivateLink {
                             .is_some_and(|t| now.duration_since(t) >= self.cfg.return_after),
                     };
                 if back {
-                    (ActivePath::Private, private_ok.clone())
+                    (ActivePath::Private, private_ok.to_vec())
                 } else if fallback {
                     (ActivePath::Public, public)
                 } else {
                     (ActivePath::None, Vec::new())
                 }
             }
-        };
+        }
+    }
 
+    /// Counts time on the fallback and path changes, logs them; returns since when traffic is
+    /// on the public fallback, if it is.
+    fn note_path(
+        &self,
+        prev: &Snapshot,
+        path: ActivePath,
+        approved: &[IpAddr],
+        last_tick: &mut Instant,
+        now: Instant,
+    ) -> Option<SystemTime> {
         // Time on the fallback.
         let since_last = now.duration_since(*last_tick);
         *last_tick = now;
@@ -402,34 +469,7 @@ impl PrivateLink {
                 ActivePath::Public => {}
             }
         }
-        {
-            let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-            // The path too: prefer's fallback through a proxy approves no address, but needs a
-            // client of its own.
-            let changed = s.approved != approved || s.path != path;
-            s.resolution = Some(res.clone());
-            s.path = path;
-            s.approved = approved;
-            s.fallback_since = fallback_since;
-            s.probe_failure = probe_failure;
-            s.dns_changed = dns_changed;
-            // Inside the lock: a request that sees the new approvals also sees the new
-            // generation, so it cannot reuse a pooled connection to an address now refused.
-            if changed {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        self.verified.send_modify(|g| *g += 1);
-
-        // On a healthy private path, re-verify when the TTL expires (within the bounds);
-        // unhealthy, held, on the fallback or waiting to return: look again soon.
-        if path == ActivePath::Private && !private_ok.is_empty() {
-            res.ttl
-                .unwrap_or(self.cfg.reverify_min)
-                .clamp(self.cfg.reverify_min, self.cfg.reverify_max)
-        } else {
-            self.cfg.reverify_min
-        }
+        fallback_since
     }
 
     /// Public addresses for the fallback (see [`Self::public_addresses`]), remembered so a later
