@@ -5,7 +5,7 @@
 //! (<https://protobuf.dev/programming-guides/encoding/>) directly instead of decoding into owned
 //! structs.
 
-use super::DecodeError;
+use super::error::DecodeError;
 
 /// Protobuf wire types this walker understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

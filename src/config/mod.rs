@@ -1358,10 +1358,7 @@ impl Settings {
                     .unwrap_or(FullStatus::ServiceUnavailable),
                 retry_after_secs: 5,
                 max_inflight_decode_bytes,
-                limits: crate::codec::ChunkLimits {
-                    max_points: max_samples,
-                    max_raw: max_bytes,
-                },
+                limits: batch,
                 body_read_timeout,
                 max_concurrent_requests,
                 max_inflight_body_bytes,

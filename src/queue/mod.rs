@@ -24,22 +24,11 @@ pub mod metrics;
 
 use std::time::Duration;
 
+pub use crate::codec::BatchLimits;
 use crate::codec::Chunk;
 pub use disk::{DiskQueue, DiskQueueConfig, DiskQueueError, FsyncPolicy, RecoveryReport};
 pub use memory::MemoryQueue;
 pub use metrics::Metrics;
-
-/// Limits of one upstream batch.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchLimits {
-    /// Most samples (float samples + histogram samples) in one batch; a chunk larger than this
-    /// travels alone.
-    pub max_samples: usize,
-    /// Most encoded (uncompressed) bytes in one batch.
-    pub max_bytes: usize,
-    /// How long the oldest chunk may wait for the batch to fill.
-    pub flush_interval: Duration,
-}
 
 /// Why a push was refused; nothing of the request was kept.
 #[derive(Debug, thiserror::Error)]

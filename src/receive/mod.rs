@@ -70,7 +70,7 @@ pub struct ReceiveConfig {
     /// memory past it.
     pub max_inflight_decode_bytes: usize,
     /// Where requests are cut into chunks: the upstream batch limits.
-    pub limits: codec::ChunkLimits,
+    pub limits: codec::BatchLimits,
     /// Time a sender has to send a request body.
     pub body_read_timeout: std::time::Duration,
     /// Most write requests handled at once; more get the retryable `full_status`.
@@ -614,9 +614,10 @@ mod tests {
             full_status: FullStatus::ServiceUnavailable,
             retry_after_secs: 5,
             max_inflight_decode_bytes: 100_000,
-            limits: codec::ChunkLimits {
-                max_points: 5000,
-                max_raw: 4 << 20,
+            limits: codec::BatchLimits {
+                max_samples: 5000,
+                max_bytes: 4 << 20,
+                flush_interval: std::time::Duration::from_secs(1),
             },
             body_read_timeout: std::time::Duration::from_secs(5),
             max_concurrent_requests: 8,

@@ -573,8 +573,8 @@ impl Upstream {
                 };
                 dropped += u64::from(p.samples + p.histograms);
                 if !p.empty {
-                    e.samples -= p.samples;
-                    e.histograms -= p.histograms;
+                    e.counts.samples -= p.samples;
+                    e.counts.histograms -= p.histograms;
                     e.bytes = Bytes::from(bytes);
                     kept.push(e);
                 }
