@@ -4,7 +4,8 @@
 // chunking of the receiver and the full decoder that explains refusals; they must agree on
 // whether the body is acceptable.
 
-use promlink::codec::{self, BatchLimits, Options, Protocol};
+use promlink_codec as codec;
+use promlink_codec::{BatchLimits, Options, Protocol};
 
 pub fn run(protocol: Protocol, data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {

@@ -2,15 +2,15 @@
 
 use super::check::{check_series, Checked};
 use super::scan::{fast_scan, NameCache};
-use crate::codec::message::{series_key, FIELD_TIMESERIES, TS_LABELS, TS_SAMPLES};
-use crate::codec::options::Options;
-use crate::codec::wire::{self, Fields};
+use crate::message::{series_key, FIELD_TIMESERIES, TS_LABELS, TS_SAMPLES};
+use crate::options::Options;
+use crate::wire::{self, Fields};
 
 /// The one-pass scan and the full path agree on every fixture series, with and without an
 /// added cluster label: same shard key, same bytes, same counts, same oldest timestamp.
 #[test]
 fn fast_and_full_paths_agree() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
     for cluster in [None, Some("aks-1"), Some("zzz"), Some("a")] {
         let opts = Options {
             cluster: cluster.map(str::to_string),
@@ -30,7 +30,7 @@ fn fast_and_full_paths_agree() {
             "prom242_rw1_100_stale_markers.snappy",
         ] {
             let body = std::fs::read(format!("{dir}/{name}")).unwrap();
-            let raw = crate::codec::decompress(&body, 1 << 26).unwrap();
+            let raw = crate::decompress(&body, 1 << 26).unwrap();
             let mut scratch = Vec::new();
             let mut n = 0;
             for f in Fields::new(&raw) {

@@ -354,7 +354,7 @@ fn minimal_header(bytes: &[u8], field: u32, len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::error::DecodeError;
+    use crate::error::DecodeError;
 
     /// Decompresses an upstream body written by [`write_body`].
     fn decompress_body(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
@@ -419,7 +419,7 @@ mod tests {
             assert_eq!(back.len(), es.len());
             assert!(back.iter().zip(es.iter()).all(|(a, b)| a.bytes == b.bytes
                 && a.counts == b.counts
-                && a.shard_key == crate::codec::message::series_key(&b.bytes)));
+                && a.shard_key == crate::message::series_key(&b.bytes)));
         }
     }
 

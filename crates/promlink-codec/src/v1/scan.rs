@@ -3,12 +3,12 @@
 //! full path ([`super::check`]), which decides with a precise message.
 
 use super::check::point_ok;
-use crate::codec::counts::ChunkCounts;
-use crate::codec::key::labels_key;
-use crate::codec::message::{timestamp_of, TS_EXEMPLARS, TS_HISTOGRAMS};
-use crate::codec::options::Options;
-use crate::codec::validate;
-use crate::codec::wire::{fast_label, len_at, varint_at};
+use crate::counts::ChunkCounts;
+use crate::key::labels_key;
+use crate::message::{timestamp_of, TS_EXEMPLARS, TS_HISTOGRAMS};
+use crate::options::Options;
+use crate::validate;
+use crate::wire::{fast_label, len_at, varint_at};
 
 /// The timestamp of a sample encoded as senders do (`value = 1` fixed64, `timestamp = 2`
 /// varint, either omitted when zero); anything else goes to the full path.

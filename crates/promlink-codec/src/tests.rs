@@ -3,7 +3,7 @@ use prost::Message;
 use super::*;
 use crate::proto::{v1, v2};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 const STALE: u64 = 0x7ff0_0000_0000_0002;
 
 fn opts() -> Options {

@@ -1,11 +1,11 @@
 //! The slow paths on chunks built from hand-encoded series: what each keeps, removes and counts.
 
 use super::*;
-use crate::codec::chunk::write_body;
-use crate::codec::counts::ChunkCounts;
-use crate::codec::key::series_key_of;
-use crate::codec::message::FIELD_METADATA;
-use crate::codec::wire::{put_len_field, put_varint};
+use crate::chunk::write_body;
+use crate::counts::ChunkCounts;
+use crate::key::series_key_of;
+use crate::message::FIELD_METADATA;
+use crate::wire::{put_len_field, put_varint};
 
 /// A series `name` with one float sample (value 1.5) at each of `ts`, as senders encode it.
 fn series(name: &str, ts: &[i64]) -> Entry {
@@ -47,9 +47,7 @@ fn points(chunks: &[Chunk]) -> Vec<(String, Vec<i64>)> {
         .flat_map(|c| c.entries().unwrap())
         .filter(|e| e.field == FIELD_TIMESERIES)
         .map(|e| {
-            let name = crate::codec::message::labels(&e.bytes).unwrap()[0]
-                .1
-                .to_vec();
+            let name = crate::message::labels(&e.bytes).unwrap()[0].1.to_vec();
             let ts = Fields::new(&e.bytes)
                 .filter_map(Result::ok)
                 .filter(|f| f.number == TS_SAMPLES)
@@ -98,8 +96,8 @@ fn split_chunk_halves_a_chunk_in_order() {
     write_body(std::slice::from_ref(&chunk), &mut whole);
     write_body(&halves, &mut parts);
     assert_eq!(
-        crate::codec::decompress(&whole, 1 << 20).unwrap(),
-        crate::codec::decompress(&parts, 1 << 20).unwrap()
+        crate::decompress(&whole, 1 << 20).unwrap(),
+        crate::decompress(&parts, 1 << 20).unwrap()
     );
 }
 

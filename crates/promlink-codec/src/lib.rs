@@ -17,6 +17,44 @@
 //! the request becomes a [`Chunk`] that the queue stores and the upstream sends as it is: the
 //! sender's own compressed bytes when nothing changed, else compressed once (see [`chunk`]).
 //! [`decode`] gives the same messages as a list of [`Entry`]s (tests, tools).
+//!
+//! Batching starts here too: requests are cut into chunks at the upstream [`BatchLimits`], and
+//! the slow paths that open a queued batch again (a 413 split, removing repeats after a 422,
+//! dropping samples older than `max_sample_age`) live in the `batch` module, next to the
+//! chunk type.
+//!
+//! This is its own crate so that the fuzz targets (`fuzz/`) build only it and its few
+//! dependencies; `promlink` re-exports it as `promlink::codec`.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: [`decode`] and [`decode_chunks`], the snappy layer, the re-exports.
+//! - `protocol.rs`, `options.rs`, `error.rs`: [`Protocol`] from the content type, [`Options`]
+//!   and [`Limits`], [`DecodeError`].
+//! - [`wire`]: an allocation-free protobuf wire walker; `validate.rs`: the specification's
+//!   label rules.
+//! - `v1/`: remote write 1.0 validated in place: the walk (`mod.rs`), the one-pass scan
+//!   (`scan.rs`), the full path with its messages (`check.rs`).
+//! - `v2.rs`: remote write 2.0 decoded and translated to 1.0 messages.
+//! - `message.rs`: [`Entry`], one encoded 1.0 message, and what is read back out of one;
+//!   `key.rs`: series keys; `counts.rs`: [`ChunkCounts`] and [`Counts`].
+//! - [`chunk`]: [`Chunk`], compressed once, and the body of an upstream batch
+//!   ([`write_body`]).
+//! - `batch.rs`: [`BatchLimits`], [`split_chunk`], [`dedupe_chunks`], [`drop_older`].
+//! - [`proto`]: the generated remote-write messages (`proto/` at the workspace's top level).
+#![forbid(unsafe_code)]
+
+/// Generated remote-write messages (see `proto/` at the workspace's top level).
+pub mod proto {
+    /// Remote write 1.0: `prometheus.WriteRequest`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+    }
+    /// Remote write 2.0: `io.prometheus.write.v2.Request`.
+    pub mod v2 {
+        include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+    }
+}
 
 mod batch;
 pub mod chunk;

@@ -1,15 +1,13 @@
 //! The full path: validates one series with a precise error for anything wrong, for the
 //! series the one-pass scan did not accept.
 
-use crate::codec::counts::ChunkCounts;
-use crate::codec::error::DecodeError;
-use crate::codec::key::pairs_key;
-use crate::codec::message::{
-    labels, min_timestamp, with_label, TS_EXEMPLARS, TS_HISTOGRAMS, TS_SAMPLES,
-};
-use crate::codec::options::Options;
-use crate::codec::validate;
-use crate::codec::wire::{Fields, WireType};
+use crate::counts::ChunkCounts;
+use crate::error::DecodeError;
+use crate::key::pairs_key;
+use crate::message::{labels, min_timestamp, with_label, TS_EXEMPLARS, TS_HISTOGRAMS, TS_SAMPLES};
+use crate::options::Options;
+use crate::validate;
+use crate::wire::{Fields, WireType};
 
 /// Whether an encoded `Sample` (`TS_SAMPLES`), `Exemplar` or `Histogram` is well-formed
 /// protobuf with the wire types 1.0 gives its fields (a sample: `double value = 1`, `int64
