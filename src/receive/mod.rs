@@ -270,8 +270,9 @@ impl Receiver {
     }
 
     fn note_write(&self) {
-        // Never 0, which means "none": a write in the first millisecond counts as 1 ms.
-        let ms = (self.created.elapsed().as_millis() as u64).max(1);
+        // Rounded up, so the quiet period never ends sooner than `quiet` after a write arrived
+        // (rounded down it could end up to a millisecond early); never 0, which means "none".
+        let ms = (self.created.elapsed().as_micros().div_ceil(1000) as u64).max(1);
         self.last_write_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
