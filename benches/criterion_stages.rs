@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use promlink::codec::{decode_chunks, write_body, Chunk, ChunkLimits, Options, Protocol};
+use promlink::codec::{decode_chunks, write_body, BatchLimits, Chunk, Options, Protocol};
 use promlink::loadgen::{encode as encode_request, series_labels};
 use promlink::proto::v1::{Sample, TimeSeries, WriteRequest};
-use promlink::queue::{BatchLimits, DiskQueue, DiskQueueConfig, FsyncPolicy};
+use promlink::queue::{DiskQueue, DiskQueueConfig, FsyncPolicy};
 
 const SAMPLES_PER_REQUEST: usize = 2000;
 const BATCH_SAMPLES: usize = 5000;
@@ -38,10 +38,11 @@ fn options() -> Options {
     }
 }
 
-fn limits() -> ChunkLimits {
-    ChunkLimits {
-        max_points: BATCH_SAMPLES,
-        max_raw: 4 << 20,
+fn limits() -> BatchLimits {
+    BatchLimits {
+        max_samples: BATCH_SAMPLES,
+        max_bytes: 4 << 20,
+        flush_interval: Duration::ZERO,
     }
 }
 
@@ -156,11 +157,7 @@ fn stages(c: &mut Criterion) {
         window_bytes: 8 << 20,
     })
     .expect("disk queue");
-    let batch_limits = BatchLimits {
-        max_samples: BATCH_SAMPLES,
-        max_bytes: 4 << 20,
-        flush_interval: Duration::ZERO,
-    };
+    let batch_limits = limits();
     group.bench_function("queue push+pop+done (2000-sample request, disk)", |b| {
         b.iter(|| {
             runtime.block_on(async {

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # The test command: installs the real peers the end-to-end tests drive (Debian packages), then
-# runs every test, benchmark (once, in test mode) and example build.
+# runs every test, benchmark (once, in test mode), doc test and example build, and fuzzes the
+# two decoders.
 #
 #   bash scripts/test.sh                  # what CI runs (.ci/run), on a clean Debian 12 clone
 #   bash scripts/test.sh e2e_prometheus   # extra arguments go to `cargo test --all-targets --no-fail-fast`
 #   bash scripts/test.sh -- --nocapture
+#
+# The full run (no arguments) runs the tests with cargo-nextest when it is installed: every test
+# in its own process, the tests of all binaries side by side (.config/nextest.toml); without it,
+# with `cargo test`, one test binary at a time (slower, same tests). With arguments a developer
+# runs a subset with `cargo test`, and nothing is fuzzed.
 #
 # Needs a Rust toolchain (rustup; Debian's cargo is too old for rust-version in Cargo.toml).
 # Runs `apt-get update` and `apt-get install` only when a package below is missing, as root or
@@ -99,25 +105,64 @@ ensure_cargo() {
 }
 
 install_peers
-bash scripts/validate-deploy.sh
 ensure_cargo
 log "$(cargo --version), $(rustc --version)"
-log "cargo test --all-targets --no-fail-fast $*"
-cargo test --all-targets --no-run "$@"
-# The decoders and the config loader under libFuzzer, a bounded time each (issue 7), only in
-# the full run (arguments mean a developer is running a subset). The instrumented build starts
-# now at the lowest CPU priority, so it uses what the tests leave idle (they mostly wait on
-# timers and peers) without slowing them.
+mkdir -p target
+full=
+[[ $# -gt 0 ]] || full=1
+
+# The decoders under libFuzzer, a bounded time each (issue 7), only in the full run. Their
+# instrumented build (the codec crate alone) starts now at the lowest CPU priority, so it uses
+# what the test build and the tests leave idle (the tests mostly wait on timers and peers)
+# without slowing them.
+# It runs in a process group of its own, so that an early exit can stop all of it.
 fuzz_build=
-if [[ $# -eq 0 ]]; then
-  FUZZ_STAGE=build nice -n 19 bash scripts/fuzz.sh >target/fuzz-build.log 2>&1 &
+if [[ -n $full ]]; then
+  FUZZ_STAGE=build setsid nice -n 19 bash scripts/fuzz.sh >target/fuzz-build.log 2>&1 &
   fuzz_build=$!
 fi
+# The deployment checks (mostly downloads and helm/kubectl runs) beside the test build.
+bash scripts/validate-deploy.sh >target/validate-deploy.log 2>&1 &
+deploy=$!
+
 rc=0
-cargo test --all-targets --no-fail-fast "$@" || rc=$?
+log "cargo test --all-targets --no-run $*"
+cargo test --all-targets --no-run "$@" || rc=$?
+if wait "$deploy"; then
+  cat target/validate-deploy.log >&2
+else
+  cat target/validate-deploy.log >&2
+  log "scripts/validate-deploy.sh failed (target/validate-deploy.log)"
+  rc=1
+fi
+if [[ $rc -ne 0 ]]; then
+  [[ -z $fuzz_build ]] || kill -- -"$fuzz_build" 2>/dev/null || true
+  exit "$rc"
+fi
+
+if [[ -z $full ]]; then
+  log "cargo test --all-targets --no-fail-fast $*"
+  cargo test --all-targets --no-fail-fast "$@" || rc=$?
+else
+  if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run --no-fail-fast (.config/nextest.toml)"
+    cargo nextest run --no-fail-fast || rc=$?
+    # nextest runs the library, binary and integration tests; the benchmarks run once in
+    # test mode here, as `cargo test --all-targets` runs them.
+    log "cargo test --benches (each benchmark once, in test mode)"
+    cargo test --benches --no-fail-fast || rc=$?
+  else
+    log "cargo-nextest is not installed: cargo test --all-targets --no-fail-fast (one test binary at a time)"
+    cargo test --all-targets --no-fail-fast || rc=$?
+  fi
+  # Neither runs doc tests.
+  log "cargo test --doc"
+  cargo test --doc --no-fail-fast || rc=$?
+fi
+
 if [[ -n $fuzz_build ]]; then
   if wait "$fuzz_build"; then
-    log "fuzzing: FUZZ_SECONDS=${FUZZ_SECONDS:-60} per target (scripts/fuzz.sh)"
+    log "fuzzing the decoders: FUZZ_SECONDS=${FUZZ_SECONDS:-60} each, side by side (scripts/fuzz.sh)"
     FUZZ_STAGE=run bash scripts/fuzz.sh || rc=$?
   else
     tail -40 target/fuzz-build.log >&2

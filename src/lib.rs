@@ -5,19 +5,11 @@ pub mod emulator;
 pub mod identity;
 pub mod secret;
 
-/// Generated remote-write messages (see `proto/`).
-pub mod proto {
-    /// Remote write 1.0: `prometheus.WriteRequest`.
-    pub mod v1 {
-        include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
-    }
-    /// Remote write 2.0: `io.prometheus.write.v2.Request`.
-    pub mod v2 {
-        include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
-    }
-}
+pub use promlink_codec::proto;
 pub mod alert;
-pub mod codec;
+/// Remote-write decoding, validation, chunking and batching: the `promlink-codec` crate
+/// (`crates/promlink-codec/`).
+pub use promlink_codec as codec;
 pub mod config;
 pub mod demo;
 pub mod doctor;

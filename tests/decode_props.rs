@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use promlink::codec::{self, ChunkLimits, Options, Protocol};
+use promlink::codec::{self, BatchLimits, Options, Protocol};
 use proptest::prelude::*;
 
 struct Counting;
@@ -51,9 +51,10 @@ fn decode_both(protocol: Protocol, body: &[u8]) -> usize {
         max_decoded_bytes: MAX_DECODED,
         ..Options::default()
     };
-    let limits = ChunkLimits {
-        max_points: 500,
-        max_raw: 64 << 10,
+    let limits = BatchLimits {
+        max_samples: 500,
+        max_bytes: 64 << 10,
+        flush_interval: std::time::Duration::ZERO,
     };
     let body = bytes::Bytes::copy_from_slice(body);
     // The two tests of this file measure one at a time.

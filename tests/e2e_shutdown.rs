@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::prom::{describe_diff, prometheus_bin, prometheus_cmd, raw_samples, start_sender};
+use e2e::prom::{api, describe_diff, prometheus_bin, prometheus_cmd, raw_samples, start_sender};
 use e2e::{debian_peer, free_ports, get_text, now_ms, wait_for, write, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_promlink");
@@ -58,6 +58,49 @@ async fn receiver(bin: &Path, d: &Path, name: &str, port: u16, http: &reqwest::C
     )
     .await;
     p
+}
+
+/// Waits for the instant of the second that is furthest from the sender's scrapes (both jobs
+/// scrape every second, at a fixed offset each). Each of the sender's remote-write queues reads
+/// the WAL on its own, every few milliseconds, and stops reading at SIGTERM: a scrape appended a
+/// few milliseconds before SIGTERM can reach one queue and not the other (seen under load: the
+/// last scrape, 10 ms before SIGTERM, at the reference and never sent to promlink). That race is
+/// inside Prometheus; away from the scrapes, both queues hold the same samples at SIGTERM and
+/// what they flush afterwards is the tail this test is about.
+async fn away_from_scrapes(http: &reqwest::Client, sender_base: &str) {
+    let data = api(
+        http,
+        sender_base,
+        "/api/v1/query",
+        &[("query", "timestamp(up)")],
+    )
+    .await;
+    let mut phases: Vec<i64> = data["result"]
+        .as_array()
+        .expect("a vector")
+        .iter()
+        .map(|s| {
+            let secs: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
+            ((secs * 1000.0).round() as i64).rem_euclid(1000)
+        })
+        .collect();
+    assert!(!phases.is_empty(), "the sender has scraped: {data}");
+    phases.sort_unstable();
+    // The middle of the widest gap between two consecutive scrape offsets (on a 1 s circle).
+    let (gap, after) = phases
+        .iter()
+        .zip(phases.iter().cycle().skip(1))
+        .map(|(a, b)| {
+            (
+                (b - a).rem_euclid(1000).max(if a == b { 1000 } else { 0 }),
+                *a,
+            )
+        })
+        .max()
+        .unwrap();
+    let target = (after + gap / 2).rem_euclid(1000);
+    let wait = (target - now_ms().rem_euclid(1000)).rem_euclid(1000);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
 }
 
 /// SIGTERM to both pids, back to back, as the kubelet does to a pod's containers.
@@ -144,11 +187,12 @@ remote_write:
     name: promlink
 "#
     );
-    let (mut sender, _) = start_sender(&prometheus, d, sender_port, &config, &http).await;
+    let (mut sender, sender_base) = start_sender(&prometheus, d, sender_port, &config, &http).await;
     tokio::time::sleep(TRAFFIC).await;
     node.assert_running();
     promlink.assert_running();
     sender.assert_running();
+    away_from_scrapes(&http, &sender_base).await;
 
     let sigterm = Instant::now();
     sigterm_both(&sender, &promlink);

@@ -138,9 +138,13 @@ async fn sigterm_keeps_accepting_until_writes_go_quiet() {
 
     // New connections, one write every 300 ms for 2.4 s: more than twice the quiet period
     // after SIGTERM, so only counting from the last write keeps them accepted.
+    // A write is timed from before it is sent: promlink counts the quiet period from the
+    // write's arrival, which is later than that and earlier than its answer, so timing it from
+    // the answer would count the request's own handling against the quiet period.
     let mut last_write = Instant::now();
     for n in 2..10 {
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
         let mut s = TcpStream::connect(addr).await.unwrap();
         assert_eq!(
             raw_write(&mut s, n).await,
@@ -148,7 +152,7 @@ async fn sigterm_keeps_accepting_until_writes_go_quiet() {
             "write {n}, {:?} after SIGTERM",
             sigterm.elapsed()
         );
-        last_write = Instant::now();
+        last_write = sent;
         acked.merge(&request(n).1);
     }
     assert!(sigterm.elapsed() > 2 * quiet);

@@ -4,7 +4,8 @@
 // chunking of the receiver and the full decoder that explains refusals; they must agree on
 // whether the body is acceptable.
 
-use promlink::codec::{self, ChunkLimits, Options, Protocol};
+use promlink_codec as codec;
+use promlink_codec::{BatchLimits, Options, Protocol};
 
 pub fn run(protocol: Protocol, data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -26,9 +27,10 @@ pub fn run(protocol: Protocol, data: &[u8]) {
         opts.cluster = Some("fuzz".into());
     }
     opts.limits.drop_over_limit = mode & 4 != 0;
-    let limits = ChunkLimits {
-        max_points: 1 + usize::from(mode >> 3) * 37,
-        max_raw: 4 << 10,
+    let limits = BatchLimits {
+        max_samples: 1 + usize::from(mode >> 3) * 37,
+        max_bytes: 4 << 10,
+        flush_interval: std::time::Duration::ZERO,
     };
     let body = bytes::Bytes::from(body);
     let chunked = codec::decode_chunks(protocol, &body, &opts, &limits);

@@ -3,4 +3,4 @@
 
 mod common;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| common::run(promlink::codec::Protocol::V2, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::run(promlink_codec::Protocol::V2, data));

@@ -188,10 +188,7 @@ fn writes(s: &Settings, batch: &BatchLimits, p: &mut Problems) -> ReceiveConfig 
             s.max_inflight_decode_bytes,
             defaults::MAX_INFLIGHT_DECODE_BYTES,
         ),
-        limits: crate::codec::ChunkLimits {
-            max_points: batch.max_samples,
-            max_raw: batch.max_bytes,
-        },
+        limits: *batch,
         body_read_timeout: p.duration(
             "body_read_timeout",
             s.body_read_timeout,

@@ -25,6 +25,7 @@ pub mod metrics;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::codec::BatchLimits;
 use crate::codec::Chunk;
 pub use disk::{DiskQueue, DiskQueueConfig, DiskQueueError, FsyncPolicy, RecoveryReport};
 pub use memory::MemoryQueue;
@@ -85,18 +86,6 @@ pub async fn open(cfg: &QueueConfig) -> Result<Queue, DiskQueueError> {
         "disk queue opened; unacknowledged data will be sent again"
     );
     Ok(Queue::Disk(queue))
-}
-
-/// Limits of one upstream batch.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchLimits {
-    /// Most samples (float samples + histogram samples) in one batch; a chunk larger than this
-    /// travels alone.
-    pub max_samples: usize,
-    /// Most encoded (uncompressed) bytes in one batch.
-    pub max_bytes: usize,
-    /// How long the oldest chunk may wait for the batch to fill.
-    pub flush_interval: Duration,
 }
 
 /// Why a push was refused; nothing of the request was kept.

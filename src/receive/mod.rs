@@ -70,7 +70,7 @@ pub struct ReceiveConfig {
     /// memory past it.
     pub max_inflight_decode_bytes: usize,
     /// Where requests are cut into chunks: the upstream batch limits.
-    pub limits: codec::ChunkLimits,
+    pub limits: codec::BatchLimits,
     /// Time a sender has to send a request body.
     pub body_read_timeout: std::time::Duration,
     /// Most write requests handled at once; more get the retryable `full_status`.
@@ -267,8 +267,9 @@ impl Receiver {
     }
 
     fn note_write(&self) {
-        // Never 0, which means "none": a write in the first millisecond counts as 1 ms.
-        let ms = (self.created.elapsed().as_millis() as u64).max(1);
+        // Rounded up, so the quiet period never ends sooner than `quiet` after a write arrived
+        // (rounded down it could end up to a millisecond early); never 0, which means "none".
+        let ms = (self.created.elapsed().as_micros().div_ceil(1000) as u64).max(1);
         self.last_write_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
@@ -610,9 +611,10 @@ mod tests {
             full_status: FullStatus::ServiceUnavailable,
             retry_after_secs: 5,
             max_inflight_decode_bytes: 100_000,
-            limits: codec::ChunkLimits {
-                max_points: 5000,
-                max_raw: 4 << 20,
+            limits: codec::BatchLimits {
+                max_samples: 5000,
+                max_bytes: 4 << 20,
+                flush_interval: std::time::Duration::from_secs(1),
             },
             body_read_timeout: std::time::Duration::from_secs(5),
             max_concurrent_requests: 8,

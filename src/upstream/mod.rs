@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::codec::{Chunk, Entry};
+use crate::codec::{self, Chunk};
 use crate::identity::TokenProvider;
 use crate::outbound::{error_chain, Backoff};
 use crate::privatelink::PrivateLink;
@@ -346,25 +346,33 @@ impl Upstream {
                     parts.push_front(second);
                     parts.push_front(first);
                 }
-                Outcome::Split => match split_chunk(&part[0]) {
-                    Some((first, second)) => {
+                Outcome::Split => match codec::split_chunk(&part[0]) {
+                    Ok(Some((first, second))) => {
                         parts.push_front(vec![second]);
                         parts.push_front(vec![first]);
                     }
-                    None => self.count_drop(&part, DropReason::TooLarge),
+                    Ok(None) => self.count_drop(&part, DropReason::TooLarge),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a chunk to split it");
+                        self.count_drop(&part, DropReason::TooLarge);
+                    }
                 },
-                Outcome::Dropped(DropReason::Unprocessable) => match dedupe_chunks(&part) {
+                Outcome::Dropped(DropReason::Unprocessable) => match codec::dedupe_chunks(&part) {
                     // 422 is Azure's answer to a repeated series and timestamp in one request:
                     // a sender's resend of a request promlink had committed. Send the batch
                     // again without the repeats instead of dropping everything in it.
-                    Some((kept, removed)) => {
+                    Ok(Some((kept, removed))) => {
                         tracing::warn!(removed, "upstream answered 422: removed repeated samples from the batch and sending it again");
                         self.metrics.duplicates_removed.inc_by(removed);
                         if let Some(kept) = kept {
                             parts.push_front(vec![kept]);
                         }
                     }
-                    None => self.count_drop(&part, DropReason::Unprocessable),
+                    Ok(None) => self.count_drop(&part, DropReason::Unprocessable),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a chunk to remove repeated samples");
+                        self.count_drop(&part, DropReason::Unprocessable);
+                    }
                 },
                 Outcome::Dropped(reason) => self.count_drop(&part, reason),
                 Outcome::Aborted => {
@@ -386,7 +394,7 @@ impl Upstream {
         abort: &CancellationToken,
     ) -> Outcome {
         let mut body = Vec::new();
-        crate::codec::write_body(part, &mut body);
+        codec::write_body(part, &mut body);
         let body = Bytes::from(body);
         let samples: u64 = part.iter().map(|c| c.counts.points() as u64).sum();
         let raw: u64 = part.iter().map(|c| u64::from(c.raw_len)).sum();
@@ -539,64 +547,30 @@ impl Upstream {
         }
     }
 
-    /// Removes samples older than `max_sample_age`, counting them as `too_old`. Only chunks
-    /// whose oldest timestamp is before the cutoff are opened.
+    /// Removes samples older than `max_sample_age` ([`codec::drop_older`]), counting them as
+    /// `too_old`.
     fn drop_too_old(&self, batch: Vec<Chunk>) -> Vec<Chunk> {
         let Some(age) = self.cfg.max_sample_age else {
             return batch;
         };
         let cutoff = (Health::now_ms() as i64).saturating_sub(age.as_millis() as i64);
-        let mut dropped = 0u64;
-        let mut out = Vec::with_capacity(batch.len());
-        for chunk in batch {
-            if chunk.min_ts >= cutoff {
-                out.push(chunk);
-                continue;
-            }
-            let entries = match chunk.entries() {
-                Ok(e) => e,
-                Err(e) => {
-                    // Damaged since receipt (cannot happen short of memory or disk faults):
-                    // send it as it is and let the upstream judge.
-                    tracing::error!(error = %e, "cannot open a chunk to drop old samples; sending it unchanged");
-                    out.push(chunk);
-                    continue;
-                }
-            };
-            let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
-            for mut e in entries {
-                if e.field != crate::codec::FIELD_TIMESERIES {
-                    kept.push(e);
-                    continue;
-                }
-                let p = crate::codec::prune_older(&e.bytes, cutoff);
-                let Some(bytes) = p.bytes else {
-                    kept.push(e);
-                    continue;
-                };
-                dropped += u64::from(p.samples + p.histograms);
-                if !p.empty {
-                    e.samples -= p.samples;
-                    e.histograms -= p.histograms;
-                    e.bytes = Bytes::from(bytes);
-                    kept.push(e);
-                }
-            }
-            if !kept.is_empty() {
-                out.push(Chunk::from_entries(&kept));
-            }
+        let aged = codec::drop_older(batch, cutoff);
+        for e in &aged.damaged {
+            // Damaged since receipt (cannot happen short of memory or disk faults): sent as it
+            // is, for the upstream to judge.
+            tracing::error!(error = %e, "cannot open a chunk to drop old samples; sending it unchanged");
         }
-        if dropped > 0 {
+        if aged.dropped > 0 {
             let label = metrics::ReasonLabel {
                 reason: DropReason::TooOld.as_str(),
             };
             self.metrics
                 .samples_dropped
                 .get_or_create(&label)
-                .inc_by(dropped);
-            tracing::warn!(samples = dropped, max_age = %humantime::format_duration(age), "dropped samples older than max_sample_age");
+                .inc_by(aged.dropped);
+            tracing::warn!(samples = aged.dropped, max_age = %humantime::format_duration(age), "dropped samples older than max_sample_age");
         }
-        out
+        aged.chunks
     }
 
     fn count_delivered(&self, part: &[Chunk]) {
@@ -629,43 +603,6 @@ impl Upstream {
             );
         }
     }
-}
-
-/// Splits a chunk holding more than one message into two halves (first half first, so the
-/// order within each series is kept). `None` when it holds a single message, which cannot be
-/// split, or cannot be opened.
-fn split_chunk(chunk: &Chunk) -> Option<(Chunk, Chunk)> {
-    let mut entries = match chunk.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open a chunk to split it");
-            return None;
-        }
-    };
-    if entries.len() < 2 {
-        return None;
-    }
-    let second = entries.split_off(entries.len() / 2);
-    Some((Chunk::from_entries(&entries), Chunk::from_entries(&second)))
-}
-
-/// Removes repeated (series, timestamp) points from a batch (see [`crate::codec::dedupe`]).
-/// `None` when nothing was repeated (or the chunks cannot be opened); else what is left (if
-/// anything) as one chunk, and the number of points removed.
-fn dedupe_chunks(part: &[Chunk]) -> Option<(Option<Chunk>, u64)> {
-    let mut entries = Vec::new();
-    for c in part {
-        match c.entries() {
-            Ok(e) => entries.extend(e),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open a chunk to remove repeated samples");
-                return None;
-            }
-        }
-    }
-    let (kept, removed) = crate::codec::dedupe(&entries)?;
-    let kept = (!kept.is_empty()).then(|| Chunk::from_entries(&kept));
-    Some((kept, removed))
 }
 
 enum Attempt {

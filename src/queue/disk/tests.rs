@@ -519,7 +519,12 @@ fn record_v1(at_ms: u64, entries: &[Entry]) -> Vec<u8> {
     varint(&mut payload, entries.len() as u64);
     for e in entries {
         payload.extend_from_slice(&e.shard_key.to_le_bytes());
-        for v in [e.field, e.samples, e.histograms, e.exemplars] {
+        for v in [
+            e.field,
+            e.counts.samples,
+            e.counts.histograms,
+            e.counts.exemplars,
+        ] {
             varint(&mut payload, u64::from(v));
         }
         varint(&mut payload, e.bytes.len() as u64);
@@ -556,9 +561,11 @@ async fn version_1_queues_are_migrated_on_open() {
             shard_key: 0,
             field: FIELD_TIMESERIES,
             bytes: Bytes::from(s),
-            samples: 1,
-            histograms: 0,
-            exemplars: 0,
+            counts: ChunkCounts {
+                series: 1,
+                samples: 1,
+                ..ChunkCounts::default()
+            },
         }
     };
     let shard0 = [series("a", 1), series("b", 2), series("c", 3)];

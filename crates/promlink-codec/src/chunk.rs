@@ -23,48 +23,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::counts::ChunkCounts;
+use super::key::{series_key_of, SeriesKey};
+use super::message::{min_timestamp, Entry, FIELD_METADATA, FIELD_TIMESERIES};
 use super::wire::{self, Fields, WireType};
-use super::{DecodeError, Entry, FIELD_METADATA, FIELD_TIMESERIES};
-
-/// What one chunk (or one message in it) holds, for batching limits and counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ChunkCounts {
-    /// `TimeSeries` messages.
-    pub series: u32,
-    /// Float samples.
-    pub samples: u32,
-    /// Native histogram samples.
-    pub histograms: u32,
-    /// Exemplars.
-    pub exemplars: u32,
-    /// `MetricMetadata` messages.
-    pub metadata: u32,
-}
-
-impl ChunkCounts {
-    /// Float samples plus histogram samples: what the per-request sample limit counts.
-    pub fn points(&self) -> usize {
-        self.samples as usize + self.histograms as usize
-    }
-
-    fn add(&mut self, o: &ChunkCounts) {
-        self.series = self.series.saturating_add(o.series);
-        self.samples = self.samples.saturating_add(o.samples);
-        self.histograms = self.histograms.saturating_add(o.histograms);
-        self.exemplars = self.exemplars.saturating_add(o.exemplars);
-        self.metadata = self.metadata.saturating_add(o.metadata);
-    }
-}
-
-/// The series key kept with a chunk: 32 bits of the series' shard key ([`super::labels_key`]).
-/// Two series sharing one only make the queue more careful than needed (it keeps their
-/// batches apart), never less.
-pub type SeriesKey = u32;
-
-/// The 32-bit series key of a 64-bit label hash.
-pub fn series_key_of(key: u64) -> SeriesKey {
-    (key ^ (key >> 32)) as u32
-}
 
 /// Encoded `WriteRequest` fields, snappy-compressed (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,11 +293,11 @@ impl<'a> ChunkBuilder<'a> {
     /// Adds a decoded entry.
     pub fn add_entry(&mut self, e: &Entry) {
         let (key, min_ts) = if e.field == FIELD_TIMESERIES {
-            (Some(e.shard_key), super::v1::min_timestamp(&e.bytes))
+            (Some(e.shard_key), min_timestamp(&e.bytes))
         } else {
             (None, i64::MAX)
         };
-        self.add(key, e.field, &[&e.bytes], e.counts(), min_ts);
+        self.add(key, e.field, &[&e.bytes], e.counts, min_ts);
     }
 
     /// Compresses the part so far into a chunk and starts a new one.
@@ -380,28 +342,6 @@ impl<'a> ChunkBuilder<'a> {
     }
 }
 
-impl Entry {
-    /// An entry for an encoded message read back from a chunk; its counts and shard key are
-    /// recomputed from the bytes.
-    pub(crate) fn from_message(field: u32, bytes: Bytes) -> Entry {
-        if field == FIELD_METADATA {
-            return super::v1::metadata_entry_of(bytes);
-        }
-        super::v1::series_entry_of(bytes)
-    }
-
-    /// This entry's counts.
-    pub fn counts(&self) -> ChunkCounts {
-        ChunkCounts {
-            series: u32::from(self.field == FIELD_TIMESERIES),
-            samples: self.samples,
-            histograms: self.histograms,
-            exemplars: self.exemplars,
-            metadata: u32::from(self.field == FIELD_METADATA),
-        }
-    }
-}
-
 /// Whether `bytes` (as long as the shortest encoding of the header) is exactly a
 /// length-delimited `field` key and `len`; a padded header before the message fails this.
 fn minimal_header(bytes: &[u8], field: u32, len: usize) -> bool {
@@ -411,19 +351,17 @@ fn minimal_header(bytes: &[u8], field: u32, len: usize) -> bool {
         && i == bytes.len()
 }
 
-/// Decompresses an upstream body written by [`write_body`] (tests, the emulator).
-///
-/// # Errors
-/// When the body is not a valid snappy block.
-pub fn decompress_body(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| DecodeError::Snappy(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::DecodeError;
+
+    /// Decompresses an upstream body written by [`write_body`].
+    fn decompress_body(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| DecodeError::Snappy(e.to_string()))
+    }
 
     fn entry(key: u64, name: &str, ts: i64) -> Entry {
         let mut label = Vec::new();
@@ -440,9 +378,11 @@ mod tests {
             shard_key: key,
             field: FIELD_TIMESERIES,
             bytes: Bytes::from(series),
-            samples: 1,
-            histograms: 0,
-            exemplars: 0,
+            counts: ChunkCounts {
+                series: 1,
+                samples: 1,
+                ..ChunkCounts::default()
+            },
         }
     }
 
@@ -478,8 +418,8 @@ mod tests {
             let back = c.entries().unwrap();
             assert_eq!(back.len(), es.len());
             assert!(back.iter().zip(es.iter()).all(|(a, b)| a.bytes == b.bytes
-                && a.samples == b.samples
-                && a.shard_key == super::super::v1::series_key(&b.bytes)));
+                && a.counts == b.counts
+                && a.shard_key == crate::message::series_key(&b.bytes)));
         }
     }
 
@@ -499,7 +439,7 @@ mod tests {
                     continue;
                 }
                 let piece: &[u8] = if change == Some(i) { &other } else { f };
-                b.add(Some(e.shard_key), FIELD_TIMESERIES, &[piece], e.counts(), 0);
+                b.add(Some(e.shard_key), FIELD_TIMESERIES, &[piece], e.counts, 0);
             }
             b.finish(Some(&body))
         };

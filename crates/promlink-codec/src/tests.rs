@@ -3,7 +3,7 @@ use prost::Message;
 use super::*;
 use crate::proto::{v1, v2};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 const STALE: u64 = 0x7ff0_0000_0000_0002;
 
 fn opts() -> Options {
@@ -390,9 +390,10 @@ fn v2_body_sent_as_v1_is_refused_not_misread() {
             Protocol::V1,
             &bytes::Bytes::from(snappy(&v2_request())),
             &opts(),
-            &ChunkLimits {
-                max_points: 100,
-                max_raw: 1 << 20,
+            &BatchLimits {
+                max_samples: 100,
+                max_bytes: 1 << 20,
+                flush_interval: std::time::Duration::ZERO,
             },
         )
         .unwrap_err(),
@@ -516,7 +517,7 @@ fn dedupe_keeps_the_first_copy_of_each_point() {
             ("a".to_string(), 3)
         ]
     );
-    assert_eq!(d.entries.iter().map(|e| e.samples).sum::<u32>(), 4);
+    assert_eq!(d.entries.iter().map(|e| e.counts.samples).sum::<u32>(), 4);
 }
 
 #[test]
@@ -646,9 +647,10 @@ fn padded_series_headers_are_forwarded_as_valid_protobuf() {
         Protocol::V1,
         &body,
         &opts(),
-        &ChunkLimits {
-            max_points: 100,
-            max_raw: 1 << 20,
+        &BatchLimits {
+            max_samples: 100,
+            max_bytes: 1 << 20,
+            flush_interval: std::time::Duration::ZERO,
         },
     )
     .unwrap();

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::DecodeError;
+use super::error::DecodeError;
 
 /// Checks a label set given as `(name, value)` byte pairs in wire order.
 ///

@@ -5,7 +5,7 @@
 //! (<https://protobuf.dev/programming-guides/encoding/>) directly instead of decoding into owned
 //! structs.
 
-use super::DecodeError;
+use super::error::DecodeError;
 
 /// Protobuf wire types this walker understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub(crate) fn len_at<'a>(b: &'a [u8], i: &mut usize) -> Option<&'a [u8]> {
 /// every sender writes it; anything else goes to the full path. Returns the name's offset in
 /// `l`, the name and the value.
 #[inline(always)]
-pub(crate) fn fast_label(l: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+pub fn fast_label(l: &[u8]) -> Option<(usize, &[u8], &[u8])> {
     if l.first() != Some(&0x0a) {
         return None;
     }

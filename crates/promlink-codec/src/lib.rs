@@ -1,0 +1,283 @@
+//! Remote-write decoding: snappy, protobuf and the specification's validity rules.
+//!
+//! Input is a request body from the receiver: snappy **block** format around a remote write 1.0
+//! `prometheus.WriteRequest` or a 2.0 `io.prometheus.write.v2.Request`
+//! (<https://prometheus.io/docs/specs/prw/remote_write_spec/>,
+//! <https://prometheus.io/docs/specs/prw/remote_write_spec_2_0/>). Output is a list of
+//! [`Entry`]s: each one encoded remote write 1.0 `TimeSeries` or `MetricMetadata`, ready to be
+//! concatenated into an upstream `WriteRequest` by the batcher, with the hash of its series
+//! that the queue's dispatcher uses to keep each series in order.
+//!
+//! Remote write 1.0 series are validated in place and handed on as the very bytes the sender
+//! wrote (no re-encoding; values, stale markers and NaN payloads keep every bit). Remote write
+//! 2.0 requests are translated to 1.0, because the Azure Monitor ingestion API documents 1.0
+//! only.
+//!
+//! The receiver uses [`decode_chunks`]: one walk validates each series and computes its key;
+//! the request becomes a [`Chunk`] that the queue stores and the upstream sends as it is: the
+//! sender's own compressed bytes when nothing changed, else compressed once (see [`chunk`]).
+//! [`decode`] gives the same messages as a list of [`Entry`]s (tests, tools).
+//!
+//! Batching starts here too: requests are cut into chunks at the upstream [`BatchLimits`], and
+//! the slow paths that open a queued batch again (a 413 split, removing repeats after a 422,
+//! dropping samples older than `max_sample_age`) live in the `batch` module, next to the
+//! chunk type.
+//!
+//! This is its own crate so that the fuzz targets (`fuzz/`) build only it and its few
+//! dependencies; `promlink` re-exports it as `promlink::codec`.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: [`decode`] and [`decode_chunks`], the snappy layer, the re-exports.
+//! - `protocol.rs`, `options.rs`, `error.rs`: [`Protocol`] from the content type, [`Options`]
+//!   and [`Limits`], [`DecodeError`].
+//! - [`wire`]: an allocation-free protobuf wire walker; `validate.rs`: the specification's
+//!   label rules.
+//! - `v1/`: remote write 1.0 validated in place: the walk (`mod.rs`), the one-pass scan
+//!   (`scan.rs`), the full path with its messages (`check.rs`).
+//! - `v2.rs`: remote write 2.0 decoded and translated to 1.0 messages.
+//! - `message.rs`: [`Entry`], one encoded 1.0 message, and what is read back out of one;
+//!   `key.rs`: series keys; `counts.rs`: [`ChunkCounts`] and [`Counts`].
+//! - [`chunk`]: [`Chunk`], compressed once, and the body of an upstream batch
+//!   ([`write_body`]).
+//! - `batch.rs`: [`BatchLimits`], [`split_chunk`], [`dedupe_chunks`], [`drop_older`].
+//! - [`proto`]: the generated remote-write messages (`proto/` at the workspace's top level).
+#![forbid(unsafe_code)]
+
+/// Generated remote-write messages (see `proto/` at the workspace's top level).
+pub mod proto {
+    /// Remote write 1.0: `prometheus.WriteRequest`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+    }
+    /// Remote write 2.0: `io.prometheus.write.v2.Request`.
+    pub mod v2 {
+        include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+    }
+}
+
+mod batch;
+pub mod chunk;
+mod counts;
+mod error;
+mod key;
+mod message;
+mod options;
+mod protocol;
+mod v1;
+mod v2;
+mod validate;
+pub mod wire;
+
+pub use batch::{
+    dedupe, dedupe_chunks, drop_older, prune_older, split_chunk, Aged, BatchLimits, Pruned,
+};
+pub use chunk::{write_body, Chunk, ChunkBuilder, ChunkError, CHUNK_OVERHEAD};
+pub use counts::{ChunkCounts, Counts};
+pub use error::DecodeError;
+pub use key::{put_label, series_key_of, SeriesKey};
+pub use message::{Decoded, Entry, FIELD_METADATA, FIELD_TIMESERIES};
+pub use options::{Limits, Options};
+pub use protocol::Protocol;
+
+use bytes::Bytes;
+
+/// Decompresses a snappy block body, refusing before allocation when the declared decoded
+/// length is over `max_decoded_bytes`.
+///
+/// # Errors
+/// [`DecodeError::DecodedTooLarge`] or [`DecodeError::Snappy`].
+pub fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, DecodeError> {
+    let declared = declared_len(body, max_decoded_bytes)?;
+    let mut out = vec![0u8; declared];
+    let n = snap::raw::Decoder::new()
+        .decompress(body, &mut out)
+        .map_err(|e| snappy_error(body, &e))?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// A snappy error, with what the body looks like when it is a common mistake.
+fn snappy_error(body: &[u8], e: &snap::Error) -> DecodeError {
+    const FRAMED: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+    let hint = if body.is_empty() {
+        "; the body is empty"
+    } else if body.starts_with(FRAMED) {
+        "; the body is framed (stream) snappy, remote write needs the block format"
+    } else if body.starts_with(&[0x1f, 0x8b]) {
+        "; the body is gzip, remote write needs snappy block format"
+    } else {
+        ""
+    };
+    DecodeError::Snappy(format!("{e}{hint}"))
+}
+
+/// The decoded length a snappy block declares, refused when over `max_decoded_bytes`.
+fn declared_len(body: &[u8], max_decoded_bytes: usize) -> Result<usize, DecodeError> {
+    // Read the declared length first: snap refuses lengths over 4 GiB with an error that
+    // would hide the real reason (a size over the limit).
+    let mut value: u64 = 0;
+    for (i, b) in body.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            if value > max_decoded_bytes as u64 {
+                return Err(DecodeError::DecodedTooLarge {
+                    declared: usize::try_from(value).unwrap_or(usize::MAX),
+                    limit: max_decoded_bytes,
+                });
+            }
+            break;
+        }
+    }
+    let declared = snap::raw::decompress_len(body).map_err(|e| snappy_error(body, &e))?;
+    if declared > max_decoded_bytes {
+        return Err(DecodeError::DecodedTooLarge {
+            declared,
+            limit: max_decoded_bytes,
+        });
+    }
+    Ok(declared)
+}
+
+/// Decompresses, decodes and validates one request body into a list of entries.
+///
+/// # Errors
+/// Any [`DecodeError`] except the header-level ones.
+pub fn decode(protocol: Protocol, body: &[u8], opts: &Options) -> Result<Decoded, DecodeError> {
+    let raw = decompress(body, opts.max_decoded_bytes)?;
+    match protocol {
+        Protocol::V1 => {
+            let mut sink = EntrySink(Vec::new());
+            let w = v1::walk(&raw, opts, &mut sink)?;
+            Ok(Decoded {
+                entries: sink.0,
+                counts: w.counts,
+                dropped_series: w.dropped_series,
+            })
+        }
+        Protocol::V2 => v2::decode(&raw, opts),
+    }
+}
+
+/// Collects what the 1.0 walk accepts as entries (copies).
+struct EntrySink(Vec<Entry>);
+
+impl v1::Sink for EntrySink {
+    fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, _min_ts: i64) {
+        self.0.push(Entry {
+            shard_key: key,
+            field: FIELD_TIMESERIES,
+            bytes: Bytes::from(pieces.concat()),
+            counts,
+        });
+    }
+
+    fn metadata(&mut self, key: u64, bytes: &[u8]) {
+        self.0.push(Entry {
+            shard_key: key,
+            field: FIELD_METADATA,
+            bytes: Bytes::copy_from_slice(bytes),
+            counts: ChunkCounts::METADATA,
+        });
+    }
+}
+
+impl v1::Sink for ChunkBuilder<'_> {
+    fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, min_ts: i64) {
+        self.add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
+    }
+
+    fn metadata(&mut self, _key: u64, bytes: &[u8]) {
+        self.add(
+            None,
+            FIELD_METADATA,
+            &[bytes],
+            ChunkCounts::METADATA,
+            i64::MAX,
+        );
+    }
+}
+
+/// A request decoded into chunks, ready for the queue.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    /// The request's messages in order, in one chunk unless it exceeds the limits.
+    pub chunks: Vec<Chunk>,
+    /// Totals over the request.
+    pub counts: Counts,
+    /// Series dropped for breaking a label limit (with `drop_over_limit`).
+    pub dropped_series: u64,
+}
+
+thread_local! {
+    /// The decompressed body of the request being decoded on this thread, reused so the hot
+    /// path neither allocates nor zeroes a fresh buffer per request.
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decoded bodies larger than this do not keep their buffer for the next request.
+const KEEP_RAW: usize = 16 << 20;
+
+/// Decompresses, decodes and validates one request body and cuts it into chunks. A 1.0 body
+/// forwarded unchanged and within the limits becomes one chunk holding the sender's own
+/// compressed bytes: nothing is copied or compressed again.
+///
+/// # Errors
+/// Any [`DecodeError`] except the header-level ones.
+pub fn decode_chunks(
+    protocol: Protocol,
+    body: &Bytes,
+    opts: &Options,
+    limits: &BatchLimits,
+) -> Result<Chunked, DecodeError> {
+    let declared = declared_len(body, opts.max_decoded_bytes)?;
+    RAW.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < declared {
+            buf.resize(declared, 0);
+        }
+        let n = snap::raw::Decoder::new()
+            .decompress(body, &mut buf[..declared])
+            .map_err(|e| snappy_error(body, &e));
+        let result = n.and_then(|n| chunk_raw(protocol, body, &buf[..n], opts, limits));
+        if buf.len() > KEEP_RAW {
+            *buf = Vec::new();
+        }
+        result
+    })
+}
+
+fn chunk_raw(
+    protocol: Protocol,
+    body: &Bytes,
+    raw: &[u8],
+    opts: &Options,
+    limits: &BatchLimits,
+) -> Result<Chunked, DecodeError> {
+    match protocol {
+        Protocol::V1 => {
+            let mut builder = ChunkBuilder::new(raw, limits.max_samples, limits.max_bytes);
+            let w = v1::walk(raw, opts, &mut builder)?;
+            Ok(Chunked {
+                chunks: builder.finish(Some(body)),
+                counts: w.counts,
+                dropped_series: w.dropped_series,
+            })
+        }
+        Protocol::V2 => {
+            let d = v2::decode(raw, opts)?;
+            let mut builder = ChunkBuilder::new(&[], limits.max_samples, limits.max_bytes);
+            for e in &d.entries {
+                builder.add_entry(e);
+            }
+            Ok(Chunked {
+                chunks: builder.finish(None),
+                counts: d.counts,
+                dropped_series: d.dropped_series,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

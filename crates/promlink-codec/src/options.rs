@@ -1,0 +1,92 @@
+//! What the decoders accept: the decoded size, the added `cluster` label and the per-request
+//! and per-series limits.
+
+/// Decoding options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest decoded (decompressed) body accepted, checked against the snappy header before
+    /// anything is allocated.
+    pub max_decoded_bytes: usize,
+    /// When set, series without a `cluster` label get `cluster="<value>"` (what Azure's
+    /// sidecar does with `CLUSTER`).
+    pub cluster: Option<String>,
+    /// Per-request and per-series limits.
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_decoded_bytes: 64 << 20,
+            cluster: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Limits on what one request may hold. Azure Monitor documents 63 labels per series, label
+/// names up to 511 characters and values up to 1023 for its scraping pipeline; the defaults
+/// follow them so a series Azure would refuse is caught at the edge, with a clear message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most series in one request.
+    pub max_series: usize,
+    /// Most labels in one series (the metric name included).
+    pub max_labels: usize,
+    /// Longest label name, bytes.
+    pub max_name_len: usize,
+    /// Longest label value, bytes.
+    pub max_value_len: usize,
+    /// Most samples plus histogram samples in one series of one request.
+    pub max_samples_per_series: usize,
+    /// Drop a series that breaks a label limit (counted) instead of refusing the request.
+    pub drop_over_limit: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_series: 200_000,
+            max_labels: 63,
+            max_name_len: 511,
+            max_value_len: 1023,
+            max_samples_per_series: 100_000,
+            drop_over_limit: false,
+        }
+    }
+}
+
+impl Limits {
+    /// The first label limit `labels` breaks, as a rule for an error message.
+    pub(crate) fn check_labels<'a>(
+        &self,
+        labels: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Option<String> {
+        if labels.len() > self.max_labels {
+            return Some(format!(
+                "{} labels, over the limit of {}",
+                labels.len(),
+                self.max_labels
+            ));
+        }
+        for (n, v) in labels {
+            if n.len() > self.max_name_len {
+                return Some(format!(
+                    "label name {:?}... is {} bytes, over the limit of {}",
+                    String::from_utf8_lossy(&n[..32.min(n.len())]),
+                    n.len(),
+                    self.max_name_len
+                ));
+            }
+            if v.len() > self.max_value_len {
+                return Some(format!(
+                    "value of label {:?} is {} bytes, over the limit of {}",
+                    String::from_utf8_lossy(&n[..64.min(n.len())]),
+                    v.len(),
+                    self.max_value_len
+                ));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,146 @@
+//! The one-pass scan against the full path.
+
+use super::check::{check_series, Checked};
+use super::scan::{fast_scan, NameCache};
+use crate::message::{series_key, FIELD_TIMESERIES, TS_LABELS, TS_SAMPLES};
+use crate::options::Options;
+use crate::wire::{self, Fields};
+
+/// The one-pass scan and the full path agree on every fixture series, with and without an
+/// added cluster label: same shard key, same bytes, same counts, same oldest timestamp.
+#[test]
+fn fast_and_full_paths_agree() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+    for cluster in [None, Some("aks-1"), Some("zzz"), Some("a")] {
+        let opts = Options {
+            cluster: cluster.map(str::to_string),
+            ..Options::default()
+        };
+        let cluster_field = cluster.map(|c| {
+            let mut label = Vec::new();
+            wire::put_len_field(&mut label, 1, b"cluster");
+            wire::put_len_field(&mut label, 2, c.as_bytes());
+            let mut f = Vec::new();
+            wire::put_len_field(&mut f, TS_LABELS, &label);
+            f
+        });
+        for name in [
+            "prom242_rw1_500samples_a.snappy",
+            "prom242_rw1_500samples_b.snappy",
+            "prom242_rw1_100_stale_markers.snappy",
+        ] {
+            let body = std::fs::read(format!("{dir}/{name}")).unwrap();
+            let raw = crate::decompress(&body, 1 << 26).unwrap();
+            let mut scratch = Vec::new();
+            let mut n = 0;
+            for f in Fields::new(&raw) {
+                let f = f.unwrap();
+                if f.number != FIELD_TIMESERIES {
+                    continue;
+                }
+                let fast = fast_scan(
+                    f.data,
+                    &opts,
+                    cluster_field.as_deref(),
+                    &mut scratch,
+                    &mut NameCache::default(),
+                )
+                .expect("fixture series take the fast path");
+                let Checked::Keep {
+                    key,
+                    counts,
+                    min_ts,
+                    rewritten,
+                } = check_series(f.data, &opts).unwrap()
+                else {
+                    panic!("kept");
+                };
+                assert_eq!(
+                    (fast.key, fast.counts, fast.min_ts),
+                    (key, counts, min_ts),
+                    "{name} {cluster:?}"
+                );
+                let fast_bytes = match (fast.cluster_at, &cluster_field) {
+                    (Some(at), Some(c)) => [&f.data[..at], c, &f.data[at..]].concat(),
+                    _ => f.data.to_vec(),
+                };
+                assert_eq!(
+                    fast_bytes,
+                    rewritten.unwrap_or_else(|| f.data.to_vec()),
+                    "{name} {cluster:?}"
+                );
+                assert_eq!(series_key(&fast_bytes), key, "key of the bytes sent on");
+                n += 1;
+            }
+            assert!(n > 0);
+        }
+    }
+}
+
+/// Encodings a sender may legally use but the scan does not take (value field present but
+/// empty, a padded varint, labels after samples) go through the full path and keep the
+/// series' shard key.
+#[test]
+fn unusual_encodings_take_the_full_path_with_the_same_key() {
+    let label = |n: &[u8], v: &[u8], empty_value_field: bool| {
+        let mut m = Vec::new();
+        wire::put_len_field(&mut m, 1, n);
+        if !v.is_empty() || empty_value_field {
+            wire::put_len_field(&mut m, 2, v);
+        }
+        let mut f = Vec::new();
+        wire::put_len_field(&mut f, TS_LABELS, &m);
+        f
+    };
+    let sample = {
+        let mut s = vec![0x09];
+        s.extend_from_slice(&1.0f64.to_le_bytes());
+        s.extend_from_slice(&[0x10, 0x05]);
+        let mut f = Vec::new();
+        wire::put_len_field(&mut f, TS_SAMPLES, &s);
+        f
+    };
+    let canonical = [
+        label(b"__name__", b"up", false),
+        label(b"job", b"", false),
+        sample.clone(),
+    ]
+    .concat();
+    let opts = Options::default();
+    let mut scratch = Vec::new();
+    let mut names = NameCache::default();
+    let want = fast_scan(&canonical, &opts, None, &mut scratch, &mut names)
+        .unwrap()
+        .key;
+    let empty_value = [
+        label(b"__name__", b"up", false),
+        label(b"job", b"", true),
+        sample.clone(),
+    ]
+    .concat();
+    let mut padded = canonical.clone();
+    // The sample's length varint, padded to two bytes.
+    let at = padded.len() - sample.len() + 1;
+    padded[at] |= 0x80;
+    padded.insert(at + 1, 0);
+    let late_label = [
+        label(b"__name__", b"up", false),
+        sample.clone(),
+        label(b"job", b"", false),
+    ]
+    .concat();
+    for (what, series) in [
+        ("empty value field", empty_value),
+        ("padded varint", padded),
+        ("label after sample", late_label),
+    ] {
+        assert!(
+            fast_scan(&series, &opts, None, &mut scratch, &mut names).is_none(),
+            "{what}"
+        );
+        let Checked::Keep { key, .. } = check_series(&series, &opts).unwrap() else {
+            panic!("{what}: kept");
+        };
+        assert_eq!(key, want, "{what}");
+    }
+}
