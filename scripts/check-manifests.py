@@ -6,7 +6,7 @@
 Each SET_FILE is one set of objects applied together: a rendered kustomize overlay, a rendered
 Helm release, one file of deploy/examples/, or a kube-prometheus-stack values snippet (a file
 whose name holds "kube-prometheus-stack-values"). Checked: security defaults, probes and their
-ports, promlink's subcommands, flags and variables (read from src/config/mod.rs), shutdown grace against terminationGracePeriodSeconds, native sidecars,
+ports, promlink's subcommands, flags and variables (read from src/config/), shutdown grace against terminationGracePeriodSeconds, native sidecars,
 PDB eviction policy, HPA targets, StatefulSet PVC retention, doctor Jobs as hooks, selectors,
 ServiceMonitor/PodMonitor/PrometheusRule/Certificate shapes. The promlink containers held in
 kube-prometheus-stack values (snippets, and the chart's sidecar ConfigMap) are written out as Pods
@@ -24,10 +24,11 @@ errors, notes = [], []
 counts = {"crd": 0, "doctor_hook": 0, "doctor_per_revision": 0, "native_sidecar": 0,
           "regular_sidecar": 0, "drain": 0}
 
-src = open("src/config/mod.rs").read()
+import glob
+src = "".join(open(f).read() for f in sorted(glob.glob("src/config/*.rs")))
 env_ok = set(re.findall(r'env = "(PROMLINK_[A-Z0-9_]+)"', src))
 if len(env_ok) < 30:
-    sys.exit("check-manifests: cannot read promlink's PROMLINK_* variables from src/config/mod.rs")
+    sys.exit("check-manifests: cannot read promlink's PROMLINK_* variables from src/config/")
 env_ok |= {"INGESTION_URL", "LISTENING_PORT", "IDENTITY_TYPE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
            "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST",
            "CLUSTER", "INGESTION_AAD_AUDIENCE", "AZURE_CLIENT_SECRET"}

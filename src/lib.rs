@@ -1,4 +1,39 @@
 //! promlink: a Prometheus remote-write forwarder to Azure Monitor managed Prometheus.
+//!
+//! # Layout
+//!
+//! The data flows receive -> queue -> upstream; the other modules serve that path or stand
+//! beside it. The README's module table says the same.
+//!
+//! ```text
+//! Prometheus --RW 1.0/2.0--> receive --> queue --> upstream --RW 1.0--> DCE
+//!                               |          |         |  ^ identity (Entra ID token)
+//!                             codec     (memory      |  ^ privatelink (verified, pinned path)
+//!                                        or disk)    outbound (every HTTP client) + proxy
+//! ```
+//!
+//! - [`receive`]: the HTTP server: `POST /api/v1/write`, `/health`, `/ready`, `/status`,
+//!   `/metrics`; TLS, sender authentication, limits; status codes chosen in one place.
+//! - [`codec`] (the `promlink-codec` crate, `crates/promlink-codec/`): remote write 1.0 and 2.0
+//!   decoding, validation, translation, chunks, batch limits, split, de-duplication, pruning.
+//! - [`queue`]: the bounded hand-off (memory or durable disk log) and the dispatcher that keeps
+//!   each series in order.
+//! - [`upstream`]: sending batches to the DCE and classifying its answers.
+//! - [`identity`]: Entra ID token sources, caching and refresh.
+//! - [`privatelink`]: DNS verification, verdicts, probes, the path policy, the pinned resolver.
+//! - [`outbound`]: builds every outbound HTTP client (roots, CA file, user agent, timeouts,
+//!   proxy or pinned resolver), error chains and the one backoff; [`proxy`]: the egress proxy
+//!   decision (`HTTPS_PROXY`, `NO_PROXY`).
+//! - [`alert`]: alert rules over promlink's state and the Alertmanager client; [`health`]: the
+//!   checks behind `/ready` and `/status`.
+//! - [`config`]: flags, environment, YAML file and defaults, resolved into one config type per
+//!   stage.
+//! - [`serve`] wires the stages together and runs them; [`shutdown`]: SIGTERM and the quiet
+//!   period; [`drain`]: `promlink drain` of a queue directory left behind; [`doctor`]: the
+//!   one-shot preflight; [`telemetry`]: logging; [`secret`]: values never printed.
+//! - Test and demo support, labeled as such: [`emulator`] (the DCE, Entra ID, DNS and proxy
+//!   **emulators**, and all of them assembled as an emulated Azure), [`loadgen`] (a synthetic
+//!   sender and the checksum that proves no loss), [`demo`] (`promlink demo`).
 #![forbid(unsafe_code)]
 
 pub mod emulator;
