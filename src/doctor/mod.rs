@@ -205,6 +205,17 @@ pub async fn diagnose(args: &DoctorArgs) -> Result<Report, ConfigError> {
     Ok(Doctor::new(&cfg, args).run().await)
 }
 
+/// What [`Doctor::select`] chose for a host's connect check.
+enum Selected {
+    /// Probe these addresses, on this path (`private endpoint`, `public` or `direct`).
+    Probe {
+        addresses: Vec<IpAddr>,
+        path: &'static str,
+    },
+    /// Probe nothing: this check says why.
+    Skip(Check),
+}
+
 /// One run's context.
 struct Doctor<'a> {
     cfg: &'a Config,
@@ -564,14 +575,14 @@ impl<'a> Doctor<'a> {
                 through_proxy: ok,
             };
         }
-        let (probe_addrs, path, skip) = self
+        let selected = self
             .select(t, &addresses, verdict, public, fallback_via_proxy)
             .await;
         let mut usable = Vec::new();
-        match skip {
-            Some(why) => checks.push(why),
-            None => {
-                let sockets: Vec<SocketAddr> = probe_addrs
+        match selected {
+            Selected::Skip(why) => checks.push(why),
+            Selected::Probe { addresses, path } => {
+                let sockets: Vec<SocketAddr> = addresses
                     .iter()
                     .take(4)
                     .map(|ip| SocketAddr::new(*ip, t.port))
@@ -618,7 +629,7 @@ impl<'a> Doctor<'a> {
         verdict: Option<Verdict>,
         public: Option<&Verifier>,
         fallback_via_proxy: bool,
-    ) -> (Vec<IpAddr>, &'static str, Option<Check>) {
+    ) -> Selected {
         let rules = &self.cfg.destination.private_link.rules;
         let private = verdict.is_none_or(|v| v == Verdict::Private);
         let path = match (verdict, t.role) {
@@ -638,18 +649,14 @@ impl<'a> Doctor<'a> {
                 _ => None,
             };
             if let Some(consequence) = not_probed {
-                return (
-                    Vec::new(),
-                    path,
-                    Some(Check::new(
-                        "connect",
-                        &t.host,
-                        Status::Skipped,
-                        "not probed: the DNS answer is not verified private",
-                        consequence,
-                        "",
-                    )),
-                );
+                return Selected::Skip(Check::new(
+                    "connect",
+                    &t.host,
+                    Status::Skipped,
+                    "not probed: the DNS answer is not verified private",
+                    consequence,
+                    "",
+                ));
             }
             picked.retain(|ip| !rules.is_private(*ip));
             if picked.is_empty() && t.role == Role::Ingestion {
@@ -677,19 +684,18 @@ impl<'a> Doctor<'a> {
             } else {
                 "fix the DNS check above"
             };
-            return (
-                Vec::new(),
-                path,
-                Some(Check::new(
-                    "connect",
-                    &t.host,
-                    status,
-                    "no address to connect to",
-                    format!("{} cannot be reached: it has no usable address", t.host),
-                    fix,
-                )),
-            );
+            return Selected::Skip(Check::new(
+                "connect",
+                &t.host,
+                status,
+                "no address to connect to",
+                format!("{} cannot be reached: it has no usable address", t.host),
+                fix,
+            ));
         }
-        (picked, path, None)
+        Selected::Probe {
+            addresses: picked,
+            path,
+        }
     }
 }
