@@ -97,23 +97,37 @@ fn alerts_named<'a>(
         .collect()
 }
 
+/// An alerter posting to `urls` as `instance`, directly (no egress proxy).
+fn alerter(urls: Vec<Url>, resend: Duration, instance: &str, metrics: Metrics) -> Arc<Alerter> {
+    Arc::new(
+        Alerter::new(
+            urls,
+            resend,
+            instance.into(),
+            None,
+            &Default::default(),
+            metrics,
+        )
+        .unwrap(),
+    )
+}
+
+/// Cancels `stop` and checks that `task` ends, without a panic, within 5 s.
+async fn stopped(stop: &CancellationToken, task: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops on cancel")
+        .expect("no panic");
+}
+
 #[tokio::test]
 async fn fires_at_once_resends_with_stable_start_and_resolves_once() {
     let stop = CancellationToken::new();
     let (base, rec) = recorder(stop.clone()).await;
     let resend = Duration::from_millis(200);
     let metrics = Metrics::default();
-    let alerter = Arc::new(
-        Alerter::new(
-            vec![base],
-            resend,
-            "promlink-0".into(),
-            None,
-            &Default::default(),
-            metrics.clone(),
-        )
-        .unwrap(),
-    );
+    let alerter = alerter(vec![base], resend, "promlink-0", metrics.clone());
     let task = alerter.clone().spawn(stop.clone());
 
     let a = not_verified();
@@ -189,11 +203,7 @@ async fn fires_at_once_resends_with_stable_start_and_resolves_once() {
     assert!(metrics.post_count("success") >= 4);
     assert_eq!(metrics.post_count("failure"), 0);
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stopped(&stop, task).await;
 }
 
 #[tokio::test]
@@ -209,16 +219,11 @@ async fn failed_posts_are_retried_and_a_failing_instance_does_not_hold_back_the_
     };
     rec.fail_next.store(2, Ordering::SeqCst);
     let metrics = Metrics::default();
-    let alerter = Arc::new(
-        Alerter::new(
-            vec![dead, base],
-            Duration::from_secs(60),
-            "i".into(),
-            None,
-            &Default::default(),
-            metrics.clone(),
-        )
-        .unwrap(),
+    let alerter = alerter(
+        vec![dead, base],
+        Duration::from_secs(60),
+        "i",
+        metrics.clone(),
     );
     let task = alerter.clone().spawn(stop.clone());
     let a = not_verified();
@@ -242,11 +247,7 @@ async fn failed_posts_are_retried_and_a_failing_instance_does_not_hold_back_the_
     .await;
     assert_eq!(rec.fail_next.load(Ordering::SeqCst), 0);
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stopped(&stop, task).await;
 }
 
 #[tokio::test]
@@ -254,17 +255,7 @@ async fn refiring_starts_a_new_episode_after_the_resolution() {
     let stop = CancellationToken::new();
     let (base, rec) = recorder(stop.clone()).await;
     // The task starts after both changes: its first post carries both.
-    let alerter = Arc::new(
-        Alerter::new(
-            vec![base],
-            Duration::from_secs(60),
-            "i".into(),
-            None,
-            &Default::default(),
-            Metrics::default(),
-        )
-        .unwrap(),
-    );
+    let alerter = alerter(vec![base], Duration::from_secs(60), "i", Metrics::default());
     let a = not_verified();
     alerter.update(vec![a.clone()]);
     let first_start = alerter.firing_since()[0].1;
@@ -293,28 +284,14 @@ async fn refiring_starts_a_new_episode_after_the_resolution() {
     assert!(time(&batch[0]["endsAt"]) <= posts[0].0);
     assert!(time(&batch[1]["endsAt"]) > posts[0].0);
     assert!(time(&batch[1]["startsAt"]) > time(&batch[0]["startsAt"]));
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stopped(&stop, task).await;
 }
 
 #[tokio::test]
 async fn zero_urls_keeps_state_and_metrics() {
     let mut registry = prometheus_client::registry::Registry::with_prefix("promlink");
     let metrics = Metrics::register(&mut registry);
-    let alerter = Arc::new(
-        Alerter::new(
-            vec![],
-            Duration::from_secs(30),
-            "x".into(),
-            None,
-            &Default::default(),
-            metrics.clone(),
-        )
-        .unwrap(),
-    );
+    let alerter = alerter(vec![], Duration::from_secs(30), "x", metrics.clone());
     let stop = CancellationToken::new();
     let task = alerter.clone().spawn(stop.clone());
     let s = super::Signals {
@@ -333,11 +310,7 @@ async fn zero_urls_keeps_state_and_metrics() {
     assert!(text.contains(r#"promlink_alerts_firing{alertname="PromlinkOnPublicFallback"} 0"#));
     assert!(text.contains(r#"promlink_alertmanager_posts_total{outcome="success"} 0"#));
     assert!(!task.is_finished());
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stopped(&stop, task).await;
 }
 
 #[test]

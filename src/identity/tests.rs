@@ -34,6 +34,15 @@ impl Env {
         Self { entra, dir }
     }
 
+    /// An emulator that knows the client-secret application only.
+    async fn secret_client() -> Self {
+        Self::start(EntraConfig {
+            clients: vec![secret_client()],
+            ..EntraConfig::default()
+        })
+        .await
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -90,6 +99,88 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// A provider with its refresher running. The refresher stops when this is dropped, or
+/// checked-stopped with [`Running::stop`].
+struct Running {
+    provider: TokenProvider,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(cfg: IdentityConfig) -> Self {
+        Self::with_metrics(cfg, Metrics::default())
+    }
+
+    fn with_metrics(cfg: IdentityConfig, metrics: Metrics) -> Self {
+        let provider = TokenProvider::new(cfg, metrics).expect("provider");
+        Self::refresh(provider)
+    }
+
+    /// Starts the refresher of an existing provider.
+    fn refresh(provider: TokenProvider) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = provider.spawn_refresher(shutdown.clone());
+        Self {
+            provider,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Waits up to `limit` for the provider's state to satisfy `cond`.
+    async fn until(&self, limit: Duration, cond: impl Fn(&TokenState) -> bool) -> bool {
+        eventually(limit, || cond(&self.provider.state())).await
+    }
+
+    /// The current token, waiting up to 10 s for one.
+    async fn token(&self) -> Secret {
+        self.provider
+            .bearer(Duration::from_secs(10))
+            .await
+            .expect("token")
+            .expect("some token")
+    }
+
+    /// Waits (up to 5 s) until `failures` fetches have failed, then returns the error a caller
+    /// waiting `wait` for a token gets.
+    async fn error_after(&self, failures: u64, wait: Duration) -> Error {
+        assert!(
+            self.until(Duration::from_secs(5), |s| s.refreshes_failed >= failures)
+                .await,
+            "{:?}",
+            self.state()
+        );
+        self.provider
+            .bearer(wait)
+            .await
+            .expect_err("no token while fetches fail")
+    }
+
+    /// Stops the refresher and checks that it ends, without a panic, within 2 s.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the refresher stops on shutdown")
+            .expect("no panic");
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = TokenProvider;
+    fn deref(&self) -> &TokenProvider {
+        &self.provider
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// A config with no emulator behind it, for validation tests.
 fn offline_config(kind: IdentityKind) -> IdentityConfig {
     IdentityConfig {
@@ -134,11 +225,7 @@ fn jwt_part(token: &str, index: usize) -> serde_json::Value {
 
 #[tokio::test]
 async fn client_secret_gets_a_token_for_the_scope_from_the_authority() {
-    let env = Env::start(EntraConfig {
-        clients: vec![secret_client()],
-        ..EntraConfig::default()
-    })
-    .await;
+    let env = Env::secret_client().await;
     for (scope, audience) in [
         (
             "https://monitor.azure.com/.default",
@@ -149,21 +236,11 @@ async fn client_secret_gets_a_token_for_the_scope_from_the_authority() {
             "https://monitor.azure.us",
         ),
     ] {
-        let provider = TokenProvider::new(
-            IdentityConfig {
-                scope: scope.to_string(),
-                ..env.secret_config()
-            },
-            Metrics::default(),
-        )
-        .expect("provider");
-        let shutdown = CancellationToken::new();
-        let task = provider.spawn_refresher(shutdown.clone());
-        let token = provider
-            .bearer(Duration::from_secs(10))
-            .await
-            .expect("token")
-            .expect("some token");
+        let provider = Running::start(IdentityConfig {
+            scope: scope.to_string(),
+            ..env.secret_config()
+        });
+        let token = provider.token().await;
         let claims = env
             .entra
             .verify(token.expose())
@@ -177,34 +254,19 @@ async fn client_secret_gets_a_token_for_the_scope_from_the_authority() {
         assert!(state
             .expires_at
             .is_some_and(|t| t > SystemTime::now() + Duration::from_secs(3000)));
-        shutdown.cancel();
-        task.await.expect("refresher stops");
+        provider.stop().await;
     }
 }
 
 #[tokio::test]
 async fn wrong_scope_fails_with_the_entra_description_and_keeps_retrying() {
-    let env = Env::start(EntraConfig {
-        clients: vec![secret_client()],
-        ..EntraConfig::default()
-    })
-    .await;
+    let env = Env::secret_client().await;
     let cfg = IdentityConfig {
         scope: "https://storage.azure.com/.default".to_string(),
         ..env.secret_config()
     };
-    let provider = TokenProvider::new(cfg, Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    assert!(
-        eventually(Duration::from_secs(5), || provider.state().refreshes_failed
-            >= 3)
-        .await
-    );
-    let err = provider
-        .bearer(Duration::from_secs(1))
-        .await
-        .expect_err("no token for a wrong scope");
+    let provider = Running::start(cfg);
+    let err = provider.error_after(3, Duration::from_secs(1)).await;
     assert!(err.to_string().contains("AADSTS500011"), "{err}");
     let state = provider.state();
     assert!(!state.valid);
@@ -215,7 +277,6 @@ async fn wrong_scope_fails_with_the_entra_description_and_keeps_retrying() {
             .is_some_and(|e| e.contains("AADSTS500011")),
         "{state:?}"
     );
-    shutdown.cancel();
 }
 
 #[tokio::test]
@@ -233,14 +294,8 @@ async fn client_certificate_gets_a_token_with_a_signed_assertion() {
         client_certificate_path: Some(env.path("app.pem")),
         ..env.config(IdentityKind::ClientCertificate)
     };
-    let provider = TokenProvider::new(cfg, Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    let token = provider
-        .bearer(Duration::from_secs(10))
-        .await
-        .expect("token")
-        .expect("some token");
+    let provider = Running::start(cfg);
+    let token = provider.token().await;
     let claims = env
         .entra
         .verify(token.expose())
@@ -249,7 +304,6 @@ async fn client_certificate_gets_a_token_with_a_signed_assertion() {
         (claims.appid.as_str(), claims.aud.as_str()),
         (CLIENT, "https://monitor.azure.com")
     );
-    shutdown.cancel();
 }
 
 #[test]
@@ -333,14 +387,8 @@ async fn workload_identity_rereads_the_federated_token_file_on_every_exchange() 
         federated_token_file: Some(file.clone()),
         ..env.config(IdentityKind::Workload)
     };
-    let provider = TokenProvider::new(cfg, Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    let first = provider
-        .bearer(Duration::from_secs(10))
-        .await
-        .expect("token")
-        .expect("some token");
+    let provider = Running::start(cfg);
+    let first = provider.token().await;
     assert_eq!(
         env.entra.verify(first.expose()).expect("valid").appid,
         CLIENT
@@ -355,9 +403,9 @@ async fn workload_identity_rereads_the_federated_token_file_on_every_exchange() 
     std::fs::write(&file, "sa-token-2").expect("rotate token");
     provider.invalidate(&first);
     assert!(
-        eventually(Duration::from_secs(5), || provider.state().refreshes_ok
-            == 2)
-        .await,
+        provider
+            .until(Duration::from_secs(5), |s| s.refreshes_ok == 2)
+            .await,
         "{:?}",
         provider.state()
     );
@@ -366,7 +414,6 @@ async fn workload_identity_rereads_the_federated_token_file_on_every_exchange() 
         0,
         "the rotated file was read, not a stale copy"
     );
-    shutdown.cancel();
 }
 
 #[tokio::test]
@@ -376,20 +423,14 @@ async fn refreshes_before_expiry_and_never_hands_out_an_expired_token() {
         ..lifetime(3)
     })
     .await;
-    let provider = TokenProvider::new(env.secret_config(), Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    let first = provider
-        .bearer(Duration::from_secs(10))
-        .await
-        .expect("token")
-        .expect("some token");
+    let provider = Running::start(env.secret_config());
+    let first = provider.token().await;
     let first_expiry = provider.state().expires_at.expect("expiry");
     // Lifetime 3 s, refresh 2 s ahead: a new token about 1 s later, well before the first expires.
     assert!(
-        eventually(Duration::from_secs(3), || provider.state().refreshes_ok
-            >= 2)
-        .await
+        provider
+            .until(Duration::from_secs(3), |s| s.refreshes_ok >= 2)
+            .await
     );
     let refreshed_at = SystemTime::now();
     assert!(refreshed_at < first_expiry, "refreshed before expiry");
@@ -408,32 +449,17 @@ async fn refreshes_before_expiry_and_never_hands_out_an_expired_token() {
     assert!(provider.state().refreshes_ok >= 3, "{:?}", provider.state());
     assert_eq!(provider.state().refreshes_failed, 0);
     drop(first);
-    shutdown.cancel();
 }
 
 #[tokio::test]
 async fn retries_injected_failures_with_backoff_and_recovers() {
-    let env = Env::start(EntraConfig {
-        clients: vec![secret_client()],
-        ..EntraConfig::default()
-    })
-    .await;
+    let env = Env::secret_client().await;
     env.entra.fail_next(4, 503);
     let mut registry = prometheus_client::registry::Registry::with_prefix("promlink");
     let metrics = Metrics::register(&mut registry);
-    let provider = TokenProvider::new(env.secret_config(), metrics).expect("provider");
     let started = Instant::now();
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    assert!(
-        eventually(Duration::from_secs(5), || provider.state().refreshes_failed
-            >= 1)
-        .await
-    );
-    let err = provider
-        .bearer(Duration::from_secs(1))
-        .await
-        .expect_err("no token while failing");
+    let provider = Running::with_metrics(env.secret_config(), metrics);
+    let err = provider.error_after(1, Duration::from_secs(1)).await;
     assert!(err.to_string().contains("AADSTS50196"), "{err}");
     let token = loop {
         match provider.bearer(Duration::from_secs(1)).await {
@@ -473,24 +499,13 @@ async fn retries_injected_failures_with_backoff_and_recovers() {
         !text.contains("promlink_token_expiry_timestamp_seconds 0"),
         "{text}"
     );
-    shutdown.cancel();
 }
 
 #[tokio::test]
 async fn invalidate_forces_exactly_one_refresh_per_token() {
-    let env = Env::start(EntraConfig {
-        clients: vec![secret_client()],
-        ..EntraConfig::default()
-    })
-    .await;
-    let provider = TokenProvider::new(env.secret_config(), Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    let token = provider
-        .bearer(Duration::from_secs(10))
-        .await
-        .expect("token")
-        .expect("some token");
+    let env = Env::secret_client().await;
+    let provider = Running::start(env.secret_config());
+    let token = provider.token().await;
     assert_eq!(env.entra.issued(CLIENT), 1);
 
     // A burst of requests all rejected with the same token: one refresh.
@@ -498,9 +513,9 @@ async fn invalidate_forces_exactly_one_refresh_per_token() {
         provider.invalidate(&token);
     }
     assert!(
-        eventually(Duration::from_secs(5), || provider.state().refreshes_ok
-            == 2)
-        .await
+        provider
+            .until(Duration::from_secs(5), |s| s.refreshes_ok == 2)
+            .await
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.entra.issued(CLIENT), 2);
@@ -510,7 +525,6 @@ async fn invalidate_forces_exactly_one_refresh_per_token() {
     provider.invalidate(&Secret::new("not-the-current-token"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.entra.issued(CLIENT), 2);
-    shutdown.cancel();
 }
 
 #[tokio::test]
@@ -524,24 +538,15 @@ async fn token_file_is_reread_when_it_changes() {
     };
     let provider = TokenProvider::new(cfg, Metrics::default()).expect("provider");
     let wait = Duration::from_millis(200);
-    assert_eq!(
-        provider
-            .bearer(wait)
-            .await
-            .expect("token")
-            .expect("some")
-            .expose(),
-        "first-token"
-    );
-    assert_eq!(
-        provider
-            .bearer(wait)
-            .await
-            .expect("token")
-            .expect("some")
-            .expose(),
-        "first-token"
-    );
+    let read = |provider: &TokenProvider| {
+        let provider = provider.clone();
+        async move {
+            let token = provider.bearer(wait).await.expect("token").expect("some");
+            token.expose().to_string()
+        }
+    };
+    assert_eq!(read(&provider).await, "first-token");
+    assert_eq!(read(&provider).await, "first-token");
     assert_eq!(
         provider.state().refreshes_ok,
         1,
@@ -549,15 +554,7 @@ async fn token_file_is_reread_when_it_changes() {
     );
 
     std::fs::write(&file, "second-token-longer\n").expect("rewrite");
-    assert_eq!(
-        provider
-            .bearer(wait)
-            .await
-            .expect("token")
-            .expect("some")
-            .expose(),
-        "second-token-longer"
-    );
+    assert_eq!(read(&provider).await, "second-token-longer");
     assert_eq!(provider.state().refreshes_ok, 2);
 
     // A JWT whose exp has passed is never handed out.
@@ -601,34 +598,24 @@ async fn token_file_refresher_notices_changes_without_requests() {
         token_file: Some(file.clone()),
         ..offline_config(IdentityKind::TokenFile)
     };
-    let provider = TokenProvider::new(cfg, Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let task = provider.spawn_refresher(shutdown.clone());
+    let provider = Running::start(cfg);
     assert!(
-        eventually(Duration::from_secs(3), || provider.state().refreshes_ok
-            == 1)
-        .await
+        provider
+            .until(Duration::from_secs(3), |s| s.refreshes_ok == 1)
+            .await
     );
     std::fs::write(&file, "two!").expect("rewrite");
     assert!(
-        eventually(Duration::from_secs(3), || provider.state().refreshes_ok
-            == 2)
-        .await
+        provider
+            .until(Duration::from_secs(3), |s| s.refreshes_ok == 2)
+            .await
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(2), task)
-        .await
-        .expect("stops on shutdown")
-        .expect("no panic");
+    provider.stop().await;
 }
 
 #[tokio::test]
 async fn secrets_and_tokens_never_appear_in_debug_display_or_errors() {
-    let env = Env::start(EntraConfig {
-        clients: vec![secret_client()],
-        ..EntraConfig::default()
-    })
-    .await;
+    let env = Env::secret_client().await;
 
     // A wrong secret: the error carries Entra's description, not the secret sent.
     let wrong = "Wr0ng~Secret.Value-Also-Secret";
@@ -637,41 +624,25 @@ async fn secrets_and_tokens_never_appear_in_debug_display_or_errors() {
         ..env.secret_config()
     };
     assert!(!format!("{cfg:?}").contains(wrong));
-    let provider = TokenProvider::new(cfg, Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    assert!(
-        eventually(Duration::from_secs(5), || provider.state().refreshes_failed
-            >= 1)
-        .await
-    );
-    let err = provider
-        .bearer(Duration::from_millis(100))
-        .await
-        .expect_err("refused");
+    let provider = Running::start(cfg);
+    let err = provider.error_after(1, Duration::from_millis(100)).await;
     let last_error = provider.state().last_error.expect("last error");
     assert!(last_error.contains("AADSTS7000215"), "{last_error}");
     for text in [
         format!("{err}"),
         format!("{err:?}"),
         last_error,
-        format!("{provider:?}"),
+        format!("{:?}", *provider),
     ] {
         assert!(!text.contains(wrong), "secret leaked: {text}");
     }
-    shutdown.cancel();
+    drop(provider);
 
     // The right secret: the token appears in no Debug output.
-    let provider = TokenProvider::new(env.secret_config(), Metrics::default()).expect("provider");
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
-    let token = provider
-        .bearer(Duration::from_secs(10))
-        .await
-        .expect("token")
-        .expect("some");
+    let provider = Running::start(env.secret_config());
+    let token = provider.token().await;
     for text in [
-        format!("{provider:?}"),
+        format!("{:?}", *provider),
         format!("{:?}", provider.state()),
         format!("{token:?} {token}"),
     ] {
@@ -680,7 +651,7 @@ async fn secrets_and_tokens_never_appear_in_debug_display_or_errors() {
             "leaked: {text}"
         );
     }
-    shutdown.cancel();
+    drop(provider);
 
     // Errors from the request path (fetch of a token directly, not through the provider).
     let source = source::Entra::new(
@@ -817,11 +788,7 @@ async fn kind_none_has_no_token_and_is_always_ready() {
 
 #[tokio::test]
 async fn bearer_waits_at_most_the_given_time_for_a_first_token() {
-    let env = Env::start(EntraConfig {
-        clients: vec![secret_client()],
-        ..EntraConfig::default()
-    })
-    .await;
+    let env = Env::secret_client().await;
     let provider = TokenProvider::new(env.secret_config(), Metrics::default()).expect("provider");
     // No refresher: nothing will arrive.
     let err = provider
@@ -835,11 +802,9 @@ async fn bearer_waits_at_most_the_given_time_for_a_first_token() {
         tokio::spawn(async move { provider.bearer(Duration::from_secs(10)).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let shutdown = CancellationToken::new();
-    let _task = provider.spawn_refresher(shutdown.clone());
+    let _provider = Running::refresh(provider);
     let token = waiter.await.expect("join").expect("token").expect("some");
     env.entra.verify(token.expose()).expect("valid");
-    shutdown.cancel();
 }
 
 #[test]
@@ -871,25 +836,18 @@ async fn token_via(
     authority: &str,
     proxy: ProxyConfig,
 ) -> (Result<Secret, String>, Option<String>) {
-    let provider = TokenProvider::new(
-        IdentityConfig {
-            authority_host: authority.parse().expect("authority url"),
-            proxy,
-            ..env.secret_config()
-        },
-        Metrics::default(),
-    )
-    .expect("provider");
-    let shutdown = CancellationToken::new();
-    let task = provider.spawn_refresher(shutdown.clone());
+    let provider = Running::start(IdentityConfig {
+        authority_host: authority.parse().expect("authority url"),
+        proxy,
+        ..env.secret_config()
+    });
     let token = provider
         .bearer(Duration::from_secs(10))
         .await
         .map(|t| t.expect("some token"))
         .map_err(|e| e.to_string());
     let last_error = provider.state().last_error;
-    shutdown.cancel();
-    task.await.expect("refresher stops");
+    provider.stop().await;
     (token, last_error)
 }
 
