@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{certificate_names, ConnInfo};
-use super::metrics::{Metrics, WhyLabel};
+use super::metrics::{Metrics, ReasonLabel};
 use super::tls::Reloader;
 
 /// Connection-level settings.
@@ -84,7 +84,7 @@ pub async fn serve(
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     refuse(&tcp, tls.is_some());
-                    metrics.connections_closed.get_or_create(&WhyLabel { reason: "max_connections" }).inc();
+                    metrics.connections_closed.get_or_create(&ReasonLabel { reason: "max_connections" }).inc();
                     tracing::debug!(%peer, "connection refused: max_connections reached");
                     continue;
                 };
@@ -154,17 +154,20 @@ async fn connection(
     let closed = |reason: &'static str| {
         metrics
             .connections_closed
-            .get_or_create(&WhyLabel { reason })
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     };
-    let Some(tls) = tls else {
-        let info = ConnInfo::default();
-        if let Err(e) = http1(TokioIo::new(tcp), app, info, cfg, ends).await {
+    let ended = |result: Result<(), hyper::Error>| {
+        if let Err(e) = result {
             if e.is_timeout() {
                 closed("header_timeout");
             }
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
+    };
+    let Some(tls) = tls else {
+        let info = ConnInfo::default();
+        ended(http(TokioIo::new(tcp), false, app, info, cfg, ends).await);
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
@@ -189,18 +192,7 @@ async fn connection(
             .map(|leaf| certificate_names(leaf)),
     };
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(stream);
-    let result = if h2 {
-        http2(io, app, info, cfg, ends).await
-    } else {
-        http1(io, app, info, cfg, ends).await
-    };
-    if let Err(e) = result {
-        if e.is_timeout() {
-            closed("header_timeout");
-        }
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
+    ended(http(TokioIo::new(stream), h2, app, info, cfg, ends).await);
 }
 
 /// The router as a hyper service, with what the connection proved, and its control, in each
@@ -233,8 +225,10 @@ fn service(app: Router, info: ConnInfo, control: Arc<ConnControl>) -> ConnServic
     }
 }
 
-async fn http1<I>(
+/// Serves one connection over HTTP/2 (`h2`, as ALPN negotiated it) or HTTP/1.1.
+async fn http<I>(
     io: TokioIo<I>,
+    h2: bool,
     app: Router,
     info: ConnInfo,
     cfg: &ListenerConfig,
@@ -244,26 +238,15 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let control = Arc::new(ConnControl::default());
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .serve_connection(io, service(app, info, control.clone()));
-    // An idle keep-alive connection stays open while draining: its next answer carries
-    // `Connection: close`, which ends it.
-    until_done(conn, control, None, ends.stop).await
-}
-
-async fn http2<I>(
-    io: TokioIo<I>,
-    app: Router,
-    info: ConnInfo,
-    cfg: &ListenerConfig,
-    ends: Ends,
-) -> Result<(), hyper::Error>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let control = Arc::new(ConnControl::default());
+    if !h2 {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .serve_connection(io, service(app, info, control.clone()));
+        // An idle keep-alive connection stays open while draining: its next answer carries
+        // `Connection: close`, which ends it.
+        return until_done(conn, control, None, ends.stop).await;
+    }
     // A connection opened while draining is served (its sender may have nowhere else to go
     // yet) and gets GOAWAY after its first answer, through `control`.
     let drain = (!ends.drain.is_cancelled()).then_some(ends.drain);
