@@ -174,7 +174,7 @@ pub async fn run(
         .iter()
         .map(|r| {
             m.samples_dropped
-                .get_or_create(&crate::upstream::metrics::ReasonLabel { reason: r.as_str() })
+                .get_or_create(&crate::telemetry::ReasonLabel { reason: r.as_str() })
                 .get()
         })
         .sum();

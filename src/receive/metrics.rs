@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub use crate::telemetry::ReasonLabel;
+
 /// Labels of a receive request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -22,22 +24,6 @@ pub struct ProtocolLabel {
     pub protocol: &'static str,
 }
 
-/// Labels of a rejection counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// Closed set: `content_type`, `encoding`, `too_large`, `snappy`, `protobuf`, `invalid`,
-    /// `too_many_series`, `limit`, `queue_full`, `queue_io`, `shutting_down`, `body`,
-    /// `body_timeout`, `decode_busy`, `body_busy`, `too_many_requests`, `unauthorized`.
-    pub reason: &'static str,
-}
-
-/// Labels of a connection or authentication counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WhyLabel {
-    /// What happened (a closed set, listed in each metric's help).
-    pub reason: &'static str,
-}
-
 /// Labels of a reload counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -52,7 +38,10 @@ pub struct ReloadLabels {
 pub struct Metrics {
     /// Requests by protocol and answered status.
     pub requests: Family<RequestLabels, Counter>,
-    /// Requests refused, by reason.
+    /// Requests refused, by reason: `content_type`, `encoding`, `too_large`, `snappy`,
+    /// `protobuf`, `invalid`, `too_many_series`, `limit`, `queue_full`, `queue_io`,
+    /// `shutting_down`, `body`, `body_timeout`, `decode_busy`, `body_busy`,
+    /// `too_many_requests`, `unauthorized`.
     pub rejected: Family<ReasonLabel, Counter>,
     /// Samples accepted into the queue.
     pub samples: Family<ProtocolLabel, Counter>,
@@ -71,9 +60,9 @@ pub struct Metrics {
     /// Open receiver connections.
     pub connections: Gauge,
     /// Connections closed by promlink before a request was served, by reason.
-    pub connections_closed: Family<WhyLabel, Counter>,
+    pub connections_closed: Family<ReasonLabel, Counter>,
     /// Write requests refused with 401, by reason.
-    pub unauthorized: Family<WhyLabel, Counter>,
+    pub unauthorized: Family<ReasonLabel, Counter>,
     /// Reloads of the TLS files and the bearer token file, by result.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Expiry of the receiver's serving certificate, Unix seconds (0 without TLS).

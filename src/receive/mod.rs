@@ -443,7 +443,7 @@ impl Receiver {
         if let Err(d) = self.auth.check(headers, conn) {
             self.metrics
                 .unauthorized
-                .get_or_create(&metrics::WhyLabel { reason: d.reason() })
+                .get_or_create(&metrics::ReasonLabel { reason: d.reason() })
                 .inc();
             return Err(ReceiveError::Unauthorized(d));
         }

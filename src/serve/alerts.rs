@@ -42,7 +42,7 @@ impl AlertInputs {
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
-                    let label = crate::upstream::metrics::ReasonLabel { reason: r.as_str() };
+                    let label = crate::telemetry::ReasonLabel { reason: r.as_str() };
                     (r.as_str(), m.samples_dropped.get_or_create(&label).get())
                 })
                 .collect(),

@@ -7,12 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Label set with one closed-enum `reason`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// The reason (closed set).
-    pub reason: &'static str,
-}
+pub use crate::telemetry::ReasonLabel;
 
 /// Label set with the HTTP status class of an upstream answer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
