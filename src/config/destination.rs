@@ -2,7 +2,7 @@
 //! URL and its client settings, the identity that authenticates to it, its Private Link policy,
 //! and the queue that holds data for it. One today; routes will each carry their own.
 
-use super::defaults;
+use super::defaults as d;
 use super::problems::Problems;
 use super::Settings;
 use crate::privatelink::{AddressRules, Mode, PrivateLinkConfig};
@@ -33,14 +33,14 @@ pub(super) fn batch(s: &Settings, p: &mut Problems) -> BatchLimits {
         max_samples: p.positive(
             "max_samples_per_request",
             s.max_samples_per_request,
-            defaults::MAX_SAMPLES_PER_REQUEST,
+            d::MAX_SAMPLES_PER_REQUEST,
         ),
         max_bytes: p.positive(
             "max_bytes_per_request",
             s.max_bytes_per_request,
-            defaults::MAX_BYTES_PER_REQUEST,
+            d::MAX_BYTES_PER_REQUEST,
         ),
-        flush_interval: p.duration("flush_interval", s.flush_interval, defaults::FLUSH_INTERVAL),
+        flush_interval: p.duration("flush_interval", s.flush_interval, d::FLUSH_INTERVAL),
     }
 }
 
@@ -54,20 +54,16 @@ pub(super) fn resolve(
     notices: &mut Vec<String>,
 ) -> Option<Destination> {
     let url = super::ingestion::resolve(s, p);
-    let request_timeout = p.duration(
-        "request_timeout",
-        s.request_timeout,
-        defaults::REQUEST_TIMEOUT,
-    );
+    let request_timeout = p.duration("request_timeout", s.request_timeout, d::REQUEST_TIMEOUT);
     let retry_min = p.duration(
         "retry_min_backoff",
         s.retry_min_backoff,
-        defaults::RETRY_MIN_BACKOFF,
+        d::RETRY_MIN_BACKOFF,
     );
     let retry_max = p.duration(
         "retry_max_backoff",
         s.retry_max_backoff,
-        defaults::RETRY_MAX_BACKOFF,
+        d::RETRY_MAX_BACKOFF,
     );
     p.ordered(
         "retry_min_backoff",
@@ -89,13 +85,9 @@ pub(super) fn resolve(
             "an Azure Monitor ingestion endpoint needs an Entra ID token; choose a managed, workload or application identity",
         );
     }
-    let shards = p.positive("shards", s.shards, defaults::SHARDS);
-    if shards > defaults::MAX_SHARDS {
-        p.bad(
-            "shards",
-            shards,
-            format!("at most {}", defaults::MAX_SHARDS),
-        );
+    let shards = p.positive("shards", s.shards, d::SHARDS);
+    if shards > d::MAX_SHARDS {
+        p.bad("shards", shards, format!("at most {}", d::MAX_SHARDS));
     }
     for (key, v) in [
         ("max_sample_age", s.max_sample_age),
@@ -134,15 +126,11 @@ pub(super) fn resolve(
 
 /// The queue of `s`: in memory, or on disk under `queue_dir`.
 fn queue(s: &Settings, p: &mut Problems) -> QueueConfig {
-    let max_bytes = p.positive(
-        "queue_max_bytes",
-        s.queue_max_bytes,
-        defaults::QUEUE_MAX_BYTES,
-    );
+    let max_bytes = p.positive("queue_max_bytes", s.queue_max_bytes, d::QUEUE_MAX_BYTES);
     let memory_bytes = p.positive(
         "queue_memory_bytes",
         s.queue_memory_bytes,
-        defaults::QUEUE_MEMORY_BYTES,
+        d::QUEUE_MEMORY_BYTES,
     );
     QueueConfig {
         max_bytes,
@@ -163,15 +151,15 @@ fn private_link(
     p: &mut Problems,
     notices: &mut Vec<String>,
 ) -> PrivateLinkConfig {
-    let reverify_min = p.duration("reverify_min", s.reverify_min, defaults::REVERIFY_MIN);
-    let reverify_max = p.duration("reverify_max", s.reverify_max, defaults::REVERIFY_MAX);
+    let reverify_min = p.duration("reverify_min", s.reverify_min, d::REVERIFY_MIN);
+    let reverify_max = p.duration("reverify_max", s.reverify_max, d::REVERIFY_MAX);
     p.ordered("reverify_min", reverify_min, "reverify_max", reverify_max);
     let return_after = p.duration(
         "fallback_return_after",
         s.fallback_return_after,
-        defaults::FALLBACK_RETURN_AFTER,
+        d::FALLBACK_RETURN_AFTER,
     );
-    let probe_timeout = p.duration("probe_timeout", s.probe_timeout, defaults::PROBE_TIMEOUT);
+    let probe_timeout = p.duration("probe_timeout", s.probe_timeout, d::PROBE_TIMEOUT);
     let azure_host = url
         .and_then(|u| u.host_str())
         .is_some_and(super::ingestion::is_azure_ingest_host);

@@ -33,44 +33,21 @@ fn decide(cfg: &ProxyConfig, url: &str) -> String {
 fn no_proxy_semantics() {
     let dce = "https://mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com/x";
     // (NO_PROXY, destination, expected)
+    #[rustfmt::skip]
     let table: &[(&str, &str, &str)] = &[
         ("", dce, "proxy:HTTPS_PROXY"),
         // A name matches itself and everything under it, with or without a leading dot or "*.".
-        (
-            ".ingest.monitor.azure.com",
-            dce,
-            "no_proxy:.ingest.monitor.azure.com",
-        ),
-        (
-            "ingest.monitor.azure.com",
-            dce,
-            "no_proxy:ingest.monitor.azure.com",
-        ),
+        (".ingest.monitor.azure.com", dce, "no_proxy:.ingest.monitor.azure.com"),
+        ("ingest.monitor.azure.com", dce, "no_proxy:ingest.monitor.azure.com"),
         ("*.monitor.azure.com", dce, "no_proxy:*.monitor.azure.com"),
-        (
-            "monitor.azure.com",
-            "https://monitor.azure.com/",
-            "no_proxy:monitor.azure.com",
-        ),
-        (
-            ".monitor.azure.com",
-            "https://monitor.azure.com/",
-            "no_proxy:.monitor.azure.com",
-        ),
+        ("monitor.azure.com", "https://monitor.azure.com/", "no_proxy:monitor.azure.com"),
+        (".monitor.azure.com", "https://monitor.azure.com/", "no_proxy:.monitor.azure.com"),
         // Whole labels only, ASCII case ignored, trailing dots ignored.
         ("azure.com", "https://notazure.com/", "proxy:HTTPS_PROXY"),
         ("zure.com", "https://login.azure.com/", "proxy:HTTPS_PROXY"),
-        (
-            "AZURE.com.",
-            "https://Login.Azure.COM./",
-            "no_proxy:AZURE.com.",
-        ),
+        ("AZURE.com.", "https://Login.Azure.COM./", "no_proxy:AZURE.com."),
         // Several entries, whitespace ignored; the first match is reported.
-        (
-            " corp.local , .azure.com,",
-            "https://a.azure.com/",
-            "no_proxy:.azure.com",
-        ),
+        (" corp.local , .azure.com,", "https://a.azure.com/", "no_proxy:.azure.com"),
         // "*" alone: everything, IP literals included.
         ("*", dce, "no_proxy:*"),
         ("*", "https://10.1.2.3/", "no_proxy:*"),
@@ -83,33 +60,13 @@ fn no_proxy_semantics() {
         ("[fd12::1]", "https://[fd12::1]/", "no_proxy:[fd12::1]"),
         ("fd12::1", "https://[fd12::1]/", "no_proxy:fd12::1"),
         // A port limits the entry to that port (the scheme's default counts).
-        (
-            "azure.com:443",
-            "https://a.azure.com/",
-            "no_proxy:azure.com:443",
-        ),
-        (
-            "azure.com:443",
-            "https://a.azure.com:8443/",
-            "proxy:HTTPS_PROXY",
-        ),
-        (
-            "[fd12::1]:443",
-            "https://[fd12::1]/",
-            "no_proxy:[fd12::1]:443",
-        ),
+        ("azure.com:443", "https://a.azure.com/", "no_proxy:azure.com:443"),
+        ("azure.com:443", "https://a.azure.com:8443/", "proxy:HTTPS_PROXY"),
+        ("[fd12::1]:443", "https://[fd12::1]/", "no_proxy:[fd12::1]:443"),
         ("10.1.2.3:8443", "https://10.1.2.3/", "proxy:HTTPS_PROXY"),
         // Unreadable entries never match.
-        (
-            "azure.com:notaport",
-            "https://a.azure.com/",
-            "proxy:HTTPS_PROXY",
-        ),
-        (
-            "http://azure.com/",
-            "https://azure.com/",
-            "proxy:HTTPS_PROXY",
-        ),
+        ("azure.com:notaport", "https://a.azure.com/", "proxy:HTTPS_PROXY"),
+        ("http://azure.com/", "https://azure.com/", "proxy:HTTPS_PROXY"),
     ];
     for (no_proxy, url, want) in table {
         let cfg = ProxyConfig::new(Some(PROXY), None, no_proxy).unwrap();
