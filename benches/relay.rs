@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use promlink::emulator::dce::{DceConfig, DceEmulator, DceStats, DceTls};
+use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceStats, DceTls};
 use promlink::loadgen::{self, LoadgenConfig, Report};
 use tokio_util::sync::CancellationToken;
 
@@ -498,46 +498,7 @@ async fn run_one(
     let port = free_port().map_err(|e| format!("free port: {e}"))?;
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
     let log = dir.join(format!("{}.log", relay.name()));
-    let mut proc = match relay {
-        Relay::Promlink => {
-            let token = dir.join("token");
-            std::fs::write(&token, "relay-bench-token-not-checked")
-                .map_err(|e| format!("{}: {e}", token.display()))?;
-            let queue = dir.join("queue");
-            let mut cmd = Command::new(&p.promlink);
-            cmd.arg("serve")
-                .arg("--listen")
-                .arg(listen.to_string())
-                .arg("--ingestion-url")
-                .arg(sink.url())
-                .arg("--allow-plain-http")
-                .arg("--identity")
-                .arg("token-file")
-                .arg("--token-file")
-                .arg(&token)
-                .arg("--queue-dir")
-                .arg(&queue)
-                .arg("--flush-interval")
-                .arg("1s")
-                .arg("--log-level")
-                .arg("warn")
-                .args(&p.promlink_args);
-            Proc::spawn("promlink", &mut cmd, &log)?
-        }
-        Relay::Vmagent => {
-            let mut cmd = Command::new(&p.vmagent);
-            cmd.arg(format!("-remoteWrite.url={}", sink.url()))
-                .arg(format!("-httpListenAddr={listen}"))
-                .arg(format!(
-                    "-remoteWrite.tmpDataPath={}",
-                    dir.join("vmagent-data").display()
-                ))
-                .arg(format!("-remoteWrite.queues={}", p.vmagent_queues))
-                .arg("-loggerLevel=WARN")
-                .args(&p.vmagent_args);
-            Proc::spawn("vmagent", &mut cmd, &log)?
-        }
-    };
+    let mut proc = spawn_relay(p, relay, &dir, sink.url(), listen, &log)?;
     let pid = proc.pid();
     let pid_s = pid.to_string();
     wait_healthy(&mut proc, listen).await?;
@@ -568,23 +529,14 @@ async fn run_one(
         .map_err(|e| format!("loadgen: {e}"))?;
     let ack_wall = t0.elapsed();
     // Delivered: the sink counted every acknowledged sample (more would be duplicates).
-    let drain_until = t0 + p.timeout;
-    let mut drained = false;
-    while Instant::now() < drain_until {
-        if sink.stats().samples >= report.samples_acked {
-            drained = true;
-            break;
-        }
-        if let Some(status) = proc.exited() {
-            println!(
-                "relay bench: {} exited early ({status}):\n{}",
-                relay.name(),
-                proc.log_tail()
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let drained = wait_delivered(
+        &sink,
+        &mut proc,
+        relay,
+        report.samples_acked,
+        t0 + p.timeout,
+    )
+    .await;
     let wall = t0.elapsed();
     let cpu1 = cpu_ticks(&pid_s).unwrap_or(cpu0);
     let relay_metrics = match relay {
@@ -637,6 +589,83 @@ async fn run_one(
         println!("relay bench: kept {}", kept.display());
     }
     Ok(outcome)
+}
+
+/// Starts `relay` listening on `listen`, forwarding to `sink_url`, its files under `dir` and
+/// its output in `log`.
+fn spawn_relay(
+    p: &Params,
+    relay: Relay,
+    dir: &Path,
+    sink_url: &str,
+    listen: SocketAddr,
+    log: &Path,
+) -> Result<Proc, String> {
+    match relay {
+        Relay::Promlink => {
+            let token = dir.join("token");
+            std::fs::write(&token, "relay-bench-token-not-checked")
+                .map_err(|e| format!("{}: {e}", token.display()))?;
+            let queue = dir.join("queue");
+            let mut cmd = Command::new(&p.promlink);
+            cmd.arg("serve")
+                .arg("--listen")
+                .arg(listen.to_string())
+                .arg("--ingestion-url")
+                .arg(sink_url)
+                .arg("--allow-plain-http")
+                .arg("--identity")
+                .arg("token-file")
+                .arg("--token-file")
+                .arg(&token)
+                .arg("--queue-dir")
+                .arg(&queue)
+                .arg("--flush-interval")
+                .arg("1s")
+                .arg("--log-level")
+                .arg("warn")
+                .args(&p.promlink_args);
+            Proc::spawn("promlink", &mut cmd, log)
+        }
+        Relay::Vmagent => {
+            let mut cmd = Command::new(&p.vmagent);
+            cmd.arg(format!("-remoteWrite.url={sink_url}"))
+                .arg(format!("-httpListenAddr={listen}"))
+                .arg(format!(
+                    "-remoteWrite.tmpDataPath={}",
+                    dir.join("vmagent-data").display()
+                ))
+                .arg(format!("-remoteWrite.queues={}", p.vmagent_queues))
+                .arg("-loggerLevel=WARN")
+                .args(&p.vmagent_args);
+            Proc::spawn("vmagent", &mut cmd, log)
+        }
+    }
+}
+
+/// Waits until the sink has counted `acked` samples (true), the relay exits or `until` passes.
+async fn wait_delivered(
+    sink: &DceHandle,
+    proc: &mut Proc,
+    relay: Relay,
+    acked: u64,
+    until: Instant,
+) -> bool {
+    while Instant::now() < until {
+        if sink.stats().samples >= acked {
+            return true;
+        }
+        if let Some(status) = proc.exited() {
+            println!(
+                "relay bench: {} exited early ({status}):\n{}",
+                relay.name(),
+                proc.log_tail()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
 
 async fn wait_healthy(proc: &mut Proc, listen: SocketAddr) -> Result<(), String> {
