@@ -30,7 +30,8 @@
 //!   stage.
 //! - [`serve`] wires the stages together and runs them; [`shutdown`]: SIGTERM and the quiet
 //!   period; [`drain`]: `promlink drain` of a queue directory left behind; [`doctor`]: the
-//!   one-shot preflight; [`telemetry`]: logging; [`secret`]: values never printed.
+//!   one-shot preflight; [`telemetry`]: logging and the shared `{reason}` label; [`secret`]:
+//!   values never printed.
 //! - Test and demo support, labeled as such: [`emulator`] (the DCE, Entra ID, DNS and proxy
 //!   **emulators**, and all of them assembled as an emulated Azure), [`loadgen`] (a synthetic
 //!   sender and the checksum that proves no loss), [`demo`] (`promlink demo`).
