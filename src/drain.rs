@@ -182,7 +182,7 @@ pub async fn run(
     Ok(DrainReport {
         dir,
         empty: left == 0,
-        samples_forwarded: m.samples_forwarded.get(),
+        samples_forwarded: m.forwarded.samples.get(),
         samples_dropped: dropped,
         bytes_left: left,
         oldest_left: queue.oldest_age().filter(|_| left > 0),

@@ -441,5 +441,11 @@ async fn health_ready_and_metrics_endpoints() {
     ] {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
+    // Every metric has help, and it ends with one period (the registry adds it).
+    let helps: Vec<&str> = m.lines().filter(|l| l.starts_with("# HELP ")).collect();
+    assert!(helps.len() >= 40, "{m}");
+    for help in helps {
+        assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+    }
     rig.stop().await;
 }

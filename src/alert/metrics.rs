@@ -45,12 +45,12 @@ impl Metrics {
         }
         registry.register(
             "alerts_firing",
-            "Alerts promlink raises about itself that fire now, by alert name.",
+            "Alerts promlink raises about itself that fire now, by alert name",
             m.firing.clone(),
         );
         registry.register(
             "alertmanager_posts",
-            "Posts of alerts to Alertmanager instances, by outcome.",
+            "Posts of alerts to Alertmanager instances, by outcome",
             m.posts.clone(),
         );
         m

@@ -48,22 +48,22 @@ impl Metrics {
         let sub = registry.sub_registry_with_prefix("token");
         sub.register(
             "refreshes",
-            "Token fetches from Entra ID or the managed identity endpoint, and token file re-reads, by outcome.",
+            "Token fetches from Entra ID or the managed identity endpoint, and token file re-reads, by outcome",
             metrics.refreshes.clone(),
         );
         sub.register(
             "invalidations",
-            "Tokens the upstream rejected with 401 or 403, each forcing one early refresh.",
+            "Tokens the upstream rejected with 401 or 403, each forcing one early refresh",
             metrics.invalidations.clone(),
         );
         sub.register(
             "expiry_timestamp_seconds",
-            "Unix time at which the current token expires, or 0 when there is none or it does not expire.",
+            "Unix time at which the current token expires, or 0 when there is none or it does not expire",
             metrics.expiry_timestamp_seconds.clone(),
         );
         sub.register(
             "valid",
-            "Whether an unexpired token is ready to be sent upstream (1) or not (0).",
+            "Whether an unexpired token is ready to be sent upstream (1) or not (0)",
             metrics.valid.clone(),
         );
         metrics

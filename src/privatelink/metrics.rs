@@ -68,50 +68,50 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("private_link");
-        r.register("verdict", "The DNS verdict for the upstream host: 1 for the current one (private, public, nxdomain, unexpected-address, mixed, dns-error).", m.verdict.clone());
+        r.register("verdict", "The DNS verdict for the upstream host: 1 for the current one (private, public, nxdomain, unexpected-address, mixed, dns-error)", m.verdict.clone());
         r.register(
             "mode",
-            "The configured path policy: 1 for require, prefer or off.",
+            "The configured path policy: 1 for require, prefer or off",
             m.mode.clone(),
         );
         r.register(
             "active_path",
-            "The path upstream traffic takes: 1 for private, public or none (held).",
+            "The path upstream traffic takes: 1 for private, public or none (held)",
             m.active_path.clone(),
         );
         r.register(
             "verifications",
-            "DNS verifications of the upstream host, by verdict.",
+            "DNS verifications of the upstream host, by verdict",
             m.verifications.clone(),
         );
         r.register(
             "dns_changes",
-            "Changes of the upstream host's DNS answer (CNAME chain or addresses).",
+            "Changes of the upstream host's DNS answer (CNAME chain or addresses)",
             m.dns_changes.clone(),
         );
         r.register(
             "verdict_changes",
-            "Changes of the DNS verdict.",
+            "Changes of the DNS verdict",
             m.verdict_changes.clone(),
         );
         r.register(
             "fallback_transitions",
-            "Moves between the private endpoint and the public fallback, either way.",
+            "Moves between the private endpoint and the public fallback, either way",
             m.fallback_transitions.clone(),
         );
         r.register(
             "probe_failures",
-            "Failed TCP or TLS probes of the upstream endpoint.",
+            "Failed TCP or TLS probes of the upstream endpoint",
             m.probe_failures.clone(),
         );
         r.register(
             "on_fallback_seconds",
-            "Seconds upstream traffic spent on the public fallback.",
+            "Seconds upstream traffic spent on the public fallback",
             m.on_fallback_seconds.clone(),
         );
         r.register(
             "last_verification_timestamp_seconds",
-            "Unix time of the last DNS verification.",
+            "Unix time of the last DNS verification",
             m.last_verification.clone(),
         );
         m

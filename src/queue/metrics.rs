@@ -76,51 +76,51 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("queue");
         r.register(
             "bytes",
-            "Bytes held by the queue, waiting or in flight.",
+            "Bytes held by the queue, waiting or in flight",
             UsedBytes(Arc::downgrade(queue)),
         );
-        r.register("max_bytes", "The queue's byte budget.", m.max_bytes.clone());
+        r.register("max_bytes", "The queue's byte budget", m.max_bytes.clone());
         r.register(
             "records",
-            "Unacknowledged records in the disk queue.",
+            "Unacknowledged records in the disk queue",
             m.records.clone(),
         );
         r.register(
             "oldest_age_seconds",
-            "Age of the oldest chunk not yet acknowledged by the upstream (disk queue).",
+            "Age of the oldest chunk not yet acknowledged by the upstream (disk queue)",
             m.oldest_age.clone(),
         );
-        r.register("commits", "Disk queue group commits.", m.commits.clone());
-        r.register("fsyncs", "Disk queue fsync calls.", m.fsyncs.clone());
+        r.register("commits", "Disk queue group commits", m.commits.clone());
+        r.register("fsyncs", "Disk queue fsync calls", m.fsyncs.clone());
         r.register(
             "fsync_seconds",
-            "Seconds the disk queue spent in group-commit fsyncs.",
+            "Seconds the disk queue spent in group-commit fsyncs",
             m.fsync_seconds.clone(),
         );
         r.register(
             "corrupt_records",
-            "Damaged disk queue records skipped; their data is lost.",
+            "Damaged disk queue records skipped; their data is lost",
             m.corrupt_records.clone(),
         );
         r.register(
             "replayed_chunks",
-            "Chunks (requests, or parts of requests over the batch limits) replayed from the disk queue after a restart.",
+            "Chunks (requests, or parts of requests over the batch limits) replayed from the disk queue after a restart",
             m.replayed.clone(),
         );
         r.register(
             "durable",
-            "1 when the queue is on disk, 0 when in memory.",
+            "1 when the queue is on disk, 0 when in memory",
             m.durable.clone(),
         );
         if durable {
             r.register(
                 "disk_free_bytes",
-                "Bytes an unprivileged process may still write on the filesystem of the queue directory (statvfs f_bavail x f_frsize).",
+                "Bytes an unprivileged process may still write on the filesystem of the queue directory (statvfs f_bavail x f_frsize)",
                 m.disk_free.clone(),
             );
             r.register(
                 "disk_capacity_bytes",
-                "Size of the filesystem of the queue directory (statvfs f_blocks x f_frsize).",
+                "Size of the filesystem of the queue directory (statvfs f_blocks x f_frsize)",
                 m.disk_capacity.clone(),
             );
         }
@@ -184,7 +184,7 @@ mod tests {
         let _metrics = Metrics::register(&mut registry, &queue);
         let text = scrape(&registry);
         for line in [
-            "# HELP promlink_queue_bytes Bytes held by the queue, waiting or in flight.",
+            "# HELP promlink_queue_bytes Bytes held by the queue, waiting or in flight.\n",
             "# TYPE promlink_queue_bytes gauge\n",
         ] {
             assert!(text.contains(line), "{line}\n{text}");

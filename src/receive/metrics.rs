@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::EntryCounters;
 pub use crate::telemetry::ReasonLabel;
 
 /// Labels of a receive request.
@@ -43,16 +44,8 @@ pub struct Metrics {
     /// `shutting_down`, `body`, `body_timeout`, `decode_busy`, `body_busy`,
     /// `too_many_requests`, `unauthorized`.
     pub rejected: Family<ReasonLabel, Counter>,
-    /// Samples accepted into the queue.
-    pub samples: Family<ProtocolLabel, Counter>,
-    /// Native histogram samples accepted into the queue.
-    pub histograms: Family<ProtocolLabel, Counter>,
-    /// Exemplars accepted into the queue.
-    pub exemplars: Family<ProtocolLabel, Counter>,
-    /// Series entries accepted into the queue.
-    pub series: Family<ProtocolLabel, Counter>,
-    /// Metadata entries accepted into the queue.
-    pub metadata: Family<ProtocolLabel, Counter>,
+    /// Entries accepted into the queue, by protocol (`<kind>_received`).
+    pub received: EntryCounters<Family<ProtocolLabel, Counter>>,
     /// Compressed request body bytes received.
     pub body_bytes: Counter,
     /// Series dropped at the edge for breaking a label limit (`label_limit_action: drop`).
@@ -75,72 +68,49 @@ impl Metrics {
         let m = Self::default();
         r.register(
             "receive_requests",
-            "Remote-write requests received, by protocol and answered status.",
+            "Remote-write requests received, by protocol and answered status",
             m.requests.clone(),
         );
         r.register(
             "receive_rejected",
-            "Remote-write requests refused, by reason.",
+            "Remote-write requests refused, by reason",
             m.rejected.clone(),
         );
-        r.register(
-            "samples_received",
-            "Samples accepted into the queue.",
-            m.samples.clone(),
-        );
-        r.register(
-            "histograms_received",
-            "Native histogram samples accepted into the queue.",
-            m.histograms.clone(),
-        );
-        r.register(
-            "exemplars_received",
-            "Exemplars accepted into the queue.",
-            m.exemplars.clone(),
-        );
-        r.register(
-            "series_received",
-            "Series entries accepted into the queue.",
-            m.series.clone(),
-        );
-        r.register(
-            "metadata_received",
-            "Metadata entries accepted into the queue.",
-            m.metadata.clone(),
-        );
+        m.received
+            .register(r, "received", "accepted into the queue");
         r.register(
             "receive_series_dropped",
-            "Series dropped on receipt for breaking a label limit (label_limit_action: drop).",
+            "Series dropped on receipt for breaking a label limit (label_limit_action: drop)",
             m.series_dropped.clone(),
         );
         r.register(
             "receive_body_bytes",
-            "Compressed remote-write body bytes received.",
+            "Compressed remote-write body bytes received",
             m.body_bytes.clone(),
         );
         r.register(
             "receive_connections",
-            "Open receiver connections.",
+            "Open receiver connections",
             m.connections.clone(),
         );
         r.register(
             "receive_connections_closed",
-            "Receiver connections closed by promlink, by reason: max_connections, tls_handshake, handshake_timeout, header_timeout (no complete headers within header_read_timeout, idle keep-alive connections included).",
+            "Receiver connections closed by promlink, by reason: max_connections, tls_handshake, handshake_timeout, header_timeout (no complete headers within header_read_timeout, idle keep-alive connections included)",
             m.connections_closed.clone(),
         );
         r.register(
             "receive_unauthorized",
-            "Write requests refused with 401, by reason: missing_credentials, bad_token, no_client_certificate, name_not_allowed.",
+            "Write requests refused with 401, by reason: missing_credentials, bad_token, no_client_certificate, name_not_allowed",
             m.unauthorized.clone(),
         );
         r.register(
             "receive_reloads",
-            "Reloads of the receiver's TLS files and bearer token file after they changed, by result.",
+            "Reloads of the receiver's TLS files and bearer token file after they changed, by result",
             m.reloads.clone(),
         );
         r.register(
             "receive_tls_cert_not_after_seconds",
-            "Expiry of the receiver's serving certificate, Unix seconds (0 without TLS).",
+            "Expiry of the receiver's serving certificate, Unix seconds (0 without TLS)",
             m.tls_cert_not_after.clone(),
         );
         m

@@ -324,12 +324,7 @@ impl Receiver {
 
     fn count_accepted(&self, protocol: &'static str, c: &Counts) {
         let l = metrics::ProtocolLabel { protocol };
-        let m = &self.metrics;
-        m.samples.get_or_create(&l).inc_by(c.samples);
-        m.histograms.get_or_create(&l).inc_by(c.histograms);
-        m.exemplars.get_or_create(&l).inc_by(c.exemplars);
-        m.series.get_or_create(&l).inc_by(c.series);
-        m.metadata.get_or_create(&l).inc_by(c.metadata);
+        self.metrics.received.add(&l, c);
     }
 }
 

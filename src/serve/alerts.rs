@@ -47,7 +47,7 @@ impl AlertInputs {
                 })
                 .collect(),
             corrupt_records,
-            forwarded: m.samples_forwarded.get() + m.histograms_forwarded.get(),
+            forwarded: m.forwarded.samples.get() + m.forwarded.histograms.get(),
             queue_bytes: self.queue.used_bytes(),
         }
     }

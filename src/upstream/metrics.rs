@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::EntryCounters;
 pub use crate::telemetry::ReasonLabel;
 
 /// Label set with the HTTP status class of an upstream answer.
@@ -23,16 +24,8 @@ pub struct Metrics {
     pub requests: Family<ClassLabel, Counter>,
     /// Upstream request duration.
     pub request_duration: Histogram,
-    /// Samples accepted by the upstream.
-    pub samples_forwarded: Counter,
-    /// Native histogram samples accepted by the upstream.
-    pub histograms_forwarded: Counter,
-    /// Exemplars accepted by the upstream.
-    pub exemplars_forwarded: Counter,
-    /// Series entries accepted by the upstream.
-    pub series_forwarded: Counter,
-    /// Metadata entries accepted by the upstream.
-    pub metadata_forwarded: Counter,
+    /// Entries the upstream accepted (`<kind>_forwarded`).
+    pub forwarded: EntryCounters<Counter>,
     /// Retries by reason.
     pub retries: Family<ReasonLabel, Counter>,
     /// Samples dropped by reason.
@@ -56,11 +49,7 @@ impl Default for Metrics {
         Self {
             requests: Family::default(),
             request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            samples_forwarded: Counter::default(),
-            histograms_forwarded: Counter::default(),
-            exemplars_forwarded: Counter::default(),
-            series_forwarded: Counter::default(),
-            metadata_forwarded: Counter::default(),
+            forwarded: EntryCounters::default(),
             retries: Family::default(),
             samples_dropped: Family::default(),
             batches_dropped: Family::default(),
@@ -80,72 +69,49 @@ impl Metrics {
         let r = registry;
         r.register(
             "upstream_requests",
-            "Requests sent to the upstream, by status class of the answer.",
+            "Requests sent to the upstream, by status class of the answer",
             m.requests.clone(),
         );
         r.register(
             "upstream_request_duration_seconds",
-            "Time from sending a request to the upstream's answer.",
+            "Time from sending a request to the upstream's answer",
             m.request_duration.clone(),
         );
-        r.register(
-            "samples_forwarded",
-            "Samples the upstream accepted.",
-            m.samples_forwarded.clone(),
-        );
-        r.register(
-            "histograms_forwarded",
-            "Native histogram samples the upstream accepted.",
-            m.histograms_forwarded.clone(),
-        );
-        r.register(
-            "exemplars_forwarded",
-            "Exemplars the upstream accepted.",
-            m.exemplars_forwarded.clone(),
-        );
-        r.register(
-            "series_forwarded",
-            "Series entries the upstream accepted.",
-            m.series_forwarded.clone(),
-        );
-        r.register(
-            "metadata_forwarded",
-            "Metadata entries the upstream accepted.",
-            m.metadata_forwarded.clone(),
-        );
+        m.forwarded
+            .register(r, "forwarded", "the upstream accepted");
         r.register(
             "upstream_retries",
-            "Upstream requests that will be retried, by reason.",
+            "Upstream requests that will be retried, by reason",
             m.retries.clone(),
         );
         r.register(
             "samples_dropped",
-            "Samples dropped and never delivered, by reason.",
+            "Samples dropped and never delivered, by reason",
             m.samples_dropped.clone(),
         );
         r.register(
             "batches_dropped",
-            "Upstream batches dropped, by reason.",
+            "Upstream batches dropped, by reason",
             m.batches_dropped.clone(),
         );
         r.register(
             "upstream_duplicates_removed",
-            "Repeated samples (same series and timestamp) removed from a batch the upstream refused with 422.",
+            "Repeated samples (same series and timestamp) removed from a batch the upstream refused with 422",
             m.duplicates_removed.clone(),
         );
         r.register(
             "batch_samples",
-            "Samples per upstream batch.",
+            "Samples per upstream batch",
             m.batch_samples.clone(),
         );
         r.register(
             "batch_bytes",
-            "Uncompressed bytes per upstream batch.",
+            "Uncompressed bytes per upstream batch",
             m.batch_bytes.clone(),
         );
         r.register(
             "upstream_last_success_timestamp_seconds",
-            "Unix time the upstream last accepted a batch.",
+            "Unix time the upstream last accepted a batch",
             m.last_success.clone(),
         );
         // Every drop reason exists from the start at 0, so that rate() and increase() see the
@@ -159,7 +125,7 @@ impl Metrics {
         }
         r.register(
             "upstream_available",
-            "1 while the upstream gave an HTTP answer (any status) within ready_window, 0 after ready_window without one (connection refused, DNS, TLS, timeout), counted from the start until the first answer.",
+            "1 while the upstream gave an HTTP answer (any status) within ready_window, 0 after ready_window without one (connection refused, DNS, TLS, timeout), counted from the start until the first answer",
             m.available.clone(),
         );
         m

@@ -575,14 +575,11 @@ impl Upstream {
 
     fn count_delivered(&self, part: &[Chunk]) {
         let m = &self.metrics;
+        let mut n = codec::Counts::default();
         for c in part {
-            let n = &c.counts;
-            m.metadata_forwarded.inc_by(u64::from(n.metadata));
-            m.series_forwarded.inc_by(u64::from(n.series));
-            m.samples_forwarded.inc_by(u64::from(n.samples));
-            m.histograms_forwarded.inc_by(u64::from(n.histograms));
-            m.exemplars_forwarded.inc_by(u64::from(n.exemplars));
+            n.add(&c.counts);
         }
+        m.forwarded.add(&n);
         m.last_success.set(Health::now_ms() as i64 / 1000);
     }
 

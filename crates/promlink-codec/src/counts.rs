@@ -60,7 +60,7 @@ pub struct Counts {
 
 impl Counts {
     /// Adds what one message holds.
-    pub(crate) fn add(&mut self, c: &ChunkCounts) {
+    pub fn add(&mut self, c: &ChunkCounts) {
         self.series += u64::from(c.series);
         self.samples += u64::from(c.samples);
         self.histograms += u64::from(c.histograms);
