@@ -105,6 +105,39 @@ fn drain_without_a_queue_directory_exits_64() {
     }
 }
 
+/// A start error names the failing part and its cause, each once (the cause used to be printed
+/// twice: once in the error's own text, once as its source).
+#[test]
+fn start_error_prints_its_cause_once_and_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = promlink(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--ingestion-url",
+        "http://127.0.0.1:9/api/v1/write",
+        "--allow-plain-http",
+        "--identity",
+        "none",
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("promlink: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains(&format!("cannot listen on {addr}: ")),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+    assert_eq!(line.matches("os error").count(), 1, "{line}");
+    drop(taken);
+}
+
 #[test]
 fn version_and_help() {
     let out = promlink(&["--version"]).output().unwrap();

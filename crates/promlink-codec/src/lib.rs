@@ -114,29 +114,17 @@ fn snappy_error(body: &[u8], e: &snap::Error) -> DecodeError {
 
 /// The decoded length a snappy block declares, refused when over `max_decoded_bytes`.
 fn declared_len(body: &[u8], max_decoded_bytes: usize) -> Result<usize, DecodeError> {
-    // Read the declared length first: snap refuses lengths over 4 GiB with an error that
-    // would hide the real reason (a size over the limit).
-    let mut value: u64 = 0;
-    for (i, b) in body.iter().take(10).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            if value > max_decoded_bytes as u64 {
-                return Err(DecodeError::DecodedTooLarge {
-                    declared: usize::try_from(value).unwrap_or(usize::MAX),
-                    limit: max_decoded_bytes,
-                });
-            }
-            break;
-        }
+    let too_large = |declared: u64| DecodeError::DecodedTooLarge {
+        declared: usize::try_from(declared).unwrap_or(usize::MAX),
+        limit: max_decoded_bytes,
+    };
+    match snap::raw::decompress_len(body) {
+        Ok(declared) if declared > max_decoded_bytes => Err(too_large(declared as u64)),
+        Ok(declared) => Ok(declared),
+        // Over snappy's own 4 GiB limit: the real reason is our (smaller) limit.
+        Err(snap::Error::TooBig { given, .. }) => Err(too_large(given)),
+        Err(e) => Err(snappy_error(body, &e)),
     }
-    let declared = snap::raw::decompress_len(body).map_err(|e| snappy_error(body, &e))?;
-    if declared > max_decoded_bytes {
-        return Err(DecodeError::DecodedTooLarge {
-            declared,
-            limit: max_decoded_bytes,
-        });
-    }
-    Ok(declared)
 }
 
 /// Decompresses, decodes and validates one request body into a list of entries.

@@ -189,6 +189,15 @@ fn declared_length_is_checked_before_allocating() {
         matches!(e, DecodeError::DecodedTooLarge { declared, .. } if declared == u32::MAX as usize),
         "{e}"
     );
+    // Over snappy's own limit (4 GiB): still named as over ours, with the declared size.
+    let mut body = Vec::new();
+    wire::put_varint(&mut body, 1 << 32);
+    body.extend_from_slice(&[0u8; 16]);
+    let e = decompress(&body, 1 << 20).unwrap_err();
+    assert!(
+        matches!(e, DecodeError::DecodedTooLarge { declared, .. } if declared == 1 << 32),
+        "{e}"
+    );
 }
 
 #[test]
