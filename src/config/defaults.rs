@@ -36,6 +36,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 pub const SHARDS: usize = 4;
 /// Most `shards`.
 pub const MAX_SHARDS: usize = 256;
+/// Longest `fsync: interval:<d>`: the loss window on power loss (a larger value is refused, it
+/// would also overflow the committer's clock).
+pub const MAX_FSYNC_INTERVAL: Duration = Duration::from_secs(3600);
 /// `queue_max_bytes`.
 pub const QUEUE_MAX_BYTES: usize = 64 << 20;
 /// `queue_memory_bytes`.

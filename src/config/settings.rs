@@ -216,7 +216,7 @@ pub struct Settings {
     pub queue_memory_bytes: Option<usize>,
 
     /// When a write counts as durable with queue_dir: always (fsync before answering, group
-    /// commit) or interval:<duration> (fsync every interval) [default: always]
+    /// commit) or interval:<duration> (fsync every interval, at most 1h) [default: always]
     #[arg(long, env = "PROMLINK_FSYNC", value_parser = parse_fsync)]
     #[serde(default, deserialize_with = "de_fsync")]
     pub fsync: Option<crate::queue::FsyncPolicy>,
@@ -481,6 +481,10 @@ pub(super) fn parse_fsync(s: &str) -> Result<crate::queue::FsyncPolicy, String> 
         .strip_prefix("interval:")
         .map(|d| humantime::parse_duration(d.trim()))
     {
+        Some(Ok(d)) if d > super::defaults::MAX_FSYNC_INTERVAL => Err(format!(
+            "{s:?}: the fsync interval is the loss window on power loss; at most {}",
+            humantime::format_duration(super::defaults::MAX_FSYNC_INTERVAL)
+        )),
         Some(Ok(d)) if !d.is_zero() => Ok(crate::queue::FsyncPolicy::Interval(d)),
         Some(Ok(_)) => Err("the fsync interval must be greater than zero".into()),
         Some(Err(e)) => Err(format!("{s:?}: {e}")),

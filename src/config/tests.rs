@@ -393,3 +393,23 @@ fn sidecar_environment_sizes_the_memory_budgets() {
     assert_eq!(cfg.receive.max_inflight_decode_bytes, 128 << 20);
     assert!(notices.is_empty(), "{notices:?}");
 }
+
+#[test]
+fn fsync_policy_is_parsed_and_a_huge_interval_refused() {
+    use super::settings::parse_fsync;
+    use crate::queue::FsyncPolicy;
+    assert_eq!(parse_fsync("always"), Ok(FsyncPolicy::Always));
+    assert_eq!(
+        parse_fsync("interval:1h"),
+        Ok(FsyncPolicy::Interval(Duration::from_secs(3600)))
+    );
+    let e = parse_fsync("interval:1000000000000000000s").unwrap_err();
+    assert!(e.contains("at most 1h"), "{e}");
+    assert!(parse_fsync("interval:0s").is_err());
+    // From a YAML file, the error names the key.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.yaml");
+    std::fs::write(&file, "fsync: interval:100y\n").unwrap();
+    let e = Settings::from_file(&file).unwrap_err();
+    assert!(e.why.contains("fsync") && e.why.contains("at most 1h"), "{e}");
+}
