@@ -411,5 +411,8 @@ fn fsync_policy_is_parsed_and_a_huge_interval_refused() {
     let file = dir.path().join("f.yaml");
     std::fs::write(&file, "fsync: interval:100y\n").unwrap();
     let e = Settings::from_file(&file).unwrap_err();
-    assert!(e.why.contains("fsync") && e.why.contains("at most 1h"), "{e}");
+    assert!(
+        e.why.contains("fsync") && e.why.contains("at most 1h"),
+        "{e}"
+    );
 }

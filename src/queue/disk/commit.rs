@@ -213,7 +213,12 @@ impl Committer {
         self.inner.counters.commits.fetch_add(1, Ordering::Relaxed);
         for (push, written) in done {
             let r = match (written, &fsync_error) {
-                (Err(e), _) => Err(e),
+                // Undone: its reservation is given back here, not by the pusher, which may
+                // have gone (a sender that hung up mid-commit) and would never release it.
+                (Err(e), _) => {
+                    super::sub(&self.inner.used, push.record.len() as u64);
+                    Err(e)
+                }
                 // The data may or may not be on disk: the senders must retry (duplicates at
                 // worst, since what was written is published and replayed).
                 (Ok(_), Some(e)) => Err(io::Error::new(
@@ -356,6 +361,10 @@ impl Committer {
                 }
                 Err(e) => {
                     tracing::error!(dir = %self.inner.dir.display(), error = %e, "cannot persist the queue read position");
+                    // Still delete what is wholly finished: on a full disk that is what frees
+                    // the space the next write needs. A restart from the older position on disk
+                    // starts at the first segment left: duplicates at worst, never loss.
+                    self.delete_consumed(ack);
                     return Err(e);
                 }
             }

@@ -478,24 +478,23 @@ impl DiskQueue {
                 reply: tx,
             })
         });
+        // Cancel-safe: once handed over, the push is the committer's. A published record keeps
+        // its bytes until it is finished (also when only the fsync failed); the committer gives
+        // back the reservation of a push it undid. Either way, a caller that goes away mid-commit
+        // leaks nothing.
         let result = match rx.await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::other("the disk queue committer stopped")),
+            Err(_) => {
+                // The committer stopped without taking the push.
+                sub(&self.inner.used, needed);
+                Err(io::Error::other("the disk queue committer stopped"))
+            }
         };
         *lock(&self.write_failure) = result
             .as_ref()
             .err()
             .map(|e| (std::time::Instant::now(), e.to_string()));
-        result.map_err(|e| {
-            // A push whose record was published (only the fsync failed) keeps its bytes: they
-            // are released when it is finished. Only an undone push gives its reservation
-            // back, so nothing is released twice.
-            let published = e.get_ref().is_some_and(|inner| inner.is::<Published>());
-            if !published {
-                sub(&self.inner.used, needed);
-            }
-            PushError::Io(e)
-        })
+        result.map_err(PushError::Io)
     }
 
     fn reserve(&self, needed: u64) -> Result<(), PushError> {

@@ -627,3 +627,129 @@ async fn version_1_queues_are_migrated_on_open() {
     );
     assert_eq!(report.migrated_messages, 0);
 }
+
+/// Polls `fut` once and drops it: true when it was still pending (dropped mid-way).
+fn poll_once_and_drop<F: std::future::Future>(fut: F) -> bool {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.as_mut().poll(&mut cx).is_pending()
+}
+
+/// Pushes dropped while the committer holds them (a sender that hung up mid-commit): each was
+/// taken, so it is written and delivered, and its bytes come back when it is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_cancelled_mid_commit_leak_no_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = open(&config(dir.path()));
+    let mut cancelled = 0;
+    for i in 0..1000u64 {
+        cancelled += u32::from(poll_once_and_drop(q.push(vec![entry(i, i, 1, 100)])));
+    }
+    assert!(
+        cancelled >= 900,
+        "only {cancelled} of 1000 were cancelled mid-commit"
+    );
+    q.sync().await.unwrap();
+    let got = drain(&q, &limits(100, Duration::ZERO)).await;
+    assert_eq!(
+        got,
+        (0..1000).collect::<Vec<_>>(),
+        "every taken push is delivered"
+    );
+    assert_eq!(q.used_bytes(), 0);
+    q.push(vec![entry(0, 1000, 1, 100)]).await.unwrap();
+    assert_eq!(q.used_bytes(), record_len(&[entry(0, 1000, 1, 100)]));
+}
+
+/// Mounts a tmpfs of `bytes` on a new temporary directory (needs root); unmounted on drop.
+/// `None`, with a loud notice, where mounting is not permitted, except under `CI=true`.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v != "true"),
+                "CI=true: cannot mount a tmpfs for the full-filesystem test (run as root)"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?): the full-filesystem test did not run");
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A real full filesystem (ENOSPC): the push that does not fit fails and is undone, its
+/// budget comes back (also when its caller went away mid-commit), what fitted is delivered,
+/// and once space is freed the queue takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_refuses_pushes_without_leaking_budget() {
+    let Some(fs) = SmallFs::mount(256 << 10) else {
+        return;
+    };
+    let mut cfg = config(fs.0.path());
+    cfg.segment_bytes = 64 << 10;
+    let (q, _) = open(&cfg);
+    let one = |i: u64| vec![entry(i, i, 1, 4000)];
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..200u64 {
+        match q.push(one(i)).await {
+            Ok(()) => accepted.push(i),
+            Err(PushError::Io(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(
+        refused > 0 && accepted.len() > 10,
+        "{refused} refused, {accepted:?}"
+    );
+    let held = record_len(&one(0)) * accepted.len() as u64;
+    assert_eq!(q.used_bytes(), held, "refused pushes hold no budget");
+    // Callers that hang up while their failing push is committed leak nothing either.
+    // (A failing write is answered within microseconds, so some pushes are answered before
+    // they can be dropped: try until 100 were dropped mid-commit, within 5,000 attempts.)
+    let mut gone = 0;
+    for i in 200..5200u64 {
+        gone += u32::from(poll_once_and_drop(q.push(one(i))));
+        if gone == 100 {
+            break;
+        }
+    }
+    assert_eq!(gone, 100, "pushes dropped mid-commit");
+    // Answered in order: once this one is, so were all before it.
+    assert!(q.push(one(9999)).await.is_err(), "the disk is still full");
+    assert_eq!(q.used_bytes(), held);
+    // Delivering frees the budget, and the disk: consumed segments are deleted even when the
+    // full disk refuses the read position's write.
+    let got = drain(&q, &limits(10, Duration::ZERO)).await;
+    assert_eq!(got, accepted);
+    assert_eq!(q.used_bytes(), 0);
+    let _ = q.sync().await;
+    q.sync()
+        .await
+        .expect("the position is written once space is free");
+    let mut later = Vec::new();
+    for i in 300..310u64 {
+        q.push(one(i)).await.unwrap();
+        later.push(i);
+    }
+    assert_eq!(drain(&q, &limits(10, Duration::ZERO)).await, later);
+}
