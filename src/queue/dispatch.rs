@@ -10,9 +10,12 @@
 //!
 //! A batch is handed out when it is full (samples or bytes), when its oldest chunk has waited
 //! the flush interval, when nothing new has arrived for a tenth of the flush interval (the
-//! sender's burst is over: waiting longer would not fill it, only delay it), or at shutdown. Batches may finish in any order; the window releases
-//! finished chunks from its front only, so a backend learns the oldest unfinished position
-//! (what the disk queue persists and replays from).
+//! sender's burst is over: waiting longer would not fill it, only delay it), or at shutdown.
+//! A scan looks at every waiting chunk (no cut-off: however much waits behind a long retry,
+//! a chunk that may go is found). Batches, and parts of batches ([`Dispatcher::done_part`]),
+//! may finish in any order; the window releases finished chunks from its front only, so a
+//! backend learns the oldest unfinished position (what the disk queue persists and replays
+//! from).
 
 use std::collections::VecDeque;
 
@@ -20,10 +23,6 @@ use rustc_hash::FxHashSet;
 
 use super::BatchLimits;
 use crate::codec::{Chunk, SeriesKey};
-
-/// How many chunks that cannot go yet a scan looks past before it stops; bounds the work of
-/// one scan when much is blocked behind a long retry.
-const MAX_SKIPPED: usize = 32;
 
 /// Bits of the in-flight filter: a key whose bit is clear is not in flight, without looking at
 /// the batches' key sets. With 20,000 keys in flight (4 batches of 5000 series) 2% of checks
@@ -62,10 +61,13 @@ pub(crate) struct Taken {
     seqs: Vec<u64>,
 }
 
-/// A batch in flight: its id and the keys of its series.
+/// A batch in flight: its id, the keys of its series, and those of each of its chunks (to
+/// recompute the keys when part of it finishes).
 struct InFlight {
     id: u64,
     keys: FxHashSet<SeriesKey>,
+    /// Each chunk's keys, `None` once that chunk finished.
+    chunks: Vec<Option<std::sync::Arc<[SeriesKey]>>>,
 }
 
 /// What a scan of the window found.
@@ -169,7 +171,6 @@ impl<T> Dispatcher<T> {
         let mut take: Vec<usize> = Vec::new();
         let (mut samples, mut bytes) = (0usize, 0usize);
         let mut skipped: Option<FxHashSet<SeriesKey>> = None;
-        let mut n_skipped = 0;
         let mut full = false;
         for i in 0..self.window.len() {
             let slot = &self.window[i];
@@ -181,10 +182,6 @@ impl<T> Dispatcher<T> {
                 skipped
                     .get_or_insert_with(FxHashSet::default)
                     .extend(chunk.keys.iter().copied());
-                n_skipped += 1;
-                if n_skipped >= MAX_SKIPPED {
-                    break;
-                }
                 continue;
             }
             let (s, b) = (chunk.counts.points(), chunk.raw_len as usize);
@@ -240,6 +237,7 @@ impl<T> Dispatcher<T> {
             })
             .sum();
         let mut keys = FxHashSet::with_capacity_and_hasher(n_keys, Default::default());
+        let mut chunk_keys = Vec::with_capacity(take.len());
         for i in take {
             let slot = &mut self.window[i];
             let State::Waiting(chunk) = std::mem::replace(&mut slot.state, State::InFlight) else {
@@ -251,9 +249,14 @@ impl<T> Dispatcher<T> {
                 self.filter[word] |= bit;
             }
             taken.seqs.push(self.front + i as u64);
+            chunk_keys.push(Some(chunk.keys.clone()));
             taken.chunks.push(chunk);
         }
-        self.in_flight.push(InFlight { id, keys });
+        self.in_flight.push(InFlight {
+            id,
+            keys,
+            chunks: chunk_keys,
+        });
         self.waiting -= taken.chunks.len();
         Cut::Take(taken)
     }
@@ -262,29 +265,79 @@ impl<T> Dispatcher<T> {
     /// Returns the tags of the chunks that leave the window: the finished ones at its front,
     /// in push order. (Finished chunks behind an unfinished one stay until it finishes: the
     /// disk queue's read position cannot pass it.)
+    #[cfg(test)]
     pub(crate) fn done(&mut self, taken: Taken) -> Vec<T> {
         self.done_with(taken, |_| {})
     }
 
     /// Like [`Dispatcher::done`], also calling `finished` with the tag of each chunk of the
-    /// batch as it finishes.
-    pub(crate) fn done_with(&mut self, taken: Taken, mut finished: impl FnMut(&T)) -> Vec<T> {
-        // The filter is rebuilt from the batches still in flight (a few thousand bits each).
+    /// batch as it finishes (once per chunk: not again for those [`Dispatcher::done_part`]
+    /// finished already).
+    pub(crate) fn done_with(&mut self, taken: Taken, finished: impl FnMut(&T)) -> Vec<T> {
         self.in_flight.retain(|b| b.id != taken.id);
+        self.rebuild_filter();
+        self.finish(&taken.seqs, finished);
+        self.release_front()
+    }
+
+    /// Chunks `indices` (positions in [`Taken::chunks`]) of a batch still in flight are
+    /// finished: their series may go again at once, while the rest of the batch stays in
+    /// flight (a failing part being retried). Calls `finished` with each one's tag, and
+    /// returns the tags that leave the window, as [`Dispatcher::done`] does.
+    pub(crate) fn done_part(
+        &mut self,
+        taken: &Taken,
+        indices: &[usize],
+        finished: impl FnMut(&T),
+    ) -> Vec<T> {
+        let Some(b) = self.in_flight.iter_mut().find(|b| b.id == taken.id) else {
+            return Vec::new();
+        };
+        let mut seqs = Vec::with_capacity(indices.len());
+        for &i in indices {
+            if b.chunks.get_mut(i).and_then(Option::take).is_some() {
+                seqs.push(taken.seqs[i]);
+            }
+        }
+        b.keys = b
+            .chunks
+            .iter()
+            .flatten()
+            .flat_map(|k| k.iter().copied())
+            .collect();
+        self.rebuild_filter();
+        // What was found clear of the batches in flight may be clear of fewer now: no change.
+        // What was blocked may be free now: the next scan looks again (it always does).
+        self.finish(&seqs, finished);
+        self.release_front()
+    }
+
+    /// The filter from the batches still in flight (a few thousand bits each).
+    fn rebuild_filter(&mut self) {
         self.filter.fill(0);
         for k in self.in_flight.iter().flat_map(|b| b.keys.iter()) {
             let (word, bit) = Self::filter_bit(*k);
             self.filter[word] |= bit;
         }
-        for seq in taken.seqs {
+    }
+
+    /// Marks the chunks `seqs` finished, calling `finished` for each that was in flight.
+    fn finish(&mut self, seqs: &[u64], mut finished: impl FnMut(&T)) {
+        for &seq in seqs {
             if let Some(slot) = seq
                 .checked_sub(self.front)
                 .and_then(|i| self.window.get_mut(i as usize))
             {
-                slot.state = State::Done;
-                finished(&slot.tag);
+                if matches!(slot.state, State::InFlight) {
+                    slot.state = State::Done;
+                    finished(&slot.tag);
+                }
             }
         }
+    }
+
+    /// Pops the finished chunks at the front, returning their tags in push order.
+    fn release_front(&mut self) -> Vec<T> {
         let mut out = Vec::new();
         while self
             .window
@@ -437,6 +490,54 @@ mod tests {
         // Then nothing more arrives: a tenth of the flush interval later it goes.
         assert!(matches!(d.cut(&l, 1250, false), Cut::Wait(1300)));
         assert!(matches!(d.cut(&l, 1300, false), Cut::Take(_)));
+    }
+
+    #[test]
+    fn a_finished_part_frees_its_series_while_the_rest_is_retried() {
+        let mut d = Dispatcher::default();
+        d.push(chunk(1, &[7], 1), 0, 1);
+        d.push(chunk(2, &[8, 9], 1), 0, 2);
+        d.push(chunk(3, &[10], 1), 0, 3);
+        let l = limits(3);
+        let a = take(&mut d, &l);
+        assert_eq!(ids(&a), [1, 2, 3]);
+        d.push(chunk(4, &[8], 1), 0, 4);
+        d.push(chunk(5, &[7], 1), 0, 5);
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked));
+        // Chunks 2 and 3 were delivered; chunk 1 is still being retried.
+        let mut finished = Vec::new();
+        let left = d.done_part(&a, &[1, 2], |t| finished.push(*t));
+        assert_eq!(finished, [2, 3]);
+        assert!(left.is_empty(), "1 is unfinished at the front");
+        let b = take(&mut d, &l);
+        assert_eq!(ids(&b), [4], "8 is free again; 7 is not");
+        // Finishing a part twice, or the whole batch after a part, counts each chunk once.
+        finished.clear();
+        assert!(d.done_part(&a, &[1], |t| finished.push(*t)).is_empty());
+        assert!(finished.is_empty());
+        let left = d.done_with(a, |t| finished.push(*t));
+        assert_eq!(finished, [1]);
+        assert_eq!(left, [1, 2, 3]);
+        assert_eq!(ids(&take(&mut d, &l)), [5]);
+        assert_eq!(d.done(b), [4]);
+    }
+
+    #[test]
+    fn however_much_is_blocked_a_chunk_that_may_go_is_found() {
+        let mut d = Dispatcher::default();
+        d.push(chunk(1, &[7], 1), 0, 1);
+        let l = limits(1000);
+        let stuck = take(&mut d, &l);
+        for _ in 0..500 {
+            d.push(chunk(2, &[7], 1), 0, 2);
+        }
+        d.push(chunk(3, &[9], 1), 0, 3);
+        let t = take(&mut d, &l);
+        assert_eq!(ids(&t), [3], "behind 500 blocked chunks");
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked));
+        d.done(t);
+        d.done(stuck);
+        assert_eq!(take(&mut d, &l).chunks.len(), 500);
     }
 
     #[test]

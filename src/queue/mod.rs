@@ -223,6 +223,17 @@ impl Queue {
         }
     }
 
+    /// Chunks `indices` of `batch` (positions in the chunks it was handed out with) are
+    /// finished, delivered or dropped, while the rest is still being sent: their series may go
+    /// again and their budget is freed at once. [`Queue::done`] finishes the rest.
+    pub fn done_part(&self, batch: &Batch, indices: &[usize]) {
+        match (self, &batch.ticket) {
+            (Queue::Memory(q), Ticket::Memory(b)) => q.done_part(b, indices),
+            (Queue::Disk(q), Ticket::Disk(b)) => q.done_part(b, indices),
+            _ => tracing::error!("a batch was handed back to the wrong queue"),
+        }
+    }
+
     /// What is left when the shutdown grace period ends: the memory queue hands over what no
     /// worker took (to be counted as lost); the disk queue keeps it for the next start.
     pub fn abandon(&self) -> Vec<Chunk> {

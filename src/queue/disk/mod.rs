@@ -588,12 +588,30 @@ impl DiskQueue {
     /// committer persists it at its next cycle and deletes segments left behind) and its
     /// records' bytes leave the budget.
     pub fn done(&self, batch: Batch) {
+        self.finished(|log, freed| log.dispatcher.done_with(batch.taken, |t| *freed += t.data));
+    }
+
+    /// Chunks `indices` of `batch` are finished while the rest is still being sent: their
+    /// series may go again and their memory leaves the window now; the read position moves
+    /// once no earlier chunk is unfinished, as for [`DiskQueue::done`].
+    pub fn done_part(&self, batch: &Batch, indices: &[usize]) {
+        self.finished(|log, freed| {
+            log.dispatcher
+                .done_part(&batch.taken, indices, |t| *freed += t.data)
+        });
+    }
+
+    /// Runs `finish` (which marks chunks finished, adding each one's data bytes to its second
+    /// argument, and returns the tags leaving the window's front), then frees the window per
+    /// chunk and moves the read position and the budget past the records left behind.
+    fn finished(&self, finish: impl FnOnce(&mut log::Log, &mut usize) -> Vec<log::Tag>) {
         let released = {
             let mut log = lock(&self.inner.log);
-            let tags = log.dispatcher.done(batch.taken);
+            let mut freed = 0;
+            let tags = finish(&mut log, &mut freed);
+            log.window_bytes = log.window_bytes.saturating_sub(freed);
             let mut released = 0;
             for tag in tags {
-                log.window_bytes = log.window_bytes.saturating_sub(tag.data);
                 if tag.last {
                     log.ack = Pos::new(tag.seg, tag.off + tag.rec_len, 0);
                     log.bytes = log.bytes.saturating_sub(tag.rec_len);

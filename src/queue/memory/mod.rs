@@ -186,6 +186,16 @@ impl MemoryQueue {
         self.notify.notify_one();
     }
 
+    /// Chunks `indices` of `batch` are finished while the rest is still being sent: their
+    /// series may go again and their bytes leave the budget now.
+    pub fn done_part(&self, batch: &Batch, indices: &[usize]) {
+        let mut freed = 0;
+        self.lock()
+            .done_part(&batch.taken, indices, |bytes| freed += bytes);
+        self.release(freed);
+        self.notify.notify_one();
+    }
+
     /// Takes every chunk not yet handed out, freeing its budget (used when giving up at
     /// shutdown, to count what is lost).
     pub fn drain(&self) -> Vec<Chunk> {
