@@ -171,6 +171,8 @@ struct Data {
     stats: DceStats,
     faults: VecDeque<Fault>,
     outage: Option<Fault>,
+    /// A content filter: a write whose decoded body holds these bytes gets this status.
+    refuse_content: Option<(Vec<u8>, u16)>,
     granted: HashSet<String>,
     api_versions: Vec<String>,
     last_ts: rustc_hash::FxHashMap<u64, i64>,
@@ -228,6 +230,7 @@ impl DceEmulator {
                 stats: DceStats::default(),
                 faults: VecDeque::new(),
                 outage: None,
+                refuse_content: None,
                 granted: config.granted.into_iter().collect(),
                 api_versions: config.api_versions,
                 last_ts: Default::default(),
@@ -334,6 +337,13 @@ impl DceHandle {
     /// faults), however many arrive.
     pub fn set_outage(&self, fault: Option<Fault>) {
         self.shared.lock().outage = fault;
+    }
+
+    /// A content filter, as a proxy or WAF in front of the DCE might be: until cleared with
+    /// `None`, a write whose decoded body holds `bytes` (a metric name, say) is answered
+    /// `status` and not counted; other writes are handled normally.
+    pub fn refuse_containing(&self, filter: Option<(&[u8], u16)>) {
+        self.shared.lock().refuse_content = filter.map(|(b, s)| (b.to_vec(), s));
     }
 
     /// Faults still queued.

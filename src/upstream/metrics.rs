@@ -34,6 +34,8 @@ pub struct Metrics {
     pub batches_dropped: Family<ReasonLabel, Counter>,
     /// Repeated samples removed from a batch after a 422.
     pub duplicates_removed: Counter,
+    /// Batches split because they kept failing while others were accepted.
+    pub isolations: Counter,
     /// Samples per upstream batch.
     pub batch_samples: Histogram,
     /// Uncompressed bytes per upstream batch.
@@ -54,6 +56,7 @@ impl Default for Metrics {
             samples_dropped: Family::default(),
             batches_dropped: Family::default(),
             duplicates_removed: Counter::default(),
+            isolations: Counter::default(),
             batch_samples: Histogram::new(exponential_buckets(10.0, 2.0, 14)),
             batch_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 14)),
             last_success: Gauge::default(),
@@ -98,6 +101,11 @@ impl Metrics {
             "upstream_duplicates_removed",
             "Repeated samples (same series and timestamp) removed from a batch the upstream refused with 422",
             m.duplicates_removed.clone(),
+        );
+        r.register(
+            "upstream_isolations",
+            "Batches split because they kept failing (5xx, timeout, lost connection) while other batches were accepted: the healthy parts go, the failing part waits",
+            m.isolations.clone(),
         );
         r.register(
             "batch_samples",

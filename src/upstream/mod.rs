@@ -78,6 +78,8 @@ pub struct Health {
     /// Why the last attempt got no HTTP answer (connection refused, DNS, TLS, timeout), until
     /// the next answer.
     last_error: Mutex<Option<String>>,
+    /// Batches (or parts) the upstream accepted since the start.
+    accepted: AtomicU64,
 }
 
 impl Default for Health {
@@ -88,6 +90,7 @@ impl Default for Health {
             last_status: AtomicU16::new(0),
             rejection: Mutex::new(None),
             last_error: Mutex::new(None),
+            accepted: AtomicU64::new(0),
         }
     }
 }
@@ -129,7 +132,13 @@ impl Health {
     }
 
     fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Batches (or parts of batches) the upstream accepted since the start.
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     fn rejected(&self, status: u16, message: &str) {
@@ -170,9 +179,117 @@ pub struct Upstream {
 }
 
 /// How one attempt at a batch part ended.
+/// Failed attempts (5xx, timeout, connection) before a part that keeps failing while others
+/// get through is split. A half of a part split that way is split again at its first failure:
+/// the failing part is found in as many requests as halvings, then only it backs off.
+const ISOLATE_AFTER: u32 = 3;
+
+/// Whether `part` can be split: more than one piece, or one holding several messages.
+fn part_splittable(part: &[Piece]) -> bool {
+    part.len() > 1
+        || part
+            .first()
+            .is_some_and(|(_, c)| c.counts.series + c.counts.metadata > 1)
+}
+
+/// A chunk of a batch, or a piece of one, with the positions in the batch it stands for.
+type Piece = (Vec<usize>, Chunk);
+
+/// The parts of a batch still to send, and how many unsettled pieces stand for each position
+/// of the batch.
+struct Pieces {
+    /// Parts still to send, first first; `true` for a half of an isolated part.
+    parts: VecDeque<(Vec<Piece>, bool)>,
+    /// Unsettled pieces per position; empty when positions are not tracked.
+    open: Vec<u32>,
+}
+
+impl Pieces {
+    fn tracked(batch: Vec<Chunk>) -> Self {
+        let open = vec![1; batch.len()];
+        Self {
+            parts: VecDeque::from([(
+                batch
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| (vec![i], c))
+                    .collect(),
+                false,
+            )]),
+            open,
+        }
+    }
+
+    fn untracked(batch: Vec<Chunk>) -> Self {
+        Self {
+            parts: VecDeque::from([(batch.into_iter().map(|c| (Vec::new(), c)).collect(), false)]),
+            open: Vec::new(),
+        }
+    }
+
+    /// Splits `part` in two halves, first half first: the order within a series is kept.
+    /// `suspect`: the halves of a part isolated for failing.
+    fn halve(&mut self, mut part: Vec<Piece>, suspect: bool) {
+        let second = part.split_off(part.len() / 2);
+        self.parts.push_front((second, suspect));
+        self.parts.push_front((part, suspect));
+    }
+
+    /// Replaces a piece (a part of its own) by its two halves.
+    fn split_piece(&mut self, positions: Vec<usize>, first: Chunk, second: Chunk, suspect: bool) {
+        for &i in &positions {
+            if let Some(n) = self.open.get_mut(i) {
+                *n += 1;
+            }
+        }
+        self.parts
+            .push_front((vec![(positions.clone(), second)], suspect));
+        self.parts.push_front((vec![(positions, first)], suspect));
+    }
+
+    /// Replaces `part` by one chunk standing for all of it.
+    fn merge(&mut self, part: Vec<Piece>, kept: Chunk) {
+        let mut positions: Vec<usize> = Vec::new();
+        for (p, _) in part {
+            for i in p {
+                if positions.contains(&i) {
+                    // Two pieces of one position become one: one fewer to settle.
+                    if let Some(n) = self.open.get_mut(i) {
+                        *n -= 1;
+                    }
+                } else {
+                    positions.push(i);
+                }
+            }
+        }
+        self.parts.push_front((vec![(positions, kept)], false));
+    }
+
+    /// Settles the pieces of `part`; returns the positions with no piece left, when other
+    /// parts remain (the last part's positions finish with the batch).
+    fn settle(&mut self, part: &[Piece]) -> Vec<usize> {
+        let mut done = Vec::new();
+        for i in part.iter().flat_map(|(p, _)| p) {
+            if let Some(n) = self.open.get_mut(*i) {
+                *n -= 1;
+                if *n == 0 {
+                    done.push(*i);
+                }
+            }
+        }
+        if self.parts.is_empty() {
+            done.clear();
+        }
+        done
+    }
+}
+
 enum Outcome {
     Delivered,
     Split,
+    /// It keeps failing while other batches get through: split it, so that only the part
+    /// that fails waits.
+    Isolate,
     Dropped(DropReason),
     Aborted,
 }
@@ -276,7 +393,11 @@ impl Upstream {
             let queued_since = std::time::Instant::now()
                 .checked_sub(batch.age)
                 .unwrap_or_else(std::time::Instant::now);
-            let undelivered = self.deliver(chunks, queued_since, &abort).await;
+            let undelivered = self
+                .deliver(chunks, queued_since, &abort, |finished| {
+                    queue.done_part(&batch, finished)
+                })
+                .await;
             if undelivered.is_empty() {
                 queue.done(batch);
             } else if queue.is_durable() {
@@ -323,61 +444,114 @@ impl Upstream {
         }
     }
 
-    /// Sends one batch, splitting on 413, until every part is delivered or dropped.
+    /// Sends one batch, splitting on 413 (and isolating a part that keeps failing while
+    /// others get through), until every part is delivered or dropped. Each chunk of the batch
+    /// whose every piece is delivered or dropped is handed to `finished` (by its position in
+    /// `batch`) at once, so its series are free to go again while a failing part is retried.
     /// Returns what was left undelivered because `abort` fired (empty otherwise).
     async fn deliver(
         &self,
         batch: Vec<Chunk>,
         queued_since: std::time::Instant,
         abort: &CancellationToken,
+        mut finished: impl FnMut(&[usize]) + Send,
     ) -> Vec<Chunk> {
+        let n = batch.len();
         let batch = self.drop_too_old(batch);
         if batch.is_empty() {
             return Vec::new();
         }
-        let mut parts: VecDeque<Vec<Chunk>> = VecDeque::from([batch]);
-        while let Some(part) = parts.pop_front() {
-            match self.send(&part, queued_since, abort).await {
-                Outcome::Delivered => self.count_delivered(&part),
-                Outcome::Split if part.len() > 1 => {
-                    let mut first = part;
-                    let second = first.split_off(first.len() / 2);
-                    // First half first: the order of samples within a series is kept.
-                    parts.push_front(second);
-                    parts.push_front(first);
+        if batch.len() != n {
+            // Pruning dropped whole chunks: positions no longer match; finish only at the end.
+            return self
+                .deliver_parts(Pieces::untracked(batch), queued_since, abort, &mut |_| {})
+                .await;
+        }
+        self.deliver_parts(Pieces::tracked(batch), queued_since, abort, &mut finished)
+            .await
+    }
+
+    async fn deliver_parts(
+        &self,
+        mut pieces: Pieces,
+        queued_since: std::time::Instant,
+        abort: &CancellationToken,
+        finished: &mut (dyn FnMut(&[usize]) + Send),
+    ) -> Vec<Chunk> {
+        while let Some((part, suspect)) = pieces.parts.pop_front() {
+            let chunks: Vec<Chunk> = part.iter().map(|(_, c)| c.clone()).collect();
+            match self
+                .send(
+                    &chunks,
+                    queued_since,
+                    abort,
+                    part_splittable(&part).then_some(if suspect { 1 } else { ISOLATE_AFTER }),
+                )
+                .await
+            {
+                Outcome::Delivered => {
+                    self.count_delivered(&chunks);
+                    finished(&pieces.settle(&part));
                 }
-                Outcome::Split => match codec::split_chunk(&part[0]) {
-                    Ok(Some((first, second))) => {
-                        parts.push_front(vec![second]);
-                        parts.push_front(vec![first]);
-                    }
-                    Ok(None) => self.count_drop(&part, DropReason::TooLarge),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot open a chunk to split it");
-                        self.count_drop(&part, DropReason::TooLarge);
-                    }
-                },
-                Outcome::Dropped(DropReason::Unprocessable) => match codec::dedupe_chunks(&part) {
-                    // 422 is Azure's answer to a repeated series and timestamp in one request:
-                    // a sender's resend of a request promlink had committed. Send the batch
-                    // again without the repeats instead of dropping everything in it.
-                    Ok(Some((kept, removed))) => {
-                        tracing::warn!(removed, "upstream answered 422: removed repeated samples from the batch and sending it again");
-                        self.metrics.duplicates_removed.inc_by(removed);
-                        if let Some(kept) = kept {
-                            parts.push_front(vec![kept]);
+                outcome @ (Outcome::Split | Outcome::Isolate) if part.len() > 1 => {
+                    pieces.halve(part, matches!(outcome, Outcome::Isolate));
+                }
+                outcome @ (Outcome::Split | Outcome::Isolate) => {
+                    match codec::split_chunk(&part[0].1) {
+                        Ok(Some((first, second))) => {
+                            let positions = part.into_iter().next().map(|(p, _)| p);
+                            let suspect = matches!(outcome, Outcome::Isolate);
+                            pieces.split_piece(
+                                positions.unwrap_or_default(),
+                                first,
+                                second,
+                                suspect,
+                            );
+                        }
+                        // A part that cannot be split never comes back as `Isolate` (see
+                        // `send`): this is a 413 for a single message.
+                        Ok(None) => {
+                            self.count_drop(&chunks, DropReason::TooLarge);
+                            finished(&pieces.settle(&part));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open a chunk to split it");
+                            self.count_drop(&chunks, DropReason::TooLarge);
+                            finished(&pieces.settle(&part));
                         }
                     }
-                    Ok(None) => self.count_drop(&part, DropReason::Unprocessable),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot open a chunk to remove repeated samples");
-                        self.count_drop(&part, DropReason::Unprocessable);
+                }
+                Outcome::Dropped(DropReason::Unprocessable) => {
+                    match codec::dedupe_chunks(&chunks) {
+                        // 422 is Azure's answer to a repeated series and timestamp in one request:
+                        // a sender's resend of a request promlink had committed. Send the batch
+                        // again without the repeats instead of dropping everything in it.
+                        Ok(Some((kept, removed))) => {
+                            tracing::warn!(removed, "upstream answered 422: removed repeated samples from the batch and sending it again");
+                            self.metrics.duplicates_removed.inc_by(removed);
+                            match kept {
+                                Some(kept) => pieces.merge(part, kept),
+                                None => finished(&pieces.settle(&part)),
+                            }
+                        }
+                        Ok(None) => {
+                            self.count_drop(&chunks, DropReason::Unprocessable);
+                            finished(&pieces.settle(&part));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open a chunk to remove repeated samples");
+                            self.count_drop(&chunks, DropReason::Unprocessable);
+                            finished(&pieces.settle(&part));
+                        }
                     }
-                },
-                Outcome::Dropped(reason) => self.count_drop(&part, reason),
+                }
+                Outcome::Dropped(reason) => {
+                    self.count_drop(&chunks, reason);
+                    finished(&pieces.settle(&part));
+                }
                 Outcome::Aborted => {
-                    let mut rest = part;
-                    rest.extend(parts.drain(..).flatten());
+                    let mut rest = chunks;
+                    rest.extend(pieces.parts.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c));
                     return rest;
                 }
             }
@@ -387,11 +561,18 @@ impl Upstream {
 
     /// Sends one part, retrying as [`retry`] says, until it is delivered, must be split, is
     /// dropped (refused, or queued longer than `queue_max_age`), or `abort` fires.
+    ///
+    /// A part that can be split (`isolate_after` is set) and keeps failing with a 5xx, a
+    /// timeout or a lost connection, that many attempts or more, while another batch was accepted
+    /// since its first failure, comes back as [`Outcome::Isolate`]. A 429, 401/403 or a
+    /// missing token never isolates, and neither does a failure every batch meets (nothing
+    /// else gets through): then it retries as always, with one backoff.
     async fn send(
         &self,
         part: &[Chunk],
         queued_since: std::time::Instant,
         abort: &CancellationToken,
+        isolate_after: Option<u32>,
     ) -> Outcome {
         let mut body = Vec::new();
         codec::write_body(part, &mut body);
@@ -401,6 +582,8 @@ impl Upstream {
         self.metrics.batch_samples.observe(samples as f64);
         self.metrics.batch_bytes.observe(raw as f64);
         let mut backoff = Backoff::new(self.cfg.retry_min, self.cfg.retry_max);
+        // Accepted batches at this part's first isolating failure, and such failures since.
+        let mut failing: Option<(u64, u32)> = None;
         loop {
             if abort.is_cancelled() {
                 return Outcome::Aborted;
@@ -432,6 +615,24 @@ impl Upstream {
                 Attempt::Done(Action::Reauthenticate) => (RetryReason::Unauthorized, None),
                 Attempt::RetryAfter(reason, after) => (reason, after),
             };
+            if matches!(
+                reason,
+                RetryReason::ServerError | RetryReason::Timeout | RetryReason::Connection
+            ) {
+                let (since, n) = failing.get_or_insert((self.health.accepted_total(), 0));
+                *n += 1;
+                if isolate_after.is_some_and(|a| *n >= a) && self.health.accepted_total() > *since {
+                    self.metrics.isolations.inc();
+                    tracing::warn!(
+                        chunks = part.len(),
+                        samples,
+                        attempts = *n,
+                        reason = reason.as_str(),
+                        "a batch keeps failing while others are accepted: splitting it so that only the failing part waits"
+                    );
+                    return Outcome::Isolate;
+                }
+            }
             self.metrics
                 .retries
                 .get_or_create(&metrics::ReasonLabel {

@@ -84,6 +84,17 @@ async fn read_body(shared: &Shared, body: Body) -> Result<Decoded, Response> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(&compressed)
         .map_err(|e| bad(format!("body is not a snappy block: {e}")))?;
+    let filter = shared.lock().refuse_content.clone();
+    if let Some((needle, status)) = filter {
+        if !needle.is_empty() && raw.windows(needle.len()).any(|w| w == needle) {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Err(azure_error(
+                status,
+                "InjectedFault",
+                "EMULATOR content filter: the request holds refused content",
+            ));
+        }
+    }
     let parsed = parse_write_request(&raw).map_err(|e| match e {
         Refusal::Wire(e) => bad(format!("body is not a prometheus.WriteRequest: {e}")),
         Refusal::Content(m) => bad(m.to_owned()),
