@@ -236,3 +236,76 @@ async fn a_refused_series_does_not_hold_back_healthy_ones_disk_queue() {
     let dir = tempfile::tempdir().unwrap();
     scenario(Some(&dir.path().join("queue"))).await;
 }
+
+/// The failing part waits alone: healthy requests batched *after* the refused one (same batch)
+/// are delivered while it is still refused, not after it. One batch [poison, h0, h1, h2] on
+/// one worker; a second worker keeps delivering other series, which is what lets the batch be
+/// isolated. Default retry backoff; the poison stays refused throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_requests_behind_the_failing_one_in_its_batch_go_first() {
+    let rig = Rig::start(RigOptions {
+        shards: 2,
+        flush_interval: Duration::from_secs(1),
+        extra: Settings {
+            retry_min_backoff: Some(Duration::from_millis(500)),
+            retry_max_backoff: Some(Duration::from_secs(30)),
+            ..Settings::default()
+        },
+        ..RigOptions::default()
+    })
+    .await;
+    rig.dce.refuse_containing(Some((POISON, 503)));
+    let url = rig.write_url();
+    let http = reqwest::Client::new();
+    // Back to back, well within a tenth of the flush interval: one batch, poison first.
+    let ts = now_ms();
+    assert!(post(&http, &url, body("poison_metric", "poison", 0..1, ts)).await);
+    for h in 0..3 {
+        let ids = h * 100..h * 100 + 100;
+        assert!(post(&http, &url, body("behind_metric", "behind", ids, ts)).await);
+    }
+    // Other series keep flowing through the other worker.
+    let started = Instant::now();
+    let mut other = 0;
+    let delivered_behind = loop {
+        let ids = 1000 + other * 10..1000 + other * 10 + 10;
+        assert!(post(&http, &url, body("other_metric", "other", ids, now_ms())).await);
+        other += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let behind: usize = rig
+            .dce
+            .accepted()
+            .iter()
+            .flat_map(|r| &r.timeseries)
+            .filter(|t| t.labels.iter().any(|l| l.value == "behind_metric"))
+            .count();
+        if behind == 300 || started.elapsed() > Duration::from_secs(15) {
+            break behind;
+        }
+    };
+    let poison_delivered = rig
+        .dce
+        .accepted()
+        .iter()
+        .flat_map(|r| &r.timeseries)
+        .any(|t| t.labels.iter().any(|l| l.value == "poison_metric"));
+    let isolations = rig.metric("promlink_upstream_isolations_total").await;
+    println!(
+        "behind the refused request: {delivered_behind} of 300 series delivered after {:?}; isolations {isolations}",
+        started.elapsed()
+    );
+    assert!(isolations >= 1.0, "no batch was isolated");
+    assert!(!poison_delivered, "the refused series got through");
+    assert_eq!(
+        delivered_behind, 300,
+        "the healthy requests behind the refused one in its batch waited for it"
+    );
+    // Once the upstream takes it, the refused request arrives too.
+    rig.dce.refuse_containing(None);
+    rig.wait_for("the refused request", Duration::from_secs(40), |s| {
+        s.samples >= 301 + 10 * other as u64
+    })
+    .await;
+    assert_eq!(rig.dce.stats().out_of_order_samples, 0);
+    rig.stop().await;
+}

@@ -24,6 +24,9 @@ use rustc_hash::FxHashSet;
 use super::BatchLimits;
 use crate::codec::{Chunk, SeriesKey};
 
+/// Keys the scratch set of a scan keeps room for between scans.
+const SKIPPED_KEEP: usize = 1 << 15;
+
 /// Bits of the in-flight filter: a key whose bit is clear is not in flight, without looking at
 /// the batches' key sets. With 20,000 keys in flight (4 batches of 5000 series) 2% of checks
 /// still look; the filter is 128 KiB.
@@ -99,6 +102,8 @@ pub(crate) struct Dispatcher<T> {
     waiting: usize,
     /// When the last chunk was pushed, ms.
     last_push_ms: u64,
+    /// Scratch set of [`Dispatcher::cut`]: the keys of the chunks a scan skipped.
+    skipped: FxHashSet<SeriesKey>,
 }
 
 impl<T> Default for Dispatcher<T> {
@@ -112,6 +117,7 @@ impl<T> Default for Dispatcher<T> {
             generation: 0,
             waiting: 0,
             last_push_ms: 0,
+            skipped: FxHashSet::default(),
         }
     }
 }
@@ -157,11 +163,11 @@ impl<T> Dispatcher<T> {
         self.filter[word] & bit != 0 && self.in_flight.iter().any(|b| b.keys.contains(k))
     }
 
-    fn clear(&self, slot: &Slot<T>, chunk: &Chunk, skipped: Option<&FxHashSet<SeriesKey>>) -> bool {
+    fn clear(&self, slot: &Slot<T>, chunk: &Chunk, skipped: &FxHashSet<SeriesKey>) -> bool {
         let in_flight_ok = slot.clear_at == self.generation
             || self.in_flight.is_empty()
             || !chunk.keys.iter().any(|k| self.key_in_flight(k));
-        in_flight_ok && skipped.is_none_or(|s| !chunk.keys.iter().any(|k| s.contains(k)))
+        in_flight_ok && (skipped.is_empty() || !chunk.keys.iter().any(|k| skipped.contains(k)))
     }
 
     /// Looks for a batch within `limits`; hands it out when it is full, when its first chunk
@@ -170,18 +176,23 @@ impl<T> Dispatcher<T> {
     pub(crate) fn cut(&mut self, limits: &BatchLimits, now_ms: u64, flush: bool) -> Cut {
         let mut take: Vec<usize> = Vec::new();
         let (mut samples, mut bytes) = (0usize, 0usize);
-        let mut skipped: Option<FxHashSet<SeriesKey>> = None;
+        // The keys of the chunks skipped so far (kept between scans for its allocation).
+        let mut skipped = std::mem::take(&mut self.skipped);
+        if skipped.capacity() > SKIPPED_KEEP {
+            // Clearing costs its capacity: after a long stall, start small again.
+            skipped = FxHashSet::default();
+        } else if !skipped.is_empty() {
+            skipped.clear();
+        }
         let mut full = false;
         for i in 0..self.window.len() {
             let slot = &self.window[i];
             let State::Waiting(chunk) = &slot.state else {
                 continue;
             };
-            if !self.clear(slot, chunk, skipped.as_ref()) {
+            if !self.clear(slot, chunk, &skipped) {
                 // Later chunks must not overtake this one on a series they share.
-                skipped
-                    .get_or_insert_with(FxHashSet::default)
-                    .extend(chunk.keys.iter().copied());
+                skipped.extend(chunk.keys.iter().copied());
                 continue;
             }
             let (s, b) = (chunk.counts.points(), chunk.raw_len as usize);
@@ -199,6 +210,7 @@ impl<T> Dispatcher<T> {
                 break;
             }
         }
+        self.skipped = skipped;
         // Remember what was found clear of the batches in flight, so the next scan (at the
         // next push, with nothing new in flight) need not look up its keys again.
         let generation = self.generation;
@@ -293,6 +305,9 @@ impl<T> Dispatcher<T> {
         let Some(b) = self.in_flight.iter_mut().find(|b| b.id == taken.id) else {
             return Vec::new();
         };
+        if indices.is_empty() {
+            return Vec::new();
+        }
         let mut seqs = Vec::with_capacity(indices.len());
         for &i in indices {
             if b.chunks.get_mut(i).and_then(Option::take).is_some() {

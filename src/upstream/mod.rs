@@ -24,7 +24,9 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::codec::{self, Chunk};
+use rustc_hash::FxHashSet;
+
+use crate::codec::{self, Chunk, SeriesKey};
 use crate::identity::TokenProvider;
 use crate::outbound::{error_chain, Backoff};
 use crate::privatelink::PrivateLink;
@@ -195,11 +197,24 @@ fn part_splittable(part: &[Piece]) -> bool {
 /// A chunk of a batch, or a piece of one, with the positions in the batch it stands for.
 type Piece = (Vec<usize>, Chunk);
 
+/// Where a part of a batch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turn {
+    /// A batch as taken, or a part split off for size or merged after a 422.
+    Fresh,
+    /// A half of a part isolated for failing while others were accepted: it is tried once
+    /// and split again at once if it fails (the number is the accepted-batch count at the
+    /// isolated part's first failure, to tell a whole-upstream failure from its own).
+    Suspect(u64),
+    /// The failing part that isolation came down to, sent again with backoff until delivered.
+    Failing,
+}
+
 /// The parts of a batch still to send, and how many unsettled pieces stand for each position
 /// of the batch.
 struct Pieces {
-    /// Parts still to send, first first; `true` for a half of an isolated part.
-    parts: VecDeque<(Vec<Piece>, bool)>,
+    /// Parts still to send, first first.
+    parts: VecDeque<(Vec<Piece>, Turn)>,
     /// Unsettled pieces per position; empty when positions are not tracked.
     open: Vec<u32>,
 }
@@ -214,7 +229,7 @@ impl Pieces {
                     .enumerate()
                     .map(|(i, c)| (vec![i], c))
                     .collect(),
-                false,
+                Turn::Fresh,
             )]),
             open,
         }
@@ -222,29 +237,31 @@ impl Pieces {
 
     fn untracked(batch: Vec<Chunk>) -> Self {
         Self {
-            parts: VecDeque::from([(batch.into_iter().map(|c| (Vec::new(), c)).collect(), false)]),
+            parts: VecDeque::from([(
+                batch.into_iter().map(|c| (Vec::new(), c)).collect(),
+                Turn::Fresh,
+            )]),
             open: Vec::new(),
         }
     }
 
     /// Splits `part` in two halves, first half first: the order within a series is kept.
-    /// `suspect`: the halves of a part isolated for failing.
-    fn halve(&mut self, mut part: Vec<Piece>, suspect: bool) {
+    fn halve(&mut self, mut part: Vec<Piece>, turn: Turn) {
         let second = part.split_off(part.len() / 2);
-        self.parts.push_front((second, suspect));
-        self.parts.push_front((part, suspect));
+        self.parts.push_front((second, turn));
+        self.parts.push_front((part, turn));
     }
 
     /// Replaces a piece (a part of its own) by its two halves.
-    fn split_piece(&mut self, positions: Vec<usize>, first: Chunk, second: Chunk, suspect: bool) {
+    fn split_piece(&mut self, positions: Vec<usize>, first: Chunk, second: Chunk, turn: Turn) {
         for &i in &positions {
             if let Some(n) = self.open.get_mut(i) {
                 *n += 1;
             }
         }
         self.parts
-            .push_front((vec![(positions.clone(), second)], suspect));
-        self.parts.push_front((vec![(positions, first)], suspect));
+            .push_front((vec![(positions.clone(), second)], turn));
+        self.parts.push_front((vec![(positions, first)], turn));
     }
 
     /// Replaces `part` by one chunk standing for all of it.
@@ -262,12 +279,13 @@ impl Pieces {
                 }
             }
         }
-        self.parts.push_front((vec![(positions, kept)], false));
+        self.parts
+            .push_front((vec![(positions, kept)], Turn::Fresh));
     }
 
-    /// Settles the pieces of `part`; returns the positions with no piece left, when other
-    /// parts remain (the last part's positions finish with the batch).
-    fn settle(&mut self, part: &[Piece]) -> Vec<usize> {
+    /// Settles the pieces of `part`, handing the positions with no piece left to `finished`
+    /// while other parts remain (the last part's positions finish with the batch).
+    fn settle(&mut self, part: &[Piece], finished: &mut (dyn FnMut(&[usize]) + Send)) {
         let mut done = Vec::new();
         for i in part.iter().flat_map(|(p, _)| p) {
             if let Some(n) = self.open.get_mut(*i) {
@@ -277,19 +295,32 @@ impl Pieces {
                 }
             }
         }
-        if self.parts.is_empty() {
-            done.clear();
+        if !done.is_empty() && !self.parts.is_empty() {
+            finished(&done);
         }
-        done
     }
+}
+
+/// How [`Upstream::send`] treats a retryable failure (5xx, timeout, lost connection).
+#[derive(Clone, Copy)]
+enum OnFailure {
+    /// Retry with backoff until delivered.
+    Retry,
+    /// Retry with backoff, but come back as [`Outcome::Isolate`] after this many failures
+    /// if another batch was accepted since the first of them (or since the given count).
+    Isolate(u32, Option<u64>),
+    /// Come back as [`Outcome::Failed`] at the first failure.
+    Once,
 }
 
 enum Outcome {
     Delivered,
     Split,
     /// It keeps failing while other batches get through: split it, so that only the part
-    /// that fails waits.
-    Isolate,
+    /// that fails waits. The accepted-batch count at its first failure.
+    Isolate(u64),
+    /// It failed, and was to be tried once ([`OnFailure::Once`]).
+    Failed,
     Dropped(DropReason),
     Aborted,
 }
@@ -471,6 +502,10 @@ impl Upstream {
             .await
     }
 
+    /// Sends the parts of `pieces` in order. When isolation comes down to a failing part, the
+    /// parts after it that share no series with it (nor with any part held back behind it)
+    /// are sent first; then the failing part is retried with backoff, and the parts held back
+    /// follow it. Each series' data still goes in order.
     async fn deliver_parts(
         &self,
         mut pieces: Pieces,
@@ -478,46 +513,68 @@ impl Upstream {
         abort: &CancellationToken,
         finished: &mut (dyn FnMut(&[usize]) + Send),
     ) -> Vec<Chunk> {
-        while let Some((part, suspect)) = pieces.parts.pop_front() {
+        // The failing part and the parts held back behind it, in order, and their series.
+        let mut held: Vec<(Vec<Piece>, Turn)> = Vec::new();
+        let mut held_keys: FxHashSet<SeriesKey> = FxHashSet::default();
+        loop {
+            let Some((part, turn)) = pieces.parts.pop_front() else {
+                if held.is_empty() {
+                    return Vec::new();
+                }
+                // Only the failing part and what waits for it are left.
+                for p in held.drain(..).rev() {
+                    pieces.parts.push_front(p);
+                }
+                held_keys.clear();
+                continue;
+            };
+            let keys = || part.iter().flat_map(|(_, c)| c.keys.iter().copied());
+            if !held.is_empty() && keys().any(|k| held_keys.contains(&k)) {
+                held_keys.extend(keys());
+                held.push((part, turn));
+                continue;
+            }
             let chunks: Vec<Chunk> = part.iter().map(|(_, c)| c.clone()).collect();
-            match self
-                .send(
-                    &chunks,
-                    queued_since,
-                    abort,
-                    part_splittable(&part).then_some(if suspect { 1 } else { ISOLATE_AFTER }),
-                )
-                .await
-            {
+            let splittable = part_splittable(&part);
+            let on_failure = match turn {
+                Turn::Fresh if splittable => OnFailure::Isolate(ISOLATE_AFTER, None),
+                Turn::Suspect(since) if splittable => OnFailure::Isolate(1, Some(since)),
+                Turn::Suspect(_) => OnFailure::Once,
+                Turn::Fresh | Turn::Failing => OnFailure::Retry,
+            };
+            match self.send(&chunks, queued_since, abort, on_failure).await {
                 Outcome::Delivered => {
                     self.count_delivered(&chunks);
-                    finished(&pieces.settle(&part));
+                    pieces.settle(&part, finished);
                 }
-                outcome @ (Outcome::Split | Outcome::Isolate) if part.len() > 1 => {
-                    pieces.halve(part, matches!(outcome, Outcome::Isolate));
+                Outcome::Failed => {
+                    held_keys.extend(keys());
+                    held.push((part, Turn::Failing));
                 }
-                outcome @ (Outcome::Split | Outcome::Isolate) => {
+                Outcome::Isolate(since) if part.len() > 1 => {
+                    pieces.halve(part, Turn::Suspect(since));
+                }
+                Outcome::Split if part.len() > 1 => pieces.halve(part, turn),
+                outcome @ (Outcome::Split | Outcome::Isolate(_)) => {
                     match codec::split_chunk(&part[0].1) {
                         Ok(Some((first, second))) => {
                             let positions = part.into_iter().next().map(|(p, _)| p);
-                            let suspect = matches!(outcome, Outcome::Isolate);
-                            pieces.split_piece(
-                                positions.unwrap_or_default(),
-                                first,
-                                second,
-                                suspect,
-                            );
+                            let turn = match outcome {
+                                Outcome::Isolate(since) => Turn::Suspect(since),
+                                _ => turn,
+                            };
+                            pieces.split_piece(positions.unwrap_or_default(), first, second, turn);
                         }
                         // A part that cannot be split never comes back as `Isolate` (see
                         // `send`): this is a 413 for a single message.
                         Ok(None) => {
                             self.count_drop(&chunks, DropReason::TooLarge);
-                            finished(&pieces.settle(&part));
+                            pieces.settle(&part, finished);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot open a chunk to split it");
                             self.count_drop(&chunks, DropReason::TooLarge);
-                            finished(&pieces.settle(&part));
+                            pieces.settle(&part, finished);
                         }
                     }
                 }
@@ -531,48 +588,55 @@ impl Upstream {
                             self.metrics.duplicates_removed.inc_by(removed);
                             match kept {
                                 Some(kept) => pieces.merge(part, kept),
-                                None => finished(&pieces.settle(&part)),
+                                None => pieces.settle(&part, finished),
                             }
                         }
                         Ok(None) => {
                             self.count_drop(&chunks, DropReason::Unprocessable);
-                            finished(&pieces.settle(&part));
+                            pieces.settle(&part, finished);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot open a chunk to remove repeated samples");
                             self.count_drop(&chunks, DropReason::Unprocessable);
-                            finished(&pieces.settle(&part));
+                            pieces.settle(&part, finished);
                         }
                     }
                 }
                 Outcome::Dropped(reason) => {
                     self.count_drop(&chunks, reason);
-                    finished(&pieces.settle(&part));
+                    pieces.settle(&part, finished);
                 }
                 Outcome::Aborted => {
-                    let mut rest = chunks;
+                    // Back in order: what was held back is older than what it shares series
+                    // with; the part in hand shares none with it.
+                    let mut rest: Vec<Chunk> = held
+                        .drain(..)
+                        .flat_map(|(p, _)| p)
+                        .map(|(_, c)| c)
+                        .collect();
+                    rest.extend(chunks);
                     rest.extend(pieces.parts.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c));
                     return rest;
                 }
             }
         }
-        Vec::new()
     }
 
     /// Sends one part, retrying as [`retry`] says, until it is delivered, must be split, is
     /// dropped (refused, or queued longer than `queue_max_age`), or `abort` fires.
     ///
-    /// A part that can be split (`isolate_after` is set) and keeps failing with a 5xx, a
-    /// timeout or a lost connection, that many attempts or more, while another batch was accepted
-    /// since its first failure, comes back as [`Outcome::Isolate`]. A 429, 401/403 or a
-    /// missing token never isolates, and neither does a failure every batch meets (nothing
-    /// else gets through): then it retries as always, with one backoff.
+    /// With [`OnFailure::Isolate`], a part that keeps failing with a 5xx, a timeout or a lost
+    /// connection, that many attempts or more, while another batch was accepted since its
+    /// first failure, comes back as [`Outcome::Isolate`]. A 429, 401/403 or a missing token
+    /// never isolates, and neither does a failure every batch meets (nothing else gets
+    /// through): then it retries as always, with one backoff. With [`OnFailure::Once`], any
+    /// retryable failure comes back as [`Outcome::Failed`].
     async fn send(
         &self,
         part: &[Chunk],
         queued_since: std::time::Instant,
         abort: &CancellationToken,
-        isolate_after: Option<u32>,
+        on_failure: OnFailure,
     ) -> Outcome {
         let mut body = Vec::new();
         codec::write_body(part, &mut body);
@@ -615,13 +679,15 @@ impl Upstream {
                 Attempt::Done(Action::Reauthenticate) => (RetryReason::Unauthorized, None),
                 Attempt::RetryAfter(reason, after) => (reason, after),
             };
-            if matches!(
-                reason,
-                RetryReason::ServerError | RetryReason::Timeout | RetryReason::Connection
-            ) {
-                let (since, n) = failing.get_or_insert((self.health.accepted_total(), 0));
+            if let (
+                OnFailure::Isolate(after, baseline),
+                RetryReason::ServerError | RetryReason::Timeout | RetryReason::Connection,
+            ) = (on_failure, reason)
+            {
+                let (since, n) = failing
+                    .get_or_insert((baseline.unwrap_or_else(|| self.health.accepted_total()), 0));
                 *n += 1;
-                if isolate_after.is_some_and(|a| *n >= a) && self.health.accepted_total() > *since {
+                if *n >= after && self.health.accepted_total() > *since {
                     self.metrics.isolations.inc();
                     tracing::warn!(
                         chunks = part.len(),
@@ -630,7 +696,7 @@ impl Upstream {
                         reason = reason.as_str(),
                         "a batch keeps failing while others are accepted: splitting it so that only the failing part waits"
                     );
-                    return Outcome::Isolate;
+                    return Outcome::Isolate(*since);
                 }
             }
             self.metrics
@@ -639,6 +705,9 @@ impl Upstream {
                     reason: reason.as_str(),
                 })
                 .inc();
+            if matches!(on_failure, OnFailure::Once) {
+                return Outcome::Failed;
+            }
             let delay = backoff.next_delay_honouring(retry_after);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
