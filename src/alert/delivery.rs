@@ -1,7 +1,7 @@
 //! The rules about delivery and storage, beside the Private Link and upstream-answer rules of
 //! [`super::rules`]: an upstream that gives no HTTP answer, samples dropped, damaged queue
-//! records, a delivery that has stalled, the receiver's certificate running out, and the queue's
-//! filesystem filling up. Names, thresholds and remediation texts are in [`super::rules`], where
+//! records, a delivery that has stalled, the receiver's certificate running out, the queue's
+//! filesystem filling up, and the disk queue's failed state. Names, thresholds and remediation texts are in [`super::rules`], where
 //! the rule file's test holds them against `deploy/prometheus-rule.yaml`.
 
 use std::time::{Duration, SystemTime};
@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use super::rules::{
     alert, base_labels, clip, drop_remediation, host, Alert, CERTIFICATE_EXPIRY_WARNING, CRITICAL,
     DELIVERY_STALLED, DELIVERY_STALLED_AFTER, LOSS_ALERT_WINDOW, QUEUE_CORRUPT_RECORDS,
-    QUEUE_DISK_FILLING, QUEUE_DISK_FILLING_USED, RECEIVER_CERTIFICATE_EXPIRING,
+    QUEUE_DISK_FILLING, QUEUE_DISK_FILLING_USED, QUEUE_FAILED, RECEIVER_CERTIFICATE_EXPIRING,
     REMEDIATION_CERTIFICATE, REMEDIATION_DELIVERY_STALLED, REMEDIATION_QUEUE_CORRUPT,
-    REMEDIATION_QUEUE_DISK, REMEDIATION_UPSTREAM_UNAVAILABLE, SAMPLES_DROPPED,
-    UPSTREAM_UNAVAILABLE, WARNING,
+    REMEDIATION_QUEUE_DISK, REMEDIATION_QUEUE_FAILED, REMEDIATION_UPSTREAM_UNAVAILABLE,
+    SAMPLES_DROPPED, UPSTREAM_UNAVAILABLE, WARNING,
 };
 use super::signals::Signals;
 
@@ -25,6 +25,7 @@ pub(super) fn evaluate_at(s: &Signals, now: SystemTime) -> Vec<Alert> {
     out.extend(delivery_stalled(s, now));
     out.extend(receiver_certificate_expiring(s, now));
     out.extend(queue_disk_filling(s));
+    out.extend(queue_failed(s));
     out
 }
 
@@ -162,6 +163,21 @@ fn queue_disk_filling(s: &Signals) -> Option<Alert> {
             QUEUE_DISK_FILLING_USED * 100.0
         ),
         REMEDIATION_QUEUE_DISK.to_string(),
+    ))
+}
+
+fn queue_failed(s: &Signals) -> Option<Alert> {
+    let why = s.queue_failed.as_ref()?;
+    Some(alert(
+        QUEUE_FAILED,
+        CRITICAL,
+        base_labels(s),
+        "promlink's disk queue takes no writes until a restart".to_string(),
+        format!(
+            "the disk queue is in its failed state: {}; senders get 503 and /ready fails",
+            clip(why)
+        ),
+        REMEDIATION_QUEUE_FAILED.to_string(),
     ))
 }
 

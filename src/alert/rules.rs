@@ -54,9 +54,11 @@ pub const DELIVERY_STALLED: &str = "PromlinkDeliveryStalled";
 pub const RECEIVER_CERTIFICATE_EXPIRING: &str = "PromlinkReceiverCertificateExpiring";
 /// The filesystem of the queue directory is more than [`QUEUE_DISK_FILLING_USED`] used.
 pub const QUEUE_DISK_FILLING: &str = "PromlinkQueueDiskFilling";
+/// The disk queue stopped writing until a restart (its failed state).
+pub const QUEUE_FAILED: &str = "PromlinkQueueFailed";
 
 /// Every alert name [`evaluate`] can return, in a stable order (for metrics and the rule file).
-pub const ALL_ALERTS: [&str; 12] = [
+pub const ALL_ALERTS: [&str; 13] = [
     PRIVATE_LINK_NOT_VERIFIED,
     ON_PUBLIC_FALLBACK,
     DNS_ANSWER_CHANGED,
@@ -69,6 +71,7 @@ pub const ALL_ALERTS: [&str; 12] = [
     DELIVERY_STALLED,
     RECEIVER_CERTIFICATE_EXPIRING,
     QUEUE_DISK_FILLING,
+    QUEUE_FAILED,
 ];
 
 /// Alerts that exist only in `deploy/prometheus-rule.yaml`: they need a view from outside the
@@ -152,6 +155,8 @@ pub const REMEDIATION_DELIVERY_STALLED: &str = "the queue holds data but the ups
 pub const REMEDIATION_CERTIFICATE: &str = "the receiver's serving certificate (tls_cert) expires soon, and senders that verify it (Prometheus remote_write with tls_config) fail once it has expired and keep their data in their WAL: with cert-manager, kubectl describe certificate and kubectl get certificaterequest,order,challenge show why the renewal failed (it renews at two thirds of the lifetime by default, so this alert means it did not: issuer not ready, CA or ACME errors); otherwise renew the certificate and replace the Secret (kubectl create secret tls <name> --cert=tls.crt --key=tls.key --dry-run=client -o yaml | kubectl apply -f -); promlink reloads changed files without a restart (promlink_receive_reloads_total{what=\"tls\"}): if the Secret is new but the expiry did not move, check that the Secret is not mounted with subPath (such mounts never see updates) and that the new key matches the certificate (result=\"error\" keeps the old one)";
 /// Remediation when the queue directory's filesystem fills.
 pub const REMEDIATION_QUEUE_DISK: &str = "the filesystem of queue_dir is filling: when it is full, queue writes fail (ENOSPC), senders get 503 (promlink_receive_rejected_total{reason=\"queue_io\"}) and nothing new is kept; keep queue_max_bytes below the volume size with room for a 16 MiB segment and the filesystem's own overhead, so that the queue refuses writes at its own budget (PromlinkQueueNearlyFull) before the disk fills; if promlink_queue_bytes is large, the upstream is stuck: see PromlinkDeliveryStalled and the other promlink alerts; to add room, expand the PersistentVolumeClaim (its storage class needs allowVolumeExpansion: true, as the Azure Disk CSI classes have: kubectl patch pvc <name> -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"<size>\"}}}}'; a StatefulSet's volumeClaimTemplates are immutable, so patch each replica's PVC); files other than the queue on the volume count too";
+/// Remediation when the disk queue is in its failed state.
+pub const REMEDIATION_QUEUE_FAILED: &str = "the disk queue takes no writes until promlink restarts (senders get 503 and keep their data in their WAL; /ready fails, so a gateway's Service sends to other replicas): a write to a segment failed and could not be undone, so the end of the segment is unknown, or the queue's commit thread stopped; what was stored before is still delivered; restart the pod (kubectl delete pod <name>): the queue is replayed from disk and a torn tail is cut off; look for I/O errors in the node's kernel log and in kubectl describe pvc and pv, and move queue_dir to a healthy block volume (an Azure Disk CSI storage class) if they repeat";
 
 /// One firing alert, before it is given Alertmanager's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]

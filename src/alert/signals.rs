@@ -59,4 +59,7 @@ pub struct Signals {
     /// Used share (0..1) of the filesystem holding the disk queue; `None` for the memory queue
     /// or when it cannot be read.
     pub queue_disk_used: Option<f64>,
+    /// Why the disk queue takes no writes until a restart (its failed state); `None` while it
+    /// works, and always for the memory queue.
+    pub queue_failed: Option<String>,
 }

@@ -393,6 +393,7 @@ fn rule_file_remediation(name: &str, labels: &serde_json::Map<String, Value>) ->
         rules::DELIVERY_STALLED => rules::REMEDIATION_DELIVERY_STALLED,
         rules::RECEIVER_CERTIFICATE_EXPIRING => rules::REMEDIATION_CERTIFICATE,
         rules::QUEUE_DISK_FILLING => rules::REMEDIATION_QUEUE_DISK,
+        rules::QUEUE_FAILED => rules::REMEDIATION_QUEUE_FAILED,
         _ => panic!("no remediation known for {name}"),
     };
     text.to_string()
@@ -547,6 +548,7 @@ fn prometheus_rule_file_matches_the_rules() {
             rules::QUEUE_DISK_FILLING,
             vec![rules::REMEDIATION_QUEUE_DISK],
         ),
+        (rules::QUEUE_FAILED, vec![rules::REMEDIATION_QUEUE_FAILED]),
     ];
     for name in rule_file_alerts() {
         assert!(

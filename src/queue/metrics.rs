@@ -63,6 +63,8 @@ pub struct Metrics {
     pub disk_free: Gauge,
     /// Size of the queue directory's filesystem (disk queue).
     pub disk_capacity: Gauge,
+    /// 1 while the disk queue takes no writes until a restart (its failed state).
+    pub failed: Gauge,
 }
 
 impl Metrics {
@@ -112,6 +114,11 @@ impl Metrics {
             "1 when the queue is on disk, 0 when in memory",
             m.durable.clone(),
         );
+        r.register(
+            "failed",
+            "1 while the disk queue takes no writes until promlink restarts (a write that could not be undone, or its commit thread stopped)",
+            m.failed.clone(),
+        );
         if durable {
             r.register(
                 "disk_free_bytes",
@@ -137,6 +144,7 @@ impl Metrics {
     /// Copies the queue's current figures into the metrics.
     pub fn update(&self, queue: &Queue) {
         self.durable.set(i64::from(queue.is_durable()));
+        self.failed.set(i64::from(queue.failed().is_some()));
         let Queue::Disk(q) = queue else { return };
         match q.disk_space() {
             Ok((free, capacity)) => {

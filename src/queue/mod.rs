@@ -159,6 +159,15 @@ impl Queue {
         }
     }
 
+    /// Why the queue takes no writes until a restart (see [`DiskQueue::failed`]); the memory
+    /// queue cannot fail.
+    pub fn failed(&self) -> Option<String> {
+        match self {
+            Queue::Memory(_) => None,
+            Queue::Disk(q) => q.failed(),
+        }
+    }
+
     /// Age of the oldest chunk not yet finished (disk queue only).
     pub fn oldest_age(&self) -> Option<Duration> {
         match self {

@@ -89,6 +89,7 @@ impl AlertInputs {
             receiver_cert_not_after: (not_after > 0)
                 .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(not_after as u64)),
             queue_disk_used: self.queue_metrics.disk_used(),
+            queue_failed: self.queue.failed(),
         }
     }
 }

@@ -8,8 +8,7 @@
 //! reactor and makes group commit fall out of the queueing: the longer an fsync takes, the
 //! more pushes share the next.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::files::{Storage, WriteFile};
 use super::segment::{self, Pos};
 use super::{lock, FsyncPolicy, Inner};
 use crate::codec::Chunk;
@@ -56,29 +56,54 @@ impl CommitQueue {
 
 /// The segment being appended to.
 pub(super) struct Writer {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     seq: u64,
-    file: File,
+    file: Box<dyn WriteFile>,
     off: u64,
     /// Written since the last fsync.
     unsynced: bool,
     /// A segment was created since the directory was last fsynced.
     dir_unsynced: bool,
+    /// An fsync of this segment failed. Linux reports a writeback error once: a later fsync
+    /// of the same file may succeed without the lost pages, so this file is never fsynced
+    /// again and the next record starts a new segment.
+    poisoned: bool,
 }
 
 impl Writer {
-    pub(super) fn open(dir: &Path, seq: u64, off: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(segment::segment_path(dir, seq))?;
+    pub(super) fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        seq: u64,
+        off: u64,
+    ) -> io::Result<Self> {
+        let file = storage.open_append(&segment::segment_path(dir, seq))?;
         Ok(Self {
+            storage,
             dir: dir.to_path_buf(),
             seq,
             file,
             off,
             unsynced: false,
             dir_unsynced: false,
+            poisoned: false,
         })
+    }
+
+    /// fsyncs the segment. A failure poisons it, and what it held unsynced is given up on:
+    /// the pushes of the failing group are refused; under `fsync: interval` the error is
+    /// logged (those pushes were answered already, as that policy allows).
+    fn sync_file(&mut self) -> io::Result<()> {
+        self.unsynced = false;
+        match self.file.sync_data() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.poisoned = true;
+                tracing::error!(segment = self.seq, error = %e, "fsync of a queue segment failed: the next record starts a new segment");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -187,6 +212,13 @@ impl Committer {
     /// Appends the pushes, fsyncs when `durable` (also with no pushes: an interval tick, a
     /// `sync()` or shutdown must make earlier writes durable), publishes and answers them.
     /// Returns the fsync's result.
+    ///
+    /// The group stands or falls together: after its first failed write, fsync or segment
+    /// creation nothing more of it is written, and none of its pushes is answered `Ok`. Those
+    /// written before the failure stay in the log ([`super::Published`]: they are delivered,
+    /// the senders' retries duplicate them); the others are undone and their reservations
+    /// given back here, not by the pushers, which may have gone (a sender that hung up
+    /// mid-commit) and would never release them.
     fn cycle(&mut self, pushes: Vec<PendingPush>, durable: bool) -> io::Result<()> {
         if pushes.is_empty() {
             if !durable {
@@ -198,23 +230,31 @@ impl Committer {
         }
         let mut done = Vec::with_capacity(pushes.len());
         let mut sealed = Vec::new();
+        let mut failure: Option<io::Error> = None;
         for push in pushes {
-            let result = self.append(&push.record, &mut sealed);
+            let result = match (&failure, self.inner.failed()) {
+                (_, Some(why)) => Err(io::Error::other(why)),
+                (Some(e), None) => Err(io::Error::new(
+                    e.kind(),
+                    format!("another write of its commit group failed: {e}"),
+                )),
+                (None, None) => self.append(&push.record, &mut sealed),
+            };
+            if let (Err(e), None) = (&result, &failure) {
+                failure = Some(io::Error::new(e.kind(), e.to_string()));
+            }
             done.push((push, result));
         }
-        let mut fsync_error = None;
         if durable {
             if let Err(e) = self.sync_data() {
                 tracing::error!(error = %e, "fsync of the disk queue failed");
-                fsync_error = Some(e);
+                failure.get_or_insert(e);
             }
         }
         self.publish(&sealed, &mut done);
         self.inner.counters.commits.fetch_add(1, Ordering::Relaxed);
         for (push, written) in done {
-            let r = match (written, &fsync_error) {
-                // Undone: its reservation is given back here, not by the pusher, which may
-                // have gone (a sender that hung up mid-commit) and would never release it.
+            let r = match (written, &failure) {
                 (Err(e), _) => {
                     super::sub(&self.inner.used, push.record.len() as u64);
                     Err(e)
@@ -223,46 +263,48 @@ impl Committer {
                 // worst, since what was written is published and replayed).
                 (Ok(_), Some(e)) => Err(io::Error::new(
                     e.kind(),
-                    super::Published(format!("fsync failed: {e}")),
+                    super::Published(format!("its commit group failed: {e}")),
                 )),
                 (Ok(_), None) => Ok(()),
             };
             let _ = push.reply.send(r);
         }
         self.inner.notify.notify_one();
-        match fsync_error {
-            Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        match failure {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Appends one record, starting a new segment first when it would not fit; on failure
-    /// the segment is cut back, so a push is all or nothing.
+    /// Appends one record, starting a new segment first when it would not fit or the current
+    /// one is poisoned; on failure the segment is cut back, so a push is all or nothing. A cut
+    /// that fails too leaves the segment's end unknown: the queue enters its failed state
+    /// rather than ever write at a wrong offset.
     fn append(&mut self, rec: &[u8], sealed: &mut Vec<(u64, u64)>) -> io::Result<Written> {
         let len = rec.len() as u64;
         let w = &mut self.writer;
-        if w.off > 0 && w.off + len > self.segment_bytes {
+        if w.poisoned || (w.off > 0 && w.off + len > self.segment_bytes) {
             if w.unsynced {
-                w.file.sync_data()?;
-                w.unsynced = false;
                 self.inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                w.sync_file()?;
             }
             let seq = w.seq + 1;
-            let file = OpenOptions::new()
-                .append(true)
-                .create_new(true)
-                .open(segment::segment_path(&w.dir, seq))?;
+            let file = w.storage.create_new(&segment::segment_path(&w.dir, seq))?;
             sealed.push((w.seq, w.off));
             w.seq = seq;
             w.file = file;
             w.off = 0;
+            w.poisoned = false;
             w.dir_unsynced = true;
         }
         let start = w.off;
         w.unsynced = true;
-        if let Err(e) = w.file.write_all(rec) {
+        if let Err(e) = w.file.append(rec) {
             if let Err(undo) = w.file.set_len(start) {
-                tracing::error!(error = %undo, segment = w.seq, "cannot undo a failed queue write");
+                self.inner.fail(format!(
+                    "a failed write to queue segment {} at byte {start} ({e}) could not be undone ({undo}): the segment's end is unknown, so the queue writes nothing more; restart promlink to replay it from disk",
+                    w.seq
+                ));
             }
             return Err(e);
         }
@@ -281,14 +323,11 @@ impl Committer {
         let mut result = Ok(());
         let w = &mut self.writer;
         if w.unsynced {
-            match w.file.sync_data() {
-                Ok(()) => w.unsynced = false,
-                Err(e) => result = Err(e),
-            }
+            result = w.sync_file();
             n += 1;
         }
         if w.dir_unsynced {
-            match segment::sync_dir(&w.dir) {
+            match w.storage.sync_dir(&w.dir) {
                 Ok(()) => w.dir_unsynced = false,
                 Err(e) => result = Err(e),
             }

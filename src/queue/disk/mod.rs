@@ -82,11 +82,22 @@
 //!   `Interval`. A crash before that replays finished batches again: duplicates, never loss.
 //!   Segments are deleted once the read position (in memory) has passed them: their chunks
 //!   are all finished, so a replay from an older persisted position cannot miss anything.
-//! - A failed write is undone (the push gets [`PushError::Io`], nothing of it stays). A failed
-//!   fsync fails every push of its group with [`PushError::Io`], but their records stay in the
-//!   log and are delivered: the senders' retries may duplicate them, nothing is lost.
+//! - A failed write, fsync or segment creation fails every push of its commit group with
+//!   [`PushError::Io`]; nothing more of the group is written. The failed write itself is undone
+//!   (cut back); records written before it stay in the log and are delivered: the senders'
+//!   retries may duplicate them, nothing is lost.
+//! - A segment whose fsync failed is never fsynced again (Linux reports a writeback error
+//!   once, so a later fsync could succeed without the lost pages): the next record starts a new
+//!   segment.
+//! - A failed write whose undo fails too leaves the segment's end unknown: the queue enters its
+//!   failed state ([`DiskQueue::failed`]): every push is refused until a restart, which
+//!   replays the log and cuts the torn tail. A full disk is never that: it is undone like any
+//!   failed write.
+//! - The committer's file writes go through [`files::Storage`]; the tests put one there that
+//!   fails on command.
 
 mod commit;
+mod files;
 mod format;
 mod legacy;
 mod log;
@@ -285,6 +296,8 @@ struct Inner {
     log: Mutex<Log>,
     notify: Notify,
     reader: Mutex<reader::Reader>,
+    /// Why the queue stopped writing for good (its failed state), if it did.
+    failed: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -292,6 +305,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Enters the failed state: every later push is refused with `why` until a restart.
+    fn fail(&self, why: String) {
+        tracing::error!(dir = %self.dir.display(), "{why}");
+        lock(&self.failed).get_or_insert(why);
+    }
+
+    fn failed(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+
     fn wake_committer(&self, f: impl FnOnce(&mut CommitQueue)) {
         f(&mut lock(&self.commit));
         self.wake.notify_one();
@@ -318,6 +341,14 @@ impl DiskQueue {
     /// [`DiskQueueError::Config`] for unusable settings, [`DiskQueueError::Io`] when the
     /// directory cannot be used. Damaged files are not errors: they are reported.
     pub fn open(cfg: DiskQueueConfig) -> Result<(Self, RecoveryReport), DiskQueueError> {
+        Self::open_on(cfg, Arc::new(files::Disk))
+    }
+
+    /// [`DiskQueue::open`], writing through `storage`.
+    fn open_on(
+        cfg: DiskQueueConfig,
+        storage: Arc<dyn files::Storage>,
+    ) -> Result<(Self, RecoveryReport), DiskQueueError> {
         if cfg.max_bytes == 0 || cfg.segment_bytes < 1024 || cfg.window_bytes == 0 {
             return Err(DiskQueueError::Config(format!(
                 "max_bytes and window_bytes must be positive and segment_bytes at least 1024, got {}, {} and {}",
@@ -359,7 +390,8 @@ impl DiskQueue {
         })?;
         legacy::migrate(&cfg.dir, &log_dir, &mut report).map_err(io_err(&cfg.dir))?;
         std::fs::create_dir_all(&log_dir).map_err(io_err(&log_dir))?;
-        let (log, writer) = recover::recover(&log_dir, &mut report).map_err(io_err(&log_dir))?;
+        let (log, writer) =
+            recover::recover(storage.clone(), &log_dir, &mut report).map_err(io_err(&log_dir))?;
         let counters = Counters::default();
         counters
             .replayed
@@ -385,8 +417,9 @@ impl DiskQueue {
             log: Mutex::new(log),
             notify: Notify::new(),
             reader: Mutex::new(reader::Reader::default()),
+            failed: Mutex::new(None),
         });
-        let pos_file = segment::PosFile::open(&log_dir).map_err(io_err(&log_dir))?;
+        let pos_file = segment::PosFile::open(&*storage, &log_dir).map_err(io_err(&log_dir))?;
         let committer = Committer::new(
             inner.clone(),
             writer,
@@ -436,17 +469,27 @@ impl DiskQueue {
         ))
     }
 
-    /// Why the queue cannot take writes now: its committer thread has stopped, or the last push
-    /// failed to write within `recent` and none succeeded since (a full disk, an I/O error).
-    /// `None` once `recent` has passed, so a sender's retry finds out whether the disk recovered.
-    pub fn failure(&self, recent: Duration) -> Option<String> {
+    /// Why the queue takes no writes until promlink restarts: its committer thread has
+    /// stopped, or a failed write could not be undone (its failed state). Temporary
+    /// conditions such as a full disk never put it there.
+    pub fn failed(&self) -> Option<String> {
         if self.committer.as_ref().is_none_or(|h| h.is_finished()) {
             return Some("the disk queue's commit thread has stopped".into());
         }
-        lock(&self.write_failure)
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < recent)
-            .map(|(_, why)| format!("the last write to the disk queue failed: {why}"))
+        self.inner.failed()
+    }
+
+    /// Why the queue cannot take writes now: [`DiskQueue::failed`], or the last push failed to
+    /// write within `recent` and none succeeded since (a full disk, an I/O error). The latter
+    /// is `None` once `recent` has passed, so a sender's retry finds out whether the disk
+    /// recovered.
+    pub fn failure(&self, recent: Duration) -> Option<String> {
+        self.failed().or_else(|| {
+            lock(&self.write_failure)
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < recent)
+                .map(|(_, why)| format!("the last write to the disk queue failed: {why}"))
+        })
     }
 
     /// Accepts all of `chunks` or none, and returns once they are durable per the
@@ -458,6 +501,9 @@ impl DiskQueue {
     pub async fn push(&self, chunks: Vec<Chunk>) -> Result<(), PushError> {
         if chunks.is_empty() {
             return Ok(());
+        }
+        if let Some(why) = self.inner.failed() {
+            return Err(PushError::Io(io::Error::other(why)));
         }
         let at_ms = self.inner.clock.now_ms();
         let record = segment::encode_record(at_ms, &chunks);

@@ -6,14 +6,20 @@
 use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::commit::Writer;
+use super::files::Storage;
 use super::segment::{self, Pos};
 use super::{CorruptRecord, Log, RecoveryReport};
 use crate::queue::dispatch::Dispatcher;
 
 /// Checks the log from its read position on, cuts a torn tail, and sets up the writer.
-pub(super) fn recover(dir: &Path, report: &mut RecoveryReport) -> io::Result<(Log, Writer)> {
+pub(super) fn recover(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    report: &mut RecoveryReport,
+) -> io::Result<(Log, Writer)> {
     segment::remove_pos_tmp(dir)?;
     let mut seqs = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -158,6 +164,6 @@ pub(super) fn recover(dir: &Path, report: &mut RecoveryReport) -> io::Result<(Lo
         }
         log.segments.push_back((seq, end));
     }
-    let writer = Writer::open(dir, last, log.segments.back().map_or(0, |s| s.1))?;
+    let writer = Writer::open(storage, dir, last, log.segments.back().map_or(0, |s| s.1))?;
     Ok((log, writer))
 }

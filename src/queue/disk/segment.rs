@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::files::{Storage, WriteFile};
 use crate::codec::{Chunk, ChunkCounts, SeriesKey};
 
 /// First four bytes of every record.
@@ -423,30 +424,24 @@ pub(super) fn remove_pos_tmp(dir: &Path) -> io::Result<()> {
 /// sit in one disk sector, and the CRC catches a torn write anyway (which replays the queue
 /// from its oldest segment: duplicates, never loss). Cheaper than a rename per update.
 pub(super) struct PosFile {
-    file: File,
+    file: Box<dyn WriteFile>,
 }
 
 impl PosFile {
     /// Opens (or creates, durably) the position file in `dir`.
-    pub(super) fn open(dir: &Path) -> io::Result<Self> {
+    pub(super) fn open(storage: &dyn Storage, dir: &Path) -> io::Result<Self> {
         let path = dir.join(POS_FILE);
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let file = storage.open_in_place(&path)?;
         if !existed {
-            sync_dir(dir)?;
+            storage.sync_dir(dir)?;
         }
         Ok(Self { file })
     }
 
     /// Writes `pos`; with `durable`, fsyncs it. Returns the number of fsyncs made.
     pub(super) fn write(&mut self, pos: Pos, durable: bool) -> io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(&encode_pos(pos), 0)?;
+        self.file.write_at(&encode_pos(pos), 0)?;
         if durable {
             self.file.sync_data()?;
             return Ok(1);

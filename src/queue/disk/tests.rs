@@ -723,6 +723,11 @@ async fn a_full_filesystem_refuses_pushes_without_leaking_budget() {
     );
     let held = record_len(&one(0)) * accepted.len() as u64;
     assert_eq!(q.used_bytes(), held, "refused pushes hold no budget");
+    assert_eq!(
+        q.failed(),
+        None,
+        "a full disk is temporary, never the failed state"
+    );
     // Callers that hang up while their failing push is committed leak nothing either.
     // (A failing write is answered within microseconds, so some pushes are answered before
     // they can be dropped: try until 100 were dropped mid-commit, within 5,000 attempts.)
@@ -752,4 +757,210 @@ async fn a_full_filesystem_refuses_pushes_without_leaking_budget() {
         later.push(i);
     }
     assert_eq!(drain(&q, &limits(10, Duration::ZERO)).await, later);
+}
+
+/// How long a stalled fsync holds the committer: the pushes of a group start 100 ms in.
+const STALL: Duration = Duration::from_secs(1);
+
+fn open_faulty(cfg: &DiskQueueConfig) -> (DiskQueue, files::faults::Faulty) {
+    let faults = files::faults::Faulty::default();
+    let (q, _) = DiskQueue::open_on(cfg.clone(), Arc::new(faults.clone())).expect("open");
+    (q, faults)
+}
+
+/// Whether a push error says its record was written and will be delivered anyway.
+fn published(e: &PushError) -> bool {
+    matches!(e, PushError::Io(e) if e.get_ref().is_some_and(|i| i.is::<Published>()))
+}
+
+/// Pushes `first`, then `ids` (one chunk each) at once while the committer is held up by
+/// `first`'s slow fsync (armed by the caller), so that they form one commit group. Returns
+/// each one's result.
+async fn push_group(
+    q: &Arc<DiskQueue>,
+    first: u64,
+    ids: std::ops::Range<u64>,
+) -> (Result<(), PushError>, Vec<Result<(), PushError>>) {
+    let lead = {
+        let q = q.clone();
+        tokio::spawn(async move { q.push(vec![entry(first, first, 1, 100)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let group: Vec<_> = ids
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(vec![entry(i, i, 1, 100)]).await })
+        })
+        .collect();
+    let lead = lead.await.unwrap();
+    let mut results = Vec::new();
+    for p in group {
+        results.push(p.await.unwrap());
+    }
+    (lead, results)
+}
+
+/// A write that fails midway in a commit group (EIO after half the record) is undone, and
+/// every push of the group is refused: the ones written before it are kept and delivered
+/// (their senders' retries duplicate them), the rest never reach the log. Nothing is left
+/// half-written: a reopened queue finds no damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_write_fails_every_push_of_its_group() {
+    use files::faults::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (q, faults) = open_faulty(&cfg);
+    let q = Arc::new(q);
+    // The lead's append is the first; the group's second append fails.
+    faults.stall(Op::SyncData, 0, STALL);
+    faults.fail(Op::Append, 2, io::ErrorKind::Other, 1);
+    let (lead, group) = push_group(&q, 0, 1..5).await;
+    lead.expect("the push before the group is durable");
+    assert_eq!(faults.injected(), vec![Op::Append]);
+    assert!(group.iter().all(Result::is_err), "{group:?}");
+    let kept = group
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(published))
+        .count();
+    assert_eq!(
+        kept, 1,
+        "the one written before the failure is kept: {group:?}"
+    );
+    assert_eq!(q.failed(), None, "an undone write is not the failed state");
+    let got = drain(&q, &limits(100, Duration::ZERO)).await;
+    assert_eq!(got.len(), 2, "the lead and the kept one: {got:?}");
+    assert_eq!(got[0], 0);
+    assert_eq!(q.used_bytes(), 0, "refused pushes hold no budget");
+    q.push(vec![entry(9, 9, 1, 100)])
+        .await
+        .expect("writes go on");
+    drop(got);
+    let q = Arc::into_inner(q).unwrap();
+    q.crash();
+    let (q, report) = open(&cfg);
+    assert!(
+        report.corrupt_records.is_empty() && !report.truncated_tail,
+        "{report:?}"
+    );
+    assert_eq!(drain(&q, &limits(100, Duration::ZERO)).await, vec![9]);
+}
+
+/// A failed group fsync fails every push of the group; their records stay in the log and are
+/// delivered. The segment is never trusted again (Linux reports a writeback error once): the
+/// next record starts a new segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_fsync_fails_the_group_and_starts_a_new_segment() {
+    use files::faults::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (q, faults) = open_faulty(&cfg);
+    let q = Arc::new(q);
+    q.push(vec![entry(0, 0, 1, 100)]).await.unwrap();
+    // The lead's fsync stalls; the group's fsync fails.
+    faults.stall(Op::SyncData, 0, STALL);
+    faults.fail(Op::SyncData, 0, io::ErrorKind::Other, 1);
+    let (lead, group) = push_group(&q, 1, 2..6).await;
+    lead.expect("the push before the group is durable");
+    assert_eq!(faults.injected(), vec![Op::SyncData]);
+    assert!(
+        group.iter().all(|r| r.as_ref().is_err_and(published)),
+        "{group:?}"
+    );
+    assert_eq!(segments(dir.path()).len(), 1);
+    q.push(vec![entry(6, 6, 1, 100)]).await.unwrap();
+    assert_eq!(
+        segments(dir.path()).len(),
+        2,
+        "a new segment after the failed fsync"
+    );
+    let mut got = drain(&q, &limits(100, Duration::ZERO)).await;
+    got[2..6].sort_unstable();
+    assert_eq!(
+        got,
+        (0..7).collect::<Vec<_>>(),
+        "everything written is delivered"
+    );
+    assert_eq!(q.used_bytes(), 0);
+}
+
+/// The fsync of a full segment before the next one starts fails: the push that needed the new
+/// segment fails (under `fsync: interval` the ones before it were answered at write, as that
+/// policy allows), and the next push starts the new segment without fsyncing the old one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_at_rollover_fails_the_push_and_is_not_retried() {
+    use files::faults::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 1024;
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
+    let (q, faults) = open_faulty(&cfg);
+    faults.fail(Op::SyncData, 0, io::ErrorKind::Other, 1);
+    let one = |i: u64| vec![entry(i, i, 1, 600)];
+    q.push(one(0))
+        .await
+        .expect("written, answered under interval");
+    let e = q
+        .push(one(1))
+        .await
+        .expect_err("its segment could not be synced");
+    assert!(!published(&e), "it was not written: {e}");
+    assert_eq!(faults.injected(), vec![Op::SyncData]);
+    assert_eq!(faults.calls(Op::SyncData), 1);
+    q.push(one(2))
+        .await
+        .expect("the next push starts a new segment");
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert_eq!(
+        faults.calls(Op::SyncData),
+        1,
+        "the poisoned segment is not fsynced again"
+    );
+    assert_eq!(drain(&q, &limits(100, Duration::ZERO)).await, vec![0, 2]);
+}
+
+/// A failed write whose undo fails too leaves the segment's end unknown: the queue enters
+/// its failed state (every push refused with the reason, nothing more written, `failed()` set
+/// for /ready and the alert); what was committed before is still delivered, and a restart
+/// recovers (the torn tail is cut off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_undo_puts_the_queue_in_its_failed_state() {
+    use files::faults::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (q, faults) = open_faulty(&cfg);
+    q.push(vec![entry(0, 0, 1, 100)]).await.unwrap();
+    faults.fail(Op::Append, 0, io::ErrorKind::Other, 1);
+    faults.fail(Op::SetLen, 0, io::ErrorKind::Other, 1);
+    assert!(q.push(vec![entry(1, 1, 1, 100)]).await.is_err());
+    let why = q.failed().expect("the failed state");
+    assert!(
+        why.contains("could not be undone") && why.contains("restart"),
+        "{why}"
+    );
+    assert!(
+        q.failure(Duration::ZERO).is_some(),
+        "/ready fails whatever the hold"
+    );
+    let size = std::fs::metadata(&segments(dir.path())[0]).unwrap().len();
+    for i in 2..5 {
+        let e = q
+            .push(vec![entry(i, i, 1, 100)])
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("could not be undone"), "{e}");
+    }
+    assert_eq!(
+        std::fs::metadata(&segments(dir.path())[0]).unwrap().len(),
+        size,
+        "nothing more is written"
+    );
+    assert_eq!(faults.injected(), vec![Op::Append, Op::SetLen]);
+    assert_eq!(drain(&q, &limits(100, Duration::ZERO)).await, vec![0]);
+    assert_eq!(q.used_bytes(), 0);
+    drop(q);
+    let (q, report) = open(&cfg);
+    assert!(report.truncated_tail, "{report:?}");
+    assert_eq!(q.failed(), None);
+    q.push(vec![entry(5, 5, 1, 100)]).await.unwrap();
+    assert_eq!(drain(&q, &limits(100, Duration::ZERO)).await, vec![5]);
 }
