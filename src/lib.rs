@@ -31,7 +31,8 @@
 //! - [`serve`] wires the stages together and runs them; [`shutdown`]: SIGTERM and the quiet
 //!   period; [`drain`]: `promlink drain` of a queue directory left behind; [`doctor`]: the
 //!   one-shot preflight; [`telemetry`]: logging and the shared `{reason}` label; [`secret`]:
-//!   values never printed.
+//!   values never printed; [`supervise`]: what a panic in a task leads to, and the test-only
+//!   failpoints.
 //! - Test and demo support, labeled as such: [`emulator`] (the DCE, Entra ID, DNS and proxy
 //!   **emulators**, and all of them assembled as an emulated Azure), [`loadgen`] (a synthetic
 //!   sender and the checksum that proves no loss), [`demo`] (`promlink demo`).
@@ -59,5 +60,6 @@ pub mod queue;
 pub mod receive;
 pub mod serve;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod upstream;

@@ -51,6 +51,11 @@ fn main() -> ExitCode {
                 Err(e) => return invalid(&e),
             };
             promlink::telemetry::init_logging(cfg.log_format, &cfg.log_level);
+            if let Err(e) = promlink::supervise::arm_from_env() {
+                eprintln!("promlink: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            promlink::supervise::exit_on_fatal();
             run(async move {
                 let running = promlink::serve::start(cfg).await?;
                 promlink::shutdown::on_signals(running.shutdown.clone());

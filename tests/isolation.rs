@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rig, RigOptions};
+use common::{one_sample_body as body, Rig, RigOptions};
 use promlink::config::Settings;
-use promlink::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message as _;
 
 const SERIES: usize = 20_000;
 const SENDERS: usize = 4;
@@ -36,37 +34,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn label(name: &str, value: String) -> Label {
-    Label {
-        name: name.into(),
-        value,
-    }
-}
-
-/// A snappy-compressed remote-write 1.0 body: one sample at `ts` for each series in `ids`.
-fn body(name: &str, job: &str, ids: std::ops::Range<usize>, ts: i64) -> Vec<u8> {
-    let req = WriteRequest {
-        timeseries: ids
-            .map(|id| TimeSeries {
-                labels: vec![
-                    label("__name__", name.into()),
-                    label("id", id.to_string()),
-                    label("job", job.into()),
-                ],
-                samples: vec![Sample {
-                    value: id as f64,
-                    timestamp: ts,
-                }],
-                ..TimeSeries::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap()
 }
 
 /// What the senders had acknowledged: all of it, and the healthy samples acknowledged while

@@ -327,6 +327,34 @@ impl<T> Dispatcher<T> {
         self.release_front()
     }
 
+    /// A batch handed out by [`Dispatcher::cut`] comes back unfinished (its worker panicked):
+    /// each of its chunks not finished meanwhile ([`Dispatcher::done_part`]) waits again in its
+    /// place, so the next scan hands it out in order. `chunks` are [`Taken::chunks`] as handed
+    /// out. Returns how many wait again.
+    pub(crate) fn give_back(&mut self, taken: Taken, chunks: Vec<Chunk>) -> usize {
+        let Some(at) = self.in_flight.iter().position(|b| b.id == taken.id) else {
+            return 0;
+        };
+        let batch = self.in_flight.remove(at);
+        let mut n = 0;
+        for ((seq, chunk), open) in taken.seqs.iter().zip(chunks).zip(batch.chunks) {
+            if open.is_none() {
+                continue;
+            }
+            let slot = seq
+                .checked_sub(self.front)
+                .and_then(|i| self.window.get_mut(i as usize));
+            if let Some(slot) = slot.filter(|s| matches!(s.state, State::InFlight)) {
+                slot.state = State::Waiting(chunk);
+                slot.clear_at = u64::MAX;
+                n += 1;
+            }
+        }
+        self.waiting += n;
+        self.rebuild_filter();
+        n
+    }
+
     /// The filter from the batches still in flight (a few thousand bits each).
     fn rebuild_filter(&mut self) {
         self.filter.fill(0);

@@ -243,6 +243,17 @@ impl Queue {
         }
     }
 
+    /// `batch` comes back unfinished (the worker sending it panicked): the chunks it was handed
+    /// out with, `chunks`, that are not finished yet wait again, in their places, for the next
+    /// worker.
+    pub fn give_back(&self, batch: Batch, chunks: Vec<Chunk>) {
+        match (self, batch.ticket) {
+            (Queue::Memory(q), Ticket::Memory(b)) => q.give_back(b, chunks),
+            (Queue::Disk(q), Ticket::Disk(b)) => q.give_back(b, chunks),
+            _ => tracing::error!("a batch was handed back to the wrong queue"),
+        }
+    }
+
     /// What is left when the shutdown grace period ends: the memory queue hands over what no
     /// worker took (to be counted as lost); the disk queue keeps it for the next start.
     pub fn abandon(&self) -> Vec<Chunk> {

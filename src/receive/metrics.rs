@@ -50,6 +50,8 @@ pub struct Metrics {
     pub body_bytes: Counter,
     /// Series dropped at the edge for breaking a label limit (`label_limit_action: drop`).
     pub series_dropped: Counter,
+    /// Write requests whose handling panicked (answered 500, which senders retry).
+    pub panics: Counter,
     /// Open receiver connections.
     pub connections: Gauge,
     /// Connections closed by promlink before a request was served, by reason.
@@ -82,6 +84,11 @@ impl Metrics {
             "receive_series_dropped",
             "Series dropped on receipt for breaking a label limit (label_limit_action: drop)",
             m.series_dropped.clone(),
+        );
+        r.register(
+            "receive_panics",
+            "Write requests whose handling panicked, answered 500 so that the sender retries (a defect: report it with the log)",
+            m.panics.clone(),
         );
         r.register(
             "receive_body_bytes",

@@ -35,6 +35,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::FutureExt as _;
 
 use crate::codec::{self, Counts, DecodeError, Protocol};
 use crate::queue::{PushError, Queue};
@@ -319,6 +320,7 @@ impl Receiver {
         if !decoded.chunks.is_empty() {
             self.queue.push(decoded.chunks).await?;
         }
+        crate::supervise::hit(crate::supervise::RECEIVE_HANDLER);
         Ok(counts)
     }
 
@@ -343,14 +345,28 @@ async fn write(
         Ok(Protocol::V2) => "v2",
         Err(_) => "unknown",
     };
-    let result = rx
-        .handle(
-            protocol,
-            conn.as_ref().map(|c| c.0.as_ref()),
-            &headers,
-            body,
-        )
-        .await;
+    let handled = std::panic::AssertUnwindSafe(rx.handle(
+        protocol,
+        conn.as_ref().map(|c| c.0.as_ref()),
+        &headers,
+        body,
+    ))
+    .catch_unwind()
+    .await;
+    let result = match handled {
+        Ok(result) => result,
+        Err(panic) => {
+            // What the request had queued stays queued: the sender's retry may duplicate it.
+            rx.metrics.panics.inc();
+            let why = crate::supervise::panic_message(&*panic);
+            tracing::error!(panic = %why, "handling a write panicked; answering 500 so that the sender retries");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "promlink failed while handling this write (a defect, logged); retry\n",
+            )
+                .into_response();
+        }
+    };
     let response = match result {
         Ok((p, counts)) => {
             rx.count_accepted(label, &counts);

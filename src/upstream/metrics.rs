@@ -36,6 +36,8 @@ pub struct Metrics {
     pub duplicates_removed: Counter,
     /// Batches split because they kept failing while others were accepted.
     pub isolations: Counter,
+    /// Panics caught in an upstream worker (its batch went back to the queue).
+    pub worker_panics: Counter,
     /// Samples per upstream batch.
     pub batch_samples: Histogram,
     /// Uncompressed bytes per upstream batch.
@@ -57,6 +59,7 @@ impl Default for Metrics {
             batches_dropped: Family::default(),
             duplicates_removed: Counter::default(),
             isolations: Counter::default(),
+            worker_panics: Counter::default(),
             batch_samples: Histogram::new(exponential_buckets(10.0, 2.0, 14)),
             batch_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 14)),
             last_success: Gauge::default(),
@@ -106,6 +109,11 @@ impl Metrics {
             "upstream_isolations",
             "Batches split because they kept failing (5xx, timeout, lost connection) while other batches were accepted: the healthy parts go, the failing part waits",
             m.isolations.clone(),
+        );
+        r.register(
+            "upstream_worker_panics",
+            "Panics caught in an upstream worker: the batch it was sending went back to the queue and the worker went on (a defect: report it with the log)",
+            m.worker_panics.clone(),
         );
         r.register(
             "batch_samples",

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -420,15 +421,38 @@ impl Upstream {
                 _ = abort.cancelled() => None,
             };
             let Some(mut batch) = batch else { break };
-            let chunks = std::mem::take(&mut batch.chunks);
+            // Kept (cheap clones: shared bytes) to give the batch back if the worker panics.
+            let chunks = batch.chunks.clone();
             let queued_since = std::time::Instant::now()
                 .checked_sub(batch.age)
                 .unwrap_or_else(std::time::Instant::now);
-            let undelivered = self
-                .deliver(chunks, queued_since, &abort, |finished| {
-                    queue.done_part(&batch, finished)
-                })
-                .await;
+            let delivery = std::panic::AssertUnwindSafe(self.deliver(
+                chunks,
+                queued_since,
+                &abort,
+                |finished| queue.done_part(&batch, finished),
+            ))
+            .catch_unwind()
+            .await;
+            let undelivered = match delivery {
+                Ok(undelivered) => undelivered,
+                Err(panic) => {
+                    self.metrics.worker_panics.inc();
+                    tracing::error!(
+                        worker,
+                        panic = %crate::supervise::panic_message(&*panic),
+                        "an upstream worker panicked: its batch goes back to the queue and the worker goes on"
+                    );
+                    let chunks = std::mem::take(&mut batch.chunks);
+                    queue.give_back(batch, chunks);
+                    // Not a hot loop if the same batch panics again.
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.cfg.retry_min) => {}
+                        _ = abort.cancelled() => {}
+                    }
+                    continue;
+                }
+            };
             if undelivered.is_empty() {
                 queue.done(batch);
             } else if queue.is_durable() {
@@ -487,6 +511,7 @@ impl Upstream {
         abort: &CancellationToken,
         mut finished: impl FnMut(&[usize]) + Send,
     ) -> Vec<Chunk> {
+        crate::supervise::hit(crate::supervise::UPSTREAM_WORKER);
         let n = batch.len();
         let batch = self.drop_too_old(batch);
         if batch.is_empty() {

@@ -196,6 +196,37 @@ pub async fn metric(http: &reqwest::Client, addr: std::net::SocketAddr, series: 
         .unwrap_or(0.0)
 }
 
+/// A snappy remote-write 1.0 body: one sample at `ts` (value `id`) for each series
+/// `name{id="<id>", job="<job>"}` with `id` in `ids`.
+pub fn one_sample_body(name: &str, job: &str, ids: std::ops::Range<usize>, ts: i64) -> Vec<u8> {
+    use promlink::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message as _;
+    let label = |name: &str, value: String| Label {
+        name: name.into(),
+        value,
+    };
+    let req = WriteRequest {
+        timeseries: ids
+            .map(|id| TimeSeries {
+                labels: vec![
+                    label("__name__", name.into()),
+                    label("id", id.to_string()),
+                    label("job", job.into()),
+                ],
+                samples: vec![Sample {
+                    value: id as f64,
+                    timestamp: ts,
+                }],
+                ..TimeSeries::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap()
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(PathBuf::from(FIXTURES).join(name)).unwrap()
 }

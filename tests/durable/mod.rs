@@ -216,6 +216,21 @@ impl Promlink {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// SIGKILL (`kill -KILL <pid>`), then reaps the process.
     pub fn kill9(&mut self) -> ExitStatus {
         assert!(self.status.is_none(), "promlink already exited");

@@ -228,6 +228,7 @@ impl Committer {
                 tracing::error!(error = %e, "fsync of the disk queue failed");
             });
         }
+        crate::supervise::hit(crate::supervise::QUEUE_COMMITTER);
         let mut done = Vec::with_capacity(pushes.len());
         let mut sealed = Vec::new();
         let mut failure: Option<io::Error> = None;

@@ -427,9 +427,23 @@ impl DiskQueue {
             cfg.fsync,
             cfg.segment_bytes,
         );
+        let supervised = inner.clone();
         let handle = std::thread::Builder::new()
             .name("promlink-queue-commit".into())
-            .spawn(move || committer.run())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| committer.run());
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let why = crate::supervise::panic_message(&*panic);
+                    // Refuse what waits for it, and whatever comes later.
+                    let orphans = {
+                        let mut q = lock(&supervised.commit);
+                        supervised.fail(format!("the disk queue's commit thread stopped: {why}; restart promlink to replay the queue"));
+                        std::mem::take(&mut *q)
+                    };
+                    drop(orphans);
+                    crate::supervise::fatal("disk queue committer", &why);
+                }
+            })
             .map_err(io_err(&cfg.dir))?;
         if report.replayed_chunks > 0 || !report.corrupt_records.is_empty() {
             tracing::info!(
@@ -473,10 +487,12 @@ impl DiskQueue {
     /// stopped, or a failed write could not be undone (its failed state). Temporary
     /// conditions such as a full disk never put it there.
     pub fn failed(&self) -> Option<String> {
-        if self.committer.as_ref().is_none_or(|h| h.is_finished()) {
-            return Some("the disk queue's commit thread has stopped".into());
-        }
-        self.inner.failed()
+        self.inner.failed().or_else(|| {
+            self.committer
+                .as_ref()
+                .is_none_or(|h| h.is_finished())
+                .then(|| "the disk queue's commit thread has stopped".into())
+        })
     }
 
     /// Why the queue cannot take writes now: [`DiskQueue::failed`], or the last push failed to
@@ -516,14 +532,23 @@ impl DiskQueue {
         let needed = record.len() as u64;
         self.reserve(needed)?;
         let (tx, rx) = oneshot::channel();
-        self.inner.wake_committer(|q| {
+        {
+            let mut q = lock(&self.inner.commit);
+            // Checked under the committer's lock: a committer that stopped refuses its queue
+            // while holding it, so nothing pushed later waits for it forever.
+            if let Some(why) = self.inner.failed() {
+                drop(q);
+                sub(&self.inner.used, needed);
+                return Err(PushError::Io(io::Error::other(why)));
+            }
             q.pushes.push(PendingPush {
                 record,
                 chunks,
                 at_ms,
                 reply: tx,
-            })
-        });
+            });
+        }
+        self.inner.wake.notify_one();
         // Cancel-safe: once handed over, the push is the committer's. A published record keeps
         // its bytes until it is finished (also when only the fsync failed); the committer gives
         // back the reservation of a push it undid. Either way, a caller that goes away mid-commit
@@ -580,6 +605,7 @@ impl DiskQueue {
                 let mut log = lock(&inner.log);
                 let read = log.unadmitted()
                     && !log.reading
+                    && lock(&inner.failed).is_none()
                     && log.window_bytes < inner.window_max
                     && now >= log.read_backoff_until;
                 log.reading |= read;
@@ -588,8 +614,17 @@ impl DiskQueue {
             if read {
                 // Fill the window before cutting, so batches come out full. Cancel-safe: the
                 // read finishes (and clears `reading`) even if this call is dropped.
-                let inner = inner.clone();
-                let _ = tokio::task::spawn_blocking(move || reader::fill(&inner)).await;
+                let reading = inner.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || reader::fill(&reading)).await {
+                    // Its state is the queue's: not restarted in place.
+                    let why = e
+                        .try_into_panic()
+                        .map(|p| crate::supervise::panic_message(&*p))
+                        .unwrap_or_else(|e| e.to_string());
+                    inner.fail(format!("the disk queue's reader stopped: {why}; restart promlink to replay the queue"));
+                    lock(&inner.log).reading = false;
+                    crate::supervise::fatal("disk queue reader", &why);
+                }
                 continue;
             }
             let (cut, more_on_disk) = {
@@ -647,6 +682,15 @@ impl DiskQueue {
         });
     }
 
+    /// `batch` comes back unfinished (its worker panicked): its chunks not finished yet wait
+    /// again, in their places. `chunks` are the chunks it was handed out with.
+    pub fn give_back(&self, batch: Batch, chunks: Vec<Chunk>) {
+        lock(&self.inner.log)
+            .dispatcher
+            .give_back(batch.taken, chunks);
+        self.inner.notify.notify_waiters();
+    }
+
     /// Runs `finish` (which marks chunks finished, adding each one's data bytes to its second
     /// argument, and returns the tags leaving the window's front), then frees the window per
     /// chunk and moves the read position and the budget past the records left behind.
@@ -694,7 +738,14 @@ impl DiskQueue {
     /// When an fsync failed.
     pub async fn sync(&self) -> Result<(), io::Error> {
         let (tx, rx) = oneshot::channel();
-        self.inner.wake_committer(|q| q.syncs.push(tx));
+        {
+            let mut q = lock(&self.inner.commit);
+            if let Some(why) = self.inner.failed() {
+                return Err(io::Error::other(why));
+            }
+            q.syncs.push(tx);
+        }
+        self.inner.wake.notify_one();
         rx.await
             .unwrap_or_else(|_| Err(io::Error::other("the disk queue committer stopped")))
     }

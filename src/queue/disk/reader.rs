@@ -37,6 +37,7 @@ pub(super) fn fill(inner: &Inner) {
 }
 
 fn fill_locked(inner: &Inner, reader: &mut Reader) -> std::io::Result<()> {
+    crate::supervise::hit(crate::supervise::QUEUE_READER);
     loop {
         let (pos, end) = {
             let log = lock(&inner.log);

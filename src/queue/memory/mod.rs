@@ -196,6 +196,14 @@ impl MemoryQueue {
         self.notify.notify_one();
     }
 
+    /// `batch` comes back unfinished (its worker panicked): its chunks not finished yet wait
+    /// again, in their places, still counted in the budget. `chunks` are the chunks it was
+    /// handed out with.
+    pub fn give_back(&self, batch: Batch, chunks: Vec<Chunk>) {
+        self.lock().give_back(batch.taken, chunks);
+        self.notify.notify_waiters();
+    }
+
     /// Takes every chunk not yet handed out, freeing its budget (used when giving up at
     /// shutdown, to count what is lost).
     pub fn drain(&self) -> Vec<Chunk> {
