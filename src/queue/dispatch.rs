@@ -27,6 +27,13 @@ use crate::codec::{Chunk, SeriesKey};
 /// Keys the scratch set of a scan keeps room for between scans.
 const SKIPPED_KEEP: usize = 1 << 15;
 
+/// Memory a chunk's place in the window takes (with a tag of type `T`) while it is there,
+/// waiting, in flight, or finished behind an unfinished chunk: the queues count it against their
+/// budgets until it leaves, so a stuck batch cannot grow the window without bound.
+pub(crate) const fn slot_bytes<T>() -> usize {
+    std::mem::size_of::<Slot<T>>()
+}
+
 /// Bits of the in-flight filter: a key whose bit is clear is not in flight, without looking at
 /// the batches' key sets. With 20,000 keys in flight (4 batches of 5000 series) 2% of checks
 /// still look; the filter is 128 KiB.
@@ -398,8 +405,9 @@ impl<T> Dispatcher<T> {
     }
 
     /// Takes every waiting chunk out (shutdown of the memory queue, to count what is lost),
-    /// with its tag.
-    pub(crate) fn drain_waiting(&mut self) -> Vec<(Chunk, T)>
+    /// with its tag; also returns the tags of the finished chunks that leave the window with
+    /// them, as [`Dispatcher::done`] does.
+    pub(crate) fn drain_waiting(&mut self) -> (Vec<(Chunk, T)>, Vec<T>)
     where
         T: Clone,
     {
@@ -412,15 +420,8 @@ impl<T> Dispatcher<T> {
             }
         }
         self.waiting = 0;
-        while self
-            .window
-            .front()
-            .is_some_and(|s| matches!(s.state, State::Done | State::Drained))
-        {
-            self.window.pop_front();
-            self.front += 1;
-        }
-        out
+        let left = self.release_front();
+        (out, left)
     }
 }
 
@@ -589,7 +590,7 @@ mod tests {
         d.push(chunk(1, &[7], 1), 0, 1);
         d.push(chunk(2, &[7], 1), 0, 2);
         let a = take(&mut d, &limits(1));
-        let rest: Vec<u8> = d.drain_waiting().into_iter().map(|(_, t)| t).collect();
+        let rest: Vec<u8> = d.drain_waiting().0.into_iter().map(|(_, t)| t).collect();
         assert_eq!(rest, [2]);
         assert_eq!(d.done(a), [1], "a drained chunk's tag is handed over once");
         assert_eq!(d.len(), 0);

@@ -51,6 +51,10 @@ pub(super) struct Tag {
     pub(super) data: usize,
 }
 
+/// Window bytes a chunk's place takes until it leaves the window, beside its data (freed when
+/// it is finished): finished chunks behind an unfinished one keep their places.
+pub(super) const SLOT_BYTES: usize = crate::queue::dispatch::slot_bytes::<Tag>();
+
 /// The log's state shared by pushes (through the committer), the reader and the workers.
 pub(super) struct Log {
     pub(super) dispatcher: Dispatcher<Tag>,
@@ -122,7 +126,7 @@ impl Log {
                 rec_len: next - off,
                 data: chunk.data.len(),
             };
-            self.window_bytes += tag.data;
+            self.window_bytes += tag.data + SLOT_BYTES;
             self.dispatcher.push(chunk, at_ms, tag);
         }
         self.admitted = Pos::new(seg, next, 0);

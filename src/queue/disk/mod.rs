@@ -15,7 +15,9 @@
 //! Records just written enter the window straight from memory when the window has room and
 //! holds everything before them; otherwise (a backlog, or after a restart) they are read back
 //! from the files, on the blocking pool, as the window empties. The window holds at most
-//! `window_bytes` of chunk data, so a long outage keeps memory flat: the backlog stays on disk.
+//! `window_bytes` of chunk data and places (a finished chunk behind an unfinished one keeps its
+//! place until the window's front passes it), so a long outage or a stuck batch keeps memory
+//! flat: the backlog stays on disk.
 //!
 //! # On-disk format (version 2)
 //!
@@ -699,7 +701,10 @@ impl DiskQueue {
             let mut log = lock(&self.inner.log);
             let mut freed = 0;
             let tags = finish(&mut log, &mut freed);
-            log.window_bytes = log.window_bytes.saturating_sub(freed);
+            // Data leaves at once; places leave with the window's front.
+            log.window_bytes = log
+                .window_bytes
+                .saturating_sub(freed + tags.len() * log::SLOT_BYTES);
             let mut released = 0;
             for tag in tags {
                 if tag.last {

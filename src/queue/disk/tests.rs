@@ -964,3 +964,38 @@ async fn a_failed_undo_puts_the_queue_in_its_failed_state() {
     q.push(vec![entry(5, 5, 1, 100)]).await.unwrap();
     assert_eq!(drain(&q, &limits(100, Duration::ZERO)).await, vec![5]);
 }
+
+/// Finished chunks behind a batch that never finishes keep their places in the window (it
+/// releases in order); the places count against `window_bytes`, so the window stops growing
+/// (the rest waits on disk), and everything flows once the batch finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn places_behind_a_stuck_batch_bound_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.window_bytes = 16 << 10;
+    let (q, _) = open(&cfg);
+    let l = limits(1, Duration::ZERO);
+    q.push(vec![entry(1, 0, 1, 100)]).await.unwrap();
+    let stuck = q.pop_batch(&l).await.unwrap();
+    for i in 1..2000u64 {
+        q.push(vec![entry(10 + i, i, 1, 100)]).await.unwrap();
+    }
+    let mut finished = 0usize;
+    while let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(500), q.pop_batch(&l)).await
+    {
+        q.done(b);
+        finished += 1;
+    }
+    let places = lock(&q.inner.log).dispatcher.len();
+    assert!(
+        places * log::SLOT_BYTES <= cfg.window_bytes + log::SLOT_BYTES + 200,
+        "{places} places of {} bytes in a window of {}",
+        log::SLOT_BYTES,
+        cfg.window_bytes
+    );
+    assert!(finished > 10 && finished < 1999, "{finished} went");
+    q.done(stuck);
+    let rest = drain(&q, &l).await;
+    assert_eq!(rest.len() + finished, 1999, "the rest flows");
+    assert_eq!(q.used_bytes(), 0);
+}

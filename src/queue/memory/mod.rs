@@ -181,18 +181,22 @@ impl MemoryQueue {
     /// its bytes leave the budget.
     pub fn done(&self, batch: Batch) {
         let mut freed = 0;
-        self.lock().done_with(batch.taken, |bytes| freed += bytes);
-        self.release(freed);
+        let left = self
+            .lock()
+            .done_with(batch.taken, |bytes| freed += bytes - kept(*bytes));
+        self.release(freed + left.iter().map(|b| kept(*b)).sum::<usize>());
         self.notify.notify_one();
     }
 
     /// Chunks `indices` of `batch` are finished while the rest is still being sent: their
-    /// series may go again and their bytes leave the budget now.
+    /// series may go again and their bytes leave the budget now (but for their place in the
+    /// window, which leaves with it).
     pub fn done_part(&self, batch: &Batch, indices: &[usize]) {
         let mut freed = 0;
-        self.lock()
-            .done_part(&batch.taken, indices, |bytes| freed += bytes);
-        self.release(freed);
+        let left = self
+            .lock()
+            .done_part(&batch.taken, indices, |bytes| freed += bytes - kept(*bytes));
+        self.release(freed + left.iter().map(|b| kept(*b)).sum::<usize>());
         self.notify.notify_one();
     }
 
@@ -207,10 +211,21 @@ impl MemoryQueue {
     /// Takes every chunk not yet handed out, freeing its budget (used when giving up at
     /// shutdown, to count what is lost).
     pub fn drain(&self) -> Vec<Chunk> {
-        let rest = self.lock().drain_waiting();
-        self.release(rest.iter().map(|(_, b)| b).sum());
+        let (rest, left) = self.lock().drain_waiting();
+        // A drained chunk's place is gone for good (never handed back by the window).
+        self.release(
+            rest.iter().map(|(_, b)| b).sum::<usize>()
+                + left.iter().map(|b| kept(*b)).sum::<usize>(),
+        );
         rest.into_iter().map(|(c, _)| c).collect()
     }
+}
+
+/// Of a chunk's budget `bytes`, what stays counted after it is finished, until its place leaves
+/// the window (behind an unfinished chunk, places pile up: a stuck batch must not grow them
+/// without bound outside the budget).
+fn kept(bytes: usize) -> usize {
+    bytes.min(super::dispatch::slot_bytes::<usize>())
 }
 
 #[cfg(test)]

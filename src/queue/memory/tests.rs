@@ -176,7 +176,8 @@ async fn drain_hands_over_what_no_worker_took() {
 }
 
 /// A batch that finishes frees its budget at once, even while an older one is still in flight
-/// (a long retry must not hold memory that is already delivered).
+/// (a long retry must not hold memory that is already delivered), but for its place in the
+/// window, which is memory too until the older one finishes.
 #[tokio::test(start_paused = true)]
 async fn a_finished_batch_frees_its_budget_while_an_older_one_retries() {
     let per = 100 + 4 + CHUNK_OVERHEAD;
@@ -188,7 +189,44 @@ async fn a_finished_batch_frees_its_budget_while_an_older_one_retries() {
     let new = q.pop_batch(&limits(1)).await.unwrap();
     assert_eq!((ids(&old), ids(&new)), (vec![0], vec![1]));
     q.done(new);
-    assert_eq!(q.used_bytes(), per);
+    assert_eq!(q.used_bytes(), per + kept(per));
+    assert!(kept(per) < per);
     q.done(old);
     assert_eq!(q.used_bytes(), 0);
+}
+
+/// A batch that never finishes keeps every later chunk's place in the window (the window
+/// releases in order); those places count against the budget until the batch finishes, so
+/// the window cannot grow without bound: pushes are refused once places fill the budget,
+/// and everything comes back when the batch finishes.
+#[tokio::test]
+async fn places_behind_a_stuck_batch_count_against_the_budget() {
+    let budget = 64 << 10;
+    let q = MemoryQueue::new(budget);
+    let flush_now = BatchLimits {
+        flush_interval: Duration::ZERO,
+        ..limits(1)
+    };
+    q.push(vec![chunk(1, 0, 1, 100)]).unwrap();
+    let stuck = q.pop_batch(&flush_now).await.unwrap();
+    let mut finished = 0u64;
+    while q.push(vec![chunk(2 + finished, finished, 1, 100)]).is_ok() {
+        let b = q.pop_batch(&flush_now).await.unwrap();
+        q.done(b);
+        finished += 1;
+        assert!(
+            finished < 100_000,
+            "places behind the stuck batch are not counted"
+        );
+    }
+    let per_place = kept(chunk(0, 0, 1, 100).queue_bytes());
+    assert!(per_place >= 64, "a place is at least a slot: {per_place}");
+    assert!(
+        finished as usize * per_place <= budget,
+        "{finished} places of {per_place} bytes"
+    );
+    assert!(finished > 100, "only {finished} chunks went");
+    q.done(stuck);
+    assert_eq!(q.used_bytes(), 0, "the places left with the batch");
+    q.push(vec![chunk(1, 1, 1, 100)]).unwrap();
 }
