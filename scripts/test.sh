@@ -20,12 +20,15 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages whose binaries the tests start (tests/e2e_*.rs). One per line; add
+# Debian packages whose binaries the tests start (tests/e2e_*.rs; iptables and iproute2's ip
+# and tc for tests/netfault.rs). One per line; add
 # prometheus-alertmanager, dnsmasq, victoria-metrics, ... here when a test needs them.
 PEERS=(
   prometheus
   prometheus-alertmanager
   prometheus-node-exporter
+  iptables
+  iproute2
 )
 
 started=$SECONDS

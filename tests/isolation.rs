@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{one_sample_body as body, Rig, RigOptions};
+use common::{one_sample_body as body, vm_hwm_mib, Rig, RigOptions};
 use promlink::config::Settings;
 
 const SERIES: usize = 20_000;
@@ -177,18 +177,6 @@ async fn scenario(queue_dir: Option<&std::path::Path>) {
     assert_eq!(end.samples, healthy + poison, "nothing lost, nothing twice");
     assert_eq!(end.out_of_order_samples, 0);
     rig.stop().await;
-}
-
-/// Peak resident memory of this process so far, MiB.
-fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,6 +227,18 @@ pub fn one_sample_body(name: &str, job: &str, ids: std::ops::Range<usize>, ts: i
         .unwrap()
 }
 
+/// Peak resident memory of this process so far, MiB.
+pub fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(PathBuf::from(FIXTURES).join(name)).unwrap()
 }
