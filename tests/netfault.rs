@@ -8,6 +8,9 @@
 //! - a slow link: `tc qdisc ... tbf rate 256kbit` on the namespace's loopback for 20 s (every
 //!   byte, the sender's included, goes through it).
 //!
+//! - and, on the host's loopback, a fault proxy between promlink and the DCE that cuts
+//!   connections mid-request and stalls TLS handshakes.
+//!
 //! Each time a paced sender (disk queue, `fsync: always`) keeps writing through the fault.
 //! Expected: every sample it saw acknowledged arrives, each series in order; the process's
 //! peak memory is printed.
@@ -114,6 +117,64 @@ impl Drop for Netns {
     }
 }
 
+/// promlink with a disk queue and short timeouts (so that a fault is met at once), through
+/// `upstream_via` if given.
+async fn start_rig(dir: &std::path::Path, upstream_via: Option<std::net::SocketAddr>) -> Rig {
+    Rig::start(RigOptions {
+        flush_interval: Duration::from_millis(200),
+        upstream_via,
+        extra: Settings {
+            queue_dir: Some(dir.join("queue")),
+            request_timeout: Some(Duration::from_secs(2)),
+            retry_min_backoff: Some(Duration::from_millis(100)),
+            retry_max_backoff: Some(Duration::from_secs(1)),
+            ..Settings::default()
+        },
+        ..RigOptions::default()
+    })
+    .await
+}
+
+/// 500 series every 200 ms (2,500 samples/s) in requests of 250, each retried until
+/// acknowledged, until `stop`.
+fn start_load(
+    rig: &Rig,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<(promlink::loadgen::Report, u64)> {
+    rig::spawn_paced_load(
+        rig::persistent_load(rig.write_url(), 500, 1, e2e::now_ms() - 600_000),
+        Duration::from_millis(200),
+        stop.clone(),
+    )
+}
+
+/// Waits until every sample of `report` arrived and checks that only resends (an answer lost
+/// in the fault) arrived out of order; returns the DCE's figures and how many arrived twice.
+async fn check_delivered(
+    rig: &Rig,
+    report: &promlink::loadgen::Report,
+) -> (promlink::emulator::dce::DceStats, u64) {
+    rig::assert_all_acked(report);
+    rig::wait_until(
+        "every acknowledged sample",
+        Duration::from_secs(60),
+        || rig::arrived(&rig.dce.accepted()).distinct == report.checksum_acked,
+        || format!("{:?} vs {:?}", rig.dce.stats(), report.checksum_acked),
+    )
+    .await;
+    let s = rig.dce.stats();
+    let repeated = rig::arrived(&rig.dce.accepted()).total - report.samples_acked;
+    assert_eq!(s.dropped_records, 0, "raise keep_accepted");
+    // A resend arrives with a timestamp not newer than its series' latest; anything else out
+    // of order is a defect.
+    assert_eq!(
+        s.out_of_order_samples + s.repeated_timestamp_samples,
+        repeated,
+        "only resends arrive out of order"
+    );
+    (s, repeated)
+}
+
 const FAULT: Duration = Duration::from_secs(20);
 
 /// A paced sender through promlink while `fault` (commands run in the namespace, given the
@@ -128,27 +189,10 @@ fn scenario(tag: &str, fault: fn(u16) -> Vec<Vec<String>>, heal: fn(u16) -> Vec<
     ns.run(move || async move {
         let started = Instant::now();
         let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(RigOptions {
-            flush_interval: Duration::from_millis(200),
-            extra: Settings {
-                queue_dir: Some(dir.path().join("queue")),
-                request_timeout: Some(Duration::from_secs(2)),
-                retry_min_backoff: Some(Duration::from_millis(100)),
-                retry_max_backoff: Some(Duration::from_secs(1)),
-                ..Settings::default()
-            },
-            ..RigOptions::default()
-        })
-        .await;
+        let rig = start_rig(dir.path(), None).await;
         let port = rig.dce.addr().port();
         let stop = CancellationToken::new();
-        // 500 series every 200 ms (2,500 samples/s) in requests of 250, each retried until
-        // acknowledged.
-        let load = rig::spawn_paced_load(
-            rig::persistent_load(rig.write_url(), 500, 1, e2e::now_ms() - 600_000),
-            Duration::from_millis(200),
-            stop.clone(),
-        );
+        let load = start_load(&rig, &stop);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let before = rig.dce.stats().samples;
         assert!(before > 0, "nothing delivered before the fault");
@@ -169,16 +213,7 @@ fn scenario(tag: &str, fault: fn(u16) -> Vec<Vec<String>>, heal: fn(u16) -> Vec<
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.cancel();
         let (report, slices) = load.await.unwrap();
-        rig::assert_all_acked(&report);
-        rig::wait_until(
-            "every acknowledged sample",
-            Duration::from_secs(60),
-            || rig::arrived(&rig.dce.accepted()).distinct == report.checksum_acked,
-            || format!("{:?} vs {:?}", rig.dce.stats(), report.checksum_acked),
-        )
-        .await;
-        let s = rig.dce.stats();
-        let arrived = rig::arrived(&rig.dce.accepted());
+        let (s, repeated) = check_delivered(&rig, &report).await;
         println!(
             "network fault {tag}: {slices} slices, {} samples acknowledged ({} sender attempts, {} transport errors, statuses {:?}); delivered {during} during the {}s fault; upstream got {} samples ({} repeated); out of order {}; promlink_queue_bytes peak {:.0} KiB; test process VmHWM {:.0} MiB (the DCE emulator keeps every accepted request); took {:?}",
             report.samples_acked,
@@ -187,23 +222,15 @@ fn scenario(tag: &str, fault: fn(u16) -> Vec<Vec<String>>, heal: fn(u16) -> Vec<
             report.statuses,
             FAULT.as_secs(),
             s.samples,
-            arrived.total - report.samples_acked,
+            repeated,
             s.out_of_order_samples,
             queue_peak / 1024.0,
             vm_hwm_mib(),
             started.elapsed(),
         );
-        assert_eq!(s.dropped_records, 0, "raise keep_accepted");
         if tag == "slow" {
             assert!(during > 0, "nothing got through the slow link");
         }
-        // A duplicate (an answer lost in the fault) arrives with an older timestamp than the
-        // series' latest; anything else out of order is a defect.
-        assert_eq!(
-            s.out_of_order_samples + s.repeated_timestamp_samples,
-            arrived.total - report.samples_acked,
-            "only resends arrive out of order"
-        );
         assert_eq!(
             rig.metric("promlink_samples_dropped_total{reason=\"expired\"}")
                 .await,
@@ -262,4 +289,46 @@ fn a_slow_link_loses_nothing_acknowledged() {
         },
         |_| vec![words("tc qdisc del dev lo root")],
     );
+}
+
+/// A proxy between promlink and the DCE (loopback, no namespace needed) cuts every connection
+/// after 8 KiB from promlink (mid-request: after the TLS handshake and headers, inside the
+/// body) for 10 s, then holds new connections without answering (a TLS handshake that stalls)
+/// for 10 s, then passes again. Every acknowledged sample arrives, each series in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_body_and_stalled_handshakes_lose_nothing() {
+    use common::faultproxy::{FaultProxy, Mode};
+    use std::sync::atomic::Ordering::Relaxed;
+    let proxy = FaultProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = start_rig(dir.path(), Some(proxy.addr)).await;
+    proxy.set_target(rig.dce.addr());
+    let stop = CancellationToken::new();
+    let load = start_load(&rig, &stop);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = rig.dce.stats().samples;
+    assert!(before > 0, "nothing delivered through the proxy");
+    proxy.set_mode(Mode::CutAfter(8 << 10));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during_cuts = rig.dce.stats().requests;
+    proxy.set_mode(Mode::Stall);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during_stalls = rig.dce.stats().requests;
+    proxy.set_mode(Mode::Pass);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let (report, _) = load.await.unwrap();
+    let (s, repeated) = check_delivered(&rig, &report).await;
+    let (cuts, stalls) = (proxy.cuts.load(Relaxed), proxy.stalls.load(Relaxed));
+    println!(
+        "fault proxy: {cuts} connections cut mid-request, {stalls} handshakes stalled; requests reaching the DCE: {during_cuts} by the end of the cuts, {during_stalls} by the end of the stalls; {} samples acknowledged, {} arrived ({repeated} repeated), out of order {}",
+        report.samples_acked, s.samples, s.out_of_order_samples,
+    );
+    assert!(cuts > 0, "no connection was cut");
+    assert!(stalls > 0, "no handshake was stalled");
+    assert_eq!(
+        during_stalls, during_cuts,
+        "a request got through a stalled handshake"
+    );
+    rig.stop().await;
 }

@@ -2,6 +2,8 @@
 //! promlink itself, all in-process on 127.0.0.1, promlink authenticating with a client secret.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +39,9 @@ pub struct RigOptions {
     pub grant: bool,
     pub max_sample_age: Option<Duration>,
     pub queue_max_age: Option<Duration>,
+    /// Send to the DCE through this address (a [`faultproxy::FaultProxy`]) instead of
+    /// directly: the ingestion URL gets its port.
+    pub upstream_via: Option<SocketAddr>,
     /// Further settings; they win over the rig's own.
     pub extra: Settings,
 }
@@ -53,6 +58,7 @@ impl Default for RigOptions {
             grant: true,
             max_sample_age: None,
             queue_max_age: None,
+            upstream_via: None,
             extra: Settings::default(),
         }
     }
@@ -91,7 +97,10 @@ impl Rig {
         std::fs::write(&secret_file, SECRET).unwrap();
         let settings = Settings {
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            ingestion_url: Some(dce.url().to_string()),
+            ingestion_url: Some(match opts.upstream_via {
+                Some(via) => dce.url().replace(&dce.addr().to_string(), &via.to_string()),
+                None => dce.url().to_string(),
+            }),
             identity: Some(IdentityKind::ClientSecret),
             tenant_id: Some(TENANT.into()),
             client_id: Some(CLIENT.into()),
