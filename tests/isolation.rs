@@ -255,6 +255,31 @@ async fn healthy_requests_behind_the_failing_one_in_its_batch_go_first() {
         delivered_behind, 300,
         "the healthy requests behind the refused one in its batch waited for it"
     );
+    // Their series are free again too: the next round of them goes while the poison waits.
+    for h in 0..3 {
+        let ids = h * 100..h * 100 + 100;
+        assert!(post(&http, &url, body("behind_metric", "behind", ids, ts + 1)).await);
+    }
+    let again = Instant::now();
+    let behind_samples = || {
+        rig.dce
+            .accepted()
+            .iter()
+            .flat_map(|r| &r.timeseries)
+            .filter(|t| t.labels.iter().any(|l| l.value == "behind_metric"))
+            .count()
+    };
+    while behind_samples() < 600 && again.elapsed() < Duration::from_secs(10) {
+        let ids = 1000 + other * 10..1000 + other * 10 + 10;
+        assert!(post(&http, &url, body("other_metric", "other", ids, now_ms())).await);
+        other += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        behind_samples(),
+        600,
+        "the series behind the refused request stay blocked after their delivery"
+    );
     // Once the upstream takes it, the refused request arrives too.
     rig.dce.refuse_containing(None);
     rig.wait_for("the refused request", Duration::from_secs(40), |s| {

@@ -216,6 +216,11 @@ enum Turn {
 struct Pieces {
     /// Parts still to send, first first.
     parts: VecDeque<(Vec<Piece>, Turn)>,
+    /// The failing part isolation came down to and the parts held back behind it (sharing a
+    /// series with it or with each other), in order; sent once `parts` is empty.
+    held: Vec<(Vec<Piece>, Turn)>,
+    /// The series of `held`.
+    held_keys: FxHashSet<SeriesKey>,
     /// Unsettled pieces per position; empty when positions are not tracked.
     open: Vec<u32>,
 }
@@ -232,6 +237,8 @@ impl Pieces {
                     .collect(),
                 Turn::Fresh,
             )]),
+            held: Vec::new(),
+            held_keys: FxHashSet::default(),
             open,
         }
     }
@@ -242,6 +249,8 @@ impl Pieces {
                 batch.into_iter().map(|c| (Vec::new(), c)).collect(),
                 Turn::Fresh,
             )]),
+            held: Vec::new(),
+            held_keys: FxHashSet::default(),
             open: Vec::new(),
         }
     }
@@ -284,8 +293,45 @@ impl Pieces {
             .push_front((vec![(positions, kept)], Turn::Fresh));
     }
 
+    /// Holds `part` back until the parts before it are sent (see [`Pieces::held`]).
+    fn hold(&mut self, part: Vec<Piece>, turn: Turn) {
+        self.held_keys
+            .extend(part.iter().flat_map(|(_, c)| c.keys.iter().copied()));
+        self.held.push((part, turn));
+    }
+
+    /// Whether `part` shares a series with a part held back, so it must wait behind it.
+    fn behind_held(&self, part: &[Piece]) -> bool {
+        !self.held.is_empty()
+            && part
+                .iter()
+                .flat_map(|(_, c)| c.keys.iter())
+                .any(|k| self.held_keys.contains(k))
+    }
+
+    /// The next part to send: from `parts`, then, once it is empty, what was held back.
+    fn next(&mut self) -> Option<(Vec<Piece>, Turn)> {
+        if self.parts.is_empty() && !self.held.is_empty() {
+            self.parts.extend(self.held.drain(..));
+            self.held_keys.clear();
+        }
+        self.parts.pop_front()
+    }
+
+    /// Everything not sent yet with `current` (the part in hand, which shares no series with
+    /// what was held back), in an order that keeps each series' data in order: what was held
+    /// back is older than the later parts it shares series with.
+    fn take_rest(&mut self, current: Vec<Chunk>) -> Vec<Chunk> {
+        let held = self.held.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c);
+        let mut rest: Vec<Chunk> = held.collect();
+        rest.extend(current);
+        rest.extend(self.parts.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c));
+        rest
+    }
+
     /// Settles the pieces of `part`, handing the positions with no piece left to `finished`
-    /// while other parts remain (the last part's positions finish with the batch).
+    /// while other parts remain, held back ones included (the last part's positions finish
+    /// with the batch).
     fn settle(&mut self, part: &[Piece], finished: &mut (dyn FnMut(&[usize]) + Send)) {
         let mut done = Vec::new();
         for i in part.iter().flat_map(|(p, _)| p) {
@@ -296,7 +342,8 @@ impl Pieces {
                 }
             }
         }
-        if !done.is_empty() && !self.parts.is_empty() {
+        let others_left = !self.parts.is_empty() || !self.held.is_empty();
+        if others_left && !done.is_empty() {
             finished(&done);
         }
     }
@@ -538,25 +585,9 @@ impl Upstream {
         abort: &CancellationToken,
         finished: &mut (dyn FnMut(&[usize]) + Send),
     ) -> Vec<Chunk> {
-        // The failing part and the parts held back behind it, in order, and their series.
-        let mut held: Vec<(Vec<Piece>, Turn)> = Vec::new();
-        let mut held_keys: FxHashSet<SeriesKey> = FxHashSet::default();
-        loop {
-            let Some((part, turn)) = pieces.parts.pop_front() else {
-                if held.is_empty() {
-                    return Vec::new();
-                }
-                // Only the failing part and what waits for it are left.
-                for p in held.drain(..).rev() {
-                    pieces.parts.push_front(p);
-                }
-                held_keys.clear();
-                continue;
-            };
-            let keys = || part.iter().flat_map(|(_, c)| c.keys.iter().copied());
-            if !held.is_empty() && keys().any(|k| held_keys.contains(&k)) {
-                held_keys.extend(keys());
-                held.push((part, turn));
+        while let Some((part, turn)) = pieces.next() {
+            if pieces.behind_held(&part) {
+                pieces.hold(part, turn);
                 continue;
             }
             let chunks: Vec<Chunk> = part.iter().map(|(_, c)| c.clone()).collect();
@@ -572,10 +603,7 @@ impl Upstream {
                     self.count_delivered(&chunks);
                     pieces.settle(&part, finished);
                 }
-                Outcome::Failed => {
-                    held_keys.extend(keys());
-                    held.push((part, Turn::Failing));
-                }
+                Outcome::Failed => pieces.hold(part, Turn::Failing),
                 Outcome::Isolate(since) if part.len() > 1 => {
                     pieces.halve(part, Turn::Suspect(since));
                 }
@@ -631,20 +659,10 @@ impl Upstream {
                     self.count_drop(&chunks, reason);
                     pieces.settle(&part, finished);
                 }
-                Outcome::Aborted => {
-                    // Back in order: what was held back is older than what it shares series
-                    // with; the part in hand shares none with it.
-                    let mut rest: Vec<Chunk> = held
-                        .drain(..)
-                        .flat_map(|(p, _)| p)
-                        .map(|(_, c)| c)
-                        .collect();
-                    rest.extend(chunks);
-                    rest.extend(pieces.parts.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c));
-                    return rest;
-                }
+                Outcome::Aborted => return pieces.take_rest(chunks),
             }
         }
+        Vec::new()
     }
 
     /// Sends one part, retrying as [`retry`] says, until it is delivered, must be split, is
