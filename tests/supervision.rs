@@ -95,6 +95,11 @@ async fn a_panicking_write_handler_answers_500_and_keeps_the_data() {
     assert_eq!(first.status(), 500);
     assert!(first.text().await.unwrap().contains("retry"));
     assert_eq!(rig.metric("promlink_receive_panics_total").await, 1.0);
+    assert_eq!(
+        rig.metric("promlink_receive_rejected_total{reason=\"panic\"}")
+            .await,
+        1.0
+    );
     // The sender's retry, then a new request.
     assert_eq!(rig.post(body("m", 100, ts(0)), V1).await.status(), 204);
     assert_eq!(rig.post(body("m", 100, ts(1)), V1).await.status(), 204);

@@ -42,7 +42,7 @@ pub struct Metrics {
     /// Requests refused, by reason: `content_type`, `encoding`, `too_large`, `snappy`,
     /// `protobuf`, `invalid`, `too_many_series`, `limit`, `queue_full`, `queue_io`,
     /// `shutting_down`, `body`, `body_timeout`, `decode_busy`, `body_busy`,
-    /// `too_many_requests`, `unauthorized`.
+    /// `too_many_requests`, `unauthorized`, `panic`.
     pub rejected: Family<ReasonLabel, Counter>,
     /// Entries accepted into the queue, by protocol (`<kind>_received`).
     pub received: EntryCounters<Family<ProtocolLabel, Counter>>,

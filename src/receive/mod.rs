@@ -133,6 +133,9 @@ pub enum ReceiveError {
     /// The sender is not authenticated.
     #[error("{}", .0.message())]
     Unauthorized(auth::Denied),
+    /// Handling the write panicked (a defect, logged); the sender should retry.
+    #[error("promlink failed while handling this write (a defect, logged); retry")]
+    Panicked,
 }
 
 impl ReceiveError {
@@ -157,6 +160,7 @@ impl ReceiveError {
             ReceiveError::BodyBusy { .. } => "body_busy",
             ReceiveError::TooManyRequests(_) => "too_many_requests",
             ReceiveError::Unauthorized(_) => "unauthorized",
+            ReceiveError::Panicked => "panic",
         }
     }
 }
@@ -187,6 +191,7 @@ pub fn status_of(e: &ReceiveError, full: FullStatus) -> StatusCode {
         ReceiveError::Body(_) => StatusCode::BAD_REQUEST,
         ReceiveError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ReceiveError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        ReceiveError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -360,11 +365,7 @@ async fn write(
             rx.metrics.panics.inc();
             let why = crate::supervise::panic_message(&*panic);
             tracing::error!(panic = %why, "handling a write panicked; answering 500 so that the sender retries");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "promlink failed while handling this write (a defect, logged); retry\n",
-            )
-                .into_response();
+            Err(ReceiveError::Panicked)
         }
     };
     let response = match result {
