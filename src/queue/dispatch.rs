@@ -17,7 +17,7 @@
 //! backend learns the oldest unfinished position (what the disk queue persists and replays
 //! from).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::FxHashSet;
 
@@ -106,11 +106,16 @@ pub(crate) struct Dispatcher<T> {
     next_batch: u64,
     /// Bumped whenever keys are handed out.
     generation: u64,
-    waiting: usize,
+    /// The sequence numbers of the waiting chunks: a scan visits only these, however many
+    /// places in flight or finished the window holds (behind a stuck batch, up to the budget).
+    waiting: BTreeSet<u64>,
     /// When the last chunk was pushed, ms.
     last_push_ms: u64,
     /// Scratch set of [`Dispatcher::cut`]: the keys of the chunks a scan skipped.
     skipped: FxHashSet<SeriesKey>,
+    /// Places the last scan looked at.
+    #[cfg(test)]
+    visited: usize,
 }
 
 impl<T> Default for Dispatcher<T> {
@@ -122,9 +127,11 @@ impl<T> Default for Dispatcher<T> {
             filter: vec![0; FILTER_BITS / 64],
             next_batch: 0,
             generation: 0,
-            waiting: 0,
+            waiting: BTreeSet::new(),
             last_push_ms: 0,
             skipped: FxHashSet::default(),
+            #[cfg(test)]
+            visited: 0,
         }
     }
 }
@@ -138,13 +145,14 @@ impl<T> Dispatcher<T> {
             tag,
             clear_at: u64::MAX,
         });
-        self.waiting += 1;
+        self.waiting
+            .insert(self.front + self.window.len() as u64 - 1);
         self.last_push_ms = self.last_push_ms.max(at_ms);
     }
 
     /// Chunks not handed out yet.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting
+        self.waiting.len()
     }
 
     /// Chunks in the window (waiting, in flight, or finished behind an unfinished one).
@@ -192,11 +200,20 @@ impl<T> Dispatcher<T> {
             skipped.clear();
         }
         let mut full = false;
-        for i in 0..self.window.len() {
-            let slot = &self.window[i];
-            let State::Waiting(chunk) = &slot.state else {
+        #[cfg(test)]
+        {
+            self.visited = 0;
+        }
+        for &seq in &self.waiting {
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
+            let i = (seq - self.front) as usize;
+            let State::Waiting(chunk) = &self.window[i].state else {
                 continue;
             };
+            let slot = &self.window[i];
             if !self.clear(slot, chunk, &skipped) {
                 // Later chunks must not overtake this one on a series they share.
                 skipped.extend(chunk.keys.iter().copied());
@@ -225,7 +242,7 @@ impl<T> Dispatcher<T> {
             self.window[i].clear_at = generation;
         }
         let Some(&first) = take.first() else {
-            return if self.waiting > 0 {
+            return if !self.waiting.is_empty() {
                 Cut::Blocked
             } else {
                 Cut::Empty
@@ -276,7 +293,9 @@ impl<T> Dispatcher<T> {
             keys,
             chunks: chunk_keys,
         });
-        self.waiting -= taken.chunks.len();
+        for seq in &taken.seqs {
+            self.waiting.remove(seq);
+        }
         Cut::Take(taken)
     }
 
@@ -354,10 +373,11 @@ impl<T> Dispatcher<T> {
             if let Some(slot) = slot.filter(|s| matches!(s.state, State::InFlight)) {
                 slot.state = State::Waiting(chunk);
                 slot.clear_at = u64::MAX;
+                self.waiting.insert(*seq);
                 n += 1;
             }
         }
-        self.waiting += n;
+
         self.rebuild_filter();
         n
     }
@@ -419,7 +439,7 @@ impl<T> Dispatcher<T> {
                 }
             }
         }
-        self.waiting = 0;
+        self.waiting.clear();
         let left = self.release_front();
         (out, left)
     }
@@ -594,5 +614,32 @@ mod tests {
         assert_eq!(rest, [2]);
         assert_eq!(d.done(a), [1], "a drained chunk's tag is handed over once");
         assert_eq!(d.len(), 0);
+    }
+
+    /// Behind a batch that never finishes, finished chunks keep their places (the window
+    /// releases in order); a scan looks only at the waiting chunks, not at those places.
+    #[test]
+    fn a_scan_visits_only_waiting_chunks() {
+        let mut d = Dispatcher::default();
+        let l = limits(1);
+        d.push(chunk(0, &[1], 1), 0, 0);
+        let _stuck = take(&mut d, &l);
+        for i in 0..10_000u32 {
+            d.push(chunk(1, &[2 + i], 1), 0, 1);
+            let t = take(&mut d, &l);
+            assert!(d.done(t).is_empty(), "the stuck batch holds the front");
+        }
+        assert_eq!(d.len(), 10_001);
+        d.push(chunk(2, &[1], 1), 0, 2);
+        d.push(chunk(3, &[99_999], 1), 0, 3);
+        assert_eq!(
+            ids(&take(&mut d, &l)),
+            [3],
+            "the blocked one waits, the other goes"
+        );
+        assert_eq!(
+            d.visited, 2,
+            "the scan looked at the two waiting chunks only"
+        );
     }
 }
