@@ -2,30 +2,35 @@
 //!
 //! Chunks wait in a window in push order. Upstream workers (up to `shards` at a time) each take
 //! a batch: the chunks in order, skipping any chunk that holds a series ([`Chunk::keys`]) also
-//! held by a batch in flight or by an earlier chunk that was skipped. So two batches in flight
-//! never share a series, and a series' samples leave, and arrive, in the order they came in,
-//! whatever the upstream's latency or retries; batches without common series go out
-//! concurrently. A Prometheus shard's consecutive requests hold mostly different series, so
-//! even a single sender gets the concurrency, and the only waits are real conflicts.
+//! held by a batch in flight or by an earlier chunk that waits. So two batches in flight never
+//! share a series, and a series' samples leave, and arrive, in the order they came in, whatever
+//! the upstream's latency or retries; batches without common series go out concurrently. A
+//! Prometheus shard's consecutive requests hold mostly different series, so even a single
+//! sender gets the concurrency, and the only waits are real conflicts.
+//!
+//! A scan visits only the chunks that may go, so its cost does not grow with what waits behind
+//! a slow or failing batch. A chunk found blocked is *parked* on what blocks it (the batch in
+//! flight, or the nearest earlier parked chunk, holding one of its series) and its keys go into
+//! an index of parked chunks by series key. Scans pass over it until what blocks it finishes,
+//! comes back, or is taken into a batch; then it is looked at again, once. A chunk that may go
+//! is checked against the batches in flight (a bit filter, then their key sets) and the parked
+//! index; in the steady state nothing is parked and the index is empty.
 //!
 //! A batch is handed out when it is full (samples or bytes), when its oldest chunk has waited
 //! the flush interval, when nothing new has arrived for a tenth of the flush interval (the
 //! sender's burst is over: waiting longer would not fill it, only delay it), or at shutdown.
-//! A scan looks at every waiting chunk (no cut-off: however much waits behind a long retry,
-//! a chunk that may go is found). Batches, and parts of batches ([`Dispatcher::done_part`]),
-//! may finish in any order; the window releases finished chunks from its front only, so a
-//! backend learns the oldest unfinished position (what the disk queue persists and replays
-//! from).
+//! Batches, and parts of batches ([`Dispatcher::done_part`]), may finish in any order; the
+//! window releases finished chunks from its front only, so a backend learns the oldest
+//! unfinished position (what the disk queue persists and replays from).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::BatchLimits;
 use crate::codec::{Chunk, SeriesKey};
-
-/// Keys the scratch set of a scan keeps room for between scans.
-const SKIPPED_KEEP: usize = 1 << 15;
 
 /// Memory a chunk's place in the window takes (with a tag of type `T`) while it is there,
 /// waiting, in flight, or finished behind an unfinished chunk: the queues count it against their
@@ -33,6 +38,11 @@ const SKIPPED_KEEP: usize = 1 << 15;
 pub(crate) const fn slot_bytes<T>() -> usize {
     std::mem::size_of::<Slot<T>>()
 }
+
+/// Memory the parked index takes per key of a parked chunk, counted in
+/// [`Dispatcher::index_bytes`]: the key's map entry (32 B, about 37 B with the map's spare
+/// room) and its list's allocation (about 40 B while it holds one chunk).
+pub(crate) const PARKED_BYTES_PER_KEY: usize = 80;
 
 /// Bits of the in-flight filter: a key whose bit is clear is not in flight, without looking at
 /// the batches' key sets. With 20,000 keys in flight (4 batches of 5000 series) 2% of checks
@@ -59,6 +69,8 @@ struct Slot<T> {
     /// The in-flight generation at which the chunk was found to share no series with a batch
     /// in flight (`u64::MAX`: not checked since it last could have).
     clear_at: u64,
+    /// Whether it is parked (waiting, and not in the ready set).
+    parked: bool,
 }
 
 /// A batch handed out; give it back with [`Dispatcher::done`].
@@ -72,12 +84,13 @@ pub(crate) struct Taken {
 }
 
 /// A batch in flight: its id, the keys of its series, and those of each of its chunks (to
-/// recompute the keys when part of it finishes).
+/// recompute the keys when part of it finishes), and the chunks parked on it.
 struct InFlight {
     id: u64,
     keys: FxHashSet<SeriesKey>,
     /// Each chunk's keys, `None` once that chunk finished.
-    chunks: Vec<Option<std::sync::Arc<[SeriesKey]>>>,
+    chunks: Vec<Option<Arc<[SeriesKey]>>>,
+    parked: Vec<u64>,
 }
 
 /// What a scan of the window found.
@@ -92,7 +105,30 @@ pub(crate) enum Cut {
     Empty,
 }
 
-/// The window and the series in flight. Not synchronised: the queues keep it under a lock.
+/// What a parked chunk waits for.
+enum Blocker {
+    /// The batch in flight at this index of `in_flight`.
+    Batch(usize),
+    /// The parked chunk with this sequence number.
+    Chunk(u64),
+}
+
+/// The parked chunks, by key and by what they are parked on.
+#[derive(Default)]
+struct Parked {
+    /// For each key of a parked chunk, the parked chunks holding it, in push order.
+    by_key: FxHashMap<SeriesKey, Vec<u64>>,
+    /// For each parked chunk that others are parked on, those others.
+    on: FxHashMap<u64, Vec<u64>>,
+    /// Keys in `by_key`'s lists.
+    keys: usize,
+    /// Chunks a scan's batch freed (their blocker went into it), visited in order with the
+    /// ready ones; kept between scans for its allocation.
+    freed: BinaryHeap<Reverse<u64>>,
+}
+
+/// The window, the series in flight and the parked index. Not synchronised: the queues keep it
+/// under a lock.
 pub(crate) struct Dispatcher<T> {
     window: VecDeque<Slot<T>>,
     /// Sequence number of `window[0]`.
@@ -106,14 +142,15 @@ pub(crate) struct Dispatcher<T> {
     next_batch: u64,
     /// Bumped whenever keys are handed out.
     generation: u64,
-    /// The sequence numbers of the waiting chunks: a scan visits only these, however many
-    /// places in flight or finished the window holds (behind a stuck batch, up to the budget).
-    waiting: BTreeSet<u64>,
+    /// The waiting chunks that are not parked, by sequence number: what a scan visits.
+    ready: BTreeSet<u64>,
+    /// Chunks waiting (ready or parked).
+    waiting: usize,
+    /// The index of parked chunks (boxed: it is empty in the steady state).
+    parked: Box<Parked>,
     /// When the last chunk was pushed, ms.
     last_push_ms: u64,
-    /// Scratch set of [`Dispatcher::cut`]: the keys of the chunks a scan skipped.
-    skipped: FxHashSet<SeriesKey>,
-    /// Places the last scan looked at.
+    /// Chunks the last scan looked at.
     #[cfg(test)]
     visited: usize,
 }
@@ -127,9 +164,10 @@ impl<T> Default for Dispatcher<T> {
             filter: vec![0; FILTER_BITS / 64],
             next_batch: 0,
             generation: 0,
-            waiting: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            waiting: 0,
+            parked: Box::default(),
             last_push_ms: 0,
-            skipped: FxHashSet::default(),
             #[cfg(test)]
             visited: 0,
         }
@@ -144,20 +182,27 @@ impl<T> Dispatcher<T> {
             at_ms,
             tag,
             clear_at: u64::MAX,
+            parked: false,
         });
-        self.waiting
-            .insert(self.front + self.window.len() as u64 - 1);
+        self.ready.insert(self.front + self.window.len() as u64 - 1);
+        self.waiting += 1;
         self.last_push_ms = self.last_push_ms.max(at_ms);
     }
 
     /// Chunks not handed out yet.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting
     }
 
     /// Chunks in the window (waiting, in flight, or finished behind an unfinished one).
     pub(crate) fn len(&self) -> usize {
         self.window.len()
+    }
+
+    /// Memory of the parked index (see [`PARKED_BYTES_PER_KEY`]): the queues count it against
+    /// their budgets while chunks are parked.
+    pub(crate) fn index_bytes(&self) -> usize {
+        self.parked.keys * PARKED_BYTES_PER_KEY
     }
 
     /// Push time of the oldest chunk not finished, ms.
@@ -173,52 +218,147 @@ impl<T> Dispatcher<T> {
         (h / 64, 1 << (h % 64))
     }
 
-    fn key_in_flight(&self, k: &SeriesKey) -> bool {
-        let (word, bit) = Self::filter_bit(*k);
-        self.filter[word] & bit != 0 && self.in_flight.iter().any(|b| b.keys.contains(k))
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot<T>> {
+        seq.checked_sub(self.front)
+            .and_then(|i| self.window.get_mut(i as usize))
     }
 
-    fn clear(&self, slot: &Slot<T>, chunk: &Chunk, skipped: &FxHashSet<SeriesKey>) -> bool {
-        let in_flight_ok = slot.clear_at == self.generation
-            || self.in_flight.is_empty()
-            || !chunk.keys.iter().any(|k| self.key_in_flight(k));
-        in_flight_ok && (skipped.is_empty() || !chunk.keys.iter().any(|k| skipped.contains(k)))
+    /// What keeps the waiting chunk at `seq` from going now: a batch in flight holding one of
+    /// its series, or the nearest earlier parked chunk holding one. (Earlier chunks of the
+    /// scan's own batch do not: a batch may hold a series more than once, in order.)
+    fn blocker(&self, seq: u64) -> Option<Blocker> {
+        let slot = &self.window[(seq - self.front) as usize];
+        let State::Waiting(chunk) = &slot.state else {
+            return None;
+        };
+        if slot.clear_at != self.generation && !self.in_flight.is_empty() {
+            for k in chunk.keys.iter() {
+                let (word, bit) = Self::filter_bit(*k);
+                if self.filter[word] & bit == 0 {
+                    continue;
+                }
+                if let Some(b) = self.in_flight.iter().position(|b| b.keys.contains(k)) {
+                    return Some(Blocker::Batch(b));
+                }
+            }
+        }
+        if self.parked.by_key.is_empty() {
+            return None;
+        }
+        chunk
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let list = self.parked.by_key.get(k)?;
+                let earlier = list.partition_point(|&p| p < seq);
+                earlier.checked_sub(1).map(|i| list[i])
+            })
+            .max()
+            .map(Blocker::Chunk)
+    }
+
+    /// Parks the waiting chunk `seq` on `blocker`: scans pass over it until `blocker` moves.
+    fn park(&mut self, seq: u64, blocker: Blocker) {
+        self.ready.remove(&seq);
+        match blocker {
+            Blocker::Batch(b) => self.in_flight[b].parked.push(seq),
+            Blocker::Chunk(p) => self.parked.on.entry(p).or_default().push(seq),
+        }
+        let i = (seq - self.front) as usize;
+        let slot = &mut self.window[i];
+        slot.parked = true;
+        let State::Waiting(chunk) = &slot.state else {
+            return;
+        };
+        for &k in chunk.keys.iter() {
+            let list = self.parked.by_key.entry(k).or_default();
+            let at = list.partition_point(|&p| p < seq);
+            if list.get(at) != Some(&seq) {
+                list.insert(at, seq);
+                self.parked.keys += 1;
+            }
+        }
+    }
+
+    /// Unparks the chunks `seqs` (those still parked): their keys leave the parked index and
+    /// they are looked at again, through the ready set, or through `freed` during a scan.
+    fn unpark(&mut self, seqs: Vec<u64>, during_scan: bool) {
+        for seq in seqs {
+            let Some(i) = seq.checked_sub(self.front).map(|i| i as usize) else {
+                continue;
+            };
+            let Some(slot) = self.window.get_mut(i) else {
+                continue;
+            };
+            if !slot.parked {
+                continue;
+            }
+            slot.parked = false;
+            if let State::Waiting(chunk) = &slot.state {
+                for k in chunk.keys.iter() {
+                    if let Some(list) = self.parked.by_key.get_mut(k) {
+                        if let Ok(at) = list.binary_search(&seq) {
+                            list.remove(at);
+                            self.parked.keys -= 1;
+                        }
+                        if list.is_empty() {
+                            self.parked.by_key.remove(k);
+                        }
+                    }
+                }
+            }
+            if during_scan {
+                self.parked.freed.push(Reverse(seq));
+            } else {
+                self.ready.insert(seq);
+            }
+        }
     }
 
     /// Looks for a batch within `limits`; hands it out when it is full, when its first chunk
     /// was pushed `flush_interval` before `now_ms`, when nothing was pushed for a tenth of
     /// that, or when `flush` is set (shutdown).
     pub(crate) fn cut(&mut self, limits: &BatchLimits, now_ms: u64, flush: bool) -> Cut {
-        let mut take: Vec<usize> = Vec::new();
+        let mut take: Vec<u64> = Vec::new();
         let (mut samples, mut bytes) = (0usize, 0usize);
-        // The keys of the chunks skipped so far (kept between scans for its allocation).
-        let mut skipped = std::mem::take(&mut self.skipped);
-        if skipped.capacity() > SKIPPED_KEEP {
-            // Clearing costs its capacity: after a long stall, start small again.
-            skipped = FxHashSet::default();
-        } else if !skipped.is_empty() {
-            skipped.clear();
-        }
         let mut full = false;
+        self.parked.freed.clear();
         #[cfg(test)]
         {
             self.visited = 0;
         }
-        for &seq in &self.waiting {
+        // The ready chunks, and those freed by chunks taken into this batch, in push order.
+        let mut cursor = 0u64;
+        loop {
+            let next_ready = self.ready.range(cursor..).next().copied();
+            let next_freed = self.parked.freed.peek().map(|r| r.0);
+            let seq = match (next_ready, next_freed) {
+                (Some(r), Some(f)) if f < r => {
+                    self.parked.freed.pop();
+                    f
+                }
+                (Some(r), _) => {
+                    cursor = r + 1;
+                    r
+                }
+                (None, Some(f)) => {
+                    self.parked.freed.pop();
+                    f
+                }
+                (None, None) => break,
+            };
             #[cfg(test)]
             {
                 self.visited += 1;
             }
-            let i = (seq - self.front) as usize;
-            let State::Waiting(chunk) = &self.window[i].state else {
-                continue;
-            };
-            let slot = &self.window[i];
-            if !self.clear(slot, chunk, &skipped) {
-                // Later chunks must not overtake this one on a series they share.
-                skipped.extend(chunk.keys.iter().copied());
+            if let Some(blocker) = self.blocker(seq) {
+                self.park(seq, blocker);
                 continue;
             }
+            let slot = &self.window[(seq - self.front) as usize];
+            let State::Waiting(chunk) = &slot.state else {
+                continue;
+            };
             let (s, b) = (chunk.counts.points(), chunk.raw_len as usize);
             if !take.is_empty()
                 && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
@@ -226,29 +366,37 @@ impl<T> Dispatcher<T> {
                 full = true;
                 break;
             }
-            take.push(i);
+            take.push(seq);
             samples += s;
             bytes += b;
+            // What was parked on it may follow it in this batch (or, when the batch is full,
+            // is looked at again by the next scan, and parked on this batch if need be).
+            if let Some(waiters) = self.parked.on.remove(&seq) {
+                self.unpark(waiters, true);
+            }
             if samples >= limits.max_samples || bytes >= limits.max_bytes {
                 full = true;
                 break;
             }
         }
-        self.skipped = skipped;
+        // Freed chunks not reached wait in the ready set.
+        while let Some(Reverse(seq)) = self.parked.freed.pop() {
+            self.ready.insert(seq);
+        }
         // Remember what was found clear of the batches in flight, so the next scan (at the
         // next push, with nothing new in flight) need not look up its keys again.
         let generation = self.generation;
-        for &i in &take {
-            self.window[i].clear_at = generation;
+        for &seq in &take {
+            self.window[(seq - self.front) as usize].clear_at = generation;
         }
         let Some(&first) = take.first() else {
-            return if !self.waiting.is_empty() {
+            return if self.waiting > 0 {
                 Cut::Blocked
             } else {
                 Cut::Empty
             };
         };
-        let first_ms = self.window[first].at_ms;
+        let first_ms = self.window[(first - self.front) as usize].at_ms;
         let interval = limits.flush_interval.as_millis() as u64;
         let due = first_ms
             .saturating_add(interval)
@@ -267,14 +415,17 @@ impl<T> Dispatcher<T> {
         };
         let n_keys = take
             .iter()
-            .map(|&i| match &self.window[i].state {
-                State::Waiting(c) => c.keys.len(),
-                _ => 0,
-            })
+            .map(
+                |&seq| match &self.window[(seq - self.front) as usize].state {
+                    State::Waiting(c) => c.keys.len(),
+                    _ => 0,
+                },
+            )
             .sum();
         let mut keys = FxHashSet::with_capacity_and_hasher(n_keys, Default::default());
         let mut chunk_keys = Vec::with_capacity(take.len());
-        for i in take {
+        for seq in take {
+            let i = (seq - self.front) as usize;
             let slot = &mut self.window[i];
             let State::Waiting(chunk) = std::mem::replace(&mut slot.state, State::InFlight) else {
                 continue;
@@ -284,7 +435,9 @@ impl<T> Dispatcher<T> {
                 let (word, bit) = Self::filter_bit(*k);
                 self.filter[word] |= bit;
             }
-            taken.seqs.push(self.front + i as u64);
+            self.ready.remove(&seq);
+            self.waiting -= 1;
+            taken.seqs.push(seq);
             chunk_keys.push(Some(chunk.keys.clone()));
             taken.chunks.push(chunk);
         }
@@ -292,10 +445,8 @@ impl<T> Dispatcher<T> {
             id,
             keys,
             chunks: chunk_keys,
+            parked: Vec::new(),
         });
-        for seq in &taken.seqs {
-            self.waiting.remove(seq);
-        }
         Cut::Take(taken)
     }
 
@@ -312,7 +463,10 @@ impl<T> Dispatcher<T> {
     /// batch as it finishes (once per chunk: not again for those [`Dispatcher::done_part`]
     /// finished already).
     pub(crate) fn done_with(&mut self, taken: Taken, finished: impl FnMut(&T)) -> Vec<T> {
-        self.in_flight.retain(|b| b.id != taken.id);
+        if let Some(at) = self.in_flight.iter().position(|b| b.id == taken.id) {
+            let batch = self.in_flight.remove(at);
+            self.unpark(batch.parked, false);
+        }
         self.rebuild_filter();
         self.finish(&taken.seqs, finished);
         self.release_front()
@@ -346,9 +500,10 @@ impl<T> Dispatcher<T> {
             .flatten()
             .flat_map(|k| k.iter().copied())
             .collect();
+        // What was parked on the batch is looked at again: it may be free now.
+        let parked = std::mem::take(&mut b.parked);
+        self.unpark(parked, false);
         self.rebuild_filter();
-        // What was found clear of the batches in flight may be clear of fewer now: no change.
-        // What was blocked may be free now: the next scan looks again (it always does).
         self.finish(&seqs, finished);
         self.release_front()
     }
@@ -363,21 +518,22 @@ impl<T> Dispatcher<T> {
         };
         let batch = self.in_flight.remove(at);
         let mut n = 0;
-        for ((seq, chunk), open) in taken.seqs.iter().zip(chunks).zip(batch.chunks) {
+        for ((&seq, chunk), open) in taken.seqs.iter().zip(chunks).zip(batch.chunks) {
             if open.is_none() {
                 continue;
             }
-            let slot = seq
-                .checked_sub(self.front)
-                .and_then(|i| self.window.get_mut(i as usize));
-            if let Some(slot) = slot.filter(|s| matches!(s.state, State::InFlight)) {
+            if let Some(slot) = self
+                .slot_mut(seq)
+                .filter(|s| matches!(s.state, State::InFlight))
+            {
                 slot.state = State::Waiting(chunk);
                 slot.clear_at = u64::MAX;
-                self.waiting.insert(*seq);
+                self.ready.insert(seq);
+                self.waiting += 1;
                 n += 1;
             }
         }
-
+        self.unpark(batch.parked, false);
         self.rebuild_filter();
         n
     }
@@ -394,10 +550,7 @@ impl<T> Dispatcher<T> {
     /// Marks the chunks `seqs` finished, calling `finished` for each that was in flight.
     fn finish(&mut self, seqs: &[u64], mut finished: impl FnMut(&T)) {
         for &seq in seqs {
-            if let Some(slot) = seq
-                .checked_sub(self.front)
-                .and_then(|i| self.window.get_mut(i as usize))
-            {
+            if let Some(slot) = self.slot_mut(seq) {
                 if matches!(slot.state, State::InFlight) {
                     slot.state = State::Done;
                     finished(&slot.tag);
@@ -437,9 +590,17 @@ impl<T> Dispatcher<T> {
                 if let State::Waiting(c) = std::mem::replace(&mut slot.state, State::Drained) {
                     out.push((c, slot.tag.clone()));
                 }
+                slot.parked = false;
             }
         }
-        self.waiting.clear();
+        self.ready.clear();
+        self.waiting = 0;
+        self.parked.by_key.clear();
+        self.parked.on.clear();
+        self.parked.keys = 0;
+        for b in &mut self.in_flight {
+            b.parked.clear();
+        }
         let left = self.release_front();
         (out, left)
     }
@@ -617,29 +778,206 @@ mod tests {
     }
 
     /// Behind a batch that never finishes, finished chunks keep their places (the window
-    /// releases in order); a scan looks only at the waiting chunks, not at those places.
+    /// releases in order), and blocked chunks pile up behind it; once parked, a blocked chunk
+    /// is not looked at again until what blocks it moves: scans visit the chunks that may go.
     #[test]
-    fn a_scan_visits_only_waiting_chunks() {
+    fn a_scan_visits_only_chunks_that_may_go() {
         let mut d = Dispatcher::default();
         let l = limits(1);
         d.push(chunk(0, &[1], 1), 0, 0);
-        let _stuck = take(&mut d, &l);
+        let stuck = take(&mut d, &l);
         for i in 0..10_000u32 {
             d.push(chunk(1, &[2 + i], 1), 0, 1);
             let t = take(&mut d, &l);
             assert!(d.done(t).is_empty(), "the stuck batch holds the front");
         }
-        assert_eq!(d.len(), 10_001);
-        d.push(chunk(2, &[1], 1), 0, 2);
+        for _ in 0..10_000 {
+            d.push(chunk(2, &[1], 1), 0, 2);
+        }
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked));
+        assert_eq!(
+            d.visited, 10_000,
+            "each new chunk is looked at once, and parked"
+        );
+        assert_eq!(d.index_bytes(), 10_000 * PARKED_BYTES_PER_KEY);
+        assert_eq!(d.len(), 20_001);
         d.push(chunk(3, &[99_999], 1), 0, 3);
         assert_eq!(
             ids(&take(&mut d, &l)),
             [3],
-            "the blocked one waits, the other goes"
+            "the blocked ones wait, the other goes"
         );
-        assert_eq!(
-            d.visited, 2,
-            "the scan looked at the two waiting chunks only"
+        assert_eq!(d.visited, 1, "the scan looked at the one chunk that may go");
+        assert!(matches!(d.cut(&l, 0, true), Cut::Blocked));
+        assert_eq!(d.visited, 0);
+        // The stuck batch finishes: the 10,000 chunks of its series go, in one batch.
+        assert_eq!(d.done(stuck).len(), 10_001);
+        assert_eq!(d.index_bytes(), 0);
+        let l = limits(100_000);
+        assert_eq!(take(&mut d, &l).chunks.len(), 10_000);
+        assert_eq!(d.visited, 10_000);
+    }
+
+    /// A later part of a batch finished before an earlier one holding the same series: the
+    /// chain passes over it when the earlier one finishes, not before.
+    #[test]
+    fn parts_finished_out_of_order_keep_the_series_order() {
+        let mut d = Dispatcher::default();
+        d.push(chunk(1, &[7, 8], 1), 0, 1);
+        d.push(chunk(2, &[7], 1), 0, 2);
+        let a = take(&mut d, &limits(2));
+        assert_eq!(ids(&a), [1, 2]);
+        d.push(chunk(3, &[7], 1), 0, 3);
+        d.push(chunk(4, &[8], 1), 0, 4);
+        assert!(d.done_part(&a, &[1], |_| {}).is_empty());
+        assert!(
+            matches!(d.cut(&limits(2), 0, true), Cut::Blocked),
+            "1 still holds 7 and 8"
         );
+        assert_eq!(d.done_part(&a, &[0], |_| {}), [1, 2]);
+        assert_eq!(ids(&take(&mut d, &limits(2))), [3, 4]);
+        assert!(d.index_bytes() == 0 && d.ready.is_empty());
+    }
+
+    /// A batch given back waits again in its places, in its chains: it goes again in order,
+    /// and what came behind it still waits for it.
+    #[test]
+    fn a_batch_given_back_goes_again_in_order() {
+        let mut d = Dispatcher::default();
+        d.push(chunk(1, &[7], 1), 0, 1);
+        d.push(chunk(2, &[7, 8], 1), 0, 2);
+        let a = take(&mut d, &limits(2));
+        d.push(chunk(3, &[8], 1), 0, 3);
+        let chunks = a.chunks.clone();
+        assert_eq!(d.give_back(a, chunks), 2);
+        assert_eq!(d.waiting(), 3);
+        let b = take(&mut d, &limits(2));
+        assert_eq!(ids(&b), [1, 2]);
+        assert!(matches!(d.cut(&limits(2), 0, true), Cut::Blocked));
+        d.done(b);
+        assert_eq!(ids(&take(&mut d, &limits(2))), [3]);
+    }
+
+    /// Random pushes, cuts, finishes (whole or in parts, in any order), give-backs and a drain,
+    /// checked against the rule itself after every step: a chunk goes only when no earlier
+    /// unfinished chunk outside its batch shares a series with it; a scan finds the first
+    /// chunk that may go; nothing is left in the index once everything is finished.
+    #[test]
+    fn the_index_agrees_with_the_rule_on_random_runs() {
+        struct Model {
+            keys: Vec<Vec<SeriesKey>>,
+            /// 0 waiting, 1 in flight, 2 finished.
+            state: Vec<u8>,
+        }
+        impl Model {
+            fn free(&self, s: usize, batch: &[usize]) -> bool {
+                (0..s).all(|e| {
+                    self.state[e] == 2
+                        || batch.contains(&e)
+                        || !self.keys[e].iter().any(|k| self.keys[s].contains(k))
+                })
+            }
+        }
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        for _round in 0..200 {
+            let mut d: Dispatcher<usize> = Dispatcher::default();
+            let mut m = Model {
+                keys: Vec::new(),
+                state: Vec::new(),
+            };
+            let mut out: Vec<Taken> = Vec::new();
+            for _step in 0..120 {
+                match next(10) {
+                    0..=3 => {
+                        let n = next(4);
+                        let mut keys: Vec<SeriesKey> =
+                            (0..n).map(|_| next(12) as SeriesKey).collect();
+                        if next(5) == 0 {
+                            keys.extend(keys.clone()); // a series twice in one request
+                        }
+                        d.push(chunk(0, &keys, 1), 0, m.keys.len());
+                        m.keys.push(keys);
+                        m.state.push(0);
+                    }
+                    4..=6 => match d.cut(&limits(1 + next(4) as usize), 0, true) {
+                        Cut::Take(t) => {
+                            let seqs: Vec<usize> = t.seqs.iter().map(|&s| s as usize).collect();
+                            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "push order");
+                            let first_free =
+                                (0..m.keys.len()).find(|&s| m.state[s] == 0 && m.free(s, &[]));
+                            assert_eq!(first_free, Some(seqs[0]), "the first that may go");
+                            for (i, &s) in seqs.iter().enumerate() {
+                                assert_eq!(m.state[s], 0);
+                                assert!(m.free(s, &seqs[..i]), "{s} overtakes a holder");
+                            }
+                            for &s in &seqs {
+                                m.state[s] = 1;
+                            }
+                            out.push(t);
+                        }
+                        Cut::Blocked => assert!(
+                            (0..m.keys.len()).all(|s| m.state[s] != 0 || !m.free(s, &[])),
+                            "blocked while a chunk may go"
+                        ),
+                        Cut::Empty => assert!(m.state.iter().all(|&s| s != 0)),
+                        Cut::Wait(_) => panic!("a flushing cut never waits"),
+                    },
+                    7 | 8 if !out.is_empty() => {
+                        let t = out.swap_remove(next(out.len() as u64) as usize);
+                        if next(2) == 0 {
+                            let mut part: Vec<usize> =
+                                (0..t.seqs.len()).filter(|_| next(2) == 0).collect();
+                            part.reverse();
+                            d.done_part(&t, &part, |&s| m.state[s] = 2);
+                            out.push(t);
+                        } else {
+                            d.done_with(t, |&s| m.state[s] = 2);
+                        }
+                    }
+                    9 if !out.is_empty() => {
+                        let t = out.swap_remove(next(out.len() as u64) as usize);
+                        let chunks = t.chunks.clone();
+                        for &s in &t.seqs {
+                            if m.state[s as usize] == 1 {
+                                m.state[s as usize] = 0;
+                            }
+                        }
+                        d.give_back(t, chunks);
+                    }
+                    _ => {}
+                }
+                let waiting = m.state.iter().filter(|&&s| s == 0).count();
+                assert_eq!(d.waiting(), waiting);
+                let parked: Vec<&Slot<usize>> = d.window.iter().filter(|s| s.parked).collect();
+                let parked_keys: usize = parked
+                    .iter()
+                    .map(|s| match &s.state {
+                        State::Waiting(c) => c
+                            .keys
+                            .iter()
+                            .collect::<std::collections::HashSet<_>>()
+                            .len(),
+                        _ => panic!("a parked chunk that does not wait"),
+                    })
+                    .sum();
+                assert_eq!(
+                    d.parked.keys, parked_keys,
+                    "the index holds the parked keys"
+                );
+                assert_eq!(d.ready.len() + parked.len(), waiting);
+            }
+            for t in out.drain(..) {
+                d.done_with(t, |&s| m.state[s] = 2);
+            }
+            d.drain_waiting();
+            assert!(d.parked.by_key.is_empty() && d.ready.is_empty() && d.waiting() == 0);
+            assert_eq!(d.len(), 0);
+        }
     }
 }

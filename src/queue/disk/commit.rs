@@ -363,7 +363,7 @@ impl Committer {
             log.bytes += at.len;
             let next = log.normalize(log.admitted);
             let caught_up = (next.seg, next.off) == (at.seg, at.off);
-            if caught_up && log.window_bytes < self.inner.window_max {
+            if caught_up && log.window_used() < self.inner.window_max {
                 let chunks = std::mem::take(&mut push.chunks);
                 log.admit(at.seg, at.off, at.off + at.len, push.at_ms, chunks, 0);
             } else if log.disk_front_ms.is_none() || caught_up {

@@ -47,7 +47,7 @@ pub(super) struct Tag {
     /// Whether it is the record's last chunk, and the record's length.
     pub(super) last: bool,
     pub(super) rec_len: u64,
-    /// Its data bytes (window accounting).
+    /// Its data and keys (window accounting, freed when it is finished).
     pub(super) data: usize,
 }
 
@@ -85,6 +85,12 @@ pub(super) struct Log {
 }
 
 impl Log {
+    /// Window memory in use: the chunks' data, keys and places, and the dispatcher's index
+    /// of parked chunks (what `queue_memory_bytes` bounds).
+    pub(super) fn window_used(&self) -> usize {
+        self.window_bytes + self.dispatcher.index_bytes()
+    }
+
     /// `p`, or the start of the next segment when `p` is at (or past) the end of its own and a
     /// later segment exists: both name the same place in the log.
     pub(super) fn normalize(&self, p: Pos) -> Pos {
@@ -124,7 +130,7 @@ impl Log {
                 index: i as u32,
                 last: i + 1 == n,
                 rec_len: next - off,
-                data: chunk.data.len(),
+                data: chunk.queue_bytes(),
             };
             self.window_bytes += tag.data + SLOT_BYTES;
             self.dispatcher.push(chunk, at_ms, tag);

@@ -608,7 +608,7 @@ impl DiskQueue {
                 let read = log.unadmitted()
                     && !log.reading
                     && lock(&inner.failed).is_none()
-                    && log.window_bytes < inner.window_max
+                    && log.window_used() < inner.window_max
                     && now >= log.read_backoff_until;
                 log.reading |= read;
                 read

@@ -41,7 +41,7 @@ fn fill_locked(inner: &Inner, reader: &mut Reader) -> std::io::Result<()> {
     loop {
         let (pos, end) = {
             let log = lock(&inner.log);
-            if log.window_bytes >= inner.window_max || !log.unadmitted() {
+            if log.window_used() >= inner.window_max || !log.unadmitted() {
                 return Ok(());
             }
             let pos = log.normalize(log.admitted);

@@ -60,6 +60,23 @@ impl MemoryQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on the window under its lock, and counts the change in the memory of the
+    /// dispatcher's index of parked chunks (it grows and shrinks as chunks park and unpark)
+    /// in the budget.
+    fn with_window<R>(&self, f: impl FnOnce(&mut Dispatcher<usize>) -> R) -> R {
+        let mut d = self.lock();
+        let before = d.index_bytes();
+        let r = f(&mut d);
+        let after = d.index_bytes();
+        drop(d);
+        if after > before {
+            self.used.fetch_add(after - before, Ordering::AcqRel);
+        } else {
+            self.release(before - after);
+        }
+        r
+    }
+
     fn now_ms(&self) -> u64 {
         self.base.elapsed().as_millis() as u64
     }
@@ -147,15 +164,14 @@ impl MemoryQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let closed = self.is_closed();
-            let cut = {
-                let mut d = self.lock();
+            let cut = self.with_window(|d| {
                 let cut = d.cut(limits, self.now_ms(), closed);
                 if matches!(cut, Cut::Take(_)) && d.waiting() > 0 {
                     // More may go: let another worker look.
                     self.notify.notify_one();
                 }
                 cut
-            };
+            });
             match cut {
                 Cut::Take(mut taken) => {
                     return Some(Batch {
@@ -181,9 +197,8 @@ impl MemoryQueue {
     /// its bytes leave the budget.
     pub fn done(&self, batch: Batch) {
         let mut freed = 0;
-        let left = self
-            .lock()
-            .done_with(batch.taken, |bytes| freed += bytes - kept(*bytes));
+        let left =
+            self.with_window(|d| d.done_with(batch.taken, |bytes| freed += bytes - kept(*bytes)));
         self.release(freed + left.iter().map(|b| kept(*b)).sum::<usize>());
         self.notify.notify_one();
     }
@@ -193,9 +208,9 @@ impl MemoryQueue {
     /// window, which leaves with it).
     pub fn done_part(&self, batch: &Batch, indices: &[usize]) {
         let mut freed = 0;
-        let left = self
-            .lock()
-            .done_part(&batch.taken, indices, |bytes| freed += bytes - kept(*bytes));
+        let left = self.with_window(|d| {
+            d.done_part(&batch.taken, indices, |bytes| freed += bytes - kept(*bytes))
+        });
         self.release(freed + left.iter().map(|b| kept(*b)).sum::<usize>());
         self.notify.notify_one();
     }
@@ -204,14 +219,14 @@ impl MemoryQueue {
     /// again, in their places, still counted in the budget. `chunks` are the chunks it was
     /// handed out with.
     pub fn give_back(&self, batch: Batch, chunks: Vec<Chunk>) {
-        self.lock().give_back(batch.taken, chunks);
+        self.with_window(|d| d.give_back(batch.taken, chunks));
         self.notify.notify_waiters();
     }
 
     /// Takes every chunk not yet handed out, freeing its budget (used when giving up at
     /// shutdown, to count what is lost).
     pub fn drain(&self) -> Vec<Chunk> {
-        let (rest, left) = self.lock().drain_waiting();
+        let (rest, left) = self.with_window(|d| d.drain_waiting());
         // A drained chunk's place is gone for good (never handed back by the window).
         self.release(
             rest.iter().map(|(_, b)| b).sum::<usize>()

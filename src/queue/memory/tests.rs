@@ -230,3 +230,36 @@ async fn places_behind_a_stuck_batch_count_against_the_budget() {
     assert_eq!(q.used_bytes(), 0, "the places left with the batch");
     q.push(vec![chunk(1, 1, 1, 100)]).unwrap();
 }
+
+/// Chunks parked behind a stuck batch take memory in the dispatcher's index of parked chunks:
+/// it counts against the budget while they are parked, and leaves with them.
+#[tokio::test]
+async fn the_parked_index_counts_against_the_budget() {
+    let q = MemoryQueue::new(1 << 20);
+    let flush_now = BatchLimits {
+        flush_interval: Duration::ZERO,
+        ..limits(1)
+    };
+    q.push(vec![chunk(1, 0, 1, 100)]).unwrap();
+    let stuck = q.pop_batch(&flush_now).await.unwrap();
+    let per = q.used_bytes();
+    // 100 chunks of the stuck series, then one free chunk: the scan parks the 100.
+    for i in 1..=100 {
+        q.push(vec![chunk(1, i, 1, 100)]).unwrap();
+    }
+    q.push(vec![chunk(2, 101, 1, 100)]).unwrap();
+    let free = q.pop_batch(&flush_now).await.unwrap();
+    assert_eq!(ids(&free), [101]);
+    let index = crate::queue::dispatch::PARKED_BYTES_PER_KEY * 100;
+    assert_eq!(q.used_bytes(), 102 * per + index);
+    q.done(free);
+    q.done(stuck);
+    // Unparked: the index is empty; the 100 chunks wait (and go, in order, in one batch),
+    // the free chunk's place behind them stays until they finish.
+    assert_eq!(q.used_bytes(), 100 * per + kept(per));
+    q.close();
+    let rest = q.pop_batch(&limits(1000)).await.unwrap();
+    assert_eq!(ids(&rest), (1..=100).collect::<Vec<_>>());
+    q.done(rest);
+    assert_eq!(q.used_bytes(), 0);
+}
