@@ -20,88 +20,18 @@
 
 mod e2e;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::prom::{api, describe_diff, prometheus_bin, prometheus_cmd, raw_samples, start_sender};
-use e2e::{debian_peer, free_ports, get_text, now_ms, wait_for, write, Proc};
+use e2e::prom::{
+    away_from_scrapes, describe_diff, node_exporter_bin, prometheus_bin, raw_samples,
+    spawn_node_exporter, start_receiver, start_sender,
+};
+use e2e::{free_ports, now_ms, start_promlink, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_promlink");
 /// How long the sender scrapes and writes before the pod "stops".
 const TRAFFIC: Duration = Duration::from_secs(12);
-
-fn node_exporter_bin() -> Option<std::path::PathBuf> {
-    debian_peer(
-        "PROMLINK_E2E_NODE_EXPORTER",
-        "/usr/bin/prometheus-node-exporter",
-        "prometheus-node-exporter",
-        "prometheus-node-exporter",
-        "e2e_shutdown",
-        "the simultaneous-SIGTERM test",
-    )
-}
-
-/// A Prometheus that only receives remote write, on `port`, its TSDB under `d/<name>-data`.
-async fn receiver(bin: &Path, d: &Path, name: &str, port: u16, http: &reqwest::Client) -> Proc {
-    let config = d.join(format!("{name}.yml"));
-    write(&config, "scrape_configs: []\n");
-    let mut cmd = prometheus_cmd(bin, &config, &d.join(format!("{name}-data")), port);
-    cmd.arg("--web.enable-remote-write-receiver");
-    let p = Proc::spawn(name, cmd, &d.join(format!("{name}.log")));
-    let ready = format!("http://127.0.0.1:{port}/-/ready");
-    wait_for(
-        &format!("{name} to be ready"),
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || get_text(http, &ready),
-    )
-    .await;
-    p
-}
-
-/// Waits for the instant of the second that is furthest from the sender's scrapes (both jobs
-/// scrape every second, at a fixed offset each). Each of the sender's remote-write queues reads
-/// the WAL on its own, every few milliseconds, and stops reading at SIGTERM: a scrape appended a
-/// few milliseconds before SIGTERM can reach one queue and not the other (seen under load: the
-/// last scrape, 10 ms before SIGTERM, at the reference and never sent to promlink). That race is
-/// inside Prometheus; away from the scrapes, both queues hold the same samples at SIGTERM and
-/// what they flush afterwards is the tail this test is about.
-async fn away_from_scrapes(http: &reqwest::Client, sender_base: &str) {
-    let data = api(
-        http,
-        sender_base,
-        "/api/v1/query",
-        &[("query", "timestamp(up)")],
-    )
-    .await;
-    let mut phases: Vec<i64> = data["result"]
-        .as_array()
-        .expect("a vector")
-        .iter()
-        .map(|s| {
-            let secs: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
-            ((secs * 1000.0).round() as i64).rem_euclid(1000)
-        })
-        .collect();
-    assert!(!phases.is_empty(), "the sender has scraped: {data}");
-    phases.sort_unstable();
-    // The middle of the widest gap between two consecutive scrape offsets (on a 1 s circle).
-    let (gap, after) = phases
-        .iter()
-        .zip(phases.iter().cycle().skip(1))
-        .map(|(a, b)| {
-            (
-                (b - a).rem_euclid(1000).max(if a == b { 1000 } else { 0 }),
-                *a,
-            )
-        })
-        .max()
-        .unwrap();
-    let target = (after + gap / 2).rem_euclid(1000);
-    let wait = (target - now_ms().rem_euclid(1000)).rem_euclid(1000);
-    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-}
 
 /// SIGTERM to both pids, back to back, as the kubelet does to a pod's containers.
 fn sigterm_both(a: &Proc, b: &Proc) {
@@ -120,7 +50,7 @@ async fn simultaneous_sigterm_loses_nothing(queue: &str) {
     let Some(prometheus) = prometheus_bin(&test, "the simultaneous-SIGTERM test") else {
         return;
     };
-    let Some(node_exporter) = node_exporter_bin() else {
+    let Some(node_exporter) = node_exporter_bin(&test, "the simultaneous-SIGTERM test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -134,17 +64,9 @@ async fn simultaneous_sigterm_loses_nothing(queue: &str) {
         .build()
         .unwrap();
 
-    let mut node = Proc::spawn(
-        "node_exporter",
-        {
-            let mut c = Command::new(&node_exporter);
-            c.arg(format!("--web.listen-address=127.0.0.1:{node_port}"));
-            c
-        },
-        &d.join("node_exporter.log"),
-    );
-    let reference = receiver(&prometheus, d, "reference", ref_port, &http).await;
-    let via = receiver(&prometheus, d, "via", via_port, &http).await;
+    let mut node = spawn_node_exporter(&node_exporter, d, node_port);
+    let reference = start_receiver(&prometheus, d, "reference", ref_port, &http).await;
+    let via = start_receiver(&prometheus, d, "via", via_port, &http).await;
 
     // promlink with its default shutdown settings (quiet period 5 s, grace 30 s).
     let mut cmd = Command::new(BIN);
@@ -161,15 +83,7 @@ async fn simultaneous_sigterm_loses_nothing(queue: &str) {
     if queue == "disk" {
         cmd.args(["--queue-dir", d.join("queue").to_str().unwrap()]);
     }
-    let mut promlink = Proc::spawn("promlink", cmd, &d.join("promlink.log"));
-    let health = format!("http://127.0.0.1:{promlink_port}/health");
-    wait_for(
-        "promlink to be healthy",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || get_text(&http, &health),
-    )
-    .await;
+    let mut promlink = start_promlink(cmd, d, promlink_port, &http).await;
 
     let config = format!(
         r#"global:

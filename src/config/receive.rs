@@ -141,6 +141,18 @@ fn writes(s: &Settings, batch: &BatchLimits, p: &mut Problems) -> ReceiveConfig 
         }
     }
     let limits = crate::codec::Limits::default();
+    let relabel = match promlink_relabel::Rules::compile(
+        s.write_relabel_configs.as_deref().unwrap_or_default(),
+    ) {
+        Ok(rules) if rules.is_empty() => None,
+        Ok(rules) => Some(std::sync::Arc::new(rules)),
+        Err(problems) => {
+            for e in problems {
+                p.bad(&format!("write_relabel_configs{}", e.key), e.value, e.why);
+            }
+            None
+        }
+    };
     ReceiveConfig {
         max_body_bytes: p.positive("max_body_bytes", s.max_body_bytes, defaults::MAX_BODY_BYTES),
         codec: crate::codec::Options {
@@ -178,6 +190,7 @@ fn writes(s: &Settings, batch: &BatchLimits, p: &mut Problems) -> ReceiveConfig 
                 ),
                 drop_over_limit: s.label_limit_action == Some(LabelLimitAction::Drop),
             },
+            relabel,
         },
         full_status: s
             .queue_full_status

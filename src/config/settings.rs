@@ -271,6 +271,11 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_LABEL_LIMIT_ACTION", value_enum)]
     pub label_limit_action: Option<LabelLimitAction>,
 
+    /// Relabeling rules run over every series before it is queued, with the syntax and
+    /// semantics of Prometheus' `write_relabel_configs` (YAML file only)
+    #[arg(skip)]
+    pub write_relabel_configs: Option<Vec<promlink_relabel::RelabelConfig>>,
+
     /// Largest decoded request body accepted, bytes, checked before decompressing [default: 67108864]
     #[arg(long, env = "PROMLINK_MAX_DECODED_BYTES")]
     pub max_decoded_bytes: Option<usize>,
@@ -462,6 +467,7 @@ impl Settings {
             max_label_value_length,
             max_samples_per_series,
             label_limit_action,
+            write_relabel_configs,
             fsync,
             queue_max_age,
             max_sample_age,

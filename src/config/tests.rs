@@ -416,3 +416,40 @@ fn fsync_policy_is_parsed_and_a_huge_interval_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn write_relabel_configs_from_yaml_are_checked_with_their_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relabel.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "ingestion_url: {}\nwrite_relabel_configs:\n  - source_labels: [__name__]\n    regex: 'go_(gc|memstats)_.*'\n    action: drop\n  - source_labels: [job]\n    target_label: 'bad-name'\n  - action: hashmod\n    source_labels: [job]\n    target_label: shard\n",
+            url()
+        ),
+    )
+    .unwrap();
+    let s = Settings::from_file(&file).unwrap();
+    assert_eq!(s.write_relabel_configs.as_ref().map(Vec::len), Some(3));
+    let ConfigError(problems) = s.resolve().unwrap_err();
+    let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "write_relabel_configs[1].target_label = \"bad-name\": \"bad-name\" is invalid 'target_label' for replace action",
+            "write_relabel_configs[2].modulus = \"0\": relabel configuration for hashmod requires non-zero modulus",
+        ]
+    );
+    // Valid rules reach the decoder.
+    std::fs::write(
+        &file,
+        format!(
+            "ingestion_url: {}\nwrite_relabel_configs:\n  - {{regex: tmp_.*, action: labeldrop}}\n",
+            url()
+        ),
+    )
+    .unwrap();
+    let c = Settings::from_file(&file).unwrap().resolve().unwrap();
+    assert_eq!(c.receive.codec.relabel.as_ref().map(|r| r.len()), Some(1));
+    assert!(base().resolve().unwrap().receive.codec.relabel.is_none());
+}

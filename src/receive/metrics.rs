@@ -50,6 +50,12 @@ pub struct Metrics {
     pub body_bytes: Counter,
     /// Series dropped at the edge for breaking a label limit (`label_limit_action: drop`).
     pub series_dropped: Counter,
+    /// Series removed by `write_relabel_configs`, by reason: `rule` (a `drop`, `keep`,
+    /// `dropequal` or `keepequal` rule, or no label left), `invalid` (the rules left labels
+    /// that break the label rules, e.g. no metric name).
+    pub relabel_series_dropped: Family<ReasonLabel, Counter>,
+    /// Samples (and histogram samples) of those series, by the same reasons.
+    pub relabel_samples_dropped: Family<ReasonLabel, Counter>,
     /// Write requests whose handling panicked (answered 500, which senders retry).
     pub panics: Counter,
     /// Open receiver connections.
@@ -84,6 +90,16 @@ impl Metrics {
             "receive_series_dropped",
             "Series dropped on receipt for breaking a label limit (label_limit_action: drop)",
             m.series_dropped.clone(),
+        );
+        r.register(
+            "relabel_series_dropped",
+            "Series removed by write_relabel_configs, by reason: rule (dropped by a rule, or no label left), invalid (the rules left labels Azure would refuse, e.g. no metric name)",
+            m.relabel_series_dropped.clone(),
+        );
+        r.register(
+            "relabel_samples_dropped",
+            "Samples of the series removed by write_relabel_configs, by reason (rule, invalid)",
+            m.relabel_samples_dropped.clone(),
         );
         r.register(
             "receive_panics",

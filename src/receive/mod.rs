@@ -322,6 +322,23 @@ impl Receiver {
         if decoded.dropped_series > 0 {
             self.metrics.series_dropped.inc_by(decoded.dropped_series);
         }
+        let r = decoded.relabel;
+        for (reason, series, samples) in [
+            ("rule", r.series, r.samples),
+            ("invalid", r.invalid_series, r.invalid_samples),
+        ] {
+            if series > 0 {
+                let l = metrics::ReasonLabel { reason };
+                self.metrics
+                    .relabel_series_dropped
+                    .get_or_create(&l)
+                    .inc_by(series);
+                self.metrics
+                    .relabel_samples_dropped
+                    .get_or_create(&l)
+                    .inc_by(samples);
+            }
+        }
         if !decoded.chunks.is_empty() {
             self.queue.push(decoded.chunks).await?;
         }

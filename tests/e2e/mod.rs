@@ -88,6 +88,21 @@ pub fn debian_peer(
     None
 }
 
+/// Starts promlink with `cmd` (a `serve` command listening on `127.0.0.1:<port>`), its log in
+/// `d/promlink.log`, and waits until its `/health` answers.
+pub async fn start_promlink(cmd: Command, d: &Path, port: u16, http: &reqwest::Client) -> Proc {
+    let p = Proc::spawn("promlink", cmd, &d.join("promlink.log"));
+    let health = format!("http://127.0.0.1:{port}/health");
+    wait_for(
+        "promlink to be healthy",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || get_text(http, &health),
+    )
+    .await;
+    p
+}
+
 /// Where Debian installs Alertmanager.
 pub const DEFAULT_ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{debian_peer, get_text, wait_for, write, Proc};
+use super::{debian_peer, get_text, now_ms, wait_for, write, Proc};
 
 /// Where Debian installs Prometheus.
 pub const DEFAULT_PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -183,4 +183,92 @@ pub fn describe_diff(want: &Samples, got: &Samples) -> String {
         );
     }
     out
+}
+
+/// The node_exporter binary (Debian package `prometheus-node-exporter`, or
+/// `PROMLINK_E2E_NODE_EXPORTER`), or `None` after a loud notice naming `test` (see
+/// [`debian_peer`]).
+pub fn node_exporter_bin(test: &str, what: &str) -> Option<PathBuf> {
+    debian_peer(
+        "PROMLINK_E2E_NODE_EXPORTER",
+        "/usr/bin/prometheus-node-exporter",
+        "prometheus-node-exporter",
+        "prometheus-node-exporter",
+        test,
+        what,
+    )
+}
+
+/// Starts node_exporter on `127.0.0.1:<port>`, its log in `d/node_exporter.log`.
+pub fn spawn_node_exporter(bin: &Path, d: &Path, port: u16) -> Proc {
+    let mut c = Command::new(bin);
+    c.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    Proc::spawn("node_exporter", c, &d.join("node_exporter.log"))
+}
+
+/// A Prometheus that only receives remote write, on `port`, its TSDB under `d/<name>-data`.
+pub async fn start_receiver(
+    bin: &Path,
+    d: &Path,
+    name: &str,
+    port: u16,
+    http: &reqwest::Client,
+) -> Proc {
+    let config = d.join(format!("{name}.yml"));
+    write(&config, "scrape_configs: []\n");
+    let mut cmd = prometheus_cmd(bin, &config, &d.join(format!("{name}-data")), port);
+    cmd.arg("--web.enable-remote-write-receiver");
+    let p = Proc::spawn(name, cmd, &d.join(format!("{name}.log")));
+    let ready = format!("http://127.0.0.1:{port}/-/ready");
+    wait_for(
+        &format!("{name} to be ready"),
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || get_text(http, &ready),
+    )
+    .await;
+    p
+}
+
+/// Waits for the instant of the second that is furthest from the sender's scrapes (both jobs
+/// scrape every second, at a fixed offset each). Each of the sender's remote-write queues reads
+/// the WAL on its own, every few milliseconds, and stops reading at SIGTERM: a scrape appended a
+/// few milliseconds before SIGTERM can reach one queue and not the other (seen under load: the
+/// last scrape, 10 ms before SIGTERM, at the reference and never sent to promlink). That race is
+/// inside Prometheus; away from the scrapes, both queues hold the same samples at SIGTERM and
+/// what they flush afterwards is the tail this test is about.
+pub async fn away_from_scrapes(http: &reqwest::Client, sender_base: &str) {
+    let data = api(
+        http,
+        sender_base,
+        "/api/v1/query",
+        &[("query", "timestamp(up)")],
+    )
+    .await;
+    let mut phases: Vec<i64> = data["result"]
+        .as_array()
+        .expect("a vector")
+        .iter()
+        .map(|s| {
+            let secs: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
+            ((secs * 1000.0).round() as i64).rem_euclid(1000)
+        })
+        .collect();
+    assert!(!phases.is_empty(), "the sender has scraped: {data}");
+    phases.sort_unstable();
+    // The middle of the widest gap between two consecutive scrape offsets (on a 1 s circle).
+    let (gap, after) = phases
+        .iter()
+        .zip(phases.iter().cycle().skip(1))
+        .map(|(a, b)| {
+            (
+                (b - a).rem_euclid(1000).max(if a == b { 1000 } else { 0 }),
+                *a,
+            )
+        })
+        .max()
+        .unwrap();
+    let target = (after + gap / 2).rem_euclid(1000);
+    let wait = (target - now_ms().rem_euclid(1000)).rem_euclid(1000);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
 }

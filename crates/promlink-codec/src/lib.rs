@@ -64,6 +64,7 @@ mod key;
 mod message;
 mod options;
 mod protocol;
+mod relabel;
 mod v1;
 mod v2;
 mod validate;
@@ -78,7 +79,9 @@ pub use error::DecodeError;
 pub use key::{put_label, series_key_of, SeriesKey};
 pub use message::{Decoded, Entry, FIELD_METADATA, FIELD_TIMESERIES};
 pub use options::{Limits, Options};
+pub use promlink_relabel as relabel_rules;
 pub use protocol::Protocol;
+pub use relabel::RelabelDrops;
 
 use bytes::Bytes;
 
@@ -141,6 +144,7 @@ pub fn decode(protocol: Protocol, body: &[u8], opts: &Options) -> Result<Decoded
                 entries: sink.0,
                 counts: w.counts,
                 dropped_series: w.dropped_series,
+                relabel: w.relabel,
             })
         }
         Protocol::V2 => v2::decode(&raw, opts),
@@ -195,6 +199,8 @@ pub struct Chunked {
     pub counts: Counts,
     /// Series dropped for breaking a label limit (with `drop_over_limit`).
     pub dropped_series: u64,
+    /// Series the relabel rules removed.
+    pub relabel: RelabelDrops,
 }
 
 thread_local! {
@@ -250,6 +256,7 @@ fn chunk_raw(
                 chunks: builder.finish(Some(body)),
                 counts: w.counts,
                 dropped_series: w.dropped_series,
+                relabel: w.relabel,
             })
         }
         Protocol::V2 => {
@@ -262,6 +269,7 @@ fn chunk_raw(
                 chunks: builder.finish(None),
                 counts: d.counts,
                 dropped_series: d.dropped_series,
+                relabel: d.relabel,
             })
         }
     }

@@ -43,6 +43,8 @@ pub struct Decoded {
     pub counts: Counts,
     /// Series dropped for breaking a label limit (with `drop_over_limit`), not in `entries`.
     pub dropped_series: u64,
+    /// Series the relabel rules removed, not in `entries`.
+    pub relabel: crate::relabel::RelabelDrops,
 }
 
 impl Entry {

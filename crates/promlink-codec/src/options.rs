@@ -12,6 +12,9 @@ pub struct Options {
     pub cluster: Option<String>,
     /// Per-request and per-series limits.
     pub limits: Limits,
+    /// `write_relabel_configs`: run over every series after validation (and after `cluster`
+    /// is added); `None` or empty: every series goes as it came.
+    pub relabel: Option<std::sync::Arc<promlink_relabel::Rules>>,
 }
 
 impl Default for Options {
@@ -20,6 +23,7 @@ impl Default for Options {
             max_decoded_bytes: 64 << 20,
             cluster: None,
             limits: Limits::default(),
+            relabel: None,
         }
     }
 }

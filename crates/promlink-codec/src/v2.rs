@@ -16,6 +16,7 @@ use super::key::{hash_bytes, pairs_key};
 use super::message::{Decoded, Entry, FIELD_METADATA, FIELD_TIMESERIES};
 use super::options::Options;
 use super::protocol::{wrong_version, Protocol};
+use super::relabel::{self, relabel_pairs, Relabeled};
 use super::validate;
 use super::wire::{Fields, WireType};
 use crate::proto::{v1, v2};
@@ -43,7 +44,25 @@ pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError>
             out.dropped_series += 1;
             continue;
         };
-        let entry = series_entry(ts, &pairs, &sym)?;
+        let mut entry = series_entry(ts, &pairs, &sym)?;
+        if let Some(rules) = relabel::rules(opts) {
+            let as_bytes = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+            match relabel_pairs(rules, opts, as_bytes, &entry.bytes)? {
+                Relabeled::Unchanged => {}
+                Relabeled::Changed { bytes, key } => {
+                    entry.bytes = Bytes::from(bytes);
+                    entry.shard_key = key;
+                }
+                Relabeled::OverLimit => {
+                    out.dropped_series += 1;
+                    continue;
+                }
+                other => {
+                    out.relabel.count(&other, entry.counts.points());
+                    continue;
+                }
+            }
+        }
         out.counts.add(&entry.counts);
         out.entries.push(entry);
         if let Some(md) = &ts.metadata {

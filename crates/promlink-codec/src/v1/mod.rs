@@ -13,9 +13,10 @@ mod tests;
 
 use super::counts::{ChunkCounts, Counts};
 use super::error::DecodeError;
-use super::message::{metadata_key, FIELD_METADATA, FIELD_TIMESERIES, TS_LABELS};
+use super::message::{labels, metadata_key, FIELD_METADATA, FIELD_TIMESERIES, TS_LABELS};
 use super::options::Options;
 use super::protocol::{wrong_version, Protocol};
+use super::relabel::{self, relabel_pairs, RelabelDrops, Relabeled};
 use super::wire::{self, Fields, WireType};
 use check::{check_metadata, check_series, Checked};
 use scan::{fast_scan, NameCache};
@@ -37,6 +38,8 @@ pub(super) struct Walked {
     pub(super) counts: Counts,
     /// Series dropped for breaking a label limit (with `drop_over_limit`).
     pub(super) dropped_series: u64,
+    /// Series the relabel rules removed.
+    pub(super) relabel: RelabelDrops,
 }
 
 /// Validates a `prometheus.WriteRequest` and hands each series and metadata message to `sink`.
@@ -79,6 +82,13 @@ pub(super) fn walk(
                     &mut names,
                 ) {
                     Some(scan) => {
+                        if let Some(rules) = relabel::rules(opts) {
+                            let cluster = scan.cluster_at.and(opts.cluster.as_deref());
+                            let r = relabel_series(rules, opts, series, cluster)?;
+                            if relabeled(&mut out, sink, r, scan.counts, scan.min_ts) {
+                                continue;
+                            }
+                        }
                         let (pieces_buf, n): ([&[u8]; 3], usize) =
                             match (scan.cluster_at, &cluster_field) {
                                 (Some(at), Some(c)) => {
@@ -105,6 +115,13 @@ pub(super) fn walk(
                         min_ts,
                         rewritten,
                     } => {
+                        if let Some(rules) = relabel::rules(opts) {
+                            let cluster = rewritten.as_ref().and(opts.cluster.as_deref());
+                            let r = relabel_series(rules, opts, series, cluster)?;
+                            if relabeled(&mut out, sink, r, counts, min_ts) {
+                                continue;
+                            }
+                        }
                         let bytes = rewritten.as_deref().unwrap_or(series);
                         emit(&mut out, sink, key, &[bytes], counts, min_ts);
                     }
@@ -130,6 +147,40 @@ pub(super) fn walk(
         }
     }
     Ok(out)
+}
+
+/// Runs the relabel rules over a valid series, with the `cluster` label `add_cluster` added
+/// first when it is missing.
+fn relabel_series(
+    rules: &promlink_relabel::Rules,
+    opts: &Options,
+    series: &[u8],
+    add_cluster: Option<&str>,
+) -> Result<Relabeled, DecodeError> {
+    let mut pairs = labels(series)?;
+    if let Some(c) = add_cluster {
+        let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
+        pairs.insert(at, (b"cluster", c.as_bytes()));
+    }
+    relabel_pairs(rules, opts, pairs.into_iter(), series)
+}
+
+/// Hands on or counts what the rules made of a series; `false` when they left it unchanged
+/// (the caller forwards it as without rules).
+fn relabeled(
+    out: &mut Walked,
+    sink: &mut impl Sink,
+    r: Relabeled,
+    counts: ChunkCounts,
+    min_ts: i64,
+) -> bool {
+    match r {
+        Relabeled::Unchanged => return false,
+        Relabeled::Changed { bytes, key } => emit(out, sink, key, &[&bytes], counts, min_ts),
+        Relabeled::OverLimit => out.dropped_series += 1,
+        other => out.relabel.count(&other, counts.points()),
+    }
+    true
 }
 
 fn emit(

@@ -1,0 +1,175 @@
+//! Regexes as Prometheus compiles them: `^(?:pattern)$` in Go's RE2 dialect.
+//!
+//! Rust's `regex` crate reads RE2 syntax with a few differences that change results, and this
+//! module removes them before compiling:
+//! - `\d`, `\w`, `\s` and `\b` (and their negations) are ASCII in Go and Unicode in Rust: they
+//!   are spelled out as ASCII classes (`\s` is Go's `[\t\n\f\r ]`);
+//! - `\Q...\E` quotes a literal in Go and is unknown in Rust: the literal is escaped;
+//! - inside a bracket class, `[`, `&&` and `~~` are literals in Go and nested classes or set
+//!   operations in Rust: they are escaped;
+//! - `(?<name>...)` is refused, as by the Go release Prometheus 2.42 was built with (Go added it
+//!   in 1.22), and a repeat count above 1000 is refused as Go refuses it.
+
+/// Compiles `pattern` anchored at both ends, as Prometheus does.
+///
+/// # Errors
+/// Why the pattern is not a valid RE2 regex (in Go's reading).
+pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
+    let translated = translate(pattern)?;
+    regex::Regex::new(&format!("^(?:{translated})$")).map_err(|e| match e {
+        regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_string(),
+        other => other.to_string(),
+    })
+}
+
+const WORD: &str = "0-9A-Za-z_";
+const SPACE: &str = r"\t\n\x0C\r ";
+
+/// `pattern` in the Rust crate's syntax with Go's meaning.
+pub fn translate(pattern: &str) -> Result<String, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut in_class = false;
+    // Position of the first character of the current class's items (a `]` there is literal).
+    let mut class_start = 0;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' if i + 1 < chars.len() => {
+                let e = chars[i + 1];
+                i += 2;
+                match (e, in_class) {
+                    ('d', false) => out.push_str("[0-9]"),
+                    ('d', true) => out.push_str("0-9"),
+                    ('D', _) => out.push_str("[^0-9]"),
+                    ('w', false) => out.push_str(&format!("[{WORD}]")),
+                    ('w', true) => out.push_str(WORD),
+                    ('W', _) => out.push_str(&format!("[^{WORD}]")),
+                    ('s', false) => out.push_str(&format!("[{SPACE}]")),
+                    ('s', true) => out.push_str(SPACE),
+                    ('S', _) => out.push_str(&format!("[^{SPACE}]")),
+                    ('b', false) => out.push_str(r"(?-u:\b)"),
+                    ('B', false) => out.push_str(r"(?-u:\B)"),
+                    ('Q', _) => {
+                        let mut literal = String::new();
+                        while i < chars.len()
+                            && !(chars[i] == '\\' && chars.get(i + 1) == Some(&'E'))
+                        {
+                            literal.push(chars[i]);
+                            i += 1;
+                        }
+                        if i < chars.len() {
+                            i += 2; // the \E
+                        }
+                        for ch in literal.chars() {
+                            push_literal(&mut out, ch);
+                        }
+                    }
+                    (e, _) => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                }
+                continue;
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                class_start = i;
+                continue;
+            }
+            ']' if in_class && i != class_start => {
+                in_class = false;
+                out.push(']');
+            }
+            '[' if in_class => {
+                // A POSIX class (`[:alpha:]`) means the same in both; any other `[` is literal.
+                if chars.get(i + 1) == Some(&':') {
+                    let end = (i + 2..chars.len().saturating_sub(1))
+                        .find(|&j| chars[j] == ':' && chars[j + 1] == ']');
+                    if let Some(end) = end {
+                        out.extend(&chars[i..end + 2]);
+                        i = end + 2;
+                        continue;
+                    }
+                }
+                out.push_str(r"\[");
+            }
+            '&' | '~' if in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            '(' if !in_class
+                && chars.get(i + 1) == Some(&'?')
+                && chars.get(i + 2) == Some(&'<') =>
+            {
+                return Err("invalid or unsupported Perl syntax: `(?<`".into());
+            }
+            '{' if !in_class => {
+                check_repeat(&chars[i..])?;
+                out.push('{');
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn push_literal(out: &mut String, ch: char) {
+    if regex_syntax_meta(ch) {
+        out.push('\\');
+    }
+    out.push(ch);
+}
+
+fn regex_syntax_meta(ch: char) -> bool {
+    matches!(
+        ch,
+        '\\' | '.'
+            | '+'
+            | '*'
+            | '?'
+            | '('
+            | ')'
+            | '|'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '^'
+            | '$'
+            | '#'
+            | '&'
+            | '-'
+            | '~'
+    )
+}
+
+/// Go refuses a repeat `{n}`, `{n,}` or `{n,m}` with a count above 1000.
+fn check_repeat(rest: &[char]) -> Result<(), String> {
+    let Some(close) = rest.iter().position(|&c| c == '}') else {
+        return Ok(());
+    };
+    let inner: String = rest[1..close].iter().collect();
+    let mut parts = inner.splitn(2, ',');
+    let (Some(min), max) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    let is_count = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !is_count(min) || max.is_some_and(|m| !m.is_empty() && !is_count(m)) {
+        return Ok(()); // not a repeat: a literal brace in Go
+    }
+    let too_big = |s: &str| s.parse::<u64>().map_or(true, |n| n > 1000);
+    if too_big(min) || max.is_some_and(|m| !m.is_empty() && too_big(m)) {
+        let text: String = rest[..=close].iter().collect();
+        return Err(format!("invalid repeat count: `{text}`"));
+    }
+    Ok(())
+}
