@@ -21,8 +21,9 @@ pub(crate) enum Relabeled {
     /// Its labels break the label rules (a rule made an invalid name, or removed the metric
     /// name): dropped, counted apart.
     Invalid,
-    /// Changed, but its labels now break a label limit and the limits say to drop such
-    /// series (counted with the other series dropped for a limit).
+    /// Its labels (changed or not) break a label limit, or have two names that differ only in
+    /// case, and the limits say to drop such series (counted with the other series dropped for
+    /// a limit).
     OverLimit,
     /// Changed: the series re-encoded, with its shard key.
     Changed { bytes: Vec<u8>, key: u64 },
@@ -81,7 +82,26 @@ pub(crate) fn relabel_pairs<'p>(
             value: String::from_utf8_lossy(v),
         })
         .collect();
-    Ok(match rules.apply(&mut labels) {
+    let verdict = rules.apply(&mut labels);
+    if verdict != Verdict::Drop {
+        // Azure's rule on names that differ only in case, on the labels as they now are (a
+        // rule may have fixed a collision, or made one).
+        let names = labels.iter().map(|l| l.name.as_bytes());
+        if let Some((a, b)) = validate::case_collision(names) {
+            if opts.limits.drop_over_limit {
+                return Ok(Relabeled::OverLimit);
+            }
+            let rule = validate::case_rule(a, b);
+            let as_bytes = labels
+                .iter()
+                .map(|l| (l.name.as_bytes(), l.value.as_bytes()));
+            return Err(DecodeError::Limit {
+                series: validate::render(as_bytes),
+                rule,
+            });
+        }
+    }
+    Ok(match verdict {
         Verdict::Unchanged => Relabeled::Unchanged,
         Verdict::Drop => Relabeled::Dropped,
         Verdict::Changed => {

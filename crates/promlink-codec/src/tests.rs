@@ -840,3 +840,76 @@ fn a_series_a_rule_makes_invalid_is_dropped_and_counted() {
         (1, 2)
     );
 }
+
+/// Azure takes two label names that differ only in case for one label and drops the sample:
+/// such a series is refused (400 naming it) or dropped, by `label_limit_action`, through every
+/// path; relabel rules run first, so a rule can fix the collision (or make one).
+#[test]
+fn label_names_that_differ_only_in_case_are_caught_after_relabeling() {
+    let clash = series(
+        &[("Job", "b"), ("__name__", "up"), ("job", "a")],
+        &[(1, 1.0)],
+    );
+    let ok = series(&[("__name__", "up"), ("job", "a")], &[(1, 1.0)]);
+    let req = v1::WriteRequest {
+        timeseries: vec![clash, ok],
+        metadata: vec![],
+    };
+    let drop = |o: Options| Options {
+        limits: Limits {
+            drop_over_limit: true,
+            ..o.limits
+        },
+        ..o
+    };
+    for protocol in [Protocol::V1, Protocol::V2] {
+        let body = match protocol {
+            Protocol::V1 => snappy(&req),
+            Protocol::V2 => snappy(&v1_to_v2(&req)),
+        };
+        let e = decode(protocol, &body, &opts()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"label names "Job" and "job" differ only in case"#),
+            "{protocol:?}: {e}"
+        );
+        let d = decode(protocol, &body, &drop(opts())).unwrap();
+        assert_eq!((d.counts.series, d.dropped_series), (1, 1), "{protocol:?}");
+        // A rule fixes it: both series go.
+        let fixed = relabel_opts("- {regex: Job, action: labeldrop}", None);
+        let d = decode(protocol, &body, &fixed).unwrap();
+        assert_eq!(d.counts.series, 2, "{protocol:?}");
+        // A rule makes one: refused, or dropped.
+        let made = relabel_opts("- {source_labels: [job], target_label: JOB}", None);
+        let lone_req = v1::WriteRequest {
+            timeseries: vec![series(&[("__name__", "up"), ("job", "a")], &[(1, 1.0)])],
+            metadata: vec![],
+        };
+        let lone = match protocol {
+            Protocol::V1 => snappy(&lone_req),
+            Protocol::V2 => snappy(&v1_to_v2(&lone_req)),
+        };
+        let e = decode(protocol, &lone, &made).unwrap_err();
+        assert!(
+            e.to_string().contains("differ only in case"),
+            "{protocol:?}: {e}"
+        );
+        let d = decode(protocol, &lone, &drop(made)).unwrap();
+        assert_eq!((d.counts.series, d.dropped_series), (0, 1), "{protocol:?}");
+    }
+    // Upper-case names that do not collide pass the fast path untouched.
+    let fine = v1::WriteRequest {
+        timeseries: vec![series(
+            &[("Zone", "z"), ("__name__", "up"), ("job", "a")],
+            &[(1, 1.0)],
+        )],
+        metadata: vec![],
+    };
+    assert_eq!(
+        decode(Protocol::V1, &snappy(&fine), &opts())
+            .unwrap()
+            .counts
+            .series,
+        1
+    );
+}

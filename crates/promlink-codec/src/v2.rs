@@ -142,6 +142,17 @@ fn series_labels<'a>(
             rule,
         });
     }
+    if relabel::rules(opts).is_none() {
+        if let Some((a, b)) = validate::case_collision(pairs.iter().map(|(n, _)| n.as_bytes())) {
+            if opts.limits.drop_over_limit {
+                return Ok(None);
+            }
+            return Err(DecodeError::Limit {
+                series: validate::render(as_bytes()),
+                rule: validate::case_rule(a, b),
+            });
+        }
+    }
     let points = ts.samples.len() + ts.histograms.len();
     if points > opts.limits.max_samples_per_series {
         return Err(DecodeError::Limit {

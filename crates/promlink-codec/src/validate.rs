@@ -98,6 +98,42 @@ fn word_is_name(w: u64, metric: bool) -> bool {
     ok == rep(0x80)
 }
 
+/// Whether the word `w` (ASCII bytes, such as a label name's prefix) holds an upper-case
+/// letter: only then can the name meet another that differs from it only in case.
+#[inline(always)]
+pub(super) fn word_has_upper(w: u64) -> bool {
+    in_range(w, b'A', b'Z') != 0
+}
+
+/// Two label names that differ only in case, if a label set has such a pair: Azure Monitor
+/// takes them for one label and drops the sample. Names are compared ASCII-case-insensitively
+/// (valid label names are ASCII).
+pub fn case_collision<'a>(
+    names: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Option<(&'a [u8], &'a [u8])> {
+    // Two names that differ only in case: at least one of them has an upper-case letter.
+    if !names.clone().any(|n| n.iter().any(u8::is_ascii_uppercase)) {
+        return None;
+    }
+    let mut rest = names.clone();
+    for a in names {
+        rest.next();
+        if let Some(b) = rest.clone().find(|b| b.eq_ignore_ascii_case(a)) {
+            return Some((a, b));
+        }
+    }
+    None
+}
+
+/// The limit a case collision of `a` and `b` breaks, as a rule for an error message.
+pub fn case_rule(a: &[u8], b: &[u8]) -> String {
+    format!(
+        "label names {:?} and {:?} differ only in case (Azure Monitor takes them for one label and drops the sample)",
+        String::from_utf8_lossy(a),
+        String::from_utf8_lossy(b)
+    )
+}
+
 /// Which single bytes are name characters: bit 0 for label names, bit 1 for metric names.
 const NAME_BYTES: [u8; 256] = {
     let mut t = [0u8; 256];

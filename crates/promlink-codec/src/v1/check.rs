@@ -51,6 +51,18 @@ pub(super) fn check_series(series: &[u8], opts: &Options) -> Result<Checked, Dec
         });
     }
 
+    if crate::relabel::rules(opts).is_none() {
+        if let Some((a, b)) = validate::case_collision(labels.iter().map(|(n, _)| *n)) {
+            if opts.limits.drop_over_limit {
+                return Ok(Checked::Drop);
+            }
+            return Err(DecodeError::Limit {
+                series: validate::render(labels.iter().copied()),
+                rule: validate::case_rule(a, b),
+            });
+        }
+    }
+
     let mut counts = ChunkCounts {
         series: 1,
         ..ChunkCounts::default()

@@ -83,6 +83,9 @@ pub(super) fn fast_scan(
     // The previous label's name and its prefix; a valid name's prefix is never zero.
     let (mut prev, mut prev_name): (u64, &[u8]) = (0, &[]);
     let (mut count, mut has_name) = (0usize, false);
+    // Whether a label name has an upper-case letter: only then may two names differ only in
+    // case, which Azure refuses (checked here unless relabel rules run, which may fix it).
+    let mut upper = false;
     let (mut own_cluster, mut cluster_at) = (false, None);
     let mut labels_end = 0;
     let mut counts = ChunkCounts {
@@ -102,8 +105,10 @@ pub(super) fn fast_scan(
         let name_ok = if n.len() <= 8 {
             names.short_label_name(count, key, n.len())
         } else {
+            upper |= n[8..].iter().any(u8::is_ascii_uppercase);
             validate::is_label_name(n)
         };
+        upper |= validate::word_has_upper(key);
         if !sorted
             || !name_ok
             || n.len() > lim.max_name_len
@@ -159,6 +164,9 @@ pub(super) fn fast_scan(
     if !has_name || count > lim.max_labels || counts.points() > lim.max_samples_per_series {
         return None;
     }
+    if upper && crate::relabel::rules(opts).is_none() && case_collision_in(&series[..labels_end]) {
+        return None;
+    }
     let key = match cluster_field {
         Some(c) if !own_cluster => {
             let at = *cluster_at.get_or_insert(labels_end);
@@ -203,4 +211,12 @@ impl NameCache {
             None => validate::is_short_label_name(key, len),
         }
     }
+}
+
+/// Whether two label names of an encoded labels section differ only in case (or the section
+/// does not parse: the full path then says why).
+fn case_collision_in(labels_section: &[u8]) -> bool {
+    crate::message::labels(labels_section).map_or(true, |pairs| {
+        validate::case_collision(pairs.iter().map(|(n, _)| *n)).is_some()
+    })
 }
