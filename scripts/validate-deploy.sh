@@ -120,6 +120,13 @@ done
   { cat "$OUT/drain.err" >&2; die "helm template --set drain.ordinal=2 --show-only templates/drain-job.yaml"; }
 grep -q 'claimName: queue-promlink-2$' "$OUT/rendered/drain-job.yaml" || die "the drain Job does not mount queue-promlink-2"
 
+# The relabel rules reach promlink: a ConfigMap holding write_relabel_configs, mounted where
+# PROMLINK_CONFIG points, and a checksum that rolls the pods when the rules change.
+r="$OUT/rendered/examples-gateway-onprem-durable.yaml"
+grep -q '^    write_relabel_configs:$' "$r" && grep -q 'value: /etc/promlink/config/promlink.yaml' "$r" &&
+  grep -q 'mountPath: /etc/promlink/config$' "$r" && grep -q 'checksum/config:' "$r" ||
+  die "the relabel example does not render promlink's config file (ConfigMap, PROMLINK_CONFIG, mount, checksum)"
+
 # 3. Minimal values: helm template and helm lint stop with ONE message naming every required value.
 want_missing=("image.repository (" "azure.ingestionUrl (" "privateLink.mode (")
 check_minimal() { # $1: what, $2: file with the output

@@ -73,6 +73,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{- define "promlink.certDir" -}}/etc/promlink/entra{{- end -}}
 
+{{/* promlink's YAML file, from the ConfigMap templates/config.yaml renders (the values only
+     YAML can hold: relabel). */}}
+{{- define "promlink.configFile" -}}/etc/promlink/config/promlink.yaml{{- end -}}
+
 {{/* Arguments after the subcommand: identity, certificate, queue directory, extra args. */}}
 {{- define "promlink.identityArgs" -}}
 - --identity
@@ -87,6 +91,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "promlink.env" -}}
 - name: PROMLINK_INGESTION_URL
   value: {{ .Values.azure.ingestionUrl | quote }}
+{{- if .Values.relabel }}
+- name: PROMLINK_CONFIG
+  value: {{ include "promlink.configFile" . }}
+{{- end }}
 {{- with .Values.azure.cloud }}
 - name: PROMLINK_CLOUD
   value: {{ . | quote }}
@@ -153,6 +161,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Mounts every promlink container has: the Entra credential (if any) and extraVolumeMounts. */}}
 {{- define "promlink.commonVolumeMounts" -}}
+{{- if .Values.relabel }}
+- name: config
+  mountPath: /etc/promlink/config
+  readOnly: true
+{{- end }}
 {{- if include "promlink.credentialSecret" . }}
 - name: entra-credential
   mountPath: {{ include "promlink.certDir" . }}
@@ -166,6 +179,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Secret volumes are mounted 0440 (group-readable through fsGroup): promlink warns about
      world-readable secret files. */}}
 {{- define "promlink.commonVolumes" -}}
+{{- if .Values.relabel }}
+- name: config
+  configMap:
+    name: {{ include "promlink.fullname" . }}-config
+{{- end }}
 {{- with include "promlink.credentialSecret" . }}
 - name: entra-credential
   secret:
