@@ -103,12 +103,13 @@ pub(super) fn fast_scan(
         let key = name_prefix(data, start, n.len());
         let sorted = key > prev || (key == prev && prev != 0 && n > prev_name);
         let name_ok = if n.len() <= 8 {
-            names.short_label_name(count, key, n.len())
+            let (ok, up) = names.short_label_name(count, key, n.len());
+            upper |= up;
+            ok
         } else {
-            upper |= n[8..].iter().any(u8::is_ascii_uppercase);
+            upper |= validate::word_has_upper(key) || n[8..].iter().any(u8::is_ascii_uppercase);
             validate::is_label_name(n)
         };
-        upper |= validate::word_has_upper(key);
         if !sorted
             || !name_ok
             || n.len() > lim.max_name_len
@@ -190,25 +191,30 @@ pub(super) fn fast_scan(
 /// request mostly share their label names, so most checks become one comparison.
 #[derive(Default)]
 pub(super) struct NameCache {
-    /// (name prefix, length) per label position.
+    /// (name prefix, length) per label position: valid names without an upper-case letter.
     names: [(u64, usize); 16],
 }
 
 impl NameCache {
     /// Whether the name of `len` (1 to 8) bytes whose prefix is `key`, at label position
-    /// `at`, is a valid label name.
+    /// `at`, is a valid label name, and whether it has an upper-case letter. Only valid names
+    /// without one are remembered, so a hit answers both in one comparison.
     #[inline(always)]
-    fn short_label_name(&mut self, at: usize, key: u64, len: usize) -> bool {
+    fn short_label_name(&mut self, at: usize, key: u64, len: usize) -> (bool, bool) {
         match self.names.get_mut(at) {
-            Some(seen) if *seen == (key, len) => true,
+            Some(seen) if *seen == (key, len) => (true, false),
             Some(seen) => {
                 let ok = validate::is_short_label_name(key, len);
-                if ok {
+                let upper = validate::word_has_upper(key);
+                if ok && !upper {
                     *seen = (key, len);
                 }
-                ok
+                (ok, upper)
             }
-            None => validate::is_short_label_name(key, len),
+            None => (
+                validate::is_short_label_name(key, len),
+                validate::word_has_upper(key),
+            ),
         }
     }
 }
