@@ -363,6 +363,8 @@ impl<T> Dispatcher<T> {
             if !take.is_empty()
                 && (samples + s > limits.max_samples || bytes + b > limits.max_bytes)
             {
+                // Not in this batch: it waits in the ready set (it may have come from `freed`).
+                self.ready.insert(seq);
                 full = true;
                 break;
             }
@@ -402,6 +404,8 @@ impl<T> Dispatcher<T> {
             .saturating_add(interval)
             .min(self.last_push_ms.saturating_add(interval / 10));
         if !(full || flush || now_ms >= due) {
+            // The batch is not handed out: what it took from `freed` waits in the ready set.
+            self.ready.extend(take);
             return Cut::Wait(due);
         }
         self.generation += 1;
@@ -818,6 +822,26 @@ mod tests {
         assert_eq!(d.visited, 10_000);
     }
 
+    /// A chunk freed while a batch forms (its blocker taken into a batch that is not due yet)
+    /// stays dispatchable, and goes with that batch, in order, once it is due.
+    #[test]
+    fn a_chunk_freed_while_a_batch_forms_is_not_lost() {
+        let mut d = Dispatcher::default();
+        let l = limits(1000);
+        d.push(chunk(1, &[7], 1), 0, 1);
+        let x = take(&mut d, &l);
+        d.push(chunk(2, &[7, 8], 1), 0, 2); // parked on the batch in flight (7)
+        d.push(chunk(3, &[8], 1), 0, 3); // parked on 2 (8)
+        assert!(matches!(d.cut(&l, 0, false), Cut::Blocked));
+        assert_eq!(d.index_bytes(), 3 * PARKED_BYTES_PER_KEY);
+        d.done(x);
+        assert!(matches!(d.cut(&l, 0, false), Cut::Wait(100)));
+        match d.cut(&l, 100, false) {
+            Cut::Take(t) => assert_eq!(ids(&t), [2, 3]),
+            _ => panic!("due at 100"),
+        }
+    }
+
     /// A later part of a batch finished before an earlier one holding the same series: the
     /// chain passes over it when the earlier one finishes, not before.
     #[test]
@@ -894,18 +918,30 @@ mod tests {
             let mut out: Vec<Taken> = Vec::new();
             for _step in 0..120 {
                 match next(10) {
-                    0..=3 => {
+                    0..=2 => {
                         let n = next(4);
                         let mut keys: Vec<SeriesKey> =
                             (0..n).map(|_| next(12) as SeriesKey).collect();
                         if next(5) == 0 {
                             keys.extend(keys.clone()); // a series twice in one request
                         }
-                        d.push(chunk(0, &keys, 1), 0, m.keys.len());
+                        d.push(chunk(0, &keys, 1 + next(3) as u32), 0, m.keys.len());
                         m.keys.push(keys);
                         m.state.push(0);
                     }
-                    4..=6 => match d.cut(&limits(1 + next(4) as usize), 0, true) {
+                    3 => {
+                        // A scan while a batch forms (not due yet): nothing is handed out,
+                        // and nothing may get lost either (checked by the next scans).
+                        let wait = BatchLimits {
+                            max_samples: 1000,
+                            ..limits(1000)
+                        };
+                        assert!(matches!(
+                            d.cut(&wait, 0, false),
+                            Cut::Wait(_) | Cut::Blocked | Cut::Empty
+                        ));
+                    }
+                    4..=6 => match d.cut(&limits(1 + next(6) as usize), 0, true) {
                         Cut::Take(t) => {
                             let seqs: Vec<usize> = t.seqs.iter().map(|&s| s as usize).collect();
                             assert!(seqs.windows(2).all(|w| w[0] < w[1]), "push order");
