@@ -41,6 +41,7 @@
 //! | `RELAY_BENCH_TIMEOUT_SECS` | 600 | bound on one run (load plus drain) |
 //! | `RELAY_BENCH_PROMLINK` | the release `promlink` cargo built | promlink binary |
 //! | `RELAY_BENCH_PROMLINK_ARGS` | | extra `promlink serve` flags, split on whitespace |
+//! | `RELAY_BENCH_RULES` | | a promlink YAML file with `write_relabel_configs` (e.g. `benches/relabel-rules.yaml`): promlink runs with `--config` on it, and the checksum expected at the sink is taken over the series as the rules forward them (promlink only for now) |
 //! | `RELAY_BENCH_VMAGENT` | `/usr/bin/vmagent` | vmagent binary |
 //! | `RELAY_BENCH_VMAGENT_QUEUES` | 1 | `-remoteWrite.queues` |
 //! | `RELAY_BENCH_VMAGENT_ARGS` | | extra vmagent flags |
@@ -127,6 +128,8 @@ struct Params {
     timeout: Duration,
     promlink: PathBuf,
     promlink_args: Vec<String>,
+    /// `RELAY_BENCH_RULES`: the file and its rules.
+    rules: Option<(PathBuf, std::sync::Arc<promlink_relabel::Rules>)>,
     vmagent: PathBuf,
     vmagent_queues: usize,
     vmagent_args: Vec<String>,
@@ -174,6 +177,12 @@ impl Params {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let rules = env_str("RELAY_BENCH_RULES")
+            .map(|f| read_rules(&PathBuf::from(f)))
+            .transpose()?;
+        if rules.is_some() && relays.contains(&Relay::Vmagent) {
+            return Err("RELAY_BENCH_RULES: promlink only for now (vmagent reads relabel rules in its own file format); set RELAY_BENCH_RELAYS=promlink".into());
+        }
         Ok(Self {
             series: env_num("RELAY_BENCH_SERIES", if quick { 10_000 } else { 100_000 })?,
             rounds: env_num("RELAY_BENCH_ROUNDS", 20)?,
@@ -186,6 +195,7 @@ impl Params {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_promlink"))),
             promlink_args: env_words("RELAY_BENCH_PROMLINK_ARGS"),
+            rules,
             vmagent: PathBuf::from(
                 env_str("RELAY_BENCH_VMAGENT").unwrap_or_else(|| "/usr/bin/vmagent".to_owned()),
             ),
@@ -207,6 +217,23 @@ impl Params {
     fn samples(&self) -> u64 {
         (self.series * self.rounds) as u64
     }
+}
+
+/// The `write_relabel_configs` of the promlink YAML file `path`, checked as promlink checks them.
+fn read_rules(path: &Path) -> Result<(PathBuf, std::sync::Arc<promlink_relabel::Rules>), String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        write_relabel_configs: Vec<promlink_relabel::RelabelConfig>,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e}", path.display()))?;
+    let file: File = serde_saphyr::from_str(&text)
+        .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e}", path.display()))?;
+    let rules = promlink_relabel::Rules::compile(&file.write_relabel_configs)
+        .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e:?}", path.display()))?;
+    let path = std::fs::canonicalize(path).map_err(|e| format!("RELAY_BENCH_RULES: {e}"))?;
+    Ok((path, std::sync::Arc::new(rules)))
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat`.
@@ -355,8 +382,10 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Millions of samples the relay received (acknowledged to the sender): with relabel rules
+    /// fewer may arrive, and CPU is compared per sample received.
     fn million(&self) -> f64 {
-        self.stats.samples as f64 / 1e6
+        self.report.samples_acked as f64 / 1e6
     }
     fn cpu_per_million(&self) -> f64 {
         self.relay_cpu / self.million().max(1e-9)
@@ -404,6 +433,13 @@ async fn run_all(p: &Params) -> Result<bool, String> {
         p.clk_tck,
         loadavg()
     );
+    if let Some((file, rules)) = &p.rules {
+        println!(
+            "relay bench: promlink relabels with {} rules from {} (CPU per sample received; the sink's checksum is compared with the series as the rules forward them)",
+            rules.len(),
+            file.display()
+        );
+    }
     if !p.promlink.to_string_lossy().contains("/release/") {
         println!(
             "relay bench: warning: {} is not a release build",
@@ -472,6 +508,7 @@ fn load_config(p: &Params, url: String) -> LoadgenConfig {
         max_backoff: Duration::from_secs(1),
         request_timeout: Duration::from_secs(60),
         deadline: p.timeout,
+        expect_relabel: p.rules.as_ref().map(|(_, r)| r.clone()),
         ..LoadgenConfig::default()
     }
 }
@@ -528,12 +565,13 @@ async fn run_one(
         .await
         .map_err(|e| format!("loadgen: {e}"))?;
     let ack_wall = t0.elapsed();
-    // Delivered: the sink counted every acknowledged sample (more would be duplicates).
+    // Delivered: the sink counted every acknowledged sample the relay forwards (all of them,
+    // or those the relabel rules keep; more would be duplicates).
     let drained = wait_delivered(
         &sink,
         &mut proc,
         relay,
-        report.samples_acked,
+        report.checksum_acked.samples,
         t0 + p.timeout,
     )
     .await;
@@ -625,6 +663,9 @@ fn spawn_relay(
                 .arg("--log-level")
                 .arg("warn")
                 .args(&p.promlink_args);
+            if let Some((file, _)) = &p.rules {
+                cmd.arg("--config").arg(file);
+            }
             Proc::spawn("promlink", &mut cmd, log)
         }
         Relay::Vmagent => {
@@ -881,6 +922,7 @@ fn print_summary(outcomes: &[Outcome]) {
 fn append_json(path: &Path, p: &Params, o: &Outcome) -> Result<(), String> {
     let line = serde_json::json!({
         "relay": o.relay.name(),
+        "rules": p.rules.as_ref().map(|(f, r)| format!("{} ({} rules)", f.display(), r.len())),
         "run": o.run,
         "series": p.series,
         "rounds": p.rounds,

@@ -80,6 +80,10 @@ pub struct LoadgenConfig {
     pub request_timeout: Duration,
     /// Bound on the whole run. Default 60 s.
     pub deadline: Duration,
+    /// The relabel rules the receiver applies (its `write_relabel_configs`), if any: the
+    /// checksum of acknowledged samples is then taken over each series as the receiver forwards
+    /// it, and the series the rules drop are left out of it. What is sent does not change.
+    pub expect_relabel: Option<std::sync::Arc<promlink_relabel::Rules>>,
 }
 
 impl Default for LoadgenConfig {
@@ -100,6 +104,7 @@ impl Default for LoadgenConfig {
             max_backoff: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             deadline: Duration::from_secs(60),
+            expect_relabel: None,
         }
     }
 }
@@ -353,8 +358,9 @@ where
 /// The requests of one shard, encoded as they are taken: every round of the shard's series,
 /// `samples_per_request` samples per request.
 struct Requests {
-    /// (series number, checksum hash, encoded labels: the `TimeSeries.labels` fields).
-    series: Vec<(usize, u64, Vec<u8>)>,
+    /// (series number, checksum hash of the series as forwarded (`None`: the receiver's rules
+    /// drop it), encoded labels: the `TimeSeries.labels` fields).
+    series: Vec<(usize, Option<u64>, Vec<u8>)>,
     rounds: usize,
     round: usize,
     next: usize,
@@ -379,7 +385,11 @@ impl Requests {
                 for l in &labels {
                     crate::codec::put_label(&mut encoded, l.name.as_bytes(), l.value.as_bytes());
                 }
-                (i, checksum::series_hash(&labels), encoded)
+                let hash = match &cfg.expect_relabel {
+                    None => Some(checksum::series_hash(&labels)),
+                    Some(rules) => forwarded_hash(rules, &labels),
+                };
+                (i, hash, encoded)
             })
             .collect();
         Self {
@@ -437,7 +447,9 @@ impl Iterator for Requests {
             self.raw.push(0x12);
             self.raw.push(sample.len() as u8);
             self.raw.extend_from_slice(sample);
-            checksum.add(*hash, ts, value);
+            if let Some(hash) = hash {
+                checksum.add(*hash, ts, value);
+            }
             samples += 1;
             self.next += 1;
             if self.next == self.series.len() {
@@ -458,6 +470,23 @@ impl Iterator for Requests {
             checksum,
         })
     }
+}
+
+/// The checksum hash of `labels` as a receiver applying `rules` forwards them; `None` when the
+/// rules drop the series.
+fn forwarded_hash(rules: &promlink_relabel::Rules, labels: &[Label]) -> Option<u64> {
+    let mut ls: Vec<promlink_relabel::Label<'_>> = labels
+        .iter()
+        .map(|l| promlink_relabel::Label::borrowed(&l.name, &l.value))
+        .collect();
+    if rules.apply(&mut ls) == promlink_relabel::Verdict::Drop {
+        return None;
+    }
+    let mut pairs: Vec<(&[u8], &[u8])> = ls
+        .iter()
+        .map(|l| (l.name.as_bytes(), l.value.as_bytes()))
+        .collect();
+    Some(checksum::series_hash_pairs(&mut pairs))
 }
 
 struct Shard {
