@@ -317,3 +317,63 @@ fn each_refusal_names_its_key_and_prometheus_reason() {
     // An unknown key is refused when the YAML is read.
     assert!(serde_saphyr::from_str::<Vec<RelabelConfig>>("- {sourcelabels: [a]}").is_err());
 }
+
+mod selector {
+    use crate::Selector;
+
+    fn sel(text: &str) -> Selector {
+        Selector::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn matches(text: &str, labels: &[(&'static str, &'static str)]) -> bool {
+        sel(text).matches(|n| labels.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))
+    }
+
+    const S: &[(&str, &str)] = &[("__name__", "up"), ("job", "api"), ("namespace", "team-a")];
+
+    #[test]
+    fn each_operator_and_the_name_in_front() {
+        assert!(matches(r#"{namespace=~"team-a|team-b"}"#, S));
+        assert!(!matches(r#"{namespace=~"team"}"#, S), "anchored");
+        assert!(matches(r#"up{job="api"}"#, S));
+        assert!(!matches(r#"down{job="api"}"#, S));
+        assert!(matches(r#"{__name__="up", job!="web"}"#, S));
+        assert!(!matches(r#"up{job!="api"}"#, S));
+        assert!(matches(r#"up{job!~"w.*"}"#, S));
+        assert!(!matches(r#"up{job!~"a.*"}"#, S));
+        assert!(matches("up", S));
+        assert!(
+            matches(r#" up { job = 'api' , } "#, S),
+            "spaces, single quotes, trailing comma"
+        );
+        assert!(matches(r#"{job=~`a\w+`}"#, S), "a raw string");
+        // A missing label reads as empty.
+        assert!(matches(r#"up{zone=""}"#, S));
+        assert!(matches(r#"up{zone!~".+"}"#, S));
+        assert!(!matches(r#"{zone=~".+"}"#, S));
+        assert_eq!(sel(r#"{a="x\"y\\z"}"#).matchers()[0].value, "x\"y\\z");
+    }
+
+    #[test]
+    fn bad_selectors_say_why() {
+        for (text, why) in [
+            ("", "expected a metric name or {"),
+            ("{}", "does not match the empty string"),
+            (r#"{a=""}"#, "does not match the empty string"),
+            (r#"{a=~".*"}"#, "does not match the empty string"),
+            (r#"up{__name__="x"}"#, "metric name is given twice"),
+            (r#"{a-b="x"}"#, "expected =, !=, =~ or !~"),
+            (r#"{job!="api"}"#, "does not match the empty string"),
+            (r#"{1a="x"}"#, "expected a label name"),
+            (r#"{a=="x"}"#, "expected a quoted value"),
+            (r#"{a="x}"#, "unterminated string"),
+            (r#"{a="x" b="y"}"#, "expected , or }"),
+            (r#"{a=~"("}"#, "regex \"(\" of label a"),
+            (r#"{a="\q"}"#, "unknown escape"),
+            (r#"up extra"#, "unexpected text"),
+        ] {
+            let e = Selector::parse(text).expect_err(text);
+            assert!(e.0.contains(why), "{text}: {e}");
+        }
+    }
+}
