@@ -65,8 +65,8 @@ pub(crate) fn rules(opts: &Options) -> Option<&Rules> {
 
 /// Runs `rules` over a series' labels `pairs` (validated, so UTF-8; `cluster` included).
 /// `series` is the series encoded as a 1.0 `TimeSeries`: its other fields (samples, exemplars,
-/// histograms) are copied after the new labels when the series changed. A changed series meets the label limits of
-/// `opts` like any series.
+/// histograms) are copied after the new labels when the series changed. A changed series meets
+/// the label limits of `opts` like any series.
 ///
 /// # Errors
 /// [`DecodeError::Limit`] when the changed labels break a limit and such series are refused.
@@ -83,44 +83,37 @@ pub(crate) fn relabel_pairs<'p>(
         })
         .collect();
     let verdict = rules.apply(&mut labels);
+    let as_bytes = || {
+        labels
+            .iter()
+            .map(|l| (l.name.as_bytes(), l.value.as_bytes()))
+    };
+    let over_limit = |rule: String| {
+        if opts.limits.drop_over_limit {
+            Ok(Relabeled::OverLimit)
+        } else {
+            Err(DecodeError::Limit {
+                series: validate::render(as_bytes()),
+                rule,
+            })
+        }
+    };
     if verdict != Verdict::Drop {
         // Azure's rule on names that differ only in case, on the labels as they now are (a
         // rule may have fixed a collision, or made one).
-        let names = labels.iter().map(|l| l.name.as_bytes());
-        if let Some((a, b)) = validate::case_collision(names) {
-            if opts.limits.drop_over_limit {
-                return Ok(Relabeled::OverLimit);
-            }
-            let rule = validate::case_rule(a, b);
-            let as_bytes = labels
-                .iter()
-                .map(|l| (l.name.as_bytes(), l.value.as_bytes()));
-            return Err(DecodeError::Limit {
-                series: validate::render(as_bytes),
-                rule,
-            });
+        if let Some((a, b)) = validate::case_collision(as_bytes().map(|(n, _)| n)) {
+            return over_limit(validate::case_rule(a, b));
         }
     }
     Ok(match verdict {
         Verdict::Unchanged => Relabeled::Unchanged,
         Verdict::Drop => Relabeled::Dropped,
         Verdict::Changed => {
-            let as_bytes = || {
-                labels
-                    .iter()
-                    .map(|l| (l.name.as_bytes(), l.value.as_bytes()))
-            };
             if validate::check_labels(as_bytes()).is_err() {
                 return Ok(Relabeled::Invalid);
             }
             if let Some(rule) = opts.limits.check_labels(as_bytes()) {
-                if opts.limits.drop_over_limit {
-                    return Ok(Relabeled::OverLimit);
-                }
-                return Err(DecodeError::Limit {
-                    series: validate::render(as_bytes()),
-                    rule,
-                });
+                return over_limit(rule);
             }
             let mut bytes = Vec::with_capacity(series.len() + 16 * labels.len());
             for (n, v) in as_bytes() {
