@@ -64,7 +64,7 @@ const AZURE_INGEST_SUFFIXES: [&str; 3] = [
 ];
 
 /// The URL text with any user name and password replaced, for messages.
-fn redact_credentials(raw: &str) -> String {
+pub(super) fn redact_credentials(raw: &str) -> String {
     match Url::parse(raw.trim()) {
         Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
             let _ = u.set_username("<redacted>");

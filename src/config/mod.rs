@@ -26,6 +26,7 @@ mod identity;
 mod ingestion;
 mod problems;
 mod receive;
+mod routes;
 pub mod settings;
 pub mod sources;
 
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use destination::Destination;
 pub use identity::audience_to_scope;
 pub use ingestion::{check_ingestion_url, is_azure_ingest_host};
+pub use routes::{valid_route_name, Route, RouteSettings, DEFAULT_ROUTE};
 pub use settings::{LabelLimitAction, LogFormat, Settings};
 pub use sources::SIDECAR_BUDGETS;
 
@@ -81,8 +83,13 @@ pub struct Config {
     pub inbound: crate::receive::InboundConfig,
     /// Receiver settings.
     pub receive: crate::receive::ReceiveConfig,
-    /// Where data goes: upstream, identity, Private Link, queue.
+    /// Where data goes: upstream, identity, Private Link, queue. With `routes`, the first
+    /// route's destination (what `doctor` checks); `serve` and `drain` use [`Config::routes`].
     pub destination: Destination,
+    /// Every route, in order; without `routes`, one named `default` with `destination`.
+    pub routes: Vec<Route>,
+    /// Whether the configuration has `routes` (metrics then carry a `route` label).
+    pub routed: bool,
     /// What `/ready` and `/status` require.
     pub readiness: Readiness,
     /// How promlink stops.
@@ -187,7 +194,23 @@ impl Settings {
         let mut p = Problems::default();
         let mut notices = self.secret_file_warnings();
         let batch = destination::batch(&self, &mut p);
-        let destination = destination::resolve(&self, batch, &proxy, &mut p, &mut notices);
+        let routed = routes::resolve(&self, &proxy, &mut p, &mut notices);
+        let destination = match &routed {
+            Some(routes) => routes.first().map(|r| r.destination.clone()),
+            None => destination::resolve(&self, batch, &proxy, &mut p, &mut notices),
+        };
+        let routes = routed.clone().unwrap_or_else(|| {
+            destination
+                .iter()
+                .map(|d| Route {
+                    name: DEFAULT_ROUTE.into(),
+                    selector: None,
+                    continue_: false,
+                    relabel: None,
+                    destination: d.clone(),
+                })
+                .collect()
+        });
         let (listen, inbound, receive) = receive::resolve(&self, &batch, &mut p);
         let readiness = Readiness {
             window: p.duration("ready_window", self.ready_window, defaults::READY_WINDOW),
@@ -219,6 +242,8 @@ impl Settings {
             inbound,
             receive,
             destination,
+            routes,
+            routed: routed.is_some(),
             readiness,
             shutdown,
             alert,

@@ -141,18 +141,11 @@ fn writes(s: &Settings, batch: &BatchLimits, p: &mut Problems) -> ReceiveConfig 
         }
     }
     let limits = crate::codec::Limits::default();
-    let relabel = match promlink_relabel::Rules::compile(
-        s.write_relabel_configs.as_deref().unwrap_or_default(),
-    ) {
-        Ok(rules) if rules.is_empty() => None,
-        Ok(rules) => Some(std::sync::Arc::new(rules)),
-        Err(problems) => {
-            for e in problems {
-                p.bad(&format!("write_relabel_configs{}", e.key), e.value, e.why);
-            }
-            None
-        }
-    };
+    let relabel = super::routes::compile_rules(
+        s.write_relabel_configs.as_deref(),
+        "write_relabel_configs",
+        p,
+    );
     ReceiveConfig {
         max_body_bytes: p.positive("max_body_bytes", s.max_body_bytes, defaults::MAX_BODY_BYTES),
         codec: crate::codec::Options {

@@ -276,6 +276,11 @@ pub struct Settings {
     #[arg(skip)]
     pub write_relabel_configs: Option<Vec<promlink_relabel::RelabelConfig>>,
 
+    /// Several destinations, tried in order after write_relabel_configs; each has its own
+    /// upstream, queue (queue_dir/<name>) and overrides (YAML file only; see README "Routes")
+    #[arg(skip)]
+    pub routes: Option<Vec<super::routes::RouteSettings>>,
+
     /// Largest decoded request body accepted, bytes, checked before decompressing [default: 67108864]
     #[arg(long, env = "PROMLINK_MAX_DECODED_BYTES")]
     pub max_decoded_bytes: Option<usize>,
@@ -468,6 +473,7 @@ impl Settings {
             max_samples_per_series,
             label_limit_action,
             write_relabel_configs,
+            routes,
             fsync,
             queue_max_age,
             max_sample_age,
@@ -508,7 +514,7 @@ fn de_fsync<'de, D: serde::Deserializer<'de>>(
         .transpose()
 }
 
-fn de_ip_or_nets<'de, D: serde::Deserializer<'de>>(
+pub(super) fn de_ip_or_nets<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<ipnet::IpNet>>, D::Error> {
     let v: Option<Vec<String>> = Option::deserialize(d)?;

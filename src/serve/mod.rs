@@ -119,6 +119,11 @@ impl Running {
 /// # Errors
 /// When the identity or upstream cannot be set up, or the address cannot be bound.
 pub async fn start(cfg: Config) -> Result<Running, ServeError> {
+    if cfg.routed {
+        return Err(ServeError::Queue(crate::queue::DiskQueueError::Config(
+            "routes are checked by this version but not served yet".into(),
+        )));
+    }
     let mut registry = Registry::with_prefix("promlink");
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
     let sending = Sending::new(&cfg, &mut registry)?;

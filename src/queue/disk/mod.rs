@@ -105,6 +105,7 @@ mod legacy;
 mod log;
 mod reader;
 mod recover;
+pub mod relocate;
 mod segment;
 
 #[cfg(test)]
@@ -185,6 +186,9 @@ pub enum DiskQueueError {
     /// The settings cannot work.
     #[error("invalid disk queue settings: {0}")]
     Config(String),
+    /// A queue written without routes cannot be moved to its route's directory.
+    #[error("queue directory {0}")]
+    Relocate(String),
     /// The directory holds a queue this promlink must not read.
     #[error("queue directory {path}: {source}")]
     Format {
@@ -194,6 +198,34 @@ pub enum DiskQueueError {
         #[source]
         source: format::FormatError,
     },
+}
+
+/// Takes the lock of the queue directory `dir` (`dir/lock`), held while the file is open; a
+/// lock left by a killed process is released by the kernel with it.
+///
+/// # Errors
+/// [`DiskQueueError::Config`] when another process holds it, [`DiskQueueError::Io`] when the
+/// file cannot be opened or locked.
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DiskQueueError> {
+    let lock_path = dir.join("lock");
+    let io_err = |source| DiskQueueError::Io {
+        path: lock_path.clone(),
+        source,
+    };
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err)?;
+    match lock_file.try_lock() {
+        Ok(()) => Ok(lock_file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DiskQueueError::Config(format!(
+            "queue directory {} is in use by another promlink process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
+    }
 }
 
 /// Why a push was refused.
@@ -367,23 +399,7 @@ impl DiskQueue {
             move |source| DiskQueueError::Io { path, source }
         };
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
-        let lock_path = cfg.dir.join("lock");
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(DiskQueueError::Config(format!(
-                    "queue directory {} is in use by another promlink process",
-                    cfg.dir.display()
-                )))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
+        let lock_file = lock_dir(&cfg.dir)?;
         let mut report = RecoveryReport::default();
         let log_dir = cfg.dir.join("log");
         format::check_and_mark(&cfg.dir, &log_dir).map_err(|source| DiskQueueError::Format {

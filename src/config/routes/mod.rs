@@ -1,0 +1,324 @@
+//! `routes`: several destinations, each with its own upstream, identity, Private Link policy,
+//! batching and queue. Series are offered to the routes in order after the global
+//! `write_relabel_configs`; the first route whose `match` selects a series takes it (and, with
+//! `continue: true`, later routes are offered it too).
+//!
+//! A route inherits every key from the top level and overrides the ones it sets (the keys of
+//! [`RouteSettings`]). Without `routes`, the top-level destination is the one route, named
+//! `default`, and nothing changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::destination::{self, Destination};
+use super::problems::Problems;
+use super::{Problem, Settings};
+use crate::identity::{Cloud, IdentityKind};
+use crate::privatelink::Mode;
+
+/// The name of the route a configuration without `routes` has, and of the route an existing
+/// single-route disk queue is migrated to.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// Names the disk queue uses inside a queue directory, which no route may take.
+const RESERVED: [&str; 4] = ["log", "lock", "format", "log.migrating"];
+
+/// One route as written in the YAML file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// The route's name: a directory name under `queue_dir`, and the `route` label.
+    pub name: Option<String>,
+    /// A PromQL series selector; none: every series offered to this route.
+    #[serde(rename = "match")]
+    pub matches: Option<String>,
+    /// Also offer the series to later routes.
+    #[serde(rename = "continue")]
+    pub continue_: Option<bool>,
+    /// The route's own rules, run after the global ones on the series it takes.
+    pub write_relabel_configs: Option<Vec<promlink_relabel::RelabelConfig>>,
+    /// Where it sends.
+    pub ingestion_url: Option<String>,
+    /// With `dcr_id`, instead of `ingestion_url`.
+    pub dce_endpoint: Option<String>,
+    /// With `dce_endpoint`.
+    pub dcr_id: Option<String>,
+    /// With `dce_endpoint`.
+    pub stream: Option<String>,
+    /// Overrides of the identity keys.
+    pub identity: Option<IdentityKind>,
+    /// See [`Settings::cloud`].
+    pub cloud: Option<Cloud>,
+    /// See [`Settings::tenant_id`].
+    pub tenant_id: Option<String>,
+    /// See [`Settings::client_id`].
+    pub client_id: Option<String>,
+    /// See [`Settings::client_secret_file`].
+    pub client_secret_file: Option<PathBuf>,
+    /// See [`Settings::client_certificate_path`].
+    pub client_certificate_path: Option<PathBuf>,
+    /// See [`Settings::federated_token_file`].
+    pub federated_token_file: Option<PathBuf>,
+    /// See [`Settings::token_file`].
+    pub token_file: Option<PathBuf>,
+    /// See [`Settings::authority_host`].
+    pub authority_host: Option<String>,
+    /// See [`Settings::token_scope`].
+    pub token_scope: Option<String>,
+    /// Overrides of the Private Link keys.
+    pub private_link: Option<Mode>,
+    /// See [`Settings::dns_server`].
+    pub dns_server: Option<Vec<std::net::SocketAddr>>,
+    /// See [`Settings::expected_endpoint_ip`].
+    #[serde(default, deserialize_with = "super::settings::de_ip_or_nets")]
+    pub expected_endpoint_ip: Option<Vec<ipnet::IpNet>>,
+    /// Overrides of the batching keys.
+    pub max_samples_per_request: Option<usize>,
+    /// See [`Settings::max_bytes_per_request`].
+    pub max_bytes_per_request: Option<usize>,
+    /// See [`Settings::flush_interval`].
+    #[serde(default, with = "humantime_serde")]
+    pub flush_interval: Option<Duration>,
+    /// See [`Settings::shards`].
+    pub shards: Option<usize>,
+    /// The route's queue budget.
+    pub queue_max_bytes: Option<usize>,
+}
+
+/// One resolved route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Its name.
+    pub name: String,
+    /// Which series it takes; `None`: all that reach it.
+    pub selector: Option<promlink_relabel::Selector>,
+    /// Whether later routes are offered the series it takes.
+    pub continue_: bool,
+    /// Its own rules (after the global ones); `None`: none.
+    pub relabel: Option<Arc<promlink_relabel::Rules>>,
+    /// Where it sends, and its queue.
+    pub destination: Destination,
+}
+
+/// Whether `name` can name a route: `[a-z0-9][a-z0-9_-]*`, so it is a safe directory name
+/// and label value.
+pub fn valid_route_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// The top-level keys that tell where data goes, which `routes` replaces.
+fn top_level_destination(s: &Settings) -> Option<(&'static str, String)> {
+    if let Some(u) = &s.ingestion_url {
+        return Some(("ingestion_url", super::ingestion::redact_credentials(u)));
+    }
+    s.dce_endpoint.as_ref().map(|e| ("dce_endpoint", e.clone()))
+}
+
+/// The routes of `s` (checked), or `None` when `s` has no `routes` key and its one
+/// destination is the route (the caller resolves it as before).
+pub(super) fn resolve(
+    s: &Settings,
+    proxy: &crate::proxy::ProxyConfig,
+    p: &mut Problems,
+    notices: &mut Vec<String>,
+) -> Option<Vec<Route>> {
+    let list = s.routes.as_ref()?;
+    if list.is_empty() {
+        p.bad(
+            "routes",
+            "[]",
+            "lists no route; remove the key to send everything to ingestion_url",
+        );
+        return Some(Vec::new());
+    }
+    if let Some((key, value)) = top_level_destination(s) {
+        p.bad(key, value, "is given with routes: each route names its own ingestion_url (or dce_endpoint), so this one would be ignored; move it into a route (e.g. one named default without match, last)");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut routes = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let at = |key: &str| format!("routes[{i}].{key}");
+        let name = match r.name.as_deref() {
+            None => {
+                p.bad(&at("name"), "", "required");
+                None
+            }
+            Some(n) if !valid_route_name(n) => {
+                p.bad(&at("name"), n, "must match [a-z0-9][a-z0-9_-]* (it becomes a directory under queue_dir and the route label)");
+                None
+            }
+            Some(n) if RESERVED.contains(&n) || n.starts_with("shard-") => {
+                p.bad(
+                    &at("name"),
+                    n,
+                    "is reserved: the disk queue keeps its own files under queue_dir by this name",
+                );
+                None
+            }
+            Some(n) if !seen.insert(n.to_string()) => {
+                p.bad(&at("name"), n, "another route has this name");
+                None
+            }
+            Some(n) => Some(n.to_string()),
+        };
+        let selector = r.matches.as_deref().and_then(|m| {
+            promlink_relabel::Selector::parse(m)
+                .map_err(|e| p.bad(&at("match"), m, e.to_string()))
+                .ok()
+        });
+        let relabel = compile_rules(
+            r.write_relabel_configs.as_deref(),
+            &at("write_relabel_configs"),
+            p,
+        );
+        let merged = r.over(s, name.as_deref());
+        let batch = destination::batch(&merged, &mut Problems::default());
+        let mut own = Problems::default();
+        let destination = destination::resolve(&merged, batch, proxy, &mut own, notices);
+        for problem in own.0 {
+            rename(problem, r, &at, p);
+        }
+        if let (Some(name), Some(destination)) = (name, destination) {
+            routes.push(Route {
+                name,
+                selector,
+                continue_: r.continue_.unwrap_or(false),
+                relabel,
+                destination,
+            });
+        }
+    }
+    if let Some(last) = list
+        .iter()
+        .rposition(|r| r.matches.is_none() && r.continue_ != Some(true))
+    {
+        if last + 1 < list.len() {
+            p.bad(
+                &format!("routes[{}].match", last + 1),
+                list[last + 1].matches.clone().unwrap_or_default(),
+                format!(
+                    "is never reached: routes[{last}] has no match and takes every series (give it a match, set continue: true, or move it last)"
+                ),
+            );
+        }
+    }
+    Some(routes)
+}
+
+/// Records a problem found in a route's merged settings: under the route's key when the route
+/// set it, else under the top-level key (once).
+fn rename(problem: Problem, r: &RouteSettings, at: &impl Fn(&str) -> String, p: &mut Problems) {
+    let url_key = matches!(
+        problem.key.as_str(),
+        "ingestion_url" | "dce_endpoint" | "dcr_id" | "stream"
+    );
+    let problem = if url_key || r.sets(&problem.key) {
+        Problem {
+            key: at(&problem.key),
+            ..problem
+        }
+    } else {
+        problem
+    };
+    if !p.0.contains(&problem) {
+        p.0.push(problem);
+    }
+}
+
+/// `write_relabel_configs` at `key`, compiled; `None` when empty or invalid (problems say
+/// why).
+pub(super) fn compile_rules(
+    configs: Option<&[promlink_relabel::RelabelConfig]>,
+    key: &str,
+    p: &mut Problems,
+) -> Option<Arc<promlink_relabel::Rules>> {
+    match promlink_relabel::Rules::compile(configs.unwrap_or_default()) {
+        Ok(rules) if rules.is_empty() => None,
+        Ok(rules) => Some(Arc::new(rules)),
+        Err(problems) => {
+            for e in problems {
+                p.bad(&format!("{key}{}", e.key), e.value, e.why);
+            }
+            None
+        }
+    }
+}
+
+impl RouteSettings {
+    /// The top-level settings `s` with this route's keys over them; the route's queue is
+    /// `queue_dir/<name>`.
+    fn over(&self, s: &Settings, name: Option<&str>) -> Settings {
+        let mut m = s.clone();
+        macro_rules! set {
+            ($($f:ident),* $(,)?) => { $( if let Some(v) = &self.$f { m.$f = Some(v.clone()); } )* };
+        }
+        set!(
+            ingestion_url,
+            dce_endpoint,
+            dcr_id,
+            stream,
+            identity,
+            cloud,
+            tenant_id,
+            client_id,
+            client_secret_file,
+            client_certificate_path,
+            federated_token_file,
+            token_file,
+            authority_host,
+            token_scope,
+            private_link,
+            dns_server,
+            expected_endpoint_ip,
+            max_samples_per_request,
+            max_bytes_per_request,
+            flush_interval,
+            shards,
+            queue_max_bytes,
+        );
+        m.queue_dir = s
+            .queue_dir
+            .as_ref()
+            .map(|d| d.join(name.unwrap_or("invalid")));
+        m
+    }
+
+    /// Whether the route sets the key `key` itself.
+    fn sets(&self, key: &str) -> bool {
+        match key {
+            "ingestion_url" => self.ingestion_url.is_some(),
+            "dce_endpoint" => self.dce_endpoint.is_some(),
+            "dcr_id" => self.dcr_id.is_some(),
+            "stream" => self.stream.is_some(),
+            "identity" => self.identity.is_some(),
+            "cloud" => self.cloud.is_some(),
+            "tenant_id" => self.tenant_id.is_some(),
+            "client_id" => self.client_id.is_some(),
+            "client_secret_file" => self.client_secret_file.is_some(),
+            "client_certificate_path" => self.client_certificate_path.is_some(),
+            "federated_token_file" => self.federated_token_file.is_some(),
+            "token_file" => self.token_file.is_some(),
+            "authority_host" => self.authority_host.is_some(),
+            "token_scope" => self.token_scope.is_some(),
+            "private_link" => self.private_link.is_some(),
+            "dns_server" => self.dns_server.is_some(),
+            "expected_endpoint_ip" => self.expected_endpoint_ip.is_some(),
+            "max_samples_per_request" => self.max_samples_per_request.is_some(),
+            "max_bytes_per_request" => self.max_bytes_per_request.is_some(),
+            "flush_interval" => self.flush_interval.is_some(),
+            "shards" => self.shards.is_some(),
+            "queue_max_bytes" => self.queue_max_bytes.is_some(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+use crate::config::Settings;
+
+const DCR_A: &str = "dcr-0123456789abcdef0123456789abcdef";
+const DCR_B: &str = "dcr-fedcba9876543210fedcba9876543210";
+
+fn url(dce: &str, dcr: &str) -> String {
+    format!("https://{dce}.eastus-1.metrics.ingest.monitor.azure.com/dataCollectionRules/{dcr}/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24")
+}
+
+/// Settings from a YAML text.
+fn yaml(text: &str) -> Settings {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("promlink.yaml");
+    std::fs::write(&file, text).unwrap();
+    Settings::from_file(&file).unwrap()
+}
+
+/// The problems of a configuration, one `key = "value": why` per line.
+fn problems(s: Settings) -> Vec<String> {
+    match s.resolve() {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn routes_inherit_the_top_level_and_override_their_own_keys() {
+    let s = yaml(&format!(
+        r#"
+identity: user-assigned
+client_id: 11111111-1111-1111-1111-111111111111
+queue_dir: /var/lib/promlink
+max_samples_per_request: 4000
+write_relabel_configs:
+  - {{source_labels: [__name__], regex: 'go_.*', action: drop}}
+routes:
+  - name: team-a
+    match: '{{namespace=~"team-a|team-b"}}'
+    ingestion_url: {a}
+    client_id: 33333333-3333-3333-3333-333333333333
+    private_link: prefer
+    max_samples_per_request: 1000
+    queue_max_bytes: 1048576
+    write_relabel_configs:
+      - {{regex: pod_template_hash, action: labeldrop}}
+  - name: default
+    ingestion_url: {b}
+"#,
+        a = url("dce-a", DCR_A),
+        b = url("dce-b", DCR_B)
+    ));
+    let c = s.resolve().unwrap();
+    assert!(c.routed);
+    let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["team-a", "default"]);
+    let (a, d) = (&c.routes[0], &c.routes[1]);
+    assert_eq!(
+        a.selector.as_ref().map(ToString::to_string).as_deref(),
+        Some(r#"{namespace=~"team-a|team-b"}"#)
+    );
+    assert!(d.selector.is_none() && !a.continue_);
+    assert_eq!(a.relabel.as_ref().map(|r| r.len()), Some(1));
+    assert!(d.relabel.is_none());
+    // Overridden by the route, inherited by the other.
+    assert_eq!(
+        a.destination.identity.client_id.as_deref(),
+        Some("33333333-3333-3333-3333-333333333333")
+    );
+    assert_eq!(
+        d.destination.identity.client_id.as_deref(),
+        Some("11111111-1111-1111-1111-111111111111")
+    );
+    assert_eq!(a.destination.private_link.mode.as_str(), "prefer");
+    assert_eq!(d.destination.private_link.mode.as_str(), "require");
+    assert_eq!(a.destination.upstream.batch.max_samples, 1000);
+    assert_eq!(d.destination.upstream.batch.max_samples, 4000);
+    assert_eq!(a.destination.queue.max_bytes, 1 << 20);
+    // Each route queues in its own directory.
+    let dir = |r: &crate::config::Route| r.destination.queue.disk.as_ref().unwrap().dir.clone();
+    assert_eq!(dir(a), std::path::Path::new("/var/lib/promlink/team-a"));
+    assert_eq!(dir(d), std::path::Path::new("/var/lib/promlink/default"));
+    assert!(a.destination.upstream.url.as_str().contains("dce-a"));
+    // The global rules stay on the receive path.
+    assert_eq!(c.receive.codec.relabel.as_ref().map(|r| r.len()), Some(1));
+}
+
+#[test]
+fn without_routes_the_one_destination_is_the_default_route() {
+    let c = yaml(&format!(
+        "ingestion_url: {}\nqueue_dir: /q\n",
+        url("d", DCR_A)
+    ))
+    .resolve()
+    .unwrap();
+    assert!(!c.routed);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].name, "default");
+    // The queue stays where it always was.
+    assert_eq!(
+        c.routes[0].destination.queue.disk.as_ref().unwrap().dir,
+        std::path::Path::new("/q")
+    );
+}
+
+#[test]
+fn ingestion_url_and_routes_together_are_refused() {
+    let p = problems(yaml(&format!(
+        "ingestion_url: {}\nroutes:\n  - name: default\n    ingestion_url: {}\n",
+        url("d", DCR_A),
+        url("e", DCR_B)
+    )));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("ingestion_url = ") && p[0].contains("is given with routes"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn route_problems_name_the_route_key() {
+    let p = problems(yaml(&format!(
+        r#"
+shards: 0
+routes:
+  - name: Team_A
+    match: '{{namespace=~"("}}'
+    ingestion_url: {a}
+    write_relabel_configs:
+      - {{action: hashmod, source_labels: [job], target_label: s}}
+  - name: log
+    ingestion_url: {a}
+  - name: b
+  - name: c
+    ingestion_url: {a}
+  - name: c
+    match: '{{job="x"}}'
+    ingestion_url: {a}
+"#,
+        a = url("d", DCR_A)
+    )));
+    let has = |prefix: &str| p.iter().any(|l| l.starts_with(prefix));
+    assert!(has("routes[0].name = \"Team_A\": must match"), "{p:#?}");
+    assert!(has("routes[0].match = "), "{p:#?}");
+    assert!(has("routes[0].write_relabel_configs[0].modulus"), "{p:#?}");
+    assert!(has("routes[1].name = \"log\": is reserved"), "{p:#?}");
+    assert!(has("routes[2].ingestion_url = \"\": required"), "{p:#?}");
+    assert!(has("routes[4].name = \"c\": another route"), "{p:#?}");
+    assert!(has("routes[4].match = "), "{p:#?}");
+    // An inherited problem is reported once, under its own key.
+    assert_eq!(
+        p.iter().filter(|l| l.starts_with("shards = ")).count(),
+        1,
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn unknown_route_keys_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("promlink.yaml");
+    std::fs::write(&file, "routes:\n  - name: a\n    ingestion_ur: x\n").unwrap();
+    let e = Settings::from_file(&file).unwrap_err();
+    assert!(e.to_string().contains("ingestion_ur"), "{e}");
+}
