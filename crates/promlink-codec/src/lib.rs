@@ -65,6 +65,7 @@ mod message;
 mod options;
 mod protocol;
 mod relabel;
+mod route;
 mod v1;
 mod v2;
 mod validate;
@@ -82,6 +83,7 @@ pub use options::{Limits, Options};
 pub use promlink_relabel as relabel_rules;
 pub use protocol::Protocol;
 pub use relabel::RelabelDrops;
+pub use route::{RouteOutput, RouteRule, Routed};
 
 use bytes::Bytes;
 
@@ -174,19 +176,13 @@ impl v1::Sink for EntrySink {
     }
 }
 
-impl v1::Sink for ChunkBuilder<'_> {
+impl v1::Sink for route::RouteSink<'_> {
     fn series(&mut self, key: u64, pieces: &[&[u8]], counts: ChunkCounts, min_ts: i64) {
-        self.add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
+        route::RouteSink::series(self, key, pieces, counts, min_ts);
     }
 
     fn metadata(&mut self, _key: u64, bytes: &[u8]) {
-        self.add(
-            None,
-            FIELD_METADATA,
-            &[bytes],
-            ChunkCounts::METADATA,
-            i64::MAX,
-        );
+        route::RouteSink::metadata(self, bytes);
     }
 }
 
@@ -224,6 +220,26 @@ pub fn decode_chunks(
     opts: &Options,
     limits: &BatchLimits,
 ) -> Result<Chunked, DecodeError> {
+    let mut routed = decode_routed(protocol, body, opts, &[RouteRule::all(*limits)])?;
+    Ok(Chunked {
+        chunks: routed.routes.pop().map(|r| r.chunks).unwrap_or_default(),
+        counts: routed.counts,
+        dropped_series: routed.dropped_series,
+        relabel: routed.relabel,
+    })
+}
+
+/// Decompresses, decodes and validates one request body, then routes each series to `routes`
+/// (see [`route`](mod@route)) and cuts each route's messages into chunks at its limits.
+///
+/// # Errors
+/// Any [`DecodeError`] except the header-level ones.
+pub fn decode_routed(
+    protocol: Protocol,
+    body: &Bytes,
+    opts: &Options,
+    routes: &[RouteRule],
+) -> Result<Routed, DecodeError> {
     let declared = declared_len(body, opts.max_decoded_bytes)?;
     RAW.with(|cell| {
         let mut buf = cell.borrow_mut();
@@ -233,7 +249,7 @@ pub fn decode_chunks(
         let n = snap::raw::Decoder::new()
             .decompress(body, &mut buf[..declared])
             .map_err(|e| snappy_error(body, &e));
-        let result = n.and_then(|n| chunk_raw(protocol, body, &buf[..n], opts, limits));
+        let result = n.and_then(|n| route_raw(protocol, body, &buf[..n], opts, routes));
         if buf.len() > KEEP_RAW {
             *buf = Vec::new();
         }
@@ -241,35 +257,44 @@ pub fn decode_chunks(
     })
 }
 
-fn chunk_raw(
+fn route_raw(
     protocol: Protocol,
     body: &Bytes,
     raw: &[u8],
     opts: &Options,
-    limits: &BatchLimits,
-) -> Result<Chunked, DecodeError> {
+    routes: &[RouteRule],
+) -> Result<Routed, DecodeError> {
     match protocol {
         Protocol::V1 => {
-            let mut builder = ChunkBuilder::new(raw, limits.max_samples, limits.max_bytes);
-            let w = v1::walk(raw, opts, &mut builder)?;
-            Ok(Chunked {
-                chunks: builder.finish(Some(body)),
+            let mut sink = route::RouteSink::new(routes, opts, raw);
+            let w = v1::walk(raw, opts, &mut sink)?;
+            let (routes, unrouted) = sink.finish(Some(body))?;
+            Ok(Routed {
+                routes,
                 counts: w.counts,
                 dropped_series: w.dropped_series,
                 relabel: w.relabel,
+                unrouted,
             })
         }
         Protocol::V2 => {
             let d = v2::decode(raw, opts)?;
-            let mut builder = ChunkBuilder::new(&[], limits.max_samples, limits.max_bytes);
+            let mut sink = route::RouteSink::new(routes, opts, &[]);
             for e in &d.entries {
-                builder.add_entry(e);
+                if e.field == FIELD_TIMESERIES {
+                    let min_ts = message::min_timestamp(&e.bytes);
+                    sink.series(e.shard_key, &[&e.bytes], e.counts, min_ts);
+                } else {
+                    sink.metadata(&e.bytes);
+                }
             }
-            Ok(Chunked {
-                chunks: builder.finish(None),
+            let (routes, unrouted) = sink.finish(None)?;
+            Ok(Routed {
+                routes,
                 counts: d.counts,
                 dropped_series: d.dropped_series,
                 relabel: d.relabel,
+                unrouted,
             })
         }
     }

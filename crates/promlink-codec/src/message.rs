@@ -114,16 +114,24 @@ pub(crate) type LabelPair<'a> = (&'a [u8], &'a [u8]);
 
 /// Collects the labels of a series (typically 5-20, so a small vector).
 pub(crate) fn labels(series: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
+    labels_of_pieces(&[series])
+}
+
+/// The labels of a series given as pieces that each hold whole fields (the sender's bytes with
+/// a `cluster` label spliced in between two fields), in order.
+pub(crate) fn labels_of_pieces<'p>(pieces: &[&'p [u8]]) -> Result<Vec<LabelPair<'p>>, DecodeError> {
     let mut out = Vec::with_capacity(16);
-    for f in Fields::new(series) {
-        let f = f?;
-        if f.number == TS_LABELS {
-            if f.wire != WireType::Len {
-                return Err(DecodeError::Protobuf(
-                    "TimeSeries.labels has the wrong wire type".into(),
-                ));
+    for piece in pieces {
+        for f in Fields::new(piece) {
+            let f = f?;
+            if f.number == TS_LABELS {
+                if f.wire != WireType::Len {
+                    return Err(DecodeError::Protobuf(
+                        "TimeSeries.labels has the wrong wire type".into(),
+                    ));
+                }
+                out.push(label(f.data)?);
             }
-            out.push(label(f.data)?);
         }
     }
     Ok(out)

@@ -6,14 +6,14 @@ use crate::proto::{v1, v2};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 const STALE: u64 = 0x7ff0_0000_0000_0002;
 
-fn opts() -> Options {
+pub(crate) fn opts() -> Options {
     Options {
         max_decoded_bytes: 32 << 20,
         ..Options::default()
     }
 }
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
 }
 
@@ -117,7 +117,7 @@ fn fixtures_pass_through_bit_for_bit() {
     }
 }
 
-fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
+pub(crate) fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
     v1::TimeSeries {
         labels: labels
             .iter()
@@ -137,7 +137,7 @@ fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
     }
 }
 
-fn snappy(msg: &impl Message) -> Vec<u8> {
+pub(crate) fn snappy(msg: &impl Message) -> Vec<u8> {
     snap::raw::Encoder::new()
         .compress_vec(&msg.encode_to_vec())
         .unwrap()
@@ -687,7 +687,7 @@ fn relabel_opts(yaml: &str, cluster: Option<&str>) -> Options {
     }
 }
 
-fn label_text(t: &v1::TimeSeries) -> String {
+pub(crate) fn label_text(t: &v1::TimeSeries) -> String {
     t.labels
         .iter()
         .map(|l| format!("{}={}", l.name, l.value))
@@ -696,7 +696,7 @@ fn label_text(t: &v1::TimeSeries) -> String {
 }
 
 /// A 1.0 request with float samples as the equivalent 2.0 request.
-fn v1_to_v2(req: &v1::WriteRequest) -> v2::Request {
+pub(crate) fn v1_to_v2(req: &v1::WriteRequest) -> v2::Request {
     let mut symbols = vec![String::new()];
     let mut sym = |s: &str| -> u32 {
         let at = symbols.iter().position(|x| x == s).unwrap_or_else(|| {

@@ -1,0 +1,194 @@
+use prost::Message;
+
+use super::*;
+use crate::proto::v1;
+use crate::tests::{fixture, label_text, opts, series, snappy, v1_to_v2};
+use crate::{decode_chunks, decode_routed, Protocol};
+
+fn limits() -> BatchLimits {
+    BatchLimits {
+        max_samples: 1 << 20,
+        max_bytes: 64 << 20,
+        flush_interval: std::time::Duration::ZERO,
+    }
+}
+
+fn route(selector: Option<&str>, continue_: bool, rules: Option<&str>) -> RouteRule {
+    RouteRule {
+        selector: selector.map(|s| Selector::parse(s).unwrap()),
+        continue_,
+        relabel: rules.map(|yaml| {
+            let configs: Vec<promlink_relabel::RelabelConfig> =
+                serde_saphyr::from_str(yaml).unwrap();
+            Arc::new(Rules::compile(&configs).unwrap())
+        }),
+        limits: limits(),
+    }
+}
+
+/// The series (as `name=value,...`) and metadata count a route's chunks hold.
+fn contents(out: &RouteOutput) -> (Vec<String>, usize) {
+    let mut series = Vec::new();
+    let mut metadata = 0;
+    for c in &out.chunks {
+        let mut body = Vec::new();
+        crate::write_body(std::slice::from_ref(c), &mut body);
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let req = v1::WriteRequest::decode(raw.as_slice()).unwrap();
+        series.extend(req.timeseries.iter().map(label_text));
+        metadata += req.metadata.len();
+    }
+    (series, metadata)
+}
+
+fn request() -> v1::WriteRequest {
+    let s = |ns: &str, job: &str| {
+        series(
+            &[("__name__", "up"), ("job", job), ("namespace", ns)],
+            &[(1_000, 1.0)],
+        )
+    };
+    v1::WriteRequest {
+        timeseries: vec![s("team-a", "x"), s("team-b", "y"), s("other", "z")],
+        metadata: vec![v1::MetricMetadata {
+            r#type: 1,
+            metric_family_name: "up".into(),
+            help: "h".into(),
+            unit: String::new(),
+        }],
+    }
+}
+
+#[test]
+fn the_first_matching_route_takes_a_series_and_metadata_goes_to_every_route() {
+    let body = bytes::Bytes::from(snappy(&request()));
+    let routes = [
+        route(Some(r#"{namespace=~"team-a|team-b"}"#), false, None),
+        route(Some(r#"up{job="z"}"#), false, None),
+        route(None, false, None),
+    ];
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    let (a, ma) = contents(&r.routes[0]);
+    let (b, mb) = contents(&r.routes[1]);
+    let (c, mc) = contents(&r.routes[2]);
+    assert_eq!(
+        a,
+        [
+            "__name__=up,job=x,namespace=team-a",
+            "__name__=up,job=y,namespace=team-b"
+        ]
+    );
+    assert_eq!(b, ["__name__=up,job=z,namespace=other"]);
+    assert!(c.is_empty());
+    assert_eq!((ma, mb, mc), (1, 1, 1));
+    assert_eq!(r.routes[0].counts.samples, 2);
+    assert_eq!(r.routes[2].counts.metadata, 1);
+    assert_eq!(r.unrouted.series, 0);
+    // Each series keeps its key, so its order holds within its route.
+    let keys: Vec<_> = r.routes[0].chunks[0].keys.to_vec();
+    assert_eq!(keys.len(), 2);
+}
+
+#[test]
+fn continue_offers_a_series_to_later_routes_and_unmatched_ones_are_counted() {
+    let body = bytes::Bytes::from(snappy(&request()));
+    let routes = [
+        route(Some(r#"{job="x"}"#), true, None),
+        route(Some(r#"{namespace=~"team-.+"}"#), false, None),
+    ];
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert_eq!(
+        contents(&r.routes[0]).0,
+        ["__name__=up,job=x,namespace=team-a"]
+    );
+    assert_eq!(
+        contents(&r.routes[1]).0,
+        [
+            "__name__=up,job=x,namespace=team-a",
+            "__name__=up,job=y,namespace=team-b"
+        ]
+    );
+    assert_eq!(r.unrouted.series, 1);
+    assert_eq!(r.unrouted.samples, 1);
+    // What was received is counted once, whatever the routes did.
+    assert_eq!(r.counts.series, 3);
+}
+
+#[test]
+fn a_routes_rules_apply_to_its_series_only() {
+    let body = bytes::Bytes::from(snappy(&request()));
+    let routes = [
+        route(
+            Some(r#"{namespace="team-a"}"#),
+            true,
+            Some("- {regex: job, action: labeldrop}"),
+        ),
+        route(
+            None,
+            false,
+            Some("- {source_labels: [namespace], regex: team-b, action: drop}"),
+        ),
+    ];
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert_eq!(contents(&r.routes[0]).0, ["__name__=up,namespace=team-a"]);
+    assert_eq!(
+        contents(&r.routes[1]).0,
+        [
+            "__name__=up,job=x,namespace=team-a",
+            "__name__=up,job=z,namespace=other"
+        ]
+    );
+    assert_eq!(r.routes[1].relabel.series, 1);
+    assert_eq!(r.routes[1].relabel.samples, 1);
+}
+
+#[test]
+fn a_route_that_takes_everything_unchanged_forwards_the_senders_bytes() {
+    let body = bytes::Bytes::from(fixture("prom242_rw1_500samples_a.snappy"));
+    let plain = decode_chunks(Protocol::V1, &body, &opts(), &limits()).unwrap();
+    let routes = [
+        route(Some(r#"{__name__="nothing_has_this_name"}"#), false, None),
+        route(None, false, None),
+    ];
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert!(r.routes[0].chunks.iter().all(|c| c.counts.series == 0));
+    assert_eq!(r.routes[1].chunks.len(), 1);
+    assert_eq!(r.routes[1].chunks[0].data, plain.chunks[0].data);
+    // ... the very bytes of the body, not a copy compressed again.
+    assert_eq!(
+        r.routes[1].chunks[0].data.as_ptr(),
+        body.slice(body.len() - r.routes[1].chunks[0].data.len()..)
+            .as_ptr()
+    );
+}
+
+#[test]
+fn remote_write_2_is_routed_the_same_way() {
+    let req = request();
+    let v2 = v1_to_v2(&req);
+    let routes = [
+        route(Some(r#"{namespace=~"team-.*"}"#), false, None),
+        route(None, false, None),
+    ];
+    let one = decode_routed(
+        Protocol::V1,
+        &bytes::Bytes::from(snappy(&req)),
+        &opts(),
+        &routes,
+    )
+    .unwrap();
+    let two = decode_routed(
+        Protocol::V2,
+        &bytes::Bytes::from(snappy(&v2)),
+        &opts(),
+        &routes,
+    )
+    .unwrap();
+    for i in 0..2 {
+        assert_eq!(contents(&one.routes[i]).0, contents(&two.routes[i]).0);
+        assert_eq!(
+            one.routes[i].chunks[0].keys.to_vec(),
+            two.routes[i].chunks[0].keys.to_vec()
+        );
+    }
+}
