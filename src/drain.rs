@@ -117,13 +117,18 @@ pub async fn run(
     timeout: Duration,
     stop: CancellationToken,
 ) -> Result<DrainReport, ServeError> {
+    if cfg.routed {
+        return Err(ServeError::Queue(crate::queue::DiskQueueError::Config(
+            "promlink drain delivers one queue directory to one upstream: run it without routes, with --queue-dir <queue_dir>/<route name> and that route's ingestion URL and identity".into(),
+        )));
+    }
     let Some(dir) = cfg.destination.queue.disk.as_ref().map(|d| d.dir.clone()) else {
         return Err(ServeError::Queue(crate::queue::DiskQueueError::Config(
             "promlink drain needs queue_dir".into(),
         )));
     };
     let mut registry = Registry::with_prefix("promlink");
-    let sending = Sending::new(&cfg, &mut registry)?;
+    let sending = Sending::new(&cfg, &cfg.destination, &mut registry)?;
     let queue = Arc::new(crate::queue::open(&cfg.destination.queue).await?);
     // Nothing will be pushed: partial batches may go at once, and workers end when it is empty.
     queue.close();

@@ -47,6 +47,23 @@ impl StatusSource for Checks {
     }
 }
 
+/// The checks of every route, each naming its route when there are routes. `/ready` fails when
+/// any route's check fails it.
+pub struct RouteChecks(pub Vec<(Option<String>, Checks)>);
+
+impl StatusSource for RouteChecks {
+    fn checks(&self) -> Vec<Check> {
+        let mut all = Vec::new();
+        for (route, checks) in &self.0 {
+            all.extend(checks.checks().into_iter().map(|mut c| {
+                c.route = route.clone();
+                c
+            }));
+        }
+        all
+    }
+}
+
 impl Checks {
     fn private_link_check(&self) -> Check {
         let s = self.private_link.snapshot();
@@ -96,6 +113,7 @@ impl Checks {
             ok: flows.is_ok() && s.path != ActivePath::Public,
             state: state.into(),
             reason,
+            route: None,
             fails_ready: self.requires_upstream && flows.is_err(),
         }
     }
@@ -128,6 +146,7 @@ impl Checks {
             ok: t.valid,
             state: state.into(),
             reason,
+            route: None,
             fails_ready: self.requires_upstream && !t.valid,
         }
     }
@@ -173,6 +192,7 @@ impl Checks {
             reason,
             // The rule /ready had before /status: an HTTP answer within the window, counted
             // from the first answer (not from the start).
+            route: None,
             fails_ready: self.requires_upstream && !h.answered_within(self.window),
         }
     }
@@ -197,6 +217,7 @@ impl Checks {
                 ok: false,
                 state: "failed".into(),
                 reason: format!("{why}; {fill}"),
+                route: None,
                 fails_ready: true,
             },
             None => Check {
@@ -204,6 +225,7 @@ impl Checks {
                 ok: true,
                 state: if used >= max { "full" } else { "ok" }.into(),
                 reason: fill,
+                route: None,
                 fails_ready: false,
             },
         }

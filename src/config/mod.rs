@@ -211,7 +211,7 @@ impl Settings {
                 })
                 .collect()
         });
-        let (listen, inbound, receive) = receive::resolve(&self, &batch, &mut p);
+        let (listen, inbound, receive) = receive::resolve(&self, &mut p);
         let readiness = Readiness {
             window: p.duration("ready_window", self.ready_window, defaults::READY_WINDOW),
             requires_upstream: self.ready_requires_upstream.unwrap_or(false),

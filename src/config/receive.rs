@@ -9,19 +9,17 @@ use super::defaults;
 use super::problems::Problems;
 use super::settings::LabelLimitAction;
 use super::Settings;
-use crate::queue::BatchLimits;
 use crate::receive::{auth, tls, FullStatus, InboundConfig, ListenerConfig, ReceiveConfig};
 
-/// The receiver of `s`: its address, its connections, and its writes (cut into chunks at
-/// `batch`, the upstream's batch limits).
+/// The receiver of `s`: its address, its connections, and its writes (each route cuts them
+/// into chunks at its own batch limits).
 pub(super) fn resolve(
     s: &Settings,
-    batch: &BatchLimits,
     p: &mut Problems,
 ) -> (SocketAddr, InboundConfig, ReceiveConfig) {
     let listen = s.listen.unwrap_or(defaults::LISTEN);
     let inbound = inbound(s, listen, p);
-    (listen, inbound, writes(s, batch, p))
+    (listen, inbound, writes(s, p))
 }
 
 fn shown(f: &Option<PathBuf>) -> String {
@@ -130,7 +128,7 @@ fn inbound(s: &Settings, listen: SocketAddr, p: &mut Problems) -> InboundConfig 
 }
 
 /// The limits and budgets of each write, and what the decoder adds (`cluster`).
-fn writes(s: &Settings, batch: &BatchLimits, p: &mut Problems) -> ReceiveConfig {
+fn writes(s: &Settings, p: &mut Problems) -> ReceiveConfig {
     if let Some(c) = &s.cluster {
         if c.is_empty() || c.len() > defaults::MAX_CLUSTER_LEN {
             p.bad(
@@ -194,7 +192,6 @@ fn writes(s: &Settings, batch: &BatchLimits, p: &mut Problems) -> ReceiveConfig 
             s.max_inflight_decode_bytes,
             defaults::MAX_INFLIGHT_DECODE_BYTES,
         ),
-        limits: *batch,
         body_read_timeout: p.duration(
             "body_read_timeout",
             s.body_read_timeout,

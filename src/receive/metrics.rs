@@ -6,8 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::EntryCounters;
 pub use crate::telemetry::ReasonLabel;
+use crate::telemetry::{EntryCounters, RouteLabel, RouteReasonLabels};
 
 /// Labels of a receive request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +68,83 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Expiry of the receiver's serving certificate, Unix seconds (0 without TLS).
     pub tls_cert_not_after: Gauge,
+    /// What each route took and dropped.
+    pub routes: RouteMetrics,
+    /// Series no route took.
+    pub unrouted_series: Counter,
+    /// Samples (and histogram samples) of those series.
+    pub unrouted_samples: Counter,
+}
+
+/// What each route took from the writes and dropped, by route.
+#[derive(Clone, Default)]
+pub struct RouteMetrics {
+    /// Samples (and histogram samples) the route took into its queue.
+    pub samples_received: Family<RouteLabel, Counter>,
+    /// Series the route dropped, by route and reason.
+    pub series_dropped: Family<RouteReasonLabels, Counter>,
+    /// Samples (and histogram samples) the route dropped, by route and reason.
+    pub samples_dropped: Family<RouteReasonLabels, Counter>,
+}
+
+impl RouteMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "route_samples_received",
+            "Samples (and histogram samples) a route took into its queue, by route",
+            self.samples_received.clone(),
+        );
+        r.register(
+            "route_series_dropped",
+            "Series a route dropped, by route and reason: rule (its own write_relabel_configs), invalid (its rules left labels Azure would refuse), limit (its rules broke a label limit, label_limit_action: drop), queue_full and queue_io (its queue refused a write other routes took)",
+            self.series_dropped.clone(),
+        );
+        r.register(
+            "route_samples_dropped",
+            "Samples (and histogram samples) a route dropped, by route and the reasons of promlink_route_series_dropped_total",
+            self.samples_dropped.clone(),
+        );
+    }
+
+    /// Counts what `route` got of one write: its rules' drops, and what it took into its
+    /// queue (`queued`) or dropped for `Some(reason)` its queue gave.
+    pub fn count_in(
+        &self,
+        route: &str,
+        out: &crate::codec::RouteOutput,
+        refused: Option<&'static str>,
+    ) {
+        let points = out.counts.samples + out.counts.histograms;
+        if let Some(reason) = refused {
+            self.count(route, reason, out.counts.series, points);
+        } else if points > 0 {
+            self.samples_received
+                .get_or_create(&RouteLabel {
+                    route: route.into(),
+                })
+                .inc_by(points);
+        }
+        let r = &out.relabel;
+        for (reason, series, samples) in [
+            ("rule", r.series, r.samples),
+            ("invalid", r.invalid_series, r.invalid_samples),
+            ("limit", out.dropped_series, 0),
+        ] {
+            self.count(route, reason, series, samples);
+        }
+    }
+
+    fn count(&self, route: &str, reason: &'static str, series: u64, samples: u64) {
+        if series == 0 {
+            return;
+        }
+        let l = RouteReasonLabels {
+            route: route.into(),
+            reason,
+        };
+        self.series_dropped.get_or_create(&l).inc_by(series);
+        self.samples_dropped.get_or_create(&l).inc_by(samples);
+    }
 }
 
 impl Metrics {
@@ -135,6 +212,17 @@ impl Metrics {
             "receive_tls_cert_not_after_seconds",
             "Expiry of the receiver's serving certificate, Unix seconds (0 without TLS)",
             m.tls_cert_not_after.clone(),
+        );
+        m.routes.register(r);
+        r.register(
+            "route_unmatched_series",
+            "Series no route took (no route's match selected them)",
+            m.unrouted_series.clone(),
+        );
+        r.register(
+            "route_unmatched_samples",
+            "Samples (and histogram samples) of series no route took",
+            m.unrouted_samples.clone(),
         );
         m
     }

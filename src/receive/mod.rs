@@ -70,8 +70,6 @@ pub struct ReceiveConfig {
     /// go over waits for nothing and gets a retryable 503, so concurrent senders cannot push
     /// memory past it.
     pub max_inflight_decode_bytes: usize,
-    /// Where requests are cut into chunks: the upstream batch limits.
-    pub limits: codec::BatchLimits,
     /// Time a sender has to send a request body.
     pub body_read_timeout: std::time::Duration,
     /// Most write requests handled at once; more get the retryable `full_status`.
@@ -202,10 +200,22 @@ const DRAINING: u8 = 1;
 /// Writes refused.
 const STOPPED: u8 = 2;
 
+/// Where the receiver puts what a route takes.
+pub struct ReceiveRoute {
+    /// The route's name (the `route` label).
+    pub name: String,
+    /// Which series it takes, its own rules and its batch limits.
+    pub rule: codec::RouteRule,
+    /// Its queue.
+    pub queue: Arc<Queue>,
+}
+
 /// Shared receiver state.
 pub struct Receiver {
     cfg: ReceiveConfig,
-    queue: Arc<Queue>,
+    routes: Vec<ReceiveRoute>,
+    /// The routes' rules, in order (what the decoder needs of `routes`).
+    rules: Vec<codec::RouteRule>,
     metrics: Metrics,
     phase: AtomicU8,
     /// When the receiver was created, and the last write's arrival in ms after it (0: none).
@@ -223,7 +233,7 @@ impl Receiver {
     /// Creates the receiver state.
     pub fn new(
         cfg: ReceiveConfig,
-        queue: Arc<Queue>,
+        routes: Vec<ReceiveRoute>,
         metrics: Metrics,
         status: Box<dyn status::StatusSource>,
         registry: Arc<prometheus_client::registry::Registry>,
@@ -236,7 +246,8 @@ impl Receiver {
             requests: tokio::sync::Semaphore::new(permits(cfg.max_concurrent_requests)),
             auth,
             cfg,
-            queue,
+            rules: routes.iter().map(|r| r.rule.clone()).collect(),
+            routes,
             metrics,
             phase: AtomicU8::new(ACCEPTING),
             created: tokio::time::Instant::now(),
@@ -317,12 +328,23 @@ impl Receiver {
             .decoding
             .try_acquire_many(u32::try_from(needed).unwrap_or(u32::MAX))
             .map_err(|_| ReceiveError::Busy { needed })?;
-        let decoded = codec::decode_chunks(protocol, body, &self.cfg.codec, &self.cfg.limits)?;
+        let decoded = codec::decode_routed(protocol, body, &self.cfg.codec, &self.rules)?;
         let counts = decoded.counts;
         if decoded.dropped_series > 0 {
             self.metrics.series_dropped.inc_by(decoded.dropped_series);
         }
-        let r = decoded.relabel;
+        self.count_relabel_drops(&decoded.relabel);
+        if decoded.unrouted.series > 0 {
+            let m = &self.metrics;
+            m.unrouted_series.inc_by(decoded.unrouted.series);
+            m.unrouted_samples.inc_by(decoded.unrouted.samples);
+        }
+        self.push_routed(decoded.routes).await?;
+        crate::supervise::hit(crate::supervise::RECEIVE_HANDLER);
+        Ok(counts)
+    }
+
+    fn count_relabel_drops(&self, r: &codec::RelabelDrops) {
         for (reason, series, samples) in [
             ("rule", r.series, r.samples),
             ("invalid", r.invalid_series, r.invalid_samples),
@@ -339,11 +361,45 @@ impl Receiver {
                     .inc_by(samples);
             }
         }
-        if !decoded.chunks.is_empty() {
-            self.queue.push(decoded.chunks).await?;
+    }
+
+    /// Hands each route's chunks to its queue. A route whose queue refuses (full, or failed)
+    /// must not hold back the others: when another route took its part of the request, the
+    /// refused part is dropped and counted for that route (`queue_full`, `queue_io`), as
+    /// Prometheus drops for one `remote_write` that falls too far behind. When no route could
+    /// take anything, the request is refused as without routes (retryable, nothing taken).
+    async fn push_routed(&self, outputs: Vec<codec::RouteOutput>) -> Result<(), ReceiveError> {
+        let mut done = Vec::with_capacity(outputs.len());
+        let mut taken = false;
+        for (mut out, route) in outputs.into_iter().zip(&self.routes) {
+            let chunks = std::mem::take(&mut out.chunks);
+            let result = if chunks.is_empty() {
+                Ok(())
+            } else {
+                route.queue.push(chunks).await
+            };
+            taken |= result.is_ok() && !out.counts.is_empty();
+            done.push((route, out, result));
         }
-        crate::supervise::hit(crate::supervise::RECEIVE_HANDLER);
-        Ok(counts)
+        // Nothing was taken but something was refused: refuse the request (the sender retries).
+        if !taken {
+            if let Some(i) = done.iter().position(|(_, _, r)| r.is_err()) {
+                if let (_, _, Err(e)) = done.swap_remove(i) {
+                    return Err(e.into());
+                }
+            }
+        }
+        for (route, out, result) in done {
+            let refused = result.err().map(|e| {
+                tracing::warn!(route = %route.name, error = %e, samples = out.counts.samples + out.counts.histograms, "this route's queue refused its part of a write that other routes took: dropped for this route");
+                match e {
+                    PushError::Full { .. } => "queue_full",
+                    PushError::Io(_) => "queue_io",
+                }
+            });
+            self.metrics.routes.count_in(&route.name, &out, refused);
+        }
+        Ok(())
     }
 
     fn count_accepted(&self, protocol: &'static str, c: &Counts) {
@@ -595,9 +651,8 @@ async fn status_handler(State(rx): State<Arc<Receiver>>) -> Response {
 }
 
 async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &rx.registry) {
-        Ok(()) => (
+    match crate::telemetry::encode_metrics(&rx.registry) {
+        Ok(out) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -625,6 +680,101 @@ mod tests {
         }
     }
 
+    fn fixture() -> bytes::Bytes {
+        bytes::Bytes::from(
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/prom242_rw1_500samples_a.snappy"
+            ))
+            .unwrap(),
+        )
+    }
+
+    fn route(name: &str, selector: Option<&str>, queue_bytes: usize) -> ReceiveRoute {
+        ReceiveRoute {
+            name: name.into(),
+            rule: codec::RouteRule {
+                selector: selector.map(|s| codec::relabel_rules::Selector::parse(s).unwrap()),
+                continue_: true,
+                relabel: None,
+                limits: codec::BatchLimits {
+                    max_samples: 5000,
+                    max_bytes: 4 << 20,
+                    flush_interval: std::time::Duration::from_secs(1),
+                },
+            },
+            queue: Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(queue_bytes))),
+        }
+    }
+
+    fn receiver(routes: Vec<ReceiveRoute>) -> Receiver {
+        let cfg = ReceiveConfig {
+            max_body_bytes: 1 << 20,
+            codec: codec::Options::default(),
+            full_status: FullStatus::ServiceUnavailable,
+            retry_after_secs: 5,
+            max_inflight_decode_bytes: 100_000,
+            body_read_timeout: std::time::Duration::from_secs(5),
+            max_concurrent_requests: 8,
+            max_inflight_body_bytes: 1 << 20,
+        };
+        Receiver::new(
+            cfg,
+            routes,
+            Metrics::default(),
+            Box::new(NoChecks),
+            Arc::new(Default::default()),
+            Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),
+        )
+    }
+
+    /// A route whose queue is full does not hold back the others: its part is dropped and
+    /// counted for it. When no route can take anything, the write is refused (retryable).
+    #[tokio::test]
+    async fn a_full_route_queue_drops_its_part_only_when_another_route_took_its_own() {
+        let body = fixture();
+        let label = |reason| crate::telemetry::RouteReasonLabels {
+            route: "b".into(),
+            reason,
+        };
+        // Both routes take every series (continue); b's queue holds almost nothing, and is
+        // full once it holds one write (an empty queue takes any one write).
+        let rx = receiver(vec![route("a", None, 1 << 20), route("b", None, 100)]);
+        assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
+        let held = rx.routes[1].queue.used_bytes();
+        assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
+        assert_eq!(rx.routes[0].queue.used_bytes(), 2 * held);
+        assert_eq!(rx.routes[1].queue.used_bytes(), held);
+        let m = &rx.metrics.routes;
+        assert_eq!(
+            m.samples_dropped.get_or_create(&label("queue_full")).get(),
+            500
+        );
+        let took = |r: &str| {
+            m.samples_received
+                .get_or_create(&crate::telemetry::RouteLabel { route: r.into() })
+                .get()
+        };
+        assert_eq!((took("a"), took("b")), (1000, 500));
+
+        // Only b has series for this write, and it is full: refused, nothing counted as taken.
+        let rx = receiver(vec![
+            route("a", Some(r#"{__name__="no_such_metric"}"#), 1 << 20),
+            route("b", None, 100),
+        ]);
+        rx.accept(Protocol::V1, &body).await.unwrap();
+        let e = rx.accept(Protocol::V1, &body).await.unwrap_err();
+        assert!(
+            matches!(e, ReceiveError::Queue(PushError::Full { .. })),
+            "{e}"
+        );
+        let m = &rx.metrics.routes;
+        assert_eq!(
+            m.samples_dropped.get_or_create(&label("queue_full")).get(),
+            0
+        );
+    }
+
     #[tokio::test]
     async fn decoding_budget_turns_excess_into_a_retryable_503() {
         let body = bytes::Bytes::from(
@@ -634,29 +784,7 @@ mod tests {
             ))
             .unwrap(),
         );
-        let cfg = ReceiveConfig {
-            max_body_bytes: 1 << 20,
-            codec: codec::Options::default(),
-            full_status: FullStatus::ServiceUnavailable,
-            retry_after_secs: 5,
-            max_inflight_decode_bytes: 100_000,
-            limits: codec::BatchLimits {
-                max_samples: 5000,
-                max_bytes: 4 << 20,
-                flush_interval: std::time::Duration::from_secs(1),
-            },
-            body_read_timeout: std::time::Duration::from_secs(5),
-            max_concurrent_requests: 8,
-            max_inflight_body_bytes: 1 << 20,
-        };
-        let rx = Receiver::new(
-            cfg,
-            Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(1 << 20))),
-            Metrics::default(),
-            Box::new(NoChecks),
-            Arc::new(Default::default()),
-            Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),
-        );
+        let rx = receiver(vec![route("default", None, 1 << 20)]);
         // Another request is decoding 50 kB: this one needs 64,945 more than the 100 kB budget has.
         let held = rx.decoding.try_acquire_many(50_000).unwrap();
         let e = rx.accept(Protocol::V1, &body).await.unwrap_err();

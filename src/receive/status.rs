@@ -22,6 +22,9 @@ pub struct Check {
     pub state: String,
     /// What was seen, in words (empty when there is nothing to add).
     pub reason: String,
+    /// The route whose stage this is (absent without routes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Whether this check makes `/ready` fail now (the queue when it cannot write; with
     /// `ready_requires_upstream` also the upstream checks, by their pre-`/status` rules).
     #[serde(skip)]
@@ -62,7 +65,10 @@ impl Report {
             .checks
             .iter()
             .filter(|c| c.fails_ready)
-            .map(|c| format!("{}: {}", c.name, c.reason))
+            .map(|c| match &c.route {
+                Some(route) => format!("route {route}: {}: {}", c.name, c.reason),
+                None => format!("{}: {}", c.name, c.reason),
+            })
             .collect();
         if self.shutting_down {
             why.insert(0, "shutting down".into());
@@ -81,6 +87,7 @@ mod tests {
             ok,
             state: if ok { "ok" } else { "failed" }.into(),
             reason: format!("{name} reason"),
+            route: None,
             fails_ready,
         }
     }

@@ -94,21 +94,45 @@ impl AlertInputs {
     }
 }
 
-/// Every second: refreshes the read gauges, evaluates the alert rules and hands the result to
-/// the alerter.
+/// What the alert rules read of one route, and its name when there are routes (each of its
+/// alerts then carries `route="<name>"`).
+pub(super) struct RouteAlerts {
+    pub(super) route: Option<String>,
+    pub(super) inputs: AlertInputs,
+}
+
+/// Every second: refreshes the read gauges, evaluates the alert rules of every route and hands
+/// the result to the alerter.
 pub(super) async fn evaluate_alerts(
-    inputs: AlertInputs,
+    routes: Vec<RouteAlerts>,
     alerter: Arc<crate::alert::Alerter>,
     stop: CancellationToken,
 ) {
-    let mut watch = Watch::new(SystemTime::now());
+    let mut watches: Vec<Watch> = routes
+        .iter()
+        .map(|_| Watch::new(SystemTime::now()))
+        .collect();
     loop {
-        inputs.queue_metrics.update(&inputs.queue);
-        inputs.upstream_metrics.available.set(i64::from(
-            inputs.health.unavailable_for(inputs.ready_window).is_none(),
-        ));
-        watch.observe(SystemTime::now(), inputs.observed());
-        alerter.update(crate::alert::evaluate(&inputs.signals(&watch)));
+        let mut firing = Vec::new();
+        for (r, watch) in routes.iter().zip(&mut watches) {
+            let inputs = &r.inputs;
+            inputs.queue_metrics.update(&inputs.queue);
+            inputs.upstream_metrics.available.set(i64::from(
+                inputs.health.unavailable_for(inputs.ready_window).is_none(),
+            ));
+            watch.observe(SystemTime::now(), inputs.observed());
+            firing.extend(
+                crate::alert::evaluate(&inputs.signals(watch))
+                    .into_iter()
+                    .map(|mut a| {
+                        if let Some(route) = &r.route {
+                            a.labels.insert("route".into(), route.clone());
+                        }
+                        a
+                    }),
+            );
+        }
+        alerter.update(firing);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,

@@ -26,7 +26,8 @@ use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
 
 mod alerts;
-use alerts::{evaluate_alerts, AlertInputs};
+mod routes;
+use alerts::{evaluate_alerts, AlertInputs, RouteAlerts};
 
 /// Errors starting promlink. Each names the part that failed; the cause is its `source()`, so
 /// print the whole chain (`{:#}` through anyhow, or [`crate::outbound::error_chain`]).
@@ -119,25 +120,11 @@ impl Running {
 /// # Errors
 /// When the identity or upstream cannot be set up, or the address cannot be bound.
 pub async fn start(cfg: Config) -> Result<Running, ServeError> {
-    if cfg.routed {
-        return Err(ServeError::Queue(crate::queue::DiskQueueError::Config(
-            "routes are checked by this version but not served yet".into(),
-        )));
-    }
     let mut registry = Registry::with_prefix("promlink");
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
-    let sending = Sending::new(&cfg, &mut registry)?;
+    log_start(&cfg);
+    let stages = routes::open(&cfg, &mut registry).await?;
     let alert_metrics = crate::alert::Metrics::register(&mut registry);
-    let Sending {
-        identity,
-        private_link,
-        upstream,
-        host,
-        metrics: upstream_metrics,
-    } = sending;
-    let health = upstream.health();
-    let queue = Arc::new(crate::queue::open(&cfg.destination.queue).await?);
-    let queue_metrics = crate::queue::Metrics::register(&mut registry, &queue);
 
     let inbound = &cfg.inbound;
     let tls = match &inbound.tls {
@@ -156,10 +143,13 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let abort = CancellationToken::new();
-    let mut background_tasks = vec![
-        identity.spawn_refresher(background.clone()),
-        tokio::spawn(private_link.clone().run(background.clone())),
-    ];
+    let mut background_tasks = Vec::new();
+    for st in &stages {
+        background_tasks.push(st.sending.identity.spawn_refresher(background.clone()));
+        background_tasks.push(tokio::spawn(
+            st.sending.private_link.clone().run(background.clone()),
+        ));
+    }
     let mut reloaders = vec![tokio::spawn(
         auth.clone()
             .run(inbound.reload_interval, background.clone()),
@@ -181,42 +171,84 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         alert_metrics,
     )?);
     let alert_poster = alerter.clone().spawn(background.clone());
+    let no_cert = prometheus_client::metrics::gauge::Gauge::default();
+    let alert_inputs = stages
+        .iter()
+        .enumerate()
+        .map(|(i, st)| RouteAlerts {
+            route: cfg.routed.then(|| st.name.clone()),
+            inputs: AlertInputs {
+                host: st.sending.host.clone(),
+                private_link: st.sending.private_link.clone(),
+                health: st.sending.upstream.health(),
+                identity: st.sending.identity.clone(),
+                queue: st.queue.clone(),
+                queue_metrics: st.queue_metrics.clone(),
+                upstream_metrics: st.sending.metrics.clone(),
+                // The receiver's certificate is one, whatever the routes: watched once.
+                cert_not_after: if i == 0 {
+                    receive_metrics.tls_cert_not_after.clone()
+                } else {
+                    no_cert.clone()
+                },
+                ready_window: cfg.readiness.window,
+            },
+        })
+        .collect();
     let alert_rules = tokio::spawn(evaluate_alerts(
-        AlertInputs {
-            host: host.clone(),
-            private_link: private_link.clone(),
-            health: health.clone(),
-            identity: identity.clone(),
-            queue: queue.clone(),
-            queue_metrics,
-            upstream_metrics: upstream_metrics.clone(),
-            cert_not_after: receive_metrics.tls_cert_not_after.clone(),
-            ready_window: cfg.readiness.window,
-        },
+        alert_inputs,
         alerter.clone(),
         background.clone(),
     ));
-    let prober = tokio::spawn(
-        upstream
-            .clone()
-            .probe_when_idle(cfg.readiness.window, background.clone()),
-    );
-    let workers: Vec<JoinHandle<()>> = (0..cfg.destination.shards)
-        .map(|i| tokio::spawn(upstream.clone().run_worker(queue.clone(), i, abort.clone())))
-        .collect();
+    for st in &stages {
+        background_tasks.push(tokio::spawn(
+            st.sending
+                .upstream
+                .clone()
+                .probe_when_idle(cfg.readiness.window, background.clone()),
+        ));
+    }
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    for st in &stages {
+        workers.extend((0..st.shards).map(|i| {
+            tokio::spawn(
+                st.sending
+                    .upstream
+                    .clone()
+                    .run_worker(st.queue.clone(), i, abort.clone()),
+            )
+        }));
+    }
 
     let registry = Arc::new(registry);
-    let checks = Box::new(crate::health::Checks {
-        identity: identity.clone(),
-        health: health.clone(),
-        private_link: private_link.clone(),
-        queue: queue.clone(),
-        window: cfg.readiness.window,
-        requires_upstream: cfg.readiness.requires_upstream,
-    });
+    let checks = Box::new(crate::health::RouteChecks(
+        stages
+            .iter()
+            .map(|st| {
+                (
+                    cfg.routed.then(|| st.name.clone()),
+                    crate::health::Checks {
+                        identity: st.sending.identity.clone(),
+                        health: st.sending.upstream.health(),
+                        private_link: st.sending.private_link.clone(),
+                        queue: st.queue.clone(),
+                        window: cfg.readiness.window,
+                        requires_upstream: cfg.readiness.requires_upstream,
+                    },
+                )
+            })
+            .collect(),
+    ));
     let receiver = Arc::new(Receiver::new(
         cfg.receive.clone(),
-        queue.clone(),
+        stages
+            .iter()
+            .map(|st| crate::receive::ReceiveRoute {
+                name: st.name.clone(),
+                rule: st.rule.clone(),
+                queue: st.queue.clone(),
+            })
+            .collect(),
         receive_metrics.clone(),
         checks,
         registry.clone(),
@@ -226,9 +258,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     log_listening(&cfg, local_addr);
     let listener_cfg = inbound.listener.clone();
 
+    let first = &stages[0];
+    let (identity, health, private_link) = (
+        first.sending.identity.clone(),
+        first.sending.upstream.health(),
+        first.sending.private_link.clone(),
+    );
+    let queues: Vec<Arc<Queue>> = stages.iter().map(|st| st.queue.clone()).collect();
     // Stopped, in this order, once the workers are done: everything that runs beside them.
     background_tasks.extend(reloaders);
-    background_tasks.extend([prober, alert_rules, alert_poster]);
+    background_tasks.extend([alert_rules, alert_poster]);
     let signal = shutdown.clone();
     let grace = cfg.shutdown.grace;
     let quiet = cfg.shutdown.quiet_period;
@@ -245,7 +284,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         );
         let deadline =
             receive_until_stopped(server, &signal, &close, &receiver, grace, quiet).await;
-        deliver_until(&queue, workers, deadline, grace, &abort).await;
+        deliver_until(&queues, workers, deadline, grace, &abort).await;
         background.cancel();
         for t in background_tasks {
             let _ = t.await;
@@ -262,6 +301,20 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         registry,
         task,
     })
+}
+
+/// What the operator should know at start, once whatever the routes.
+fn log_start(cfg: &Config) {
+    for notice in &cfg.notices {
+        tracing::warn!("{notice}");
+    }
+    log_egress_routes(cfg);
+    if cfg.routed {
+        tracing::info!(
+            routes = cfg.routes.len(),
+            "routes: each series goes to the first route whose match selects it"
+        );
+    }
 }
 
 /// Binds the receiver's address.
@@ -339,32 +392,36 @@ async fn receive_until_stopped(
     }
 }
 
-/// No more writes can arrive: closes the queue so partial batches leave at once, lets the
+/// No more writes can arrive: closes the queues so partial batches leave at once, lets the
 /// workers deliver until `deadline`, then aborts them (what is undelivered stays in the disk
-/// queue, or is dropped and counted from the memory queue) and syncs the disk queue.
+/// queues, or is dropped and counted from the memory queues) and syncs the disk queues.
 async fn deliver_until(
-    queue: &Queue,
+    queues: &[Arc<Queue>],
     workers: Vec<JoinHandle<()>>,
     deadline: tokio::time::Instant,
     grace: Duration,
     abort: &CancellationToken,
 ) {
-    queue.close();
-    let waiting = queue.used_bytes();
+    for q in queues {
+        q.close();
+    }
+    let waiting: u64 = queues.iter().map(|q| q.used_bytes()).sum();
     tracing::info!(queued_bytes = waiting, grace = %humantime::format_duration(grace), "delivering what is queued before exiting");
     let all = futures_util::future::join_all(workers);
     tokio::pin!(all);
     if tokio::time::timeout_at(deadline, &mut all).await.is_err() {
-        if queue.is_durable() {
+        if queues.iter().all(|q| q.is_durable()) {
             tracing::warn!("shutdown grace period ended with data undelivered; it stays in the disk queue for the next start");
         } else {
-            tracing::error!("shutdown grace period ended with data undelivered; dropping it");
+            tracing::error!("shutdown grace period ended with data undelivered; dropping what the memory queue holds");
         }
         abort.cancel();
         all.await;
     }
-    if let Err(e) = queue.sync().await {
-        tracing::error!(error = %e, "syncing the disk queue at shutdown failed");
+    for q in queues {
+        if let Err(e) = q.sync().await {
+            tracing::error!(error = %e, "syncing the disk queue at shutdown failed");
+        }
     }
 }
 
@@ -384,25 +441,26 @@ pub(crate) struct Sending {
 }
 
 impl Sending {
-    /// Sets up the sending side of `cfg`, logging what an operator should know about it.
-    pub(crate) fn new(cfg: &Config, registry: &mut Registry) -> Result<Self, ServeError> {
+    /// Sets up the sending side of the destination `d` of `cfg`, logging what an operator
+    /// should know about it.
+    pub(crate) fn new(
+        cfg: &Config,
+        d: &crate::config::Destination,
+        registry: &mut Registry,
+    ) -> Result<Self, ServeError> {
         let metrics = crate::upstream::Metrics::register(registry);
         let identity_metrics = crate::identity::Metrics::register(registry);
         let private_link_metrics = crate::privatelink::Metrics::register(registry);
-        if cfg.destination.upstream.url.scheme() == "http" {
-            tracing::warn!(url = %cfg.destination.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
+        if d.upstream.url.scheme() == "http" {
+            tracing::warn!(url = %d.upstream.url, "PLAIN HTTP UPSTREAM: tokens and metrics travel unencrypted (--allow-plain-http); never use this against Azure");
         }
-        if !cfg.destination.azure {
-            tracing::info!(url = %cfg.destination.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
+        if !d.azure {
+            tracing::info!(url = %d.upstream.url, "the upstream is not an Azure Monitor DCE URL; forwarding to it as a generic remote-write receiver");
         }
-        for notice in &cfg.notices {
-            tracing::warn!("{notice}");
-        }
-        if cfg.destination.identity.kind == IdentityKind::SystemAssigned {
+        if d.identity.kind == IdentityKind::SystemAssigned {
             tracing::info!("using the system-assigned managed identity");
         }
-        log_egress_routes(cfg);
-        let identity = TokenProvider::new(cfg.destination.identity.clone(), identity_metrics)?;
+        let identity = TokenProvider::new(d.identity.clone(), identity_metrics)?;
         let host = cfg
             .destination
             .upstream
@@ -417,15 +475,15 @@ impl Sending {
             .port_or_known_default()
             .unwrap_or(443);
         let private_link = Arc::new(PrivateLink::new(
-            cfg.destination.private_link.clone(),
+            d.private_link.clone(),
             &host,
             port,
-            cfg.destination.upstream.ca_file.clone(),
+            d.upstream.ca_file.clone(),
             private_link_metrics,
         )?);
-        tracing::info!(host = %host, policy = cfg.destination.private_link.mode.as_str(), "private link policy");
+        tracing::info!(host = %host, policy = d.private_link.mode.as_str(), "private link policy");
         let upstream = Arc::new(Upstream::new(
-            cfg.destination.upstream.clone(),
+            d.upstream.clone(),
             identity.clone(),
             metrics.clone(),
             Some(private_link.clone()),

@@ -59,6 +59,11 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Whether it counts nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Counts::default()
+    }
+
     /// Adds what one message holds.
     pub fn add(&mut self, c: &ChunkCounts) {
         self.series += u64::from(c.series);

@@ -1,0 +1,113 @@
+//! One sending side and one queue per route: its identity, Private Link verification,
+//! upstream client, queue and shard workers. Without `routes` there is one, named `default`,
+//! and its metrics carry no `route` label (as before routes existed); with `routes`, each
+//! route's stage metrics are registered under `route="<name>"`.
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use super::{Sending, ServeError};
+use crate::config::{Config, Route};
+use crate::queue::Queue;
+
+/// One route's stages.
+pub(super) struct RouteStage {
+    /// The route's name.
+    pub(super) name: String,
+    /// Its identity, Private Link stage and upstream client.
+    pub(super) sending: Sending,
+    /// Its queue.
+    pub(super) queue: Arc<Queue>,
+    /// Its queue's metrics.
+    pub(super) queue_metrics: crate::queue::Metrics,
+    /// Its shard count.
+    pub(super) shards: usize,
+    /// What the receiver needs of it.
+    pub(super) rule: crate::codec::RouteRule,
+}
+
+/// Sets up every route of `cfg`, each with its own registry scope, and opens their queues.
+/// A queue written without routes is moved to the `default` route's directory first (or the
+/// start is refused, saying what to do).
+pub(super) async fn open(
+    cfg: &Config,
+    registry: &mut Registry,
+) -> Result<Vec<RouteStage>, ServeError> {
+    if cfg.routed {
+        adopt_single_route_queue(cfg).await?;
+    }
+    let mut stages = Vec::with_capacity(cfg.routes.len());
+    for route in &cfg.routes {
+        let scope = if cfg.routed {
+            registry.sub_registry_with_label(("route".into(), route.name.clone().into()))
+        } else {
+            &mut *registry
+        };
+        stages.push(open_one(cfg, route, scope).await?);
+    }
+    Ok(stages)
+}
+
+async fn open_one(
+    cfg: &Config,
+    route: &Route,
+    registry: &mut Registry,
+) -> Result<RouteStage, ServeError> {
+    let d = &route.destination;
+    if cfg.routed {
+        tracing::info!(
+            route = %route.name,
+            r#match = %route.selector.as_ref().map(ToString::to_string).unwrap_or_else(|| "(every series)".into()),
+            r#continue = route.continue_,
+            rules = route.relabel.as_ref().map_or(0, |r| r.len()),
+            upstream = %super::redacted_url(&d.upstream.url),
+            "route"
+        );
+    }
+    let sending = Sending::new(cfg, d, registry)?;
+    let queue = Arc::new(crate::queue::open(&d.queue).await?);
+    let queue_metrics = crate::queue::Metrics::register(registry, &queue);
+    Ok(RouteStage {
+        name: route.name.clone(),
+        sending,
+        queue,
+        queue_metrics,
+        shards: d.shards,
+        rule: crate::codec::RouteRule {
+            selector: route.selector.clone(),
+            continue_: route.continue_,
+            relabel: route.relabel.clone(),
+            limits: d.upstream.batch,
+        },
+    })
+}
+
+/// Moves a queue left in `queue_dir` by a promlink without routes to the `default` route.
+async fn adopt_single_route_queue(cfg: &Config) -> Result<(), ServeError> {
+    let Some(top) = cfg
+        .routes
+        .first()
+        .and_then(|r| r.destination.queue.disk.as_ref())
+        .and_then(|d| d.dir.parent())
+        .map(std::path::Path::to_path_buf)
+    else {
+        return Ok(());
+    };
+    let names: Vec<String> = cfg.routes.iter().map(|r| r.name.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        crate::queue::disk::relocate::adopt_single_route_queue(
+            &top,
+            crate::config::DEFAULT_ROUTE,
+            &names,
+        )
+    })
+    .await
+    .map_err(|e| {
+        ServeError::Queue(crate::queue::DiskQueueError::Config(format!(
+            "moving the queue panicked: {e}"
+        )))
+    })??;
+    Ok(())
+}
