@@ -378,3 +378,61 @@ async fn old_samples_and_expired_batches_are_dropped_and_counted() {
     );
     rig.stop().await;
 }
+
+/// `max_requests_per_minute: 600` holds at the upstream: after the one-second burst (10
+/// requests), requests arrive one per 100 ms, measured at the DCE emulator. Nothing is dropped:
+/// the requests wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_minute_is_held_at_the_upstream() {
+    let rig = Rig::start(RigOptions {
+        // 10 samples a request: 400 samples make 40 requests.
+        max_samples_per_request: 10,
+        extra: promlink::config::Settings {
+            max_requests_per_minute: Some(600),
+            ..Default::default()
+        },
+        ..RigOptions::default()
+    })
+    .await;
+    let body = common::one_sample_body("rate_test", "rate", 0..400, 1_000);
+    assert_eq!(rig.post(body, V1).await.status(), 204);
+    rig.wait_for("every sample delivered", Duration::from_secs(20), |s| {
+        s.samples == 400
+    })
+    .await;
+    let times = rig.dce.post_times();
+    assert_eq!(times.len(), 40, "one request per 10 samples");
+    let first = times[0];
+    let at: Vec<Duration> = times.iter().map(|t| t.duration_since(first)).collect();
+    // Any one-second window holds at most the burst plus one second's rate (10 + 10); from the
+    // burst on, requests are spaced by the rate: 30 more take at least 2.9 s.
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| **t < *start + Duration::from_secs(1))
+            .count();
+        assert!(
+            within <= 20,
+            "{within} requests within 1 s of {start:?}: {at:?}"
+        );
+    }
+    assert!(
+        at[39] >= Duration::from_millis(2_900),
+        "40 requests at 600 a minute took only {:?}: {at:?}",
+        at[39]
+    );
+    let waited = rig
+        .metric("promlink_upstream_rate_limited_seconds_total")
+        .await;
+    assert!(waited > 1.0, "waited {waited} s in all");
+    assert_eq!(
+        rig.metric("promlink_upstream_requests_per_minute_limit")
+            .await,
+        600.0
+    );
+    eprintln!(
+        "rate: 40 requests in {:?} at max_requests_per_minute 600 (waited {waited:.1} s in all)",
+        at[39]
+    );
+    rig.stop().await;
+}

@@ -153,3 +153,7 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("log_level", LOG_LEVEL.to_string()),
     ]
 }
+
+/// `max_requests_per_minute` for Azure ingestion hosts: Azure's limit per DCR, which cannot be
+/// raised.
+pub const AZURE_REQUESTS_PER_MINUTE: u32 = 15_000;

@@ -101,6 +101,18 @@ pub(super) fn resolve(
             );
         }
     }
+    let max_requests_per_minute = match s.max_requests_per_minute {
+        Some(0) => {
+            p.bad(
+                "max_requests_per_minute",
+                0,
+                "must be greater than zero (leave it unset for no limit on a non-Azure upstream)",
+            );
+            None
+        }
+        Some(n) => Some(n),
+        None => azure.then_some(d::AZURE_REQUESTS_PER_MINUTE),
+    };
     let queue = queue(s, p);
     let url = url.map(|(u, _)| u);
     let private_link = private_link(s, url.as_ref(), proxy, p, notices);
@@ -115,6 +127,7 @@ pub(super) fn resolve(
             max_sample_age: s.max_sample_age,
             queue_max_age: s.queue_max_age,
             proxy: proxy.clone(),
+            max_requests_per_minute,
         },
         azure,
         identity: identity?,

@@ -201,6 +201,12 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_SHARDS")]
     pub shards: Option<usize>,
 
+    /// Most upstream requests a minute to one ingestion URL, from this process; requests wait
+    /// for their turn, nothing is dropped (Azure allows 15,000 a minute per DCR across every
+    /// sender) [default: 15000 for Azure ingestion hosts, no limit otherwise]
+    #[arg(long, env = "PROMLINK_MAX_REQUESTS_PER_MINUTE")]
+    pub max_requests_per_minute: Option<u32>,
+
     /// Queue budget in bytes (waiting + in flight); when full, writes are refused [default: 67108864]
     #[arg(long, env = "PROMLINK_QUEUE_MAX_BYTES")]
     pub queue_max_bytes: Option<usize>,
@@ -439,6 +445,7 @@ impl Settings {
             max_bytes_per_request,
             flush_interval,
             shards,
+            max_requests_per_minute,
             queue_max_bytes,
             queue_memory_bytes,
             queue_full_status,

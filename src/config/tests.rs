@@ -453,3 +453,34 @@ fn write_relabel_configs_from_yaml_are_checked_with_their_key_path() {
     assert_eq!(c.receive.codec.relabel.as_ref().map(|r| r.len()), Some(1));
     assert!(base().resolve().unwrap().receive.codec.relabel.is_none());
 }
+
+#[test]
+fn max_requests_per_minute_defaults_to_azures_limit_for_azure_hosts_only() {
+    let c = base().resolve().unwrap();
+    assert_eq!(c.destination.upstream.max_requests_per_minute, Some(15_000));
+    let generic = Settings {
+        ingestion_url: Some("http://127.0.0.1:9090/api/v1/write".into()),
+        allow_plain_http: Some(true),
+        identity: Some(IdentityKind::None),
+        ..Settings::default()
+    };
+    let c = generic.clone().resolve().unwrap();
+    assert_eq!(c.destination.upstream.max_requests_per_minute, None);
+    let c = Settings {
+        max_requests_per_minute: Some(600),
+        ..generic.clone()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(c.destination.upstream.max_requests_per_minute, Some(600));
+    let e = Settings {
+        max_requests_per_minute: Some(0),
+        ..generic
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("max_requests_per_minute = \"0\""),
+        "{e}"
+    );
+}

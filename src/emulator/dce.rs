@@ -177,7 +177,12 @@ struct Data {
     api_versions: Vec<String>,
     last_ts: rustc_hash::FxHashMap<u64, i64>,
     accepted: VecDeque<WriteRequest>,
+    /// When the latest writes (POSTs) arrived, at most [`MAX_POST_TIMES`], oldest first.
+    post_times: VecDeque<std::time::Instant>,
 }
+
+/// Arrival times of writes kept (a rate test reads them).
+const MAX_POST_TIMES: usize = 100_000;
 
 struct Shared {
     data: Mutex<Data>,
@@ -235,6 +240,7 @@ impl DceEmulator {
                 api_versions: config.api_versions,
                 last_ts: Default::default(),
                 accepted: VecDeque::new(),
+                post_times: VecDeque::new(),
             }),
             path: format!(
                 "/dataCollectionRules/{}/streams/{STREAM}/api/v1/write",
@@ -315,6 +321,11 @@ impl DceHandle {
         self.shared.lock().stats.clone()
     }
 
+    /// When the latest writes arrived (whatever the answer; at most 100,000, oldest first).
+    pub fn post_times(&self) -> Vec<std::time::Instant> {
+        self.shared.lock().post_times.iter().copied().collect()
+    }
+
     /// The accepted requests kept so far (at most `keep_accepted`, oldest first).
     pub fn accepted(&self) -> Vec<WriteRequest> {
         self.shared.lock().accepted.iter().cloned().collect()
@@ -372,6 +383,7 @@ impl DceHandle {
         data.stats = DceStats::default();
         data.last_ts.clear();
         data.accepted.clear();
+        data.post_times.clear();
     }
 
     /// Stops the server, letting in-flight requests finish.

@@ -21,6 +21,7 @@ pub(super) struct AlertInputs {
     pub(super) host: String,
     pub(super) private_link: Arc<PrivateLink>,
     pub(super) health: Arc<Health>,
+    pub(super) upstream: Arc<crate::upstream::Upstream>,
     pub(super) identity: TokenProvider,
     pub(super) queue: Arc<Queue>,
     pub(super) queue_metrics: crate::queue::Metrics,
@@ -120,6 +121,9 @@ pub(super) async fn evaluate_alerts(
             inputs.upstream_metrics.available.set(i64::from(
                 inputs.health.unavailable_for(inputs.ready_window).is_none(),
             ));
+            if let Some(n) = inputs.upstream.requests_last_minute() {
+                inputs.upstream_metrics.requests_per_minute.set(n as i64);
+            }
             watch.observe(SystemTime::now(), inputs.observed());
             firing.extend(
                 crate::alert::evaluate(&inputs.signals(watch))

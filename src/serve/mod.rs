@@ -181,6 +181,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
                 host: st.sending.host.clone(),
                 private_link: st.sending.private_link.clone(),
                 health: st.sending.upstream.health(),
+                upstream: st.sending.upstream.clone(),
                 identity: st.sending.identity.clone(),
                 queue: st.queue.clone(),
                 queue_metrics: st.queue_metrics.clone(),
@@ -482,6 +483,9 @@ impl Sending {
             private_link_metrics,
         )?);
         tracing::info!(host = %host, policy = d.private_link.mode.as_str(), "private link policy");
+        metrics
+            .requests_per_minute_limit
+            .set(d.upstream.max_requests_per_minute.map_or(0, i64::from));
         let upstream = Arc::new(Upstream::new(
             d.upstream.clone(),
             identity.clone(),

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::telemetry::EntryCounters;
 pub use crate::telemetry::ReasonLabel;
@@ -46,6 +47,12 @@ pub struct Metrics {
     pub last_success: Gauge,
     /// 1 while the upstream gave an HTTP answer within `ready_window`, 0 when it has not.
     pub available: Gauge,
+    /// Seconds requests waited for `max_requests_per_minute`.
+    pub rate_limited: Counter<f64, AtomicU64>,
+    /// Requests sent in the last minute (with `max_requests_per_minute`).
+    pub requests_per_minute: Gauge,
+    /// `max_requests_per_minute` (0: no limit).
+    pub requests_per_minute_limit: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,6 +71,9 @@ impl Default for Metrics {
             batch_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 14)),
             last_success: Gauge::default(),
             available: Gauge::default(),
+            rate_limited: Counter::default(),
+            requests_per_minute: Gauge::default(),
+            requests_per_minute_limit: Gauge::default(),
         }
     }
 }
@@ -73,6 +83,21 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry;
+        r.register(
+            "upstream_rate_limited_seconds",
+            "Time upstream requests waited for a token of max_requests_per_minute (backpressure; nothing is dropped)",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "upstream_requests_per_minute",
+            "Upstream requests sent in the last minute, when max_requests_per_minute applies",
+            m.requests_per_minute.clone(),
+        );
+        r.register(
+            "upstream_requests_per_minute_limit",
+            "max_requests_per_minute of the upstream URL (0: no limit)",
+            m.requests_per_minute_limit.clone(),
+        );
         r.register(
             "upstream_requests",
             "Requests sent to the upstream, by status class of the answer",

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod rate;
 pub mod retry;
 
 use std::collections::VecDeque;
@@ -57,6 +58,8 @@ pub struct UpstreamConfig {
     /// Egress proxy settings: used under `private_link: off` and for `prefer`'s public fallback,
     /// never for the verified private path.
     pub proxy: crate::proxy::ProxyConfig,
+    /// Most requests a minute to this URL (`max_requests_per_minute`); `None`: no limit.
+    pub max_requests_per_minute: Option<u32>,
 }
 
 /// Errors setting up the upstream or a request to it.
@@ -179,6 +182,7 @@ pub struct Upstream {
     identity: TokenProvider,
     metrics: Metrics,
     health: Arc<Health>,
+    rate: Option<rate::RateLimiter>,
 }
 
 /// How one attempt at a batch part ended.
@@ -387,6 +391,7 @@ impl Upstream {
         let generation = private_link.as_ref().map_or(0, |p| p.generation());
         let client = Self::build_client(&cfg, private_link.as_ref())?;
         Ok(Self {
+            rate: cfg.max_requests_per_minute.map(rate::RateLimiter::new),
             cfg,
             client: RwLock::new((generation, client)),
             private_link,
@@ -445,6 +450,11 @@ impl Upstream {
             }
         }
         c.1.clone()
+    }
+
+    /// Requests sent within the last minute, when `max_requests_per_minute` applies.
+    pub fn requests_last_minute(&self) -> Option<usize> {
+        self.rate.as_ref().map(rate::RateLimiter::last_minute)
     }
 
     /// Readiness and status information.
@@ -780,6 +790,10 @@ impl Upstream {
                     return Attempt::RetryAfter(RetryReason::NoToken, None);
                 }
             }
+        }
+        if let Some(rate) = &self.rate {
+            let waited = rate.acquire().await;
+            self.metrics.rate_limited.inc_by(waited.as_secs_f64());
         }
         let started = std::time::Instant::now();
         let resp = req.send().await;

@@ -86,6 +86,8 @@ pub struct RouteSettings {
     pub shards: Option<usize>,
     /// The route's queue budget.
     pub queue_max_bytes: Option<usize>,
+    /// See [`Settings::max_requests_per_minute`].
+    pub max_requests_per_minute: Option<u32>,
 }
 
 /// One resolved route.
@@ -282,6 +284,7 @@ impl RouteSettings {
             flush_interval,
             shards,
             queue_max_bytes,
+            max_requests_per_minute,
         );
         m.queue_dir = s
             .queue_dir
@@ -315,6 +318,7 @@ impl RouteSettings {
             "flush_interval" => self.flush_interval.is_some(),
             "shards" => self.shards.is_some(),
             "queue_max_bytes" => self.queue_max_bytes.is_some(),
+            "max_requests_per_minute" => self.max_requests_per_minute.is_some(),
             _ => false,
         }
     }

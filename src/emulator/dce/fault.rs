@@ -61,6 +61,12 @@ pub(super) async fn serve(
     let fault = {
         let mut data = shared.lock();
         data.stats.requests += 1;
+        if method == Method::POST {
+            if data.post_times.len() >= super::MAX_POST_TIMES {
+                data.post_times.pop_front();
+            }
+            data.post_times.push_back(std::time::Instant::now());
+        }
         let fault = if method == Method::POST {
             data.faults.pop_front().or_else(|| data.outage.clone())
         } else {
