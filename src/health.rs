@@ -47,16 +47,27 @@ impl StatusSource for Checks {
     }
 }
 
+/// The checks of one route's destination.
+pub struct RouteCheck {
+    /// The route's name (`None` without routes).
+    pub route: Option<String>,
+    /// The destination's URL when the route spreads over several.
+    pub url: Option<String>,
+    /// Its checks.
+    pub checks: Checks,
+}
+
 /// The checks of every route, each naming its route when there are routes. `/ready` fails when
 /// any route's check fails it.
-pub struct RouteChecks(pub Vec<(Option<String>, Checks)>);
+pub struct RouteChecks(pub Vec<RouteCheck>);
 
 impl StatusSource for RouteChecks {
     fn checks(&self) -> Vec<Check> {
         let mut all = Vec::new();
-        for (route, checks) in &self.0 {
-            all.extend(checks.checks().into_iter().map(|mut c| {
-                c.route = route.clone();
+        for r in &self.0 {
+            all.extend(r.checks.checks().into_iter().map(|mut c| {
+                c.route = r.route.clone();
+                c.url = r.url.clone();
                 c
             }));
         }
@@ -114,6 +125,7 @@ impl Checks {
             state: state.into(),
             reason,
             route: None,
+            url: None,
             fails_ready: self.requires_upstream && flows.is_err(),
         }
     }
@@ -147,6 +159,7 @@ impl Checks {
             state: state.into(),
             reason,
             route: None,
+            url: None,
             fails_ready: self.requires_upstream && !t.valid,
         }
     }
@@ -193,6 +206,7 @@ impl Checks {
             // The rule /ready had before /status: an HTTP answer within the window, counted
             // from the first answer (not from the start).
             route: None,
+            url: None,
             fails_ready: self.requires_upstream && !h.answered_within(self.window),
         }
     }
@@ -218,6 +232,7 @@ impl Checks {
                 state: "failed".into(),
                 reason: format!("{why}; {fill}"),
                 route: None,
+                url: None,
                 fails_ready: true,
             },
             None => Check {
@@ -226,6 +241,7 @@ impl Checks {
                 state: if used >= max { "full" } else { "ok" }.into(),
                 reason: fill,
                 route: None,
+                url: None,
                 fails_ready: false,
             },
         }

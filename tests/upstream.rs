@@ -250,22 +250,7 @@ async fn per_series_order_survives_concurrency_and_retries() {
             _ => Fault::status(500),
         });
     }
-    let report = loadgen::run(
-        LoadgenConfig {
-            url: rig.write_url(),
-            series: 2000,
-            rounds: 10,
-            shards: 4,
-            samples_per_request: 500,
-            stale_every: Some(97),
-            deadline: Duration::from_secs(60),
-            ..LoadgenConfig::default()
-        },
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.samples_acked, 20_000, "{report:?}");
+    let report = send_20k(&rig, Some(97)).await;
     rig.wait_for("all samples", Duration::from_secs(30), |s| {
         s.samples >= 20_000
     })
@@ -435,4 +420,83 @@ async fn max_requests_per_minute_is_held_at_the_upstream() {
         at[39]
     );
     rig.stop().await;
+}
+
+/// A route with `ingestion_urls` spreads its series over several DCRs: every series goes to
+/// exactly one of them, always the same one, in order, and each DCR gets a share. Each DCR has
+/// its own queue and shard workers, and its metrics carry `url`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_spreads_its_series_over_several_dcrs_each_series_to_one() {
+    let rig = Rig::start(RigOptions {
+        spread: 3,
+        max_samples_per_request: 300,
+        flush_interval: Duration::from_millis(20),
+        ..RigOptions::default()
+    })
+    .await;
+    send_20k(&rig, None).await;
+    let dces: Vec<_> = std::iter::once(&rig.dce).chain(&rig.more_dces).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dces.iter().map(|d| d.stats().samples).sum::<u64>() < 20_000 {
+        assert!(tokio::time::Instant::now() < deadline, "not all delivered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (i, d) in dces.iter().enumerate() {
+        let stats = d.stats();
+        assert_eq!(stats.out_of_order_samples, 0, "DCR {i}: order broken");
+        assert_eq!(stats.repeated_timestamp_samples, 0, "DCR {i}: duplicates");
+        let mut series = std::collections::HashSet::new();
+        for req in d.accepted() {
+            for ts in &req.timeseries {
+                let key: Vec<(String, String)> = ts
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                if let Some(other) = seen.insert(key.clone(), i) {
+                    assert_eq!(other, i, "{key:?} went to DCR {other} and DCR {i}");
+                }
+                series.insert(key);
+            }
+        }
+        // 2000 series over 3: each DCR gets a share, and every sample of its series.
+        assert!(
+            (400..1000).contains(&series.len()),
+            "DCR {i} got {} series",
+            series.len()
+        );
+        assert_eq!(stats.samples, 10 * series.len() as u64, "DCR {i}");
+        eprintln!("spread: DCR {i} got {} series", series.len());
+    }
+    assert_eq!(seen.len(), 2000, "every series arrived");
+    let url = dces[2].url().split('?').next().unwrap().to_string();
+    let sent = rig
+        .metric(&format!(
+            "promlink_samples_forwarded_total{{route=\"default\",url=\"{url}\"}}"
+        ))
+        .await;
+    assert_eq!(sent, dces[2].stats().samples as f64);
+    rig.stop().await;
+}
+
+/// 2,000 series x 10 rounds from 4 concurrent sender shards, every sample acknowledged.
+async fn send_20k(rig: &Rig, stale_every: Option<u64>) -> loadgen::Report {
+    let report = loadgen::run(
+        LoadgenConfig {
+            url: rig.write_url(),
+            series: 2000,
+            rounds: 10,
+            shards: 4,
+            samples_per_request: 500,
+            stale_every,
+            deadline: Duration::from_secs(60),
+            ..LoadgenConfig::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.samples_acked, 20_000, "{report:?}");
+    report
 }

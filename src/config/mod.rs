@@ -196,7 +196,7 @@ impl Settings {
         let batch = destination::batch(&self, &mut p);
         let routed = routes::resolve(&self, &proxy, &mut p, &mut notices);
         let destination = match &routed {
-            Some(routes) => routes.first().map(|r| r.destination.clone()),
+            Some(routes) => routes.first().map(|r| r.destination().clone()),
             None => destination::resolve(&self, batch, &proxy, &mut p, &mut notices),
         };
         let routes = routed.clone().unwrap_or_else(|| {
@@ -207,7 +207,7 @@ impl Settings {
                     selector: None,
                     continue_: false,
                     relabel: None,
-                    destination: d.clone(),
+                    destinations: vec![d.clone()],
                 })
                 .collect()
         });

@@ -204,10 +204,10 @@ const STOPPED: u8 = 2;
 pub struct ReceiveRoute {
     /// The route's name (the `route` label).
     pub name: String,
-    /// Which series it takes, its own rules and its batch limits.
+    /// Which series it takes, its own rules, its batch limits and its spread.
     pub rule: codec::RouteRule,
-    /// Its queue.
-    pub queue: Arc<Queue>,
+    /// Its destinations' queues: one, or `rule.spread`.
+    pub queues: Vec<Arc<Queue>>,
 }
 
 /// Shared receiver state.
@@ -371,12 +371,16 @@ impl Receiver {
     async fn push_routed(&self, outputs: Vec<codec::RouteOutput>) -> Result<(), ReceiveError> {
         let mut done = Vec::with_capacity(outputs.len());
         let mut taken = false;
-        for (mut out, route) in outputs.into_iter().zip(&self.routes) {
+        let mut destinations: Vec<(&ReceiveRoute, &Arc<Queue>)> = Vec::with_capacity(outputs.len());
+        for r in &self.routes {
+            destinations.extend(r.queues.iter().map(|q| (r, q)));
+        }
+        for (mut out, (route, queue)) in outputs.into_iter().zip(destinations) {
             let chunks = std::mem::take(&mut out.chunks);
             let result = if chunks.is_empty() {
                 Ok(())
             } else {
-                route.queue.push(chunks).await
+                queue.push(chunks).await
             };
             taken |= result.is_ok() && !out.counts.is_empty();
             done.push((route, out, result));
@@ -702,8 +706,11 @@ mod tests {
                     max_bytes: 4 << 20,
                     flush_interval: std::time::Duration::from_secs(1),
                 },
+                spread: 1,
             },
-            queue: Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(queue_bytes))),
+            queues: vec![Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(
+                queue_bytes,
+            )))],
         }
     }
 
@@ -741,10 +748,10 @@ mod tests {
         // full once it holds one write (an empty queue takes any one write).
         let rx = receiver(vec![route("a", None, 1 << 20), route("b", None, 100)]);
         assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        let held = rx.routes[1].queue.used_bytes();
+        let held = rx.routes[1].queues[0].used_bytes();
         assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        assert_eq!(rx.routes[0].queue.used_bytes(), 2 * held);
-        assert_eq!(rx.routes[1].queue.used_bytes(), held);
+        assert_eq!(rx.routes[0].queues[0].used_bytes(), 2 * held);
+        assert_eq!(rx.routes[1].queues[0].used_bytes(), held);
         let m = &rx.metrics.routes;
         assert_eq!(
             m.samples_dropped.get_or_create(&label("queue_full")).get(),

@@ -25,6 +25,9 @@ pub struct Check {
     /// The route whose stage this is (absent without routes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// The route's destination (its URL without query) when the route spreads over several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Whether this check makes `/ready` fail now (the queue when it cannot write; with
     /// `ready_requires_upstream` also the upstream checks, by their pre-`/status` rules).
     #[serde(skip)]
@@ -65,9 +68,12 @@ impl Report {
             .checks
             .iter()
             .filter(|c| c.fails_ready)
-            .map(|c| match &c.route {
-                Some(route) => format!("route {route}: {}: {}", c.name, c.reason),
-                None => format!("{}: {}", c.name, c.reason),
+            .map(|c| match (&c.route, &c.url) {
+                (Some(route), Some(url)) => {
+                    format!("route {route} ({url}): {}: {}", c.name, c.reason)
+                }
+                (Some(route), None) => format!("route {route}: {}: {}", c.name, c.reason),
+                (None, _) => format!("{}: {}", c.name, c.reason),
             })
             .collect();
         if self.shutting_down {
@@ -88,6 +94,7 @@ mod tests {
             state: if ok { "ok" } else { "failed" }.into(),
             reason: format!("{name} reason"),
             route: None,
+            url: None,
             fails_ready,
         }
     }

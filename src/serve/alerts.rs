@@ -95,10 +95,12 @@ impl AlertInputs {
     }
 }
 
-/// What the alert rules read of one route, and its name when there are routes (each of its
-/// alerts then carries `route="<name>"`).
+/// What the alert rules read of one route's destination, and its name when there are routes
+/// (each of its alerts then carries `route="<name>"`, and `url="<its URL>"` when the route
+/// spreads over several).
 pub(super) struct RouteAlerts {
     pub(super) route: Option<String>,
+    pub(super) url: Option<String>,
     pub(super) inputs: AlertInputs,
 }
 
@@ -131,6 +133,9 @@ pub(super) async fn evaluate_alerts(
                     .map(|mut a| {
                         if let Some(route) = &r.route {
                             a.labels.insert("route".into(), route.clone());
+                        }
+                        if let Some(url) = &r.url {
+                            a.labels.insert("url".into(), url.clone());
                         }
                         a
                     }),

@@ -177,6 +177,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         .enumerate()
         .map(|(i, st)| RouteAlerts {
             route: cfg.routed.then(|| st.name.clone()),
+            url: st.url.clone(),
             inputs: AlertInputs {
                 host: st.sending.host.clone(),
                 private_link: st.sending.private_link.clone(),
@@ -225,31 +226,23 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let checks = Box::new(crate::health::RouteChecks(
         stages
             .iter()
-            .map(|st| {
-                (
-                    cfg.routed.then(|| st.name.clone()),
-                    crate::health::Checks {
-                        identity: st.sending.identity.clone(),
-                        health: st.sending.upstream.health(),
-                        private_link: st.sending.private_link.clone(),
-                        queue: st.queue.clone(),
-                        window: cfg.readiness.window,
-                        requires_upstream: cfg.readiness.requires_upstream,
-                    },
-                )
+            .map(|st| crate::health::RouteCheck {
+                route: cfg.routed.then(|| st.name.clone()),
+                url: st.url.clone(),
+                checks: crate::health::Checks {
+                    identity: st.sending.identity.clone(),
+                    health: st.sending.upstream.health(),
+                    private_link: st.sending.private_link.clone(),
+                    queue: st.queue.clone(),
+                    window: cfg.readiness.window,
+                    requires_upstream: cfg.readiness.requires_upstream,
+                },
             })
             .collect(),
     ));
     let receiver = Arc::new(Receiver::new(
         cfg.receive.clone(),
-        stages
-            .iter()
-            .map(|st| crate::receive::ReceiveRoute {
-                name: st.name.clone(),
-                rule: st.rule.clone(),
-                queue: st.queue.clone(),
-            })
-            .collect(),
+        routes::receive_routes(&cfg, &stages),
         receive_metrics.clone(),
         checks,
         registry.clone(),
@@ -504,8 +497,9 @@ impl Sending {
 
 /// The URL without its query string (nothing secret is in it, but it keeps logs short).
 fn redacted_url(url: &url::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!(
-        "{}://{}{}",
+        "{}://{}{port}{}",
         url.scheme(),
         url.host_str().unwrap_or(""),
         url.path()

@@ -1,7 +1,8 @@
-//! One sending side and one queue per route: its identity, Private Link verification,
-//! upstream client, queue and shard workers. Without `routes` there is one, named `default`,
-//! and its metrics carry no `route` label (as before routes existed); with `routes`, each
-//! route's stage metrics are registered under `route="<name>"`.
+//! One sending side and one queue per destination of a route: its identity, Private Link
+//! verification, upstream client, queue and shard workers. Without `routes` there is one,
+//! named `default`, and its metrics carry no `route` label (as before routes existed); with
+//! `routes`, each route's stage metrics are registered under `route="<name>"`, and those of a
+//! route spreading over `ingestion_urls` also under `url="<its URL without query>"`.
 
 use std::sync::Arc;
 
@@ -11,10 +12,13 @@ use super::{Sending, ServeError};
 use crate::config::{Config, Route};
 use crate::queue::Queue;
 
-/// One route's stages.
+/// The stages of one destination of a route.
 pub(super) struct RouteStage {
     /// The route's name.
     pub(super) name: String,
+    /// Its URL (without query) when the route spreads over several: what tells its
+    /// destinations apart in metrics, alerts and `/status`.
+    pub(super) url: Option<String>,
     /// Its identity, Private Link stage and upstream client.
     pub(super) sending: Sending,
     /// Its queue.
@@ -23,8 +27,6 @@ pub(super) struct RouteStage {
     pub(super) queue_metrics: crate::queue::Metrics,
     /// Its shard count.
     pub(super) shards: usize,
-    /// What the receiver needs of it.
-    pub(super) rule: crate::codec::RouteRule,
 }
 
 /// Sets up every route of `cfg`, each with its own registry scope, and opens their queues.
@@ -39,22 +41,58 @@ pub(super) async fn open(
     }
     let mut stages = Vec::with_capacity(cfg.routes.len());
     for route in &cfg.routes {
-        let scope = if cfg.routed {
-            registry.sub_registry_with_label(("route".into(), route.name.clone().into()))
-        } else {
-            &mut *registry
-        };
-        stages.push(open_one(cfg, route, scope).await?);
+        let spread = route.destinations.len() > 1;
+        for d in &route.destinations {
+            let url = spread.then(|| super::redacted_url(&d.upstream.url));
+            let scope = match (cfg.routed, &url) {
+                (false, _) => &mut *registry,
+                (true, None) => {
+                    registry.sub_registry_with_label(("route".into(), route.name.clone().into()))
+                }
+                (true, Some(url)) => registry
+                    .sub_registry_with_label(("route".into(), route.name.clone().into()))
+                    .sub_registry_with_label(("url".into(), url.clone().into())),
+            };
+            stages.push(open_one(cfg, route, d, url, scope).await?);
+        }
     }
     Ok(stages)
+}
+
+/// What the receiver needs of the routes: each route's rule, and the queues of its
+/// destinations (`stages`, as [`open`] made them, in order).
+pub(super) fn receive_routes(
+    cfg: &Config,
+    stages: &[RouteStage],
+) -> Vec<crate::receive::ReceiveRoute> {
+    let mut stages = stages.iter();
+    cfg.routes
+        .iter()
+        .map(|route| crate::receive::ReceiveRoute {
+            name: route.name.clone(),
+            rule: crate::codec::RouteRule {
+                selector: route.selector.clone(),
+                continue_: route.continue_,
+                relabel: route.relabel.clone(),
+                limits: route.destination().upstream.batch,
+                spread: route.destinations.len(),
+            },
+            queues: stages
+                .by_ref()
+                .take(route.destinations.len())
+                .map(|st| st.queue.clone())
+                .collect(),
+        })
+        .collect()
 }
 
 async fn open_one(
     cfg: &Config,
     route: &Route,
+    d: &crate::config::Destination,
+    url: Option<String>,
     registry: &mut Registry,
 ) -> Result<RouteStage, ServeError> {
-    let d = &route.destination;
     if cfg.routed {
         tracing::info!(
             route = %route.name,
@@ -70,16 +108,11 @@ async fn open_one(
     let queue_metrics = crate::queue::Metrics::register(registry, &queue);
     Ok(RouteStage {
         name: route.name.clone(),
+        url,
         sending,
         queue,
         queue_metrics,
         shards: d.shards,
-        rule: crate::codec::RouteRule {
-            selector: route.selector.clone(),
-            continue_: route.continue_,
-            relabel: route.relabel.clone(),
-            limits: d.upstream.batch,
-        },
     })
 }
 
@@ -88,7 +121,7 @@ async fn adopt_single_route_queue(cfg: &Config) -> Result<(), ServeError> {
     let Some(top) = cfg
         .routes
         .first()
-        .and_then(|r| r.destination.queue.disk.as_ref())
+        .and_then(|r| r.destination().queue.disk.as_ref())
         .and_then(|d| d.dir.parent())
         .map(std::path::Path::to_path_buf)
     else {

@@ -23,6 +23,8 @@ pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"
 pub struct Rig {
     pub entra: EntraHandle,
     pub dce: DceHandle,
+    /// With `spread` > 1: the further DCEs (DCRs) the default route spreads over, after `dce`.
+    pub more_dces: Vec<DceHandle>,
     pub promlink: Running,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -42,6 +44,9 @@ pub struct RigOptions {
     /// Send to the DCE through this address (a [`faultproxy::FaultProxy`]) instead of
     /// directly: the ingestion URL gets its port.
     pub upstream_via: Option<SocketAddr>,
+    /// Above 1: that many DCEs, each with its own DCR id, and promlink configured with one
+    /// route, `default`, spreading over them with `ingestion_urls`.
+    pub spread: usize,
     /// Further settings; they win over the rig's own.
     pub extra: Settings,
 }
@@ -59,6 +64,7 @@ impl Default for RigOptions {
             max_sample_age: None,
             queue_max_age: None,
             upstream_via: None,
+            spread: 1,
             extra: Settings::default(),
         }
     }
@@ -77,19 +83,27 @@ impl Rig {
         )
         .await
         .unwrap();
-        let dce = DceEmulator::start(DceConfig {
-            tls: DceTls::from_ca(&ca).unwrap(),
-            auth: Some(entra.verifier()),
-            granted: if opts.grant {
-                vec![CLIENT.to_string()]
-            } else {
-                vec![]
-            },
-            keep_accepted: opts.keep_accepted,
-            ..DceConfig::default()
-        })
-        .await
-        .unwrap();
+        let start_dce = |dcr_id: String| {
+            DceEmulator::start(DceConfig {
+                tls: DceTls::from_ca(&ca).unwrap(),
+                auth: Some(entra.verifier()),
+                granted: if opts.grant {
+                    vec![CLIENT.to_string()]
+                } else {
+                    vec![]
+                },
+                keep_accepted: opts.keep_accepted,
+                dcr_id,
+                ..DceConfig::default()
+            })
+        };
+        let dce = start_dce(promlink::emulator::dce::DEFAULT_DCR_ID.into())
+            .await
+            .unwrap();
+        let mut more_dces = Vec::new();
+        for i in 1..opts.spread {
+            more_dces.push(start_dce(format!("dcr-{i:032x}")).await.unwrap());
+        }
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca.cert_pem()).unwrap();
@@ -121,11 +135,29 @@ impl Rig {
             queue_max_age: opts.queue_max_age,
             ..Settings::default()
         };
+        let settings = if opts.spread > 1 {
+            let urls = std::iter::once(&dce)
+                .chain(&more_dces)
+                .map(|d| d.url().to_string())
+                .collect();
+            Settings {
+                ingestion_url: None,
+                routes: Some(vec![promlink::config::RouteSettings {
+                    name: Some(promlink::config::DEFAULT_ROUTE.into()),
+                    ingestion_urls: Some(urls),
+                    ..Default::default()
+                }]),
+                ..settings
+            }
+        } else {
+            settings
+        };
         let cfg = opts.extra.or(settings).resolve().unwrap();
         let promlink = promlink::serve::start(cfg).await.unwrap();
         Rig {
             entra,
             dce,
+            more_dces,
             promlink,
             dir,
             http: reqwest::Client::new(),
@@ -182,6 +214,9 @@ impl Rig {
         self.promlink.shutdown.cancel();
         self.promlink.wait().await;
         self.dce.shutdown().await;
+        for d in self.more_dces {
+            d.shutdown().await;
+        }
         self.entra.shutdown().await;
     }
 }

@@ -83,7 +83,7 @@ pub use options::{Limits, Options};
 pub use promlink_relabel as relabel_rules;
 pub use protocol::Protocol;
 pub use relabel::RelabelDrops;
-pub use route::{RouteOutput, RouteRule, Routed};
+pub use route::{spread_part, RouteOutput, RouteRule, Routed};
 
 use bytes::Bytes;
 

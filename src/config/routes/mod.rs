@@ -42,6 +42,9 @@ pub struct RouteSettings {
     pub write_relabel_configs: Option<Vec<promlink_relabel::RelabelConfig>>,
     /// Where it sends.
     pub ingestion_url: Option<String>,
+    /// Several DCRs it spreads its series over, each series always to the same one (instead
+    /// of `ingestion_url`).
+    pub ingestion_urls: Option<Vec<String>>,
     /// With `dcr_id`, instead of `ingestion_url`.
     pub dce_endpoint: Option<String>,
     /// With `dce_endpoint`.
@@ -101,8 +104,16 @@ pub struct Route {
     pub continue_: bool,
     /// Its own rules (after the global ones); `None`: none.
     pub relabel: Option<Arc<promlink_relabel::Rules>>,
-    /// Where it sends, and its queue.
-    pub destination: Destination,
+    /// Where it sends, with a queue each: one, or one per URL of `ingestion_urls` (each
+    /// series always goes to the same one).
+    pub destinations: Vec<Destination>,
+}
+
+impl Route {
+    /// The first (usually the only) destination.
+    pub fn destination(&self) -> &Destination {
+        &self.destinations[0]
+    }
 }
 
 /// Whether `name` can name a route: `[a-z0-9][a-z0-9_-]*`, so it is a safe directory name
@@ -180,20 +191,58 @@ pub(super) fn resolve(
             &at("write_relabel_configs"),
             p,
         );
-        let merged = r.over(s, name.as_deref());
-        let batch = destination::batch(&merged, &mut Problems::default());
-        let mut own = Problems::default();
-        let destination = destination::resolve(&merged, batch, proxy, &mut own, notices);
-        for problem in own.0 {
-            rename(problem, r, &at, p);
+        let urls: Vec<Option<String>> = match (&r.ingestion_urls, &r.ingestion_url, &r.dce_endpoint)
+        {
+            (Some(urls), None, None) if !urls.is_empty() => {
+                urls.iter().cloned().map(Some).collect()
+            }
+            (Some(_), None, None) => {
+                p.bad(
+                    &at("ingestion_urls"),
+                    "",
+                    "is empty; list the ingestion URLs to spread over",
+                );
+                Vec::new()
+            }
+            (Some(urls), _, _) => {
+                p.bad(
+                    &at("ingestion_urls"),
+                    urls.join(","),
+                    "give either ingestion_urls or ingestion_url (or dce_endpoint), not both",
+                );
+                Vec::new()
+            }
+            (None, _, _) => vec![None],
+        };
+        let mut destinations = Vec::with_capacity(urls.len());
+        for (part, url) in urls.iter().enumerate() {
+            let mut merged = r.over(s, name.as_deref(), part);
+            if let Some(u) = url {
+                merged.ingestion_url = Some(u.clone());
+            }
+            let batch = destination::batch(&merged, &mut Problems::default());
+            let mut own = Problems::default();
+            let resolved = destination::resolve(&merged, batch, proxy, &mut own, notices);
+            for problem in own.0 {
+                let problem = if url.is_some() && problem.key == "ingestion_url" {
+                    Problem {
+                        key: format!("ingestion_urls[{part}]"),
+                        ..problem
+                    }
+                } else {
+                    problem
+                };
+                rename(problem, r, &at, p);
+            }
+            destinations.extend(resolved);
         }
-        if let (Some(name), Some(destination)) = (name, destination) {
+        if let (Some(name), true) = (name, !urls.is_empty() && destinations.len() == urls.len()) {
             routes.push(Route {
                 name,
                 selector,
                 continue_: r.continue_.unwrap_or(false),
                 relabel,
-                destination,
+                destinations,
             });
         }
     }
@@ -220,7 +269,7 @@ fn rename(problem: Problem, r: &RouteSettings, at: &impl Fn(&str) -> String, p: 
     let url_key = matches!(
         problem.key.as_str(),
         "ingestion_url" | "dce_endpoint" | "dcr_id" | "stream"
-    );
+    ) || problem.key.starts_with("ingestion_urls");
     let problem = if url_key || r.sets(&problem.key) {
         Problem {
             key: at(&problem.key),
@@ -255,8 +304,9 @@ pub(super) fn compile_rules(
 
 impl RouteSettings {
     /// The top-level settings `s` with this route's keys over them; the route's queue is
-    /// `queue_dir/<name>`.
-    fn over(&self, s: &Settings, name: Option<&str>) -> Settings {
+    /// `queue_dir/<name>`, and that of its `part`-th URL of `ingestion_urls` after the first
+    /// `queue_dir/<name>.<part>` (a name no route can have).
+    fn over(&self, s: &Settings, name: Option<&str>, part: usize) -> Settings {
         let mut m = s.clone();
         macro_rules! set {
             ($($f:ident),* $(,)?) => { $( if let Some(v) = &self.$f { m.$f = Some(v.clone()); } )* };
@@ -286,10 +336,11 @@ impl RouteSettings {
             queue_max_bytes,
             max_requests_per_minute,
         );
-        m.queue_dir = s
-            .queue_dir
-            .as_ref()
-            .map(|d| d.join(name.unwrap_or("invalid")));
+        let name = name.unwrap_or("invalid");
+        m.queue_dir = s.queue_dir.as_ref().map(|d| match part {
+            0 => d.join(name),
+            n => d.join(format!("{name}.{n}")),
+        });
         m
     }
 

@@ -63,23 +63,23 @@ routes:
     assert!(d.relabel.is_none());
     // Overridden by the route, inherited by the other.
     assert_eq!(
-        a.destination.identity.client_id.as_deref(),
+        a.destination().identity.client_id.as_deref(),
         Some("33333333-3333-3333-3333-333333333333")
     );
     assert_eq!(
-        d.destination.identity.client_id.as_deref(),
+        d.destination().identity.client_id.as_deref(),
         Some("11111111-1111-1111-1111-111111111111")
     );
-    assert_eq!(a.destination.private_link.mode.as_str(), "prefer");
-    assert_eq!(d.destination.private_link.mode.as_str(), "require");
-    assert_eq!(a.destination.upstream.batch.max_samples, 1000);
-    assert_eq!(d.destination.upstream.batch.max_samples, 4000);
-    assert_eq!(a.destination.queue.max_bytes, 1 << 20);
+    assert_eq!(a.destination().private_link.mode.as_str(), "prefer");
+    assert_eq!(d.destination().private_link.mode.as_str(), "require");
+    assert_eq!(a.destination().upstream.batch.max_samples, 1000);
+    assert_eq!(d.destination().upstream.batch.max_samples, 4000);
+    assert_eq!(a.destination().queue.max_bytes, 1 << 20);
     // Each route queues in its own directory.
-    let dir = |r: &crate::config::Route| r.destination.queue.disk.as_ref().unwrap().dir.clone();
+    let dir = |r: &crate::config::Route| r.destination().queue.disk.as_ref().unwrap().dir.clone();
     assert_eq!(dir(a), std::path::Path::new("/var/lib/promlink/team-a"));
     assert_eq!(dir(d), std::path::Path::new("/var/lib/promlink/default"));
-    assert!(a.destination.upstream.url.as_str().contains("dce-a"));
+    assert!(a.destination().upstream.url.as_str().contains("dce-a"));
     // The global rules stay on the receive path.
     assert_eq!(c.receive.codec.relabel.as_ref().map(|r| r.len()), Some(1));
 }
@@ -97,7 +97,7 @@ fn without_routes_the_one_destination_is_the_default_route() {
     assert_eq!(c.routes[0].name, "default");
     // The queue stays where it always was.
     assert_eq!(
-        c.routes[0].destination.queue.disk.as_ref().unwrap().dir,
+        c.routes[0].destination().queue.disk.as_ref().unwrap().dir,
         std::path::Path::new("/q")
     );
 }
@@ -161,4 +161,58 @@ fn unknown_route_keys_are_refused_by_name() {
     std::fs::write(&file, "routes:\n  - name: a\n    ingestion_ur: x\n").unwrap();
     let e = Settings::from_file(&file).unwrap_err();
     assert!(e.to_string().contains("ingestion_ur"), "{e}");
+}
+
+#[test]
+fn ingestion_urls_give_a_route_one_destination_and_queue_per_url() {
+    let s = yaml(&format!(
+        "queue_dir: /q\nroutes:\n  - name: one\n    match: '{{job=\"x\"}}'\n    ingestion_urls: [{a}]\n  - name: default\n    max_requests_per_minute: 1000\n    ingestion_urls: [{a}, {b}, {c}]\n",
+        a = url("dce-a", DCR_A),
+        b = url("dce-b", DCR_B),
+        c = url("dce-c", DCR_A),
+    ));
+    let c = s.resolve().unwrap();
+    assert_eq!(c.routes.len(), 2);
+    // A list of one is the same as ingestion_url.
+    assert_eq!(c.routes[0].destinations.len(), 1);
+    let d = &c.routes[1].destinations;
+    assert_eq!(d.len(), 3);
+    let hosts: Vec<&str> = d
+        .iter()
+        .map(|d| d.upstream.url.host_str().unwrap())
+        .collect();
+    assert!(
+        hosts[0].starts_with("dce-a.")
+            && hosts[1].starts_with("dce-b.")
+            && hosts[2].starts_with("dce-c.")
+    );
+    let dirs: Vec<_> = d
+        .iter()
+        .map(|d| d.queue.disk.as_ref().unwrap().dir.clone())
+        .collect();
+    assert_eq!(
+        dirs,
+        ["/q/default", "/q/default.1", "/q/default.2"].map(std::path::PathBuf::from)
+    );
+    // The route's keys hold for each URL (the rate is per URL).
+    assert!(d
+        .iter()
+        .all(|d| d.upstream.max_requests_per_minute == Some(1000)));
+}
+
+#[test]
+fn ingestion_urls_problems_name_the_url() {
+    let p = problems(yaml(&format!(
+        "routes:\n  - name: one\n    ingestion_urls: []\n  - name: both\n    ingestion_url: {a}\n    ingestion_urls: [{a}, {a}]\n  - name: bad\n    ingestion_urls: [{a}, 'ftp://x']\n",
+        a = url("dce-a", DCR_A),
+    )));
+    let has = |prefix: &str| p.iter().any(|l| l.starts_with(prefix));
+    assert!(has("routes[0].ingestion_urls = \"\": is empty"), "{p:#?}");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("routes[1].ingestion_urls = ") && l.contains("not both")),
+        "{p:#?}"
+    );
+    assert!(has("routes[2].ingestion_urls[1] = \"ftp://x\""), "{p:#?}");
+    assert_eq!(p.len(), 3, "{p:#?}");
 }

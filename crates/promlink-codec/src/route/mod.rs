@@ -33,6 +33,20 @@ pub struct RouteRule {
     pub relabel: Option<Arc<Rules>>,
     /// Where its chunks are cut (its upstream's batch limits).
     pub limits: BatchLimits,
+    /// Over how many destinations (`ingestion_urls`) it spreads its series, each series
+    /// always to the same one ([`spread_part`]); 1: one destination.
+    pub spread: usize,
+}
+
+/// Which of `n` destinations a series with shard key `key` goes to: always the same one for
+/// the same labels.
+pub fn spread_part(key: u64, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    // The key's high bits, mixed: the dispatcher uses its low bits for other choices.
+    let mixed = (key ^ (key >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    ((mixed >> 32) % n as u64) as usize
 }
 
 impl RouteRule {
@@ -43,6 +57,7 @@ impl RouteRule {
             continue_: false,
             relabel: None,
             limits,
+            spread: 1,
         }
     }
 }
@@ -64,7 +79,8 @@ pub struct RouteOutput {
 /// A request decoded and routed.
 #[derive(Debug, Default)]
 pub struct Routed {
-    /// One output per route, in the order of the routes.
+    /// One output per destination, in the order of the routes (a route spreading over `n`
+    /// destinations has `n` outputs in a row).
     pub routes: Vec<RouteOutput>,
     /// What the request held after validation and the global rules.
     pub counts: Counts,
@@ -79,6 +95,8 @@ pub struct Routed {
 /// Hands each message the walk accepts to the routes' builders.
 pub(crate) struct RouteSink<'a> {
     rules: &'a [RouteRule],
+    /// Where each route's outputs start in `builders` and `outputs`.
+    first: Vec<usize>,
     opts: &'a Options,
     builders: Vec<ChunkBuilder<'a>>,
     outputs: Vec<RouteOutput>,
@@ -90,14 +108,21 @@ pub(crate) struct RouteSink<'a> {
 impl<'a> RouteSink<'a> {
     /// A sink for `rules` over the decoded body `source`.
     pub(crate) fn new(rules: &'a [RouteRule], opts: &'a Options, source: &'a [u8]) -> Self {
+        let mut first = Vec::with_capacity(rules.len());
+        let mut builders = Vec::with_capacity(rules.len());
+        for r in rules {
+            first.push(builders.len());
+            builders.extend(
+                (0..r.spread.max(1))
+                    .map(|_| ChunkBuilder::new(source, r.limits.max_samples, r.limits.max_bytes)),
+            );
+        }
         Self {
             rules,
             opts,
-            builders: rules
-                .iter()
-                .map(|r| ChunkBuilder::new(source, r.limits.max_samples, r.limits.max_bytes))
-                .collect(),
-            outputs: rules.iter().map(|_| RouteOutput::default()).collect(),
+            outputs: builders.iter().map(|_| RouteOutput::default()).collect(),
+            builders,
+            first,
             unrouted: RelabelDrops::default(),
             error: None,
         }
@@ -152,25 +177,22 @@ impl<'a> RouteSink<'a> {
                 }
             }
             taken = true;
-            let (builder, out) = (&mut self.builders[i], &mut self.outputs[i]);
+            let first = self.first[i];
+            // The series goes to one destination of the route, chosen by its (final) key.
+            let mut add = |key: u64, pieces: &[&[u8]]| {
+                let at = first + spread_part(key, rule.spread);
+                self.builders[at].add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
+                self.outputs[at].counts.add(&counts);
+            };
             match &rule.relabel {
-                None => {
-                    builder.add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
-                    out.counts.add(&counts);
-                }
+                None => add(key, pieces),
                 Some(rules) => {
                     let series = pieces.concat();
                     match relabel_pairs(rules, self.opts, labels.iter().copied(), &series) {
-                        Ok(Relabeled::Unchanged) => {
-                            builder.add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
-                            out.counts.add(&counts);
-                        }
-                        Ok(Relabeled::Changed { bytes, key }) => {
-                            builder.add(Some(key), FIELD_TIMESERIES, &[&bytes], counts, min_ts);
-                            out.counts.add(&counts);
-                        }
-                        Ok(Relabeled::OverLimit) => out.dropped_series += 1,
-                        Ok(other) => out.relabel.count(&other, counts.points()),
+                        Ok(Relabeled::Unchanged) => add(key, pieces),
+                        Ok(Relabeled::Changed { bytes, key }) => add(key, &[&bytes]),
+                        Ok(Relabeled::OverLimit) => self.outputs[first].dropped_series += 1,
+                        Ok(other) => self.outputs[first].relabel.count(&other, counts.points()),
                         Err(e) => {
                             self.error = Some(e);
                             return;

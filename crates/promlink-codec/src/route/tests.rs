@@ -23,6 +23,7 @@ fn route(selector: Option<&str>, continue_: bool, rules: Option<&str>) -> RouteR
             Arc::new(Rules::compile(&configs).unwrap())
         }),
         limits: limits(),
+        spread: 1,
     }
 }
 
@@ -191,4 +192,67 @@ fn remote_write_2_is_routed_the_same_way() {
             two.routes[i].chunks[0].keys.to_vec()
         );
     }
+}
+
+#[test]
+fn a_spread_route_sends_each_series_to_one_destination_always_the_same() {
+    // 300 series, spread over three destinations.
+    let many = v1::WriteRequest {
+        timeseries: (0..300)
+            .map(|i| {
+                series(
+                    &[("__name__", "up"), ("instance", &format!("host-{i}"))],
+                    &[(1_000, 1.0)],
+                )
+            })
+            .collect(),
+        metadata: Vec::new(),
+    };
+    let body = bytes::Bytes::from(snappy(&many));
+    let mut spread = route(None, false, Some("[{target_label: team, replacement: a}]"));
+    spread.spread = 3;
+    // A route before it, so the spread route's outputs do not start at 0.
+    let routes = [route(Some(r#"{instance="host-7"}"#), false, None), spread];
+    let split =
+        |r: &Routed| -> Vec<Vec<String>> { r.routes.iter().map(|o| contents(o).0).collect() };
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert_eq!(
+        r.routes.len(),
+        4,
+        "one output for the first route, three for the spread one"
+    );
+    let parts = split(&r);
+    assert_eq!(parts[0], ["__name__=up,instance=host-7"]);
+    let mut all: Vec<&String> = parts[1..].iter().flatten().collect();
+    // Every series the spread route took went to exactly one of its destinations, relabelled.
+    assert_eq!(all.len(), 299);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 299);
+    assert!(all.iter().all(|s| s.ends_with(",team=a")));
+    // Each destination gets a share (300 series over 3: far from 0 or all).
+    for (i, p) in parts[1..].iter().enumerate() {
+        assert!(
+            (50..150).contains(&p.len()),
+            "destination {i} got {} series",
+            p.len()
+        );
+        assert_eq!(r.routes[1 + i].counts.series, p.len() as u64);
+    }
+    // The same series always go to the same destination.
+    let again = split(&decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap());
+    assert_eq!(again, parts);
+}
+
+#[test]
+fn spread_part_is_stable_and_in_range() {
+    assert_eq!(spread_part(12345, 1), 0);
+    assert_eq!(spread_part(12345, 0), 0);
+    let mut seen = [0usize; 5];
+    for key in 0..10_000u64 {
+        let p = spread_part(key.wrapping_mul(0x9e37_79b9_7f4a_7c15), 5);
+        assert_eq!(p, spread_part(key.wrapping_mul(0x9e37_79b9_7f4a_7c15), 5));
+        seen[p] += 1;
+    }
+    assert!(seen.iter().all(|&n| (1500..2500).contains(&n)), "{seen:?}");
 }
