@@ -77,3 +77,55 @@ async fn relabeled_series_arrive_as_the_rules_forward_them() {
     );
     rig.stop().await;
 }
+
+/// `max_active_series: 50`: of 80 series, the first 50 admitted are delivered every round and
+/// the other 30 are dropped every round and counted (`reason="budget"`); the route reports 50
+/// active series out of 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_budget_admits_up_to_max_active_series() {
+    let rig = Rig::start(RigOptions {
+        extra: Settings {
+            max_active_series: Some(50),
+            ..Settings::default()
+        },
+        ..RigOptions::default()
+    })
+    .await;
+    for round in 0..3i64 {
+        let body = common::one_sample_body("budget_test", "b", 0..80, 1_000 + round);
+        assert_eq!(rig.post(body, "application/x-protobuf").await.status(), 204);
+    }
+    rig.wait_for(
+        "the admitted series' samples",
+        Duration::from_secs(10),
+        |s| s.samples == 150,
+    )
+    .await;
+    // The same 50 series in every round (the first round admitted them).
+    let mut ids = std::collections::BTreeSet::new();
+    for req in rig.dce.accepted() {
+        for ts in &req.timeseries {
+            let id = ts.labels.iter().find(|l| l.name == "id").unwrap();
+            ids.insert(id.value.parse::<usize>().unwrap());
+        }
+    }
+    assert_eq!(ids, (0..50).collect(), "the first 50 of the first write");
+    let dropped = |what: &str| {
+        format!("promlink_route_{what}_dropped_total{{route=\"default\",reason=\"budget\"}}")
+    };
+    assert_eq!(rig.metric(&dropped("series")).await, 90.0);
+    assert_eq!(rig.metric(&dropped("samples")).await, 90.0);
+    assert_eq!(
+        rig.metric("promlink_route_active_series{route=\"default\"}")
+            .await,
+        50.0
+    );
+    assert_eq!(
+        rig.metric("promlink_route_max_active_series{route=\"default\"}")
+            .await,
+        50.0
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.dce.stats().samples, 150, "nothing over budget arrives");
+    rig.stop().await;
+}

@@ -157,3 +157,6 @@ pub fn table() -> Vec<(&'static str, String)> {
 /// `max_requests_per_minute` for Azure ingestion hosts: Azure's limit per DCR, which cannot be
 /// raised.
 pub const AZURE_REQUESTS_PER_MINUTE: u32 = 15_000;
+
+/// `active_series_window`: how Azure counts a series as active.
+pub const ACTIVE_SERIES_WINDOW: Duration = Duration::from_secs(12 * 3600);

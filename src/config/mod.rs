@@ -36,7 +36,7 @@ use std::time::Duration;
 pub use destination::Destination;
 pub use identity::audience_to_scope;
 pub use ingestion::{check_ingestion_url, is_azure_ingest_host};
-pub use routes::{valid_route_name, Route, RouteSettings, DEFAULT_ROUTE};
+pub use routes::{valid_route_name, Budget, Route, RouteSettings, DEFAULT_ROUTE};
 pub use settings::{LabelLimitAction, LogFormat, Settings};
 pub use sources::SIDECAR_BUDGETS;
 
@@ -195,6 +195,12 @@ impl Settings {
         let mut notices = self.secret_file_warnings();
         let batch = destination::batch(&self, &mut p);
         let routed = routes::resolve(&self, &proxy, &mut p, &mut notices);
+        // Without routes, the top-level budget is the default route's (with routes, each
+        // route resolves its own, inheriting these keys).
+        let budget = match routed {
+            None => routes::budget(&self, &mut p),
+            Some(_) => None,
+        };
         let destination = match &routed {
             Some(routes) => routes.first().map(|r| r.destination().clone()),
             None => destination::resolve(&self, batch, &proxy, &mut p, &mut notices),
@@ -207,6 +213,7 @@ impl Settings {
                     selector: None,
                     continue_: false,
                     relabel: None,
+                    budget,
                     destinations: vec![d.clone()],
                 })
                 .collect()

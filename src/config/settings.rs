@@ -207,6 +207,17 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_MAX_REQUESTS_PER_MINUTE")]
     pub max_requests_per_minute: Option<u32>,
 
+    /// Series budget: the most distinct series admitted within active_series_window; a series
+    /// not seen before is dropped once the budget is full (per route) [default: no budget]
+    #[arg(long, env = "PROMLINK_MAX_ACTIVE_SERIES")]
+    pub max_active_series: Option<usize>,
+
+    /// How long an admitted series counts against max_active_series after its last sample
+    /// [default: 12h, as Azure counts active series]
+    #[arg(long, env = "PROMLINK_ACTIVE_SERIES_WINDOW", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub active_series_window: Option<Duration>,
+
     /// Queue budget in bytes (waiting + in flight); when full, writes are refused [default: 67108864]
     #[arg(long, env = "PROMLINK_QUEUE_MAX_BYTES")]
     pub queue_max_bytes: Option<usize>,
@@ -446,6 +457,8 @@ impl Settings {
             flush_interval,
             shards,
             max_requests_per_minute,
+            max_active_series,
+            active_series_window,
             queue_max_bytes,
             queue_memory_bytes,
             queue_full_status,

@@ -85,6 +85,11 @@ pub struct RouteMetrics {
     pub series_dropped: Family<RouteReasonLabels, Counter>,
     /// Samples (and histogram samples) the route dropped, by route and reason.
     pub samples_dropped: Family<RouteReasonLabels, Counter>,
+    /// Distinct series the route admitted within its `active_series_window`, by route (routes
+    /// with `max_active_series`).
+    pub active_series: Family<RouteLabel, Gauge>,
+    /// The route's `max_active_series`.
+    pub max_active_series: Family<RouteLabel, Gauge>,
 }
 
 impl RouteMetrics {
@@ -96,7 +101,7 @@ impl RouteMetrics {
         );
         r.register(
             "route_series_dropped",
-            "Series a route dropped, by route and reason: rule (its own write_relabel_configs), invalid (its rules left labels Azure would refuse), limit (its rules broke a label limit, label_limit_action: drop), queue_full and queue_io (its queue refused a write other routes took)",
+            "Series a route dropped, by route and reason: rule (its own write_relabel_configs), invalid (its rules left labels Azure would refuse), limit (its rules broke a label limit, label_limit_action: drop), budget (a new series beyond max_active_series), queue_full and queue_io (its queue refused a write other routes took)",
             self.series_dropped.clone(),
         );
         r.register(
@@ -104,6 +109,29 @@ impl RouteMetrics {
             "Samples (and histogram samples) a route dropped, by route and the reasons of promlink_route_series_dropped_total",
             self.samples_dropped.clone(),
         );
+        r.register(
+            "route_active_series",
+            "Distinct series a route admitted within its active_series_window, by route (routes with max_active_series)",
+            self.active_series.clone(),
+        );
+        r.register(
+            "route_max_active_series",
+            "A route's max_active_series: new series beyond it are dropped (reason budget)",
+            self.max_active_series.clone(),
+        );
+    }
+
+    /// Sets the series budget gauges of `route`.
+    pub fn set_budget(&self, route: &str, budget: &crate::codec::SeriesBudget) {
+        let l = RouteLabel {
+            route: route.into(),
+        };
+        self.active_series
+            .get_or_create(&l)
+            .set(budget.active() as i64);
+        self.max_active_series
+            .get_or_create(&l)
+            .set(budget.max() as i64);
     }
 
     /// Counts what `route` got of one write: its rules' drops, and what it took into its
@@ -129,6 +157,7 @@ impl RouteMetrics {
             ("rule", r.series, r.samples),
             ("invalid", r.invalid_series, r.invalid_samples),
             ("limit", out.dropped_series, 0),
+            ("budget", out.over_budget.series, out.over_budget.samples),
         ] {
             self.count(route, reason, series, samples);
         }

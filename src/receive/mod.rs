@@ -290,6 +290,16 @@ impl Receiver {
         self.last_write_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
+    /// Lets the series that left the routes' budget windows go, and sets the budget gauges.
+    pub fn refresh_budgets(&self) {
+        for r in &self.routes {
+            if let Some(b) = &r.rule.budget {
+                b.expire();
+                self.metrics.routes.set_budget(&r.name, b);
+            }
+        }
+    }
+
     /// The status report: every check, and whether `/ready` answers 200.
     pub fn report(&self) -> status::Report {
         status::Report::new(self.status.checks(), self.shutting_down())
@@ -655,6 +665,7 @@ async fn status_handler(State(rx): State<Arc<Receiver>>) -> Response {
 }
 
 async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
+    rx.refresh_budgets();
     match crate::telemetry::encode_metrics(&rx.registry) {
         Ok(out) => (
             [(
@@ -707,6 +718,7 @@ mod tests {
                     flush_interval: std::time::Duration::from_secs(1),
                 },
                 spread: 1,
+                budget: None,
             },
             queues: vec![Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(
                 queue_bytes,

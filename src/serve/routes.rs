@@ -76,6 +76,12 @@ pub(super) fn receive_routes(
                 relabel: route.relabel.clone(),
                 limits: route.destination().upstream.batch,
                 spread: route.destinations.len(),
+                budget: route.budget.map(|b| {
+                    Arc::new(crate::codec::SeriesBudget::new(
+                        b.max_active_series,
+                        b.window,
+                    ))
+                }),
             },
             queues: stages
                 .by_ref()

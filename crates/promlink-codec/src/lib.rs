@@ -83,6 +83,7 @@ pub use options::{Limits, Options};
 pub use promlink_relabel as relabel_rules;
 pub use protocol::Protocol;
 pub use relabel::RelabelDrops;
+pub use route::budget::SeriesBudget;
 pub use route::{spread_part, RouteOutput, RouteRule, Routed};
 
 use bytes::Bytes;

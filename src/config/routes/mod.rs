@@ -91,6 +91,11 @@ pub struct RouteSettings {
     pub queue_max_bytes: Option<usize>,
     /// See [`Settings::max_requests_per_minute`].
     pub max_requests_per_minute: Option<u32>,
+    /// The route's series budget.
+    pub max_active_series: Option<usize>,
+    /// See [`Settings::active_series_window`].
+    #[serde(default, with = "humantime_serde")]
+    pub active_series_window: Option<Duration>,
 }
 
 /// One resolved route.
@@ -104,9 +109,50 @@ pub struct Route {
     pub continue_: bool,
     /// Its own rules (after the global ones); `None`: none.
     pub relabel: Option<Arc<promlink_relabel::Rules>>,
+    /// Its series budget (`max_active_series`).
+    pub budget: Option<Budget>,
     /// Where it sends, with a queue each: one, or one per URL of `ingestion_urls` (each
     /// series always goes to the same one).
     pub destinations: Vec<Destination>,
+}
+
+/// A route's series budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// The most distinct series admitted within `window`.
+    pub max_active_series: usize,
+    /// How long an admitted series counts after its last sample.
+    pub window: Duration,
+}
+
+/// The series budget the settings `s` give (after a route's own keys), if any.
+pub(super) fn budget(s: &Settings, p: &mut Problems) -> Option<Budget> {
+    let window = p.duration(
+        "active_series_window",
+        s.active_series_window,
+        super::defaults::ACTIVE_SERIES_WINDOW,
+    );
+    if window < Duration::from_secs(1) {
+        p.bad(
+            "active_series_window",
+            humantime::format_duration(window),
+            "must be at least 1s",
+        );
+    }
+    match s.max_active_series? {
+        0 => {
+            p.bad(
+                "max_active_series",
+                0,
+                "must be greater than zero (leave it unset for no budget)",
+            );
+            None
+        }
+        max_active_series => Some(Budget {
+            max_active_series,
+            window,
+        }),
+    }
 }
 
 impl Route {
@@ -214,6 +260,11 @@ pub(super) fn resolve(
             }
             (None, _, _) => vec![None],
         };
+        let mut own = Problems::default();
+        let budget = budget(&r.over(s, name.as_deref(), 0), &mut own);
+        for problem in own.0 {
+            rename(problem, r, &at, p);
+        }
         let mut destinations = Vec::with_capacity(urls.len());
         for (part, url) in urls.iter().enumerate() {
             let mut merged = r.over(s, name.as_deref(), part);
@@ -242,6 +293,7 @@ pub(super) fn resolve(
                 selector,
                 continue_: r.continue_.unwrap_or(false),
                 relabel,
+                budget,
                 destinations,
             });
         }
@@ -335,6 +387,8 @@ impl RouteSettings {
             shards,
             queue_max_bytes,
             max_requests_per_minute,
+            max_active_series,
+            active_series_window,
         );
         let name = name.unwrap_or("invalid");
         m.queue_dir = s.queue_dir.as_ref().map(|d| match part {
@@ -370,6 +424,8 @@ impl RouteSettings {
             "shards" => self.shards.is_some(),
             "queue_max_bytes" => self.queue_max_bytes.is_some(),
             "max_requests_per_minute" => self.max_requests_per_minute.is_some(),
+            "max_active_series" => self.max_active_series.is_some(),
+            "active_series_window" => self.active_series_window.is_some(),
             _ => false,
         }
     }

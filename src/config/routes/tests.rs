@@ -216,3 +216,57 @@ fn ingestion_urls_problems_name_the_url() {
     assert!(has("routes[2].ingestion_urls[1] = \"ftp://x\""), "{p:#?}");
     assert_eq!(p.len(), 3, "{p:#?}");
 }
+
+#[test]
+fn series_budgets_are_per_route_inherited_and_checked() {
+    let s = yaml(&format!(
+        "max_active_series: 1000\nroutes:\n  - name: a\n    match: '{{job=\"x\"}}'\n    ingestion_url: {a}\n    max_active_series: 200000\n    active_series_window: 1h\n  - name: default\n    ingestion_url: {a}\n",
+        a = url("dce-a", DCR_A),
+    ));
+    let c = s.resolve().unwrap();
+    let b: Vec<_> = c.routes.iter().map(|r| r.budget).collect();
+    assert_eq!(
+        b,
+        [
+            Some(crate::config::Budget {
+                max_active_series: 200_000,
+                window: std::time::Duration::from_secs(3600)
+            }),
+            Some(crate::config::Budget {
+                max_active_series: 1000,
+                window: std::time::Duration::from_secs(12 * 3600)
+            }),
+        ]
+    );
+    let p = problems(yaml(&format!(
+        "routes:\n  - name: a\n    ingestion_url: {a}\n    max_active_series: 0\n    active_series_window: 500ms\n",
+        a = url("dce-a", DCR_A),
+    )));
+    assert!(
+        p.iter().any(
+            |l| l.starts_with("routes[0].max_active_series = \"0\": must be greater than zero")
+        ),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|l| l
+                .starts_with("routes[0].active_series_window = \"500ms\": must be at least 1s")),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn without_routes_the_top_level_budget_is_the_default_routes() {
+    let c = yaml(&format!(
+        "ingestion_url: {}\nmax_active_series: 5\n",
+        url("d", DCR_A)
+    ))
+    .resolve()
+    .unwrap();
+    assert_eq!(c.routes[0].budget.map(|b| b.max_active_series), Some(5));
+    let c = yaml(&format!("ingestion_url: {}\n", url("d", DCR_A)))
+        .resolve()
+        .unwrap();
+    assert_eq!(c.routes[0].budget, None);
+}

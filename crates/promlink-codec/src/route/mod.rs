@@ -11,6 +11,10 @@
 
 use std::sync::Arc;
 
+pub mod budget;
+
+use budget::SeriesBudget;
+
 use bytes::Bytes;
 use promlink_relabel::{Rules, Selector};
 
@@ -36,6 +40,9 @@ pub struct RouteRule {
     /// Over how many destinations (`ingestion_urls`) it spreads its series, each series
     /// always to the same one ([`spread_part`]); 1: one destination.
     pub spread: usize,
+    /// Its series budget (`max_active_series`): a series it takes that the budget refuses is
+    /// dropped and counted, and not offered to later routes (unless `continue_`).
+    pub budget: Option<Arc<SeriesBudget>>,
 }
 
 /// Which of `n` destinations a series with shard key `key` goes to: always the same one for
@@ -58,6 +65,7 @@ impl RouteRule {
             relabel: None,
             limits,
             spread: 1,
+            budget: None,
         }
     }
 }
@@ -74,6 +82,8 @@ pub struct RouteOutput {
     /// Series its own rules changed so that they break a label limit, dropped (with
     /// `drop_over_limit`).
     pub dropped_series: u64,
+    /// Series (and their samples) its budget refused.
+    pub over_budget: RelabelDrops,
 }
 
 /// A request decoded and routed.
@@ -97,6 +107,8 @@ pub(crate) struct RouteSink<'a> {
     rules: &'a [RouteRule],
     /// Where each route's outputs start in `builders` and `outputs`.
     first: Vec<usize>,
+    /// Each route's budget time for this request (see [`SeriesBudget::now`]).
+    now: Vec<u32>,
     opts: &'a Options,
     builders: Vec<ChunkBuilder<'a>>,
     outputs: Vec<RouteOutput>,
@@ -118,6 +130,10 @@ impl<'a> RouteSink<'a> {
             );
         }
         Self {
+            now: rules
+                .iter()
+                .map(|r| r.budget.as_ref().map_or(0, |b| b.now()))
+                .collect(),
             rules,
             opts,
             outputs: builders.iter().map(|_| RouteOutput::default()).collect(),
@@ -177,9 +193,18 @@ impl<'a> RouteSink<'a> {
                 }
             }
             taken = true;
-            let first = self.first[i];
-            // The series goes to one destination of the route, chosen by its (final) key.
+            let (first, now) = (self.first[i], self.now[i]);
+            // Within its budget, the series goes to one destination of the route, chosen by
+            // its (final) key.
             let mut add = |key: u64, pieces: &[&[u8]]| {
+                if let Some(budget) = &rule.budget {
+                    if !budget.admit(key, now) {
+                        let over = &mut self.outputs[first].over_budget;
+                        over.series += 1;
+                        over.samples += counts.points() as u64;
+                        return;
+                    }
+                }
                 let at = first + spread_part(key, rule.spread);
                 self.builders[at].add(Some(key), FIELD_TIMESERIES, pieces, counts, min_ts);
                 self.outputs[at].counts.add(&counts);

@@ -24,6 +24,7 @@ fn route(selector: Option<&str>, continue_: bool, rules: Option<&str>) -> RouteR
         }),
         limits: limits(),
         spread: 1,
+        budget: None,
     }
 }
 
@@ -255,4 +256,61 @@ fn spread_part_is_stable_and_in_range() {
         seen[p] += 1;
     }
     assert!(seen.iter().all(|&n| (1500..2500).contains(&n)), "{seen:?}");
+}
+
+#[test]
+fn a_full_budget_drops_new_series_and_does_not_pass_them_on() {
+    let body = bytes::Bytes::from(snappy(&request()));
+    // team-a and team-b go to the budgeted route (room for one series), the rest to default.
+    let mut budgeted = route(Some(r#"{namespace=~"team-.+"}"#), false, None);
+    let budget = Arc::new(SeriesBudget::new(1, std::time::Duration::from_secs(3600)));
+    budgeted.budget = Some(budget.clone());
+    let routes = [budgeted, route(None, false, None)];
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert_eq!(
+        contents(&r.routes[0]).0,
+        ["__name__=up,job=x,namespace=team-a"]
+    );
+    assert_eq!(r.routes[0].over_budget.series, 1);
+    assert_eq!(r.routes[0].over_budget.samples, 1);
+    // The series over budget is not handed to the catch-all route.
+    assert_eq!(
+        contents(&r.routes[1]).0,
+        ["__name__=up,job=z,namespace=other"]
+    );
+    assert_eq!(budget.active(), 1);
+    // The admitted series keeps flowing; the refused one stays refused.
+    let again = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert_eq!(contents(&again.routes[0]).0, contents(&r.routes[0]).0);
+    assert_eq!(again.routes[0].over_budget.series, 1);
+    // With continue, a later route still gets what the budget refused.
+    let mut budgeted = route(Some(r#"{namespace=~"team-.+"}"#), true, None);
+    budgeted.budget = Some(Arc::new(SeriesBudget::new(
+        1,
+        std::time::Duration::from_secs(3600),
+    )));
+    let routes = [budgeted, route(None, false, None)];
+    let r = decode_routed(Protocol::V1, &body, &opts(), &routes).unwrap();
+    assert_eq!(contents(&r.routes[1]).0.len(), 3);
+}
+
+#[test]
+fn a_budget_counts_the_series_as_the_routes_rules_leave_them() {
+    // The rule folds every job into one value: three series become two distinct ones.
+    let body = bytes::Bytes::from(snappy(&request()));
+    let mut r0 = route(
+        None,
+        false,
+        Some("[{regex: job, action: labeldrop}, {source_labels: [namespace], regex: 'team-.+', target_label: namespace, replacement: teams}]"),
+    );
+    let budget = Arc::new(SeriesBudget::new(2, std::time::Duration::from_secs(3600)));
+    r0.budget = Some(budget.clone());
+    let r = decode_routed(Protocol::V1, &body, &opts(), &[r0]).unwrap();
+    assert_eq!(r.routes[0].over_budget.series, 0);
+    assert_eq!(budget.active(), 2);
+    assert_eq!(
+        contents(&r.routes[0]).0.len(),
+        3,
+        "two samples of one series, one of another"
+    );
 }
