@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             run(async move {
                 let running = promlink::serve::start(cfg).await?;
                 promlink::shutdown::on_signals(running.shutdown.clone());
+                running.reload_on_sighup();
                 running.wait().await;
                 Ok(())
             })

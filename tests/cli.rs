@@ -38,6 +38,48 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A DCE emulator over plain HTTP, and a directory holding a token file for `token-file`.
+async fn plain_dce_with_token_file() -> (
+    promlink::emulator::dce::DceHandle,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::Plain,
+        ..DceConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "opaque-test-token\n").unwrap();
+    (dce, dir, token_file)
+}
+
+/// `promlink serve` on 127.0.0.1:`port` to `dce` over plain HTTP with `token_file`, and `more`.
+fn serve_plain(
+    port: u16,
+    dce: &promlink::emulator::dce::DceHandle,
+    token_file: &std::path::Path,
+    more: &[&str],
+) -> Command {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--ingestion-url",
+        dce.url(),
+        "--allow-plain-http",
+        "--identity",
+        "token-file",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    args.extend(more);
+    promlink(&args)
+}
+
 async fn wait_ready(url: &str) {
     let http = reqwest::Client::new();
     for _ in 0..200 {
@@ -243,36 +285,15 @@ async fn azure_sidecar_environment_gives_a_working_forwarder() {
 /// SIGTERM: promlink stops accepting, delivers what it holds, and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_what_is_queued_and_exits_zero() {
-    let dce = DceEmulator::start(DceConfig {
-        tls: DceTls::Plain,
-        ..DceConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "opaque-test-token\n").unwrap();
+    let (dce, _dir, token_file) = plain_dce_with_token_file().await;
     let port = free_port();
+    // A long flush interval: only shutdown makes this batch leave.
     let mut p = Proc(
-        promlink(&[
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--ingestion-url",
-            dce.url(),
-            "--allow-plain-http",
-            "--identity",
-            "token-file",
-            "--token-file",
-            token_file.to_str().unwrap(),
-            // A long flush interval: only shutdown makes this batch leave.
-            "--flush-interval",
-            "1h",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
+        serve_plain(port, &dce, &token_file, &["--flush-interval", "1h"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
     wait_ready(&format!("http://127.0.0.1:{port}/health")).await;
     let resp = reqwest::Client::new()
@@ -307,6 +328,83 @@ async fn sigterm_flushes_what_is_queued_and_exits_zero() {
         "queued data delivered at shutdown; log:\n{}",
         status.1
     );
+}
+
+/// SIGHUP reloads the configuration file: a valid file's rules apply from then on, an invalid
+/// file is refused and counted while the running configuration stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration_file() {
+    let (dce, dir, token_file) = plain_dce_with_token_file().await;
+    let config = dir.path().join("promlink.yaml");
+    std::fs::write(&config, "flush_interval: 10ms\n").unwrap();
+    let port = free_port();
+    let p = Proc(
+        serve_plain(
+            port,
+            &dce,
+            &token_file,
+            &["--config", config.to_str().unwrap()],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/health")).await;
+    let http = reqwest::Client::new();
+    let write = || {
+        http.post(format!("{base}/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .body(fixture("prom242_rw1_500samples_b.snappy"))
+            .send()
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let reloads = |result: &'static str| {
+        let http = http.clone();
+        async move {
+            let series = format!("promlink_config_reloads_total{{result=\"{result}\"}}");
+            common::metric(&http, addr, &series).await
+        }
+    };
+    let hup = |n: f64, result: &'static str| {
+        let pid = p.0.id().to_string();
+        async move {
+            assert!(Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success());
+            for _ in 0..100 {
+                if reloads(result).await == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no {result} reload counted after SIGHUP");
+        }
+    };
+    assert_eq!(write().await.unwrap().status(), 204);
+    // Every series of the fixture dropped from the reload on.
+    std::fs::write(
+        &config,
+        "flush_interval: 10ms\nwrite_relabel_configs:\n  - {source_labels: [__name__], regex: '.+', action: drop}\n",
+    )
+    .unwrap();
+    hup(1.0, "success").await;
+    assert_eq!(write().await.unwrap().status(), 204);
+    std::fs::write(&config, "flush_interval: [not a duration\n").unwrap();
+    hup(1.0, "error").await;
+    assert_eq!(write().await.unwrap().status(), 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        dce.stats().samples,
+        500,
+        "the first write only: the reloaded rules drop the others, and the invalid file changed nothing"
+    );
+    assert_eq!(reloads("success").await, 1.0);
+    drop(p);
 }
 
 #[test]

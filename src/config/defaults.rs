@@ -114,6 +114,7 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("max_bytes_per_request", MAX_BYTES_PER_REQUEST.to_string()),
         ("flush_interval", d(FLUSH_INTERVAL)),
         ("shards", SHARDS.to_string()),
+        ("active_series_window", d(ACTIVE_SERIES_WINDOW)),
         ("queue_max_bytes", QUEUE_MAX_BYTES.to_string()),
         ("queue_memory_bytes", QUEUE_MEMORY_BYTES.to_string()),
         ("fsync", "always".to_string()),

@@ -106,6 +106,19 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// How the configuration is reloaded.
+    pub reload: Reload,
+}
+
+/// Configuration reloads (`SIGHUP`, `POST /-/reload`).
+#[derive(Clone, Debug, Default)]
+pub struct Reload {
+    /// Whether `POST /-/reload` is served (`enable_reload_endpoint`).
+    pub endpoint: bool,
+    /// The flags and `PROMLINK_*` variables the configuration was loaded with (naming the
+    /// file): a reload loads them again, with the file as it is then. `None` when the
+    /// configuration did not come from [`Settings::load`] with a file (nothing to reload).
+    pub source: Option<Settings>,
 }
 
 /// What `/ready` and `/status` require of the upstream.
@@ -144,6 +157,7 @@ impl Settings {
     /// # Errors
     /// [`ConfigError`] with every problem found.
     pub fn load(self) -> Result<Config, ConfigError> {
+        let source = self.config.is_some().then(|| self.clone());
         let mut problems = Vec::new();
         let (proxy, proxy_notices) = match crate::proxy::ProxyConfig::from_env() {
             Ok(found) => found,
@@ -165,6 +179,7 @@ impl Settings {
         match merged.resolve_with(proxy) {
             Ok(mut cfg) if problems.is_empty() => {
                 cfg.notices.splice(0..0, notices);
+                cfg.reload.source = source;
                 Ok(cfg)
             }
             Ok(_) => Err(ConfigError(problems)),
@@ -258,6 +273,10 @@ impl Settings {
             notices,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_level,
+            reload: Reload {
+                endpoint: self.enable_reload_endpoint.unwrap_or(false),
+                source: None,
+            },
         })
     }
 

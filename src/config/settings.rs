@@ -213,7 +213,7 @@ pub struct Settings {
     pub max_active_series: Option<usize>,
 
     /// How long an admitted series counts against max_active_series after its last sample
-    /// [default: 12h, as Azure counts active series]
+    /// (Azure counts a series as active for 12 hours) [default: 12h]
     #[arg(long, env = "PROMLINK_ACTIVE_SERIES_WINDOW", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub active_series_window: Option<Duration>,
@@ -334,6 +334,11 @@ pub struct Settings {
     /// outage instead of queueing) [default: false]
     #[arg(long, env = "PROMLINK_READY_REQUIRES_UPSTREAM", num_args = 0..=1, default_missing_value = "true")]
     pub ready_requires_upstream: Option<bool>,
+
+    /// Serve POST /-/reload, which reloads the configuration file as SIGHUP does (with the
+    /// writes' authentication when that is configured) [default: false]
+    #[arg(long, env = "PROMLINK_ENABLE_RELOAD_ENDPOINT", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_reload_endpoint: Option<bool>,
 
     /// Time from SIGTERM until promlink exits; a third of it is kept for delivering what is
     /// queued after writes stop being accepted [default: 30s]
@@ -470,6 +475,7 @@ impl Settings {
             token_refresh_before_expiry,
             ready_window,
             ready_requires_upstream,
+            enable_reload_endpoint,
             shutdown_grace,
             shutdown_quiet_period,
             allow_plain_http,

@@ -210,12 +210,42 @@ pub struct ReceiveRoute {
     pub queues: Vec<Arc<Queue>>,
 }
 
-/// Shared receiver state.
-pub struct Receiver {
-    cfg: ReceiveConfig,
-    routes: Vec<ReceiveRoute>,
+/// What a write goes through: the global rules (in the decoding options) and the routes. A
+/// configuration reload swaps it whole; a write in progress finishes with the one it began
+/// with.
+pub struct Routing {
+    /// Decoding options, the global `write_relabel_configs` among them.
+    pub codec: codec::Options,
+    /// The routes, in order.
+    pub routes: Vec<ReceiveRoute>,
     /// The routes' rules, in order (what the decoder needs of `routes`).
     rules: Vec<codec::RouteRule>,
+}
+
+impl Routing {
+    /// The routing of `routes` with the decoding options `codec`.
+    pub fn new(codec: codec::Options, routes: Vec<ReceiveRoute>) -> Self {
+        Self {
+            codec,
+            rules: routes.iter().map(|r| r.rule.clone()).collect(),
+            routes,
+        }
+    }
+}
+
+/// What `POST /-/reload` runs: a configuration reload (see `crate::serve`).
+#[async_trait::async_trait]
+pub trait Reload: Send + Sync {
+    /// Reloads the configuration file: what changed, or why nothing did.
+    async fn reload(&self) -> Result<String, String>;
+}
+
+/// Shared receiver state.
+pub struct Receiver {
+    /// Set when `enable_reload_endpoint` is: what `POST /-/reload` runs.
+    reloader: std::sync::OnceLock<Arc<dyn Reload>>,
+    cfg: ReceiveConfig,
+    routing: std::sync::RwLock<Arc<Routing>>,
     metrics: Metrics,
     phase: AtomicU8,
     /// When the receiver was created, and the last write's arrival in ms after it (0: none).
@@ -245,9 +275,9 @@ impl Receiver {
             reading: tokio::sync::Semaphore::new(permits(cfg.max_inflight_body_bytes)),
             requests: tokio::sync::Semaphore::new(permits(cfg.max_concurrent_requests)),
             auth,
+            routing: std::sync::RwLock::new(Arc::new(Routing::new(cfg.codec.clone(), routes))),
+            reloader: std::sync::OnceLock::new(),
             cfg,
-            rules: routes.iter().map(|r| r.rule.clone()).collect(),
-            routes,
             metrics,
             phase: AtomicU8::new(ACCEPTING),
             created: tokio::time::Instant::now(),
@@ -292,12 +322,34 @@ impl Receiver {
 
     /// Lets the series that left the routes' budget windows go, and sets the budget gauges.
     pub fn refresh_budgets(&self) {
-        for r in &self.routes {
+        for r in &self.routing().routes {
             if let Some(b) = &r.rule.budget {
                 b.expire();
                 self.metrics.routes.set_budget(&r.name, b);
             }
         }
+    }
+
+    /// Serves `POST /-/reload` with `reloader` (`enable_reload_endpoint`).
+    pub fn enable_reload(&self, reloader: Arc<dyn Reload>) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// The routing writes go through now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Swaps the routing (a configuration reload); writes that began before finish with the
+    /// old one.
+    pub fn set_routing(&self, routing: Routing) {
+        *self
+            .routing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
     }
 
     /// The status report: every check, and whether `/ready` answers 200.
@@ -313,6 +365,7 @@ impl Receiver {
             .route("/ready", get(ready))
             .route("/status", get(status_handler))
             .route("/metrics", get(metrics_handler))
+            .route("/-/reload", post(reload_handler))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 move_senders_on,
@@ -338,7 +391,8 @@ impl Receiver {
             .decoding
             .try_acquire_many(u32::try_from(needed).unwrap_or(u32::MAX))
             .map_err(|_| ReceiveError::Busy { needed })?;
-        let decoded = codec::decode_routed(protocol, body, &self.cfg.codec, &self.rules)?;
+        let routing = self.routing();
+        let decoded = codec::decode_routed(protocol, body, &routing.codec, &routing.rules)?;
         let counts = decoded.counts;
         if decoded.dropped_series > 0 {
             self.metrics.series_dropped.inc_by(decoded.dropped_series);
@@ -349,7 +403,7 @@ impl Receiver {
             m.unrouted_series.inc_by(decoded.unrouted.series);
             m.unrouted_samples.inc_by(decoded.unrouted.samples);
         }
-        self.push_routed(decoded.routes).await?;
+        self.push_routed(&routing, decoded.routes).await?;
         crate::supervise::hit(crate::supervise::RECEIVE_HANDLER);
         Ok(counts)
     }
@@ -378,11 +432,15 @@ impl Receiver {
     /// refused part is dropped and counted for that route (`queue_full`, `queue_io`), as
     /// Prometheus drops for one `remote_write` that falls too far behind. When no route could
     /// take anything, the request is refused as without routes (retryable, nothing taken).
-    async fn push_routed(&self, outputs: Vec<codec::RouteOutput>) -> Result<(), ReceiveError> {
+    async fn push_routed(
+        &self,
+        routing: &Routing,
+        outputs: Vec<codec::RouteOutput>,
+    ) -> Result<(), ReceiveError> {
         let mut done = Vec::with_capacity(outputs.len());
         let mut taken = false;
         let mut destinations: Vec<(&ReceiveRoute, &Arc<Queue>)> = Vec::with_capacity(outputs.len());
-        for r in &self.routes {
+        for r in &routing.routes {
             destinations.extend(r.queues.iter().map(|q| (r, q)));
         }
         for (mut out, (route, queue)) in outputs.into_iter().zip(destinations) {
@@ -664,6 +722,33 @@ async fn status_handler(State(rx): State<Arc<Receiver>>) -> Response {
     }
 }
 
+/// `POST /-/reload`: off (403) unless `enable_reload_endpoint`; then authenticated as writes
+/// are, and answered 200 with what changed or 400 with why the file was not applied.
+async fn reload_handler(
+    State(rx): State<Arc<Receiver>>,
+    conn: Option<Extension<Arc<auth::ConnInfo>>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(reloader) = rx.reloader.get() else {
+        return (
+            StatusCode::FORBIDDEN,
+            "POST /-/reload is off: set enable_reload_endpoint: true, or send SIGHUP\n",
+        )
+            .into_response();
+    };
+    if let Err(d) = rx.auth.check(&headers, conn.as_ref().map(|c| c.0.as_ref())) {
+        rx.metrics
+            .unauthorized
+            .get_or_create(&metrics::ReasonLabel { reason: d.reason() })
+            .inc();
+        return (StatusCode::UNAUTHORIZED, format!("{}\n", d.message())).into_response();
+    }
+    match reloader.reload().await {
+        Ok(done) => (StatusCode::OK, format!("{done}\n")).into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    }
+}
+
 async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
     rx.refresh_budgets();
     match crate::telemetry::encode_metrics(&rx.registry) {
@@ -760,10 +845,10 @@ mod tests {
         // full once it holds one write (an empty queue takes any one write).
         let rx = receiver(vec![route("a", None, 1 << 20), route("b", None, 100)]);
         assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        let held = rx.routes[1].queues[0].used_bytes();
+        let held = rx.routing().routes[1].queues[0].used_bytes();
         assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        assert_eq!(rx.routes[0].queues[0].used_bytes(), 2 * held);
-        assert_eq!(rx.routes[1].queues[0].used_bytes(), held);
+        assert_eq!(rx.routing().routes[0].queues[0].used_bytes(), 2 * held);
+        assert_eq!(rx.routing().routes[1].queues[0].used_bytes(), held);
         let m = &rx.metrics.routes;
         assert_eq!(
             m.samples_dropped.get_or_create(&label("queue_full")).get(),

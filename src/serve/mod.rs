@@ -26,6 +26,7 @@ use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
 
 mod alerts;
+mod reload;
 mod routes;
 use alerts::{evaluate_alerts, AlertInputs, RouteAlerts};
 
@@ -105,10 +106,40 @@ pub struct Running {
     pub alerter: Arc<crate::alert::Alerter>,
     /// The metrics registry.
     pub registry: Arc<Registry>,
+    reloader: Arc<reload::Reloader>,
     task: JoinHandle<()>,
 }
 
 impl Running {
+    /// Reloads the configuration file (what `SIGHUP` does): what changed, or why nothing did.
+    ///
+    /// # Errors
+    /// Why the file was not applied (invalid, or changing what only a restart applies).
+    pub async fn reload(&self) -> Result<String, String> {
+        self.reloader.reload().await
+    }
+
+    /// Reloads the configuration file at every `SIGHUP`, as Prometheus does (for the
+    /// `promlink serve` process: a test calls [`Running::reload`] instead).
+    pub fn reload_on_sighup(&self) {
+        let reloader = self.reloader.clone();
+        tokio::spawn(async move {
+            let kind = tokio::signal::unix::SignalKind::hangup();
+            let mut hup = match tokio::signal::unix::signal(kind) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGHUP: reload with POST /-/reload instead");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // The outcome is logged and counted by the reloader.
+                let _ = reloader.reload().await;
+            }
+        });
+    }
+
     /// Waits until promlink has shut down.
     pub async fn wait(self) {
         let _ = self.task.await;
@@ -222,6 +253,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         }));
     }
 
+    let reload_metrics = reload::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
     let checks = Box::new(crate::health::RouteChecks(
         stages
@@ -248,6 +280,26 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         registry.clone(),
         auth.clone(),
     ));
+    let mut destinations: std::collections::HashMap<String, Vec<reload::Running>> =
+        std::collections::HashMap::new();
+    for st in &stages {
+        destinations
+            .entry(st.name.clone())
+            .or_default()
+            .push(reload::Running {
+                upstream: st.sending.upstream.clone(),
+                queue: st.queue.clone(),
+            });
+    }
+    let reloader = Arc::new(reload::Reloader::new(
+        cfg.clone(),
+        destinations,
+        &receiver,
+        reload_metrics,
+    ));
+    if cfg.reload.endpoint {
+        receiver.enable_reload(reloader.clone());
+    }
     let app = receiver.clone().router();
     log_listening(&cfg, local_addr);
     let listener_cfg = inbound.listener.clone();
@@ -293,6 +345,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         private_link,
         alerter,
         registry,
+        reloader,
         task,
     })
 }

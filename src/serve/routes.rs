@@ -70,19 +70,15 @@ pub(super) fn receive_routes(
         .iter()
         .map(|route| crate::receive::ReceiveRoute {
             name: route.name.clone(),
-            rule: crate::codec::RouteRule {
-                selector: route.selector.clone(),
-                continue_: route.continue_,
-                relabel: route.relabel.clone(),
-                limits: route.destination().upstream.batch,
-                spread: route.destinations.len(),
-                budget: route.budget.map(|b| {
+            rule: rule_of(
+                route,
+                route.budget.map(|b| {
                     Arc::new(crate::codec::SeriesBudget::new(
                         b.max_active_series,
                         b.window,
                     ))
                 }),
-            },
+            ),
             queues: stages
                 .by_ref()
                 .take(route.destinations.len())
@@ -90,6 +86,21 @@ pub(super) fn receive_routes(
                 .collect(),
         })
         .collect()
+}
+
+/// What the decoder needs of `route`, with its series budget.
+pub(super) fn rule_of(
+    route: &Route,
+    budget: Option<Arc<crate::codec::SeriesBudget>>,
+) -> crate::codec::RouteRule {
+    crate::codec::RouteRule {
+        selector: route.selector.clone(),
+        continue_: route.continue_,
+        relabel: route.relabel.clone(),
+        limits: route.destination().upstream.batch,
+        spread: route.destinations.len(),
+        budget,
+    }
 }
 
 async fn open_one(

@@ -182,7 +182,8 @@ pub struct Upstream {
     identity: TokenProvider,
     metrics: Metrics,
     health: Arc<Health>,
-    rate: Option<rate::RateLimiter>,
+    /// `max_requests_per_minute`'s bucket; swapped by a configuration reload.
+    rate: RwLock<Option<Arc<rate::RateLimiter>>>,
 }
 
 /// How one attempt at a batch part ended.
@@ -391,7 +392,10 @@ impl Upstream {
         let generation = private_link.as_ref().map_or(0, |p| p.generation());
         let client = Self::build_client(&cfg, private_link.as_ref())?;
         Ok(Self {
-            rate: cfg.max_requests_per_minute.map(rate::RateLimiter::new),
+            rate: RwLock::new(
+                cfg.max_requests_per_minute
+                    .map(|n| Arc::new(rate::RateLimiter::new(n))),
+            ),
             cfg,
             client: RwLock::new((generation, client)),
             private_link,
@@ -454,7 +458,23 @@ impl Upstream {
 
     /// Requests sent within the last minute, when `max_requests_per_minute` applies.
     pub fn requests_last_minute(&self) -> Option<usize> {
-        self.rate.as_ref().map(rate::RateLimiter::last_minute)
+        self.limiter().map(|r| r.last_minute())
+    }
+
+    /// Applies a reloaded `max_requests_per_minute` (`None`: no limit). An unchanged rate
+    /// keeps its bucket; a new one starts with a full bucket.
+    pub fn set_max_requests_per_minute(&self, per_minute: Option<u32>) {
+        let mut rate = self.rate.write().unwrap_or_else(|e| e.into_inner());
+        if rate.as_ref().map(|r| r.per_minute()) != per_minute {
+            *rate = per_minute.map(|n| Arc::new(rate::RateLimiter::new(n)));
+            self.metrics
+                .requests_per_minute_limit
+                .set(per_minute.map_or(0, i64::from));
+        }
+    }
+
+    fn limiter(&self) -> Option<Arc<rate::RateLimiter>> {
+        self.rate.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Readiness and status information.
@@ -791,7 +811,7 @@ impl Upstream {
                 }
             }
         }
-        if let Some(rate) = &self.rate {
+        if let Some(rate) = self.limiter() {
             let waited = rate.acquire().await;
             self.metrics.rate_limited.inc_by(waited.as_secs_f64());
         }

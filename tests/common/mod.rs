@@ -47,6 +47,11 @@ pub struct RigOptions {
     /// Above 1: that many DCEs, each with its own DCR id, and promlink configured with one
     /// route, `default`, spreading over them with `ingestion_urls`.
     pub spread: usize,
+    /// A configuration file (YAML) to start from, `dir/promlink.yaml`: promlink then loads
+    /// it as `serve --config` does (so it can reload it), the rig's settings acting as flags.
+    /// `{url}` in it stands for the DCE's URL; a file with `routes` names its URLs itself, so
+    /// the rig then gives no `ingestion_url`.
+    pub config_yaml: Option<String>,
     /// Further settings; they win over the rig's own.
     pub extra: Settings,
 }
@@ -65,6 +70,7 @@ impl Default for RigOptions {
             queue_max_age: None,
             upstream_via: None,
             spread: 1,
+            config_yaml: None,
             extra: Settings::default(),
         }
     }
@@ -152,7 +158,19 @@ impl Rig {
         } else {
             settings
         };
-        let cfg = opts.extra.or(settings).resolve().unwrap();
+        let cfg = match &opts.config_yaml {
+            None => opts.extra.or(settings).resolve().unwrap(),
+            Some(yaml) => {
+                let file = dir.path().join("promlink.yaml");
+                std::fs::write(&file, yaml.replace("{url}", dce.url())).unwrap();
+                let flags = Settings {
+                    config: Some(file),
+                    ingestion_url: settings.ingestion_url.filter(|_| !yaml.contains("routes:")),
+                    ..settings
+                };
+                opts.extra.or(flags).load().unwrap()
+            }
+        };
         let promlink = promlink::serve::start(cfg).await.unwrap();
         Rig {
             entra,

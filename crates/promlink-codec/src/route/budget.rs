@@ -13,7 +13,7 @@
 //! window, or from [`SeriesBudget::expire`] (called by promlink's gauge refresh, so the count
 //! falls while no write arrives).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,11 @@ const MIN_SLOTS: usize = 16;
 #[derive(Debug)]
 pub struct SeriesBudget {
     /// The most distinct series admitted within the window.
-    max: usize,
+    max: AtomicUsize,
     /// Seconds a series stays active after it was last admitted.
-    window: u32,
+    window: AtomicU32,
     /// Seconds between sweeps of one shard.
-    sweep_every: u32,
+    sweep_every: AtomicU32,
     /// Time 0 of the stamps.
     start: Instant,
     /// Distinct series admitted within the window (those expired but not yet swept included).
@@ -51,25 +51,37 @@ struct Table {
 impl SeriesBudget {
     /// A budget of `max` distinct series within `window` (at least one second).
     pub fn new(max: usize, window: Duration) -> Self {
-        let window = window.as_secs().clamp(1, u64::from(u32::MAX / 2)) as u32;
-        Self {
-            max,
-            window,
-            sweep_every: (window / 64).max(1),
+        let b = Self {
+            max: AtomicUsize::new(0),
+            window: AtomicU32::new(1),
+            sweep_every: AtomicU32::new(1),
             start: Instant::now(),
             active: AtomicUsize::new(0),
             shards: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
-        }
+        };
+        b.set_limits(max, window);
+        b
+    }
+
+    /// Applies a reloaded budget and window. The series counted so far stay counted (and keep
+    /// flowing, even above a lowered budget); new ones are admitted while the count is below
+    /// `max`.
+    pub fn set_limits(&self, max: usize, window: Duration) {
+        let window = window.as_secs().clamp(1, u64::from(u32::MAX / 2)) as u32;
+        self.max.store(max, Ordering::Release);
+        self.window.store(window, Ordering::Release);
+        self.sweep_every
+            .store((window / 64).max(1), Ordering::Release);
     }
 
     /// The budget.
     pub fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Acquire)
     }
 
     /// The window.
     pub fn window(&self) -> Duration {
-        Duration::from_secs(u64::from(self.window))
+        Duration::from_secs(u64::from(self.window.load(Ordering::Acquire)))
     }
 
     /// Now, as the stamp [`SeriesBudget::admit`] takes (read it once per request).
@@ -87,7 +99,7 @@ impl SeriesBudget {
         let mut t = self.shards[shard]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now.saturating_sub(t.swept) >= self.sweep_every {
+        if now.saturating_sub(t.swept) >= self.sweep_every.load(Ordering::Relaxed) {
             self.sweep(&mut t, now);
         }
         if let Some(i) = t.find(key, mixed) {
@@ -95,10 +107,11 @@ impl SeriesBudget {
             return true;
         }
         // New: count it first, and only within the budget.
+        let max = self.max();
         let admitted = self
             .active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .is_ok();
         if admitted {
@@ -122,7 +135,7 @@ impl SeriesBudget {
             let mut t = shard
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if now.saturating_sub(t.swept) >= self.sweep_every {
+            if now.saturating_sub(t.swept) >= self.sweep_every.load(Ordering::Relaxed) {
                 self.sweep(&mut t, now);
             }
         }
@@ -143,7 +156,8 @@ impl SeriesBudget {
     /// Drops the series of `t` last admitted a window or more before `now`.
     fn sweep(&self, t: &mut Table, now: u32) {
         t.swept = now;
-        let live = |stamp: u32| stamp != 0 && now.saturating_sub(stamp) < self.window;
+        let window = self.window.load(Ordering::Relaxed);
+        let live = |stamp: u32| stamp != 0 && now.saturating_sub(stamp) < window;
         let expired = t.len - t.stamps.iter().filter(|s| live(**s)).count();
         if expired == 0 {
             return;
@@ -260,6 +274,20 @@ mod tests {
         assert_eq!(b.active(), 10);
         // A series that expired counts as new when it comes back.
         assert!(!b.admit(7, 650));
+    }
+
+    #[test]
+    fn a_reloaded_budget_keeps_what_it_counted() {
+        let b = SeriesBudget::new(10, Duration::from_secs(3600));
+        assert!((0..10u64).all(|k| b.admit(k, 1)));
+        b.set_limits(5, Duration::from_secs(3600));
+        // Above the lowered budget: the counted series flow, new ones wait for room.
+        assert!((0..10u64).all(|k| b.admit(k, 2)));
+        assert!(!b.admit(50, 2));
+        b.set_limits(11, Duration::from_secs(3600));
+        assert!(b.admit(50, 2));
+        assert!(!b.admit(51, 2));
+        assert_eq!((b.active(), b.max()), (11, 11));
     }
 
     #[test]
