@@ -78,54 +78,69 @@ async fn relabeled_series_arrive_as_the_rules_forward_them() {
     rig.stop().await;
 }
 
-/// `max_active_series: 50`: of 80 series, the first 50 admitted are delivered every round and
-/// the other 30 are dropped every round and counted (`reason="budget"`); the route reports 50
-/// active series out of 50.
+/// `max_active_series: 100` under 1,000 new series, written by 10 concurrent requests of 100:
+/// exactly 100 are admitted. A second round of the same 1,000 delivers the same 100 again and
+/// drops the other 900 again, each counted (`reason="budget"`); the route reports 100 active
+/// series out of 100.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_series_budget_admits_up_to_max_active_series() {
     let rig = Rig::start(RigOptions {
         extra: Settings {
-            max_active_series: Some(50),
+            max_active_series: Some(100),
             ..Settings::default()
         },
         ..RigOptions::default()
     })
     .await;
-    for round in 0..3i64 {
-        let body = common::one_sample_body("budget_test", "b", 0..80, 1_000 + round);
-        assert_eq!(rig.post(body, "application/x-protobuf").await.status(), 204);
+    for round in 0..2i64 {
+        let writes = (0..10).map(|part| {
+            let body = common::one_sample_body(
+                "budget_test",
+                "b",
+                part * 100..(part + 1) * 100,
+                1_000 + round,
+            );
+            rig.post(body, "application/x-protobuf")
+        });
+        for resp in futures_util::future::join_all(writes).await {
+            assert_eq!(resp.status(), 204);
+        }
     }
     rig.wait_for(
         "the admitted series' samples",
         Duration::from_secs(10),
-        |s| s.samples == 150,
+        |s| s.samples == 200,
     )
     .await;
-    // The same 50 series in every round (the first round admitted them).
-    let mut ids = std::collections::BTreeSet::new();
+    // The same 100 series in both rounds.
+    let mut per_id = std::collections::BTreeMap::new();
     for req in rig.dce.accepted() {
         for ts in &req.timeseries {
             let id = ts.labels.iter().find(|l| l.name == "id").unwrap();
-            ids.insert(id.value.parse::<usize>().unwrap());
+            *per_id.entry(id.value.clone()).or_insert(0) += ts.samples.len();
         }
     }
-    assert_eq!(ids, (0..50).collect(), "the first 50 of the first write");
+    assert_eq!(per_id.len(), 100, "exactly the budget");
+    assert!(
+        per_id.values().all(|n| *n == 2),
+        "each admitted series in both rounds"
+    );
     let dropped = |what: &str| {
         format!("promlink_route_{what}_dropped_total{{route=\"default\",reason=\"budget\"}}")
     };
-    assert_eq!(rig.metric(&dropped("series")).await, 90.0);
-    assert_eq!(rig.metric(&dropped("samples")).await, 90.0);
+    assert_eq!(rig.metric(&dropped("series")).await, 1800.0);
+    assert_eq!(rig.metric(&dropped("samples")).await, 1800.0);
     assert_eq!(
         rig.metric("promlink_route_active_series{route=\"default\"}")
             .await,
-        50.0
+        100.0
     );
     assert_eq!(
         rig.metric("promlink_route_max_active_series{route=\"default\"}")
             .await,
-        50.0
+        100.0
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rig.dce.stats().samples, 150, "nothing over budget arrives");
+    assert_eq!(rig.dce.stats().samples, 200, "nothing over budget arrives");
     rig.stop().await;
 }
