@@ -127,6 +127,12 @@ grep -q '^    write_relabel_configs:$' "$r" && grep -q 'value: /etc/promlink/con
   grep -q 'mountPath: /etc/promlink/config$' "$r" && grep -q 'checksum/config:' "$r" ||
   die "the relabel example does not render promlink's config file (ConfigMap, PROMLINK_CONFIG, mount, checksum)"
 
+# The routes reach promlink the same way, and no top-level ingestion URL competes with them.
+r="$OUT/rendered/examples-gateway-routes.yaml"
+grep -q '^    routes:$' "$r" && grep -q '^ *name: teams$' "$r" && grep -q 'mountPath: /etc/promlink/config$' "$r" &&
+  ! grep -q 'name: PROMLINK_INGESTION_URL' "$r" ||
+  die "the routes example does not render promlink's config file with its routes (or still sets PROMLINK_INGESTION_URL)"
+
 # 3. Minimal values: helm template and helm lint stop with ONE message naming every required value.
 want_missing=("image.repository (" "azure.ingestionUrl (" "privateLink.mode (")
 check_minimal() { # $1: what, $2: file with the output

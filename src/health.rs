@@ -58,13 +58,17 @@ pub struct RouteCheck {
 }
 
 /// The checks of every route, each naming its route when there are routes. `/ready` fails when
-/// any route's check fails it.
-pub struct RouteChecks(pub Vec<RouteCheck>);
+/// any route's check fails it. The list grows when a reload adds a route.
+pub struct RouteChecks(pub std::sync::Arc<std::sync::RwLock<Vec<RouteCheck>>>);
 
 impl StatusSource for RouteChecks {
     fn checks(&self) -> Vec<Check> {
         let mut all = Vec::new();
-        for r in &self.0 {
+        let routes = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in routes.iter() {
             all.extend(r.checks.checks().into_iter().map(|mut c| {
                 c.route = r.route.clone();
                 c.url = r.url.clone();

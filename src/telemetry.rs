@@ -130,8 +130,21 @@ pub struct RouteReasonLabels {
 /// # Errors
 /// When encoding fails.
 pub fn encode_metrics(registry: &Registry) -> Result<String, std::fmt::Error> {
+    encode_all([registry])
+}
+
+/// [`encode_metrics`] of several registries as one exposition (a route added by a reload
+/// registers its metrics in a registry of its own).
+///
+/// # Errors
+/// When encoding fails.
+pub fn encode_all<'a>(
+    registries: impl IntoIterator<Item = &'a Registry>,
+) -> Result<String, std::fmt::Error> {
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    for registry in registries {
+        prometheus_client::encoding::text::encode_registry(&mut text, registry)?;
+    }
     Ok(merge_families(&text))
 }
 

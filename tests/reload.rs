@@ -16,6 +16,30 @@ const V1: &str = "application/x-protobuf";
 /// Series per round of the load.
 const SERIES: usize = 100;
 
+/// Every series the DCE accepted, as (job, first timestamp, via), sorted.
+fn arrived(rig: &Rig) -> Vec<(String, i64, Option<String>)> {
+    let mut arrived = Vec::new();
+    for req in rig.dce.accepted() {
+        for ts in &req.timeseries {
+            let get = |name: &str| {
+                ts.labels
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map(|l| l.value.clone())
+            };
+            arrived.push((get("job").unwrap(), ts.samples[0].timestamp, get("via")));
+        }
+    }
+    arrived.sort();
+    arrived
+}
+
+/// Writes one series `routed{job}` with one sample at `ts`: the answer's status.
+async fn send_one(rig: &Rig, job: &str, ts: i64) -> reqwest::StatusCode {
+    let body = common::one_sample_body("routed", job, 0..1, ts);
+    rig.post(body, V1).await.status()
+}
+
 fn rewrite(rig: &Rig, yaml: &str) {
     std::fs::write(rig.dir.path().join("promlink.yaml"), yaml).unwrap();
 }
@@ -196,12 +220,9 @@ async fn a_reload_swaps_route_matchers_budgets_and_rates() {
         ..RigOptions::default()
     })
     .await;
-    let send = |job: &'static str, ts: i64| {
-        let body = common::one_sample_body("routed", job, 0..1, ts);
-        rig.post(body, V1)
-    };
-    assert_eq!(send("one", 1_000).await.status(), 204);
-    assert_eq!(send("two", 1_000).await.status(), 204);
+    let send = |job: &'static str, ts: i64| send_one(&rig, job, ts);
+    assert_eq!(send("one", 1_000).await, 204);
+    assert_eq!(send("two", 1_000).await, 204);
     rewrite(
         &rig,
         &routes(
@@ -217,19 +238,15 @@ async fn a_reload_swaps_route_matchers_budgets_and_rates() {
         ),
         "{done}"
     );
-    assert_eq!(send("one", 2_000).await.status(), 204);
-    assert_eq!(send("two", 2_000).await.status(), 204);
+    assert_eq!(send("one", 2_000).await, 204);
+    assert_eq!(send("two", 2_000).await, 204);
     rig.wait_for("four samples", Duration::from_secs(5), |s| s.samples == 4)
         .await;
-    let mut via_a = Vec::new();
-    for req in rig.dce.accepted() {
-        for ts in &req.timeseries {
-            if ts.labels.iter().any(|l| l.name == "via") {
-                let job = ts.labels.iter().find(|l| l.name == "job").unwrap();
-                via_a.push((job.value.clone(), ts.samples[0].timestamp));
-            }
-        }
-    }
+    let mut via_a: Vec<(String, i64)> = arrived(&rig)
+        .into_iter()
+        .filter(|(_, _, via)| via.is_some())
+        .map(|(job, ts, _)| (job, ts))
+        .collect();
     via_a.sort();
     assert_eq!(
         via_a,
@@ -245,5 +262,64 @@ async fn a_reload_swaps_route_matchers_budgets_and_rates() {
             .await,
         1200.0
     );
+    rig.stop().await;
+}
+
+/// A reload adds route `b` and removes route `a`: `b` is launched (its own queue, workers,
+/// metrics and checks) and takes its series from then on; `a` takes no more writes but still
+/// delivers what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_routes_and_a_removed_route_delivers_what_it_holds() {
+    let route = |name: &str, job: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    match: '{{job=\"{job}\"}}'\n    ingestion_url: {{url}}\n    write_relabel_configs:\n      - {{target_label: via, replacement: {name}}}\n{extra}"
+        )
+    };
+    let default = "  - name: default\n    ingestion_url: {url}\n";
+    let queue_dir = tempfile::tempdir().unwrap();
+    let top = format!("queue_dir: {}\nroutes:\n", queue_dir.path().display());
+    let rig = Rig::start(RigOptions {
+        // Route a holds its batch for a second: still queued when the reload removes it.
+        config_yaml: Some(format!(
+            "{top}{}{default}",
+            route("a", "one", "    flush_interval: 1s\n")
+        )),
+        ..RigOptions::default()
+    })
+    .await;
+    let send = |job: &'static str, ts: i64| send_one(&rig, job, ts);
+    assert_eq!(send("one", 1_000).await, 204);
+    rewrite(
+        &rig,
+        &format!("{top}{}{default}", route("b", "two", "")).replace("{url}", rig.dce.url()),
+    );
+    let done = rig.promlink.reload().await.unwrap();
+    assert!(
+        done.contains("route b added") && done.contains("route a removed"),
+        "{done}"
+    );
+    assert_eq!(send("one", 2_000).await, 204);
+    assert_eq!(send("two", 2_000).await, 204);
+    rig.wait_for("three samples", Duration::from_secs(10), |s| s.samples == 3)
+        .await;
+    let arrived = arrived(&rig);
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        arrived,
+        [
+            ("one".to_string(), 1_000, s("a")),
+            ("one".to_string(), 2_000, None),
+            ("two".to_string(), 2_000, s("b")),
+        ]
+    );
+    assert_eq!(
+        rig.metric("promlink_samples_forwarded_total{route=\"b\"}")
+            .await,
+        1.0
+    );
+    let status = rig.http.get(rig.url("/status")).send().await.unwrap();
+    let status = status.text().await.unwrap();
+    assert!(status.contains("\"route\": \"b\""), "{status}");
+    assert!(queue_dir.path().join("b").is_dir());
     rig.stop().await;
 }

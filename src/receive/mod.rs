@@ -242,6 +242,8 @@ pub trait Reload: Send + Sync {
 
 /// Shared receiver state.
 pub struct Receiver {
+    /// The metrics of routes a reload added, each in a registry of its own.
+    added_registries: std::sync::RwLock<Vec<prometheus_client::registry::Registry>>,
     /// Set when `enable_reload_endpoint` is: what `POST /-/reload` runs.
     reloader: std::sync::OnceLock<Arc<dyn Reload>>,
     cfg: ReceiveConfig,
@@ -277,6 +279,7 @@ impl Receiver {
             auth,
             routing: std::sync::RwLock::new(Arc::new(Routing::new(cfg.codec.clone(), routes))),
             reloader: std::sync::OnceLock::new(),
+            added_registries: std::sync::RwLock::default(),
             cfg,
             metrics,
             phase: AtomicU8::new(ACCEPTING),
@@ -328,6 +331,14 @@ impl Receiver {
                 self.metrics.routes.set_budget(&r.name, b);
             }
         }
+    }
+
+    /// Exposes the metrics of `registry` on `/metrics` too (a route a reload added).
+    pub fn add_registry(&self, registry: prometheus_client::registry::Registry) {
+        self.added_registries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(registry);
     }
 
     /// Serves `POST /-/reload` with `reloader` (`enable_reload_endpoint`).
@@ -751,7 +762,11 @@ async fn reload_handler(
 
 async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
     rx.refresh_budgets();
-    match crate::telemetry::encode_metrics(&rx.registry) {
+    let added = rx
+        .added_registries
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match crate::telemetry::encode_all(std::iter::once(&*rx.registry).chain(added.iter())) {
         Ok(out) => (
             [(
                 header::CONTENT_TYPE,

@@ -106,16 +106,21 @@ pub(super) struct RouteAlerts {
 
 /// Every second: refreshes the read gauges, evaluates the alert rules of every route and hands
 /// the result to the alerter.
+/// `routes` grows when a reload adds a route (entries are never removed).
 pub(super) async fn evaluate_alerts(
-    routes: Vec<RouteAlerts>,
+    routes: Arc<std::sync::RwLock<Vec<Arc<RouteAlerts>>>>,
     alerter: Arc<crate::alert::Alerter>,
     stop: CancellationToken,
 ) {
-    let mut watches: Vec<Watch> = routes
-        .iter()
-        .map(|_| Watch::new(SystemTime::now()))
-        .collect();
+    let mut watches: Vec<Watch> = Vec::new();
     loop {
+        let routes: Vec<Arc<RouteAlerts>> = routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        while watches.len() < routes.len() {
+            watches.push(Watch::new(SystemTime::now()));
+        }
         let mut firing = Vec::new();
         for (r, watch) in routes.iter().zip(&mut watches) {
             let inputs = &r.inputs;

@@ -26,9 +26,10 @@ use crate::receive::Receiver;
 use crate::upstream::{Health, Upstream};
 
 mod alerts;
+mod launch;
 mod reload;
 mod routes;
-use alerts::{evaluate_alerts, AlertInputs, RouteAlerts};
+use alerts::evaluate_alerts;
 
 /// Errors starting promlink. Each names the part that failed; the cause is its `source()`, so
 /// print the whole chain (`{:#}` through anyhow, or [`crate::outbound::error_chain`]).
@@ -174,12 +175,15 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let abort = CancellationToken::new();
-    let mut background_tasks = Vec::new();
+    let launcher = Arc::new(launch::Launcher::new(
+        background.clone(),
+        abort.clone(),
+        cfg.readiness,
+        cfg.routed,
+        receive_metrics.tls_cert_not_after.clone(),
+    ));
     for st in &stages {
-        background_tasks.push(st.sending.identity.spawn_refresher(background.clone()));
-        background_tasks.push(tokio::spawn(
-            st.sending.private_link.clone().run(background.clone()),
-        ));
+        launcher.launch(st);
     }
     let mut reloaders = vec![tokio::spawn(
         auth.clone()
@@ -202,76 +206,15 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         alert_metrics,
     )?);
     let alert_poster = alerter.clone().spawn(background.clone());
-    let no_cert = prometheus_client::metrics::gauge::Gauge::default();
-    let alert_inputs = stages
-        .iter()
-        .enumerate()
-        .map(|(i, st)| RouteAlerts {
-            route: cfg.routed.then(|| st.name.clone()),
-            url: st.url.clone(),
-            inputs: AlertInputs {
-                host: st.sending.host.clone(),
-                private_link: st.sending.private_link.clone(),
-                health: st.sending.upstream.health(),
-                upstream: st.sending.upstream.clone(),
-                identity: st.sending.identity.clone(),
-                queue: st.queue.clone(),
-                queue_metrics: st.queue_metrics.clone(),
-                upstream_metrics: st.sending.metrics.clone(),
-                // The receiver's certificate is one, whatever the routes: watched once.
-                cert_not_after: if i == 0 {
-                    receive_metrics.tls_cert_not_after.clone()
-                } else {
-                    no_cert.clone()
-                },
-                ready_window: cfg.readiness.window,
-            },
-        })
-        .collect();
     let alert_rules = tokio::spawn(evaluate_alerts(
-        alert_inputs,
+        launcher.alerts.clone(),
         alerter.clone(),
         background.clone(),
     ));
-    for st in &stages {
-        background_tasks.push(tokio::spawn(
-            st.sending
-                .upstream
-                .clone()
-                .probe_when_idle(cfg.readiness.window, background.clone()),
-        ));
-    }
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    for st in &stages {
-        workers.extend((0..st.shards).map(|i| {
-            tokio::spawn(
-                st.sending
-                    .upstream
-                    .clone()
-                    .run_worker(st.queue.clone(), i, abort.clone()),
-            )
-        }));
-    }
 
     let reload_metrics = reload::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
-    let checks = Box::new(crate::health::RouteChecks(
-        stages
-            .iter()
-            .map(|st| crate::health::RouteCheck {
-                route: cfg.routed.then(|| st.name.clone()),
-                url: st.url.clone(),
-                checks: crate::health::Checks {
-                    identity: st.sending.identity.clone(),
-                    health: st.sending.upstream.health(),
-                    private_link: st.sending.private_link.clone(),
-                    queue: st.queue.clone(),
-                    window: cfg.readiness.window,
-                    requires_upstream: cfg.readiness.requires_upstream,
-                },
-            })
-            .collect(),
-    ));
+    let checks = Box::new(crate::health::RouteChecks(launcher.checks.clone()));
     let receiver = Arc::new(Receiver::new(
         cfg.receive.clone(),
         routes::receive_routes(&cfg, &stages),
@@ -295,6 +238,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         cfg.clone(),
         destinations,
         &receiver,
+        launcher.clone(),
         reload_metrics,
     ));
     if cfg.reload.endpoint {
@@ -310,9 +254,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         first.sending.upstream.health(),
         first.sending.private_link.clone(),
     );
-    let queues: Vec<Arc<Queue>> = stages.iter().map(|st| st.queue.clone()).collect();
     // Stopped, in this order, once the workers are done: everything that runs beside them.
-    background_tasks.extend(reloaders);
+    let mut background_tasks = reloaders;
     background_tasks.extend([alert_rules, alert_poster]);
     let signal = shutdown.clone();
     let grace = cfg.shutdown.grace;
@@ -330,9 +273,10 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         );
         let deadline =
             receive_until_stopped(server, &signal, &close, &receiver, grace, quiet).await;
-        deliver_until(&queues, workers, deadline, grace, &abort).await;
+        let launched = launcher.take();
+        deliver_until(&launched.queues, launched.workers, deadline, grace, &abort).await;
         background.cancel();
-        for t in background_tasks {
+        for t in launched.tasks.into_iter().chain(background_tasks) {
             let _ = t.await;
         }
         tracing::info!("promlink stopped");

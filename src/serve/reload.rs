@@ -1,10 +1,13 @@
 //! Configuration reloads (`SIGHUP`, `POST /-/reload`): the file is loaded again with the flags
 //! and variables promlink started with. A valid file swaps the global and per-route relabel
 //! rules, the route matchers and order, the series budgets and the request rates, without
-//! touching a queue; a write in progress finishes with the routing it began with. Anything
-//! else that changed (a route's destination, the listener, the queue settings...) takes effect
-//! only at a restart, so such a file is refused as a whole, saying which keys, and the running
-//! configuration stays. An invalid file is refused the same way. Every outcome is counted in
+//! touching a queue; a write in progress finishes with the routing it began with. A route the
+//! file adds is launched (its queue, workers, metrics, alerts and checks); a route it removes
+//! takes no more writes and its workers deliver what it holds (it stays launched until
+//! shutdown, and taking it back in a later reload resumes it). Anything else that changed (a
+//! route's destination, the listener, the queue settings...) takes effect only at a restart,
+//! so such a file is refused as a whole, saying which keys, and the running configuration
+//! stays. An invalid file is refused the same way. Every outcome is counted in
 //! `promlink_config_reloads_total{result}`.
 
 use std::collections::HashMap;
@@ -31,6 +34,7 @@ pub(super) struct Running {
 /// Reloads the configuration of a running promlink.
 pub(super) struct Reloader {
     state: tokio::sync::Mutex<State>,
+    launcher: Arc<super::launch::Launcher>,
     receiver: std::sync::Weak<Receiver>,
     metrics: Metrics,
 }
@@ -38,8 +42,10 @@ pub(super) struct Reloader {
 struct State {
     /// The configuration running now.
     config: Config,
-    /// Each route's destinations, by route name.
+    /// The destinations of every launched route (removed ones included), by route name.
     destinations: HashMap<String, Vec<Running>>,
+    /// Every launched route as it was launched (removed ones included), by name.
+    launched: HashMap<String, Route>,
     /// Each route's series budget, by route name: kept across reloads, so what a route
     /// counted stays counted.
     budgets: HashMap<String, Arc<SeriesBudget>>,
@@ -93,6 +99,7 @@ impl Reloader {
         config: Config,
         destinations: HashMap<String, Vec<Running>>,
         receiver: &Arc<Receiver>,
+        launcher: Arc<super::launch::Launcher>,
         metrics: Metrics,
     ) -> Self {
         let budgets = receiver
@@ -101,10 +108,17 @@ impl Reloader {
             .iter()
             .filter_map(|r| Some((r.name.clone(), r.rule.budget.clone()?)))
             .collect();
+        let launched = config
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
         Self {
+            launcher,
             state: tokio::sync::Mutex::new(State {
                 config,
                 destinations,
+                launched,
                 budgets,
             }),
             receiver: Arc::downgrade(receiver),
@@ -142,7 +156,7 @@ impl Reloader {
             .await
             .map_err(|e| format!("loading the configuration panicked: {e}"))?
             .map_err(|e| e.to_string())?;
-        let restart = needs_restart(&state.config, &new);
+        let restart = needs_restart(&state.config, &new, &state.launched);
         if !restart.is_empty() {
             return Err(format!(
                 "the file changes what only a restart applies: {}; nothing was changed",
@@ -152,7 +166,35 @@ impl Reloader {
         let receiver = self
             .receiver
             .upgrade()
-            .ok_or_else(|| "promlink is stopping".to_string())?;
+            .filter(|r| !r.shutting_down())
+            .ok_or_else(|| "promlink is shutting down".to_string())?;
+        // Routes never launched: open them all first, so a failure leaves nothing half done.
+        let mut added = Vec::new();
+        for route in &new.routes {
+            if state.destinations.contains_key(&route.name) {
+                continue;
+            }
+            let mut registry = Registry::with_prefix("promlink");
+            let stages = super::routes::open_route(&new, route, &mut registry)
+                .await
+                .map_err(|e| format!("route {}: {e}; nothing was changed", route.name))?;
+            added.push((route, stages, registry));
+        }
+        for (route, stages, registry) in added {
+            for st in &stages {
+                self.launcher.launch(st);
+            }
+            receiver.add_registry(registry);
+            let running = stages
+                .iter()
+                .map(|st| Running {
+                    upstream: st.sending.upstream.clone(),
+                    queue: st.queue.clone(),
+                })
+                .collect();
+            state.destinations.insert(route.name.clone(), running);
+            state.launched.insert(route.name.clone(), route.clone());
+        }
         let changes = describe(&state.config, &new);
         let mut routes = Vec::with_capacity(new.routes.len());
         let mut budgets = HashMap::new();
@@ -198,7 +240,9 @@ fn unix_now() -> i64 {
 }
 
 /// What `new` changes of `old` that a reload cannot apply, one entry per key group.
-fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+/// `launched`: every route launched so far (a route removed earlier still runs with its
+/// destination, so taking it back must not change that).
+fn needs_restart(old: &Config, new: &Config, launched: &HashMap<String, Route>) -> Vec<String> {
     let mut keys = Vec::new();
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
@@ -238,22 +282,24 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             keys.push(name.to_string());
         }
     }
-    let names = |c: &Config| -> Vec<String> { c.routes.iter().map(|r| r.name.clone()).collect() };
-    let (before, after) = (names(old), names(new));
-    for name in after.iter().filter(|n| !before.contains(n)) {
-        keys.push(format!("route {name} added"));
-    }
-    for name in before.iter().filter(|n| !after.contains(n)) {
-        keys.push(format!("route {name} removed"));
-    }
     for route in &new.routes {
-        if let Some(was) = old.routes.iter().find(|r| r.name == route.name) {
-            keys.extend(
-                destination_changes(was, route)
-                    .into_iter()
-                    .map(|what| format!("route {}: {what}", route.name)),
-            );
-        }
+        let (was, removed) = match old.routes.iter().find(|r| r.name == route.name) {
+            Some(was) => (was, false),
+            None => match launched.get(&route.name) {
+                Some(was) => (was, true),
+                None => continue,
+            },
+        };
+        let how = if removed {
+            " (removed by an earlier reload, it still delivers what it holds with its old destination)"
+        } else {
+            ""
+        };
+        keys.extend(
+            destination_changes(was, route)
+                .into_iter()
+                .map(|what| format!("route {}: {what}{how}", route.name)),
+        );
     }
     keys
 }
@@ -302,7 +348,21 @@ fn describe(old: &Config, new: &Config) -> String {
         changes.push("write_relabel_configs".to_string());
     }
     let order = |c: &Config| -> Vec<String> { c.routes.iter().map(|r| r.name.clone()).collect() };
-    if order(old) != order(new) {
+    let (before, after) = (order(old), order(new));
+    for name in after.iter().filter(|n| !before.contains(n)) {
+        changes.push(format!("route {name} added"));
+    }
+    for name in before.iter().filter(|n| !after.contains(n)) {
+        changes.push(format!("route {name} removed (it delivers what it holds)"));
+    }
+    let kept = |names: &[String], other: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| other.contains(n))
+            .cloned()
+            .collect()
+    };
+    if kept(&before, &after) != kept(&after, &before) {
         changes.push("the order of the routes".to_string());
     }
     for route in &new.routes {

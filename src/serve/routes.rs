@@ -41,20 +41,32 @@ pub(super) async fn open(
     }
     let mut stages = Vec::with_capacity(cfg.routes.len());
     for route in &cfg.routes {
-        let spread = route.destinations.len() > 1;
-        for d in &route.destinations {
-            let url = spread.then(|| super::redacted_url(&d.upstream.url));
-            let scope = match (cfg.routed, &url) {
-                (false, _) => &mut *registry,
-                (true, None) => {
-                    registry.sub_registry_with_label(("route".into(), route.name.clone().into()))
-                }
-                (true, Some(url)) => registry
-                    .sub_registry_with_label(("route".into(), route.name.clone().into()))
-                    .sub_registry_with_label(("url".into(), url.clone().into())),
-            };
-            stages.push(open_one(cfg, route, d, url, scope).await?);
-        }
+        stages.extend(open_route(cfg, route, registry).await?);
+    }
+    Ok(stages)
+}
+
+/// Sets up the stages of `route`'s destinations (at start, or when a reload adds it), their
+/// metrics registered in `registry`.
+pub(super) async fn open_route(
+    cfg: &Config,
+    route: &Route,
+    registry: &mut Registry,
+) -> Result<Vec<RouteStage>, ServeError> {
+    let spread = route.destinations.len() > 1;
+    let mut stages = Vec::with_capacity(route.destinations.len());
+    for d in &route.destinations {
+        let url = spread.then(|| super::redacted_url(&d.upstream.url));
+        let scope = match (cfg.routed, &url) {
+            (false, _) => &mut *registry,
+            (true, None) => {
+                registry.sub_registry_with_label(("route".into(), route.name.clone().into()))
+            }
+            (true, Some(url)) => registry
+                .sub_registry_with_label(("route".into(), route.name.clone().into()))
+                .sub_registry_with_label(("url".into(), url.clone().into())),
+        };
+        stages.push(open_one(cfg, route, d, url, scope).await?);
     }
     Ok(stages)
 }

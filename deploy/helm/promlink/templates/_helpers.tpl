@@ -74,7 +74,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "promlink.certDir" -}}/etc/promlink/entra{{- end -}}
 
 {{/* promlink's YAML file, from the ConfigMap templates/config.yaml renders (the values only
-     YAML can hold: relabel). */}}
+     YAML can hold: relabel, routes). */}}
 {{- define "promlink.configFile" -}}/etc/promlink/config/promlink.yaml{{- end -}}
 
 {{/* Arguments after the subcommand: identity, certificate, queue directory, extra args. */}}
@@ -89,9 +89,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Environment shared by the workload, the sidecar and doctor. */}}
 {{- define "promlink.env" -}}
+{{- with .Values.azure.ingestionUrl }}
 - name: PROMLINK_INGESTION_URL
-  value: {{ .Values.azure.ingestionUrl | quote }}
-{{- if .Values.relabel }}
+  value: {{ . | quote }}
+{{- end }}
+{{- if or .Values.relabel .Values.routes }}
 - name: PROMLINK_CONFIG
   value: {{ include "promlink.configFile" . }}
 {{- end }}
@@ -161,7 +163,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Mounts every promlink container has: the Entra credential (if any) and extraVolumeMounts. */}}
 {{- define "promlink.commonVolumeMounts" -}}
-{{- if .Values.relabel }}
+{{- if or .Values.relabel .Values.routes }}
 - name: config
   mountPath: /etc/promlink/config
   readOnly: true
@@ -179,7 +181,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Secret volumes are mounted 0440 (group-readable through fsGroup): promlink warns about
      world-readable secret files. */}}
 {{- define "promlink.commonVolumes" -}}
-{{- if .Values.relabel }}
+{{- if or .Values.relabel .Values.routes }}
 - name: config
   configMap:
     name: {{ include "promlink.fullname" . }}-config
