@@ -500,3 +500,67 @@ async fn send_20k(rig: &Rig, stale_every: Option<u64>) -> loadgen::Report {
     assert_eq!(report.samples_acked, 20_000, "{report:?}");
     report
 }
+
+/// A whole-upstream outage that begins while a batch is being isolated (it kept failing while
+/// others were accepted) does not split that batch down to single messages, each sent at once:
+/// the halves wait for evidence of their own (another batch accepted after the split) and
+/// otherwise retry with backoff like any batch. Requests during the outage stay within what
+/// backoff allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_isolation_does_not_burst_requests() {
+    let rig = Rig::start(RigOptions {
+        shards: 2,
+        max_samples_per_request: 5000,
+        flush_interval: Duration::from_millis(50),
+        ..RigOptions::default()
+    })
+    .await;
+    // One request of 1,000 series, one of them refused by a content filter: its batch fails
+    // while the healthy writes below are accepted, so it is isolated.
+    rig.dce
+        .refuse_containing(Some((b"poison_metric".as_slice(), 503)));
+    let mixed = {
+        use prost::Message as _;
+        let mut req = v1::WriteRequest::default();
+        for (name, ids) in [("healthy_metric", 0..999), ("poison_metric", 0..1)] {
+            let one = common::one_sample_body(name, "mixed", ids, 1_000);
+            let raw = snap::raw::Decoder::new().decompress_vec(&one).unwrap();
+            req.timeseries
+                .extend(v1::WriteRequest::decode(raw.as_slice()).unwrap().timeseries);
+        }
+        snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap()
+    };
+    assert_eq!(rig.post(mixed, V1).await.status(), 204);
+    // Its batch is cut alone (flush interval 50 ms) before the healthy writes start; each of
+    // those has series of its own, so none waits behind the failing batch.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut writes = 0usize;
+    while rig.metric("promlink_upstream_isolations_total").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never isolated");
+        let healthy =
+            common::one_sample_body("other_metric", "ok", writes * 10..writes * 10 + 10, 2_000);
+        assert_eq!(rig.post(healthy, V1).await.status(), 204);
+        writes += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The whole upstream fails from now on, for 3 s.
+    rig.dce.set_outage(Some(Fault::status(503)));
+    let before = rig.dce.stats().requests;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rig.dce.stats().requests - before;
+    rig.dce.set_outage(None);
+    rig.dce.refuse_containing(None);
+    // Backoff 20 ms doubling to 300 ms: about 12 attempts in 3 s per retrying batch; a few
+    // batches may be retrying (the halves, other writes). The burst this guards against sent
+    // one request per message: hundreds.
+    assert!(during <= 100, "{during} requests in 3 s of outage");
+    rig.wait_for("everything", Duration::from_secs(20), |s| {
+        s.samples == 1_000 + 10 * writes as u64
+    })
+    .await;
+    eprintln!("outage during isolation: {during} requests in 3 s");
+    rig.stop().await;
+}

@@ -208,9 +208,10 @@ type Piece = (Vec<usize>, Chunk);
 enum Turn {
     /// A batch as taken, or a part split off for size or merged after a 422.
     Fresh,
-    /// A half of a part isolated for failing while others were accepted: it is tried once
-    /// and split again at once if it fails (the number is the accepted-batch count at the
-    /// isolated part's first failure, to tell a whole-upstream failure from its own).
+    /// A half of a part isolated for failing while others were accepted: split again at its
+    /// first failure if another batch was accepted since the split (the number is the
+    /// accepted-batch count at the split), else retried with backoff like any batch (the
+    /// whole upstream fails, not this half).
     Suspect(u64),
     /// The failing part that isolation came down to, sent again with backoff until delivered.
     Failing,
@@ -370,8 +371,8 @@ enum Outcome {
     Delivered,
     Split,
     /// It keeps failing while other batches get through: split it, so that only the part
-    /// that fails waits. The accepted-batch count at its first failure.
-    Isolate(u64),
+    /// that fails waits.
+    Isolate,
     /// It failed, and was to be tried once ([`OnFailure::Once`]).
     Failed,
     Dropped(DropReason),
@@ -634,16 +635,21 @@ impl Upstream {
                     pieces.settle(&part, finished);
                 }
                 Outcome::Failed => pieces.hold(part, Turn::Failing),
-                Outcome::Isolate(since) if part.len() > 1 => {
-                    pieces.halve(part, Turn::Suspect(since));
+                // The halves need evidence of their own: another batch accepted after this
+                // split. With the count at the parent's first failure instead, a whole-upstream
+                // outage that began just after another batch got through would split the batch
+                // down to single messages, each tried at once, a burst of requests at a
+                // failing upstream.
+                Outcome::Isolate if part.len() > 1 => {
+                    pieces.halve(part, Turn::Suspect(self.health.accepted_total()));
                 }
                 Outcome::Split if part.len() > 1 => pieces.halve(part, turn),
-                outcome @ (Outcome::Split | Outcome::Isolate(_)) => {
+                outcome @ (Outcome::Split | Outcome::Isolate) => {
                     match codec::split_chunk(&part[0].1) {
                         Ok(Some((first, second))) => {
                             let positions = part.into_iter().next().map(|(p, _)| p);
                             let turn = match outcome {
-                                Outcome::Isolate(since) => Turn::Suspect(since),
+                                Outcome::Isolate => Turn::Suspect(self.health.accepted_total()),
                                 _ => turn,
                             };
                             pieces.split_piece(positions.unwrap_or_default(), first, second, turn);
@@ -769,7 +775,7 @@ impl Upstream {
                         reason = reason.as_str(),
                         "a batch keeps failing while others are accepted: splitting it so that only the failing part waits"
                     );
-                    return Outcome::Isolate(*since);
+                    return Outcome::Isolate;
                 }
             }
             self.metrics
