@@ -345,3 +345,40 @@ async fn a_black_holed_private_endpoint_fails_connect() {
     held.abort();
     env.stop().await;
 }
+
+/// With `routes`, doctor checks every route's destination on its own: a private-linked one
+/// passes, one whose name has no DNS answer fails, and the whole report fails naming it.
+#[tokio::test]
+async fn every_route_is_checked_and_a_failing_one_fails_the_report() {
+    let env = Env::start(true).await;
+    let mut args = env.args(Mode::Require);
+    let url = args.settings.ingestion_url.take().unwrap();
+    let missing = url.replace("mydce", "nowhere");
+    assert_ne!(missing, url, "{url}");
+    let route = |name: &str, url: &str| promlink::config::RouteSettings {
+        name: Some(name.into()),
+        ingestion_url: Some(url.into()),
+        ..Default::default()
+    };
+    args.settings.routes = Some(vec![route("teams", &missing), route("default", &url)]);
+    let r = report(&args).await;
+    assert!(!r.ok);
+    assert_eq!(r.exit_code(), 1);
+    let names: Vec<_> = r.routes.iter().map(|r| r.route.clone().unwrap()).collect();
+    assert_eq!(names, ["teams", "default"]);
+    let (teams, default) = (&r.routes[0], &r.routes[1]);
+    assert!(default.ok, "{}", default.to_human());
+    assert!(!teams.ok);
+    let host = DCE_HOST.replace("mydce", "nowhere");
+    assert_eq!(
+        one(teams, "dns", &host).status,
+        Status::Fail,
+        "{}",
+        teams.to_human()
+    );
+    let (text, code) = doctor::render(&args).await;
+    assert_eq!(code, 1);
+    assert!(text.contains("== route teams =="), "{text}");
+    assert!(text.contains("data would NOT flow for: teams"), "{text}");
+    env.stop().await;
+}

@@ -202,7 +202,23 @@ pub async fn diagnose(args: &DoctorArgs) -> Result<Report, ConfigError> {
     if !problems.is_empty() {
         return Err(ConfigError(problems));
     }
-    Ok(Doctor::new(&cfg, args).run().await)
+    if !cfg.routed {
+        return Ok(Doctor::new(&cfg, args).run().await);
+    }
+    // With routes, every destination of every route, each checked as if it were the only one.
+    let mut reports = Vec::new();
+    for route in &cfg.routes {
+        for d in &route.destinations {
+            let one = Config {
+                destination: d.clone(),
+                ..cfg.clone()
+            };
+            let mut report = Doctor::new(&one, args).run().await;
+            report.route = Some(route.name.clone());
+            reports.push(report);
+        }
+    }
+    Ok(Report::of_routes(reports))
 }
 
 /// What [`Doctor::select`] chose for a host's connect check.

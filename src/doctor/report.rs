@@ -93,6 +93,12 @@ pub struct Report {
     pub upstream: String,
     /// The findings, in the order they were made.
     pub checks: Vec<Check>,
+    /// The route whose destination this report checked (with `routes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// With `routes`: one report per destination of every route (and no checks of its own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Report>,
 }
 
 impl Report {
@@ -103,6 +109,21 @@ impl Report {
             mode: mode.to_string(),
             upstream,
             checks,
+            route: None,
+            routes: Vec::new(),
+        }
+    }
+
+    /// The report of a configuration with `routes`: one report per destination; data flows
+    /// when it flows to every one.
+    pub fn of_routes(routes: Vec<Report>) -> Self {
+        Self {
+            ok: routes.iter().all(|r| r.ok),
+            mode: "per route".into(),
+            upstream: format!("{} route destinations", routes.len()),
+            checks: Vec::new(),
+            route: None,
+            routes,
         }
     }
 
@@ -130,6 +151,25 @@ impl Report {
     /// a summary line.
     pub fn to_human(&self) -> String {
         let mut out = String::new();
+        if !self.routes.is_empty() {
+            for r in &self.routes {
+                let _ = writeln!(out, "== route {} ==", r.route.as_deref().unwrap_or("?"));
+                out.push_str(&r.to_human());
+                let _ = writeln!(out);
+            }
+            let failing: Vec<String> = self
+                .routes
+                .iter()
+                .filter(|r| !r.ok)
+                .map(|r| format!("{} ({})", r.route.as_deref().unwrap_or("?"), r.upstream))
+                .collect();
+            let _ = if failing.is_empty() {
+                writeln!(out, "every route: data would flow")
+            } else {
+                writeln!(out, "data would NOT flow for: {}", failing.join(", "))
+            };
+            return out;
+        }
         let _ = writeln!(out, "promlink doctor (private link mode: {})", self.mode);
         let _ = writeln!(out, "upstream: {}", self.upstream);
         for c in &self.checks {
