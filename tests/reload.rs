@@ -323,3 +323,27 @@ async fn a_reload_adds_and_removes_routes_and_a_removed_route_delivers_what_it_h
     assert!(queue_dir.path().join("b").is_dir());
     rig.stop().await;
 }
+
+/// At start, a queue under `queue_dir` that no configured route uses (its route was removed
+/// while it held data) is reported: it is not delivered by anyone now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_a_removed_route_is_reported_at_start() {
+    let queue_dir = tempfile::tempdir().unwrap();
+    let gone = queue_dir.path().join("gone").join("log");
+    std::fs::create_dir_all(&gone).unwrap();
+    std::fs::write(gone.join("00000001.seg"), vec![1u8; 4096]).unwrap();
+    let rig = Rig::start(RigOptions {
+        config_yaml: Some(format!(
+            "queue_dir: {}\nroutes:\n  - name: default\n    ingestion_url: {{url}}\n",
+            queue_dir.path().display()
+        )),
+        ..RigOptions::default()
+    })
+    .await;
+    let series = format!(
+        "promlink_queue_stranded_bytes{{directory=\"{}\"}}",
+        queue_dir.path().join("gone").display()
+    );
+    assert_eq!(rig.metric(&series).await, 4096.0);
+    rig.stop().await;
+}

@@ -38,6 +38,7 @@ pub(super) async fn open(
 ) -> Result<Vec<RouteStage>, ServeError> {
     if cfg.routed {
         adopt_single_route_queue(cfg).await?;
+        report_stranded_queues(cfg, registry);
     }
     let mut stages = Vec::with_capacity(cfg.routes.len());
     for route in &cfg.routes {
@@ -172,4 +173,51 @@ async fn adopt_single_route_queue(cfg: &Config) -> Result<(), ServeError> {
         )))
     })??;
     Ok(())
+}
+
+/// Logs every queue under `queue_dir` that no configured destination uses (a route, or an
+/// `ingestion_urls` entry, removed from the configuration): nothing delivers it now. Each is
+/// also exported as `promlink_queue_stranded_bytes{directory}`, for an alert.
+fn report_stranded_queues(cfg: &Config, registry: &mut Registry) {
+    let dirs: Vec<&std::path::Path> = cfg
+        .routes
+        .iter()
+        .flat_map(|r| &r.destinations)
+        .filter_map(|d| d.queue.disk.as_ref().map(|q| q.dir.as_path()))
+        .collect();
+    let Some(top) = dirs.first().and_then(|d| d.parent()) else {
+        return;
+    };
+    let in_use: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    let stranded = match crate::queue::disk::relocate::stranded_queues(top, &in_use) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(queue_dir = %top.display(), error = %e, "cannot look for queues of removed routes");
+            return;
+        }
+    };
+    let gauge = prometheus_client::metrics::family::Family::<
+        Vec<(String, String)>,
+        prometheus_client::metrics::gauge::Gauge,
+    >::default();
+    registry.register(
+        "queue_stranded_bytes",
+        "Bytes on disk of a queue under queue_dir that no configured route uses (a removed route or ingestion_urls entry): nothing delivers it; deliver it with promlink drain",
+        gauge.clone(),
+    );
+    for (dir, bytes) in stranded {
+        tracing::error!(
+            directory = %dir.display(),
+            bytes,
+            "a queue of a route no longer configured (or of a URL removed from ingestion_urls) is not delivered: add the route back, or deliver it with `promlink drain --queue-dir {} --ingestion-url <the URL it was for>`",
+            dir.display()
+        );
+        gauge
+            .get_or_create(&vec![("directory".to_string(), dir.display().to_string())])
+            .set(bytes as i64);
+    }
 }

@@ -1,4 +1,5 @@
-//! Moving a single-route queue under its route's directory when `routes` is configured.
+//! Moving a single-route queue under its route's directory when `routes` is configured, and
+//! finding the queues of routes no longer configured.
 //!
 //! Without `routes`, the queue lives in `queue_dir` itself (`format`, `log/`, and a version 1
 //! queue's `shard-*`). With `routes`, each route has `queue_dir/<route>/`. A queue left in
@@ -91,6 +92,54 @@ pub fn adopt_single_route_queue(
     Ok(Some(target))
 }
 
+/// The queue directories under `dir` (the top-level `queue_dir`) that no configured
+/// destination uses (`in_use`: their directory names), with the bytes their files hold on
+/// disk: a queue left by a route (or an `ingestion_urls` entry) that was removed from the
+/// configuration, which nothing delivers now.
+///
+/// # Errors
+/// When `dir` or one of its subdirectories cannot be read.
+pub fn stranded_queues(dir: &Path, in_use: &[String]) -> io::Result<Vec<(PathBuf, u64)>> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut stranded = Vec::new();
+    for e in listing {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type()?.is_dir() || in_use.contains(&name) {
+            continue;
+        }
+        let path = e.path();
+        let entries = queue_entries(&path)?;
+        if entries.is_empty() {
+            continue;
+        }
+        let bytes = entries
+            .iter()
+            .map(|n| disk_bytes(&path.join(n)))
+            .sum::<io::Result<u64>>()?;
+        stranded.push((path, bytes));
+    }
+    stranded.sort();
+    Ok(stranded)
+}
+
+/// The bytes the files under `path` hold.
+fn disk_bytes(path: &Path) -> io::Result<u64> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir(path)? {
+        total += disk_bytes(&e?.path())?;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +193,25 @@ mod tests {
         touch(&dir.path().join("log/2.seg"));
         let e = adopt_single_route_queue(dir.path(), "default", &["default"]).unwrap_err();
         assert!(e.to_string().contains("two queues"), "{e}");
+    }
+
+    #[test]
+    fn queues_no_destination_uses_are_found_with_their_size() {
+        let top = tempfile::tempdir().unwrap();
+        for (dir, bytes) in [("default", 10), ("gone", 300), ("gone.1", 7)] {
+            let log = top.path().join(dir).join("log");
+            std::fs::create_dir_all(&log).unwrap();
+            std::fs::write(log.join("00000001.seg"), vec![0u8; bytes]).unwrap();
+        }
+        // Not a queue: no log, no format marker.
+        std::fs::create_dir_all(top.path().join("lost+found")).unwrap();
+        let found = stranded_queues(top.path(), &["default".to_string()]).unwrap();
+        assert_eq!(
+            found,
+            [
+                (top.path().join("gone"), 300),
+                (top.path().join("gone.1"), 7)
+            ]
+        );
     }
 }
