@@ -345,5 +345,15 @@ async fn a_queue_of_a_removed_route_is_reported_at_start() {
         queue_dir.path().join("gone").display()
     );
     assert_eq!(rig.metric(&series).await, 4096.0);
+    // The in-process alert fires (rules are evaluated every second).
+    let firing = "promlink_alerts_firing{alertname=\"PromlinkQueueStranded\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.metric(firing).await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "PromlinkQueueStranded never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     rig.stop().await;
 }

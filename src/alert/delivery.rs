@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 use super::rules::{
     alert, base_labels, clip, drop_remediation, host, Alert, CERTIFICATE_EXPIRY_WARNING, CRITICAL,
     DELIVERY_STALLED, DELIVERY_STALLED_AFTER, LOSS_ALERT_WINDOW, QUEUE_CORRUPT_RECORDS,
-    QUEUE_DISK_FILLING, QUEUE_DISK_FILLING_USED, QUEUE_FAILED, RECEIVER_CERTIFICATE_EXPIRING,
-    REMEDIATION_CERTIFICATE, REMEDIATION_DELIVERY_STALLED, REMEDIATION_QUEUE_CORRUPT,
-    REMEDIATION_QUEUE_DISK, REMEDIATION_QUEUE_FAILED, REMEDIATION_UPSTREAM_UNAVAILABLE,
-    SAMPLES_DROPPED, UPSTREAM_UNAVAILABLE, WARNING,
+    QUEUE_DISK_FILLING, QUEUE_DISK_FILLING_USED, QUEUE_FAILED, QUEUE_STRANDED,
+    RECEIVER_CERTIFICATE_EXPIRING, REMEDIATION_CERTIFICATE, REMEDIATION_DELIVERY_STALLED,
+    REMEDIATION_QUEUE_CORRUPT, REMEDIATION_QUEUE_DISK, REMEDIATION_QUEUE_FAILED,
+    REMEDIATION_QUEUE_STRANDED, REMEDIATION_UPSTREAM_UNAVAILABLE, SAMPLES_DROPPED,
+    UPSTREAM_UNAVAILABLE, WARNING,
 };
 use super::signals::Signals;
 
@@ -26,6 +27,7 @@ pub(super) fn evaluate_at(s: &Signals, now: SystemTime) -> Vec<Alert> {
     out.extend(receiver_certificate_expiring(s, now));
     out.extend(queue_disk_filling(s));
     out.extend(queue_failed(s));
+    out.extend(queue_stranded(s));
     out
 }
 
@@ -181,6 +183,27 @@ fn queue_failed(s: &Signals) -> Option<Alert> {
     ))
 }
 
+/// One alert per queue directory no configured route uses.
+fn queue_stranded(s: &Signals) -> Vec<Alert> {
+    s.queue_stranded
+        .iter()
+        .map(|(directory, bytes)| {
+            let mut labels = base_labels(s);
+            labels.insert("directory".to_string(), directory.clone());
+            alert(
+                QUEUE_STRANDED,
+                WARNING,
+                labels,
+                format!("a queue of a removed route is not delivered: {directory}"),
+                format!(
+                    "{directory} holds {bytes} bytes of queue that no configured route uses; nothing delivers it"
+                ),
+                REMEDIATION_QUEUE_STRANDED.to_string(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +214,23 @@ mod tests {
 
     fn names(alerts: &[Alert]) -> Vec<(&'static str, &'static str)> {
         alerts.iter().map(|a| (a.name, a.severity)).collect()
+    }
+
+    #[test]
+    fn a_stranded_queue_warns_once_per_directory() {
+        let s = Signals {
+            upstream_host: "dce.example".into(),
+            queue_stranded: vec![("/q/gone".into(), 4096), ("/q/gone.1".into(), 7)],
+            ..Signals::default()
+        };
+        let a = queue_stranded(&s);
+        assert_eq!(
+            names(&a),
+            [(QUEUE_STRANDED, WARNING), (QUEUE_STRANDED, WARNING)]
+        );
+        assert_eq!(a[0].labels["directory"], "/q/gone");
+        assert!(a[1].description.contains("7 bytes"), "{}", a[1].description);
+        assert!(queue_stranded(&Signals::default()).is_empty());
     }
 
     #[test]

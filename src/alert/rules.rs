@@ -56,9 +56,11 @@ pub const RECEIVER_CERTIFICATE_EXPIRING: &str = "PromlinkReceiverCertificateExpi
 pub const QUEUE_DISK_FILLING: &str = "PromlinkQueueDiskFilling";
 /// The disk queue stopped writing until a restart (its failed state).
 pub const QUEUE_FAILED: &str = "PromlinkQueueFailed";
+/// A queue under `queue_dir` belongs to no configured route: nothing delivers it.
+pub const QUEUE_STRANDED: &str = "PromlinkQueueStranded";
 
 /// Every alert name [`evaluate`] can return, in a stable order (for metrics and the rule file).
-pub const ALL_ALERTS: [&str; 13] = [
+pub const ALL_ALERTS: [&str; 14] = [
     PRIVATE_LINK_NOT_VERIFIED,
     ON_PUBLIC_FALLBACK,
     DNS_ANSWER_CHANGED,
@@ -72,6 +74,7 @@ pub const ALL_ALERTS: [&str; 13] = [
     RECEIVER_CERTIFICATE_EXPIRING,
     QUEUE_DISK_FILLING,
     QUEUE_FAILED,
+    QUEUE_STRANDED,
 ];
 
 /// Alerts that exist only in `deploy/prometheus-rule.yaml`: they need a view from outside the
@@ -157,6 +160,8 @@ pub const REMEDIATION_CERTIFICATE: &str = "the receiver's serving certificate (t
 pub const REMEDIATION_QUEUE_DISK: &str = "the filesystem of queue_dir is filling: when it is full, queue writes fail (ENOSPC), senders get 503 (promlink_receive_rejected_total{reason=\"queue_io\"}) and nothing new is kept; keep queue_max_bytes below the volume size with room for a 16 MiB segment and the filesystem's own overhead, so that the queue refuses writes at its own budget (PromlinkQueueNearlyFull) before the disk fills; if promlink_queue_bytes is large, the upstream is stuck: see PromlinkDeliveryStalled and the other promlink alerts; to add room, expand the PersistentVolumeClaim (its storage class needs allowVolumeExpansion: true, as the Azure Disk CSI classes have: kubectl patch pvc <name> -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"<size>\"}}}}'; a StatefulSet's volumeClaimTemplates are immutable, so patch each replica's PVC); files other than the queue on the volume count too";
 /// Remediation when the disk queue is in its failed state.
 pub const REMEDIATION_QUEUE_FAILED: &str = "the disk queue takes no writes until promlink restarts (senders get 503 and keep their data in their WAL; /ready fails, so a gateway's Service sends to other replicas): a write to a segment failed and could not be undone, so the end of the segment is unknown, or its commit thread or reader stopped (a panic: the promlink binary exits with code 70 and is restarted instead); what was stored before is still delivered; restart the pod (kubectl delete pod <name>): the queue is replayed from disk and a torn tail is cut off; look for I/O errors in the node's kernel log and in kubectl describe pvc and pv, and move queue_dir to a healthy block volume (an Azure Disk CSI storage class) if they repeat";
+/// What to do about [`QUEUE_STRANDED`].
+pub const REMEDIATION_QUEUE_STRANDED: &str = "a disk queue under queue_dir belongs to no configured route (its route, or its URL in a route's ingestion_urls, was removed from the configuration while it held data), so nothing delivers it: if the route was removed by mistake, add it back with the same name and URL and promlink delivers the queue; otherwise deliver it with promlink drain --queue-dir <the directory> --ingestion-url <the URL it was for> (as a Kubernetes Job on the same volume: deploy/examples/drain-job.example.yaml), which exits 0 once it is empty, then delete the directory; promlink never deletes it itself";
 
 /// One firing alert, before it is given Alertmanager's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]

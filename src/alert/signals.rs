@@ -62,4 +62,7 @@ pub struct Signals {
     /// Why the disk queue takes no writes until a restart (its failed state); `None` while it
     /// works, and always for the memory queue.
     pub queue_failed: Option<String>,
+    /// Queues under `queue_dir` that no configured route uses, with their bytes on disk (found
+    /// at start).
+    pub queue_stranded: Vec<(String, u64)>,
 }

@@ -394,6 +394,7 @@ fn rule_file_remediation(name: &str, labels: &serde_json::Map<String, Value>) ->
         rules::RECEIVER_CERTIFICATE_EXPIRING => rules::REMEDIATION_CERTIFICATE,
         rules::QUEUE_DISK_FILLING => rules::REMEDIATION_QUEUE_DISK,
         rules::QUEUE_FAILED => rules::REMEDIATION_QUEUE_FAILED,
+        rules::QUEUE_STRANDED => rules::REMEDIATION_QUEUE_STRANDED,
         _ => panic!("no remediation known for {name}"),
     };
     text.to_string()
@@ -549,6 +550,10 @@ fn prometheus_rule_file_matches_the_rules() {
             vec![rules::REMEDIATION_QUEUE_DISK],
         ),
         (rules::QUEUE_FAILED, vec![rules::REMEDIATION_QUEUE_FAILED]),
+        (
+            rules::QUEUE_STRANDED,
+            vec![rules::REMEDIATION_QUEUE_STRANDED],
+        ),
     ];
     for name in rule_file_alerts() {
         assert!(

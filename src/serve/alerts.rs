@@ -28,6 +28,8 @@ pub(super) struct AlertInputs {
     pub(super) upstream_metrics: crate::upstream::Metrics,
     /// The receiver's `promlink_receive_tls_cert_not_after_seconds` (0: no TLS).
     pub(super) cert_not_after: Gauge,
+    /// Queues no configured route uses, found at start (given to one destination's rules).
+    pub(super) stranded: Vec<(String, u64)>,
     pub(super) ready_window: Duration,
 }
 
@@ -91,6 +93,7 @@ impl AlertInputs {
                 .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(not_after as u64)),
             queue_disk_used: self.queue_metrics.disk_used(),
             queue_failed: self.queue.failed(),
+            queue_stranded: self.stranded.clone(),
         }
     }
 }

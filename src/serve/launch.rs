@@ -29,6 +29,9 @@ pub(super) struct Launcher {
     /// only (there is one certificate, whatever the routes).
     cert_not_after: Gauge,
     cert_watched: AtomicBool,
+    /// Queues under `queue_dir` no configured route uses (found at start): alerted on by the
+    /// first destination's rules, as the certificate.
+    stranded: Vec<(String, u64)>,
     /// What the alert rules read, one entry per destination (only ever appended to).
     pub(super) alerts: Arc<RwLock<Vec<Arc<RouteAlerts>>>>,
     /// What `/status` and `/ready` check, one entry per destination.
@@ -45,6 +48,7 @@ impl Launcher {
         readiness: Readiness,
         routed: bool,
         cert_not_after: Gauge,
+        stranded: Vec<(String, u64)>,
     ) -> Self {
         Self {
             background,
@@ -53,6 +57,7 @@ impl Launcher {
             routed,
             cert_not_after,
             cert_watched: AtomicBool::new(false),
+            stranded,
             alerts: Arc::default(),
             checks: Arc::default(),
             workers: Mutex::default(),
@@ -101,6 +106,11 @@ impl Launcher {
                     self.cert_not_after.clone()
                 } else {
                     Gauge::default()
+                },
+                stranded: if first {
+                    self.stranded.clone()
+                } else {
+                    Vec::new()
                 },
                 ready_window: window,
             },

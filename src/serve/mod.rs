@@ -155,7 +155,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let mut registry = Registry::with_prefix("promlink");
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
     log_start(&cfg);
-    let stages = routes::open(&cfg, &mut registry).await?;
+    let (stages, stranded) = routes::open(&cfg, &mut registry).await?;
     let alert_metrics = crate::alert::Metrics::register(&mut registry);
 
     let inbound = &cfg.inbound;
@@ -181,6 +181,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         cfg.readiness,
         cfg.routed,
         receive_metrics.tls_cert_not_after.clone(),
+        stranded,
     ));
     for st in &stages {
         launcher.launch(st);

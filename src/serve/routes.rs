@@ -32,19 +32,22 @@ pub(super) struct RouteStage {
 /// Sets up every route of `cfg`, each with its own registry scope, and opens their queues.
 /// A queue written without routes is moved to the `default` route's directory first (or the
 /// start is refused, saying what to do).
+/// Also returns the queues under `queue_dir` that no configured route uses (see
+/// [`report_stranded_queues`]).
 pub(super) async fn open(
     cfg: &Config,
     registry: &mut Registry,
-) -> Result<Vec<RouteStage>, ServeError> {
+) -> Result<(Vec<RouteStage>, Vec<(String, u64)>), ServeError> {
+    let mut stranded = Vec::new();
     if cfg.routed {
         adopt_single_route_queue(cfg).await?;
-        report_stranded_queues(cfg, registry);
+        stranded = report_stranded_queues(cfg, registry);
     }
     let mut stages = Vec::with_capacity(cfg.routes.len());
     for route in &cfg.routes {
         stages.extend(open_route(cfg, route, registry).await?);
     }
-    Ok(stages)
+    Ok((stages, stranded))
 }
 
 /// Sets up the stages of `route`'s destinations (at start, or when a reload adds it), their
@@ -177,8 +180,9 @@ async fn adopt_single_route_queue(cfg: &Config) -> Result<(), ServeError> {
 
 /// Logs every queue under `queue_dir` that no configured destination uses (a route, or an
 /// `ingestion_urls` entry, removed from the configuration): nothing delivers it now. Each is
-/// also exported as `promlink_queue_stranded_bytes{directory}`, for an alert.
-fn report_stranded_queues(cfg: &Config, registry: &mut Registry) {
+/// also exported as `promlink_queue_stranded_bytes{directory}`, and returned for
+/// `PromlinkQueueStranded`.
+fn report_stranded_queues(cfg: &Config, registry: &mut Registry) -> Vec<(String, u64)> {
     let dirs: Vec<&std::path::Path> = cfg
         .routes
         .iter()
@@ -186,7 +190,7 @@ fn report_stranded_queues(cfg: &Config, registry: &mut Registry) {
         .filter_map(|d| d.queue.disk.as_ref().map(|q| q.dir.as_path()))
         .collect();
     let Some(top) = dirs.first().and_then(|d| d.parent()) else {
-        return;
+        return Vec::new();
     };
     let in_use: Vec<String> = dirs
         .iter()
@@ -197,7 +201,7 @@ fn report_stranded_queues(cfg: &Config, registry: &mut Registry) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(queue_dir = %top.display(), error = %e, "cannot look for queues of removed routes");
-            return;
+            return Vec::new();
         }
     };
     let gauge = prometheus_client::metrics::family::Family::<
@@ -209,6 +213,7 @@ fn report_stranded_queues(cfg: &Config, registry: &mut Registry) {
         "Bytes on disk of a queue under queue_dir that no configured route uses (a removed route or ingestion_urls entry): nothing delivers it; deliver it with promlink drain",
         gauge.clone(),
     );
+    let mut found = Vec::with_capacity(stranded.len());
     for (dir, bytes) in stranded {
         tracing::error!(
             directory = %dir.display(),
@@ -219,5 +224,7 @@ fn report_stranded_queues(cfg: &Config, registry: &mut Registry) {
         gauge
             .get_or_create(&vec![("directory".to_string(), dir.display().to_string())])
             .set(bytes as i64);
+        found.push((dir.display().to_string(), bytes));
     }
+    found
 }
