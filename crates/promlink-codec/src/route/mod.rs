@@ -109,6 +109,8 @@ pub(crate) struct RouteSink<'a> {
     first: Vec<usize>,
     /// Each route's budget time for this request (see [`SeriesBudget::now`]).
     now: Vec<u32>,
+    /// Whether a route has a selector or rules, so each series' labels must be read.
+    needs_labels: bool,
     opts: &'a Options,
     builders: Vec<ChunkBuilder<'a>>,
     outputs: Vec<RouteOutput>,
@@ -130,6 +132,9 @@ impl<'a> RouteSink<'a> {
             );
         }
         Self {
+            needs_labels: rules
+                .iter()
+                .any(|r| r.selector.is_some() || r.relabel.is_some()),
             now: rules
                 .iter()
                 .map(|r| r.budget.as_ref().map_or(0, |b| b.now()))
@@ -164,11 +169,7 @@ impl<'a> RouteSink<'a> {
         if self.error.is_some() {
             return;
         }
-        let needs_labels = self
-            .rules
-            .iter()
-            .any(|r| r.selector.is_some() || r.relabel.is_some());
-        let labels = if needs_labels {
+        let labels = if self.needs_labels {
             match labels_of_pieces(pieces) {
                 Ok(l) => l,
                 Err(e) => {
