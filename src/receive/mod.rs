@@ -22,8 +22,11 @@ pub mod auth;
 pub mod listener;
 pub mod metrics;
 mod reload;
+mod routing;
 pub mod status;
 pub mod tls;
+
+pub use routing::{ReceiveRoute, Routing};
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -38,7 +41,7 @@ use axum::Router;
 use futures_util::FutureExt as _;
 
 use crate::codec::{self, Counts, DecodeError, Protocol};
-use crate::queue::{PushError, Queue};
+use crate::queue::PushError;
 pub use metrics::Metrics;
 
 /// What the receiver answers when the queue is full.
@@ -199,39 +202,6 @@ const ACCEPTING: u8 = 0;
 const DRAINING: u8 = 1;
 /// Writes refused.
 const STOPPED: u8 = 2;
-
-/// Where the receiver puts what a route takes.
-pub struct ReceiveRoute {
-    /// The route's name (the `route` label).
-    pub name: String,
-    /// Which series it takes, its own rules, its batch limits and its spread.
-    pub rule: codec::RouteRule,
-    /// Its destinations' queues: one, or `rule.spread`.
-    pub queues: Vec<Arc<Queue>>,
-}
-
-/// What a write goes through: the global rules (in the decoding options) and the routes. A
-/// configuration reload swaps it whole; a write in progress finishes with the one it began
-/// with.
-pub struct Routing {
-    /// Decoding options, the global `write_relabel_configs` among them.
-    pub codec: codec::Options,
-    /// The routes, in order.
-    pub routes: Vec<ReceiveRoute>,
-    /// The routes' rules, in order (what the decoder needs of `routes`).
-    rules: Vec<codec::RouteRule>,
-}
-
-impl Routing {
-    /// The routing of `routes` with the decoding options `codec`.
-    pub fn new(codec: codec::Options, routes: Vec<ReceiveRoute>) -> Self {
-        Self {
-            codec,
-            rules: routes.iter().map(|r| r.rule.clone()).collect(),
-            routes,
-        }
-    }
-}
 
 /// What `POST /-/reload` runs: a configuration reload (see `crate::serve`).
 #[async_trait::async_trait]
@@ -436,53 +406,6 @@ impl Receiver {
                     .inc_by(samples);
             }
         }
-    }
-
-    /// Hands each route's chunks to its queue. A route whose queue refuses (full, or failed)
-    /// must not hold back the others: when another route took its part of the request, the
-    /// refused part is dropped and counted for that route (`queue_full`, `queue_io`), as
-    /// Prometheus drops for one `remote_write` that falls too far behind. When no route could
-    /// take anything, the request is refused as without routes (retryable, nothing taken).
-    async fn push_routed(
-        &self,
-        routing: &Routing,
-        outputs: Vec<codec::RouteOutput>,
-    ) -> Result<(), ReceiveError> {
-        let mut done = Vec::with_capacity(outputs.len());
-        let mut taken = false;
-        let mut destinations: Vec<(&ReceiveRoute, &Arc<Queue>)> = Vec::with_capacity(outputs.len());
-        for r in &routing.routes {
-            destinations.extend(r.queues.iter().map(|q| (r, q)));
-        }
-        for (mut out, (route, queue)) in outputs.into_iter().zip(destinations) {
-            let chunks = std::mem::take(&mut out.chunks);
-            let result = if chunks.is_empty() {
-                Ok(())
-            } else {
-                queue.push(chunks).await
-            };
-            taken |= result.is_ok() && !out.counts.is_empty();
-            done.push((route, out, result));
-        }
-        // Nothing was taken but something was refused: refuse the request (the sender retries).
-        if !taken {
-            if let Some(i) = done.iter().position(|(_, _, r)| r.is_err()) {
-                if let (_, _, Err(e)) = done.swap_remove(i) {
-                    return Err(e.into());
-                }
-            }
-        }
-        for (route, out, result) in done {
-            let refused = result.err().map(|e| {
-                tracing::warn!(route = %route.name, error = %e, samples = out.counts.samples + out.counts.histograms, "this route's queue refused its part of a write that other routes took: dropped for this route");
-                match e {
-                    PushError::Full { .. } => "queue_full",
-                    PushError::Io(_) => "queue_io",
-                }
-            });
-            self.metrics.routes.count_in(&route.name, &out, refused);
-        }
-        Ok(())
     }
 
     fn count_accepted(&self, protocol: &'static str, c: &Counts) {
@@ -784,140 +707,4 @@ async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct NoChecks;
-
-    impl status::StatusSource for NoChecks {
-        fn checks(&self) -> Vec<status::Check> {
-            Vec::new()
-        }
-    }
-
-    fn fixture() -> bytes::Bytes {
-        bytes::Bytes::from(
-            std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/prom242_rw1_500samples_a.snappy"
-            ))
-            .unwrap(),
-        )
-    }
-
-    fn route(name: &str, selector: Option<&str>, queue_bytes: usize) -> ReceiveRoute {
-        ReceiveRoute {
-            name: name.into(),
-            rule: codec::RouteRule {
-                selector: selector.map(|s| codec::relabel_rules::Selector::parse(s).unwrap()),
-                continue_: true,
-                relabel: None,
-                limits: codec::BatchLimits {
-                    max_samples: 5000,
-                    max_bytes: 4 << 20,
-                    flush_interval: std::time::Duration::from_secs(1),
-                },
-                spread: 1,
-                budget: None,
-            },
-            queues: vec![Arc::new(Queue::Memory(crate::queue::MemoryQueue::new(
-                queue_bytes,
-            )))],
-        }
-    }
-
-    fn receiver(routes: Vec<ReceiveRoute>) -> Receiver {
-        let cfg = ReceiveConfig {
-            max_body_bytes: 1 << 20,
-            codec: codec::Options::default(),
-            full_status: FullStatus::ServiceUnavailable,
-            retry_after_secs: 5,
-            max_inflight_decode_bytes: 100_000,
-            body_read_timeout: std::time::Duration::from_secs(5),
-            max_concurrent_requests: 8,
-            max_inflight_body_bytes: 1 << 20,
-        };
-        Receiver::new(
-            cfg,
-            routes,
-            Metrics::default(),
-            Box::new(NoChecks),
-            Arc::new(Default::default()),
-            Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),
-        )
-    }
-
-    /// A route whose queue is full does not hold back the others: its part is dropped and
-    /// counted for it. When no route can take anything, the write is refused (retryable).
-    #[tokio::test]
-    async fn a_full_route_queue_drops_its_part_only_when_another_route_took_its_own() {
-        let body = fixture();
-        let label = |reason| crate::telemetry::RouteReasonLabels {
-            route: "b".into(),
-            reason,
-        };
-        // Both routes take every series (continue); b's queue holds almost nothing, and is
-        // full once it holds one write (an empty queue takes any one write).
-        let rx = receiver(vec![route("a", None, 1 << 20), route("b", None, 100)]);
-        assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        let held = rx.routing().routes[1].queues[0].used_bytes();
-        assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        assert_eq!(rx.routing().routes[0].queues[0].used_bytes(), 2 * held);
-        assert_eq!(rx.routing().routes[1].queues[0].used_bytes(), held);
-        let m = &rx.metrics.routes;
-        assert_eq!(
-            m.samples_dropped.get_or_create(&label("queue_full")).get(),
-            500
-        );
-        let took = |r: &str| {
-            m.samples_received
-                .get_or_create(&crate::telemetry::RouteLabel { route: r.into() })
-                .get()
-        };
-        assert_eq!((took("a"), took("b")), (1000, 500));
-
-        // Only b has series for this write, and it is full: refused, nothing counted as taken.
-        let rx = receiver(vec![
-            route("a", Some(r#"{__name__="no_such_metric"}"#), 1 << 20),
-            route("b", None, 100),
-        ]);
-        rx.accept(Protocol::V1, &body).await.unwrap();
-        let e = rx.accept(Protocol::V1, &body).await.unwrap_err();
-        assert!(
-            matches!(e, ReceiveError::Queue(PushError::Full { .. })),
-            "{e}"
-        );
-        let m = &rx.metrics.routes;
-        assert_eq!(
-            m.samples_dropped.get_or_create(&label("queue_full")).get(),
-            0
-        );
-    }
-
-    #[tokio::test]
-    async fn decoding_budget_turns_excess_into_a_retryable_503() {
-        let body = bytes::Bytes::from(
-            std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/prom242_rw1_500samples_a.snappy"
-            ))
-            .unwrap(),
-        );
-        let rx = receiver(vec![route("default", None, 1 << 20)]);
-        // Another request is decoding 50 kB: this one needs 64,945 more than the 100 kB budget has.
-        let held = rx.decoding.try_acquire_many(50_000).unwrap();
-        let e = rx.accept(Protocol::V1, &body).await.unwrap_err();
-        assert!(matches!(e, ReceiveError::Busy { needed: 64_945 }), "{e}");
-        assert_eq!(
-            status_of(&e, FullStatus::TooManyRequests),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        drop(held);
-        assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
-        assert_eq!(
-            rx.decoding.available_permits(),
-            100_000,
-            "the budget is given back"
-        );
-    }
-}
+mod tests;

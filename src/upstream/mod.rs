@@ -11,29 +11,29 @@
 //! [`retry`].
 
 pub mod client;
+mod health;
 pub mod metrics;
+mod pieces;
 pub mod rate;
 pub mod retry;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use rustc_hash::FxHashSet;
-
-use crate::codec::{self, Chunk, SeriesKey};
+use crate::codec::{self, Chunk};
 use crate::identity::TokenProvider;
 use crate::outbound::{error_chain, Backoff};
 use crate::privatelink::PrivateLink;
 use crate::queue::{BatchLimits, Queue};
+pub use health::Health;
 pub use metrics::Metrics;
+use pieces::{part_splittable, Pieces, Turn};
 use retry::{Action, DropReason, RetryReason};
 
 /// Upstream settings, resolved by `crate::config`.
@@ -73,106 +73,6 @@ pub enum UpstreamError {
     TokenHeader,
 }
 
-/// What the rest of promlink (status, alerts, the demo's view) knows of the upstream.
-pub struct Health {
-    /// When this process started watching the upstream: "no answer for a window" counts from
-    /// here until the first answer.
-    since_ms: u64,
-    last_answer_ms: AtomicU64,
-    last_status: AtomicU16,
-    rejection: Mutex<Option<(u16, String)>>,
-    /// Why the last attempt got no HTTP answer (connection refused, DNS, TLS, timeout), until
-    /// the next answer.
-    last_error: Mutex<Option<String>>,
-    /// Batches (or parts) the upstream accepted since the start.
-    accepted: AtomicU64,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            since_ms: Self::now_ms(),
-            last_answer_ms: AtomicU64::new(0),
-            last_status: AtomicU16::new(0),
-            rejection: Mutex::new(None),
-            last_error: Mutex::new(None),
-            accepted: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Health {
-    fn now_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-
-    fn answered(&self, status: u16) {
-        self.last_answer_ms.store(Self::now_ms(), Ordering::Relaxed);
-        self.last_status.store(status, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn unanswered(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-    }
-
-    /// Why the last attempt got no HTTP answer, while no answer came since.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// How long the upstream has given no HTTP answer, counted from the last answer or, before
-    /// the first one, from the start; `None` while it answered within `window`.
-    pub fn unavailable_for(&self, window: Duration) -> Option<Duration> {
-        let last = self
-            .last_answer_ms
-            .load(Ordering::Relaxed)
-            .max(self.since_ms);
-        let silent = Duration::from_millis(Self::now_ms().saturating_sub(last));
-        (silent > window).then_some(silent)
-    }
-
-    fn accepted(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    /// Batches (or parts of batches) the upstream accepted since the start.
-    pub fn accepted_total(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    fn rejected(&self, status: u16, message: &str) {
-        *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((status, message.to_string()));
-    }
-
-    /// The upstream's last refusal (401, 403 or another 4xx) and its message, until a batch is
-    /// accepted again.
-    pub fn rejection(&self) -> Option<(u16, String)> {
-        self.rejection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Whether the upstream gave any HTTP answer within `window`.
-    pub fn answered_within(&self, window: Duration) -> bool {
-        let at = self.last_answer_ms.load(Ordering::Relaxed);
-        at != 0 && Self::now_ms().saturating_sub(at) <= window.as_millis() as u64
-    }
-
-    /// The last HTTP status the upstream answered (0: none yet).
-    pub fn last_status(&self) -> u16 {
-        self.last_status.load(Ordering::Relaxed)
-    }
-}
-
 /// The upstream sender shared by all workers.
 pub struct Upstream {
     cfg: UpstreamConfig,
@@ -186,174 +86,10 @@ pub struct Upstream {
     rate: RwLock<Option<Arc<rate::RateLimiter>>>,
 }
 
-/// How one attempt at a batch part ended.
 /// Failed attempts (5xx, timeout, connection) before a part that keeps failing while others
 /// get through is split. A half of a part split that way is split again at its first failure:
 /// the failing part is found in as many requests as halvings, then only it backs off.
 const ISOLATE_AFTER: u32 = 3;
-
-/// Whether `part` can be split: more than one piece, or one holding several messages.
-fn part_splittable(part: &[Piece]) -> bool {
-    part.len() > 1
-        || part
-            .first()
-            .is_some_and(|(_, c)| c.counts.series + c.counts.metadata > 1)
-}
-
-/// A chunk of a batch, or a piece of one, with the positions in the batch it stands for.
-type Piece = (Vec<usize>, Chunk);
-
-/// Where a part of a batch stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Turn {
-    /// A batch as taken, or a part split off for size or merged after a 422.
-    Fresh,
-    /// A half of a part isolated for failing while others were accepted: split again at its
-    /// first failure if another batch was accepted since the split (the number is the
-    /// accepted-batch count at the split), else retried with backoff like any batch (the
-    /// whole upstream fails, not this half).
-    Suspect(u64),
-    /// The failing part that isolation came down to, sent again with backoff until delivered.
-    Failing,
-}
-
-/// The parts of a batch still to send, and how many unsettled pieces stand for each position
-/// of the batch.
-struct Pieces {
-    /// Parts still to send, first first.
-    parts: VecDeque<(Vec<Piece>, Turn)>,
-    /// The failing part isolation came down to and the parts held back behind it (sharing a
-    /// series with it or with each other), in order; sent once `parts` is empty.
-    held: Vec<(Vec<Piece>, Turn)>,
-    /// The series of `held`.
-    held_keys: FxHashSet<SeriesKey>,
-    /// Unsettled pieces per position; empty when positions are not tracked.
-    open: Vec<u32>,
-}
-
-impl Pieces {
-    fn tracked(batch: Vec<Chunk>) -> Self {
-        let open = vec![1; batch.len()];
-        Self {
-            parts: VecDeque::from([(
-                batch
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| (vec![i], c))
-                    .collect(),
-                Turn::Fresh,
-            )]),
-            held: Vec::new(),
-            held_keys: FxHashSet::default(),
-            open,
-        }
-    }
-
-    fn untracked(batch: Vec<Chunk>) -> Self {
-        Self {
-            parts: VecDeque::from([(
-                batch.into_iter().map(|c| (Vec::new(), c)).collect(),
-                Turn::Fresh,
-            )]),
-            held: Vec::new(),
-            held_keys: FxHashSet::default(),
-            open: Vec::new(),
-        }
-    }
-
-    /// Splits `part` in two halves, first half first: the order within a series is kept.
-    fn halve(&mut self, mut part: Vec<Piece>, turn: Turn) {
-        let second = part.split_off(part.len() / 2);
-        self.parts.push_front((second, turn));
-        self.parts.push_front((part, turn));
-    }
-
-    /// Replaces a piece (a part of its own) by its two halves.
-    fn split_piece(&mut self, positions: Vec<usize>, first: Chunk, second: Chunk, turn: Turn) {
-        for &i in &positions {
-            if let Some(n) = self.open.get_mut(i) {
-                *n += 1;
-            }
-        }
-        self.parts
-            .push_front((vec![(positions.clone(), second)], turn));
-        self.parts.push_front((vec![(positions, first)], turn));
-    }
-
-    /// Replaces `part` by one chunk standing for all of it.
-    fn merge(&mut self, part: Vec<Piece>, kept: Chunk) {
-        let mut positions: Vec<usize> = Vec::new();
-        for (p, _) in part {
-            for i in p {
-                if positions.contains(&i) {
-                    // Two pieces of one position become one: one fewer to settle.
-                    if let Some(n) = self.open.get_mut(i) {
-                        *n -= 1;
-                    }
-                } else {
-                    positions.push(i);
-                }
-            }
-        }
-        self.parts
-            .push_front((vec![(positions, kept)], Turn::Fresh));
-    }
-
-    /// Holds `part` back until the parts before it are sent (see [`Pieces::held`]).
-    fn hold(&mut self, part: Vec<Piece>, turn: Turn) {
-        self.held_keys
-            .extend(part.iter().flat_map(|(_, c)| c.keys.iter().copied()));
-        self.held.push((part, turn));
-    }
-
-    /// Whether `part` shares a series with a part held back, so it must wait behind it.
-    fn behind_held(&self, part: &[Piece]) -> bool {
-        !self.held.is_empty()
-            && part
-                .iter()
-                .flat_map(|(_, c)| c.keys.iter())
-                .any(|k| self.held_keys.contains(k))
-    }
-
-    /// The next part to send: from `parts`, then, once it is empty, what was held back.
-    fn next(&mut self) -> Option<(Vec<Piece>, Turn)> {
-        if self.parts.is_empty() && !self.held.is_empty() {
-            self.parts.extend(self.held.drain(..));
-            self.held_keys.clear();
-        }
-        self.parts.pop_front()
-    }
-
-    /// Everything not sent yet with `current` (the part in hand, which shares no series with
-    /// what was held back), in an order that keeps each series' data in order: what was held
-    /// back is older than the later parts it shares series with.
-    fn take_rest(&mut self, current: Vec<Chunk>) -> Vec<Chunk> {
-        let held = self.held.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c);
-        let mut rest: Vec<Chunk> = held.collect();
-        rest.extend(current);
-        rest.extend(self.parts.drain(..).flat_map(|(p, _)| p).map(|(_, c)| c));
-        rest
-    }
-
-    /// Settles the pieces of `part`, handing the positions with no piece left to `finished`
-    /// while other parts remain, held back ones included (the last part's positions finish
-    /// with the batch).
-    fn settle(&mut self, part: &[Piece], finished: &mut (dyn FnMut(&[usize]) + Send)) {
-        let mut done = Vec::new();
-        for i in part.iter().flat_map(|(p, _)| p) {
-            if let Some(n) = self.open.get_mut(*i) {
-                *n -= 1;
-                if *n == 0 {
-                    done.push(*i);
-                }
-            }
-        }
-        let others_left = !self.parts.is_empty() || !self.held.is_empty();
-        if others_left && !done.is_empty() {
-            finished(&done);
-        }
-    }
-}
 
 /// How [`Upstream::send`] treats a retryable failure (5xx, timeout, lost connection).
 #[derive(Clone, Copy)]
@@ -367,6 +103,7 @@ enum OnFailure {
     Once,
 }
 
+/// How sending one part of a batch ended.
 enum Outcome {
     Delivered,
     Split,

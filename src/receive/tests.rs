@@ -1,0 +1,135 @@
+use super::*;
+
+struct NoChecks;
+
+impl status::StatusSource for NoChecks {
+    fn checks(&self) -> Vec<status::Check> {
+        Vec::new()
+    }
+}
+
+fn fixture() -> bytes::Bytes {
+    bytes::Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/prom242_rw1_500samples_a.snappy"
+        ))
+        .unwrap(),
+    )
+}
+
+fn route(name: &str, selector: Option<&str>, queue_bytes: usize) -> ReceiveRoute {
+    ReceiveRoute {
+        name: name.into(),
+        rule: codec::RouteRule {
+            selector: selector.map(|s| codec::relabel_rules::Selector::parse(s).unwrap()),
+            continue_: true,
+            relabel: None,
+            limits: codec::BatchLimits {
+                max_samples: 5000,
+                max_bytes: 4 << 20,
+                flush_interval: std::time::Duration::from_secs(1),
+            },
+            spread: 1,
+            budget: None,
+        },
+        queues: vec![Arc::new(crate::queue::Queue::Memory(
+            crate::queue::MemoryQueue::new(queue_bytes),
+        ))],
+    }
+}
+
+fn receiver(routes: Vec<ReceiveRoute>) -> Receiver {
+    let cfg = ReceiveConfig {
+        max_body_bytes: 1 << 20,
+        codec: codec::Options::default(),
+        full_status: FullStatus::ServiceUnavailable,
+        retry_after_secs: 5,
+        max_inflight_decode_bytes: 100_000,
+        body_read_timeout: std::time::Duration::from_secs(5),
+        max_concurrent_requests: 8,
+        max_inflight_body_bytes: 1 << 20,
+    };
+    Receiver::new(
+        cfg,
+        routes,
+        Metrics::default(),
+        Box::new(NoChecks),
+        Arc::new(Default::default()),
+        Arc::new(auth::Auth::new(auth::AuthConfig::default(), Metrics::default()).unwrap()),
+    )
+}
+
+/// A route whose queue is full does not hold back the others: its part is dropped and
+/// counted for it. When no route can take anything, the write is refused (retryable).
+#[tokio::test]
+async fn a_full_route_queue_drops_its_part_only_when_another_route_took_its_own() {
+    let body = fixture();
+    let label = |reason| crate::telemetry::RouteReasonLabels {
+        route: "b".into(),
+        reason,
+    };
+    // Both routes take every series (continue); b's queue holds almost nothing, and is
+    // full once it holds one write (an empty queue takes any one write).
+    let rx = receiver(vec![route("a", None, 1 << 20), route("b", None, 100)]);
+    assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
+    let held = rx.routing().routes[1].queues[0].used_bytes();
+    assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
+    assert_eq!(rx.routing().routes[0].queues[0].used_bytes(), 2 * held);
+    assert_eq!(rx.routing().routes[1].queues[0].used_bytes(), held);
+    let m = &rx.metrics.routes;
+    assert_eq!(
+        m.samples_dropped.get_or_create(&label("queue_full")).get(),
+        500
+    );
+    let took = |r: &str| {
+        m.samples_received
+            .get_or_create(&crate::telemetry::RouteLabel { route: r.into() })
+            .get()
+    };
+    assert_eq!((took("a"), took("b")), (1000, 500));
+
+    // Only b has series for this write, and it is full: refused, nothing counted as taken.
+    let rx = receiver(vec![
+        route("a", Some(r#"{__name__="no_such_metric"}"#), 1 << 20),
+        route("b", None, 100),
+    ]);
+    rx.accept(Protocol::V1, &body).await.unwrap();
+    let e = rx.accept(Protocol::V1, &body).await.unwrap_err();
+    assert!(
+        matches!(e, ReceiveError::Queue(PushError::Full { .. })),
+        "{e}"
+    );
+    let m = &rx.metrics.routes;
+    assert_eq!(
+        m.samples_dropped.get_or_create(&label("queue_full")).get(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn decoding_budget_turns_excess_into_a_retryable_503() {
+    let body = bytes::Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/prom242_rw1_500samples_a.snappy"
+        ))
+        .unwrap(),
+    );
+    let rx = receiver(vec![route("default", None, 1 << 20)]);
+    // Another request is decoding 50 kB: this one needs 64,945 more than the 100 kB budget has.
+    let held = rx.decoding.try_acquire_many(50_000).unwrap();
+    let e = rx.accept(Protocol::V1, &body).await.unwrap_err();
+    assert!(matches!(e, ReceiveError::Busy { needed: 64_945 }), "{e}");
+    assert_eq!(
+        status_of(&e, FullStatus::TooManyRequests),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    drop(held);
+    assert_eq!(rx.accept(Protocol::V1, &body).await.unwrap().samples, 500);
+    assert_eq!(
+        rx.decoding.available_permits(),
+        100_000,
+        "the budget is given back"
+    );
+}
