@@ -6,7 +6,10 @@
 //! - `receive`: what the receiver does per request ([`promlink::codec::decode_chunks`]):
 //!   snappy-decompress, walk and validate every series and compute its key; the request is
 //!   forwarded as it came, so its chunk is the sender's compressed body; and with a `cluster`
-//!   label to add, where every series changes and the request is compressed once;
+//!   label to add, where every series changes and the request is compressed once; and with
+//!   the relay bench's relabel rules (`benches/relabel-rules.yaml`: every kept series changes),
+//!   the cache warm (the same series again, as every scrape sends them) and without a cache
+//!   (every series runs the rules);
 //! - `batch body`: the upstream body of a batch from its chunks
 //!   ([`promlink::codec::write_body`]: a concatenation, no compression);
 //! - `snappy`: decompress + compress of the same bytes alone, what a relay that re-encodes
@@ -72,6 +75,19 @@ fn body_with(first: usize, n: usize, keep: impl Fn(&str) -> bool) -> Bytes {
     }))
 }
 
+/// The relay bench's rule set.
+fn relabel_rules() -> promlink::codec::relabel_rules::Rules {
+    #[derive(serde::Deserialize)]
+    struct File {
+        write_relabel_configs: Vec<promlink::codec::relabel_rules::RelabelConfig>,
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/relabel-rules.yaml");
+    let text = std::fs::read_to_string(path).expect("benches/relabel-rules.yaml");
+    let file: File = serde_saphyr::from_str(&text).expect("rules YAML");
+    promlink::codec::relabel_rules::Rules::compile(&file.write_relabel_configs)
+        .expect("valid rules")
+}
+
 fn chunks(body: &Bytes) -> Vec<Chunk> {
     decode_chunks(Protocol::V1, body, &options(), &limits())
         .expect("loadgen body decodes")
@@ -91,6 +107,15 @@ fn stages(c: &mut Criterion) {
         ..options()
     };
 
+    let rules = relabel_rules();
+    let relabel = |cache_bytes: usize| Options {
+        relabel: Some(std::sync::Arc::new(
+            promlink::codec::Relabel::with_cache_bytes(rules.clone(), cache_bytes),
+        )),
+        ..options()
+    };
+    let (warm, uncached) = (relabel(promlink::codec::DEFAULT_CACHE_BYTES), relabel(0));
+
     let mut group = c.benchmark_group("stages");
     group.throughput(Throughput::Elements(SAMPLES_PER_REQUEST as u64));
     group.bench_function("receive: 2000-sample request, forwarded as sent", |b| {
@@ -109,6 +134,24 @@ fn stages(c: &mut Criterion) {
             .expect("decodes")
         })
     });
+
+    group.bench_function(
+        "receive: 2000-sample request, relabel rules, cache warm",
+        |b| {
+            b.iter(|| {
+                decode_chunks(Protocol::V1, black_box(&request), &warm, &limits()).expect("decodes")
+            })
+        },
+    );
+    group.bench_function(
+        "receive: 2000-sample request, relabel rules, no cache",
+        |b| {
+            b.iter(|| {
+                decode_chunks(Protocol::V1, black_box(&request), &uncached, &limits())
+                    .expect("decodes")
+            })
+        },
+    );
 
     // A batch of 5000 samples: the chunks of 2.5 requests.
     let mut batch: Vec<Chunk> = Vec::new();

@@ -82,7 +82,7 @@ pub use message::{Decoded, Entry, FIELD_METADATA, FIELD_TIMESERIES};
 pub use options::{Limits, Options};
 pub use promlink_relabel as relabel_rules;
 pub use protocol::Protocol;
-pub use relabel::RelabelDrops;
+pub use relabel::{CacheStats, Relabel, RelabelDrops, DEFAULT_CACHE_BYTES};
 pub use route::budget::SeriesBudget;
 pub use route::{spread_part, RouteOutput, RouteRule, Routed};
 

@@ -14,7 +14,7 @@ pub struct Options {
     pub limits: Limits,
     /// `write_relabel_configs`: run over every series after validation (and after `cluster`
     /// is added); `None` or empty: every series goes as it came.
-    pub relabel: Option<std::sync::Arc<promlink_relabel::Rules>>,
+    pub relabel: Option<std::sync::Arc<crate::Relabel>>,
 }
 
 impl Default for Options {

@@ -680,9 +680,9 @@ fn relabel_opts(yaml: &str, cluster: Option<&str>) -> Options {
         serde_saphyr::from_str(yaml).expect("rules YAML");
     Options {
         cluster: cluster.map(str::to_string),
-        relabel: Some(std::sync::Arc::new(
+        relabel: Some(std::sync::Arc::new(crate::Relabel::new(
             promlink_relabel::Rules::compile(&configs).expect("valid rules"),
-        )),
+        ))),
         ..opts()
     }
 }

@@ -46,8 +46,11 @@ pub(super) fn decode(raw: &[u8], opts: &Options) -> Result<Decoded, DecodeError>
         };
         let mut entry = series_entry(ts, &pairs, &sym)?;
         if let Some(rules) = relabel::rules(opts) {
-            let as_bytes = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-            match relabel_pairs(rules, opts, as_bytes, &entry.bytes)? {
+            let as_bytes: Vec<_> = pairs
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect();
+            match relabel_pairs(rules, opts, &as_bytes, &[&entry.bytes])? {
                 Relabeled::Unchanged => {}
                 Relabeled::Changed { bytes, key } => {
                     entry.bytes = Bytes::from(bytes);

@@ -108,7 +108,7 @@ pub struct Route {
     /// Whether later routes are offered the series it takes.
     pub continue_: bool,
     /// Its own rules (after the global ones); `None`: none.
-    pub relabel: Option<Arc<promlink_relabel::Rules>>,
+    pub relabel: Option<Arc<promlink_codec::Relabel>>,
     /// Its series budget (`max_active_series`).
     pub budget: Option<Budget>,
     /// Where it sends, with a queue each: one, or one per URL of `ingestion_urls` (each
@@ -335,16 +335,16 @@ fn rename(problem: Problem, r: &RouteSettings, at: &impl Fn(&str) -> String, p: 
     }
 }
 
-/// `write_relabel_configs` at `key`, compiled; `None` when empty or invalid (problems say
-/// why).
+/// `write_relabel_configs` at `key`, compiled, with the cache of their outcomes; `None` when
+/// empty or invalid (problems say why).
 pub(super) fn compile_rules(
     configs: Option<&[promlink_relabel::RelabelConfig]>,
     key: &str,
     p: &mut Problems,
-) -> Option<Arc<promlink_relabel::Rules>> {
+) -> Option<Arc<promlink_codec::Relabel>> {
     match promlink_relabel::Rules::compile(configs.unwrap_or_default()) {
         Ok(rules) if rules.is_empty() => None,
-        Ok(rules) => Some(Arc::new(rules)),
+        Ok(rules) => Some(Arc::new(promlink_codec::Relabel::new(rules))),
         Err(problems) => {
             for e in problems {
                 p.bad(&format!("{key}{}", e.key), e.value, e.why);

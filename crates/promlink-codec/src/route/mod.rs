@@ -16,7 +16,7 @@ pub mod budget;
 use budget::SeriesBudget;
 
 use bytes::Bytes;
-use promlink_relabel::{Rules, Selector};
+use promlink_relabel::Selector;
 
 use crate::batch::BatchLimits;
 use crate::chunk::{Chunk, ChunkBuilder};
@@ -24,7 +24,7 @@ use crate::counts::{ChunkCounts, Counts};
 use crate::error::DecodeError;
 use crate::message::{labels_of_pieces, FIELD_METADATA, FIELD_TIMESERIES};
 use crate::options::Options;
-use crate::relabel::{relabel_pairs, RelabelDrops, Relabeled};
+use crate::relabel::{relabel_pairs, Relabel, RelabelDrops, Relabeled};
 
 /// One route, as the decoder sees it.
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ pub struct RouteRule {
     /// Whether the series it takes are offered to later routes too.
     pub continue_: bool,
     /// Its own rules, run on the series it takes.
-    pub relabel: Option<Arc<Rules>>,
+    pub relabel: Option<Arc<Relabel>>,
     /// Where its chunks are cut (its upstream's batch limits).
     pub limits: BatchLimits,
     /// Over how many destinations (`ingestion_urls`) it spreads its series, each series
@@ -212,19 +212,16 @@ impl<'a> RouteSink<'a> {
             };
             match &rule.relabel {
                 None => add(key, pieces),
-                Some(rules) => {
-                    let series = pieces.concat();
-                    match relabel_pairs(rules, self.opts, labels.iter().copied(), &series) {
-                        Ok(Relabeled::Unchanged) => add(key, pieces),
-                        Ok(Relabeled::Changed { bytes, key }) => add(key, &[&bytes]),
-                        Ok(Relabeled::OverLimit) => self.outputs[first].dropped_series += 1,
-                        Ok(other) => self.outputs[first].relabel.count(&other, counts.points()),
-                        Err(e) => {
-                            self.error = Some(e);
-                            return;
-                        }
+                Some(rules) => match relabel_pairs(rules, self.opts, &labels, pieces) {
+                    Ok(Relabeled::Unchanged) => add(key, pieces),
+                    Ok(Relabeled::Changed { bytes, key }) => add(key, &[&bytes]),
+                    Ok(Relabeled::OverLimit) => self.outputs[first].dropped_series += 1,
+                    Ok(other) => self.outputs[first].relabel.count(&other, counts.points()),
+                    Err(e) => {
+                        self.error = Some(e);
+                        return;
                     }
-                }
+                },
             }
             if !rule.continue_ {
                 break;

@@ -20,7 +20,9 @@ fn route(selector: Option<&str>, continue_: bool, rules: Option<&str>) -> RouteR
         relabel: rules.map(|yaml| {
             let configs: Vec<promlink_relabel::RelabelConfig> =
                 serde_saphyr::from_str(yaml).unwrap();
-            Arc::new(Rules::compile(&configs).unwrap())
+            Arc::new(crate::Relabel::new(
+                promlink_relabel::Rules::compile(&configs).unwrap(),
+            ))
         }),
         limits: limits(),
         spread: 1,

@@ -16,7 +16,7 @@ use super::error::DecodeError;
 use super::message::{labels, metadata_key, FIELD_METADATA, FIELD_TIMESERIES, TS_LABELS};
 use super::options::Options;
 use super::protocol::{wrong_version, Protocol};
-use super::relabel::{self, relabel_pairs, RelabelDrops, Relabeled};
+use super::relabel::{self, relabel_pairs, relabel_scanned, RelabelDrops, Relabeled};
 use super::wire::{self, Fields, WireType};
 use check::{check_metadata, check_series, Checked};
 use scan::{fast_scan, NameCache};
@@ -84,7 +84,7 @@ pub(super) fn walk(
                     Some(scan) => {
                         if let Some(rules) = relabel::rules(opts) {
                             let cluster = scan.cluster_at.and(opts.cluster.as_deref());
-                            let r = relabel_series(rules, opts, series, cluster)?;
+                            let r = relabel_scanned(rules, opts, series, scan.labels_end, cluster)?;
                             if relabeled(&mut out, sink, r, scan.counts, scan.min_ts) {
                                 continue;
                             }
@@ -152,7 +152,7 @@ pub(super) fn walk(
 /// Runs the relabel rules over a valid series, with the `cluster` label `add_cluster` added
 /// first when it is missing.
 fn relabel_series(
-    rules: &promlink_relabel::Rules,
+    rules: &relabel::Relabel,
     opts: &Options,
     series: &[u8],
     add_cluster: Option<&str>,
@@ -162,7 +162,7 @@ fn relabel_series(
         let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
         pairs.insert(at, (b"cluster", c.as_bytes()));
     }
-    relabel_pairs(rules, opts, pairs.into_iter(), series)
+    relabel_pairs(rules, opts, &pairs, &[series])
 }
 
 /// Hands on or counts what the rules made of a series; `false` when they left it unchanged

@@ -64,6 +64,8 @@ pub(super) struct Scan {
     pub(super) min_ts: i64,
     /// Where the `cluster` label must be spliced in, when one is configured and missing.
     pub(super) cluster_at: Option<usize>,
+    /// Where the labels end: every label is before, none after.
+    pub(super) labels_end: usize,
 }
 
 /// Validates one series in a single walk without allocating and computes its shard key (the
@@ -184,6 +186,7 @@ pub(super) fn fast_scan(
         counts,
         min_ts,
         cluster_at,
+        labels_end,
     })
 }
 
