@@ -41,6 +41,10 @@
 //! - [`chunk`]: [`Chunk`], compressed once, and the body of an upstream batch
 //!   ([`write_body`]).
 //! - `batch.rs`: [`BatchLimits`], [`split_chunk`], [`dedupe_chunks`], [`drop_older`].
+//! - `relabel/`: `write_relabel_configs` on the receive path ([`Relabel`]: the rules and the
+//!   bounded cache of what they make of each label set, `cache.rs`).
+//! - `route/`: routing each series to its routes ([`RouteRule`], [`Routed`]), and each
+//!   route's series budget (`budget.rs`, [`SeriesBudget`]).
 //! - [`proto`]: the generated remote-write messages (`proto/` at the workspace's top level).
 #![forbid(unsafe_code)]
 

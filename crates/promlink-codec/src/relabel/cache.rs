@@ -378,12 +378,13 @@ pub(crate) mod ops {
         true
     }
 
-    /// Calls `label` with each output label the ops write from `input`; `false` when the ops
-    /// do not fit `input` (never for the input they were made from).
+    /// Calls `label` with each output label the ops write from `input` (with the index of
+    /// the input label when it is kept whole); `false` when the ops do not fit `input` (never
+    /// for the input they were made from).
     pub(crate) fn decode<'a>(
         ops: &'a [u8],
         input: &[LabelPair<'a>],
-        mut label: impl FnMut(&'a [u8], &'a [u8]),
+        mut label: impl FnMut(Option<usize>, &'a [u8], &'a [u8]),
     ) -> bool {
         let mut at = 0;
         // One name or value: an input index, or a literal.
@@ -406,7 +407,7 @@ pub(crate) mod ops {
                 let Some(&(n, v)) = input.get(usize::from(tag)) else {
                     return false;
                 };
-                label(n, v);
+                label(Some(usize::from(tag)), n, v);
                 continue;
             }
             let Some(name) = part(&mut at, tag & NAME_LITERAL != 0, true) else {
@@ -415,7 +416,7 @@ pub(crate) mod ops {
             let Some(value) = part(&mut at, tag & VALUE_LITERAL != 0, false) else {
                 return false;
             };
-            label(name, value);
+            label(None, name, value);
         }
         true
     }
@@ -554,7 +555,7 @@ mod tests {
             MAX_OPS
         ));
         let mut back = Vec::new();
-        assert!(ops::decode(&buf, &input, |n, v| back.push((n, v))));
+        assert!(ops::decode(&buf, &input, |_, n, v| back.push((n, v))));
         assert_eq!(back, output);
         // A label value longer than a literal can say is not encoded.
         let long = vec![b'x'; 300];
@@ -566,7 +567,7 @@ mod tests {
             usize::MAX
         ));
         // Ops that point past the input fail instead of panicking.
-        assert!(!ops::decode(&[5], &input, |_, _| {}));
-        assert!(!ops::decode(&[0x81, 3], &input, |_, _| {}));
+        assert!(!ops::decode(&[5], &input, |_, _, _| {}));
+        assert!(!ops::decode(&[0x81, 3], &input, |_, _, _| {}));
     }
 }

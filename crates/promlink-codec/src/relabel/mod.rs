@@ -161,7 +161,7 @@ pub(crate) fn relabel_pairs(
     });
     let other_fields = |bytes: &mut Vec<u8>| append_other_fields(bytes, series);
     if let Some(hit) = cache.get(hash) {
-        if let Some(r) = answer(&hit, pairs, series_len(series), other_fields) {
+        if let Some(r) = answer(&hit, pairs, &[], series_len(series), other_fields) {
             return Ok(r);
         }
     }
@@ -186,39 +186,50 @@ pub(crate) fn relabel_scanned(
     cluster: Option<&str>,
 ) -> Result<Relabeled, DecodeError> {
     let (labels, rest) = series.split_at(labels_end.min(series.len()));
-    let pairs = || -> Result<Vec<LabelPair<'_>>, DecodeError> {
-        let mut pairs = scanned_labels(labels)?;
+    // The labels, with each one's field as the sender encoded it (none for `cluster`).
+    let pairs = || -> Result<Scanned<'_>, DecodeError> {
+        let (mut pairs, mut raw) = scanned_labels(labels)?;
         if let Some(c) = cluster {
             let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
             pairs.insert(at, (b"cluster", c.as_bytes()));
+            if at <= raw.len() {
+                raw.insert(at, None);
+            }
         }
-        Ok(pairs)
+        Ok((pairs, raw))
     };
     let Some(cache) = &relabel.cache else {
-        return run_rules(&relabel.rules, opts, &pairs()?, &[series]).map(|(r, _)| r);
+        return run_rules(&relabel.rules, opts, &pairs()?.0, &[series]).map(|(r, _)| r);
     };
     let hash = cache.hash_with(labels, &opts.limits, cluster);
     if let Some(hit) = cache.get(hash) {
-        let pairs = match hit.kind {
+        let (pairs, raw) = match hit.kind {
             Kind::Changed => pairs()?,
-            Kind::Unchanged | Kind::Dropped => Vec::new(),
+            Kind::Unchanged | Kind::Dropped => (Vec::new(), Vec::new()),
         };
         let other_fields = |bytes: &mut Vec<u8>| bytes.extend_from_slice(rest);
-        if let Some(r) = answer(&hit, &pairs, series.len(), other_fields) {
+        if let Some(r) = answer(&hit, &pairs, &raw, series.len(), other_fields) {
             return Ok(r);
         }
     }
-    let (outcome, ops) = run_rules(&relabel.rules, opts, &pairs()?, &[series])?;
+    let (outcome, ops) = run_rules(&relabel.rules, opts, &pairs()?.0, &[series])?;
     remember(cache, hash, &outcome, ops);
     Ok(outcome)
 }
 
+/// A series' labels, and each one's field as the sender encoded it (`None`: not known, or
+/// added by promlink).
+type Scanned<'a> = (Vec<LabelPair<'a>>, Vec<Option<&'a [u8]>>);
+
 /// The labels of a labels section the one-pass scan accepted (each label canonically
-/// encoded, one after another); anything else takes the full parse.
-fn scanned_labels(section: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
+/// encoded, one after another), with each label's field as encoded; anything else takes the
+/// full parse (and gives no fields).
+fn scanned_labels(section: &[u8]) -> Result<Scanned<'_>, DecodeError> {
     let mut pairs = Vec::with_capacity(16);
+    let mut raw = Vec::with_capacity(16);
     let mut i = 0;
     while i < section.len() {
+        let start = i;
         let label = (section[i] == 0x0a)
             .then(|| {
                 i += 1;
@@ -227,11 +238,14 @@ fn scanned_labels(section: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
             .flatten()
             .and_then(crate::wire::fast_label);
         match label {
-            Some((_, n, v)) => pairs.push((n, v)),
-            None => return crate::message::labels(section),
+            Some((_, n, v)) => {
+                pairs.push((n, v));
+                raw.push(section.get(start..i));
+            }
+            None => return Ok((crate::message::labels(section)?, Vec::new())),
         }
     }
-    Ok(pairs)
+    Ok((pairs, raw))
 }
 
 fn series_len(series: &[&[u8]]) -> usize {
@@ -239,11 +253,13 @@ fn series_len(series: &[&[u8]]) -> usize {
 }
 
 /// The outcome a cache hit gives: for a changed series, its new labels written from `pairs`
-/// by the hit's ops, then `other_fields`. `None` when the ops do not fit `pairs`, which would
+/// by the hit's ops (a label kept whole copied from its field in `raw`, when there is one),
+/// then `other_fields`. `None` when the ops do not fit `pairs`, which would
 /// mean two label sets share a hash: the caller runs the rules instead.
 fn answer(
     hit: &cache::Hit,
     pairs: &[LabelPair<'_>],
+    raw: &[Option<&[u8]>],
     len: usize,
     other_fields: impl FnOnce(&mut Vec<u8>),
 ) -> Option<Relabeled> {
@@ -252,7 +268,13 @@ fn answer(
         Kind::Dropped => Some(Relabeled::Dropped),
         Kind::Changed => {
             let mut bytes = Vec::with_capacity(len + 64);
-            if !ops::decode(hit.ops(), pairs, |n, v| put_label(&mut bytes, n, v)) {
+            let write = |i: Option<usize>, n: &[u8], v: &[u8]| match i
+                .and_then(|i| raw.get(i).copied().flatten())
+            {
+                Some(field) => bytes.extend_from_slice(field),
+                None => put_label(&mut bytes, n, v),
+            };
+            if !ops::decode(hit.ops(), pairs, write) {
                 return None;
             }
             other_fields(&mut bytes);
