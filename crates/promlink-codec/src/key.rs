@@ -3,7 +3,7 @@
 
 use super::wire;
 
-/// The series key kept with a chunk: 32 bits of the series' shard key ([`labels_key`]).
+/// The series key kept with a chunk: 32 bits of the series' shard key (`labels_key`).
 /// Two series sharing one only make the queue more careful than needed (it keeps their
 /// batches apart), never less.
 pub type SeriesKey = u32;
@@ -35,7 +35,7 @@ pub(crate) fn labels_key(canonical: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Appends the canonical encoding of one label (see [`labels_key`]) to `out`.
+/// Appends the canonical encoding of one label (see `labels_key`) to `out`.
 pub fn put_label(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     let mut len = wire::len_field_size(1, name.len());
     if !value.is_empty() {

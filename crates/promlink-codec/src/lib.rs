@@ -235,7 +235,7 @@ pub fn decode_chunks(
 }
 
 /// Decompresses, decodes and validates one request body, then routes each series to `routes`
-/// (see [`route`](mod@route)) and cuts each route's messages into chunks at its limits.
+/// (see the `route` module) and cuts each route's messages into chunks at its limits.
 ///
 /// # Errors
 /// Any [`DecodeError`] except the header-level ones.
