@@ -312,7 +312,18 @@ fn run_rules(
             value: String::from_utf8_lossy(v),
         })
         .collect();
-    let verdict = rules.apply(&mut labels);
+    let mut verdict = rules.apply(&mut labels);
+    // Rules that change a series and change it back (a label added, then dropped) leave the
+    // sender's bytes right: they are forwarded as they came.
+    if verdict == Verdict::Changed
+        && labels.len() == pairs.len()
+        && labels
+            .iter()
+            .zip(pairs)
+            .all(|(l, (n, v))| l.name.as_bytes() == *n && l.value.as_bytes() == *v)
+    {
+        verdict = Verdict::Unchanged;
+    }
     let as_bytes = || {
         labels
             .iter()

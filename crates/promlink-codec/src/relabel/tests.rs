@@ -190,6 +190,20 @@ fn a_series_seen_before_is_answered_from_the_cache() {
 }
 
 #[test]
+fn rules_that_change_a_series_back_leave_it_unchanged() {
+    let configs: Vec<promlink_relabel::RelabelConfig> = serde_saphyr::from_str(
+        "- {source_labels: [job], target_label: tmp}\n- {regex: tmp, action: labeldrop}\n",
+    )
+    .expect("rules YAML");
+    let relabel = Relabel::new(Rules::compile(&configs).expect("valid rules"));
+    let (pairs, bytes) = series(&[(1, 0), (2, 1)]);
+    for _ in 0..2 {
+        let r = outcome(relabel_pairs(&relabel, &opts(63, false), &pairs, &[&bytes]));
+        assert_eq!(r, "unchanged");
+    }
+}
+
+#[test]
 fn refusals_are_never_cached() {
     let relabel = Relabel::new(rules());
     // 3 labels at most: the owner label makes a fourth.
