@@ -41,7 +41,7 @@
 //! | `RELAY_BENCH_TIMEOUT_SECS` | 600 | bound on one run (load plus drain) |
 //! | `RELAY_BENCH_PROMLINK` | the release `promlink` cargo built | promlink binary |
 //! | `RELAY_BENCH_PROMLINK_ARGS` | | extra `promlink serve` flags, split on whitespace |
-//! | `RELAY_BENCH_RULES` | | a promlink YAML file with `write_relabel_configs` (e.g. `benches/relabel-rules.yaml`): promlink runs with `--config` on it, and the checksum expected at the sink is taken over the series as the rules forward them (promlink only for now) |
+//! | `RELAY_BENCH_RULES` | | a promlink YAML file with `write_relabel_configs` (`benches/relabel-rules.yaml`: every kept series changes; `benches/relabel-oracle-rules.yaml`: the oracle test's rules aimed at the load): promlink runs with `--config` on it, and the checksum expected at the sink is taken over the series as the rules forward them (promlink only for now) |
 //! | `RELAY_BENCH_VMAGENT` | `/usr/bin/vmagent` | vmagent binary |
 //! | `RELAY_BENCH_VMAGENT_QUEUES` | 1 | `-remoteWrite.queues` |
 //! | `RELAY_BENCH_VMAGENT_ARGS` | | extra vmagent flags |
