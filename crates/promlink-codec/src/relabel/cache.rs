@@ -6,18 +6,19 @@
 //! it, and for a changed one how to write its new labels from the old ones ([`ops`]). Only a
 //! miss runs the rules.
 //!
-//! - **Key.** A 128-bit xxh3 hash of the labels as the rules see them (canonically encoded,
-//!   `cluster` included), seeded at random per cache so that a sender cannot craft two label
-//!   sets that share an entry. The label limits are mixed into the key: an outcome is only
-//!   reused under the limits it was checked against.
+//! - **Key.** A 128-bit xxh3 hash of the labels as the rules see them: on the 1.0 fast path the
+//!   sender's label fields as they came (an added `cluster` label mixed into the seed), else
+//!   their canonical encoding. Equal bytes are equal labels, so two encodings of one label set
+//!   only cost two entries. The hash is seeded at random per cache so that a sender cannot
+//!   craft two label sets that share an entry, and the label limits are mixed in: an outcome
+//!   is only reused under the limits it was checked against.
 //! - **Memory.** Fixed: [`SLOT_BYTES`] a slot (hash and outcome) and one tag byte, allocated
 //!   zeroed once (the pages are only resident once used), in sets of [`WAYS`], behind
 //!   [`SHARDS`] locks. The tags (a byte of each hash, 1/128 of the table) stay in the CPU's
 //!   cache, so a lookup reads one slot from memory when it hits and usually none when it
-//!   misses. A series can live in
-//!   one of two sets (two choices keep sets from overflowing well before the table is full).
-//!   An outcome whose ops do not fit a slot is not cached (its series runs the rules each
-//!   time).
+//!   misses. A series can live in one of two sets (two choices keep sets from overflowing well
+//!   before the table is full). An outcome whose ops do not fit a slot is not cached (its
+//!   series runs the rules each time).
 //! - **Eviction.** Each set has a clock hand, which moves one slot every [`STEP_EVERY`]
 //!   misses on a full set. A slot read (or stored) since the hand last passed is spared (its
 //!   mark cleared) and the newcomer is turned away; an unread one is replaced. Entries that
@@ -248,7 +249,6 @@ impl OutcomeCache {
             }
         };
         s.stats.stored += 1;
-        s.tags[at] = tag(hash);
         let slot = &mut s.slots[at];
         slot[HASH..HASH + 16].copy_from_slice(&hash.to_le_bytes());
         slot[KEY..KEY + 8].copy_from_slice(&key.to_le_bytes());
@@ -257,6 +257,8 @@ impl OutcomeCache {
         slot[MARK] = 1;
         slot[LEN] = ops.len() as u8;
         slot[OPS..OPS + ops.len()].copy_from_slice(ops);
+        // Last: a slot is found by its tag only once it is whole.
+        s.tags[at] = tag(hash);
     }
 
     /// Totals over every lock.
@@ -273,8 +275,9 @@ impl OutcomeCache {
     }
 }
 
-/// A lock whose holder panicked still guards consistent slots (each write is whole before the
-/// lock is released, and a torn one only costs a miss): carry on with it.
+/// A lock whose holder panicked still guards consistent slots (a slot is found by its tag only
+/// once it is whole, and an evicted one's tag still matches only its old hash): carry on with
+/// it.
 fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

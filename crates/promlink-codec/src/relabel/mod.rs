@@ -24,7 +24,7 @@ use cache::{ops, Kind, OutcomeCache};
 
 /// What the rules made of one series.
 pub(crate) enum Relabeled {
-    /// No rule changed it: forward it as it came.
+    /// No rule changed it (or the rules changed it back): forward it as it came.
     Unchanged,
     /// A rule dropped it, or no label was left.
     Dropped,
@@ -80,8 +80,8 @@ impl Relabel {
         Self::with_cache_bytes(rules, DEFAULT_CACHE_BYTES)
     }
 
-    /// `rules` with a cache of at most `bytes` (none when `bytes` is under 128 KiB, the
-    /// smallest table).
+    /// `rules` with a cache of at most `bytes` (none when `bytes` is under the smallest table,
+    /// about 129 KiB: two sets of eight slots per lock).
     pub fn with_cache_bytes(rules: Rules, bytes: usize) -> Self {
         let cache = if rules.is_empty() {
             None
