@@ -6,6 +6,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::codec::CacheStats;
+
 pub use crate::telemetry::ReasonLabel;
 use crate::telemetry::{EntryCounters, RouteLabel, RouteReasonLabels};
 
@@ -31,6 +36,15 @@ pub struct ReloadLabels {
     /// `tls` or `bearer_tokens`.
     pub what: &'static str,
     /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// Labels of a relabel cache counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The route whose own rules the cache serves; empty (no label) for the global rules.
+    pub route: String,
+    /// `hit` (the rules did not run) or `miss` (they ran).
     pub result: &'static str,
 }
 
@@ -74,6 +88,42 @@ pub struct Metrics {
     pub unrouted_series: Counter,
     /// Samples (and histogram samples) of those series.
     pub unrouted_samples: Counter,
+    /// Lookups in the relabel caches, by route (empty: the global rules) and result.
+    pub relabel_cache_lookups: Family<CacheLabels, Counter>,
+    /// What each relabel cache had counted at the last scrape, by route (`""`: global), with
+    /// its identity (a reload builds new caches, which count from zero).
+    relabel_cache_seen: Arc<Mutex<HashMap<String, (usize, CacheStats)>>>,
+}
+
+impl Metrics {
+    /// Counts the lookups `relabel`'s cache made since the last call for `route` (`""`: the
+    /// global rules).
+    pub fn count_relabel_cache(&self, route: &str, relabel: &Arc<crate::codec::Relabel>) {
+        let now = relabel.cache_stats();
+        let id = Arc::as_ptr(relabel) as usize;
+        let mut seen = self
+            .relabel_cache_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = seen
+            .entry(route.to_string())
+            .or_insert((id, CacheStats::default()));
+        if last.0 != id || now.hits < last.1.hits || now.misses < last.1.misses {
+            *last = (id, CacheStats::default());
+        }
+        for (result, n) in [
+            ("hit", now.hits - last.1.hits),
+            ("miss", now.misses - last.1.misses),
+        ] {
+            self.relabel_cache_lookups
+                .get_or_create(&CacheLabels {
+                    route: route.to_string(),
+                    result,
+                })
+                .inc_by(n);
+        }
+        last.1 = now;
+    }
 }
 
 /// What each route took from the writes and dropped, by route.
@@ -206,6 +256,11 @@ impl Metrics {
             "relabel_samples_dropped",
             "Samples of the series removed by write_relabel_configs, by reason (rule, invalid)",
             m.relabel_samples_dropped.clone(),
+        );
+        r.register(
+            "relabel_cache_lookups",
+            "Lookups in the cache of what write_relabel_configs make of each label set, by result (hit: the rules did not run for the series; miss: they ran) and, for a route's own rules, by route; counted at each scrape",
+            m.relabel_cache_lookups.clone(),
         );
         r.register(
             "receive_panics",

@@ -303,6 +303,19 @@ impl Receiver {
         }
     }
 
+    /// Counts the relabel caches' lookups since the last scrape.
+    pub fn count_relabel_caches(&self) {
+        let routing = self.routing();
+        if let Some(r) = &routing.codec.relabel {
+            self.metrics.count_relabel_cache("", r);
+        }
+        for route in &routing.routes {
+            if let Some(r) = &route.rule.relabel {
+                self.metrics.count_relabel_cache(&route.name, r);
+            }
+        }
+    }
+
     /// Exposes the metrics of `registry` on `/metrics` too (a route a reload added).
     pub fn add_registry(&self, registry: prometheus_client::registry::Registry) {
         self.added_registries
@@ -685,6 +698,7 @@ async fn reload_handler(
 
 async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
     rx.refresh_budgets();
+    rx.count_relabel_caches();
     let added = rx
         .added_registries
         .read()

@@ -40,9 +40,13 @@ fn route(name: &str, selector: Option<&str>, queue_bytes: usize) -> ReceiveRoute
 }
 
 fn receiver(routes: Vec<ReceiveRoute>) -> Receiver {
+    receiver_with(codec::Options::default(), routes)
+}
+
+fn receiver_with(codec: codec::Options, routes: Vec<ReceiveRoute>) -> Receiver {
     let cfg = ReceiveConfig {
         max_body_bytes: 1 << 20,
-        codec: codec::Options::default(),
+        codec,
         full_status: FullStatus::ServiceUnavailable,
         retry_after_secs: 5,
         max_inflight_decode_bytes: 100_000,
@@ -131,5 +135,59 @@ async fn decoding_budget_turns_excess_into_a_retryable_503() {
         rx.decoding.available_permits(),
         100_000,
         "the budget is given back"
+    );
+}
+
+/// A relabel rule set (every series gets a label).
+fn relabel() -> Arc<codec::Relabel> {
+    let configs: Vec<codec::relabel_rules::RelabelConfig> =
+        serde_saphyr::from_str("- {target_label: team, replacement: infra}\n").unwrap();
+    Arc::new(codec::Relabel::new(
+        codec::relabel_rules::Rules::compile(&configs).unwrap(),
+    ))
+}
+
+/// `promlink_relabel_cache_lookups_total` counts each series' first write as a miss and the
+/// next as a hit, per rule set, and keeps counting up across a reload's new caches.
+#[tokio::test]
+async fn relabel_cache_lookups_are_counted_by_rule_set_and_survive_a_reload() {
+    let body = fixture();
+    let opts = || codec::Options {
+        relabel: Some(relabel()),
+        ..codec::Options::default()
+    };
+    let own = || {
+        let mut r = route("a", None, 1 << 20);
+        r.rule.relabel = Some(relabel());
+        r
+    };
+    let rx = receiver_with(opts(), vec![own()]);
+    let count = |route: &str, result| {
+        rx.metrics
+            .relabel_cache_lookups
+            .get_or_create(&metrics::CacheLabels {
+                route: route.into(),
+                result,
+            })
+            .get()
+    };
+    rx.accept(Protocol::V1, &body).await.unwrap();
+    rx.count_relabel_caches();
+    let series = count("", "miss");
+    assert!(series > 0);
+    assert_eq!((count("", "hit"), count("a", "miss")), (0, series));
+    rx.accept(Protocol::V1, &body).await.unwrap();
+    rx.count_relabel_caches();
+    rx.count_relabel_caches();
+    assert_eq!((count("", "hit"), count("", "miss")), (series, series));
+    assert_eq!((count("a", "hit"), count("a", "miss")), (series, series));
+    // A reload: new rule sets, new caches; the counters go on from where they were.
+    rx.set_routing(Routing::new(opts(), vec![own()]));
+    rx.accept(Protocol::V1, &body).await.unwrap();
+    rx.count_relabel_caches();
+    assert_eq!((count("", "hit"), count("", "miss")), (series, 2 * series));
+    assert_eq!(
+        (count("a", "hit"), count("a", "miss")),
+        (series, 2 * series)
     );
 }
