@@ -128,7 +128,7 @@ pub async fn run(
         )));
     };
     let mut registry = Registry::with_prefix("promlink");
-    let sending = Sending::new(&cfg, &cfg.destination, &mut registry)?;
+    let sending = Sending::new(&cfg.destination, &mut registry)?;
     let queue = Arc::new(crate::queue::open(&cfg.destination.queue).await?);
     // Nothing will be pushed: partial batches may go at once, and workers end when it is empty.
     queue.close();

@@ -433,10 +433,9 @@ pub(crate) struct Sending {
 }
 
 impl Sending {
-    /// Sets up the sending side of the destination `d` of `cfg`, logging what an operator
-    /// should know about it.
+    /// Sets up the sending side of the destination `d` (its own host verified, pinned and
+    /// named in alerts and `/status`), logging what an operator should know about it.
     pub(crate) fn new(
-        cfg: &Config,
         d: &crate::config::Destination,
         registry: &mut Registry,
     ) -> Result<Self, ServeError> {
@@ -453,19 +452,8 @@ impl Sending {
             tracing::info!("using the system-assigned managed identity");
         }
         let identity = TokenProvider::new(d.identity.clone(), identity_metrics)?;
-        let host = cfg
-            .destination
-            .upstream
-            .url
-            .host_str()
-            .unwrap_or_default()
-            .to_string();
-        let port = cfg
-            .destination
-            .upstream
-            .url
-            .port_or_known_default()
-            .unwrap_or(443);
+        let host = d.upstream.url.host_str().unwrap_or_default().to_string();
+        let port = d.upstream.url.port_or_known_default().unwrap_or(443);
         let private_link = Arc::new(PrivateLink::new(
             d.private_link.clone(),
             &host,
@@ -503,3 +491,6 @@ fn redacted_url(url: &url::Url) -> String {
         url.path()
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -136,7 +136,7 @@ async fn open_one(
             "route"
         );
     }
-    let sending = Sending::new(cfg, d, registry)?;
+    let sending = Sending::new(d, registry)?;
     let queue = Arc::new(crate::queue::open(&d.queue).await?);
     let queue_metrics = crate::queue::Metrics::register(registry, &queue);
     Ok(RouteStage {
