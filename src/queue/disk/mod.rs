@@ -99,6 +99,8 @@
 //!   fails on command.
 
 mod commit;
+mod config;
+mod error;
 mod files;
 mod format;
 mod legacy;
@@ -129,76 +131,9 @@ use commit::{CommitQueue, Committer, PendingPush};
 use log::{Clock, Log};
 use segment::Pos;
 
-/// Size at which a new segment file is started.
-pub const SEGMENT_BYTES: u64 = 16 << 20;
-
-/// Durable queue settings.
-#[derive(Clone, Debug)]
-pub struct DiskQueueConfig {
-    /// Directory holding the queue; created if missing. One process per directory.
-    pub dir: PathBuf,
-    /// Budget of unacknowledged record bytes (framing included); pushes beyond it are refused.
-    pub max_bytes: u64,
-    /// Size at which a new segment is started, e.g. 16 MiB.
-    pub segment_bytes: u64,
-    /// When a push counts as durable.
-    pub fsync: FsyncPolicy,
-    /// Most chunk data held in memory for the upstream workers (the rest waits on disk).
-    pub window_bytes: usize,
-}
-
-/// When [`DiskQueue::push`] returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// After the record is fsynced; concurrent pushes share one fsync (group commit). No loss
-    /// on power loss.
-    Always,
-    /// After `write()`; the log is fsynced every interval. Loss window: the interval, on power
-    /// loss or kernel crash only; nothing is lost on a process crash.
-    Interval(Duration),
-}
-
-/// Marks a push error whose records were nevertheless written and published (the fsync
-/// failed): they will be delivered and acknowledged like any other.
-#[derive(Debug)]
-pub(crate) struct Published(pub(crate) String);
-
-impl std::fmt::Display for Published {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Published {}
-
-/// Why the queue could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum DiskQueueError {
-    /// A file or directory operation failed.
-    #[error("queue {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The settings cannot work.
-    #[error("invalid disk queue settings: {0}")]
-    Config(String),
-    /// A queue written without routes cannot be moved to its route's directory.
-    #[error("queue directory {0}")]
-    Relocate(String),
-    /// The directory holds a queue this promlink must not read.
-    #[error("queue directory {path}: {source}")]
-    Format {
-        /// The queue directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: format::FormatError,
-    },
-}
+pub use config::{DiskQueueConfig, FsyncPolicy, SEGMENT_BYTES};
+pub(crate) use error::Published;
+pub use error::{DiskQueueError, PushError};
 
 /// Takes the lock of the queue directory `dir` (`dir/lock`), held while the file is open; a
 /// lock left by a killed process is released by the kernel with it.
@@ -226,25 +161,6 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DiskQueueError> {
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
     }
-}
-
-/// Why a push was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    /// The byte budget cannot hold the request; nothing was written.
-    #[error("disk queue is full: {used} of {max} bytes in use, request needs {needed}")]
-    Full {
-        /// Unacknowledged bytes (including pushes in progress).
-        used: u64,
-        /// The budget.
-        max: u64,
-        /// Bytes the refused request needed.
-        needed: u64,
-    },
-    /// Writing or syncing failed; the request may or may not be replayed later, so the sender
-    /// must retry (a duplicate at worst).
-    #[error("disk queue write failed: {0}")]
-    Io(#[source] io::Error),
 }
 
 /// A batch taken from the queue; hand it back to [`DiskQueue::done`] when done with it.
