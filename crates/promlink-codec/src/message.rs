@@ -112,6 +112,14 @@ pub(crate) fn label(data: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
 /// A label's name and value bytes.
 pub(crate) type LabelPair<'a> = (&'a [u8], &'a [u8]);
 
+/// Inserts `cluster="<value>"` into sorted labels `pairs` in its sorted place (as every path
+/// adds it, so one series has one key whichever way it came); returns where.
+pub(crate) fn insert_cluster<'a>(pairs: &mut Vec<LabelPair<'a>>, value: &'a [u8]) -> usize {
+    let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
+    pairs.insert(at, (b"cluster", value));
+    at
+}
+
 /// Collects the labels of a series (typically 5-20, so a small vector).
 pub(crate) fn labels(series: &[u8]) -> Result<Vec<LabelPair<'_>>, DecodeError> {
     labels_of_pieces(&[series])

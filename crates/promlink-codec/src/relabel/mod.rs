@@ -190,8 +190,7 @@ pub(crate) fn relabel_scanned(
     let pairs = || -> Result<Scanned<'_>, DecodeError> {
         let (mut pairs, mut raw) = scanned_labels(labels)?;
         if let Some(c) = cluster {
-            let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
-            pairs.insert(at, (b"cluster", c.as_bytes()));
+            let at = crate::message::insert_cluster(&mut pairs, c.as_bytes());
             if at <= raw.len() {
                 raw.insert(at, None);
             }

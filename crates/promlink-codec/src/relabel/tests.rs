@@ -139,8 +139,7 @@ proptest! {
                 let got_scanned =
                     outcome(relabel_scanned(&scanned, &opts, &bytes, labels_end, cluster));
                 if let Some(c) = cluster {
-                    let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
-                    pairs.insert(at, (b"cluster", c.as_bytes()));
+                    crate::message::insert_cluster(&mut pairs, c.as_bytes());
                 }
                 let want = outcome(relabel_pairs(&uncached, &opts, &pairs, &[&bytes]));
                 let got = outcome(relabel_pairs(&cached, &opts, &pairs, &[&bytes]));

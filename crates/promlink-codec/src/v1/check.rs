@@ -110,8 +110,7 @@ pub(super) fn check_series(series: &[u8], opts: &Options) -> Result<Checked, Dec
         Some(cluster) if !labels.iter().any(|(n, _)| *n == b"cluster") => {
             // In sorted position, as the fast path and the 2.0 path do, so one series has one
             // shard key whichever way it arrived.
-            let at = labels.partition_point(|(n, _)| *n < &b"cluster"[..]);
-            final_labels.insert(at, (b"cluster", cluster.as_bytes()));
+            crate::message::insert_cluster(&mut final_labels, cluster.as_bytes());
             Some(with_label(series, b"cluster", cluster.as_bytes())?)
         }
         _ => None,

@@ -159,8 +159,7 @@ fn relabel_series(
 ) -> Result<Relabeled, DecodeError> {
     let mut pairs = labels(series)?;
     if let Some(c) = add_cluster {
-        let at = pairs.partition_point(|(n, _)| *n < &b"cluster"[..]);
-        pairs.insert(at, (b"cluster", c.as_bytes()));
+        super::message::insert_cluster(&mut pairs, c.as_bytes());
     }
     relabel_pairs(rules, opts, &pairs, &[series])
 }
