@@ -12,13 +12,16 @@
 //!   only cost two entries. The hash is seeded at random per cache so that a sender cannot
 //!   craft two label sets that share an entry, and the label limits are mixed in: an outcome
 //!   is only reused under the limits it was checked against.
-//! - **Memory.** Fixed: [`SLOT_BYTES`] a slot (hash and outcome) and one tag byte, allocated
-//!   zeroed once (the pages are only resident once used), in sets of [`WAYS`], behind
-//!   [`SHARDS`] locks. The tags (a byte of each hash, 1/128 of the table) stay in the CPU's
-//!   cache, so a lookup reads one slot from memory when it hits and usually none when it
-//!   misses. A series can live in one of two sets (two choices keep sets from overflowing well
-//!   before the table is full). An outcome whose ops do not fit a slot is not cached (its
-//!   series runs the rules each time).
+//! - **Memory.** Fixed: [`SLOT_BYTES`] a slot (hash, state and body) and one tag byte,
+//!   allocated zeroed once (the pages are only resident once used), in sets of [`WAYS`],
+//!   behind [`SHARDS`] locks. Each part of a slot lives in an array of its own: a lookup reads
+//!   a set's tags (a byte of each hash) and, when one matches, a 16-byte hash; only a changed
+//!   series reads its body (key and ops). Between two scrapes of a series the request bytes
+//!   that stream through the CPU's cache push its entry out, so the receiver first reads the
+//!   entries of the next few series together ([`OutcomeCache::warm`]): the memory is waited
+//!   for once per run, not once per series. A series can live in one of two sets (two choices
+//!   keep sets from overflowing well before the table is full). An outcome whose ops do not
+//!   fit a slot is not cached (its series runs the rules each time).
 //! - **Eviction.** Each set has a clock hand, which moves one slot every [`STEP_EVERY`]
 //!   misses on a full set. A slot read (or stored) since the hand last passed is spared (its
 //!   mark cleared) and the newcomer is turned away; an unread one is replaced. Entries that
@@ -29,27 +32,29 @@
 //!   back.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::options::Limits;
 
-/// Bytes per slot: the hash, the outcome's key and kind, and up to [`MAX_OPS`] bytes of ops.
+/// Bytes per slot besides its tag: the hash, the state byte and the body.
 pub(crate) const SLOT_BYTES: usize = 128;
-/// Slots per set.
+/// Slots per set (a set's tags are one `u64`).
 const WAYS: usize = 8;
 /// Locks.
 const SHARDS: usize = 64;
 /// Misses on a full set per move of its clock hand.
 const STEP_EVERY: u8 = 4;
-/// Offsets within a slot.
-const HASH: usize = 0;
-const KEY: usize = 16;
-const KIND: usize = 24;
-const MARK: usize = 25;
-const LEN: usize = 26;
-const OPS: usize = 27;
+/// A slot's body: a changed series' key, then the ops' length, then the ops.
+const BODY: usize = SLOT_BYTES - 16 - 1;
+const KEY: usize = 0;
+const LEN: usize = 8;
+const OPS: usize = 9;
 /// Most ops bytes a slot holds.
-pub(crate) const MAX_OPS: usize = SLOT_BYTES - OPS;
+pub(crate) const MAX_OPS: usize = BODY - OPS;
+/// The state byte: the [`Kind`] in the low bits, and the clock's mark.
+const KIND_BITS: u8 = 0b11;
+const MARK: u8 = 0x80;
 
 /// The default memory bound of one cache (one set of rules).
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
@@ -89,13 +94,13 @@ impl Hit {
     }
 }
 
-type Slot = [u8; SLOT_BYTES];
-
+/// What only the holder of a lock reads: each slot's state and body, and each set's clock.
+/// Slot and set indices are the shard's own (from 0).
 struct Shard {
-    /// Each slot's tag ([`tag`]; 0: empty).
-    tags: Vec<u8>,
-    /// Each slot's hash and outcome.
-    slots: Vec<Slot>,
+    /// Each slot's kind and mark.
+    states: Vec<u8>,
+    /// Each slot's body (used by [`Kind::Changed`] only).
+    bodies: Vec<[u8; BODY]>,
     /// Each set's clock hand.
     hands: Vec<u8>,
     /// Each set's misses since its hand last moved.
@@ -120,9 +125,21 @@ pub struct CacheStats {
 /// The cache of one set of rules (see the module documentation).
 pub(crate) struct OutcomeCache {
     seed: u64,
+    /// Sets per lock.
     sets: usize,
     shards: Box<[Mutex<Shard>]>,
+    /// Each set's tags, a byte a slot ([`tag`]; 0: empty), over every lock (set `g` of lock
+    /// `s` is `s * sets + g`). Written only by the holder of the set's lock, read by it and
+    /// by [`OutcomeCache::warm`], which only brings memory into the CPU's cache.
+    tags: Box<[AtomicU64]>,
+    /// Each slot's full hash, two words a slot, over every lock like `tags`: a set's
+    /// hashes are two whole cache lines (`2 * set` and `2 * set + 1`).
+    hashes: Box<[Line]>,
 }
+
+/// Four slots' hashes: one cache line.
+#[repr(align(64))]
+struct Line([AtomicU64; 8]);
 
 impl OutcomeCache {
     /// A cache of at most `bytes` of slots; `None` when that is less than one set per lock.
@@ -134,8 +151,8 @@ impl OutcomeCache {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    tags: vec![0; sets * WAYS],
-                    slots: vec![[0u8; SLOT_BYTES]; sets * WAYS],
+                    states: vec![0; sets * WAYS],
+                    bodies: vec![[0u8; BODY]; sets * WAYS],
                     hands: vec![0; sets],
                     waiting: vec![0; sets],
                     stats: CacheStats::default(),
@@ -148,6 +165,10 @@ impl OutcomeCache {
                 .finish(),
             sets,
             shards,
+            tags: (0..SHARDS * sets).map(|_| AtomicU64::new(0)).collect(),
+            hashes: (0..SHARDS * sets * 2)
+                .map(|_| Line(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
         })
     }
 
@@ -176,10 +197,10 @@ impl OutcomeCache {
         xxhash_rust::xxh3::xxh3_128_with_seed(raw, seed) | 1
     }
 
-    /// The lock, and the two sets, a hash lives in.
-    fn place(&self, hash: u128) -> (&Mutex<Shard>, usize, usize) {
+    /// The lock a hash lives under, and its two sets (the lock's own indices).
+    fn place(&self, hash: u128) -> (usize, usize, usize) {
         // (Bit 0 is always set.)
-        let shard = &self.shards[((hash >> 8) as usize) % SHARDS];
+        let shard = ((hash >> 8) as usize) % SHARDS;
         let a = ((hash >> 32) as u64 % self.sets as u64) as usize;
         let mut b = ((hash >> 64) as u64 % self.sets as u64) as usize;
         if b == a {
@@ -188,48 +209,106 @@ impl OutcomeCache {
         (shard, a, b)
     }
 
+    /// The slot (the lock's own index) of set `set` of lock `shard` that holds `hash`. Under
+    /// that lock, exact; without it ([`OutcomeCache::warm`]), a guess.
+    #[inline]
+    fn find(&self, shard: usize, set: usize, hash: u128) -> Option<usize> {
+        let g = shard * self.sets + set;
+        let tags = self.tags[g].load(Relaxed).to_le_bytes();
+        let t = tag(hash);
+        for (w, &x) in tags.iter().enumerate() {
+            if x == t && self.hash_at(g * WAYS + w) == hash {
+                return Some(set * WAYS + w);
+            }
+        }
+        None
+    }
+
+    /// The two words of slot `slot`'s hash (an index over every lock).
+    #[inline]
+    fn hash_words(&self, slot: usize) -> [&AtomicU64; 2] {
+        let line = &self.hashes[slot / 4].0;
+        let w = (slot % 4) * 2;
+        [&line[w], &line[w + 1]]
+    }
+
+    /// The hash in slot `slot` (an index over every lock).
+    #[inline]
+    fn hash_at(&self, slot: usize) -> u128 {
+        let [lo, hi] = self.hash_words(slot);
+        u128::from(lo.load(Relaxed)) | u128::from(hi.load(Relaxed)) << 64
+    }
+
+    /// Reads, without locking, the cache lines a lookup of `hash` will read (the tags and
+    /// hashes of its two sets), with no branch on what they hold, so that the lookups of a run
+    /// of series wait for memory together instead of one after another: call it for the next
+    /// few series first. Changes nothing; the result only keeps the reads from being left out.
+    pub(crate) fn warm(&self, hash: u128) -> u64 {
+        let (shard, a, b) = self.place(hash);
+        let mut touched = 0;
+        for set in [shard * self.sets + a, shard * self.sets + b] {
+            touched ^= self.tags[set].load(Relaxed);
+            touched ^= self.hashes[2 * set].0[0].load(Relaxed);
+            touched ^= self.hashes[2 * set + 1].0[0].load(Relaxed);
+        }
+        touched
+    }
+
     /// The outcome stored for `hash`, marked as read.
     pub(crate) fn get(&self, hash: u128) -> Option<Hit> {
         let (shard, a, b) = self.place(hash);
-        let mut s = lock(shard);
-        let found = s.find(a, hash).or_else(|| s.find(b, hash));
+        let mut s = lock(&self.shards[shard]);
+        let found = self
+            .find(shard, a, hash)
+            .or_else(|| self.find(shard, b, hash));
         let Some(i) = found else {
             s.stats.misses += 1;
             return None;
         };
         s.stats.hits += 1;
-        let slot = &mut s.slots[i];
-        slot[MARK] = 1;
-        let kind = Kind::from_byte(slot[KIND])?;
-        let len = usize::from(slot[LEN]).min(MAX_OPS);
-        let mut ops = [0u8; MAX_OPS];
-        ops[..len].copy_from_slice(&slot[OPS..OPS + len]);
-        Some(Hit {
+        s.states[i] |= MARK;
+        let kind = Kind::from_byte(s.states[i] & KIND_BITS)?;
+        let mut hit = Hit {
             kind,
-            key: read_u64(&slot[KEY..KEY + 8]),
-            len,
-            ops,
-        })
+            key: 0,
+            len: 0,
+            ops: [0u8; MAX_OPS],
+        };
+        if kind == Kind::Changed {
+            let body = &s.bodies[i];
+            hit.key = read_u64(&body[KEY..KEY + 8]);
+            hit.len = usize::from(body[LEN]).min(MAX_OPS);
+            hit.ops[..hit.len].copy_from_slice(&body[OPS..OPS + hit.len]);
+        }
+        Some(hit)
     }
 
     /// Stores an outcome for `hash` (see the module documentation for when it is turned away).
     pub(crate) fn put(&self, hash: u128, kind: Kind, key: u64, ops: &[u8]) {
         let (shard, a, b) = self.place(hash);
-        let mut s = lock(shard);
+        let mut s = lock(&self.shards[shard]);
         if ops.len() > MAX_OPS {
             s.stats.turned_away += 1;
             return;
         }
-        let ways = |set: usize| set * WAYS..(set + 1) * WAYS;
-        if s.find(a, hash).or_else(|| s.find(b, hash)).is_some() {
+        if self
+            .find(shard, a, hash)
+            .or_else(|| self.find(shard, b, hash))
+            .is_some()
+        {
             // Another request stored it meanwhile.
             return;
         }
+        let tags = |set: usize| {
+            self.tags[shard * self.sets + set]
+                .load(Relaxed)
+                .to_le_bytes()
+        };
         // An empty slot in the emptier set, else the hand of the first set decides.
-        let used = |s: &Shard, set: usize| ways(set).filter(|&i| s.tags[i] != 0).count();
-        let set = if used(&s, b) < used(&s, a) { b } else { a };
-        let at = match ways(set).find(|&i| s.tags[i] == 0) {
-            Some(i) => i,
+        let used = |set: usize| tags(set).iter().filter(|&&t| t != 0).count();
+        let set = if used(b) < used(a) { b } else { a };
+        let at = match tags(set).iter().position(|&t| t == 0) {
+            Some(w) => set * WAYS + w,
             None => {
                 s.waiting[a] += 1;
                 if s.waiting[a] < STEP_EVERY {
@@ -240,8 +319,8 @@ impl OutcomeCache {
                 let hand = usize::from(s.hands[a]);
                 s.hands[a] = ((hand + 1) % WAYS) as u8;
                 let i = a * WAYS + hand;
-                if s.slots[i][MARK] != 0 {
-                    s.slots[i][MARK] = 0;
+                if s.states[i] & MARK != 0 {
+                    s.states[i] &= !MARK;
                     s.stats.turned_away += 1;
                     return;
                 }
@@ -249,16 +328,23 @@ impl OutcomeCache {
             }
         };
         s.stats.stored += 1;
-        let slot = &mut s.slots[at];
-        slot[HASH..HASH + 16].copy_from_slice(&hash.to_le_bytes());
-        slot[KEY..KEY + 8].copy_from_slice(&key.to_le_bytes());
-        slot[KIND] = kind as u8;
+        if kind == Kind::Changed {
+            let body = &mut s.bodies[at];
+            body[KEY..KEY + 8].copy_from_slice(&key.to_le_bytes());
+            body[LEN] = ops.len() as u8;
+            body[OPS..OPS + ops.len()].copy_from_slice(ops);
+        }
         // A newcomer gets one turn of the hand to be read again.
-        slot[MARK] = 1;
-        slot[LEN] = ops.len() as u8;
-        slot[OPS..OPS + ops.len()].copy_from_slice(ops);
+        s.states[at] = kind as u8 | MARK;
+        let (set, way) = (at / WAYS, at % WAYS);
+        let g = shard * self.sets + set;
+        let [lo, hi] = self.hash_words(g * WAYS + way);
+        lo.store(hash as u64, Relaxed);
+        hi.store((hash >> 64) as u64, Relaxed);
         // Last: a slot is found by its tag only once it is whole.
-        s.tags[at] = tag(hash);
+        let mut t = tags(set);
+        t[way] = tag(hash);
+        self.tags[g].store(u64::from_le_bytes(t), Relaxed);
     }
 
     /// Totals over every lock.
@@ -280,28 +366,6 @@ impl OutcomeCache {
 /// it.
 fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Shard {
-    /// The slot of set `set` that holds `hash` (a slot's memory is only read when its tag
-    /// matches).
-    #[inline]
-    fn find(&self, set: usize, hash: u128) -> Option<usize> {
-        let t = tag(hash);
-        let base = set * WAYS;
-        let tags = self.tags.get(base..base + WAYS)?;
-        for (w, &x) in tags.iter().enumerate() {
-            if x == t {
-                let slot = &self.slots[base + w];
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&slot[HASH..HASH + 16]);
-                if u128::from_le_bytes(b) == hash {
-                    return Some(base + w);
-                }
-            }
-        }
-        None
-    }
 }
 
 /// A slot's tag: the top byte of its hash, never 0 (an empty slot).

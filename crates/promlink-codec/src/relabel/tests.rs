@@ -128,16 +128,30 @@ proptest! {
     ) {
         let cached = Relabel::new(rules());
         let scanned = Relabel::new(rules());
+        let hashed_ahead = Relabel::new(rules());
         let uncached = Relabel::with_cache_bytes(rules(), 0);
         assert_eq!(uncached.cache_capacity_bytes(), 0);
         let opts = opts(max_labels, drop_over_limit);
         let cluster = cluster.map(|v| VALUES[v]);
+        // The batch as one request, its keys hashed before the walk as the receiver does.
+        let mut request = Vec::new();
+        for picks in &batch {
+            crate::wire::put_len_field(&mut request, 1, &series(picks).1);
+        }
         for round in 0..3 {
-            for picks in &batch {
+            let mut ahead = Ahead::new(&hashed_ahead, &opts, &request, cluster);
+            for (index, picks) in batch.iter().enumerate() {
                 let (mut pairs, bytes) = series(picks);
                 let labels_end = bytes.len() - 13;
                 let got_scanned =
-                    outcome(relabel_scanned(&scanned, &opts, &bytes, labels_end, cluster));
+                    outcome(relabel_scanned(&scanned, &opts, &bytes, labels_end, cluster, None));
+                let key = ahead.key(index, labels_end, cluster.is_some());
+                let cache = hashed_ahead.cache.as_ref().expect("a cache");
+                let want_key = cache.hash_with(&bytes[..labels_end], &opts.limits, cluster);
+                prop_assert_eq!(key, Some(want_key));
+                let got_ahead = outcome(relabel_scanned(
+                    &hashed_ahead, &opts, &bytes, labels_end, cluster, key,
+                ));
                 if let Some(c) = cluster {
                     crate::message::insert_cluster(&mut pairs, c.as_bytes());
                 }
@@ -145,10 +159,11 @@ proptest! {
                 let got = outcome(relabel_pairs(&cached, &opts, &pairs, &[&bytes]));
                 prop_assert_eq!(&got, &want, "round {}, labels {:?}", round, pairs);
                 prop_assert_eq!(&got_scanned, &want, "scanned, round {}, labels {:?}", round, pairs);
+                prop_assert_eq!(&got_ahead, &want, "hashed ahead, round {}, labels {:?}", round, pairs);
             }
         }
         // Everything stored was read back in the later rounds.
-        for c in [&cached, &scanned] {
+        for c in [&cached, &scanned, &hashed_ahead] {
             let s = c.cache_stats();
             prop_assert!(s.hits >= 2 * s.stored, "{:?}", s);
         }

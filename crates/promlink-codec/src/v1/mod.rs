@@ -16,7 +16,7 @@ use super::error::DecodeError;
 use super::message::{labels, metadata_key, FIELD_METADATA, FIELD_TIMESERIES, TS_LABELS};
 use super::options::Options;
 use super::protocol::{wrong_version, Protocol};
-use super::relabel::{self, relabel_pairs, relabel_scanned, RelabelDrops, Relabeled};
+use super::relabel::{self, relabel_pairs, relabel_scanned, Ahead, RelabelDrops, Relabeled};
 use super::wire::{self, Fields, WireType};
 use check::{check_metadata, check_series, Checked};
 use scan::{fast_scan, NameCache};
@@ -59,10 +59,13 @@ pub(super) fn walk(
     let mut out = Walked::default();
     let mut scratch = Vec::new();
     let mut names = NameCache::default();
+    let mut ahead = relabel::rules(opts).map(|r| Ahead::new(r, opts, raw, opts.cluster.as_deref()));
+    let mut index = 0;
     for field in Fields::new(raw) {
         let field = field?;
         match (field.number, field.wire) {
             (FIELD_TIMESERIES, WireType::Len) => {
+                index += 1;
                 if out.counts.series as usize + out.dropped_series as usize
                     >= opts.limits.max_series
                 {
@@ -84,7 +87,17 @@ pub(super) fn walk(
                     Some(scan) => {
                         if let Some(rules) = relabel::rules(opts) {
                             let cluster = scan.cluster_at.and(opts.cluster.as_deref());
-                            let r = relabel_scanned(rules, opts, series, scan.labels_end, cluster)?;
+                            let key = ahead
+                                .as_mut()
+                                .and_then(|a| a.key(index - 1, scan.labels_end, cluster.is_some()));
+                            let r = relabel_scanned(
+                                rules,
+                                opts,
+                                series,
+                                scan.labels_end,
+                                cluster,
+                                key,
+                            )?;
                             if relabeled(&mut out, sink, r, scan.counts, scan.min_ts) {
                                 continue;
                             }
