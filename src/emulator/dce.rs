@@ -18,9 +18,16 @@
 //! connection, a delay, or "accept then fail" (the data is taken but the client sees an error,
 //! which shows duplication downstream).
 //!
+//! It also serves the read-back side of an Azure Monitor workspace (`query`): instant queries
+//! on `/api/v1/query` over the latest sample of each series it accepted (at most
+//! `keep_series`), for a query-audience token of a *Monitoring Data Reader*. Real Azure serves
+//! queries on the workspace's own host; here one server does both. A silent-loss mode
+//! ([`DceHandle::set_silent_loss`]) answers writes 200 and keeps nothing, the failure the
+//! canary read-back exists to catch.
+//!
 //! This file holds the configuration, the start and the handle; `ingest` is the request
-//! handler, `fault` the fault script, `checks` the request checks, `wire` the body walker,
-//! `stats` the counters and `cli` the `promlink emulate-dce` command.
+//! handler, `query` the query API, `fault` the fault script, `checks` the request checks,
+//! `wire` the body walker, `stats` the counters and `cli` the `promlink emulate-dce` command.
 //!
 //! [`Checksum`]: crate::loadgen::checksum::Checksum
 
@@ -43,11 +50,13 @@ mod checks;
 mod cli;
 mod fault;
 mod ingest;
+mod query;
 mod stats;
 mod wire;
 
 pub use cli::{run_emulate_dce, EmulateDceArgs};
 pub use fault::Fault;
+pub use query::QUERY_AUDIENCES;
 pub use stats::DceStats;
 
 /// The only stream the metrics ingestion API accepts.
@@ -149,6 +158,12 @@ pub struct DceConfig {
     /// Also answer 422 when a series appears twice in one request even at different timestamps
     /// (the default 422s only a repeated (series, timestamp) pair).
     pub reject_repeated_series: bool,
+    /// How many series to keep the latest sample of, for the query API. Default 0 (queries
+    /// answer nothing).
+    pub keep_series: usize,
+    /// Principals (client ids or object ids) holding Monitoring Data Reader on the workspace
+    /// (allowed to query).
+    pub readers: Vec<String>,
 }
 
 impl Default for DceConfig {
@@ -163,6 +178,8 @@ impl Default for DceConfig {
             max_body_bytes: 32 << 20,
             keep_accepted: 0,
             reject_repeated_series: false,
+            keep_series: 0,
+            readers: Vec::new(),
         }
     }
 }
@@ -177,6 +194,11 @@ struct Data {
     api_versions: Vec<String>,
     last_ts: rustc_hash::FxHashMap<u64, i64>,
     accepted: VecDeque<WriteRequest>,
+    /// The latest sample of each series, for queries.
+    latest: query::Latest,
+    readers: HashSet<String>,
+    /// Answer writes 200 and keep nothing.
+    silent_loss: bool,
     /// When the latest writes (POSTs) arrived, at most [`MAX_POST_TIMES`], oldest first.
     post_times: VecDeque<std::time::Instant>,
 }
@@ -191,6 +213,7 @@ struct Shared {
     auth: Option<TokenVerifier>,
     max_body: usize,
     keep: usize,
+    keep_series: usize,
     reject_repeated_series: bool,
 }
 
@@ -240,6 +263,9 @@ impl DceEmulator {
                 api_versions: config.api_versions,
                 last_ts: Default::default(),
                 accepted: VecDeque::new(),
+                latest: query::Latest::default(),
+                readers: config.readers.into_iter().collect(),
+                silent_loss: false,
                 post_times: VecDeque::new(),
             }),
             path: format!(
@@ -250,6 +276,7 @@ impl DceEmulator {
             auth: config.auth,
             max_body: config.max_body_bytes,
             keep: config.keep_accepted,
+            keep_series: config.keep_series,
             reject_repeated_series: config.reject_repeated_series,
         });
         if shared.auth.is_none() {
@@ -372,6 +399,29 @@ impl DceHandle {
         self.shared.lock().granted.remove(principal);
     }
 
+    /// Grants Monitoring Data Reader on the workspace (queries) to a client id or object id.
+    pub fn grant_reader(&self, principal: &str) {
+        self.shared.lock().readers.insert(principal.to_owned());
+    }
+
+    /// Revokes Monitoring Data Reader from a principal.
+    pub fn revoke_reader(&self, principal: &str) {
+        self.shared.lock().readers.remove(principal);
+    }
+
+    /// Silent loss: while on, writes that pass every check are answered 200 and nothing of
+    /// them is kept or counted as accepted (counted in
+    /// [`DceStats::silently_lost_requests`]). Off by default.
+    pub fn set_silent_loss(&self, on: bool) {
+        self.shared.lock().silent_loss = on;
+    }
+
+    /// The base URL of the query API (`/api/v1/query` below it): the same server, standing in
+    /// for the workspace's query endpoint.
+    pub fn query_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Replaces the accepted api-versions.
     pub fn set_api_versions(&self, versions: &[&str]) {
         self.shared.lock().api_versions = versions.iter().map(|v| (*v).to_owned()).collect();
@@ -383,6 +433,7 @@ impl DceHandle {
         data.stats = DceStats::default();
         data.last_ts.clear();
         data.accepted.clear();
+        data.latest.clear();
         data.post_times.clear();
     }
 

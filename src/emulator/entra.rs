@@ -190,7 +190,8 @@ pub struct EntraConfig {
     /// Managed identities served on [`MI_PATH`].
     pub managed_identities: Vec<ManagedIdentity>,
     /// Resources tokens may be asked for (no trailing slash, no `/.default`).
-    /// Default: the public, US Government and China Azure Monitor audiences.
+    /// Default: the public, US Government and China Azure Monitor audiences, for ingestion
+    /// and for queries (`https://prometheus.monitor.azure.*`).
     pub resources: Vec<String>,
     /// Lifetime of issued access tokens. Default: one hour.
     pub token_lifetime: Duration,
@@ -213,6 +214,9 @@ impl Default for EntraConfig {
                 "https://monitor.azure.com".to_owned(),
                 "https://monitor.azure.us".to_owned(),
                 "https://monitor.azure.cn".to_owned(),
+                "https://prometheus.monitor.azure.com".to_owned(),
+                "https://prometheus.monitor.azure.us".to_owned(),
+                "https://prometheus.monitor.azure.cn".to_owned(),
             ],
             token_lifetime: Duration::from_secs(3600),
             identity_header: "emulator-identity-header".to_owned(),

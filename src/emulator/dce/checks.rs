@@ -89,6 +89,13 @@ pub(super) fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<(), Bo
         return Err(unauthorized("an Authorization: Bearer token is required").into());
     };
     let claims = verifier.verify(token).map_err(|e| unauthorized(&e))?;
+    if super::QUERY_AUDIENCES.contains(&claims.aud.trim_end_matches('/')) {
+        return Err(unauthorized(&format!(
+            "the token's audience {} is for queries; writing needs a token for https://monitor.azure.com",
+            claims.aud
+        ))
+        .into());
+    }
     let granted = {
         let data = shared.lock();
         data.granted.contains(&claims.appid) || data.granted.contains(&claims.oid)

@@ -41,7 +41,8 @@ pub struct EmulateDceArgs {
     /// Tenant id of the emulated application.
     #[arg(long, default_value = "00000000-0000-0000-0000-000000000001")]
     pub tenant_id: String,
-    /// Client id of the emulated application (granted the publisher role).
+    /// Client id of the emulated application (granted the publisher role, and Monitoring
+    /// Data Reader for the query API).
     #[arg(long, default_value = "promlink-demo")]
     pub client_id: String,
     /// Client secret of the emulated application.
@@ -58,6 +59,10 @@ pub struct EmulateDceArgs {
     /// Largest accepted body, bytes.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
+    /// How many series to keep the latest sample of for the query API (`GET
+    /// /api/v1/query` on the same address, standing in for the workspace's query endpoint).
+    #[arg(long, default_value_t = 10_000)]
+    pub keep_series: usize,
 }
 
 /// Runs the emulator until SIGINT/SIGTERM, printing counts periodically and at exit.
@@ -111,6 +116,8 @@ pub async fn run_emulate_dce(args: EmulateDceArgs) -> Result<(), DceError> {
         tls,
         auth: entra.as_ref().map(|e| e.verifier()),
         granted: vec![args.client_id.clone()],
+        readers: vec![args.client_id.clone()],
+        keep_series: args.keep_series,
         max_body_bytes: args.max_body_bytes,
         ..DceConfig::default()
     };
@@ -118,6 +125,10 @@ pub async fn run_emulate_dce(args: EmulateDceArgs) -> Result<(), DceError> {
     println!(
         "EMULATOR of an Azure Monitor DCE (not Azure). Ingestion URL: {}",
         dce.url()
+    );
+    println!(
+        "EMULATOR of the workspace's query endpoint (not Azure). Query URL: {} (GET /api/v1/query)",
+        dce.query_url()
     );
     if let Some(entra) = &entra {
         println!(
@@ -157,7 +168,7 @@ pub async fn run_emulate_dce(args: EmulateDceArgs) -> Result<(), DceError> {
 
 fn print_stats(prefix: &str, s: &DceStats) {
     println!(
-        "{prefix}: requests={} accepted={} rejected={:?} series={} samples={} histograms={} exemplars={} metadata={} out_of_order={} repeated_ts={} checksum=[{}]",
+        "{prefix}: requests={} accepted={} rejected={:?} series={} samples={} histograms={} exemplars={} metadata={} out_of_order={} repeated_ts={} queries={} silently_lost={} checksum=[{}]",
         s.requests,
         s.accepted_requests,
         s.rejected,
@@ -168,6 +179,8 @@ fn print_stats(prefix: &str, s: &DceStats) {
         s.metadata,
         s.out_of_order_samples,
         s.repeated_timestamp_samples,
+        s.queries,
+        s.silently_lost_requests,
         s.checksum
     );
 }

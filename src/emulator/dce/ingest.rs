@@ -13,11 +13,15 @@ use super::checks::{check_api_version, check_duplicates, check_headers, check_ro
 use super::serve::ConnKill;
 use super::stats::{count_rejection, record_accepted};
 use super::wire::{parse_write_request, Parsed, Refusal};
-use super::{azure_error, fault, Shared};
+use super::{azure_error, fault, query, Shared};
 use crate::proto::v1::WriteRequest;
 
 /// The handler for every request the emulator receives.
 pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if request.uri().path() == query::QUERY_PATH {
+        let (parts, _) = request.into_parts();
+        return query::handle(&shared, &parts);
+    }
     let kill = request.extensions().get::<ConnKill>();
     let accept_then = match fault::serve(&shared, request.method(), kill).await {
         Ok(accept_then) => accept_then,
@@ -49,6 +53,13 @@ async fn ingest(shared: &Shared, request: Request) -> Result<(), Box<Response>> 
         kept,
     } = read_body(shared, body).await?;
     check_duplicates(shared, &parsed)?;
+    {
+        let mut data = shared.lock();
+        if data.silent_loss {
+            data.stats.silently_lost_requests += 1;
+            return Ok(());
+        }
+    }
     record_accepted(shared, &parsed, kept, compressed.len());
     Ok(())
 }
@@ -58,7 +69,7 @@ struct Decoded {
     /// As received.
     compressed: Bytes,
     parsed: Parsed,
-    /// Decoded in full when the emulator keeps accepted requests.
+    /// Decoded in full when the emulator keeps accepted requests or series.
     kept: Option<WriteRequest>,
 }
 
@@ -99,8 +110,8 @@ async fn read_body(shared: &Shared, body: Body) -> Result<Decoded, Response> {
         Refusal::Wire(e) => bad(format!("body is not a prometheus.WriteRequest: {e}")),
         Refusal::Content(m) => bad(m.to_owned()),
     })?;
-    // Kept requests are decoded in full, for the tests that look at them.
-    let kept = if shared.keep > 0 {
+    // Kept requests are decoded in full, for the tests that look at them and for queries.
+    let kept = if shared.keep > 0 || shared.keep_series > 0 {
         Some(
             WriteRequest::decode(raw.as_slice())
                 .map_err(|e| bad(format!("body is not a prometheus.WriteRequest: {e}")))?,

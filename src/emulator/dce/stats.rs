@@ -44,6 +44,12 @@ pub struct DceStats {
     pub body_bytes: u64,
     /// Accepted requests dropped from the bounded store.
     pub dropped_records: u64,
+    /// Writes answered 200 and dropped in silent-loss mode.
+    pub silently_lost_requests: u64,
+    /// New series not kept for queries (the store held `keep_series`).
+    pub query_series_refused: u64,
+    /// Requests to the query API, whatever the answer.
+    pub queries: u64,
 }
 
 /// Counts an answer other than 200.
@@ -57,7 +63,9 @@ pub(super) fn count_rejection(shared: &Shared, status: StatusCode) {
 }
 
 /// Counts an accepted request of `body_bytes` compressed bytes, tracks the order of its
-/// samples per series, and keeps `kept` (dropping the oldest kept request when full).
+/// samples per series, keeps the latest sample of its series for queries, and keeps `kept`
+/// (dropping the oldest kept request when full). `kept` is the request decoded in full, when
+/// the emulator keeps requests or series.
 pub(super) fn record_accepted(
     shared: &Shared,
     parsed: &Parsed,
@@ -105,6 +113,13 @@ pub(super) fn record_accepted(
     stats.distinct_series = stats_before + distinct_new;
     stats.body_bytes += body_bytes as u64;
     if let Some(request) = kept {
+        if shared.keep_series > 0 {
+            let refused = data.latest.record(&request, shared.keep_series);
+            data.stats.query_series_refused += refused;
+        }
+        if shared.keep == 0 {
+            return;
+        }
         if data.accepted.len() >= shared.keep {
             data.accepted.pop_front();
             data.stats.dropped_records += 1;

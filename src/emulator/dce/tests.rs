@@ -395,3 +395,125 @@ fn emulator_dce_cli_args_parse_with_defaults() {
         "cert needs a key"
     );
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The query API: what was accepted is read back, for a Monitoring Data Reader holding a
+/// query-audience token only; silent loss answers 200 and keeps nothing.
+#[tokio::test]
+async fn accepted_series_are_read_back_through_the_query_api() {
+    let verifier = TokenVerifier::new(&[
+        "https://monitor.azure.com".to_owned(),
+        "https://prometheus.monitor.azure.com".to_owned(),
+    ]);
+    let dce = DceEmulator::start(DceConfig {
+        auth: Some(verifier.clone()),
+        granted: vec!["publisher".to_owned()],
+        readers: vec!["reader".to_owned()],
+        keep_series: 2,
+        ..DceConfig::default()
+    })
+    .await
+    .expect("start dce emulator");
+    let ca = reqwest::Certificate::from_pem(dce.ca_pem().expect("ca").as_bytes()).expect("ca pem");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .build()
+        .expect("client");
+    let write_token = mint(&verifier, "publisher", "https://monitor.azure.com", 600);
+    let query_token = mint(
+        &verifier,
+        "reader",
+        "https://prometheus.monitor.azure.com",
+        600,
+    );
+    let write = |token: &str, ts: Vec<TimeSeries>| {
+        http.post(dce.url())
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .bearer_auth(token)
+            .body(body(ts))
+            .send()
+    };
+    let query = |token: &str, q: &str| {
+        let q: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+        http.get(format!("{}/api/v1/query?query={q}", dce.query_url()))
+            .bearer_auth(token)
+            .send()
+    };
+    let now = now_ms();
+    let r = write(
+        &write_token,
+        vec![
+            series("canary", &[(now - 2000, 1.0), (now - 1000, 2.5)]),
+            series("stale", &[(now - 6 * 60 * 1000, 7.0)]),
+            series("third", &[(now, 3.0)]),
+        ],
+    )
+    .await
+    .expect("write");
+    assert_eq!(r.status(), 200);
+
+    let r = query(&query_token, r#"canary{job="t"}"#)
+        .await
+        .expect("query");
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert_eq!(v["status"], "success");
+    let result = v["data"]["result"].as_array().expect("result");
+    assert_eq!(result.len(), 1, "{v}");
+    assert_eq!(result[0]["metric"]["__name__"], "canary");
+    assert_eq!(result[0]["value"][1], "2.5");
+    // Older than the five-minute lookback: no answer.
+    let v = json(query(&query_token, "stale").await.expect("query")).await;
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(0));
+    // Only two series are kept.
+    assert_eq!(dce.stats().query_series_refused, 1);
+
+    // The write token is not a query token, and a query token cannot write.
+    let r = query(&write_token, "canary").await.expect("query");
+    assert_eq!(r.status(), 401);
+    let r = write(&query_token, vec![series("canary", &[(now, 9.0)])])
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 401);
+    // A query token without the reader role.
+    let stranger = mint(
+        &verifier,
+        "stranger",
+        "https://prometheus.monitor.azure.com",
+        600,
+    );
+    let r = query(&stranger, "canary").await.expect("query");
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.expect("body");
+    assert!(text.contains("Monitoring Data Reader"), "{text}");
+    // Every query names its metric.
+    let r = query(&query_token, r#"{job="t"}"#).await.expect("query");
+    assert_eq!(r.status(), 400);
+
+    // Silent loss: 200, and the newer value never shows.
+    dce.set_silent_loss(true);
+    let r = write(&write_token, vec![series("canary", &[(now_ms(), 4.0)])])
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 200);
+    let v = json(query(&query_token, "canary").await.expect("query")).await;
+    assert_eq!(v["data"]["result"][0]["value"][1], "2.5");
+    let stats = dce.stats();
+    assert_eq!(stats.silently_lost_requests, 1);
+    assert_eq!(stats.accepted_requests, 1);
+    assert_eq!(stats.queries, 6);
+    dce.shutdown().await;
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    serde_json::from_slice(&r.bytes().await.expect("body")).expect("json")
+}
