@@ -25,7 +25,8 @@
 //!   proxy or pinned resolver), error chains and the one backoff; [`proxy`]: the egress proxy
 //!   decision (`HTTPS_PROXY`, `NO_PROXY`).
 //! - [`alert`]: alert rules over promlink's state and the Alertmanager client; [`health`]: the
-//!   checks behind `/ready` and `/status`.
+//!   checks behind `/ready` and `/status`; [`canary`]: a sample written through each route
+//!   and read back through the workspace's query endpoint.
 //! - [`config`]: flags, environment, YAML file and defaults, resolved into one config type per
 //!   stage.
 //! - [`serve`] wires the stages together and runs them; [`shutdown`]: SIGTERM and the quiet
@@ -44,6 +45,7 @@ pub mod secret;
 
 pub use promlink_codec::proto;
 pub mod alert;
+pub mod canary;
 /// Remote-write decoding, validation, chunking and batching: the `promlink-codec` crate
 /// (`crates/promlink-codec/`).
 pub use promlink_codec as codec;

@@ -1,19 +1,20 @@
 //! The rules about delivery and storage, beside the Private Link and upstream-answer rules of
 //! [`super::rules`]: an upstream that gives no HTTP answer, samples dropped, damaged queue
 //! records, a delivery that has stalled, the receiver's certificate running out, the queue's
-//! filesystem filling up, and the disk queue's failed state. Names, thresholds and remediation texts are in [`super::rules`], where
+//! filesystem filling up, the disk queue's failed state, and a canary that the workspace does
+//! not return. Names, thresholds and remediation texts are in [`super::rules`], where
 //! the rule file's test holds them against `deploy/prometheus-rule.yaml`.
 
 use std::time::{Duration, SystemTime};
 
 use super::rules::{
     alert, base_labels, clip, drop_remediation, host, Alert, CERTIFICATE_EXPIRY_WARNING, CRITICAL,
-    DELIVERY_STALLED, DELIVERY_STALLED_AFTER, LOSS_ALERT_WINDOW, QUEUE_CORRUPT_RECORDS,
-    QUEUE_DISK_FILLING, QUEUE_DISK_FILLING_USED, QUEUE_FAILED, QUEUE_STRANDED,
-    RECEIVER_CERTIFICATE_EXPIRING, REMEDIATION_CERTIFICATE, REMEDIATION_DELIVERY_STALLED,
-    REMEDIATION_QUEUE_CORRUPT, REMEDIATION_QUEUE_DISK, REMEDIATION_QUEUE_FAILED,
-    REMEDIATION_QUEUE_STRANDED, REMEDIATION_UPSTREAM_UNAVAILABLE, SAMPLES_DROPPED,
-    UPSTREAM_UNAVAILABLE, WARNING,
+    DELIVERY_STALLED, DELIVERY_STALLED_AFTER, INGESTION_NOT_VISIBLE, LOSS_ALERT_WINDOW,
+    QUEUE_CORRUPT_RECORDS, QUEUE_DISK_FILLING, QUEUE_DISK_FILLING_USED, QUEUE_FAILED,
+    QUEUE_STRANDED, RECEIVER_CERTIFICATE_EXPIRING, REMEDIATION_CERTIFICATE,
+    REMEDIATION_DELIVERY_STALLED, REMEDIATION_INGESTION_NOT_VISIBLE, REMEDIATION_QUEUE_CORRUPT,
+    REMEDIATION_QUEUE_DISK, REMEDIATION_QUEUE_FAILED, REMEDIATION_QUEUE_STRANDED,
+    REMEDIATION_UPSTREAM_UNAVAILABLE, SAMPLES_DROPPED, UPSTREAM_UNAVAILABLE, WARNING,
 };
 use super::signals::Signals;
 
@@ -28,7 +29,23 @@ pub(super) fn evaluate_at(s: &Signals, now: SystemTime) -> Vec<Alert> {
     out.extend(queue_disk_filling(s));
     out.extend(queue_failed(s));
     out.extend(queue_stranded(s));
+    out.extend(ingestion_not_visible(s));
     out
+}
+
+fn ingestion_not_visible(s: &Signals) -> Option<Alert> {
+    let why = s.ingestion_not_visible.as_ref()?;
+    Some(alert(
+        INGESTION_NOT_VISIBLE,
+        CRITICAL,
+        base_labels(s),
+        "data promlink delivered is not visible in the workspace".to_string(),
+        format!(
+            "{}: the DCE answered 2xx, but the workspace does not return the data",
+            clip(why)
+        ),
+        REMEDIATION_INGESTION_NOT_VISIBLE.to_string(),
+    ))
 }
 
 /// `d` in whole seconds, for people.

@@ -58,9 +58,12 @@ pub const QUEUE_DISK_FILLING: &str = "PromlinkQueueDiskFilling";
 pub const QUEUE_FAILED: &str = "PromlinkQueueFailed";
 /// A queue under `queue_dir` belongs to no configured route: nothing delivers it.
 pub const QUEUE_STRANDED: &str = "PromlinkQueueStranded";
+/// A canary written through a route was not visible through the workspace's query endpoint
+/// within `canary_timeout` (and none was seen since).
+pub const INGESTION_NOT_VISIBLE: &str = "PromlinkIngestionNotVisible";
 
 /// Every alert name [`evaluate`] can return, in a stable order (for metrics and the rule file).
-pub const ALL_ALERTS: [&str; 14] = [
+pub const ALL_ALERTS: [&str; 15] = [
     PRIVATE_LINK_NOT_VERIFIED,
     ON_PUBLIC_FALLBACK,
     DNS_ANSWER_CHANGED,
@@ -75,6 +78,7 @@ pub const ALL_ALERTS: [&str; 14] = [
     QUEUE_DISK_FILLING,
     QUEUE_FAILED,
     QUEUE_STRANDED,
+    INGESTION_NOT_VISIBLE,
 ];
 
 /// Alerts that exist only in `deploy/prometheus-rule.yaml`: they need a view from outside the
@@ -162,6 +166,8 @@ pub const REMEDIATION_QUEUE_DISK: &str = "the filesystem of queue_dir is filling
 pub const REMEDIATION_QUEUE_FAILED: &str = "the disk queue takes no writes until promlink restarts (senders get 503 and keep their data in their WAL; /ready fails, so a gateway's Service sends to other replicas): a write to a segment failed and could not be undone, so the end of the segment is unknown, or its commit thread or reader stopped (a panic: the promlink binary exits with code 70 and is restarted instead); what was stored before is still delivered; restart the pod (kubectl delete pod <name>): the queue is replayed from disk and a torn tail is cut off; look for I/O errors in the node's kernel log and in kubectl describe pvc and pv, and move queue_dir to a healthy block volume (an Azure Disk CSI storage class) if they repeat";
 /// What to do about [`QUEUE_STRANDED`].
 pub const REMEDIATION_QUEUE_STRANDED: &str = "a disk queue under queue_dir belongs to no configured route (its route, or its URL in a route's ingestion_urls, was removed from the configuration while it held data), so nothing delivers it: if the route was removed by mistake, add it back with the same name and URL and promlink delivers the queue; otherwise deliver it with promlink drain --queue-dir <the directory> --ingestion-url <the URL it was for> (as a Kubernetes Job on the same volume: deploy/examples/drain-job.example.yaml), which exits 0 once it is empty, then delete the directory; promlink never deletes it itself";
+
+pub const REMEDIATION_INGESTION_NOT_VISIBLE: &str = "the DCE accepted the data but the canary cannot be read back from the workspace: check the workspace's limits (Azure Monitor workspace, Metrics: active time series and events per minute against their quota; raise them with a support request), that the DCR sends to the workspace behind query_url (its destination in the Azure portal), and promlink_canary_query_errors_total for refused queries (403: grant Monitoring Data Reader on the workspace to promlink's identity)";
 
 /// One firing alert, before it is given Alertmanager's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]

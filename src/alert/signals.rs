@@ -65,4 +65,7 @@ pub struct Signals {
     /// Queues under `queue_dir` that no configured route uses, with their bytes on disk (found
     /// at start).
     pub queue_stranded: Vec<(String, u64)>,
+    /// Why the destination's latest canary is not visible through the query endpoint (it went
+    /// missing and none was seen since); `None` without a canary or once one is visible.
+    pub ingestion_not_visible: Option<String>,
 }

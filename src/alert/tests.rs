@@ -395,6 +395,7 @@ fn rule_file_remediation(name: &str, labels: &serde_json::Map<String, Value>) ->
         rules::QUEUE_DISK_FILLING => rules::REMEDIATION_QUEUE_DISK,
         rules::QUEUE_FAILED => rules::REMEDIATION_QUEUE_FAILED,
         rules::QUEUE_STRANDED => rules::REMEDIATION_QUEUE_STRANDED,
+        rules::INGESTION_NOT_VISIBLE => rules::REMEDIATION_INGESTION_NOT_VISIBLE,
         _ => panic!("no remediation known for {name}"),
     };
     text.to_string()
@@ -553,6 +554,10 @@ fn prometheus_rule_file_matches_the_rules() {
         (
             rules::QUEUE_STRANDED,
             vec![rules::REMEDIATION_QUEUE_STRANDED],
+        ),
+        (
+            rules::INGESTION_NOT_VISIBLE,
+            vec![rules::REMEDIATION_INGESTION_NOT_VISIBLE],
         ),
     ];
     for name in rule_file_alerts() {

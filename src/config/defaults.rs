@@ -71,6 +71,10 @@ pub const SHUTDOWN_QUIET_PERIOD: Duration = Duration::from_secs(5);
 pub const REVERIFY_MIN: Duration = Duration::from_secs(10);
 /// `reverify_max`.
 pub const REVERIFY_MAX: Duration = Duration::from_secs(300);
+/// `canary_interval`.
+pub const CANARY_INTERVAL: Duration = Duration::from_secs(60);
+/// `canary_timeout`.
+pub const CANARY_TIMEOUT: Duration = Duration::from_secs(300);
 /// `fallback_return_after`.
 pub const FALLBACK_RETURN_AFTER: Duration = Duration::from_secs(60);
 /// `probe_timeout`.
@@ -150,6 +154,8 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("fallback_return_after", d(FALLBACK_RETURN_AFTER)),
         ("probe_timeout", d(PROBE_TIMEOUT)),
         ("alert_resend_interval", d(ALERT_RESEND_INTERVAL)),
+        ("canary_interval", d(CANARY_INTERVAL)),
+        ("canary_timeout", d(CANARY_TIMEOUT)),
         ("log_format", "text".to_string()),
         ("log_level", LOG_LEVEL.to_string()),
     ]

@@ -15,11 +15,13 @@
 //! - one resolver per stage, each returning that stage's config type and collecting its
 //!   problems: `receive` (listener, TLS, authentication, write limits), `destination` (the
 //!   upstream URL and client, `identity`, Private Link, the queue), and the service-wide
-//!   settings below (readiness, shutdown, alerts, logs).
+//!   settings below (readiness, shutdown, alerts, logs), and `canary` (the read-back through
+//!   the workspace's query endpoint).
 //!
 //! [`Settings::resolve`] checks everything before any port is bound and reports every problem
 //! at once (key, value, why); `main` exits with 64 (`EX_USAGE`) on any.
 
+mod canary;
 pub mod defaults;
 mod destination;
 mod identity;
@@ -33,6 +35,7 @@ pub mod sources;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use canary::CanarySettings;
 pub use destination::Destination;
 pub use identity::audience_to_scope;
 pub use ingestion::{check_ingestion_url, is_azure_ingest_host};
@@ -108,6 +111,8 @@ pub struct Config {
     pub log_level: String,
     /// How the configuration is reloaded.
     pub reload: Reload,
+    /// The canary read-back (`query_url` and its keys); `None` without `query_url`.
+    pub canary: Option<CanarySettings>,
 }
 
 /// Configuration reloads (`SIGHUP`, `POST /-/reload`).
@@ -249,6 +254,7 @@ impl Settings {
                 .unwrap_or(defaults::SHUTDOWN_QUIET_PERIOD),
         };
         let alert = self.alert(&mut p);
+        let canary = canary::resolve(&self, &mut p);
         let log_level = self
             .log_level
             .clone()
@@ -277,6 +283,7 @@ impl Settings {
                 endpoint: self.enable_reload_endpoint.unwrap_or(false),
                 source: None,
             },
+            canary,
         })
     }
 

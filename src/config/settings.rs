@@ -410,6 +410,29 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub alert_resend_interval: Option<Duration>,
 
+    /// The Azure Monitor workspace's query endpoint,
+    /// https://<workspace>.<region>.prometheus.monitor.azure.com: every canary_interval promlink
+    /// writes a canary sample through each route and reads it back here (promlink_canary_*
+    /// metrics); unset: no canary
+    #[arg(long, env = "PROMLINK_QUERY_URL")]
+    pub query_url: Option<Url>,
+
+    /// How often the canary is written through each route [default: 1m]
+    #[arg(long, env = "PROMLINK_CANARY_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub canary_interval: Option<Duration>,
+
+    /// A canary not visible through query_url this long after its write counts as missing
+    /// (promlink_canary_missing_total) [default: 5m]
+    #[arg(long, env = "PROMLINK_CANARY_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub canary_timeout: Option<Duration>,
+
+    /// Token scope of the canary's queries, e.g. https://prometheus.monitor.azure.com/.default
+    /// [default: by --cloud]
+    #[arg(long, env = "PROMLINK_QUERY_TOKEN_SCOPE")]
+    pub query_token_scope: Option<String>,
+
     /// Log format [default: text]
     #[arg(long, env = "PROMLINK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -490,6 +513,10 @@ impl Settings {
             probe_timeout,
             alertmanager_url,
             alert_resend_interval,
+            query_url,
+            canary_interval,
+            canary_timeout,
+            query_token_scope,
             queue_dir,
             max_inflight_decode_bytes,
             max_series_per_request,

@@ -265,6 +265,9 @@ async fn start_dce(
         } else {
             Vec::new()
         },
+        // The query API answers reads back (Monitoring Data Reader is granted by each test
+        // that reads, with `grant_reader`).
+        keep_series: 10_000,
         ..DceConfig::default()
     })
     .await

@@ -49,6 +49,15 @@ impl Cloud {
         }
     }
 
+    /// The token scope of an Azure Monitor workspace's query endpoint in this cloud.
+    pub fn query_scope(self) -> &'static str {
+        match self {
+            Cloud::Public => "https://prometheus.monitor.azure.com/.default",
+            Cloud::UsGov => "https://prometheus.monitor.azure.us/.default",
+            Cloud::China => "https://prometheus.monitor.azure.cn/.default",
+        }
+    }
+
     /// The token scope for Azure Monitor metrics ingestion in this cloud.
     pub fn monitor_scope(self) -> &'static str {
         match self {

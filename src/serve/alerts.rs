@@ -30,6 +30,8 @@ pub(super) struct AlertInputs {
     pub(super) cert_not_after: Gauge,
     /// Queues no configured route uses, found at start (given to one destination's rules).
     pub(super) stranded: Vec<(String, u64)>,
+    /// Set while the destination's latest canary is missing.
+    pub(super) canary: crate::canary::NotVisible,
     pub(super) ready_window: Duration,
 }
 
@@ -94,6 +96,7 @@ impl AlertInputs {
             queue_disk_used: self.queue_metrics.disk_used(),
             queue_failed: self.queue.failed(),
             queue_stranded: self.stranded.clone(),
+            ingestion_not_visible: self.canary.get(),
         }
     }
 }

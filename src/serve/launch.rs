@@ -113,6 +113,7 @@ impl Launcher {
                     Vec::new()
                 },
                 ready_window: window,
+                canary: st.canary.clone(),
             },
         }));
         write(&self.checks).push(RouteCheck {

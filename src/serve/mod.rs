@@ -44,6 +44,9 @@ pub enum ServeError {
     /// The Alertmanager client could not be set up.
     #[error("alerting")]
     Alert(#[from] crate::alert::AlertError),
+    /// The canary read-back could not be set up.
+    #[error(transparent)]
+    Canary(#[from] crate::canary::CanaryError),
     /// The disk queue could not be opened.
     #[error(transparent)]
     Queue(#[from] crate::queue::DiskQueueError),
@@ -198,6 +201,13 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| local_addr.to_string());
+    let canary = match &cfg.canary {
+        Some(settings) => Some(tokio::spawn(
+            canary(&cfg, settings, &stages, instance.clone(), &mut registry)?
+                .run(shutdown.clone(), background.clone()),
+        )),
+        None => None,
+    };
     let alerter = Arc::new(crate::alert::Alerter::new(
         cfg.alert.alertmanager_urls.clone(),
         cfg.alert.resend_interval,
@@ -258,6 +268,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     // Stopped, in this order, once the workers are done: everything that runs beside them.
     let mut background_tasks = reloaders;
     background_tasks.extend([alert_rules, alert_poster]);
+    background_tasks.extend(canary);
     let signal = shutdown.clone();
     let grace = cfg.shutdown.grace;
     let quiet = cfg.shutdown.quiet_period;
@@ -293,6 +304,44 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         reloader,
         task,
     })
+}
+
+/// The canary of every destination of every route (`stages`, in the order [`routes::open`]
+/// made them), its metrics registered in `registry`.
+fn canary(
+    cfg: &Config,
+    settings: &crate::config::CanarySettings,
+    stages: &[routes::RouteStage],
+    instance: String,
+    registry: &mut Registry,
+) -> Result<crate::canary::Canary, ServeError> {
+    let mut targets = Vec::with_capacity(stages.len());
+    let mut stage = stages.iter();
+    for route in &cfg.routes {
+        let spread = route.destinations.len() > 1;
+        for (i, d) in route.destinations.iter().enumerate() {
+            let Some(st) = stage.next() else { break };
+            targets.push(crate::canary::Target {
+                route: route.name.clone(),
+                destination: spread.then_some(i),
+                queue: st.queue.clone(),
+                identity: d.identity.clone(),
+                not_visible: st.canary.clone(),
+            });
+        }
+    }
+    let names: Vec<String> = cfg.routes.iter().map(|r| r.name.clone()).collect();
+    let metrics = crate::canary::Metrics::register(registry, &names);
+    tracing::info!(query_url = %settings.query_url, interval = %humantime::format_duration(settings.interval), "canary: writing a sample through each route and reading it back");
+    Ok(crate::canary::Canary::new(
+        settings.clone(),
+        instance,
+        cfg.receive.codec.cluster.clone(),
+        cfg.destination.upstream.ca_file.as_deref(),
+        &cfg.proxy,
+        targets,
+        metrics,
+    )?)
 }
 
 /// What the operator should know at start, once whatever the routes.

@@ -27,6 +27,8 @@ pub(super) struct RouteStage {
     pub(super) queue_metrics: crate::queue::Metrics,
     /// Its shard count.
     pub(super) shards: usize,
+    /// Set by the canary while its latest canary is missing (read by the alert rules).
+    pub(super) canary: crate::canary::NotVisible,
 }
 
 /// Sets up every route of `cfg`, each with its own registry scope, and opens their queues.
@@ -146,6 +148,7 @@ async fn open_one(
         queue,
         queue_metrics,
         shards: d.shards,
+        canary: crate::canary::NotVisible::default(),
     })
 }
 

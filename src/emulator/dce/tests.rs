@@ -62,6 +62,16 @@ fn mint(verifier: &TokenVerifier, client: &str, aud: &str, lifetime: i64) -> Str
         .expect("mint")
 }
 
+/// A client trusting `dce`'s CA.
+fn client_trusting(dce: &DceHandle) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(dce.ca_pem().expect("ca").as_bytes()).expect("ca pem");
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
 async fn fixture(keep: usize) -> Fixture {
     let verifier = TokenVerifier::new(&["https://monitor.azure.com".to_owned()]);
     let dce = DceEmulator::start(DceConfig {
@@ -73,12 +83,7 @@ async fn fixture(keep: usize) -> Fixture {
     })
     .await
     .expect("start dce emulator");
-    let ca = reqwest::Certificate::from_pem(dce.ca_pem().expect("ca").as_bytes()).expect("ca pem");
-    let http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .no_proxy()
-        .build()
-        .expect("client");
+    let http = client_trusting(&dce);
     let token = mint(&verifier, "publisher", "https://monitor.azure.com", 600);
     Fixture {
         dce,
@@ -420,12 +425,7 @@ async fn accepted_series_are_read_back_through_the_query_api() {
     })
     .await
     .expect("start dce emulator");
-    let ca = reqwest::Certificate::from_pem(dce.ca_pem().expect("ca").as_bytes()).expect("ca pem");
-    let http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .no_proxy()
-        .build()
-        .expect("client");
+    let http = client_trusting(&dce);
     let write_token = mint(&verifier, "publisher", "https://monitor.azure.com", 600);
     let query_token = mint(
         &verifier,
