@@ -92,6 +92,8 @@ pub struct Target {
     pub identity: IdentityConfig,
     /// Set while its latest canary is missing.
     pub not_visible: NotVisible,
+    /// Its route's query endpoint and token scope (its own `query_url`, or the top level's).
+    pub settings: CanarySettings,
 }
 
 /// A canary written and not yet seen or given up.
@@ -123,8 +125,9 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// The canary of `targets`, written by the instance `instance` with the `cluster` label
-    /// `cluster` (when set). The query client trusts `ca_file` besides the system roots and
+    /// The canary of `targets`, written every `settings.interval` (given up on after
+    /// `settings.timeout`; each target reads back at its own query endpoint) by the instance
+    /// `instance` with the `cluster` label `cluster` (when set). The query client trusts `ca_file` besides the system roots and
     /// takes the egress proxy where `proxy` says so.
     ///
     /// # Errors
@@ -145,7 +148,7 @@ impl Canary {
         let mut states = Vec::with_capacity(targets.len());
         for target in targets {
             let mut identity = target.identity.clone();
-            identity.scope.clone_from(&settings.token_scope);
+            identity.scope.clone_from(&target.settings.token_scope);
             let token = TokenProvider::new(
                 identity,
                 crate::identity::Metrics::register(&mut unexported),
@@ -269,7 +272,7 @@ impl Canary {
     async fn poll(&mut self, i: usize) {
         let state = &self.states[i];
         let route = state.target.route.clone();
-        let result = query(&self.http, &self.settings, state).await;
+        let result = query(&self.http, state).await;
         let state = &mut self.states[i];
         match result {
             Ok(read) => {
@@ -307,7 +310,7 @@ impl Canary {
                     .inc();
                 if state.failing != Some(reason) {
                     state.failing = Some(reason);
-                    tracing::warn!(route = %route, reason, error = %e, fix = e.fix(&self.settings, &state.target.identity), "canary: the query endpoint did not answer the read-back");
+                    tracing::warn!(route = %route, reason, error = %e, fix = e.fix(&state.target.settings, &state.target.identity), "canary: the query endpoint did not answer the read-back");
                 }
             }
         }
@@ -333,7 +336,7 @@ impl Canary {
                 "the canary {METRIC} written at {} into route {} is not visible through {} after {}{}",
                 humantime::format_rfc3339_seconds(written),
                 state.target.route,
-                self.settings.query_url,
+                state.target.settings.query_url,
                 humantime::format_duration(timeout),
                 state
                     .failing
@@ -449,17 +452,18 @@ impl QueryError {
 }
 
 /// Queries `state`'s canary: the highest value returned (`None`: no sample yet).
-async fn query(
-    http: &reqwest::Client,
-    settings: &CanarySettings,
-    state: &State,
-) -> Result<Option<f64>, QueryError> {
+async fn query(http: &reqwest::Client, state: &State) -> Result<Option<f64>, QueryError> {
     let token = state
         .token
         .bearer(Duration::from_secs(5))
         .await
         .map_err(|e| QueryError::Token(e.to_string()))?;
-    let base = settings.query_url.as_str().trim_end_matches('/');
+    let base = state
+        .target
+        .settings
+        .query_url
+        .as_str()
+        .trim_end_matches('/');
     let url = format!("{base}/api/v1/query?query={}", state.query);
     let mut request = http.get(url);
     if let Some(token) = &token {

@@ -16,6 +16,18 @@ fn target(destination: Option<usize>) -> Target {
         .destination
         .identity,
         not_visible: NotVisible::default(),
+        settings: settings(),
+    }
+}
+
+fn settings() -> CanarySettings {
+    CanarySettings {
+        query_url: "https://ws-1.eastus.prometheus.monitor.azure.com"
+            .parse()
+            .expect("url"),
+        interval: Duration::from_secs(60),
+        timeout: Duration::from_secs(300),
+        token_scope: "https://monitor.azure.com/.default".into(),
     }
 }
 
@@ -72,14 +84,7 @@ fn answers_are_read_for_their_highest_value() {
 
 #[test]
 fn each_refusal_has_its_reason_and_fix() {
-    let settings = CanarySettings {
-        query_url: "https://ws-1.eastus.prometheus.monitor.azure.com"
-            .parse()
-            .expect("url"),
-        interval: Duration::from_secs(60),
-        timeout: Duration::from_secs(300),
-        token_scope: "https://monitor.azure.com/.default".into(),
-    };
+    let settings = settings();
     let mut identity = target(None).identity;
     identity.kind = IdentityKind::ClientSecret;
     identity.client_id = Some("app-1".into());

@@ -111,7 +111,9 @@ pub struct Config {
     pub log_level: String,
     /// How the configuration is reloaded.
     pub reload: Reload,
-    /// The canary read-back (`query_url` and its keys); `None` without `query_url`.
+    /// The canary read-back of the top level (`query_url` and its keys); `None` without
+    /// `query_url`. Each route has its own in [`Route::canary`] (inherited, or its own
+    /// `query_url`).
     pub canary: Option<CanarySettings>,
 }
 
@@ -214,6 +216,7 @@ impl Settings {
         let mut p = Problems::default();
         let mut notices = self.secret_file_warnings();
         let batch = destination::batch(&self, &mut p);
+        let canary = canary::resolve(&self, &mut p);
         let routed = routes::resolve(&self, &proxy, &mut p, &mut notices);
         // Without routes, the top-level budget is the default route's (with routes, each
         // route resolves its own, inheriting these keys).
@@ -235,6 +238,7 @@ impl Settings {
                     relabel: None,
                     budget,
                     destinations: vec![d.clone()],
+                    canary: canary.clone(),
                 })
                 .collect()
         });
@@ -254,7 +258,6 @@ impl Settings {
                 .unwrap_or(defaults::SHUTDOWN_QUIET_PERIOD),
         };
         let alert = self.alert(&mut p);
-        let canary = canary::resolve(&self, &mut p);
         let log_level = self
             .log_level
             .clone()

@@ -201,7 +201,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| local_addr.to_string());
-    let canary = match &cfg.canary {
+    let canary = match cfg.routes.iter().find_map(|r| r.canary.as_ref()) {
         Some(settings) => Some(tokio::spawn(
             canary(&cfg, settings, &stages, instance.clone(), &mut registry)?
                 .run(shutdown.clone(), background.clone()),
@@ -306,8 +306,9 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     })
 }
 
-/// The canary of every destination of every route (`stages`, in the order [`routes::open`]
-/// made them), its metrics registered in `registry`.
+/// The canary of every destination of every route with a `query_url` (`stages`, in the order
+/// [`routes::open`] made them), written every `settings.interval` (the top level's), its
+/// metrics registered in `registry`.
 fn canary(
     cfg: &Config,
     settings: &crate::config::CanarySettings,
@@ -321,7 +322,11 @@ fn canary(
         let spread = route.destinations.len() > 1;
         for (i, d) in route.destinations.iter().enumerate() {
             let Some(st) = stage.next() else { break };
+            let Some(route_settings) = &route.canary else {
+                continue;
+            };
             targets.push(crate::canary::Target {
+                settings: route_settings.clone(),
                 route: route.name.clone(),
                 destination: spread.then_some(i),
                 queue: st.queue.clone(),
@@ -330,9 +335,14 @@ fn canary(
             });
         }
     }
-    let names: Vec<String> = cfg.routes.iter().map(|r| r.name.clone()).collect();
+    let names: Vec<String> = cfg
+        .routes
+        .iter()
+        .filter(|r| r.canary.is_some())
+        .map(|r| r.name.clone())
+        .collect();
     let metrics = crate::canary::Metrics::register(registry, &names);
-    tracing::info!(query_url = %settings.query_url, interval = %humantime::format_duration(settings.interval), "canary: writing a sample through each route and reading it back");
+    tracing::info!(routes = ?names, interval = %humantime::format_duration(settings.interval), "canary: writing a sample through each route with a query_url and reading it back there");
     Ok(crate::canary::Canary::new(
         settings.clone(),
         instance,

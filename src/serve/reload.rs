@@ -277,6 +277,16 @@ fn needs_restart(old: &Config, new: &Config, launched: &HashMap<String, Route>) 
             old.reload.endpoint != new.reload.endpoint,
         ),
         ("routes (with or without)", old.routed != new.routed),
+        (
+            "the canary (query_url, canary_interval, canary_timeout, query_token_scope)",
+            differ(&old.canary, &new.canary)
+                || new.routes.iter().any(|r| {
+                    old.routes
+                        .iter()
+                        .find(|o| o.name == r.name)
+                        .is_some_and(|o| differ(&o.canary, &r.canary))
+                }),
+        ),
     ] {
         if changed {
             keys.push(name.to_string());

@@ -96,6 +96,11 @@ pub struct RouteSettings {
     /// See [`Settings::active_series_window`].
     #[serde(default, with = "humantime_serde")]
     pub active_series_window: Option<Duration>,
+    /// The query endpoint of the workspace this route writes to (the canary reads back
+    /// there); see [`Settings::query_url`].
+    pub query_url: Option<url::Url>,
+    /// See [`Settings::query_token_scope`].
+    pub query_token_scope: Option<String>,
 }
 
 /// One resolved route.
@@ -114,6 +119,8 @@ pub struct Route {
     /// Where it sends, with a queue each: one, or one per URL of `ingestion_urls` (each
     /// series always goes to the same one).
     pub destinations: Vec<Destination>,
+    /// Its canary read-back (its own `query_url`, or the top level's); `None`: no canary.
+    pub canary: Option<super::CanarySettings>,
 }
 
 /// A route's series budget.
@@ -262,6 +269,7 @@ pub(super) fn resolve(
         };
         let mut own = Problems::default();
         let budget = budget(&r.over(s, name.as_deref(), 0), &mut own);
+        let canary = super::canary::resolve(&r.over(s, name.as_deref(), 0), &mut own);
         for problem in own.0 {
             rename(problem, r, &at, p);
         }
@@ -295,6 +303,7 @@ pub(super) fn resolve(
                 relabel,
                 budget,
                 destinations,
+                canary,
             });
         }
     }
@@ -389,6 +398,8 @@ impl RouteSettings {
             max_requests_per_minute,
             max_active_series,
             active_series_window,
+            query_url,
+            query_token_scope,
         );
         let name = name.unwrap_or("invalid");
         m.queue_dir = s.queue_dir.as_ref().map(|d| match part {
@@ -426,6 +437,8 @@ impl RouteSettings {
             "max_requests_per_minute" => self.max_requests_per_minute.is_some(),
             "max_active_series" => self.max_active_series.is_some(),
             "active_series_window" => self.active_series_window.is_some(),
+            "query_url" => self.query_url.is_some(),
+            "query_token_scope" => self.query_token_scope.is_some(),
             _ => false,
         }
     }

@@ -270,3 +270,66 @@ fn without_routes_the_top_level_budget_is_the_default_routes() {
         .unwrap();
     assert_eq!(c.routes[0].budget, None);
 }
+
+/// Each route reads its canary back at its own `query_url` (different routes usually mean
+/// different workspaces), or at the top level's; a bad one is named under the route.
+#[test]
+fn each_route_has_its_own_or_the_inherited_query_url() {
+    let text = |top: &str| {
+        format!(
+            r#"
+identity: user-assigned
+client_id: 11111111-1111-1111-1111-111111111111
+canary_interval: 30s
+{top}
+routes:
+  - name: team-a
+    match: '{{namespace="team-a"}}'
+    ingestion_url: {a}
+    query_url: https://ws-a.eastus.prometheus.monitor.azure.com
+  - name: default
+    ingestion_url: {b}
+"#,
+            a = url("dce-a", DCR_A),
+            b = url("dce-b", DCR_B)
+        )
+    };
+    let c = yaml(&text("")).resolve().unwrap();
+    let a = c.routes[0].canary.as_ref().expect("team-a has a canary");
+    assert_eq!(
+        a.query_url.as_str(),
+        "https://ws-a.eastus.prometheus.monitor.azure.com/"
+    );
+    assert_eq!(a.interval, std::time::Duration::from_secs(30));
+    assert_eq!(
+        a.token_scope,
+        "https://prometheus.monitor.azure.com/.default"
+    );
+    assert!(c.routes[1].canary.is_none(), "no query_url for default");
+
+    let c = yaml(&text(
+        "query_url: https://ws-main.eastus.prometheus.monitor.azure.com",
+    ))
+    .resolve()
+    .unwrap();
+    let inherited = c.routes[1].canary.as_ref().expect("inherited");
+    assert_eq!(
+        inherited.query_url.host_str(),
+        Some("ws-main.eastus.prometheus.monitor.azure.com")
+    );
+    assert_eq!(
+        c.routes[0]
+            .canary
+            .as_ref()
+            .and_then(|c| c.query_url.host_str()),
+        Some("ws-a.eastus.prometheus.monitor.azure.com")
+    );
+
+    let bad = problems(yaml(
+        &text("").replace("https://ws-a.eastus", "http://ws-a.eastus"),
+    ));
+    assert!(
+        bad.iter().any(|p| p.starts_with("routes[0].query_url")),
+        "{bad:?}"
+    );
+}
