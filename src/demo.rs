@@ -8,10 +8,14 @@
 //! 127.0.0.2/32 counted as private), and a synthetic sender writing Kubernetes-shaped series
 //! every second. On the way it injects upstream faults (503s, a 429 with `Retry-After`) and
 //! breaks DNS for a few seconds (the private zone "unlinked": the name resolves to the public
-//! endpoint), so retries, the held queue and the alert show. A live line per second shows what
-//! was sent, received, forwarded, what the upstream answered, and the token state; at the end a
-//! summary compares what the sender had acknowledged with what the DCE emulator accepted
-//! (counts and a checksum over labels, timestamps and value bits).
+//! endpoint), so retries, the held queue and the alert show. From second 15 to 18 the DCE
+//! emulator loses data silently (200, nothing kept): the canary read-back, through the emulated
+//! workspace query endpoint (its own private endpoint, verified), goes missing and
+//! `PromlinkIngestionNotVisible` fires, then resolves. A live line per second shows what was
+//! sent, received, forwarded, what the upstream answered, the canary and the token state; at
+//! the end a summary compares what the sender had acknowledged with what the DCE emulator
+//! accepted, plus what it lost on purpose (counts and a checksum over labels, timestamps and
+//! value bits).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,12 +29,16 @@ use crate::loadgen::{self, LoadgenConfig, Report};
 use crate::serve::Running;
 
 const HOST: &str = "promlink-demo-a1b2.eastus-1.metrics.ingest.monitor.azure.com";
+/// The emulated workspace's query endpoint (on the same emulator, with its own private DNS).
+const QUERY_HOST: &str = "promlink-demo-ws.eastus.prometheus.monitor.azure.com";
+/// The seconds during which the DCE emulator loses data silently.
+const SILENT_LOSS: std::ops::Range<u64> = 15..18;
 
 /// `promlink demo` options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DemoArgs {
     /// How long to send before stopping (Ctrl-C stops earlier).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "24s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Distinct series the synthetic sender writes each second.
     #[arg(long, default_value_t = 2000)]
@@ -69,21 +77,33 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> Result<bool, DemoEr
         token_lifetime: args.token_lifetime,
         dns_ttl: 2,
         ca_name: "promlink demo EMULATOR CA".into(),
+        extra_names: vec![QUERY_HOST.into()],
         ..AzureOptions::default()
     })
     .await
     .map_err(start_err)?;
+    azure.private().grant_reader(CLIENT);
     let dir = tempfile_dir()?;
     let promlink = start_promlink(&args, &azure, &dir).await?;
     let write_url = format!("http://{}/api/v1/write", promlink.local_addr);
     print_setup(&args, &azure, &write_url);
-    let report = send(&args, &azure, &promlink, &write_url, &stop).await?;
+    let (report, missing_before_loss) = send(&args, &azure, &promlink, &write_url, &stop).await?;
+    let canary_missing = scrape(
+        &loopback_client(),
+        &format!("http://{}/metrics", promlink.local_addr),
+    )
+    .await
+    .get("promlink_canary_missing_total{route=\"default\"}");
 
     // Let promlink deliver what it holds, then stop it the way SIGTERM would.
     println!("\nstopping the sender; promlink delivers what it holds and shuts down...");
     promlink.shutdown.cancel();
     promlink.wait().await;
-    let ok = print_summary(&azure, &report);
+    let ok = print_summary(
+        &azure,
+        &report,
+        canary_missing.saturating_sub(missing_before_loss),
+    );
     azure.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
@@ -105,6 +125,14 @@ async fn start_promlink(
         token_refresh_before_expiry: Some(args.token_lifetime / 3),
         retry_min_backoff: Some(Duration::from_millis(200)),
         retry_max_backoff: Some(Duration::from_secs(5)),
+        query_url: Some(
+            format!("https://{QUERY_HOST}:{}", azure.port)
+                .parse()
+                .map_err(start_err)?,
+        ),
+        query_private_link: Some(crate::privatelink::Mode::Require),
+        canary_interval: Some(Duration::from_secs(1)),
+        canary_timeout: Some(Duration::from_secs(3)),
         ..azure
             .settings(dir, crate::privatelink::Mode::Require)
             .map_err(start_err)?
@@ -138,22 +166,20 @@ fn print_setup(args: &DemoArgs, azure: &EmulatedAzure, write_url: &str) {
 }
 
 /// The synthetic sender: one round a second until the duration is up or the demo is stopped,
-/// with the fault schedule and a live view; returns what promlink acknowledged to it.
+/// with the fault schedule and a live view; returns what promlink acknowledged to it, and the
+/// canaries missing when the silent loss began.
 async fn send(
     args: &DemoArgs,
     azure: &EmulatedAzure,
     promlink: &Running,
     write_url: &str,
     stop: &CancellationToken,
-) -> Result<Report, DemoError> {
-    // Loopback only: never through a proxy from the environment (reqwest would use one).
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_default();
+) -> Result<(Report, u64), DemoError> {
+    let http = loopback_client();
     let metrics_url = format!("http://{}/metrics", promlink.local_addr);
     let started = Instant::now();
     let mut report = Report::default();
+    let mut missing_before_loss = 0;
     let mut next_round = tokio::time::Instant::now();
     let mut second = 0u64;
     while started.elapsed() < args.duration && !stop.is_cancelled() {
@@ -181,6 +207,9 @@ async fn send(
         .map_err(start_err)?;
         report.merge(round);
         let m = scrape(&http, &metrics_url).await;
+        if second + 1 == SILENT_LOSS.start {
+            missing_before_loss = m.get("promlink_canary_missing_total{route=\"default\"}");
+        }
         print_second(azure, promlink, &m, started, &report);
         second += 1;
         next_round += Duration::from_secs(1);
@@ -189,11 +218,11 @@ async fn send(
             _ = stop.cancelled() => {}
         }
     }
-    Ok(report)
+    Ok((report, missing_before_loss))
 }
 
-/// The fault schedule, by second: 503s, the private DNS zone unlinked and restored, a 429 with
-/// `Retry-After`.
+/// The fault schedule, by second: 503s, a 429 with `Retry-After`, the private DNS zone
+/// unlinked and restored, silent loss at the DCE.
 fn inject_faults(azure: &EmulatedAzure, second: u64) {
     match second {
         4 => (0..3).for_each(|_| azure.private().push_fault(Fault::status(503))),
@@ -205,7 +234,15 @@ fn inject_faults(azure: &EmulatedAzure, second: u64) {
             println!("  >> DNS fixed");
             azure.private_dns_restored();
         }
-        15 => azure.private().push_fault(Fault::retry_after(429, 2)),
+        5 => azure.private().push_fault(Fault::retry_after(429, 2)),
+        s if s == SILENT_LOSS.start => {
+            println!("  >> the DCE accepts writes (200) but keeps nothing: silent loss");
+            azure.private().set_silent_loss(true);
+        }
+        s if s == SILENT_LOSS.end => {
+            println!("  >> the DCE keeps data again");
+            azure.private().set_silent_loss(false);
+        }
         _ => {}
     }
 }
@@ -235,6 +272,17 @@ fn print_second(
             alerts.join(",")
         },
     );
+    let canaries = m.get("promlink_canary_latency_seconds_count{route=\"default\"}");
+    let latency = m.value("promlink_canary_latency_seconds_sum{route=\"default\"}");
+    println!(
+        "        canary visible {canaries:>3} (mean latency {:.2}s)  missing {}",
+        if canaries == 0 {
+            0.0
+        } else {
+            latency / canaries as f64
+        },
+        m.get("promlink_canary_missing_total{route=\"default\"}"),
+    );
     println!(
         "t={:>3}s  sent {:>7}  received {:>7}  forwarded {:>7}  DCE EMULATOR accepted {:>7}  upstream last {}  retries {:>2}  token {} (refreshes {})",
         started.elapsed().as_secs(),
@@ -251,22 +299,29 @@ fn print_second(
 
 /// The summary after promlink stopped; returns whether every acknowledged sample reached the
 /// private DCE emulator once, in order, bit for bit, and nothing reached the public one.
-fn print_summary(azure: &EmulatedAzure, report: &Report) -> bool {
+/// `canary_missing`: canaries that went missing from the start of the silent loss on.
+fn print_summary(azure: &EmulatedAzure, report: &Report, canary_missing: u64) -> bool {
     let d = azure.private().stats();
     let public_connections = azure.public.connections();
+    let mut answered = d.checksum;
+    answered.merge(&d.silently_lost_checksum);
+    let lost = d.silently_lost_samples;
     let ok = public_connections == 0
-        && d.samples == report.samples_acked
-        && d.checksum == report.checksum_acked
-        && d.out_of_order_samples == 0;
+        && d.samples + lost == report.samples_acked
+        && answered == report.checksum_acked
+        && d.out_of_order_samples == 0
+        && (lost == 0 || canary_missing > 0);
     println!("\nsummary");
     println!(
         "  samples acknowledged to the sender   {}",
         report.samples_acked
     );
     println!("  samples accepted by the DCE EMULATOR {}", d.samples);
+    println!("  samples it lost silently (injected)  {lost}");
+    println!("  canaries missing since the silent loss began (PromlinkIngestionNotVisible) {canary_missing}");
     println!(
-        "  checksum sender / DCE EMULATOR       {} / {}",
-        report.checksum_acked, d.checksum
+        "  checksum sender / DCE EMULATOR (kept + lost) {} / {}",
+        report.checksum_acked, answered
     );
     println!(
         "  out-of-order samples at the DCE      {}",
@@ -283,13 +338,21 @@ fn print_summary(azure: &EmulatedAzure, report: &Report) -> bool {
     println!("  connections to the PUBLIC endpoint   {public_connections} (private_link: require)");
     println!(
         "  result: {}",
-        if ok {
-            "every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint"
-        } else {
-            "MISMATCH: see above"
+        match (ok, lost) {
+            (true, 0) => "every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint".to_string(),
+            (true, n) => format!("every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint, except the {n} the DCE EMULATOR lost silently on purpose, which the canary detected"),
+            (false, _) => "MISMATCH: see above".to_string(),
         }
     );
     ok
+}
+
+/// Loopback only: never through a proxy from the environment (reqwest would use one).
+fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, DemoError> {
@@ -303,11 +366,15 @@ struct Scraped(String);
 
 impl Scraped {
     fn get(&self, series: &str) -> u64 {
+        self.value(series) as u64
+    }
+
+    fn value(&self, series: &str) -> f64 {
         self.0
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+            .unwrap_or(0.0)
     }
 
     fn sum_prefix(&self, name: &str) -> u64 {

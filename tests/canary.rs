@@ -12,7 +12,9 @@ mod e2e;
 use std::time::Duration;
 
 use promlink::config::Settings;
-use promlink::emulator::azure::{AzureOptions, EmulatedAzure, CLIENT, PRIVATE_ENDPOINT};
+use promlink::emulator::azure::{
+    AzureOptions, EmulatedAzure, CLIENT, PRIVATE_ENDPOINT, PUBLIC_ENDPOINT,
+};
 use promlink::privatelink::Mode;
 
 /// Polls `/metrics` until `series` reaches `at_least`, for up to `timeout`.
@@ -242,4 +244,73 @@ async fn a_real_prometheus_answers_the_read_back() {
     promlink.shutdown.cancel();
     promlink.wait().await;
     prometheus.terminate(Duration::from_secs(10));
+}
+
+/// The query endpoint has its own private endpoint. Under `query_private_link: require` the
+/// query goes only to an address its DNS verified as private (here the name resolves through
+/// `privatelink.eastus.prometheus.monitor.azure.com` to 127.0.0.2); once DNS answers the public
+/// shape (127.0.0.3), no query is sent there, the refusal is counted with reason
+/// `private_link` and the verdict is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_private_link_require_queries_only_a_verified_private_endpoint() {
+    const QUERY_HOST: &str = "ws-1.eastus.prometheus.monitor.azure.com";
+    let azure = EmulatedAzure::start(AzureOptions {
+        extra_names: vec![QUERY_HOST.into()],
+        ..AzureOptions::default()
+    })
+    .await
+    .unwrap();
+    azure.private().grant_reader(CLIENT);
+    azure.public.grant_reader(CLIENT);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        query_url: Some(
+            format!("https://{QUERY_HOST}:{}", azure.port)
+                .parse()
+                .unwrap(),
+        ),
+        query_private_link: Some(Mode::Require),
+        canary_interval: Some(Duration::from_millis(500)),
+        canary_timeout: Some(Duration::from_secs(30)),
+        ..common::private_link_settings(dir.path(), &azure, Mode::Require)
+    };
+    let promlink = promlink::serve::start(settings.resolve().unwrap())
+        .await
+        .unwrap();
+    let (http, addr) = (reqwest::Client::new(), promlink.local_addr);
+    let verdict = |v: &str| {
+        format!("promlink_canary_query_private_link_verdict{{route=\"default\",verdict=\"{v}\"}}")
+    };
+    wait_metric(
+        &http,
+        addr,
+        "promlink_canary_latency_seconds_count{route=\"default\"}",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(common::metric(&http, addr, &verdict("private")).await, 1.0);
+    assert!(azure.private().stats().queries >= 1);
+
+    // The query endpoint's name now answers publicly.
+    azure.dns.set_public(QUERY_HOST, PUBLIC_ENDPOINT, 1);
+    wait_metric(
+        &http,
+        addr,
+        &verdict("public"),
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let refused = "promlink_canary_query_errors_total{route=\"default\",reason=\"private_link\"}";
+    wait_metric(&http, addr, refused, 2.0, Duration::from_secs(10)).await;
+    assert_eq!(common::metric(&http, addr, &verdict("private")).await, 0.0);
+    assert_eq!(
+        azure.public.stats().requests,
+        0,
+        "nothing reaches the public endpoint under require"
+    );
+    promlink.shutdown.cancel();
+    promlink.wait().await;
+    azure.shutdown().await;
 }

@@ -409,8 +409,9 @@ async fn sighup_reloads_the_configuration_file() {
 
 #[test]
 fn demo_runs_end_to_end_and_reports_success() {
-    // 14 s covers the scripted DNS break (8 s to 12 s) and the upstream faults.
-    let out = promlink(&["demo", "--duration", "14s", "--series", "300"])
+    // 22 s covers the upstream faults, the scripted DNS break (8 s to 12 s) and the silent loss
+    // (15 s to 18 s, detected by the canary within its 3 s timeout).
+    let out = promlink(&["demo", "--duration", "22s", "--series", "300"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -421,9 +422,11 @@ fn demo_runs_end_to_end_and_reports_success() {
     );
     assert!(stdout.contains("Azure is EMULATED"), "{stdout}");
     assert!(
-        stdout.contains("every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint"),
+        stdout.contains("every acknowledged sample arrived once, in order, bit for bit, only through the private endpoint, except the"),
         "{stdout}"
     );
+    assert!(stdout.contains("which the canary detected"), "{stdout}");
+    assert!(stdout.contains("PromlinkIngestionNotVisible"), "{stdout}");
     assert!(
         stdout.contains("connections to the PUBLIC endpoint   0"),
         "{stdout}"

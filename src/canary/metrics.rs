@@ -24,6 +24,15 @@ pub struct QueryErrorLabels {
     pub reason: &'static str,
 }
 
+/// Label set of [`Metrics::query_verdict`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// The route's name.
+    pub route: String,
+    /// A Private Link verdict.
+    pub verdict: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
 
 /// Metrics of the canary. Cheap to clone: every field shares its value.
@@ -41,6 +50,9 @@ pub struct Metrics {
     pub write_errors: Family<RouteLabel, Counter>,
     /// Queries that failed, by reason.
     pub query_errors: Family<QueryErrorLabels, Counter>,
+    /// The query endpoint's last DNS verdict (1 for the current one), under
+    /// `query_private_link` `require` or `prefer`.
+    pub query_verdict: Family<VerdictLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -58,6 +70,7 @@ impl Metrics {
             written: Family::default(),
             write_errors: Family::default(),
             query_errors: Family::default(),
+            query_verdict: Family::default(),
         };
         for route in routes {
             let l = RouteLabel {
@@ -96,8 +109,13 @@ impl Metrics {
         );
         registry.register(
             "canary_query_errors",
-            "Canary queries to the query endpoint that failed, by reason (unauthorized, forbidden, dns, tls, connect, timeout, token, status, answer)",
+            "Canary queries to the query endpoint that failed, by reason (unauthorized, forbidden, dns, tls, connect, timeout, token, status, answer, private_link)",
             m.query_errors.clone(),
+        );
+        registry.register(
+            "canary_query_private_link_verdict",
+            "The query endpoint's last Private Link DNS verdict, 1 for the current one (query_private_link require or prefer)",
+            m.query_verdict.clone(),
         );
         m
     }

@@ -20,6 +20,13 @@
 //!
 //! Polling starts at the write, not at the upstream's acknowledgement of the batch holding the
 //! canary: a query before that only finds an older value.
+//!
+//! The query endpoint has its own private endpoint (sub-resource `prometheusMetrics`, zone
+//! `privatelink.<region>.prometheus.monitor.azure.com`). Under `query_private_link` `require`
+//! or `prefer`, each query first resolves its host with the same verifier and verdicts as the
+//! DCE: a private verdict sends the query to the verified addresses only; any other verdict
+//! sends nothing under `require` (counted with reason `private_link`, the verdict logged and in
+//! `promlink_canary_query_private_link_verdict`) and takes the public path under `prefer`.
 
 mod metrics;
 #[cfg(test)]
@@ -35,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec;
 use crate::config::CanarySettings;
 use crate::identity::{IdentityConfig, IdentityKind, TokenProvider};
+use crate::privatelink::{Mode, Verdict, Verifier, VerifierConfig};
 use crate::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
 use crate::queue::Queue;
 
@@ -62,6 +70,15 @@ pub enum CanaryError {
     /// The query client could not be built.
     #[error("canary: the query client")]
     Client(#[from] crate::outbound::ClientError),
+    /// The query endpoint's DNS verifier could not be built.
+    #[error("canary: verifying query_url's DNS for route {route}")]
+    Verifier {
+        /// The route.
+        route: String,
+        /// Why.
+        #[source]
+        source: crate::privatelink::VerifyError,
+    },
 }
 
 /// Why a destination's latest canary is not visible (it went missing, and none was seen
@@ -112,6 +129,11 @@ struct State {
     next_poll: Instant,
     /// The reason of the last failed query, until one succeeds (logged once per change).
     failing: Option<&'static str>,
+    /// Verifies the query host's DNS (`None` under `query_private_link: off`).
+    verifier: Option<Verifier>,
+    /// The last verdict, and the client pinned to the verified addresses it was built for.
+    verdict: Option<Verdict>,
+    pinned: Option<(Vec<std::net::IpAddr>, reqwest::Client)>,
 }
 
 /// The canary of every destination; [`Canary::run`] writes and reads back until stopped.
@@ -119,7 +141,10 @@ pub struct Canary {
     settings: CanarySettings,
     instance: String,
     codec: codec::Options,
+    /// The query client without pinning (`query_private_link: off`, and `prefer`'s public
+    /// path): the system resolver, the egress proxy where it applies.
     http: reqwest::Client,
+    ca_file: Option<std::path::PathBuf>,
     states: Vec<State>,
     metrics: Metrics,
 }
@@ -158,7 +183,24 @@ impl Canary {
                 source: Box::new(source),
             })?;
             let query = selector(&target, &instance);
+            let verifier = match target.settings.private_link {
+                Mode::Off => None,
+                Mode::Require | Mode::Prefer => Some(
+                    Verifier::new(VerifierConfig {
+                        servers: target.settings.dns_servers.clone(),
+                        rules: target.settings.rules.clone(),
+                        timeout: target.settings.dns_timeout,
+                    })
+                    .map_err(|source| CanaryError::Verifier {
+                        route: target.route.clone(),
+                        source,
+                    })?,
+                ),
+            };
             states.push(State {
+                verifier,
+                verdict: None,
+                pinned: None,
                 target,
                 token,
                 query: url::form_urlencoded::byte_serialize(query.as_bytes()).collect(),
@@ -175,6 +217,7 @@ impl Canary {
                 ..codec::Options::default()
             },
             http,
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
             states,
             metrics,
         })
@@ -268,11 +311,71 @@ impl Canary {
         }
     }
 
+    /// The client for destination `i`'s next query, after verifying the query host's DNS
+    /// under `query_private_link`: pinned to the verified private addresses, the public path
+    /// (`prefer`), or none (`require` without a private verdict: the error says why).
+    async fn client(&mut self, i: usize) -> Result<reqwest::Client, QueryError> {
+        let state = &mut self.states[i];
+        let Some(verifier) = &state.verifier else {
+            return Ok(self.http.clone());
+        };
+        let host = state
+            .target
+            .settings
+            .query_url
+            .host_str()
+            .unwrap_or_default()
+            .to_owned();
+        let resolution = verifier.resolve(&host).await;
+        let route = &state.target.route;
+        if state.verdict != Some(resolution.verdict) {
+            state.verdict = Some(resolution.verdict);
+            tracing::info!(route = %route, host = %host, verdict = %resolution.verdict, detail = %resolution.detail, mode = state.target.settings.private_link.as_str(), "canary: query endpoint DNS verified");
+            for v in Verdict::ALL {
+                self.metrics
+                    .query_verdict
+                    .get_or_create(&metrics::VerdictLabels {
+                        route: route.clone(),
+                        verdict: v.as_str(),
+                    })
+                    .set(i64::from(v == resolution.verdict));
+            }
+        }
+        if resolution.verdict != Verdict::Private {
+            return match state.target.settings.private_link {
+                Mode::Prefer => Ok(self.http.clone()),
+                _ => Err(QueryError::PrivateLink(format!(
+                    "{host}: verdict {} ({}); query_private_link require sends no query",
+                    resolution.verdict, resolution.detail
+                ))),
+            };
+        }
+        match &state.pinned {
+            Some((addrs, client)) if *addrs == resolution.addresses => Ok(client.clone()),
+            _ => {
+                let resolver = Arc::new(Pinned {
+                    host: host.to_ascii_lowercase(),
+                    addrs: resolution.addresses.clone(),
+                });
+                let client = crate::outbound::Builder::new(QUERY_TIMEOUT)
+                    .connect_timeout(Duration::from_secs(10))
+                    .ca_file(self.ca_file.as_deref())
+                    .resolver(resolver)
+                    .build()
+                    .map_err(|e| QueryError::Transport(e.to_string(), "tls"))?;
+                state.pinned = Some((resolution.addresses, client.clone()));
+                Ok(client)
+            }
+        }
+    }
+
     /// Queries destination `i`'s canary and marks the canaries it shows as visible.
     async fn poll(&mut self, i: usize) {
-        let state = &self.states[i];
-        let route = state.target.route.clone();
-        let result = query(&self.http, state).await;
+        let route = self.states[i].target.route.clone();
+        let result = match self.client(i).await {
+            Ok(http) => query(&http, &self.states[i]).await,
+            Err(e) => Err(e),
+        };
         let state = &mut self.states[i];
         match result {
             Ok(read) => {
@@ -395,9 +498,40 @@ fn selector(target: &Target, instance: &str) -> String {
     q
 }
 
+/// Resolves only the query host, to the addresses its DNS verification approved.
+struct Pinned {
+    host: String,
+    addrs: Vec<std::net::IpAddr>,
+}
+
+impl reqwest::dns::Resolve for Pinned {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        let answer: Result<reqwest::dns::Addrs, Box<dyn std::error::Error + Send + Sync>> =
+            if name == self.host {
+                let addrs: Vec<std::net::SocketAddr> = self
+                    .addrs
+                    .iter()
+                    .map(|ip| std::net::SocketAddr::new(*ip, 0))
+                    .collect();
+                Ok(Box::new(addrs.into_iter()))
+            } else {
+                Err(format!(
+                    "the canary's query client connects only to {}, not {name}",
+                    self.host
+                )
+                .into())
+            };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
 /// Why a read-back query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// `query_private_link: require`, and the query host does not verify as private.
+    #[error("{0}")]
+    PrivateLink(String),
     /// No query token.
     #[error("no query token: {0}")]
     Token(String),
@@ -422,6 +556,7 @@ impl QueryError {
     pub fn reason(&self) -> &'static str {
         match self {
             QueryError::Token(_) => "token",
+            QueryError::PrivateLink(_) => "private_link",
             QueryError::Transport(_, reason) => reason,
             QueryError::Status { status: 401, .. } => "unauthorized",
             QueryError::Status { status: 403, .. } => "forbidden",
@@ -443,6 +578,7 @@ impl QueryError {
             "forbidden" => format!("grant {who} the Monitoring Data Reader role on the Azure Monitor workspace behind query_url (role assignments can take minutes to apply)"),
             "unauthorized" => format!("the query endpoint refused the token: query_token_scope must be {} (now {}), and {who} must belong to the workspace's tenant; with token-file the file's token must be valid for queries", "https://prometheus.monitor.azure.com/.default", settings.token_scope),
             "token" => "no token for query_token_scope: see the identity errors in the log (the same identity writes)".to_owned(),
+            "private_link" => format!("{} does not resolve to a private endpoint: create a private endpoint on the Azure Monitor workspace (sub-resource prometheusMetrics) and link the privatelink.<region>.prometheus.monitor.azure.com zone to the resolver promlink uses (dns_server), or set query_private_link: prefer (the public path when no private endpoint verifies) if your firewall allows it", settings.query_url.host_str().unwrap_or_default()),
             "dns" => format!("{} does not resolve: check query_url (the workspace's query endpoint from its Overview page); with a query private endpoint, link the privatelink.<region>.prometheus.monitor.azure.com zone", settings.query_url.host_str().unwrap_or_default()),
             "tls" => "the query endpoint's certificate is not trusted: check query_url names the workspace's endpoint, and ca_file when a TLS-inspecting proxy is in the way".to_owned(),
             "connect" | "timeout" => format!("no connection to {}: allow it on port 443 in the firewall or egress proxy", settings.query_url.host_str().unwrap_or_default()),

@@ -28,6 +28,10 @@ fn settings() -> CanarySettings {
         interval: Duration::from_secs(60),
         timeout: Duration::from_secs(300),
         token_scope: "https://monitor.azure.com/.default".into(),
+        private_link: crate::privatelink::Mode::Off,
+        dns_servers: Vec::new(),
+        rules: crate::privatelink::AddressRules::default(),
+        dns_timeout: Duration::from_secs(1),
     }
 }
 

@@ -433,6 +433,12 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_QUERY_TOKEN_SCOPE")]
     pub query_token_scope: Option<String>,
 
+    /// Private Link policy of query_url, verified with the same DNS servers and verdicts as the
+    /// DCE: require (query only a verified private endpoint), prefer (else the public path),
+    /// off [default: prefer for Azure Monitor query hosts, off otherwise]
+    #[arg(long, env = "PROMLINK_QUERY_PRIVATE_LINK", value_enum)]
+    pub query_private_link: Option<crate::privatelink::Mode>,
+
     /// Log format [default: text]
     #[arg(long, env = "PROMLINK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -517,6 +523,7 @@ impl Settings {
             canary_interval,
             canary_timeout,
             query_token_scope,
+            query_private_link,
             queue_dir,
             max_inflight_decode_bytes,
             max_series_per_request,

@@ -86,12 +86,28 @@ fn under(name: &str, zone: &str) -> bool {
 /// returned unchanged (without a trailing dot).
 ///
 /// `mydce-ab12.eastus-1.metrics.ingest.monitor.azure.com` ->
-/// `mydce-ab12.eastus-1.metrics.ingest.privatelink.monitor.azure.com`.
+/// `mydce-ab12.eastus-1.metrics.ingest.privatelink.monitor.azure.com`; a workspace's query
+/// endpoint `ws-1.eastus.prometheus.monitor.azure.com` -> `ws-1.privatelink.eastus.prometheus.monitor.azure.com`.
 pub fn privatelink_name(host: &str) -> String {
     let host = host.trim().trim_end_matches('.');
     let lower = host.to_ascii_lowercase();
     if crate::privatelink::verdict::privatelink_zone(&lower).is_some() {
         return host.to_string();
+    }
+    // A workspace's query endpoint, `<ws>.<region>.prometheus.monitor.azure.com`: the zone is
+    // per region, `privatelink.<region>.prometheus.monitor.azure.com`.
+    for suffix in crate::privatelink::verdict::QUERY_ZONE_SUFFIXES {
+        if let Some((ws, _region)) = lower
+            .strip_suffix(suffix)
+            .and_then(|r| r.strip_suffix('.'))
+            .and_then(|r| r.rsplit_once('.'))
+        {
+            return format!(
+                "{}.privatelink.{}",
+                &host[..ws.len()],
+                &host[ws.len() + 1..]
+            );
+        }
     }
     for zone in PRIVATELINK_ZONES {
         let public = zone.trim_start_matches("privatelink.");

@@ -102,18 +102,49 @@ pub const PRIVATELINK_ZONES: [&str; 12] = [
     "privatelink.agentsvc.azure-automation.cn",
 ];
 
-/// The privatelink zone `name` belongs to, if any (`x.privatelink.monitor.azure.com.` ->
-/// `privatelink.monitor.azure.com`).
-pub fn privatelink_zone(name: &str) -> Option<&'static str> {
-    let n = name.trim_end_matches('.').to_ascii_lowercase();
-    PRIVATELINK_ZONES
-        .iter()
-        .copied()
-        .find(|z| n == *z || n.ends_with(&format!(".{z}")))
+/// The public suffixes of the Azure Monitor workspaces' query endpoints, whose Private Link
+/// zone is per region: `privatelink.<region>.prometheus.monitor.azure.com` (and `.us`, `.cn`).
+pub const QUERY_ZONE_SUFFIXES: [&str; 3] = [
+    "prometheus.monitor.azure.com",
+    "prometheus.monitor.azure.us",
+    "prometheus.monitor.azure.cn",
+];
+
+/// The privatelink zone `name` belongs to, if any, as written in `name` (`x.privatelink.monitor.azure.com.`
+/// -> `privatelink.monitor.azure.com`; `ws.privatelink.eastus.prometheus.monitor.azure.com` ->
+/// `privatelink.eastus.prometheus.monitor.azure.com`).
+pub fn privatelink_zone(name: &str) -> Option<&str> {
+    let name = name.trim_end_matches('.');
+    let n = name.to_ascii_lowercase();
+    // (Lowercasing ASCII keeps every byte offset, so `name[at..]` is the zone as written.)
+    let zone_at = |z: &str| {
+        if n == z {
+            Some(0)
+        } else {
+            n.ends_with(&format!(".{z}")).then(|| n.len() - z.len())
+        }
+    };
+    if let Some(at) = PRIVATELINK_ZONES.iter().find_map(|z| zone_at(z)) {
+        return Some(&name[at..]);
+    }
+    // privatelink.<region>.prometheus.monitor.azure.<tld>
+    QUERY_ZONE_SUFFIXES.iter().find_map(|suffix| {
+        let rest = n.strip_suffix(suffix)?.strip_suffix('.')?;
+        let (before, region) = rest.rsplit_once('.')?;
+        let at = if before == "privatelink" {
+            0
+        } else {
+            before
+                .strip_suffix("privatelink")?
+                .ends_with('.')
+                .then(|| before.len() - "privatelink".len())?
+        };
+        (!region.is_empty()).then(|| &name[at..])
+    })
 }
 
 /// Which addresses count as private.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AddressRules {
     /// Extra private ranges beyond RFC 1918, RFC 6598 and IPv6 ULA (e.g. `127.0.0.2/32` in tests).
     pub private_cidrs: Vec<IpNet>,
@@ -302,6 +333,23 @@ mod tests {
         }
         assert_eq!(privatelink_zone("notprivatelink.monitor.azure.com"), None);
         assert_eq!(privatelink_zone("x.ingest.monitor.azure.com"), None);
+        // The workspaces' query endpoints: a zone per region.
+        assert_eq!(
+            privatelink_zone("ws-1.privatelink.eastus.prometheus.monitor.azure.com."),
+            Some("privatelink.eastus.prometheus.monitor.azure.com")
+        );
+        assert_eq!(
+            privatelink_zone("WS.PRIVATELINK.USGOVVIRGINIA.PROMETHEUS.MONITOR.AZURE.US"),
+            Some("PRIVATELINK.USGOVVIRGINIA.PROMETHEUS.MONITOR.AZURE.US")
+        );
+        assert_eq!(
+            privatelink_zone("ws-1.eastus.prometheus.monitor.azure.com"),
+            None
+        );
+        assert_eq!(
+            privatelink_zone("ws.notprivatelink.eastus.prometheus.monitor.azure.com"),
+            None
+        );
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl Resolution {
     }
 
     /// The privatelink zone the host or its chain passes through, if any.
-    pub fn privatelink_zone(&self) -> Option<&'static str> {
+    pub fn privatelink_zone(&self) -> Option<&str> {
         std::iter::once(self.host.as_str())
             .chain(self.chain.iter().map(|h| h.target.as_str()))
             .find_map(verdict::privatelink_zone)

@@ -101,6 +101,8 @@ pub struct RouteSettings {
     pub query_url: Option<url::Url>,
     /// See [`Settings::query_token_scope`].
     pub query_token_scope: Option<String>,
+    /// See [`Settings::query_private_link`].
+    pub query_private_link: Option<Mode>,
 }
 
 /// One resolved route.
@@ -400,6 +402,7 @@ impl RouteSettings {
             active_series_window,
             query_url,
             query_token_scope,
+            query_private_link,
         );
         let name = name.unwrap_or("invalid");
         m.queue_dir = s.queue_dir.as_ref().map(|d| match part {
@@ -439,6 +442,7 @@ impl RouteSettings {
             "active_series_window" => self.active_series_window.is_some(),
             "query_url" => self.query_url.is_some(),
             "query_token_scope" => self.query_token_scope.is_some(),
+            "query_private_link" => self.query_private_link.is_some(),
             _ => false,
         }
     }

@@ -56,7 +56,13 @@ async fn ingest(shared: &Shared, request: Request) -> Result<(), Box<Response>> 
     {
         let mut data = shared.lock();
         if data.silent_loss {
+            let mut lost = crate::loadgen::checksum::Checksum::new();
+            for &(i, t, bits) in &parsed.samples {
+                lost.add(parsed.series[i as usize], t, f64::from_bits(bits));
+            }
             data.stats.silently_lost_requests += 1;
+            data.stats.silently_lost_samples += parsed.samples.len() as u64;
+            data.stats.silently_lost_checksum.merge(&lost);
             return Ok(());
         }
     }

@@ -46,10 +46,17 @@ pub struct DceStats {
     pub dropped_records: u64,
     /// Writes answered 200 and dropped in silent-loss mode.
     pub silently_lost_requests: u64,
+    /// Float samples of those writes.
+    pub silently_lost_samples: u64,
+    /// Checksum of those samples (with [`DceStats::checksum`], everything answered 200).
+    pub silently_lost_checksum: Checksum,
     /// New series not kept for queries (the store held `keep_series`).
     pub query_series_refused: u64,
     /// Requests to the query API, whatever the answer.
     pub queries: u64,
+    /// Samples of promlink's canary (`promlink_canary`) accepted: counted here only, not in
+    /// `samples` or `checksum`.
+    pub canary_samples: u64,
 }
 
 /// Counts an answer other than 200.
@@ -102,6 +109,7 @@ pub(super) fn record_accepted(
     }
     let stats = &mut data.stats;
     stats.accepted_requests += 1;
+    stats.canary_samples += parsed.canary_samples;
     stats.series += parsed.series.len() as u64;
     stats.samples += parsed.samples.len() as u64;
     stats.histograms += parsed.histograms.len() as u64;

@@ -17,6 +17,9 @@ pub(super) struct Parsed {
     pub(super) histograms: Vec<(u32, i64)>,
     pub(super) exemplars: u64,
     pub(super) metadata: u64,
+    /// Float samples of promlink's canary (`promlink_canary`), left out of `samples` so that
+    /// the counts and checksum are the sender's data alone.
+    pub(super) canary_samples: u64,
 }
 
 impl Parsed {
@@ -143,6 +146,14 @@ pub(super) fn parse_write_request(raw: &[u8]) -> Result<Parsed, Refusal> {
         // Sorted now: a repeated name sits next to itself.
         if labels.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(Refusal::Content("a time series repeats a label name"));
+        }
+        if labels
+            .iter()
+            .any(|(n, v)| *n == b"__name__" && *v == crate::canary::METRIC.as_bytes())
+        {
+            let before = out.samples.len();
+            out.samples.retain(|s| s.0 != index);
+            out.canary_samples += (before - out.samples.len()) as u64;
         }
         out.series.push(h);
     }

@@ -137,6 +137,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: PROMLINK_ALERTMANAGER_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.canary.queryUrl }}
+- name: PROMLINK_QUERY_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.canary.interval }}
+- name: PROMLINK_CANARY_INTERVAL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.canary.timeout }}
+- name: PROMLINK_CANARY_TIMEOUT
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.canary.queryPrivateLink }}
+- name: PROMLINK_QUERY_PRIVATE_LINK
+  value: {{ . | quote }}
+{{- end }}
 {{- if .Values.readyRequiresUpstream }}
 - name: PROMLINK_READY_REQUIRES_UPSTREAM
   value: "true"
