@@ -174,6 +174,30 @@ async fn the_canary_is_read_back_and_missing_or_refused_reads_are_counted() {
     })
     .await;
 
+    // While the DCE refuses writes, the canaries wait in the queue, not accepted upstream: the
+    // read-back sends no query for them.
+    azure
+        .private()
+        .set_outage(Some(promlink::emulator::dce::Fault::status(503)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let queries = azure.private().stats().queries;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        azure.private().stats().queries,
+        queries,
+        "no query while no canary was accepted upstream"
+    );
+    azure.private().set_outage(None);
+    let visible = common::metric(&http, addr, &series("latency_seconds_count")).await;
+    wait_metric(
+        &http,
+        addr,
+        &series("latency_seconds_count"),
+        visible + 1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+
     promlink.shutdown.cancel();
     promlink.wait().await;
     azure.shutdown().await;

@@ -10,16 +10,16 @@
 //! series budgets. Its value is the write time in Unix seconds (millisecond precision).
 //!
 //! Then `GET <query_url>/api/v1/query?query=promlink_canary{...}` (equality matchers only, so
-//! that any PromQL endpoint answers) runs every min(`canary_interval`, 5s) while a canary is
-//! outstanding, with a token for `query_token_scope` on the destination's identity (the same
+//! that any PromQL endpoint answers) runs every min(`canary_interval`, 5s) while a canary the
+//! upstream accepted is outstanding, with a token for `query_token_scope` on the destination's identity (the same
 //! token with `token-file`, none with `none`). A canary is visible once the value read back is
 //! at least the value written: its write-to-visible time goes into
 //! `promlink_canary_latency_seconds`. One not visible within `canary_timeout` counts in
 //! `promlink_canary_missing_total`; a failed query in `promlink_canary_query_errors_total`
 //! with its reason, and the log says what to fix.
 //!
-//! Polling starts at the write, not at the upstream's acknowledgement of the batch holding the
-//! canary: a query before that only finds an older value.
+//! Polling starts once the upstream accepted the batch holding the canary
+//! ([`crate::upstream::CanaryAcks`]); the latency is counted from the write.
 //!
 //! The query endpoint has its own private endpoint (sub-resource `prometheusMetrics`, zone
 //! `privatelink.<region>.prometheus.monitor.azure.com`). Under `query_private_link` `require`
@@ -54,6 +54,8 @@ pub const METRIC: &str = "promlink_canary";
 const MAX_POLL: Duration = Duration::from_secs(5);
 /// Longest wait for a query answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an outstanding canary's acknowledgement by the upstream is looked for.
+const ACK_CHECK: Duration = Duration::from_millis(100);
 
 /// Why the canary could not start.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,8 @@ pub struct Target {
     pub not_visible: NotVisible,
     /// Its route's query endpoint and token scope (its own `query_url`, or the top level's).
     pub settings: CanarySettings,
+    /// The canary chunks its upstream accepted.
+    pub acks: Arc<crate::upstream::CanaryAcks>,
 }
 
 /// A canary written and not yet seen or given up.
@@ -118,6 +122,9 @@ pub struct Target {
 struct Pending {
     value: f64,
     written: Instant,
+    /// Its number among the destination's canaries (from 1): accepted by the upstream once
+    /// [`crate::upstream::CanaryAcks::acked`] reaches it.
+    seq: u64,
 }
 
 struct State {
@@ -126,6 +133,8 @@ struct State {
     /// The query, URL-encoded.
     query: String,
     pending: VecDeque<Pending>,
+    /// Canaries written so far.
+    written: u64,
     next_poll: Instant,
     /// The reason of the last failed query, until one succeeds (logged once per change).
     failing: Option<&'static str>,
@@ -134,6 +143,16 @@ struct State {
     /// The last verdict, and the client pinned to the verified addresses it was built for.
     verdict: Option<Verdict>,
     pinned: Option<(Vec<std::net::IpAddr>, reqwest::Client)>,
+}
+
+impl State {
+    /// Whether its oldest outstanding canary was accepted by the upstream (the read-back
+    /// polls only then).
+    fn pollable(&self) -> bool {
+        self.pending
+            .front()
+            .is_some_and(|p| p.seq <= self.target.acks.acked())
+    }
 }
 
 /// The canary of every destination; [`Canary::run`] writes and reads back until stopped.
@@ -198,6 +217,7 @@ impl Canary {
                 ),
             };
             states.push(State {
+                written: 0,
                 verifier,
                 verdict: None,
                 pinned: None,
@@ -238,9 +258,19 @@ impl Canary {
             let next_poll = self
                 .states
                 .iter()
-                .filter(|s| !s.pending.is_empty())
+                .filter(|s| s.pollable())
                 .map(|s| s.next_poll)
                 .min();
+            // An outstanding canary not yet accepted upstream: look again soon.
+            let waiting = self
+                .states
+                .iter()
+                .any(|s| !s.pending.is_empty() && !s.pollable());
+            let next_poll = match (next_poll, waiting) {
+                (p, false) => p,
+                (Some(p), true) => Some(p.min(Instant::now() + ACK_CHECK)),
+                (None, true) => Some(Instant::now() + ACK_CHECK),
+            };
             let wake = match (writing, next_poll) {
                 (true, Some(p)) => p.min(next_write),
                 (true, None) => next_write,
@@ -261,7 +291,7 @@ impl Canary {
             }
             for i in 0..self.states.len() {
                 let s = &self.states[i];
-                if !s.pending.is_empty() && Instant::now() >= s.next_poll {
+                if s.pollable() && Instant::now() >= s.next_poll {
                     self.poll(i).await;
                     self.states[i].next_poll = Instant::now() + poll_every;
                 }
@@ -288,20 +318,27 @@ impl Canary {
             flush_interval: Duration::ZERO,
         };
         let pushed = match codec::decode_chunks(codec::Protocol::V1, &body, &self.codec, &limits) {
-            Ok(chunked) => state
-                .target
-                .queue
-                .push(chunked.chunks)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(chunked) => {
+                if let Some(&key) = chunked.chunks.first().and_then(|c| c.keys.first()) {
+                    state.target.acks.watch(key);
+                }
+                state
+                    .target
+                    .queue
+                    .push(chunked.chunks)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match pushed {
             Ok(()) => {
                 self.metrics.written.get_or_create(&route).inc();
+                state.written += 1;
                 state.pending.push_back(Pending {
                     value,
                     written: Instant::now(),
+                    seq: state.written,
                 });
             }
             Err(e) => {

@@ -17,6 +17,7 @@ fn target(destination: Option<usize>) -> Target {
         .identity,
         not_visible: NotVisible::default(),
         settings: settings(),
+        acks: Arc::default(),
     }
 }
 

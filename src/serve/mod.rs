@@ -332,6 +332,7 @@ fn canary(
                 queue: st.queue.clone(),
                 identity: d.identity.clone(),
                 not_visible: st.canary.clone(),
+                acks: st.sending.upstream.canary_acks(),
             });
         }
     }

@@ -84,6 +84,48 @@ pub struct Upstream {
     health: Arc<Health>,
     /// `max_requests_per_minute`'s bucket; swapped by a configuration reload.
     rate: RwLock<Option<Arc<rate::RateLimiter>>>,
+    /// Acknowledged canary chunks (see [`CanaryAcks`]).
+    canary: Arc<CanaryAcks>,
+}
+
+/// How many of the canary's chunks this destination's upstream has accepted. The canary
+/// ([`crate::canary`]) puts each of its samples into the queue as a chunk of its own, one
+/// series whose key it registers here; the read-back polls a canary only once the upstream
+/// accepted it. A user's one-series chunk with the same 32-bit key also counts: that only
+/// starts a poll early, which finds an older value.
+#[derive(Debug, Default)]
+pub struct CanaryAcks {
+    /// The canary series' key, plus one (0: no canary).
+    key: std::sync::atomic::AtomicU64,
+    acked: std::sync::atomic::AtomicU64,
+}
+
+impl CanaryAcks {
+    /// Registers the canary series' key.
+    pub fn watch(&self, key: codec::SeriesKey) {
+        self.key
+            .store(u64::from(key) + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Canary chunks accepted so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn count(&self, part: &[Chunk]) {
+        let key = self.key.load(std::sync::atomic::Ordering::Relaxed);
+        if key == 0 {
+            return;
+        }
+        let n = part
+            .iter()
+            .filter(|c| c.keys.len() == 1 && u64::from(c.keys[0]) + 1 == key)
+            .count() as u64;
+        if n > 0 {
+            self.acked
+                .fetch_add(n, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// Failed attempts (5xx, timeout, connection) before a part that keeps failing while others
@@ -140,7 +182,13 @@ impl Upstream {
             identity,
             metrics,
             health: Arc::default(),
+            canary: Arc::default(),
         })
+    }
+
+    /// The canary chunks this upstream accepted.
+    pub fn canary_acks(&self) -> Arc<CanaryAcks> {
+        self.canary.clone()
     }
 
     /// The client for the current Private Link path: under `off`, normal DNS and the egress
@@ -671,6 +719,7 @@ impl Upstream {
         }
         m.forwarded.add(&n);
         m.last_success.set(Health::now_ms() as i64 / 1000);
+        self.canary.count(part);
     }
 
     fn count_drop(&self, part: &[Chunk], reason: DropReason) {
