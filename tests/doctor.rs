@@ -382,3 +382,63 @@ async fn every_route_is_checked_and_a_failing_one_fails_the_report() {
     assert!(text.contains("data would NOT flow for: teams"), "{text}");
     env.stop().await;
 }
+
+/// `--read-back`: the canary written through the DCE is read back through the workspace's
+/// query endpoint, itself private-linked (`privatelink.eastus.prometheus.monitor.azure.com` ->
+/// 127.0.0.2) and verified under `query_private_link: require`; without Monitoring Data Reader
+/// the read-back fails and names the role.
+#[tokio::test]
+async fn read_back_finds_the_canary_through_the_query_endpoint_and_explains_a_403() {
+    const QUERY: &str = "ws-1.eastus.prometheus.monitor.azure.com";
+    let azure = EmulatedAzure::start(AzureOptions {
+        extra_names: vec![CONTROL.into(), GLOBAL.into(), QUERY.into()],
+        dns_ttl: 60,
+        ca_name: "doctor test CA".into(),
+        ..AzureOptions::default()
+    })
+    .await
+    .unwrap();
+    azure
+        .private()
+        .grant_reader(promlink::emulator::azure::CLIENT);
+    let env = Env {
+        azure,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let mut args = env.args(Mode::Require);
+    args.settings.query_url = Some(
+        format!("https://{QUERY}:{}", env.azure.port)
+            .parse()
+            .unwrap(),
+    );
+    args.settings.query_private_link = Some(Mode::Require);
+    args.settings.canary_timeout = Some(Duration::from_secs(10));
+    args.read_back = true;
+    let r = report(&args).await;
+    for name in ["query-dns", "query-connect", "read-back"] {
+        let c = one(&r, name, QUERY);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+    }
+    assert_eq!(
+        one(&r, "query-dns", QUERY).verdict.as_deref(),
+        Some("private")
+    );
+    let token = r.checks.iter().find(|c| c.name == "query-token").unwrap();
+    assert_eq!(token.status, Status::Ok, "{token:?}");
+    assert!(token
+        .target
+        .contains("https://prometheus.monitor.azure.com/.default"));
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(env.azure.public.stats().requests, 0);
+
+    env.azure
+        .private()
+        .revoke_reader(promlink::emulator::azure::CLIENT);
+    let r = report(&args).await;
+    let c = one(&r, "read-back", QUERY);
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(c.seen.contains("HTTP 403"), "{c:?}");
+    assert!(c.fix.contains("Monitoring Data Reader"), "{c:?}");
+    assert_eq!(r.exit_code(), 1);
+    env.stop().await;
+}

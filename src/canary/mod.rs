@@ -603,7 +603,7 @@ impl QueryError {
     }
 
     /// What the operator should do about it.
-    fn fix(&self, settings: &CanarySettings, identity: &IdentityConfig) -> String {
+    pub(crate) fn fix(&self, settings: &CanarySettings, identity: &IdentityConfig) -> String {
         let who = match (identity.kind, &identity.client_id) {
             (IdentityKind::TokenFile | IdentityKind::None, _) => {
                 "the identity whose token promlink sends".to_owned()
@@ -655,7 +655,7 @@ async fn query(http: &reqwest::Client, state: &State) -> Result<Option<f64>, Que
 }
 
 /// The highest sample value of a Prometheus instant-query answer (`None` when it is empty).
-fn read_answer(body: &[u8]) -> Result<Option<f64>, QueryError> {
+pub(crate) fn read_answer(body: &[u8]) -> Result<Option<f64>, QueryError> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| QueryError::Answer(e.to_string()))?;
     if v["status"] != "success" {

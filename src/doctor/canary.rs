@@ -1,6 +1,7 @@
-//! The `canary` check (`--write-canary`): one remote-write 1.0 request with one sample
-//! (`promlink_doctor_canary` = 1), sent exactly as promlink sends, through an address that
-//! passed the checks or the egress proxy; 401, 403 and 404 are explained.
+//! The `canary` check (`--write-canary`, or `--read-back`): one remote-write 1.0 request with
+//! one sample (`promlink_doctor_canary`, its value the write time in Unix seconds), sent
+//! exactly as promlink sends, through an address that passed the checks or the egress proxy;
+//! 401, 403 and 404 are explained.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,20 +13,36 @@ use super::Doctor;
 use crate::secret::Secret;
 
 impl Doctor<'_> {
+    /// The check, and the value written when the DCE accepted it.
     pub(super) async fn canary_check(
         &self,
         usable: &[SocketAddr],
         through_proxy: bool,
         token: Option<Option<Secret>>,
+    ) -> (Check, Option<f64>) {
+        let value = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_millis() as f64 / 1000.0);
+        let check = self.send_canary(usable, through_proxy, token, value).await;
+        let accepted = (check.status == Status::Ok).then_some(value);
+        (check, accepted)
+    }
+
+    async fn send_canary(
+        &self,
+        usable: &[SocketAddr],
+        through_proxy: bool,
+        token: Option<Option<Secret>>,
+        value: f64,
     ) -> Check {
         let target = self.host.clone();
-        if !self.args.write_canary {
+        if !self.args.write_canary && !self.args.read_back {
             return Check::new(
                 "canary",
                 target,
                 Status::Skipped,
                 "not sent",
-                "pass --write-canary to send one sample (promlink_doctor_canary = 1) and prove the role assignment and the DCR",
+                "pass --write-canary to send one sample (promlink_doctor_canary, the write time) and prove the role assignment and the DCR",
                 "",
             );
         }
@@ -87,7 +104,10 @@ impl Doctor<'_> {
         let mut req = client
             .post(self.cfg.destination.upstream.url.clone())
             .headers(crate::upstream::client::write_headers())
-            .body(canary_body(self.cfg.receive.codec.cluster.as_deref()));
+            .body(canary_body(
+                self.cfg.receive.codec.cluster.as_deref(),
+                value,
+            ));
         if let Some(t) = &token {
             match crate::upstream::client::bearer(t) {
                 Ok(v) => req = req.header(crate::upstream::client::AUTHORIZATION_HEADER, v),
@@ -172,8 +192,8 @@ pub(super) fn canary_meaning(status: u16, scope: &str) -> (Status, String, Strin
 }
 
 /// One remote-write 1.0 request (snappy block) with `promlink_doctor_canary{job="promlink-doctor"}
-/// = 1` at the current time.
-pub(super) fn canary_body(cluster: Option<&str>) -> Vec<u8> {
+/// = value` at the current time.
+pub(super) fn canary_body(cluster: Option<&str>, value: f64) -> Vec<u8> {
     use crate::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
     let label = |n: &str, v: &str| Label {
         name: n.to_string(),
@@ -191,7 +211,7 @@ pub(super) fn canary_body(cluster: Option<&str>) -> Vec<u8> {
         timeseries: vec![TimeSeries {
             labels,
             samples: vec![Sample {
-                value: 1.0,
+                value,
                 timestamp: now,
             }],
             ..TimeSeries::default()

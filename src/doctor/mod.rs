@@ -18,10 +18,14 @@
 //!    is probed through the proxy instead ([`proxy`]); under `prefer` the DCE's private
 //!    endpoint is still probed directly and the proxy is its public fallback.
 //! 4. `token`: a token from the configured identity, with Entra's `AADSTS` error and its fix.
-//! 5. `canary` (with `--write-canary`): one remote-write 1.0 request with one sample
-//!    (`promlink_doctor_canary` = 1), sent exactly as promlink sends, through an address that
-//!    passed the checks (or the egress proxy, when it passed and no address did); 403, 404 and
-//!    401 are explained.
+//! 5. `canary` (with `--write-canary` or `--read-back`): one remote-write 1.0 request with one
+//!    sample (`promlink_doctor_canary`, its value the write time), sent exactly as promlink
+//!    sends, through an address that passed the checks (or the egress proxy, when it passed
+//!    and no address did); 403, 404 and 401 are explained.
+//! 6. With `--read-back` ([`read_back`]): the query endpoint's `query-dns` (graded by
+//!    `query_private_link`), `query-connect` (TCP and TLS), `query-token` (a token for
+//!    `query_token_scope`), and `read-back`: the canary read back through `query_url` within
+//!    `canary_timeout`, or why not (403: Monitoring Data Reader).
 //!
 //! # Grading
 //! A check fails only when data would not flow under the policy; the exit code is 1 then, 0
@@ -44,6 +48,7 @@ mod azure;
 mod canary;
 mod host;
 mod proxy;
+mod read_back;
 pub mod report;
 mod token;
 
@@ -86,10 +91,15 @@ pub struct DoctorArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
 
-    /// Also send one remote-write request with one sample (promlink_doctor_canary = 1) to prove
-    /// the identity, the role assignment and the DCR
+    /// Also send one remote-write request with one sample (promlink_doctor_canary, the write
+    /// time) to prove the identity, the role assignment and the DCR
     #[arg(long)]
     pub write_canary: bool,
+
+    /// Write the canary (as --write-canary) and wait up to canary_timeout to read it back
+    /// through query_url; checks the query endpoint's DNS, TCP and TLS, and its token
+    #[arg(long)]
+    pub read_back: bool,
 
     /// The cluster's Azure region (e.g. eastus), compared with the DCE's region
     #[arg(long)]
@@ -112,6 +122,7 @@ impl DoctorArgs {
             settings,
             output: OutputFormat::Human,
             write_canary: false,
+            read_back: false,
             cluster_region: None,
             workspace_id: None,
             token_timeout: Duration::from_secs(30),
@@ -328,7 +339,9 @@ impl<'a> Doctor<'a> {
         let stop = CancellationToken::new();
         let (token_check, token) = self.token_check(&stop).await;
         checks.push(token_check);
-        checks.push(self.canary_check(&usable, through_proxy, token).await);
+        let (canary, written) = self.canary_check(&usable, through_proxy, token).await;
+        checks.push(canary);
+        checks.extend(self.read_back_checks(written, &stop).await);
         stop.cancel();
         let mut url = self.cfg.destination.upstream.url.clone();
         let _ = url.set_password(None);

@@ -100,7 +100,7 @@ fn dns_grading_follows_role_and_mode() {
 
 #[test]
 fn canary_body_is_one_remote_write_sample() {
-    let body = canary_body(Some("aks-1"));
+    let body = canary_body(Some("aks-1"), 1_700_000_000.25);
     let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
     let req = crate::proto::v1::WriteRequest::decode(raw.as_slice()).unwrap();
     assert_eq!(req.timeseries.len(), 1);
@@ -109,7 +109,7 @@ fn canary_body_is_one_remote_write_sample() {
     assert_eq!(names, ["__name__", "cluster", "job"], "sorted label names");
     assert_eq!(ts.labels[0].value, "promlink_doctor_canary");
     assert_eq!(ts.samples.len(), 1);
-    assert_eq!(ts.samples[0].value, 1.0);
+    assert_eq!(ts.samples[0].value, 1_700_000_000.25);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
