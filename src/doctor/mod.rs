@@ -220,8 +220,10 @@ pub async fn diagnose(args: &DoctorArgs) -> Result<Report, ConfigError> {
     let mut reports = Vec::new();
     for route in &cfg.routes {
         for d in &route.destinations {
+            // Only this route: its own canary settings (query_url) for --read-back.
             let one = Config {
                 destination: d.clone(),
+                routes: vec![route.clone()],
                 ..cfg.clone()
             };
             let mut report = Doctor::new(&one, args).run().await;
