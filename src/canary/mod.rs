@@ -677,13 +677,7 @@ pub(crate) fn read_answer(body: &[u8]) -> Result<Option<f64>, QueryError> {
 
 /// The reason a request got no answer.
 fn transport(e: reqwest::Error) -> QueryError {
-    let mut chain = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
+    let chain = crate::outbound::error_chain(&e);
     let lower = chain.to_ascii_lowercase();
     let reason = if e.is_timeout() {
         "timeout"

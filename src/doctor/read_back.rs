@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use super::report::{Check, Status};
 use super::Doctor;
 use crate::config::CanarySettings;
-use crate::identity::{IdentityKind, TokenProvider};
 use crate::privatelink::probe::probe;
 use crate::privatelink::{Mode, Verdict, Verifier, VerifierConfig};
 
@@ -244,59 +243,9 @@ impl Doctor<'_> {
         let mut id = self.cfg.destination.identity.clone();
         id.scope.clone_from(&c.token_scope);
         let target = format!("identity {} for {}", id.kind.as_str(), c.token_scope);
-        if id.kind == IdentityKind::None {
-            checks.push(Check::new(
-                "query-token",
-                target,
-                Status::Skipped,
-                "identity none: no Authorization header is sent",
-                "fine for a PromQL endpoint without authentication",
-                "",
-            ));
-            return Some(None);
-        }
-        let provider = match TokenProvider::new(id.clone(), crate::identity::Metrics::default()) {
-            Ok(p) => p,
-            Err(e) => {
-                checks.push(Check::new(
-                    "query-token",
-                    target,
-                    Status::Fail,
-                    crate::outbound::error_chain(&e),
-                    "the identity cannot be set up",
-                    "fix the identity settings named above",
-                ));
-                return None;
-            }
-        };
-        let _refresher = provider.spawn_refresher(stop.clone());
-        match provider.bearer(self.args.token_timeout).await {
-            Ok(token) => {
-                checks.push(Check::new(
-                    "query-token",
-                    target,
-                    Status::Ok,
-                    "got a token",
-                    "the identity gets tokens for the query endpoint",
-                    "",
-                ));
-                Some(token)
-            }
-            Err(e) => {
-                let err = crate::outbound::error_chain(&e);
-                let (meaning, fix) =
-                    super::token::token_fix(&err, id.kind, id.authority_host.as_str(), &id.scope);
-                checks.push(Check::new(
-                    "query-token",
-                    target,
-                    Status::Fail,
-                    err,
-                    meaning,
-                    fix,
-                ));
-                None
-            }
-        }
+        let (check, token) = self.token_check_of("query-token", target, &id, stop).await;
+        checks.push(check);
+        token
     }
 
     /// `read-back`: queries `promlink_doctor_canary` through `addr` until `value` shows.

@@ -17,16 +17,28 @@ impl Doctor<'_> {
         stop: &CancellationToken,
     ) -> (Check, Option<Option<Secret>>) {
         let id = &self.cfg.destination.identity;
+        let target = format!("identity {}", id.kind.as_str());
+        self.token_check_of("token", target, id, stop).await
+    }
+
+    /// The check `name` of a token from `id` (for its scope), and the token (`Some(None)`:
+    /// identity `none`, no token is sent).
+    pub(super) async fn token_check_of(
+        &self,
+        name: &'static str,
+        target: String,
+        id: &crate::identity::IdentityConfig,
+        stop: &CancellationToken,
+    ) -> (Check, Option<Option<Secret>>) {
         let kind = id.kind;
-        let target = format!("identity {}", kind.as_str());
         if kind == IdentityKind::None {
             return (
                 Check::new(
-                    "token",
+                    name,
                     target,
                     Status::Skipped,
                     "identity none: no Authorization header is sent",
-                    "fine for a generic receiver without authentication",
+                    "fine for an endpoint without authentication",
                     "",
                 ),
                 Some(None),
@@ -38,7 +50,7 @@ impl Doctor<'_> {
                 let err = crate::outbound::error_chain(&e);
                 return (
                     Check::new(
-                        "token",
+                        name,
                         target,
                         Status::Fail,
                         err,
@@ -70,7 +82,7 @@ impl Doctor<'_> {
                 };
                 (
                     Check::new(
-                        "token",
+                        name,
                         target,
                         Status::Ok,
                         format!("got a token{source}{expires}"),
@@ -84,7 +96,7 @@ impl Doctor<'_> {
                 let err = crate::outbound::error_chain(&e);
                 let (meaning, fix) = token_fix(&err, kind, id.authority_host.as_str(), &id.scope);
                 (
-                    Check::new("token", target, Status::Fail, err, meaning, fix),
+                    Check::new(name, target, Status::Fail, err, meaning, fix),
                     None,
                 )
             }

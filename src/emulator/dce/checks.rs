@@ -79,13 +79,7 @@ pub(super) fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<(), Bo
         );
         response
     };
-    let token = header_str(headers, header::AUTHORIZATION)
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
+    let Some(token) = bearer_token(headers) else {
         return Err(unauthorized("an Authorization: Bearer token is required").into());
     };
     let claims = verifier.verify(token).map_err(|e| unauthorized(&e))?;
@@ -111,6 +105,17 @@ pub(super) fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<(), Bo
         ).into());
     }
     Ok(())
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, header::AUTHORIZATION)
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// `Content-Type` (415), `Content-Encoding` and the remote write version (400).

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 
 use super::super::entra::json_response;
@@ -157,13 +157,7 @@ fn check_query_token(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Res
     let Some(verifier) = &shared.auth else {
         return Ok(());
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+    let Some(token) = super::checks::bearer_token(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
