@@ -101,6 +101,9 @@ CHART=deploy/helm/promlink
 cmp -s deploy/prometheus-rule.yaml "$CHART/files/prometheus-rule.yaml" ||
   die "$CHART/files/prometheus-rule.yaml differs from deploy/prometheus-rule.yaml: cp deploy/prometheus-rule.yaml $CHART/files/"
 log "chart rules file is identical to deploy/prometheus-rule.yaml"
+cmp -s deploy/grafana/promlink-dashboard.json "$CHART/files/promlink-dashboard.json" ||
+  die "$CHART/files/promlink-dashboard.json differs from deploy/grafana/promlink-dashboard.json: cp deploy/grafana/promlink-dashboard.json $CHART/files/"
+log "chart dashboard is identical to deploy/grafana/promlink-dashboard.json"
 
 # 2. helm lint + helm template for every values example and every chart-testing values file.
 values=(deploy/helm/examples/*.yaml "$CHART"/ci/*-values.yaml)

@@ -65,3 +65,4 @@ pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
 pub mod upstream;
+pub mod workspace;

@@ -36,6 +36,9 @@ enum Command {
     /// would flow under the chosen policy, 1 when not, 64 for configuration errors.
     #[command(after_help = promlink::proxy::ENV_HELP)]
     Doctor(promlink::doctor::DoctorArgs),
+    /// Show which metrics, labels and label pairs carry the most series a running promlink sent
+    /// (its GET /api/v1/status/cardinality), as tables.
+    Top(promlink::workspace::top::TopArgs),
     /// Run the whole path on this machine: a sender, promlink, and EMULATED Entra ID and DCE.
     Demo(promlink::demo::DemoArgs),
     /// Run only the DCE EMULATOR (with an Entra ID EMULATOR), for integration tests of your own.
@@ -104,6 +107,10 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
             })
         }
+        Command::Top(args) => run(async move {
+            print!("{}", promlink::workspace::top::run(&args).await?);
+            Ok(())
+        }),
         Command::EmulateDce(args) => {
             promlink::telemetry::init_logging(promlink::config::LogFormat::Text, "info");
             run(async move { Ok(promlink::emulator::dce::run_emulate_dce(args).await?) })

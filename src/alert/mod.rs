@@ -5,7 +5,7 @@
 //! - [`rules`]: [`evaluate`] turns a snapshot into firing [`Alert`]s, each with what was seen, what
 //!   it means, the documented fix in Azure's terms and its runbook; the delivery and storage
 //!   rules (no upstream answer, drops, damaged records, stalls, certificate, disk) are in
-//!   `delivery`.
+//!   `delivery`, those about Azure's workspace and DCR limits in `limits`.
 //! - [`watch`]: turns counters into the times things last happened, for those rules.
 //! - [`alertmanager`]: [`Alerter`] posts them to Alertmanager's API v2 (`/api/v2/alerts`), re-sends
 //!   while they fire and resolves them when they stop.
@@ -19,6 +19,7 @@
 
 pub mod alertmanager;
 mod delivery;
+mod limits;
 pub mod metrics;
 pub mod rules;
 pub mod signals;
@@ -26,7 +27,7 @@ pub mod watch;
 
 pub use alertmanager::{AlertError, Alerter};
 pub use metrics::Metrics;
-pub use rules::{evaluate, Alert};
+pub use rules::{evaluate, evaluate_at, Alert};
 pub use signals::Signals;
 
 #[cfg(test)]

@@ -61,9 +61,15 @@ pub const QUEUE_STRANDED: &str = "PromlinkQueueStranded";
 /// A canary written through a route was not visible through the workspace's query endpoint
 /// within `canary_timeout` (and none was seen since).
 pub const INGESTION_NOT_VISIBLE: &str = "PromlinkIngestionNotVisible";
+/// A route's active series (estimated) near `workspace_active_series_limit`.
+pub const WORKSPACE_SERIES_NEAR_LIMIT: &str = "PromlinkWorkspaceSeriesNearLimit";
+/// A route's samples a minute near `workspace_events_per_minute_limit`.
+pub const WORKSPACE_EVENTS_NEAR_LIMIT: &str = "PromlinkWorkspaceEventsNearLimit";
+/// Requests a minute to a DCR near `dcr_requests_per_minute_limit`.
+pub const DCR_REQUESTS_NEAR_LIMIT: &str = "PromlinkDcrRequestsNearLimit";
 
 /// Every alert name [`evaluate`] can return, in a stable order (for metrics and the rule file).
-pub const ALL_ALERTS: [&str; 15] = [
+pub const ALL_ALERTS: [&str; 18] = [
     PRIVATE_LINK_NOT_VERIFIED,
     ON_PUBLIC_FALLBACK,
     DNS_ANSWER_CHANGED,
@@ -79,7 +85,15 @@ pub const ALL_ALERTS: [&str; 15] = [
     QUEUE_FAILED,
     QUEUE_STRANDED,
     INGESTION_NOT_VISIBLE,
+    WORKSPACE_SERIES_NEAR_LIMIT,
+    WORKSPACE_EVENTS_NEAR_LIMIT,
+    DCR_REQUESTS_NEAR_LIMIT,
 ];
+
+/// Whether `alert` is about a route's workspace (not one of its destinations).
+pub fn is_workspace_alert(alert: &str) -> bool {
+    alert == WORKSPACE_SERIES_NEAR_LIMIT || alert == WORKSPACE_EVENTS_NEAR_LIMIT
+}
 
 /// Alerts that exist only in `deploy/prometheus-rule.yaml`: they need a view from outside the
 /// process (Prometheus' `up`), so promlink never evaluates them itself.
@@ -109,6 +123,11 @@ pub const LOSS_ALERT_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Used share (0..1) of the queue directory's filesystem above which [`QUEUE_DISK_FILLING`]
 /// fires.
 pub const QUEUE_DISK_FILLING_USED: f64 = 0.8;
+/// Share (0..1) of a workspace or DCR limit from which its near-limit alert fires as a
+/// [`WARNING`] (as Azure's recommended alerts do).
+pub const NEAR_LIMIT_WARNING: f64 = 0.75;
+/// Share (0..1) of a limit from which its near-limit alert is [`CRITICAL`].
+pub const NEAR_LIMIT_CRITICAL: f64 = 0.95;
 /// Longest upstream or token error message copied into an alert (Alertmanager keeps them, and
 /// notifications have size limits).
 pub const MAX_MESSAGE_CHARS: usize = 512;
@@ -168,6 +187,12 @@ pub const REMEDIATION_QUEUE_FAILED: &str = "the disk queue takes no writes until
 pub const REMEDIATION_QUEUE_STRANDED: &str = "a disk queue under queue_dir belongs to no configured route (its route, or its URL in a route's ingestion_urls, was removed from the configuration while it held data), so nothing delivers it: if the route was removed by mistake, add it back with the same name and URL and promlink delivers the queue; otherwise deliver it with promlink drain --queue-dir <the directory> --ingestion-url <the URL it was for> (as a Kubernetes Job on the same volume: deploy/examples/drain-job.example.yaml), which exits 0 once it is empty, then delete the directory; promlink never deletes it itself";
 
 pub const REMEDIATION_INGESTION_NOT_VISIBLE: &str = "the DCE accepted the data but the canary cannot be read back from the workspace: check the workspace's limits (Azure Monitor workspace, Metrics: active time series and events per minute against their quota; raise them with a support request), that the DCR sends to the workspace behind query_url (its destination in the Azure portal), and promlink_canary_query_errors_total for refused queries (403: grant Monitoring Data Reader on the workspace to promlink's identity)";
+/// What to do about [`WORKSPACE_SERIES_NEAR_LIMIT`].
+pub const REMEDIATION_WORKSPACE_SERIES: &str = "the workspace counts a series as active for 12 hours after its last sample and, past its limit (1,000,000 by default), throttles ingestion silently: find the costly metrics with promlink top or GET /api/v1/status/cardinality and drop or aggregate them with write_relabel_configs (labeldrop of per-request or per-pod labels, drop of unused metrics), cap a route with max_active_series, or ask Azure support to raise the workspace's active time series limit (Azure Monitor workspace, Metrics: Active Time Series % Utilization) and set workspace_active_series_limit to the new limit; when several promlinks write to one workspace, give each its share";
+/// What to do about [`WORKSPACE_EVENTS_NEAR_LIMIT`].
+pub const REMEDIATION_WORKSPACE_EVENTS: &str = "the workspace takes 1,000,000 events (samples) per minute by default and throttles ingestion past it: scrape less often (scrape_interval), drop unused metrics with write_relabel_configs, or ask Azure support to raise the workspace's events per minute limit (Azure Monitor workspace, Metrics: Events Per Minute Ingested % Utilization) and set workspace_events_per_minute_limit to the new limit; when several promlinks write to one workspace, give each its share";
+/// What to do about [`DCR_REQUESTS_NEAR_LIMIT`].
+pub const REMEDIATION_DCR_REQUESTS: &str = "a DCR takes 15,000 requests per minute and this limit cannot be raised; past it the DCE answers 429: send fewer, larger requests (raise max_samples_per_request and max_bytes_per_request, lower shards), or spread the route over more DCRs with ingestion_urls (each series always goes to the same one); max_requests_per_minute makes promlink wait instead of meeting 429s; when several promlinks write to one DCR, set dcr_requests_per_minute_limit and max_requests_per_minute to each one's share";
 
 /// One firing alert, before it is given Alertmanager's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,6 +256,7 @@ pub fn evaluate_at(s: &Signals, now: SystemTime) -> Vec<Alert> {
     out.extend(queue_nearly_full(s));
     out.extend(token_refresh_failing(s));
     out.extend(super::delivery::evaluate_at(s, now));
+    out.extend(super::limits::evaluate(s));
     out
 }
 

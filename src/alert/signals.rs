@@ -68,4 +68,12 @@ pub struct Signals {
     /// Why the destination's latest canary is not visible through the query endpoint (it went
     /// missing and none was seen since); `None` without a canary or once one is visible.
     pub ingestion_not_visible: Option<String>,
+    /// The route's active series (estimated) against `workspace_active_series_limit`; `None`
+    /// when another destination of the route watches the workspace.
+    pub workspace_series: Option<crate::workspace::Level>,
+    /// The route's samples of the last minute against `workspace_events_per_minute_limit`.
+    pub workspace_events: Option<crate::workspace::Level>,
+    /// Requests to the destination's DCR in the last minute against
+    /// `dcr_requests_per_minute_limit`.
+    pub dcr_requests: Option<crate::workspace::Level>,
 }

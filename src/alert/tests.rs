@@ -396,6 +396,9 @@ fn rule_file_remediation(name: &str, labels: &serde_json::Map<String, Value>) ->
         rules::QUEUE_FAILED => rules::REMEDIATION_QUEUE_FAILED,
         rules::QUEUE_STRANDED => rules::REMEDIATION_QUEUE_STRANDED,
         rules::INGESTION_NOT_VISIBLE => rules::REMEDIATION_INGESTION_NOT_VISIBLE,
+        rules::WORKSPACE_SERIES_NEAR_LIMIT => rules::REMEDIATION_WORKSPACE_SERIES,
+        rules::WORKSPACE_EVENTS_NEAR_LIMIT => rules::REMEDIATION_WORKSPACE_EVENTS,
+        rules::DCR_REQUESTS_NEAR_LIMIT => rules::REMEDIATION_DCR_REQUESTS,
         _ => panic!("no remediation known for {name}"),
     };
     text.to_string()
@@ -559,6 +562,18 @@ fn prometheus_rule_file_matches_the_rules() {
             rules::INGESTION_NOT_VISIBLE,
             vec![rules::REMEDIATION_INGESTION_NOT_VISIBLE],
         ),
+        (
+            rules::WORKSPACE_SERIES_NEAR_LIMIT,
+            vec![rules::REMEDIATION_WORKSPACE_SERIES],
+        ),
+        (
+            rules::WORKSPACE_EVENTS_NEAR_LIMIT,
+            vec![rules::REMEDIATION_WORKSPACE_EVENTS],
+        ),
+        (
+            rules::DCR_REQUESTS_NEAR_LIMIT,
+            vec![rules::REMEDIATION_DCR_REQUESTS],
+        ),
     ];
     for name in rule_file_alerts() {
         assert!(
@@ -589,6 +604,23 @@ fn prometheus_rule_file_matches_the_rules() {
         for part in [format!("[{loss}]"), format!("offset {loss}")] {
             assert!(exprs(name).contains(&part), "{name}: {part}");
         }
+    }
+    for name in [
+        rules::WORKSPACE_SERIES_NEAR_LIMIT,
+        rules::WORKSPACE_EVENTS_NEAR_LIMIT,
+        rules::DCR_REQUESTS_NEAR_LIMIT,
+    ] {
+        let warn = format!(
+            ">= {} < {}",
+            rules::NEAR_LIMIT_WARNING,
+            rules::NEAR_LIMIT_CRITICAL
+        );
+        let crit = format!(">= {}\n", rules::NEAR_LIMIT_CRITICAL);
+        assert!(exprs(name).contains(&warn), "{name}: {warn}");
+        assert!(
+            format!("{}\n", exprs(name)).contains(&crit),
+            "{name}: {crit}"
+        );
     }
     let days = rules::CERTIFICATE_EXPIRY_WARNING.as_secs() / 86400;
     assert_eq!(rules::CERTIFICATE_EXPIRY_WARNING.as_secs() % 86400, 0);

@@ -81,6 +81,12 @@ impl Metrics {
             let _ = m.missing.get_or_create(&l);
             let _ = m.written.get_or_create(&l);
             let _ = m.write_errors.get_or_create(&l);
+            for reason in super::QueryError::REASONS {
+                let _ = m.query_errors.get_or_create(&QueryErrorLabels {
+                    route: route.clone(),
+                    reason,
+                });
+            }
         }
         registry.register(
             "canary_latency_seconds",

@@ -589,7 +589,21 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// The `reason` label.
+    /// Every value of [`Self::reason`].
+    pub const REASONS: [&'static str; 10] = [
+        "token",
+        "private_link",
+        "tls",
+        "timeout",
+        "dns",
+        "connect",
+        "unauthorized",
+        "forbidden",
+        "status",
+        "answer",
+    ];
+
+    /// The `reason` label of `promlink_canary_query_errors_total` (one of [`Self::REASONS`]).
     pub fn reason(&self) -> &'static str {
         match self {
             QueryError::Token(_) => "token",

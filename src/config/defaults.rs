@@ -75,6 +75,10 @@ pub const REVERIFY_MAX: Duration = Duration::from_secs(300);
 pub const CANARY_INTERVAL: Duration = Duration::from_secs(60);
 /// `canary_timeout`.
 pub const CANARY_TIMEOUT: Duration = Duration::from_secs(300);
+/// `workspace_active_series_limit`: an Azure Monitor workspace's default.
+pub const WORKSPACE_ACTIVE_SERIES_LIMIT: u64 = 1_000_000;
+/// `workspace_events_per_minute_limit`: an Azure Monitor workspace's default.
+pub const WORKSPACE_EVENTS_PER_MINUTE_LIMIT: u64 = 1_000_000;
 /// `fallback_return_after`.
 pub const FALLBACK_RETURN_AFTER: Duration = Duration::from_secs(60);
 /// `probe_timeout`.
@@ -156,6 +160,18 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("alert_resend_interval", d(ALERT_RESEND_INTERVAL)),
         ("canary_interval", d(CANARY_INTERVAL)),
         ("canary_timeout", d(CANARY_TIMEOUT)),
+        (
+            "workspace_active_series_limit",
+            WORKSPACE_ACTIVE_SERIES_LIMIT.to_string(),
+        ),
+        (
+            "workspace_events_per_minute_limit",
+            WORKSPACE_EVENTS_PER_MINUTE_LIMIT.to_string(),
+        ),
+        (
+            "dcr_requests_per_minute_limit",
+            AZURE_REQUESTS_PER_MINUTE.to_string(),
+        ),
         ("log_format", "text".to_string()),
         ("log_level", LOG_LEVEL.to_string()),
     ]

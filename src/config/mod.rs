@@ -31,6 +31,7 @@ mod receive;
 mod routes;
 pub mod settings;
 pub mod sources;
+mod workspace;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub use ingestion::{check_ingestion_url, is_azure_ingest_host};
 pub use routes::{valid_route_name, Budget, Route, RouteSettings, DEFAULT_ROUTE};
 pub use settings::{LabelLimitAction, LogFormat, Settings};
 pub use sources::SIDECAR_BUDGETS;
+pub use workspace::WorkspaceLimits;
 
 use problems::Problems;
 
@@ -217,6 +219,7 @@ impl Settings {
         let mut notices = self.secret_file_warnings();
         let batch = destination::batch(&self, &mut p);
         let canary = canary::resolve(&self, &mut p);
+        let workspace = workspace::resolve(&self, &mut p);
         let routed = routes::resolve(&self, &proxy, &mut p, &mut notices);
         // Without routes, the top-level budget is the default route's (with routes, each
         // route resolves its own, inheriting these keys).
@@ -239,6 +242,7 @@ impl Settings {
                     budget,
                     destinations: vec![d.clone()],
                     canary: canary.clone(),
+                    workspace,
                 })
                 .collect()
         });

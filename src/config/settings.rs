@@ -439,6 +439,23 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_QUERY_PRIVATE_LINK", value_enum)]
     pub query_private_link: Option<crate::privatelink::Mode>,
 
+    /// The Azure Monitor workspace's active series limit (Azure's default; raised by a support
+    /// request): PromlinkWorkspaceSeriesNearLimit fires at 75 % and 95 % of it; several promlinks
+    /// writing to one workspace should each get their share [default: 1000000]
+    #[arg(long, env = "PROMLINK_WORKSPACE_ACTIVE_SERIES_LIMIT")]
+    pub workspace_active_series_limit: Option<u64>,
+
+    /// The workspace's events (samples) per minute limit: PromlinkWorkspaceEventsNearLimit fires
+    /// at 75 % and 95 % of it [default: 1000000]
+    #[arg(long, env = "PROMLINK_WORKSPACE_EVENTS_PER_MINUTE_LIMIT")]
+    pub workspace_events_per_minute_limit: Option<u64>,
+
+    /// Requests per minute a DCR takes (Azure's limit, not raisable; lower it to this promlink's
+    /// share when several write to one DCR): PromlinkDcrRequestsNearLimit fires at 75 % and 95 %
+    /// of it [default: 15000]
+    #[arg(long, env = "PROMLINK_DCR_REQUESTS_PER_MINUTE_LIMIT")]
+    pub dcr_requests_per_minute_limit: Option<u64>,
+
     /// Log format [default: text]
     #[arg(long, env = "PROMLINK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -524,6 +541,9 @@ impl Settings {
             canary_timeout,
             query_token_scope,
             query_private_link,
+            workspace_active_series_limit,
+            workspace_events_per_minute_limit,
+            dcr_requests_per_minute_limit,
             queue_dir,
             max_inflight_decode_bytes,
             max_series_per_request,

@@ -45,6 +45,9 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry` under `promlink_token_`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        for outcome in [Outcome::Success, Outcome::Failure] {
+            let _ = metrics.refreshes.get_or_create(&OutcomeLabels { outcome });
+        }
         let sub = registry.sub_registry_with_prefix("token");
         sub.register(
             "refreshes",

@@ -67,6 +67,10 @@ impl Metrics {
     /// Creates and registers the metrics under `private_link_`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
+        // The probe's stages exist from the start, at zero.
+        for stage in ["tcp", "tls"] {
+            let _ = m.probe_failures.get_or_create(&StageLabel { stage });
+        }
         let r = registry.sub_registry_with_prefix("private_link");
         r.register("verdict", "The DNS verdict for the upstream host: 1 for the current one (private, public, nxdomain, unexpected-address, mixed, dns-error)", m.verdict.clone());
         r.register(

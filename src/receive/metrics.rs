@@ -230,6 +230,28 @@ impl Metrics {
     /// Creates the metrics and registers them.
     pub fn register(r: &mut Registry) -> Self {
         let m = Self::default();
+        // Every series of the closed label sets exists from the start, at zero.
+        for protocol in ["v1", "v2"] {
+            m.received.add(
+                &ProtocolLabel { protocol },
+                &crate::codec::Counts::default(),
+            );
+            let _ = m.requests.get_or_create(&RequestLabels {
+                protocol,
+                code: 204,
+            });
+        }
+        for reason in super::ReceiveError::REASONS {
+            let _ = m.rejected.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in ["rule", "invalid"] {
+            let _ = m
+                .relabel_series_dropped
+                .get_or_create(&ReasonLabel { reason });
+            let _ = m
+                .relabel_samples_dropped
+                .get_or_create(&ReasonLabel { reason });
+        }
         r.register(
             "receive_requests",
             "Remote-write requests received, by protocol and answered status",

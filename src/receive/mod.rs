@@ -6,7 +6,7 @@
 //! content type or encoding, and a retryable status with `Retry-After` when the queue is full or
 //! promlink has stopped accepting. The same listener serves `/health`, `/ready`, `/status` and
 //! `/metrics`, like Azure's remote-write sidecar does on its port ([`status`] says what `/ready`
-//! and `/status` mean).
+//! and `/status` mean), and `/api/v1/status/cardinality` ([`cardinality`]).
 //!
 //! Shutdown has two phases. While *draining* (from SIGTERM until writes go quiet), writes are
 //! still accepted, `/ready` fails, and every answer tells the sender to move on: HTTP/1.1
@@ -19,6 +19,7 @@
 //! (with a body read timeout) and the decoded bytes being decoded, before any work is done.
 
 pub mod auth;
+pub mod cardinality;
 pub mod listener;
 pub mod metrics;
 mod reload;
@@ -140,6 +141,28 @@ pub enum ReceiveError {
 }
 
 impl ReceiveError {
+    /// Every value [`Self::reason`] gives (the `reason` label of `promlink_receive_rejected_total`).
+    pub const REASONS: [&'static str; 18] = [
+        "content_type",
+        "encoding",
+        "too_large",
+        "snappy",
+        "protobuf",
+        "invalid",
+        "too_many_series",
+        "limit",
+        "queue_full",
+        "queue_io",
+        "decode_busy",
+        "shutting_down",
+        "body",
+        "body_timeout",
+        "body_busy",
+        "too_many_requests",
+        "unauthorized",
+        "panic",
+    ];
+
     fn reason(&self) -> &'static str {
         match self {
             ReceiveError::Decode(DecodeError::UnsupportedContentType(_)) => "content_type",
@@ -229,6 +252,8 @@ pub struct Receiver {
     auth: Arc<auth::Auth>,
     status: Box<dyn status::StatusSource>,
     registry: Arc<prometheus_client::registry::Registry>,
+    /// What `GET /api/v1/status/cardinality` reports (set by `serve`).
+    cardinality: std::sync::OnceLock<Arc<crate::workspace::cardinality::Cardinality>>,
 }
 
 impl Receiver {
@@ -257,7 +282,13 @@ impl Receiver {
             last_write_ms: AtomicU64::new(0),
             status,
             registry,
+            cardinality: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Serves `c` at `GET /api/v1/status/cardinality` (only the first call has an effect).
+    pub fn set_cardinality(&self, c: Arc<crate::workspace::cardinality::Cardinality>) {
+        let _ = self.cardinality.set(c);
     }
 
     /// Shutdown has begun: `/ready` fails and answers tell senders to move on, but writes are
@@ -359,6 +390,7 @@ impl Receiver {
             .route("/ready", get(ready))
             .route("/status", get(status_handler))
             .route("/metrics", get(metrics_handler))
+            .route("/api/v1/status/cardinality", get(cardinality::handler))
             .route("/-/reload", post(reload_handler))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),

@@ -32,6 +32,10 @@ pub(super) struct AlertInputs {
     pub(super) stranded: Vec<(String, u64)>,
     /// Set while the destination's latest canary is missing.
     pub(super) canary: crate::canary::NotVisible,
+    /// The route's workspace, for its first destination only (its alerts are the route's).
+    pub(super) workspace: Option<Arc<crate::workspace::Workspace>>,
+    /// Requests to the destination's DCR.
+    pub(super) dcr: Arc<crate::workspace::DcrMeter>,
     pub(super) ready_window: Duration,
 }
 
@@ -57,7 +61,14 @@ impl AlertInputs {
         }
     }
 
-    fn signals(&self, watch: &Watch) -> Signals {
+    fn signals(&self, watch: &Watch, now: SystemTime) -> Signals {
+        let (workspace_series, workspace_events) = match &self.workspace {
+            Some(w) => {
+                let (series, events) = w.refresh(now);
+                (Some(series), Some(events))
+            }
+            None => (None, None),
+        };
         let pl = self.private_link.snapshot();
         let on = pl.mode != Mode::Off;
         let token = self.identity.state();
@@ -97,6 +108,9 @@ impl AlertInputs {
             queue_failed: self.queue.failed(),
             queue_stranded: self.stranded.clone(),
             ingestion_not_visible: self.canary.get(),
+            workspace_series,
+            workspace_events,
+            dcr_requests: Some(self.dcr.refresh(now)),
         }
     }
 }
@@ -137,15 +151,19 @@ pub(super) async fn evaluate_alerts(
             if let Some(n) = inputs.upstream.requests_last_minute() {
                 inputs.upstream_metrics.requests_per_minute.set(n as i64);
             }
-            watch.observe(SystemTime::now(), inputs.observed());
+            let now = SystemTime::now();
+            watch.observe(now, inputs.observed());
             firing.extend(
-                crate::alert::evaluate(&inputs.signals(watch))
+                crate::alert::evaluate_at(&inputs.signals(watch, now), now)
                     .into_iter()
                     .map(|mut a| {
                         if let Some(route) = &r.route {
                             a.labels.insert("route".into(), route.clone());
                         }
-                        if let Some(url) = &r.url {
+                        // A workspace alert is the route's, not one destination's.
+                        if let (Some(url), false) =
+                            (&r.url, crate::alert::rules::is_workspace_alert(a.name))
+                        {
                             a.labels.insert("url".into(), url.clone());
                         }
                         a

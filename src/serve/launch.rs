@@ -32,6 +32,8 @@ pub(super) struct Launcher {
     /// Queues under `queue_dir` no configured route uses (found at start): alerted on by the
     /// first destination's rules, as the certificate.
     stranded: Vec<(String, u64)>,
+    /// The workspace and DCR gauges, for the routes a reload adds.
+    pub(super) limits: crate::workspace::Metrics,
     /// What the alert rules read, one entry per destination (only ever appended to).
     pub(super) alerts: Arc<RwLock<Vec<Arc<RouteAlerts>>>>,
     /// What `/status` and `/ready` check, one entry per destination.
@@ -49,6 +51,7 @@ impl Launcher {
         routed: bool,
         cert_not_after: Gauge,
         stranded: Vec<(String, u64)>,
+        limits: crate::workspace::Metrics,
     ) -> Self {
         Self {
             background,
@@ -58,6 +61,7 @@ impl Launcher {
             cert_not_after,
             cert_watched: AtomicBool::new(false),
             stranded,
+            limits,
             alerts: Arc::default(),
             checks: Arc::default(),
             workers: Mutex::default(),
@@ -114,6 +118,8 @@ impl Launcher {
                 },
                 ready_window: window,
                 canary: st.canary.clone(),
+                workspace: st.workspace.1.then(|| st.workspace.0.clone()),
+                dcr: st.dcr.clone(),
             },
         }));
         write(&self.checks).push(RouteCheck {

@@ -158,7 +158,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let mut registry = Registry::with_prefix("promlink");
     let receive_metrics = crate::receive::Metrics::register(&mut registry);
     log_start(&cfg);
-    let (stages, stranded) = routes::open(&cfg, &mut registry).await?;
+    let limits = crate::workspace::Metrics::register(&mut registry);
+    let (stages, stranded) = routes::open(&cfg, &mut registry, &limits).await?;
     let alert_metrics = crate::alert::Metrics::register(&mut registry);
 
     let inbound = &cfg.inbound;
@@ -185,6 +186,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         cfg.routed,
         receive_metrics.tls_cert_not_after.clone(),
         stranded,
+        limits,
     ));
     for st in &stages {
         launcher.launch(st);
@@ -234,6 +236,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         registry.clone(),
         auth.clone(),
     ));
+    receiver.set_cardinality(launcher.limits.cardinality());
     let mut destinations: std::collections::HashMap<String, Vec<reload::Running>> =
         std::collections::HashMap::new();
     for st in &stages {

@@ -175,9 +175,10 @@ impl Reloader {
                 continue;
             }
             let mut registry = Registry::with_prefix("promlink");
-            let stages = super::routes::open_route(&new, route, &mut registry)
-                .await
-                .map_err(|e| format!("route {}: {e}; nothing was changed", route.name))?;
+            let stages =
+                super::routes::open_route(&new, route, &mut registry, &self.launcher.limits)
+                    .await
+                    .map_err(|e| format!("route {}: {e}; nothing was changed", route.name))?;
             added.push((route, stages, registry));
         }
         for (route, stages, registry) in added {
@@ -286,6 +287,15 @@ fn needs_restart(old: &Config, new: &Config, launched: &HashMap<String, Route>) 
                         .find(|o| o.name == r.name)
                         .is_some_and(|o| differ(&o.canary, &r.canary))
                 }),
+        ),
+        (
+            "the workspace limits (workspace_active_series_limit, workspace_events_per_minute_limit, dcr_requests_per_minute_limit)",
+            new.routes.iter().any(|r| {
+                old.routes
+                    .iter()
+                    .find(|o| o.name == r.name)
+                    .is_some_and(|o| o.workspace != r.workspace)
+            }),
         ),
     ] {
         if changed {

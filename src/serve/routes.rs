@@ -29,6 +29,11 @@ pub(super) struct RouteStage {
     pub(super) shards: usize,
     /// Set by the canary while its latest canary is missing (read by the alert rules).
     pub(super) canary: crate::canary::NotVisible,
+    /// The route's workspace (shared by its destinations), and whether this destination's
+    /// alert rules watch it (the route's first destination).
+    pub(super) workspace: (Arc<crate::workspace::Workspace>, bool),
+    /// Requests to this destination's URL against the DCR's limit.
+    pub(super) dcr: Arc<crate::workspace::DcrMeter>,
 }
 
 /// Sets up every route of `cfg`, each with its own registry scope, and opens their queues.
@@ -39,6 +44,7 @@ pub(super) struct RouteStage {
 pub(super) async fn open(
     cfg: &Config,
     registry: &mut Registry,
+    limits: &crate::workspace::Metrics,
 ) -> Result<(Vec<RouteStage>, Vec<(String, u64)>), ServeError> {
     let mut stranded = Vec::new();
     if cfg.routed {
@@ -47,21 +53,27 @@ pub(super) async fn open(
     }
     let mut stages = Vec::with_capacity(cfg.routes.len());
     for route in &cfg.routes {
-        stages.extend(open_route(cfg, route, registry).await?);
+        stages.extend(open_route(cfg, route, registry, limits).await?);
     }
     Ok((stages, stranded))
 }
 
 /// Sets up the stages of `route`'s destinations (at start, or when a reload adds it), their
-/// metrics registered in `registry`.
+/// metrics registered in `registry` (its workspace's and DCRs' in `limits`).
 pub(super) async fn open_route(
     cfg: &Config,
     route: &Route,
     registry: &mut Registry,
+    limits: &crate::workspace::Metrics,
 ) -> Result<Vec<RouteStage>, ServeError> {
     let spread = route.destinations.len() > 1;
     let mut stages = Vec::with_capacity(route.destinations.len());
-    for d in &route.destinations {
+    let workspace = Arc::new(crate::workspace::Workspace::new(
+        &route.name,
+        route.workspace,
+        limits,
+    ));
+    for (i, d) in route.destinations.iter().enumerate() {
         let url = spread.then(|| super::redacted_url(&d.upstream.url));
         let scope = match (cfg.routed, &url) {
             (false, _) => &mut *registry,
@@ -72,7 +84,13 @@ pub(super) async fn open_route(
                 .sub_registry_with_label(("route".into(), route.name.clone().into()))
                 .sub_registry_with_label(("url".into(), url.clone().into())),
         };
-        stages.push(open_one(cfg, route, d, url, scope).await?);
+        let dcr = Arc::new(crate::workspace::DcrMeter::new(
+            &super::redacted_url(&d.upstream.url),
+            route.workspace.dcr_requests_per_minute,
+            limits,
+        ));
+        let limits = (workspace.clone(), i == 0, dcr);
+        stages.push(open_one(cfg, route, d, url, scope, limits).await?);
     }
     Ok(stages)
 }
@@ -127,6 +145,11 @@ async fn open_one(
     d: &crate::config::Destination,
     url: Option<String>,
     registry: &mut Registry,
+    (workspace, lead, dcr): (
+        Arc<crate::workspace::Workspace>,
+        bool,
+        Arc<crate::workspace::DcrMeter>,
+    ),
 ) -> Result<RouteStage, ServeError> {
     if cfg.routed {
         tracing::info!(
@@ -139,6 +162,9 @@ async fn open_one(
         );
     }
     let sending = Sending::new(d, registry)?;
+    sending
+        .upstream
+        .attach_limits(workspace.clone(), dcr.counter());
     let queue = Arc::new(crate::queue::open(&d.queue).await?);
     let queue_metrics = crate::queue::Metrics::register(registry, &queue);
     Ok(RouteStage {
@@ -149,6 +175,8 @@ async fn open_one(
         queue_metrics,
         shards: d.shards,
         canary: crate::canary::NotVisible::default(),
+        workspace: (workspace, lead),
+        dcr,
     })
 }
 

@@ -82,6 +82,21 @@ impl Metrics {
     /// Creates the metrics and registers them under `promlink_`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
+        // Every series of the closed label sets exists from the start, at zero.
+        for class in ["2xx", "4xx", "5xx", "error", "other"] {
+            let _ = m.requests.get_or_create(&ClassLabel { class });
+        }
+        for r in super::retry::RetryReason::ALL {
+            let _ = m.retries.get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
+        for r in super::retry::DropReason::ALL {
+            let _ = m
+                .samples_dropped
+                .get_or_create(&ReasonLabel { reason: r.as_str() });
+            let _ = m
+                .batches_dropped
+                .get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
         let r = registry;
         r.register(
             "upstream_rate_limited_seconds",

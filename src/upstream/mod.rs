@@ -86,6 +86,16 @@ pub struct Upstream {
     rate: RwLock<Option<Arc<rate::RateLimiter>>>,
     /// Acknowledged canary chunks (see [`CanaryAcks`]).
     canary: Arc<CanaryAcks>,
+    /// Where delivered parts and sent requests are counted against the workspace's and the
+    /// DCR's limits (`serve` attaches it; `drain` does not).
+    limits: std::sync::OnceLock<Limits>,
+}
+
+/// What [`Upstream::attach_limits`] attaches.
+#[derive(Debug)]
+struct Limits {
+    workspace: Arc<crate::workspace::Workspace>,
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How many of the canary's chunks this destination's upstream has accepted. The canary
@@ -183,7 +193,21 @@ impl Upstream {
             metrics,
             health: Arc::default(),
             canary: Arc::default(),
+            limits: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts every part this upstream delivers into `workspace`, and every request it sends
+    /// into `requests` (the DCR's counter). Only the first call has an effect.
+    pub fn attach_limits(
+        &self,
+        workspace: Arc<crate::workspace::Workspace>,
+        requests: Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let _ = self.limits.set(Limits {
+            workspace,
+            requests,
+        });
     }
 
     /// The canary chunks this upstream accepted.
@@ -606,6 +630,10 @@ impl Upstream {
             let waited = rate.acquire().await;
             self.metrics.rate_limited.inc_by(waited.as_secs_f64());
         }
+        if let Some(l) = self.limits.get() {
+            l.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let started = std::time::Instant::now();
         let resp = req.send().await;
         self.metrics
@@ -720,6 +748,9 @@ impl Upstream {
         m.forwarded.add(&n);
         m.last_success.set(Health::now_ms() as i64 / 1000);
         self.canary.count(part);
+        if let Some(l) = self.limits.get() {
+            l.workspace.observe(part);
+        }
     }
 
     fn count_drop(&self, part: &[Chunk], reason: DropReason) {

@@ -49,6 +49,16 @@ pub enum RetryReason {
 }
 
 impl RetryReason {
+    /// Every reason.
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::ServerError,
+        RetryReason::Throttled,
+        RetryReason::Timeout,
+        RetryReason::Unauthorized,
+        RetryReason::Connection,
+        RetryReason::NoToken,
+    ];
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {

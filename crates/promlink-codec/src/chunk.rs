@@ -126,6 +126,23 @@ impl Chunk {
         })
     }
 
+    /// The chunk's uncompressed fields (`WriteRequest` fields 1 and 3, keys and lengths
+    /// included), in order.
+    ///
+    /// # Errors
+    /// When the data does not decompress.
+    pub fn raw(&self) -> Result<Vec<u8>, ChunkError> {
+        let mut block = Vec::with_capacity(10 + self.data.len());
+        wire::put_varint(&mut block, u64::from(self.raw_len));
+        block.extend_from_slice(&self.data);
+        snap::raw::Decoder::new()
+            .decompress_vec(&block)
+            .map_err(|e| ChunkError {
+                raw_len: self.raw_len,
+                reason: e.to_string(),
+            })
+    }
+
     /// Decompresses the chunk into its messages, in order. Slow path: splits, de-duplication
     /// and pruning only.
     ///
@@ -136,13 +153,7 @@ impl Chunk {
             raw_len: self.raw_len,
             reason,
         };
-        let mut block = Vec::with_capacity(10 + self.data.len());
-        wire::put_varint(&mut block, u64::from(self.raw_len));
-        block.extend_from_slice(&self.data);
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&block)
-            .map_err(|e| fail(e.to_string()))?;
-        let raw = Bytes::from(raw);
+        let raw = Bytes::from(self.raw()?);
         let mut out = Vec::new();
         for f in Fields::new(&raw) {
             let f = f.map_err(|e| fail(e.to_string()))?;

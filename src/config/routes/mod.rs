@@ -103,6 +103,13 @@ pub struct RouteSettings {
     pub query_token_scope: Option<String>,
     /// See [`Settings::query_private_link`].
     pub query_private_link: Option<Mode>,
+    /// The limits of the workspace this route writes to; see
+    /// [`Settings::workspace_active_series_limit`].
+    pub workspace_active_series_limit: Option<u64>,
+    /// See [`Settings::workspace_events_per_minute_limit`].
+    pub workspace_events_per_minute_limit: Option<u64>,
+    /// See [`Settings::dcr_requests_per_minute_limit`].
+    pub dcr_requests_per_minute_limit: Option<u64>,
 }
 
 /// One resolved route.
@@ -123,6 +130,8 @@ pub struct Route {
     pub destinations: Vec<Destination>,
     /// Its canary read-back (its own `query_url`, or the top level's); `None`: no canary.
     pub canary: Option<super::CanarySettings>,
+    /// The limits of the workspace and DCRs it writes to.
+    pub workspace: super::WorkspaceLimits,
 }
 
 /// A route's series budget.
@@ -272,6 +281,7 @@ pub(super) fn resolve(
         let mut own = Problems::default();
         let budget = budget(&r.over(s, name.as_deref(), 0), &mut own);
         let canary = super::canary::resolve(&r.over(s, name.as_deref(), 0), &mut own);
+        let workspace = super::workspace::resolve(&r.over(s, name.as_deref(), 0), &mut own);
         for problem in own.0 {
             rename(problem, r, &at, p);
         }
@@ -306,6 +316,7 @@ pub(super) fn resolve(
                 budget,
                 destinations,
                 canary,
+                workspace,
             });
         }
     }
@@ -403,6 +414,9 @@ impl RouteSettings {
             query_url,
             query_token_scope,
             query_private_link,
+            workspace_active_series_limit,
+            workspace_events_per_minute_limit,
+            dcr_requests_per_minute_limit,
         );
         let name = name.unwrap_or("invalid");
         m.queue_dir = s.queue_dir.as_ref().map(|d| match part {
@@ -443,6 +457,9 @@ impl RouteSettings {
             "query_url" => self.query_url.is_some(),
             "query_token_scope" => self.query_token_scope.is_some(),
             "query_private_link" => self.query_private_link.is_some(),
+            "workspace_active_series_limit" => self.workspace_active_series_limit.is_some(),
+            "workspace_events_per_minute_limit" => self.workspace_events_per_minute_limit.is_some(),
+            "dcr_requests_per_minute_limit" => self.dcr_requests_per_minute_limit.is_some(),
             _ => false,
         }
     }

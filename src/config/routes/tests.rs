@@ -333,3 +333,57 @@ routes:
         "{bad:?}"
     );
 }
+
+/// The workspace limits: Azure's defaults, the top level's, or a route's own (a route usually
+/// writes to its own workspace); zero is refused, named under the route.
+#[test]
+fn each_route_has_its_own_or_the_inherited_workspace_limits() {
+    let text = |own: &str| {
+        format!(
+            r#"
+identity: user-assigned
+client_id: 11111111-1111-1111-1111-111111111111
+workspace_events_per_minute_limit: 400000
+routes:
+  - name: team-a
+    match: '{{namespace="team-a"}}'
+    ingestion_url: {a}
+    {own}
+  - name: default
+    ingestion_url: {b}
+"#,
+            a = url("dce-a", DCR_A),
+            b = url("dce-b", DCR_B)
+        )
+    };
+    let c = yaml(&text(
+        "workspace_active_series_limit: 250000\n    dcr_requests_per_minute_limit: 5000",
+    ))
+    .resolve()
+    .unwrap();
+    let a = c.routes[0].workspace;
+    assert_eq!(
+        (
+            a.active_series,
+            a.events_per_minute,
+            a.dcr_requests_per_minute
+        ),
+        (250_000, 400_000, 5000)
+    );
+    let d = c.routes[1].workspace;
+    assert_eq!(
+        (
+            d.active_series,
+            d.events_per_minute,
+            d.dcr_requests_per_minute
+        ),
+        (1_000_000, 400_000, 15_000)
+    );
+    let p = problems(yaml(&text("workspace_active_series_limit: 0")));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("routes[0].workspace_active_series_limit")
+                && p.contains("greater than zero")),
+        "{p:?}"
+    );
+}

@@ -153,6 +153,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: PROMLINK_QUERY_PRIVATE_LINK
   value: {{ . | quote }}
 {{- end }}
+{{- $replicas := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled }}
+{{- $share := ternary (max 1 (int $replicas)) 1 (eq .Values.mode "gateway") }}
+{{- $limits := .Values.workspaceLimits }}
+- name: PROMLINK_WORKSPACE_ACTIVE_SERIES_LIMIT
+  value: {{ max 1 (div (int64 ($limits.activeSeries | default 1000000)) $share) | quote }}
+- name: PROMLINK_WORKSPACE_EVENTS_PER_MINUTE_LIMIT
+  value: {{ max 1 (div (int64 ($limits.eventsPerMinute | default 1000000)) $share) | quote }}
+- name: PROMLINK_DCR_REQUESTS_PER_MINUTE_LIMIT
+  value: {{ max 1 (div (int64 ($limits.dcrRequestsPerMinute | default 15000)) $share) | quote }}
 {{- if .Values.readyRequiresUpstream }}
 - name: PROMLINK_READY_REQUIRES_UPSTREAM
   value: "true"
