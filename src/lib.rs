@@ -13,7 +13,8 @@
 //! ```
 //!
 //! - [`receive`]: the HTTP server: `POST /api/v1/write`, `/health`, `/ready`, `/status`,
-//!   `/metrics`; TLS, sender authentication, limits; status codes chosen in one place.
+//!   `/metrics`, `/api/v1/status/cardinality`; TLS, sender authentication, limits; status codes
+//!   chosen in one place.
 //! - [`codec`] (the `promlink-codec` crate, `crates/promlink-codec/`): remote write 1.0 and 2.0
 //!   decoding, validation, translation, chunks, batch limits, split, de-duplication, pruning.
 //! - [`queue`]: the bounded hand-off (memory or durable disk log) and the dispatcher that keeps
@@ -26,7 +27,8 @@
 //!   decision (`HTTPS_PROXY`, `NO_PROXY`).
 //! - [`alert`]: alert rules over promlink's state and the Alertmanager client; [`health`]: the
 //!   checks behind `/ready` and `/status`; [`canary`]: a sample written through each route
-//!   and read back through the workspace's query endpoint.
+//!   and read back through the workspace's query endpoint; [`workspace`]: what was delivered,
+//!   against the workspace's and DCRs' limits, and the cardinality view (`promlink top`).
 //! - [`config`]: flags, environment, YAML file and defaults, resolved into one config type per
 //!   stage.
 //! - [`serve`] wires the stages together and runs them; [`shutdown`]: SIGTERM and the quiet

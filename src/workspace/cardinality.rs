@@ -20,7 +20,7 @@
 //!   about 3.3 % standard error), fed as series are read. The answer says it is estimated and
 //!   gives the error bounds.
 //!
-//! Memory at 1,000,000 active series: the key table (about 18 MiB), a sample of at most
+//! Memory at 1,000,000 active series: the key table (16 MiB), a sample of at most
 //! 100,000 series with their interned pairs, and at most [`MAX_LABEL_NAMES`] sketches of 13 KiB;
 //! `benches/cardinality.rs` measures it.
 

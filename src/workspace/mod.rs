@@ -9,7 +9,8 @@
 //!
 //! This memory is separate from a route's exact series budget (`max_active_series`): the
 //! sketches take 208 KiB per route ([`sketch::HourlySketch::memory_bytes`]), whatever the
-//! series count.
+//! series count. The same delivered parts feed [`cardinality`], the view behind
+//! `GET /api/v1/status/cardinality` and `promlink top` ([`top`]), shared by every route.
 
 pub mod cardinality;
 pub mod sketch;
