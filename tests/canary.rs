@@ -12,9 +12,7 @@ mod e2e;
 use std::time::Duration;
 
 use promlink::config::Settings;
-use promlink::emulator::azure::{
-    AzureOptions, EmulatedAzure, CLIENT, PRIVATE_ENDPOINT, PUBLIC_ENDPOINT,
-};
+use promlink::emulator::azure::{AzureOptions, EmulatedAzure, CLIENT, PUBLIC_ENDPOINT};
 use promlink::privatelink::Mode;
 
 /// Polls `/metrics` until `series` reaches `at_least`, for up to `timeout`.
@@ -52,24 +50,13 @@ async fn wait_for(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_is_read_back_and_missing_or_refused_reads_are_counted() {
-    let azure = EmulatedAzure::start(AzureOptions {
-        // The query URL names the private endpoint's address.
-        cert_names: vec![PRIVATE_ENDPOINT.to_string()],
-        ..AzureOptions::default()
-    })
-    .await
-    .unwrap();
-    azure.private().grant_reader(CLIENT);
+    let (azure, query_url) = common::azure_for_read_back().await;
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     // A real Alertmanager 0.25 (the test fails under CI=true when it is missing).
     let alertmanager = e2e::start_alertmanager(dir.path(), "canary", &http).await;
     let settings = Settings {
-        query_url: Some(
-            format!("https://{PRIVATE_ENDPOINT}:{}", azure.port)
-                .parse()
-                .unwrap(),
-        ),
+        query_url: Some(query_url),
         canary_interval: Some(Duration::from_millis(500)),
         canary_timeout: Some(Duration::from_secs(3)),
         cluster: Some("c1".into()),

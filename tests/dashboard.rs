@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use promlink::config::Settings;
-use promlink::emulator::azure::{AzureOptions, EmulatedAzure, CLIENT, PRIVATE_ENDPOINT};
 use promlink::privatelink::Mode;
 use serde_json::Value;
 
@@ -125,21 +124,11 @@ async fn every_panel_and_alert_query_evaluates_against_a_real_prometheus() {
     let Some(bin) = e2e::prom::prometheus_bin("dashboard", "the dashboard and rules check") else {
         return;
     };
-    let azure = EmulatedAzure::start(AzureOptions {
-        cert_names: vec![PRIVATE_ENDPOINT.to_string()],
-        ..AzureOptions::default()
-    })
-    .await
-    .unwrap();
-    azure.private().grant_reader(CLIENT);
+    let (azure, query_url) = common::azure_for_read_back().await;
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let settings = Settings {
-        query_url: Some(
-            format!("https://{PRIVATE_ENDPOINT}:{}", azure.port)
-                .parse()
-                .unwrap(),
-        ),
+        query_url: Some(query_url),
         canary_interval: Some(Duration::from_millis(500)),
         canary_timeout: Some(Duration::from_secs(5)),
         queue_dir: Some(dir.path().join("queue")),

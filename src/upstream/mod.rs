@@ -11,6 +11,7 @@
 //! [`retry`].
 
 pub mod client;
+mod delivered;
 mod health;
 pub mod metrics;
 mod pieces;
@@ -31,6 +32,8 @@ use crate::identity::TokenProvider;
 use crate::outbound::{error_chain, Backoff};
 use crate::privatelink::PrivateLink;
 use crate::queue::{BatchLimits, Queue};
+pub use delivered::CanaryAcks;
+use delivered::Limits;
 pub use health::Health;
 pub use metrics::Metrics;
 use pieces::{part_splittable, Pieces, Turn};
@@ -89,53 +92,6 @@ pub struct Upstream {
     /// Where delivered parts and sent requests are counted against the workspace's and the
     /// DCR's limits (`serve` attaches it; `drain` does not).
     limits: std::sync::OnceLock<Limits>,
-}
-
-/// What [`Upstream::attach_limits`] attaches.
-#[derive(Debug)]
-struct Limits {
-    workspace: Arc<crate::workspace::Workspace>,
-    requests: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// How many of the canary's chunks this destination's upstream has accepted. The canary
-/// ([`crate::canary`]) puts each of its samples into the queue as a chunk of its own, one
-/// series whose key it registers here; the read-back polls a canary only once the upstream
-/// accepted it. A user's one-series chunk with the same 32-bit key also counts: that only
-/// starts a poll early, which finds an older value.
-#[derive(Debug, Default)]
-pub struct CanaryAcks {
-    /// The canary series' key, plus one (0: no canary).
-    key: std::sync::atomic::AtomicU64,
-    acked: std::sync::atomic::AtomicU64,
-}
-
-impl CanaryAcks {
-    /// Registers the canary series' key.
-    pub fn watch(&self, key: codec::SeriesKey) {
-        self.key
-            .store(u64::from(key) + 1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Canary chunks accepted so far.
-    pub fn acked(&self) -> u64 {
-        self.acked.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn count(&self, part: &[Chunk]) {
-        let key = self.key.load(std::sync::atomic::Ordering::Relaxed);
-        if key == 0 {
-            return;
-        }
-        let n = part
-            .iter()
-            .filter(|c| c.keys.len() == 1 && u64::from(c.keys[0]) + 1 == key)
-            .count() as u64;
-        if n > 0 {
-            self.acked
-                .fetch_add(n, std::sync::atomic::Ordering::Release);
-        }
-    }
 }
 
 /// Failed attempts (5xx, timeout, connection) before a part that keeps failing while others
@@ -631,8 +587,7 @@ impl Upstream {
             self.metrics.rate_limited.inc_by(waited.as_secs_f64());
         }
         if let Some(l) = self.limits.get() {
-            l.requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            l.count_request();
         }
         let started = std::time::Instant::now();
         let resp = req.send().await;

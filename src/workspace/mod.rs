@@ -8,7 +8,7 @@
 //! gauges and return the figures the alert rules compare with the limits.
 //!
 //! This memory is separate from a route's exact series budget (`max_active_series`): the
-//! sketches take 208 KiB per route ([`sketch::HourlySketch::memory_bytes`]), whatever the
+//! sketches take 208 KiB per route (13 hours of 16 KiB), whatever the
 //! series count. The same delivered parts feed [`cardinality`], the view behind
 //! `GET /api/v1/status/cardinality` and `promlink top` ([`top`]), shared by every route.
 

@@ -61,11 +61,6 @@ impl HourlySketch {
         }
     }
 
-    /// Bytes held by the registers of sketches of `precision`.
-    pub fn memory_bytes(precision: u32) -> usize {
-        SLOTS << precision
-    }
-
     /// Makes `hour` (Unix seconds / 3600) current, clearing the slot it reuses. Called by one
     /// task (the refresher); inserts meanwhile land in the previous hour's slot, which is still
     /// in the window.

@@ -366,3 +366,21 @@ pub fn private_link_settings(
         ..azure.settings(dir, mode).unwrap()
     }
 }
+
+/// The emulated Azure for a canary read-back, and its query URL: the certificate also names
+/// the private endpoint's address (which the URL names), and the client holds *Monitoring Data
+/// Reader* on the workspace.
+pub async fn azure_for_read_back() -> (promlink::emulator::azure::EmulatedAzure, url::Url) {
+    use promlink::emulator::azure::{AzureOptions, EmulatedAzure, PRIVATE_ENDPOINT};
+    let azure = EmulatedAzure::start(AzureOptions {
+        cert_names: vec![PRIVATE_ENDPOINT.to_string()],
+        ..AzureOptions::default()
+    })
+    .await
+    .unwrap();
+    azure.private().grant_reader(CLIENT);
+    let url = format!("https://{PRIVATE_ENDPOINT}:{}", azure.port)
+        .parse()
+        .unwrap();
+    (azure, url)
+}
