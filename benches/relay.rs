@@ -15,7 +15,16 @@
 //! - the sink's checksum against the loadgen's acknowledged checksum, out-of-order and repeated
 //!   samples (order must be kept end to end);
 //! - the bench process's own CPU (loadgen + sink), and the load average, because the relay
-//!   shares the machine with them (and with whatever else runs).
+//!   shares the machine with them (and with whatever else runs);
+//! - latency (issue 17): receipt to 2xx of each acknowledged request as the sender timed it,
+//!   and receipt to the sink's acceptance of each request's first forwarded sample
+//!   ([`Arrivals`]), p50 and p99.
+//!
+//! Variants (issue 17): the sender paced to a fixed rate (`--paced`: 150,000 samples/s, or
+//! `RELAY_BENCH_RATE`) so that every relay runs at the same input rate; `cluster` added by both
+//! relays (`RELAY_BENCH_CLUSTER`); relabel rules in both (`RELAY_BENCH_RULES`, translated into
+//! vmagent's spelling); vmagent at `-remoteWrite.queues=1` (`vmagent`) and at its defaults
+//! (`vmagent-defaults`); the relay pinned with `taskset` (`RELAY_BENCH_CPUS`).
 //!
 //! Relays and their settings:
 //! - promlink: `target/release/promlink serve` with the durable queue (`--queue-dir`, default
@@ -26,7 +35,8 @@
 //!   seen reordered: `/work/shared/RIG.md`; `RELAY_BENCH_VMAGENT_QUEUES` changes it).
 //!
 //! Run: `cargo bench --bench relay` (2 million samples: 100k series x 20 rounds),
-//! `cargo bench --bench relay -- --quick` (200k samples), or `bash scripts/bench.sh`. Without
+//! `cargo bench --bench relay -- --quick` (200k samples), `-- --paced` (150k samples/s), or
+//! `bash scripts/bench.sh` (`bash scripts/bench-matrix.sh` for issue 17's table). Without
 //! `--bench` in its arguments (as `cargo test --all-targets` runs it) it prints a line and
 //! exits. Environment knobs (all optional):
 //!
@@ -36,12 +46,15 @@
 //! | `RELAY_BENCH_ROUNDS` | 20 | samples per series |
 //! | `RELAY_BENCH_SHARDS` | 8 | loadgen sender shards |
 //! | `RELAY_BENCH_SAMPLES_PER_REQUEST` | 2000 | samples per request |
-//! | `RELAY_BENCH_RELAYS` | `promlink,vmagent` | which relays, in order |
+//! | `RELAY_BENCH_RELAYS` | `promlink,vmagent` | which relays, in order: `promlink`, `vmagent` (`-remoteWrite.queues` below), `vmagent-defaults` (its default queues; order reported, not required) |
+//! | `RELAY_BENCH_RATE` | unpaced (`--paced`: 150000) | the sender's pace, samples per second over all shards |
+//! | `RELAY_BENCH_CLUSTER` | | a value: the series are sent without `cluster` and both relays add `cluster=<value>` (promlink `--cluster`, vmagent `-remoteWrite.label`) |
+//! | `RELAY_BENCH_CPUS` | | a CPU list: the relay runs under `taskset -c <list>` |
 //! | `RELAY_BENCH_REPEAT` | 1 | runs per relay (interleaved); the summary takes medians |
 //! | `RELAY_BENCH_TIMEOUT_SECS` | 600 | bound on one run (load plus drain) |
 //! | `RELAY_BENCH_PROMLINK` | the release `promlink` cargo built | promlink binary |
 //! | `RELAY_BENCH_PROMLINK_ARGS` | | extra `promlink serve` flags, split on whitespace |
-//! | `RELAY_BENCH_RULES` | | a promlink YAML file with `write_relabel_configs` (`benches/relabel-rules.yaml`: every kept series changes; `benches/relabel-oracle-rules.yaml`: the oracle test's rules aimed at the load): promlink runs with `--config` on it, and the checksum expected at the sink is taken over the series as the rules forward them (promlink only for now) |
+//! | `RELAY_BENCH_RULES` | | a promlink YAML file with `write_relabel_configs` (`benches/relabel-rules.yaml`: every kept series changes; `benches/relabel-oracle-rules.yaml`: the oracle test's rules aimed at the load): promlink runs with `--config` on it, and the checksum expected at the sink is taken over the series as the rules forward them; vmagent gets the same rules in its spelling (`keep_if_equal` / `drop_if_equal`) with `-remoteWrite.urlRelabelConfig`, and since its `hashmod` keeps another subset, its output is not checked, only counted (it is done when nothing arrives for 3 s) |
 //! | `RELAY_BENCH_VMAGENT` | `/usr/bin/vmagent` | vmagent binary |
 //! | `RELAY_BENCH_VMAGENT_QUEUES` | 1 | `-remoteWrite.queues` |
 //! | `RELAY_BENCH_VMAGENT_ARGS` | | extra vmagent flags |
@@ -59,7 +72,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use promlink::emulator::dce::{DceConfig, DceEmulator, DceHandle, DceStats, DceTls};
+use promlink::emulator::dce::{Arrivals, DceConfig, DceEmulator, DceHandle, DceStats, DceTls};
 use promlink::loadgen::{self, LoadgenConfig, Report};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +80,8 @@ use tokio_util::sync::CancellationToken;
 const TARGET_CPU_PER_MILLION: f64 = 0.40;
 const TARGET_RSS_MIB: f64 = 64.0;
 const TARGET_THROUGHPUT_RATIO: f64 = 1.3;
+/// Issue 17's paced rate: near vmagent's cheapest, samples per second.
+const DEFAULT_PACED_RATE: f64 = 150_000.0;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,7 +90,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let quick = args.iter().any(|a| a == "--quick") || env_str("RELAY_BENCH_QUICK").is_some();
-    let params = match Params::from_env(quick) {
+    let paced = args.iter().any(|a| a == "--paced");
+    let params = match Params::from_env(quick, paced) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("relay: {e}");
@@ -106,15 +122,26 @@ fn main() -> ExitCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Relay {
     Promlink,
+    /// vmagent with `-remoteWrite.queues=RELAY_BENCH_VMAGENT_QUEUES` (1 by default).
     Vmagent,
+    /// vmagent at its defaults (`-remoteWrite.queues` of 2 x CPUs, which may reorder: its
+    /// order is reported, not required).
+    VmagentDefaults,
 }
 
 impl Relay {
+    const ALL: [Relay; 3] = [Relay::Promlink, Relay::Vmagent, Relay::VmagentDefaults];
+
     fn name(self) -> &'static str {
         match self {
             Relay::Promlink => "promlink",
             Relay::Vmagent => "vmagent",
+            Relay::VmagentDefaults => "vmagent-defaults",
         }
+    }
+
+    fn is_vmagent(self) -> bool {
+        self != Relay::Promlink
     }
 }
 
@@ -130,6 +157,14 @@ struct Params {
     promlink_args: Vec<String>,
     /// `RELAY_BENCH_RULES`: the file and its rules.
     rules: Option<(PathBuf, std::sync::Arc<promlink_relabel::Rules>)>,
+    /// The same rules in vmagent's spelling (`-remoteWrite.urlRelabelConfig`), as JSON.
+    vmagent_rules: Option<String>,
+    /// `RELAY_BENCH_CLUSTER`: the `cluster` label both relays add.
+    cluster: Option<String>,
+    /// `RELAY_BENCH_RATE` (or `--paced`): the sender's pace in samples per second.
+    rate: Option<f64>,
+    /// `RELAY_BENCH_CPUS`: the relay runs under `taskset -c` with this list.
+    cpus: Option<String>,
     vmagent: PathBuf,
     vmagent_queues: usize,
     vmagent_args: Vec<String>,
@@ -163,26 +198,39 @@ fn env_words(name: &str) -> Vec<String> {
 }
 
 impl Params {
-    fn from_env(quick: bool) -> Result<Self, String> {
+    fn from_env(quick: bool, paced: bool) -> Result<Self, String> {
         let relays = match env_str("RELAY_BENCH_RELAYS") {
             None => vec![Relay::Promlink, Relay::Vmagent],
             Some(v) => v
                 .split(',')
-                .map(|r| match r.trim() {
-                    "promlink" => Ok(Relay::Promlink),
-                    "vmagent" => Ok(Relay::Vmagent),
-                    other => Err(format!(
-                        "RELAY_BENCH_RELAYS: unknown relay {other:?} (promlink, vmagent)"
-                    )),
+                .map(|r| {
+                    Relay::ALL
+                        .into_iter()
+                        .find(|x| x.name() == r.trim())
+                        .ok_or_else(|| {
+                            format!("RELAY_BENCH_RELAYS: unknown relay {r:?} (promlink, vmagent, vmagent-defaults)")
+                        })
                 })
                 .collect::<Result<_, _>>()?,
         };
         let rules = env_str("RELAY_BENCH_RULES")
             .map(|f| read_rules(&PathBuf::from(f)))
             .transpose()?;
-        if rules.is_some() && relays.contains(&Relay::Vmagent) {
-            return Err("RELAY_BENCH_RULES: promlink only for now (vmagent reads relabel rules in its own file format); set RELAY_BENCH_RELAYS=promlink".into());
-        }
+        let vmagent_rules = env_str("RELAY_BENCH_RULES")
+            .map(|f| vmagent_rules(&PathBuf::from(f)))
+            .transpose()?;
+        let rate = match env_str("RELAY_BENCH_RATE") {
+            Some(v) => Some(
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| {
+                        format!("RELAY_BENCH_RATE={v:?}: expected samples per second > 0")
+                    })?,
+            ),
+            None => paced.then_some(DEFAULT_PACED_RATE),
+        };
         Ok(Self {
             series: env_num("RELAY_BENCH_SERIES", if quick { 10_000 } else { 100_000 })?,
             rounds: env_num("RELAY_BENCH_ROUNDS", 20)?,
@@ -196,6 +244,10 @@ impl Params {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_promlink"))),
             promlink_args: env_words("RELAY_BENCH_PROMLINK_ARGS"),
             rules,
+            vmagent_rules,
+            cluster: env_str("RELAY_BENCH_CLUSTER"),
+            rate,
+            cpus: env_str("RELAY_BENCH_CPUS"),
             vmagent: PathBuf::from(
                 env_str("RELAY_BENCH_VMAGENT").unwrap_or_else(|| "/usr/bin/vmagent".to_owned()),
             ),
@@ -234,6 +286,58 @@ fn read_rules(path: &Path) -> Result<(PathBuf, std::sync::Arc<promlink_relabel::
         .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e:?}", path.display()))?;
     let path = std::fs::canonicalize(path).map_err(|e| format!("RELAY_BENCH_RULES: {e}"))?;
     Ok((path, std::sync::Arc::new(rules)))
+}
+
+/// The `write_relabel_configs` of the promlink YAML file `path` in vmagent 1.79's spelling, as
+/// JSON (which its YAML reader takes): `keepequal` / `dropequal` (keep or drop when the joined
+/// `source_labels` equal `target_label`'s value) become `keep_if_equal` / `drop_if_equal` over
+/// `source_labels` plus `target_label` (keep or drop when all those values are equal), which
+/// is the same test for one source label. vmagent's `hashmod` hashes differently, so it keeps
+/// another subset of series: compare CPU per sample received, not what arrives.
+fn vmagent_rules(path: &Path) -> Result<String, String> {
+    let err = |e: String| format!("RELAY_BENCH_RULES: {} (for vmagent): {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let file: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut rules = file
+        .get("write_relabel_configs")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for rule in &mut rules {
+        let Some(rule) = rule.as_object_mut() else {
+            return Err(err("a rule is not a mapping".into()));
+        };
+        let action = rule
+            .get("action")
+            .and_then(|a| a.as_str())
+            .map(str::to_owned);
+        let spelled = match action.as_deref() {
+            Some("keepequal") => "keep_if_equal",
+            Some("dropequal") => "drop_if_equal",
+            _ => continue,
+        };
+        let sources = rule
+            .get("source_labels")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if sources.len() != 1 {
+            return Err(err(format!(
+                "{spelled}: vmagent has no equivalent of {} with {} source labels",
+                action.unwrap_or_default(),
+                sources.len()
+            )));
+        }
+        let Some(target) = rule.remove("target_label") else {
+            return Err(err(format!("{spelled} needs target_label")));
+        };
+        rule.insert("action".into(), spelled.into());
+        rule.insert(
+            "source_labels".into(),
+            vec![sources[0].clone(), target].into(),
+        );
+    }
+    serde_json::to_string_pretty(&rules).map_err(|e| err(e.to_string()))
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat`.
@@ -379,6 +483,40 @@ struct Outcome {
     drained: bool,
     /// promlink's own figures from its `/metrics` after the run (disk queue commits, fsyncs).
     relay_metrics: String,
+    /// Whether the sink must hold exactly the acknowledged samples (not for vmagent with
+    /// rules: its `hashmod` keeps another subset).
+    expect_checksum: bool,
+    /// Whether per-series order is required (not of vmagent at its defaults).
+    expect_order: bool,
+    /// Receipt to 2xx of each acknowledged request, as the sender timed it.
+    ack_latency: Latency,
+    /// Receipt to the sink's acceptance of each request's first forwarded sample.
+    delivery_latency: Latency,
+}
+
+/// Percentiles of a set of durations, milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Latency {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(mut v: Vec<Duration>) -> Self {
+        v.sort_unstable();
+        let at = |q: f64| {
+            v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        Self {
+            n: v.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
 }
 
 impl Outcome {
@@ -399,6 +537,19 @@ impl Outcome {
     fn order_ok(&self) -> bool {
         self.stats.out_of_order_samples == 0 && self.stats.repeated_timestamp_samples == 0
     }
+    fn checksum_label(&self) -> &'static str {
+        match (self.expect_checksum, self.checksum_ok()) {
+            (false, _) => "n/a",
+            (true, ok) => yes_no(ok),
+        }
+    }
+    fn order_label(&self) -> &'static str {
+        match (self.expect_order, self.order_ok()) {
+            (false, true) => "ok (not required)",
+            (false, false) => "reordered (not required)",
+            (true, ok) => yes_no(ok),
+        }
+    }
     fn complete(&self) -> bool {
         self.drained
             && !self.report.incomplete
@@ -406,7 +557,9 @@ impl Outcome {
             && self.report.samples_acked == self.report.samples
     }
     fn ok(&self) -> bool {
-        self.checksum_ok() && self.order_ok() && self.complete()
+        (self.checksum_ok() || !self.expect_checksum)
+            && (self.order_ok() || !self.expect_order)
+            && self.complete()
     }
 }
 
@@ -435,10 +588,22 @@ async fn run_all(p: &Params) -> Result<bool, String> {
     );
     if let Some((file, rules)) = &p.rules {
         println!(
-            "relay bench: promlink relabels with {} rules from {} (CPU per sample received; the sink's checksum is compared with the series as the rules forward them)",
+            "relay bench: the relays relabel with {} rules from {} (CPU per sample received; promlink's output is checked against the series as the rules forward them; vmagent's hashmod keeps another subset, so its output is not)",
             rules.len(),
             file.display()
         );
+    }
+    if let Some(c) = &p.cluster {
+        println!(
+            "relay bench: the series are sent without `cluster`; both relays add cluster={c:?}"
+        );
+    }
+    match p.rate {
+        Some(r) => println!("relay bench: the sender is paced to {r:.0} samples/s"),
+        None => println!("relay bench: the sender is not paced (as fast as acknowledged)"),
+    }
+    if let Some(cpus) = &p.cpus {
+        println!("relay bench: the relay runs under `taskset -c {cpus}`");
     }
     if !p.promlink.to_string_lossy().contains("/release/") {
         println!(
@@ -447,12 +612,12 @@ async fn run_all(p: &Params) -> Result<bool, String> {
         );
     }
     let mut relays = p.relays.clone();
-    if relays.contains(&Relay::Vmagent) && !p.vmagent.is_file() {
+    if relays.iter().any(|r| r.is_vmagent()) && !p.vmagent.is_file() {
         println!(
             "relay bench: {} not found: install it with `apt-get install victoria-metrics` (Debian 1.79.5), or set RELAY_BENCH_VMAGENT; running promlink only",
             p.vmagent.display()
         );
-        relays.retain(|r| *r != Relay::Vmagent);
+        relays.retain(|r| !r.is_vmagent());
     }
     if relays.contains(&Relay::Promlink) && !p.promlink.is_file() {
         return Err(format!(
@@ -509,6 +674,8 @@ fn load_config(p: &Params, url: String) -> LoadgenConfig {
         request_timeout: Duration::from_secs(60),
         deadline: p.timeout,
         expect_relabel: p.rules.as_ref().map(|(_, r)| r.clone()),
+        expect_cluster: p.cluster.clone(),
+        rate: p.rate,
         ..LoadgenConfig::default()
     }
 }
@@ -524,10 +691,12 @@ async fn run_one(
         .tempdir()
         .map_err(|e| format!("temporary directory: {e}"))?;
     let dir = tmp.path().to_owned();
+    let arrivals = std::sync::Arc::new(Arrivals::new(&load.probes()));
     let sink = DceEmulator::start(DceConfig {
         tls: DceTls::Plain,
         auth: None,
         max_body_bytes: 64 << 20,
+        arrivals: Some(arrivals.clone()),
         ..DceConfig::default()
     })
     .await
@@ -566,20 +735,16 @@ async fn run_one(
         .map_err(|e| format!("loadgen: {e}"))?;
     let ack_wall = t0.elapsed();
     // Delivered: the sink counted every acknowledged sample the relay forwards (all of them,
-    // or those the relabel rules keep; more would be duplicates).
-    let drained = wait_delivered(
-        &sink,
-        &mut proc,
-        relay,
-        report.checksum_acked.samples,
-        t0 + p.timeout,
-    )
-    .await;
-    let wall = t0.elapsed();
+    // or those the relabel rules keep; more would be duplicates). vmagent's rules keep
+    // another subset: it is done when nothing more arrives.
+    let expect_checksum = !(relay.is_vmagent() && p.rules.is_some());
+    let expected = expect_checksum.then_some(report.checksum_acked.samples);
+    let (drained, wall) =
+        wait_delivered(&sink, &mut proc, relay, expected, t0, t0 + p.timeout).await;
     let cpu1 = cpu_ticks(&pid_s).unwrap_or(cpu0);
     let relay_metrics = match relay {
         Relay::Promlink => promlink_figures(listen).await,
-        Relay::Vmagent => String::new(),
+        Relay::Vmagent | Relay::VmagentDefaults => String::new(),
     };
     let self1 = cpu_ticks("self").unwrap_or(self0);
     let hwm = status_kib(pid, "VmHWM").unwrap_or(0);
@@ -599,6 +764,12 @@ async fn run_one(
         );
     }
     sink.shutdown().await;
+    let delivery = report
+        .timings
+        .iter()
+        .filter_map(|t| Some(arrivals.get(t.probe?)?.saturating_duration_since(t.sent)))
+        .collect();
+    let ack_latency = Latency::of(report.timings.iter().map(|t| t.acked).collect());
     let outcome = Outcome {
         relay,
         run,
@@ -614,6 +785,10 @@ async fn run_one(
         load_after,
         drained,
         relay_metrics,
+        expect_checksum,
+        expect_order: relay != Relay::VmagentDefaults,
+        ack_latency,
+        delivery_latency: Latency::of(delivery),
     };
     if !outcome.ok() {
         println!(
@@ -639,13 +814,25 @@ fn spawn_relay(
     listen: SocketAddr,
     log: &Path,
 ) -> Result<Proc, String> {
+    let program = match relay {
+        Relay::Promlink => &p.promlink,
+        Relay::Vmagent | Relay::VmagentDefaults => &p.vmagent,
+    };
+    // taskset execs the relay: the pid stays the relay's.
+    let mut cmd = match &p.cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    };
     match relay {
         Relay::Promlink => {
             let token = dir.join("token");
             std::fs::write(&token, "relay-bench-token-not-checked")
                 .map_err(|e| format!("{}: {e}", token.display()))?;
             let queue = dir.join("queue");
-            let mut cmd = Command::new(&p.promlink);
             cmd.arg("serve")
                 .arg("--listen")
                 .arg(listen.to_string())
@@ -666,35 +853,60 @@ fn spawn_relay(
             if let Some((file, _)) = &p.rules {
                 cmd.arg("--config").arg(file);
             }
+            if let Some(c) = &p.cluster {
+                cmd.arg("--cluster").arg(c);
+            }
             Proc::spawn("promlink", &mut cmd, log)
         }
-        Relay::Vmagent => {
-            let mut cmd = Command::new(&p.vmagent);
+        Relay::Vmagent | Relay::VmagentDefaults => {
             cmd.arg(format!("-remoteWrite.url={sink_url}"))
                 .arg(format!("-httpListenAddr={listen}"))
                 .arg(format!(
                     "-remoteWrite.tmpDataPath={}",
                     dir.join("vmagent-data").display()
                 ))
-                .arg(format!("-remoteWrite.queues={}", p.vmagent_queues))
-                .arg("-loggerLevel=WARN")
-                .args(&p.vmagent_args);
+                .arg("-loggerLevel=WARN");
+            if relay == Relay::Vmagent {
+                cmd.arg(format!("-remoteWrite.queues={}", p.vmagent_queues));
+            }
+            if let Some(rules) = &p.vmagent_rules {
+                let file = dir.join("vmagent-relabel.json");
+                std::fs::write(&file, rules).map_err(|e| format!("{}: {e}", file.display()))?;
+                cmd.arg(format!("-remoteWrite.urlRelabelConfig={}", file.display()));
+            }
+            if let Some(c) = &p.cluster {
+                cmd.arg(format!("-remoteWrite.label=cluster={c}"));
+            }
+            cmd.args(&p.vmagent_args);
             Proc::spawn("vmagent", &mut cmd, log)
         }
     }
 }
 
-/// Waits until the sink has counted `acked` samples (true), the relay exits or `until` passes.
+/// How long nothing may arrive before a relay whose output count is not known is done.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// Waits until the sink has counted `expected` samples (or, when that is not known, nothing
+/// arrived for [`QUIET`]), the relay exits or `until` passes. Returns whether it was delivered
+/// and the time from `t0` to the last sample counted.
 async fn wait_delivered(
     sink: &DceHandle,
     proc: &mut Proc,
     relay: Relay,
-    acked: u64,
+    expected: Option<u64>,
+    t0: Instant,
     until: Instant,
-) -> bool {
+) -> (bool, Duration) {
+    let (mut last, mut last_at) = (sink.stats().samples, Instant::now());
     while Instant::now() < until {
-        if sink.stats().samples >= acked {
-            return true;
+        let now = sink.stats().samples;
+        if now != last {
+            (last, last_at) = (now, Instant::now());
+        }
+        match expected {
+            Some(n) if now >= n => return (true, t0.elapsed()),
+            None if last_at.elapsed() >= QUIET => return (true, last_at - t0),
+            _ => {}
         }
         if let Some(status) = proc.exited() {
             println!(
@@ -706,7 +918,7 @@ async fn wait_delivered(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    false
+    (false, t0.elapsed())
 }
 
 async fn wait_healthy(proc: &mut Proc, listen: SocketAddr) -> Result<(), String> {
@@ -786,7 +998,7 @@ fn yes_no(ok: bool) -> &'static str {
 
 fn print_run(o: &Outcome) {
     println!(
-        "relay bench: {} run {}: sink {} samples ({} requests, {:?} rejected), acked {}/{} in {} requests ({} attempts, statuses {:?}); wall {:.2} s (acked after {:.2} s); relay CPU {:.2} s, peak RSS {:.1} MiB (end {:.1} MiB); loadgen+sink CPU {:.2} s; load {} -> {}; checksum {}, order {} (out of order {}, repeated {}), complete {}{}",
+        "relay bench: {} run {}: sink {} samples ({} requests, {:?} rejected), acked {}/{} in {} requests ({} attempts, statuses {:?}); wall {:.2} s (acked after {:.2} s); relay CPU {:.2} s, peak RSS {:.1} MiB (end {:.1} MiB); loadgen+sink CPU {:.2} s; load {} -> {}; receipt to 2xx p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; receipt to upstream p50 {:.1} ms, p99 {:.1} ms ({} of {} requests' first samples seen); checksum {}, order {} (out of order {}, repeated {}), complete {}{}",
         o.relay.name(),
         o.run,
         o.stats.samples,
@@ -805,8 +1017,15 @@ fn print_run(o: &Outcome) {
         o.bench_cpu,
         o.load_before,
         o.load_after,
-        yes_no(o.checksum_ok()),
-        yes_no(o.order_ok()),
+        o.ack_latency.p50,
+        o.ack_latency.p99,
+        o.ack_latency.max,
+        o.delivery_latency.p50,
+        o.delivery_latency.p99,
+        o.delivery_latency.n,
+        o.ack_latency.n,
+        o.checksum_label(),
+        o.order_label(),
         o.stats.out_of_order_samples,
         o.stats.repeated_timestamp_samples,
         yes_no(o.complete()),
@@ -832,6 +1051,10 @@ struct Summary {
     cpu: f64,
     cpu_per_million: f64,
     hwm: f64,
+    ack_p50: f64,
+    ack_p99: f64,
+    delivery_p50: f64,
+    delivery_p99: f64,
     ok: bool,
 }
 
@@ -845,13 +1068,17 @@ fn summarize(outcomes: &[&Outcome]) -> Summary {
         cpu: m(&|o| o.relay_cpu),
         cpu_per_million: m(&Outcome::cpu_per_million),
         hwm: m(&|o| o.hwm_mib),
+        ack_p50: m(&|o| o.ack_latency.p50),
+        ack_p99: m(&|o| o.ack_latency.p99),
+        delivery_p50: m(&|o| o.delivery_latency.p50),
+        delivery_p99: m(&|o| o.delivery_latency.p99),
         ok: outcomes.iter().all(|o| o.ok()),
     }
 }
 
 fn print_summary(outcomes: &[Outcome]) {
     let mut rows = Vec::new();
-    for relay in [Relay::Promlink, Relay::Vmagent] {
+    for relay in Relay::ALL {
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.relay == relay).collect();
         if !mine.is_empty() {
             rows.push((relay, summarize(&mine)));
@@ -859,12 +1086,12 @@ fn print_summary(outcomes: &[Outcome]) {
     }
     println!();
     println!(
-        "| relay | runs | samples | wall s | samples/s | relay CPU s | CPU s / M samples | peak RSS MiB | checksum, order, no loss |"
+        "| relay | runs | samples | wall s | samples/s | relay CPU s | CPU s / M samples | peak RSS MiB | receipt to 2xx p50 / p99 ms | receipt to upstream p50 / p99 ms | checks |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (relay, s) in &rows {
         println!(
-            "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.3} | {:.1} | {} |",
+            "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.3} | {:.1} | {:.2} / {:.2} | {:.0} / {:.0} | {} |",
             relay.name(),
             s.runs,
             s.samples,
@@ -873,19 +1100,27 @@ fn print_summary(outcomes: &[Outcome]) {
             s.cpu,
             s.cpu_per_million,
             s.hwm,
+            s.ack_p50,
+            s.ack_p99,
+            s.delivery_p50,
+            s.delivery_p99,
             yes_no(s.ok)
         );
     }
     let find = |r: Relay| rows.iter().find(|(x, _)| *x == r).map(|(_, s)| s);
-    if let (Some(pl), Some(vm)) = (find(Relay::Promlink), find(Relay::Vmagent)) {
-        println!(
-            "| promlink / vmagent | | | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | |",
-            pl.wall / vm.wall,
-            pl.throughput / vm.throughput,
-            pl.cpu / vm.cpu,
-            pl.cpu_per_million / vm.cpu_per_million,
-            pl.hwm / vm.hwm
-        );
+    for vm_relay in [Relay::Vmagent, Relay::VmagentDefaults] {
+        if let (Some(pl), Some(vm)) = (find(Relay::Promlink), find(vm_relay)) {
+            println!(
+                "| promlink / {} | | | {:.2}x | {:.2}x | {:.2}x | {:.2}x ({:.2}x less) | {:.2}x | | | |",
+                vm_relay.name(),
+                pl.wall / vm.wall,
+                pl.throughput / vm.throughput,
+                pl.cpu / vm.cpu,
+                pl.cpu_per_million / vm.cpu_per_million,
+                vm.cpu_per_million / pl.cpu_per_million,
+                pl.hwm / vm.hwm
+            );
+        }
     }
     println!();
     if let Some(pl) = find(Relay::Promlink) {
@@ -900,7 +1135,7 @@ fn print_summary(outcomes: &[Outcome]) {
             pl.hwm,
             met(pl.hwm <= TARGET_RSS_MIB)
         );
-        if let Some(vm) = find(Relay::Vmagent) {
+        if let Some(vm) = find(Relay::Vmagent).or(find(Relay::VmagentDefaults)) {
             let ratio = vm.cpu_per_million / pl.cpu_per_million;
             println!(
                 "target: promlink CPU >= 2.5x better than vmagent: {ratio:.2}x ({})",
@@ -923,6 +1158,13 @@ fn append_json(path: &Path, p: &Params, o: &Outcome) -> Result<(), String> {
     let line = serde_json::json!({
         "relay": o.relay.name(),
         "rules": p.rules.as_ref().map(|(f, r)| format!("{} ({} rules)", f.display(), r.len())),
+        "cluster": p.cluster,
+        "rate": p.rate,
+        "cpus": p.cpus,
+        "ack_p50_ms": o.ack_latency.p50,
+        "ack_p99_ms": o.ack_latency.p99,
+        "delivery_p50_ms": o.delivery_latency.p50,
+        "delivery_p99_ms": o.delivery_latency.p99,
         "run": o.run,
         "series": p.series,
         "rounds": p.rounds,
@@ -941,7 +1183,9 @@ fn append_json(path: &Path, p: &Params, o: &Outcome) -> Result<(), String> {
         "load_before": o.load_before,
         "load_after": o.load_after,
         "checksum_ok": o.checksum_ok(),
+        "checksum_required": o.expect_checksum,
         "order_ok": o.order_ok(),
+        "order_required": o.expect_order,
         "complete": o.complete(),
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -46,6 +46,7 @@ use super::serve::{self, Server};
 use super::tls::{LeafCert, TestCa};
 use crate::proto::v1::WriteRequest;
 
+mod arrivals;
 mod checks;
 mod cli;
 mod fault;
@@ -54,6 +55,7 @@ mod query;
 mod stats;
 mod wire;
 
+pub use arrivals::Arrivals;
 pub use cli::{run_emulate_dce, EmulateDceArgs};
 pub use fault::Fault;
 pub use query::QUERY_AUDIENCES;
@@ -164,6 +166,8 @@ pub struct DceConfig {
     /// Principals (client ids or object ids) holding Monitoring Data Reader on the workspace
     /// (allowed to query).
     pub readers: Vec<String>,
+    /// Notes when chosen samples arrive (benchmarks' delivery latency).
+    pub arrivals: Option<Arc<Arrivals>>,
 }
 
 impl Default for DceConfig {
@@ -180,6 +184,7 @@ impl Default for DceConfig {
             reject_repeated_series: false,
             keep_series: 0,
             readers: Vec::new(),
+            arrivals: None,
         }
     }
 }
@@ -215,6 +220,7 @@ struct Shared {
     keep: usize,
     keep_series: usize,
     reject_repeated_series: bool,
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 impl Shared {
@@ -278,6 +284,7 @@ impl DceEmulator {
             keep: config.keep_accepted,
             keep_series: config.keep_series,
             reject_repeated_series: config.reject_repeated_series,
+            arrivals: config.arrivals,
         });
         if shared.auth.is_none() {
             tracing::warn!("EMULATOR dce: bearer tokens are not checked (auth disabled)");

@@ -84,6 +84,16 @@ pub struct LoadgenConfig {
     /// checksum of acknowledged samples is then taken over each series as the receiver forwards
     /// it, and the series the rules drop are left out of it. What is sent does not change.
     pub expect_relabel: Option<std::sync::Arc<promlink_relabel::Rules>>,
+    /// The `cluster` label the receiver adds to every series (promlink's `cluster`, vmagent's
+    /// `-remoteWrite.label=cluster=...`): the series are then sent without their `cluster`
+    /// label, and the checksum of acknowledged samples is taken with `cluster="<value>"` added
+    /// (before `expect_relabel`'s rules, as promlink applies them).
+    pub expect_cluster: Option<String>,
+    /// Pacing: samples per second over all shards. Each shard sends its requests on a fixed
+    /// schedule (request `j` of shard `s` at `(j * shards + s) * samples_per_request / rate`
+    /// seconds after the start), sending at once when it is late. `None`: each shard sends as
+    /// soon as its previous request is answered.
+    pub rate: Option<f64>,
 }
 
 impl Default for LoadgenConfig {
@@ -105,6 +115,8 @@ impl Default for LoadgenConfig {
             request_timeout: Duration::from_secs(10),
             deadline: Duration::from_secs(60),
             expect_relabel: None,
+            expect_cluster: None,
+            rate: None,
         }
     }
 }
@@ -136,7 +148,24 @@ pub struct Report {
     pub incomplete: bool,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// One per acknowledged request, in no particular order.
+    pub timings: Vec<Timing>,
 }
+
+/// When an acknowledged request was sent and answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// When its acknowledged attempt started (earlier attempts were refused or failed).
+    pub sent: Instant,
+    /// From then to its 2xx.
+    pub acked: Duration,
+    /// Its first sample the receiver forwards ([`Prepared::probe`]).
+    pub probe: Option<Probe>,
+}
+
+/// One sample, as the receiving end sees it: its series' [`checksum::series_hash`] as forwarded,
+/// and its timestamp.
+pub type Probe = (u64, i64);
 
 impl Report {
     /// Adds another run's figures to these.
@@ -154,6 +183,7 @@ impl Report {
         }
         self.transport_errors += other.transport_errors;
         self.incomplete |= other.incomplete;
+        self.timings.extend(other.timings);
     }
 }
 
@@ -214,6 +244,9 @@ pub struct Prepared {
     pub samples: u64,
     /// Their checksum.
     pub checksum: Checksum,
+    /// Its first sample the receiver forwards (none when the rules drop every series): the
+    /// sink can say when it arrived ([`crate::emulator::dce::Arrivals`]).
+    pub probe: Option<Probe>,
 }
 
 /// Every request of a run, encoded ahead, per shard ([`prepare`]).
@@ -231,6 +264,15 @@ impl PreparedLoad {
     /// Compressed bytes of all requests.
     pub fn bytes(&self) -> usize {
         self.shards.iter().flatten().map(|p| p.body.len()).sum()
+    }
+
+    /// The probe of every request that has one.
+    pub fn probes(&self) -> Vec<Probe> {
+        self.shards
+            .iter()
+            .flatten()
+            .filter_map(|p| p.probe)
+            .collect()
     }
 }
 
@@ -333,14 +375,21 @@ where
     }
     let client = builder.build().map_err(LoadgenError::Client)?;
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + cfg.deadline;
+    let start = tokio::time::Instant::now();
+    let deadline = start + cfg.deadline;
+    // Pacing: the time between two requests of all shards together.
+    let every = cfg
+        .rate
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map(|r| Duration::from_secs_f64(cfg.samples_per_request as f64 / r));
     let mut tasks = Vec::new();
-    for requests in sources {
+    for (shard, requests) in sources.into_iter().enumerate() {
         let sender = Shard {
             cfg: cfg.clone(),
             client: client.clone(),
             deadline,
             shutdown: shutdown.clone(),
+            schedule: every.map(|every| (start, every, shard)),
         };
         tasks.push(tokio::spawn(sender.run(requests)));
     }
@@ -380,10 +429,20 @@ impl Requests {
         let series = (shard..cfg.series)
             .step_by(cfg.shards)
             .map(|i| {
-                let labels = series_labels(i);
+                let mut labels = series_labels(i);
+                if cfg.expect_cluster.is_some() {
+                    labels.retain(|l| l.name != "cluster");
+                }
                 let mut encoded = Vec::with_capacity(256);
                 for l in &labels {
                     crate::codec::put_label(&mut encoded, l.name.as_bytes(), l.value.as_bytes());
+                }
+                if let Some(cluster) = &cfg.expect_cluster {
+                    labels.push(Label {
+                        name: "cluster".to_owned(),
+                        value: cluster.clone(),
+                    });
+                    labels.sort_by(|a, b| a.name.cmp(&b.name));
                 }
                 let hash = match &cfg.expect_relabel {
                     None => Some(checksum::series_hash(&labels)),
@@ -417,6 +476,7 @@ impl Iterator for Requests {
         self.raw.clear();
         let mut checksum = Checksum::new();
         let mut samples = 0u64;
+        let mut probe = None;
         while samples < self.per_request as u64 && self.round < self.rounds {
             let (i, hash, labels) = &self.series[self.next];
             let ts = self
@@ -449,6 +509,7 @@ impl Iterator for Requests {
             self.raw.extend_from_slice(sample);
             if let Some(hash) = hash {
                 checksum.add(*hash, ts, value);
+                probe = probe.or(Some((*hash, ts)));
             }
             samples += 1;
             self.next += 1;
@@ -468,6 +529,7 @@ impl Iterator for Requests {
             body: bytes::Bytes::from(body),
             samples,
             checksum,
+            probe,
         })
     }
 }
@@ -494,14 +556,25 @@ struct Shard {
     client: reqwest::Client,
     deadline: tokio::time::Instant,
     shutdown: CancellationToken,
+    /// Pacing: the run's start, the time between two requests of all shards, this shard's
+    /// number.
+    schedule: Option<(tokio::time::Instant, Duration, usize)>,
 }
 
 impl Shard {
     async fn run(self, requests: impl Iterator<Item = Prepared>) -> Report {
         let mut report = Report::default();
-        for request in requests {
+        for (j, request) in requests.enumerate() {
             report.samples += request.samples;
             report.checksum_sent.merge(&request.checksum);
+            if let Some((start, every, shard)) = self.schedule {
+                let slot = (j * self.cfg.shards + shard) as u32;
+                let at = (start + every * slot).min(self.deadline);
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = self.shutdown.cancelled() => {}
+                }
+            }
             if self.stopped() {
                 report.incomplete = true;
                 break;
@@ -520,6 +593,7 @@ impl Shard {
             body,
             samples,
             checksum: sum,
+            probe,
         } = request;
         report.requests += 1;
         let mut backoff = self.cfg.min_backoff;
@@ -540,11 +614,17 @@ impl Shard {
                 request = request.bearer_auth(token);
             }
             let mut wait = backoff;
+            let sent = Instant::now();
             match request.send().await {
                 Ok(response) => {
                     let status = response.status();
                     *report.statuses.entry(status.as_u16()).or_default() += 1;
                     if status.is_success() {
+                        report.timings.push(Timing {
+                            sent,
+                            acked: sent.elapsed(),
+                            probe,
+                        });
                         report.requests_acked += 1;
                         report.samples_acked += samples;
                         report.checksum_acked.merge(&sum);

@@ -2,6 +2,7 @@ use super::*;
 use crate::emulator::dce::{DceConfig, DceEmulator, DceTls, Fault};
 use crate::emulator::entra::{EntraConfig, EntraEmulator, RegisteredClient};
 use crate::emulator::tls::TestCa;
+use std::sync::Arc;
 
 fn small(url: &str) -> LoadgenConfig {
     LoadgenConfig {
@@ -226,4 +227,75 @@ async fn loadgen_rejects_unusable_config() {
         ..LoadgenConfig::default()
     };
     assert!(run(cfg, CancellationToken::new()).await.is_err());
+}
+
+#[tokio::test]
+async fn loadgen_paced_run_keeps_its_schedule_and_times_each_request() {
+    let mut cfg = small("http://127.0.0.1:1/");
+    cfg.rate = Some(1000.0);
+    let load = prepare(&cfg).expect("prepare");
+    let arrivals = Arc::new(crate::emulator::dce::Arrivals::new(&load.probes()));
+    let dce = DceEmulator::start(DceConfig {
+        tls: DceTls::Plain,
+        arrivals: Some(arrivals.clone()),
+        ..DceConfig::default()
+    })
+    .await
+    .expect("dce");
+    cfg.url = dce.url().to_owned();
+    let report = run_prepared(cfg, load, CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(report.samples_acked, 300);
+    // 3 shards x 3 requests of at most 40 samples at 1000 samples/s: the last request (slot 8)
+    // is due 8 x 40 ms after the start.
+    assert_eq!(report.requests_acked, 9);
+    assert!(
+        report.elapsed >= Duration::from_millis(320),
+        "paced: {:?}",
+        report.elapsed
+    );
+    assert_eq!(report.timings.len(), 9);
+    let mut sent: Vec<Instant> = report.timings.iter().map(|t| t.sent).collect();
+    sent.sort();
+    for w in sent.windows(2) {
+        // Slots are 40 ms apart; timer slack only makes them later.
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(30),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    for t in &report.timings {
+        let arrived = arrivals.get(t.probe.expect("probe")).expect("arrived");
+        assert!(arrived >= t.sent && arrived <= t.sent + t.acked, "{t:?}");
+    }
+    dce.shutdown().await;
+}
+
+#[test]
+fn loadgen_expect_cluster_sends_without_it_and_checksums_with_it() {
+    let mut cfg = small("http://127.0.0.1:1/");
+    cfg.expect_cluster = Some("c1".to_owned());
+    let load = prepare(&cfg).expect("prepare");
+    let mut total = Checksum::new();
+    let mut expected = Checksum::new();
+    for p in load.shards.iter().flatten() {
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&p.body)
+            .expect("snappy");
+        let mut request = WriteRequest::decode(raw.as_slice()).expect("protobuf");
+        for ts in &mut request.timeseries {
+            assert!(ts.labels.iter().all(|l| l.name != "cluster"));
+            ts.labels.push(Label {
+                name: "cluster".to_owned(),
+                value: "c1".to_owned(),
+            });
+            ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        expected.merge(&Checksum::of_request(&request));
+        total.merge(&p.checksum);
+    }
+    assert_eq!(total.samples, 300);
+    assert_eq!(total, expected);
 }

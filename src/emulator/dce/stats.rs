@@ -83,6 +83,13 @@ pub(super) fn record_accepted(
     for &(i, t, bits) in &parsed.samples {
         checksum.add(parsed.series[i as usize], t, f64::from_bits(bits));
     }
+    if let Some(arrivals) = &shared.arrivals {
+        let samples = parsed.samples.iter();
+        arrivals.record(
+            samples.map(|&(i, t, _)| (parsed.series[i as usize], t)),
+            std::time::Instant::now(),
+        );
+    }
     let mut data = shared.lock();
     let stats_before = data.stats.distinct_series;
     let mut distinct_new = 0;
