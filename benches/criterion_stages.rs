@@ -197,6 +197,7 @@ fn stages(c: &mut Criterion) {
         max_bytes: 1 << 30,
         segment_bytes: 16 << 20,
         fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        commit_delay: Duration::ZERO,
         window_bytes: 8 << 20,
     })
     .expect("disk queue");

@@ -36,6 +36,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 pub const SHARDS: usize = 4;
 /// Most `shards`.
 pub const MAX_SHARDS: usize = 256;
+/// `commit_delay`: off until measured otherwise (BENCHMARKS.md, issue 17).
+pub const COMMIT_DELAY: Duration = Duration::ZERO;
+/// Longest `commit_delay`: every write may wait this long on top of its fsync.
+pub const MAX_COMMIT_DELAY: Duration = Duration::from_millis(10);
 /// Longest `fsync: interval:<d>`: the loss window on power loss (a larger value is refused, it
 /// would also overflow the committer's clock).
 pub const MAX_FSYNC_INTERVAL: Duration = Duration::from_secs(3600);
@@ -126,6 +130,7 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("queue_max_bytes", QUEUE_MAX_BYTES.to_string()),
         ("queue_memory_bytes", QUEUE_MEMORY_BYTES.to_string()),
         ("fsync", "always".to_string()),
+        ("commit_delay", d(COMMIT_DELAY)),
         ("queue_full_status", "503".to_string()),
         ("max_body_bytes", MAX_BODY_BYTES.to_string()),
         (

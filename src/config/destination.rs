@@ -145,11 +145,26 @@ fn queue(s: &Settings, p: &mut Problems) -> QueueConfig {
         s.queue_memory_bytes,
         d::QUEUE_MEMORY_BYTES,
     );
+    let commit_delay = match s.commit_delay.unwrap_or(d::COMMIT_DELAY) {
+        delay if delay > d::MAX_COMMIT_DELAY => {
+            p.bad(
+                "commit_delay",
+                humantime::format_duration(delay),
+                format!(
+                    "every write waits up to this long for its fsync; at most {}",
+                    humantime::format_duration(d::MAX_COMMIT_DELAY)
+                ),
+            );
+            d::COMMIT_DELAY
+        }
+        delay => delay,
+    };
     QueueConfig {
         max_bytes,
         disk: s.queue_dir.clone().map(|dir| DiskSettings {
             dir,
             fsync: s.fsync.unwrap_or(FsyncPolicy::Always),
+            commit_delay,
             memory_bytes,
         }),
     }

@@ -238,6 +238,13 @@ pub struct Settings {
     #[serde(default, deserialize_with = "de_fsync")]
     pub fsync: Option<crate::queue::FsyncPolicy>,
 
+    /// With queue_dir and fsync always: when the previous group commit ended less than 2ms
+    /// ago, wait this long before the next so that more writes share its fsync; 0s never
+    /// waits; at most 10ms [default: 0s]
+    #[arg(long, env = "PROMLINK_COMMIT_DELAY", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub commit_delay: Option<Duration>,
+
     /// Drop data queued longer than this, counted as expired [default: no limit]
     #[arg(long, env = "PROMLINK_QUEUE_MAX_AGE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
@@ -555,6 +562,7 @@ impl Settings {
             write_relabel_configs,
             routes,
             fsync,
+            commit_delay,
             queue_max_age,
             max_sample_age,
             log_format,

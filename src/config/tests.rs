@@ -484,3 +484,25 @@ fn max_requests_per_minute_defaults_to_azures_limit_for_azure_hosts_only() {
         "{e}"
     );
 }
+
+#[test]
+fn commit_delay_reaches_the_disk_queue_and_a_long_one_is_refused() {
+    let s = Settings {
+        queue_dir: Some("/var/lib/promlink".into()),
+        commit_delay: Some(Duration::from_micros(300)),
+        ..base()
+    };
+    let c = s.resolve().unwrap();
+    let disk = c.destination.queue.disk.expect("disk queue");
+    assert_eq!(disk.commit_delay, Duration::from_micros(300));
+    let s = Settings {
+        queue_dir: Some("/var/lib/promlink".into()),
+        commit_delay: Some(Duration::from_millis(50)),
+        ..base()
+    };
+    let e = s.resolve().unwrap_err().to_string();
+    assert!(
+        e.contains("commit_delay") && e.contains("50ms") && e.contains("at most 10ms"),
+        "{e}"
+    );
+}

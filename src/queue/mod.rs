@@ -47,6 +47,8 @@ pub struct DiskSettings {
     pub dir: PathBuf,
     /// When a push counts as durable (`fsync`).
     pub fsync: FsyncPolicy,
+    /// How long a group commit waits for more pushes after a recent one (`commit_delay`).
+    pub commit_delay: std::time::Duration,
     /// Compressed bytes held in memory for sending; the rest of a backlog waits on disk
     /// (`queue_memory_bytes`, at most `max_bytes`).
     pub memory_bytes: usize,
@@ -66,6 +68,7 @@ pub async fn open(cfg: &QueueConfig) -> Result<Queue, DiskQueueError> {
         max_bytes: cfg.max_bytes as u64,
         segment_bytes: disk::SEGMENT_BYTES,
         fsync: disk.fsync,
+        commit_delay: disk.commit_delay,
         // What the workers see of a backlog; the rest stays on disk.
         window_bytes: disk.memory_bytes.min(cfg.max_bytes),
     };

@@ -119,6 +119,10 @@ pub(super) struct Committer {
     writer: Writer,
     pos_file: segment::PosFile,
     policy: FsyncPolicy,
+    /// See [`super::DiskQueueConfig::commit_delay`].
+    commit_delay: Duration,
+    /// When the last group commit with pushes ended.
+    last_commit: Option<Instant>,
     segment_bytes: u64,
     /// Last fsync of data (under `Interval`) or of the position (under `Always`).
     last_sync: Instant,
@@ -130,6 +134,7 @@ impl Committer {
         writer: Writer,
         pos_file: segment::PosFile,
         policy: FsyncPolicy,
+        commit_delay: Duration,
         segment_bytes: u64,
     ) -> Self {
         Self {
@@ -137,6 +142,8 @@ impl Committer {
             writer,
             pos_file,
             policy,
+            commit_delay,
+            last_commit: None,
             segment_bytes,
             last_sync: Instant::now(),
         }
@@ -188,8 +195,14 @@ impl Committer {
                         None => self.inner.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
                     };
                 };
+                if !tick && self.wait_for_more(&q) {
+                    drop(q);
+                    std::thread::sleep(self.commit_delay);
+                    q = lock(&self.inner.commit);
+                }
                 (std::mem::take(&mut *q), tick)
             };
+            let pushed = !work.pushes.is_empty();
             let everything = tick || !work.syncs.is_empty() || work.shutdown;
             let durable_data = everything || self.policy == FsyncPolicy::Always;
             let data_result = self.cycle(work.pushes, durable_data);
@@ -203,10 +216,28 @@ impl Committer {
             if everything {
                 self.last_sync = Instant::now();
             }
+            if pushed {
+                self.last_commit = Some(Instant::now());
+            }
             if work.shutdown {
                 return;
             }
         }
+    }
+
+    /// Whether to wait `commit_delay` before taking `q`'s pushes: only pushes wait (not a
+    /// `sync()`, shutdown or crash), only under `fsync: always`, and only right after another
+    /// group commit, when more pushes are likely to arrive meanwhile.
+    fn wait_for_more(&self, q: &CommitQueue) -> bool {
+        !self.commit_delay.is_zero()
+            && self.policy == FsyncPolicy::Always
+            && !q.pushes.is_empty()
+            && q.syncs.is_empty()
+            && !q.shutdown
+            && !q.crash
+            && self
+                .last_commit
+                .is_some_and(|t| t.elapsed() < super::config::RECENT_COMMIT)
     }
 
     /// Appends the pushes, fsyncs when `durable` (also with no pushes: an interval tick, a

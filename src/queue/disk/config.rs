@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A group commit that ended less than this ago makes the next wait `commit_delay`: pushes
+/// are arriving back to back, and waiting lets more of them share one fsync.
+pub const RECENT_COMMIT: Duration = Duration::from_millis(2);
+
 /// Size at which a new segment file is started.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
@@ -17,6 +21,10 @@ pub struct DiskQueueConfig {
     pub segment_bytes: u64,
     /// When a push counts as durable.
     pub fsync: FsyncPolicy,
+    /// Under [`FsyncPolicy::Always`]: when the previous group commit ended less than
+    /// [`RECENT_COMMIT`] ago, how long the committer waits before taking the next group, so
+    /// that more pushes share its fsync. Zero never waits.
+    pub commit_delay: Duration,
     /// Most chunk data held in memory for the upstream workers (the rest waits on disk).
     pub window_bytes: usize,
 }

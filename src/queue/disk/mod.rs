@@ -359,6 +359,7 @@ impl DiskQueue {
             writer,
             pos_file,
             cfg.fsync,
+            cfg.commit_delay,
             cfg.segment_bytes,
         );
         let supervised = inner.clone();

@@ -326,6 +326,8 @@ proptest! {
             max_bytes: 1 << 30,
             segment_bytes: if small_segments { 1024 } else { 1 << 20 },
             fsync: if always { FsyncPolicy::Always } else { FsyncPolicy::Interval(Duration::from_secs(3600)) },
+            // Under `always`, commits right after another wait a little (`commit_delay`).
+            commit_delay: if always { Duration::from_micros(200) } else { Duration::ZERO },
             window_bytes: if small_window { 200 } else { 1 << 20 },
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

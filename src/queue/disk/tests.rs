@@ -24,6 +24,7 @@ fn config(dir: &Path) -> DiskQueueConfig {
         max_bytes: 1 << 30,
         segment_bytes: 16 << 20,
         fsync: FsyncPolicy::Always,
+        commit_delay: Duration::ZERO,
         window_bytes: 1 << 20,
     }
 }
@@ -460,6 +461,47 @@ async fn concurrent_pushes_share_fsyncs() {
         s.commits
     );
     assert!(s.fsyncs > 0);
+}
+
+/// `commit_delay`: a push right after a group commit waits for it (and pushes arriving
+/// meanwhile share its fsync); a push after a quiet moment does not wait.
+#[tokio::test]
+async fn commit_delay_makes_a_push_right_after_a_commit_wait_for_company() {
+    let dir = tempfile::tempdir().unwrap();
+    let delay = Duration::from_millis(150);
+    let (q, _) = open(&DiskQueueConfig {
+        commit_delay: delay,
+        ..config(dir.path())
+    });
+    // A first commit, after nothing: no wait.
+    let t = std::time::Instant::now();
+    q.push(vec![entry(0, 0, 1, 100)]).await.unwrap();
+    assert!(
+        t.elapsed() < delay,
+        "the first push waited {:?}",
+        t.elapsed()
+    );
+    // Right after it: the next group waits; what arrives meanwhile joins it.
+    let t = std::time::Instant::now();
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        q.push(vec![entry(2, 2, 1, 100)]).await
+    };
+    let (a, b) = tokio::join!(q.push(vec![entry(1, 1, 1, 100)]), late);
+    a.unwrap();
+    b.unwrap();
+    assert!(t.elapsed() >= delay, "waited only {:?}", t.elapsed());
+    let s = q.stats();
+    assert_eq!((s.records, s.commits), (3, 2), "{s:?}");
+    // After a quiet moment (more than RECENT_COMMIT): no wait.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = std::time::Instant::now();
+    q.push(vec![entry(3, 3, 1, 100)]).await.unwrap();
+    assert!(
+        t.elapsed() < delay,
+        "waited {:?} after a quiet moment",
+        t.elapsed()
+    );
 }
 
 #[test]
