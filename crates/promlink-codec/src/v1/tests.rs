@@ -144,3 +144,115 @@ fn unusual_encodings_take_the_full_path_with_the_same_key() {
         assert_eq!(key, want, "{what}");
     }
 }
+
+/// Label names: valid and invalid, of up to 8 bytes (what the cache holds) and longer, with
+/// and without upper case, some differing only in case or in one byte.
+const NAMES: [&str; 16] = [
+    "a",
+    "job",
+    "Job",
+    "pod",
+    "9lives",
+    "x-y",
+    "instance",
+    "container",
+    "containEr",
+    "contai-er",
+    "namespace",
+    "namespace_",
+    "namespace-",
+    "long_label_namex",
+    "long_label_name-",
+    "a_label_name_longer_than_16",
+];
+
+/// Metric names: valid and invalid, short and long, some with the same length and ends as
+/// others.
+fn metric_names() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "up",
+        "u-p",
+        "x",
+        "1bad",
+        "ok:recorded",
+        "A_upper",
+        "container_cpu_usage_seconds_total",
+        "container_cpu_usage-seconds_total",
+        "container_cpu_usage_seconds_tota√",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for len in [55, 56, 57] {
+        v.push(format!("m{}", "_".repeat(len - 1)));
+        v.push(format!("m{}-", "_".repeat(len - 2)));
+    }
+    v
+}
+
+fn encode_series(metric: &str, labels: &[(usize, u8)]) -> Vec<u8> {
+    let mut pairs: Vec<(&str, String)> = labels
+        .iter()
+        .map(|&(n, v)| (NAMES[n], format!("v{v}")))
+        .collect();
+    pairs.push(("__name__", metric.to_owned()));
+    pairs.sort();
+    pairs.dedup_by(|a, b| a.0 == b.0);
+    let mut s = Vec::new();
+    for (n, v) in pairs {
+        let mut label = Vec::new();
+        wire::put_len_field(&mut label, 1, n.as_bytes());
+        wire::put_len_field(&mut label, 2, v.as_bytes());
+        wire::put_len_field(&mut s, TS_LABELS, &label);
+    }
+    wire::put_len_field(&mut s, TS_SAMPLES, &[0x10, 0x01]);
+    s
+}
+
+proptest::proptest! {
+    /// The name cache (label names found valid at each position of earlier series) never
+    /// changes an answer: every series of a sequence scanned with one warm cache gets exactly
+    /// what it gets with a fresh one (accepted with the same key and labels, or refused).
+    #[test]
+    fn the_name_cache_never_changes_an_answer(
+        series in proptest::collection::vec(
+            (0usize..15, proptest::collection::vec((0usize..NAMES.len(), 0u8..3), 0..6)),
+            1..40,
+        )
+    ) {
+        let metrics = metric_names();
+        let opts = Options::default();
+        let mut warm = NameCache::default();
+        let mut scratch = Vec::new();
+        for (m, labels) in &series {
+            let s = encode_series(&metrics[*m % metrics.len()], labels);
+            let cached = fast_scan(&s, &opts, None, &mut scratch, &mut warm)
+                .map(|x| (x.key, x.labels_end, x.counts));
+            let fresh = fast_scan(&s, &opts, None, &mut scratch, &mut NameCache::default())
+                .map(|x| (x.key, x.labels_end, x.counts));
+            proptest::prop_assert_eq!(cached, fresh);
+            // And the full path agrees on acceptance.
+            let full = matches!(check_series(&s, &opts), Ok(Checked::Keep { .. }));
+            if cached.is_some() {
+                proptest::prop_assert!(full, "the scan accepted what the full path refuses");
+            }
+        }
+    }
+}
+
+/// The property above sees both answers: its generator makes series the scan accepts and
+/// series it refuses.
+#[test]
+fn the_name_cache_property_sees_accepted_and_refused_series() {
+    let opts = Options::default();
+    let scan = |metric: &str, labels: &[(usize, u8)]| {
+        let s = encode_series(metric, labels);
+        fast_scan(&s, &opts, None, &mut Vec::new(), &mut NameCache::default()).is_some()
+    };
+    assert!(scan("up", &[(1, 0), (3, 1), (7, 2)]));
+    assert!(!scan("1bad", &[(1, 0)]));
+    assert!(!scan("up", &[(4, 0)]), "a label name starting with a digit");
+    assert!(
+        !scan("up", &[(1, 0), (2, 0)]),
+        "job and Job differ only in case"
+    );
+}
