@@ -16,6 +16,10 @@
 //! benchmarks, [`prepare`] encodes every request ahead and [`run_prepared`] only sends, so the
 //! sender's CPU does not compete with what is measured.
 //!
+//! With `rate` set the shards send on a fixed schedule instead (a paced sender, for comparing
+//! relays at one input rate). The [`Report`] also times every acknowledged request and names
+//! its first forwarded sample, so that a sink can tell when it arrived.
+//!
 //! The run is bounded: it stops after the last round, at the deadline, or on shutdown.
 
 pub mod checksum;
