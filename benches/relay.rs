@@ -555,6 +555,8 @@ impl Outcome {
             && !self.report.incomplete
             && self.report.requests_failed == 0
             && self.report.samples_acked == self.report.samples
+            // Unchecked output (vmagent with rules) must at least have arrived.
+            && (self.expect_checksum || self.stats.samples > 0)
     }
     fn ok(&self) -> bool {
         (self.checksum_ok() || !self.expect_checksum)

@@ -199,6 +199,9 @@ impl Committer {
                     drop(q);
                     std::thread::sleep(self.commit_delay);
                     q = lock(&self.inner.commit);
+                    if q.crash {
+                        return;
+                    }
                 }
                 (std::mem::take(&mut *q), tick)
             };
