@@ -240,15 +240,24 @@ impl Rig {
 }
 
 /// The value of one series in the `/metrics` of the promlink at `addr`, 0 if absent.
+///
+/// A GET on a pooled keep-alive connection can meet promlink closing it for idleness
+/// (`header_read_timeout`) at the same moment; that transport error is retried, as the next
+/// scrape would be. Any answer, and a third failure, is final.
 pub async fn metric(http: &reqwest::Client, addr: std::net::SocketAddr, series: &str) -> f64 {
-    let text = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let url = format!("http://{addr}/metrics");
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        match http.get(&url).send().await {
+            Ok(r) => break r,
+            Err(e) if attempt < 3 && e.is_request() => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("GET {url}: {e:?}"),
+        }
+    };
+    let text = response.text().await.unwrap();
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)
