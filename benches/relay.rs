@@ -63,7 +63,9 @@
 //! | `RELAY_BENCH_JSON` | | a path: append one JSON object per run |
 //! | `RELAY_BENCH_KEEP` | | `1`: keep the temporary directories (logs, queues) |
 //!
-//! Exit code: 0 when every run delivered everything in order with equal checksums, 1 otherwise.
+//! Exit code: 0 when every run delivered everything in order with equal checksums (order not
+//! required of `vmagent-defaults`; for vmagent with rules, only that its output arrived), 1
+//! otherwise.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -213,12 +215,18 @@ impl Params {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let rules = env_str("RELAY_BENCH_RULES")
-            .map(|f| read_rules(&PathBuf::from(f)))
-            .transpose()?;
-        let vmagent_rules = env_str("RELAY_BENCH_RULES")
-            .map(|f| vmagent_rules(&PathBuf::from(f)))
-            .transpose()?;
+        // One read of the rules file, for promlink and for vmagent.
+        let (rules, vmagent_rules) = match env_str("RELAY_BENCH_RULES").map(PathBuf::from) {
+            None => (None, None),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e}", path.display()))?;
+                (
+                    Some(read_rules(&path, &text)?),
+                    Some(vmagent_rules(&path, &text)?),
+                )
+            }
+        };
         let rate = match env_str("RELAY_BENCH_RATE") {
             Some(v) => Some(
                 v.trim()
@@ -271,16 +279,18 @@ impl Params {
     }
 }
 
-/// The `write_relabel_configs` of the promlink YAML file `path`, checked as promlink checks them.
-fn read_rules(path: &Path) -> Result<(PathBuf, std::sync::Arc<promlink_relabel::Rules>), String> {
+/// The `write_relabel_configs` of the promlink YAML file `path` (its content `text`), checked
+/// as promlink checks them.
+fn read_rules(
+    path: &Path,
+    text: &str,
+) -> Result<(PathBuf, std::sync::Arc<promlink_relabel::Rules>), String> {
     #[derive(serde::Deserialize)]
     struct File {
         #[serde(default)]
         write_relabel_configs: Vec<promlink_relabel::RelabelConfig>,
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e}", path.display()))?;
-    let file: File = serde_saphyr::from_str(&text)
+    let file: File = serde_saphyr::from_str(text)
         .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e}", path.display()))?;
     let rules = promlink_relabel::Rules::compile(&file.write_relabel_configs)
         .map_err(|e| format!("RELAY_BENCH_RULES: {}: {e:?}", path.display()))?;
@@ -288,16 +298,16 @@ fn read_rules(path: &Path) -> Result<(PathBuf, std::sync::Arc<promlink_relabel::
     Ok((path, std::sync::Arc::new(rules)))
 }
 
-/// The `write_relabel_configs` of the promlink YAML file `path` in vmagent 1.79's spelling, as
-/// JSON (which its YAML reader takes): `keepequal` / `dropequal` (keep or drop when the joined
-/// `source_labels` equal `target_label`'s value) become `keep_if_equal` / `drop_if_equal` over
-/// `source_labels` plus `target_label` (keep or drop when all those values are equal), which
-/// is the same test for one source label. vmagent's `hashmod` hashes differently, so it keeps
-/// another subset of series: compare CPU per sample received, not what arrives.
-fn vmagent_rules(path: &Path) -> Result<String, String> {
+/// The `write_relabel_configs` of the promlink YAML file `path` (its content `text`) in vmagent
+/// 1.79's spelling, as JSON (which its YAML reader takes): `keepequal` / `dropequal` (keep or
+/// drop when the joined `source_labels` equal `target_label`'s value) become `keep_if_equal` /
+/// `drop_if_equal` over `source_labels` plus `target_label` (keep or drop when all those values
+/// are equal), which is the same test for one source label. vmagent's `hashmod` hashes
+/// differently, so it keeps another subset of series: compare CPU per sample received, not
+/// what arrives.
+fn vmagent_rules(path: &Path, text: &str) -> Result<String, String> {
     let err = |e: String| format!("RELAY_BENCH_RULES: {} (for vmagent): {e}", path.display());
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let file: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let file: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
     let mut rules = file
         .get("write_relabel_configs")
         .and_then(serde_json::Value::as_array)
