@@ -10,6 +10,9 @@
 //!   the relay bench's relabel rules (`benches/relabel-rules.yaml`: every kept series changes),
 //!   the cache warm (the same series again, as every scrape sends them) and without a cache
 //!   (every series runs the rules);
+//! - `receive: 100,000 series in turn`: the relay load's series in 50 requests walked in
+//!   turn, with the series cache warm (label sets found valid before skip their checks) and
+//!   without one, forwarded as sent and with `cluster` added;
 //! - `batch body`: the upstream body of a batch from its chunks
 //!   ([`promlink::codec::write_body`]: a concatenation, no compression);
 //! - `snappy`: decompress + compress of the same bytes alone, what a relay that re-encodes
@@ -152,6 +155,72 @@ fn stages(c: &mut Criterion) {
             })
         },
     );
+
+    // The relay load's 100,000 series in 50 requests, sent round after round: with the
+    // series cache warm (every label set found valid before), and without one. Both walk the
+    // same requests in turn, so the cache's table and the bodies come from memory as in the
+    // relay, not from the CPU's cache.
+    let series_cache = || {
+        promlink::codec::SeriesCache::new(promlink::codec::DEFAULT_SERIES_CACHE_BYTES)
+            .map(std::sync::Arc::new)
+    };
+    let cached = Options {
+        series_cache: series_cache(),
+        ..options()
+    };
+    let cached_cluster = Options {
+        series_cache: series_cache(),
+        ..with_cluster.clone()
+    };
+    let round: Vec<Bytes> = (0..50)
+        .map(|r| body(r * SAMPLES_PER_REQUEST, SAMPLES_PER_REQUEST))
+        .collect();
+    let round_no_cluster: Vec<Bytes> = (0..50)
+        .map(|r| {
+            body_with(r * SAMPLES_PER_REQUEST, SAMPLES_PER_REQUEST, |n| {
+                n != "cluster"
+            })
+        })
+        .collect();
+    for (bodies, o) in [(&round, &cached), (&round_no_cluster, &cached_cluster)] {
+        for _ in 0..3 {
+            for b in bodies {
+                decode_chunks(Protocol::V1, b, o, &limits()).expect("decodes");
+            }
+        }
+    }
+    let hits = cached.series_cache.as_ref().map(|c| c.stats());
+    for (name, bodies, o) in [
+        ("forwarded as sent, series cache warm", &round, &cached),
+        ("forwarded as sent, no series cache", &round, &opts),
+        (
+            "cluster label added, series cache warm",
+            &round_no_cluster,
+            &cached_cluster,
+        ),
+        (
+            "cluster label added, no series cache",
+            &round_no_cluster,
+            &with_cluster,
+        ),
+    ] {
+        let mut next = 0;
+        group.bench_function(format!("receive: 100,000 series in turn, {name}"), |b| {
+            b.iter(|| {
+                next = (next + 1) % bodies.len();
+                decode_chunks(Protocol::V1, black_box(&bodies[next]), o, &limits())
+                    .expect("decodes")
+            })
+        });
+    }
+    if let (Some(before), Some(after)) = (hits, cached.series_cache.as_ref().map(|c| c.stats())) {
+        println!(
+            "series cache during the warm cases: {} hits, {} misses, table {} bytes",
+            after.hits - before.hits,
+            after.misses - before.misses,
+            after.bytes
+        );
+    }
 
     // A batch of 5000 samples: the chunks of 2.5 requests.
     let mut batch: Vec<Chunk> = Vec::new();

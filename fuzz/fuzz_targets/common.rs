@@ -2,10 +2,20 @@
 // sent (snappy block) or raw protobuf that the target compresses first, so the fuzzer explores
 // the protobuf and validation layers and not only snappy's. Both decode paths run: the one-pass
 // chunking of the receiver and the full decoder that explains refusals; they must agree on
-// whether the body is acceptable.
+// whether the body is acceptable. The receiver's path runs again with a series cache shared by
+// every input, which must not change its answer.
 
 use promlink_codec as codec;
-use promlink_codec::{BatchLimits, Options, Protocol};
+use promlink_codec::{BatchLimits, Options, Protocol, SeriesCache};
+use std::sync::{Arc, OnceLock};
+
+/// One small cache for every input, so that inputs meet the entries of earlier ones.
+fn cache() -> Arc<SeriesCache> {
+    static CACHE: OnceLock<Arc<SeriesCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| Arc::new(SeriesCache::new(64 << 10).expect("cache")))
+        .clone()
+}
 
 pub fn run(protocol: Protocol, data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -35,6 +45,22 @@ pub fn run(protocol: Protocol, data: &[u8]) {
     let body = bytes::Bytes::from(body);
     let chunked = codec::decode_chunks(protocol, &body, &opts, &limits);
     let full = codec::decode(protocol, &body, &opts);
+    let cached_opts = Options {
+        series_cache: Some(cache()),
+        ..opts.clone()
+    };
+    let cached = codec::decode_chunks(protocol, &body, &cached_opts, &limits);
+    match (&chunked, &cached) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.counts, b.counts, "the series cache changed the counts");
+            assert_eq!(a.chunks.len(), b.chunks.len(), "the series cache changed the chunks");
+            for (x, y) in a.chunks.iter().zip(&b.chunks) {
+                assert!(x.data == y.data && x.keys == y.keys, "the series cache changed a chunk");
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "the series cache changed the refusal"),
+        (a, b) => panic!("the series cache changed the answer: {:?} vs {:?}", a.as_ref().err(), b.as_ref().err()),
+    }
     assert_eq!(
         chunked.is_ok(),
         full.is_ok(),

@@ -51,6 +51,8 @@ pub const QUEUE_MEMORY_BYTES: usize = 8 << 20;
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// `max_decoded_bytes`.
 pub const MAX_DECODED_BYTES: usize = 64 << 20;
+/// Smallest `series_cache_bytes` but 0 (off).
+pub const MIN_SERIES_CACHE_BYTES: usize = 64 << 10;
 /// `max_inflight_decode_bytes`.
 pub const MAX_INFLIGHT_DECODE_BYTES: usize = 128 << 20;
 /// `Retry-After` seconds sent with a retryable refusal (not a key).
@@ -147,6 +149,10 @@ pub fn table() -> Vec<(&'static str, String)> {
         ),
         ("label_limit_action", "reject".to_string()),
         ("max_decoded_bytes", MAX_DECODED_BYTES.to_string()),
+        (
+            "series_cache_bytes",
+            crate::codec::DEFAULT_SERIES_CACHE_BYTES.to_string(),
+        ),
         ("request_timeout", d(REQUEST_TIMEOUT)),
         ("retry_min_backoff", d(RETRY_MIN_BACKOFF)),
         ("retry_max_backoff", d(RETRY_MAX_BACKOFF)),

@@ -127,6 +127,31 @@ fn inbound(s: &Settings, listen: SocketAddr, p: &mut Problems) -> InboundConfig 
     }
 }
 
+/// The series cache of `series_cache_bytes` (0: none).
+fn series_cache(
+    s: &Settings,
+    p: &mut Problems,
+) -> Option<std::sync::Arc<crate::codec::SeriesCache>> {
+    let bytes = s
+        .series_cache_bytes
+        .unwrap_or(crate::codec::DEFAULT_SERIES_CACHE_BYTES);
+    if bytes == 0 {
+        return None;
+    }
+    if bytes < defaults::MIN_SERIES_CACHE_BYTES {
+        p.bad(
+            "series_cache_bytes",
+            bytes.to_string(),
+            format!(
+                "must be 0 (no cache) or at least {}",
+                defaults::MIN_SERIES_CACHE_BYTES
+            ),
+        );
+        return None;
+    }
+    crate::codec::SeriesCache::new(bytes).map(std::sync::Arc::new)
+}
+
 /// The limits and budgets of each write, and what the decoder adds (`cluster`).
 fn writes(s: &Settings, p: &mut Problems) -> ReceiveConfig {
     if let Some(c) = &s.cluster {
@@ -182,6 +207,7 @@ fn writes(s: &Settings, p: &mut Problems) -> ReceiveConfig {
                 drop_over_limit: s.label_limit_action == Some(LabelLimitAction::Drop),
             },
             relabel,
+            series_cache: series_cache(s, p),
         },
         full_status: s
             .queue_full_status

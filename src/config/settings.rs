@@ -309,6 +309,10 @@ pub struct Settings {
     #[arg(long, env = "PROMLINK_MAX_DECODED_BYTES")]
     pub max_decoded_bytes: Option<usize>,
 
+    /// Memory bound of the cache of label sets found valid, bytes; 0: no cache [default: 16777216]
+    #[arg(long, env = "PROMLINK_SERIES_CACHE_BYTES")]
+    pub series_cache_bytes: Option<usize>,
+
     /// Upstream request timeout [default: 30s]
     #[arg(long, env = "PROMLINK_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
@@ -522,6 +526,7 @@ impl Settings {
             queue_full_status,
             max_body_bytes,
             max_decoded_bytes,
+            series_cache_bytes,
             request_timeout,
             retry_min_backoff,
             retry_max_backoff,

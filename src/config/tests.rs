@@ -506,3 +506,35 @@ fn commit_delay_reaches_the_disk_queue_and_a_long_one_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn series_cache_bytes_bounds_the_cache_and_zero_turns_it_off() {
+    let c = base().resolve().unwrap();
+    let cache = c.receive.codec.series_cache.expect("on by default");
+    assert_eq!(cache.max_bytes(), crate::codec::DEFAULT_SERIES_CACHE_BYTES);
+    let c = Settings {
+        series_cache_bytes: Some(4 << 20),
+        ..base()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(c.receive.codec.series_cache.unwrap().max_bytes(), 4 << 20);
+    let c = Settings {
+        series_cache_bytes: Some(0),
+        ..base()
+    }
+    .resolve()
+    .unwrap();
+    assert!(c.receive.codec.series_cache.is_none());
+    let e = Settings {
+        series_cache_bytes: Some(1000),
+        ..base()
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("series_cache_bytes") && e.contains("1000") && e.contains("at least 65536"),
+        "{e}"
+    );
+}

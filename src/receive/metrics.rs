@@ -48,6 +48,13 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of the series cache counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabel {
+    /// `hit` (the per-label checks were skipped) or `miss` (the series was scanned in full).
+    pub result: &'static str,
+}
+
 /// Metrics of the receive stage.
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -93,9 +100,38 @@ pub struct Metrics {
     /// What each relabel cache had counted at the last scrape, by route (`""`: global), with
     /// its identity (a reload builds new caches, which count from zero).
     relabel_cache_seen: Arc<Mutex<HashMap<String, (usize, CacheStats)>>>,
+    /// Lookups in the series cache, by result.
+    pub series_cache_lookups: Family<LookupLabel, Counter>,
+    /// The series cache's current table, bytes (0 without one).
+    pub series_cache_bytes: Gauge,
+    /// What the series cache had counted at the last scrape.
+    series_cache_seen: Arc<Mutex<crate::codec::SeriesCacheStats>>,
 }
 
 impl Metrics {
+    /// Counts the lookups the series cache made since the last call, and sets its size.
+    pub fn count_series_cache(&self, cache: Option<&crate::codec::SeriesCache>) {
+        let Some(cache) = cache else {
+            self.series_cache_bytes.set(0);
+            return;
+        };
+        let now = cache.stats();
+        let mut last = self
+            .series_cache_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (result, n) in [
+            ("hit", now.hits.saturating_sub(last.hits)),
+            ("miss", now.misses.saturating_sub(last.misses)),
+        ] {
+            self.series_cache_lookups
+                .get_or_create(&LookupLabel { result })
+                .inc_by(n);
+        }
+        self.series_cache_bytes.set(now.bytes as i64);
+        *last = now;
+    }
+
     /// Counts the lookups `relabel`'s cache made since the last call for `route` (`""`: the
     /// global rules).
     pub fn count_relabel_cache(&self, route: &str, relabel: &Arc<crate::codec::Relabel>) {
@@ -283,6 +319,16 @@ impl Metrics {
             "relabel_cache_lookups",
             "Lookups in the cache of what write_relabel_configs make of each label set, by result (hit: the rules did not run for the series; miss: they ran) and, for a route's own rules, by route; counted at each scrape",
             m.relabel_cache_lookups.clone(),
+        );
+        r.register(
+            "series_cache_lookups",
+            "Remote write 1.0 series looked up in the series cache, by result (hit: its labels were found valid before and their checks were skipped; miss: scanned in full); counted at each scrape",
+            m.series_cache_lookups.clone(),
+        );
+        r.register(
+            "series_cache_bytes",
+            "Size of the series cache's current table, bytes (it doubles as it fills, up to series_cache_bytes; 0: no cache)",
+            m.series_cache_bytes.clone(),
         );
         r.register(
             "receive_panics",

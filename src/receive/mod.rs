@@ -334,9 +334,11 @@ impl Receiver {
         }
     }
 
-    /// Counts the relabel caches' lookups since the last scrape.
-    pub fn count_relabel_caches(&self) {
+    /// Counts the series cache's and the relabel caches' lookups since the last scrape.
+    pub fn count_caches(&self) {
         let routing = self.routing();
+        self.metrics
+            .count_series_cache(routing.codec.series_cache.as_deref());
         if let Some(r) = &routing.codec.relabel {
             self.metrics.count_relabel_cache("", r);
         }
@@ -730,7 +732,7 @@ async fn reload_handler(
 
 async fn metrics_handler(State(rx): State<Arc<Receiver>>) -> Response {
     rx.refresh_budgets();
-    rx.count_relabel_caches();
+    rx.count_caches();
     let added = rx
         .added_registries
         .read()

@@ -172,22 +172,51 @@ async fn relabel_cache_lookups_are_counted_by_rule_set_and_survive_a_reload() {
             .get()
     };
     rx.accept(Protocol::V1, &body).await.unwrap();
-    rx.count_relabel_caches();
+    rx.count_caches();
     let series = count("", "miss");
     assert!(series > 0);
     assert_eq!((count("", "hit"), count("a", "miss")), (0, series));
     rx.accept(Protocol::V1, &body).await.unwrap();
-    rx.count_relabel_caches();
-    rx.count_relabel_caches();
+    rx.count_caches();
+    rx.count_caches();
     assert_eq!((count("", "hit"), count("", "miss")), (series, series));
     assert_eq!((count("a", "hit"), count("a", "miss")), (series, series));
     // A reload: new rule sets, new caches; the counters go on from where they were.
     rx.set_routing(Routing::new(opts(), vec![own()]));
     rx.accept(Protocol::V1, &body).await.unwrap();
-    rx.count_relabel_caches();
+    rx.count_caches();
     assert_eq!((count("", "hit"), count("", "miss")), (series, 2 * series));
     assert_eq!(
         (count("a", "hit"), count("a", "miss")),
         (series, 2 * series)
     );
+}
+
+/// `promlink_series_cache_lookups_total` counts each series' first write as a miss and the
+/// next as a hit; `promlink_series_cache_bytes` shows the table.
+#[tokio::test]
+async fn series_cache_lookups_and_size_are_counted() {
+    let body = fixture();
+    let cache = Arc::new(codec::SeriesCache::new(1 << 20).unwrap());
+    let opts = codec::Options {
+        series_cache: Some(cache.clone()),
+        ..codec::Options::default()
+    };
+    let rx = receiver_with(opts, vec![route("a", None, 1 << 20)]);
+    let count = |result| {
+        rx.metrics
+            .series_cache_lookups
+            .get_or_create(&metrics::LookupLabel { result })
+            .get()
+    };
+    rx.accept(Protocol::V1, &body).await.unwrap();
+    rx.count_caches();
+    let series = count("miss");
+    assert!(series > 0);
+    assert_eq!(count("hit"), 0);
+    rx.accept(Protocol::V1, &body).await.unwrap();
+    rx.count_caches();
+    rx.count_caches();
+    assert_eq!((count("hit"), count("miss")), (series, series));
+    assert_eq!(rx.metrics.series_cache_bytes.get(), 1 << 20);
 }

@@ -152,7 +152,7 @@ impl Reloader {
         let source = state.config.reload.source.clone().ok_or_else(|| {
             "promlink was started without a configuration file (--config): there is nothing to reload".to_string()
         })?;
-        let new = tokio::task::spawn_blocking(move || source.load())
+        let mut new = tokio::task::spawn_blocking(move || source.load())
             .await
             .map_err(|e| format!("loading the configuration panicked: {e}"))?
             .map_err(|e| e.to_string())?;
@@ -220,6 +220,8 @@ impl Reloader {
                 queues: running.iter().map(|r| r.queue.clone()).collect(),
             });
         }
+        // The series cache stays warm (its bound needs a restart: the receiver's limits).
+        new.receive.codec.series_cache = state.config.receive.codec.series_cache.clone();
         receiver.set_routing(Routing::new(new.receive.codec.clone(), routes));
         state.budgets = budgets;
         state.config = new;
@@ -259,7 +261,7 @@ fn needs_restart(old: &Config, new: &Config, launched: &HashMap<String, Route>) 
             differ(&old.inbound, &new.inbound),
         ),
         (
-            "the receiver's limits (body sizes, label limits, cluster, queue_full_status)",
+            "the receiver's limits (body sizes, label limits, cluster, queue_full_status, series_cache_bytes)",
             differ(&without_rules(old), &without_rules(new)),
         ),
         ("readiness", differ(&old.readiness, &new.readiness)),

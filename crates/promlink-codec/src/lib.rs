@@ -41,6 +41,8 @@
 //! - [`chunk`]: [`Chunk`], compressed once, and the body of an upstream batch
 //!   ([`write_body`]).
 //! - `batch.rs`: [`BatchLimits`], [`split_chunk`], [`dedupe_chunks`], [`drop_older`].
+//! - `series_cache.rs`: [`SeriesCache`], the label sections the 1.0 scan found valid, so that
+//!   a series sent again skips the per-label checks.
 //! - `relabel/`: `write_relabel_configs` on the receive path ([`Relabel`]: the rules and the
 //!   bounded cache of what they make of each label set, `cache.rs`).
 //! - `route/`: routing each series to its routes ([`RouteRule`], [`Routed`]), and each
@@ -70,6 +72,7 @@ mod options;
 mod protocol;
 mod relabel;
 mod route;
+mod series_cache;
 mod v1;
 mod v2;
 mod validate;
@@ -89,6 +92,7 @@ pub use protocol::Protocol;
 pub use relabel::{CacheStats, Relabel, RelabelDrops, DEFAULT_CACHE_BYTES};
 pub use route::budget::SeriesBudget;
 pub use route::{spread_part, RouteOutput, RouteRule, Routed};
+pub use series_cache::{SeriesCache, SeriesCacheStats, DEFAULT_SERIES_CACHE_BYTES};
 
 use bytes::Bytes;
 

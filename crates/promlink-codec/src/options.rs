@@ -15,6 +15,10 @@ pub struct Options {
     /// `write_relabel_configs`: run over every series after validation (and after `cluster`
     /// is added); `None` or empty: every series goes as it came.
     pub relabel: Option<std::sync::Arc<crate::Relabel>>,
+    /// The cache of label sections the scan found valid (`series_cache_bytes`): remote write
+    /// 1.0 series found in it skip the per-label checks. Not used while `relabel` is set (its
+    /// own cache holds every series then). `None`: every series is scanned in full.
+    pub series_cache: Option<std::sync::Arc<crate::SeriesCache>>,
 }
 
 impl Default for Options {
@@ -24,6 +28,7 @@ impl Default for Options {
             cluster: None,
             limits: Limits::default(),
             relabel: None,
+            series_cache: None,
         }
     }
 }
@@ -61,6 +66,23 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// A hash of the label limits, which decide whether a label set is valid: the caches mix
+    /// it into their keys, so that an answer is only reused under the limits it was found
+    /// under.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut h = rustc_hash::FxHasher::default();
+        for v in [
+            self.max_labels,
+            self.max_name_len,
+            self.max_value_len,
+            usize::from(self.drop_over_limit),
+        ] {
+            h.write_usize(v);
+        }
+        h.finish()
+    }
+
     /// The first label limit `labels` breaks, as a rule for an error message.
     pub(crate) fn check_labels<'a>(
         &self,

@@ -186,7 +186,7 @@ impl OutcomeCache {
     /// `cluster="<cluster>"` added when given. Another encoding of the same labels has
     /// another key (and entry), which costs a miss, never a wrong answer.
     pub(crate) fn hash_with(&self, raw: &[u8], limits: &Limits, cluster: Option<&str>) -> u128 {
-        let mut seed = self.seed ^ limits_fingerprint(limits);
+        let mut seed = self.seed ^ limits.fingerprint();
         if let Some(c) = cluster {
             let mut h = rustc_hash::FxHasher::default();
             h.write(b"cluster");
@@ -377,19 +377,6 @@ fn read_u64(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(b)
-}
-
-fn limits_fingerprint(l: &Limits) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    for v in [
-        l.max_labels,
-        l.max_name_len,
-        l.max_value_len,
-        usize::from(l.drop_over_limit),
-    ] {
-        h.write_usize(v);
-    }
-    h.finish()
 }
 
 /// How a changed series' labels are written from the labels the rules were given: one entry

@@ -19,7 +19,7 @@ use super::protocol::{wrong_version, Protocol};
 use super::relabel::{self, relabel_pairs, relabel_scanned, Ahead, RelabelDrops, Relabeled};
 use super::wire::{self, Fields, WireType};
 use check::{check_metadata, check_series, Checked};
-use scan::{fast_scan, NameCache};
+use scan::{fast_scan, known_scan, NameCache};
 
 /// Receives what [`walk`] accepts, in request order.
 pub(super) trait Sink {
@@ -60,6 +60,10 @@ pub(super) fn walk(
     let mut scratch = Vec::new();
     let mut names = NameCache::default();
     let mut ahead = relabel::rules(opts).map(|r| Ahead::new(r, opts, raw, opts.cluster.as_deref()));
+    let mut known = match (&opts.series_cache, &ahead) {
+        (Some(cache), None) => Some(cache.session(opts, raw)),
+        _ => None,
+    };
     let mut index = 0;
     for field in Fields::new(raw) {
         let field = field?;
@@ -77,13 +81,26 @@ pub(super) fn walk(
                 // The one-pass scan handles every valid series the way senders encode them;
                 // anything it does not accept goes through the full path, which says exactly
                 // what is wrong (or accepts an unusual but valid encoding).
-                let checked = match fast_scan(
-                    series,
-                    opts,
-                    cluster_field.as_deref(),
-                    &mut scratch,
-                    &mut names,
-                ) {
+                // A label section the cache knows skips the per-label checks; one it does
+                // not is scanned in full, and remembered when valid.
+                let cached = known
+                    .as_mut()
+                    .and_then(|k| k.get(index - 1))
+                    .and_then(|(end, key)| known_scan(series, end, key, opts));
+                let scanned = cached.or_else(|| {
+                    let scan = fast_scan(
+                        series,
+                        opts,
+                        cluster_field.as_deref(),
+                        &mut scratch,
+                        &mut names,
+                    )?;
+                    if let Some(k) = known.as_mut() {
+                        k.put(index - 1, scan.labels_end, scan.key);
+                    }
+                    Some(scan)
+                });
+                let checked = match scanned {
                     Some(scan) => {
                         if let Some(rules) = relabel::rules(opts) {
                             let cluster = scan.cluster_at.and(opts.cluster.as_deref());

@@ -90,11 +90,6 @@ pub(super) fn fast_scan(
     let mut upper = false;
     let (mut own_cluster, mut cluster_at) = (false, None);
     let mut labels_end = 0;
-    let mut counts = ChunkCounts {
-        series: 1,
-        ..ChunkCounts::default()
-    };
-    let mut min_ts = i64::MAX;
     let mut i = 0;
     // Labels come first, as every encoder writes them: a loop of their own.
     while i < series.len() && series[i] == 0x0a {
@@ -138,33 +133,8 @@ pub(super) fn fast_scan(
         count += 1;
         labels_end = i;
     }
-    while i < series.len() {
-        let tag = series[i];
-        i += 1;
-        let data = len_at(series, &mut i)?;
-        match tag {
-            0x12 => {
-                min_ts = min_ts.min(fast_sample_ts(data)?);
-                counts.samples += 1;
-            }
-            0x1a => {
-                if !point_ok(TS_EXEMPLARS, data) {
-                    return None;
-                }
-                counts.exemplars += 1;
-            }
-            0x22 => {
-                if !point_ok(TS_HISTOGRAMS, data) {
-                    return None;
-                }
-                min_ts = min_ts.min(timestamp_of(data, 15).unwrap_or(0));
-                counts.histograms += 1;
-            }
-            // A label after a sample, or an unknown field: the full path judges.
-            _ => return None,
-        }
-    }
-    if !has_name || count > lim.max_labels || counts.points() > lim.max_samples_per_series {
+    let (counts, min_ts) = points(series, i, opts)?;
+    if !has_name || count > lim.max_labels {
         return None;
     }
     if upper && crate::relabel::rules(opts).is_none() && case_collision_in(&series[..labels_end]) {
@@ -188,6 +158,88 @@ pub(super) fn fast_scan(
         cluster_at,
         labels_end,
     })
+}
+
+/// Walks the samples, exemplars and histograms of a series, from `i` (where its labels end)
+/// to its end, as senders encode them: what it holds and its oldest timestamp. `None` for
+/// anything else (a label after a sample, an unknown field, a point encoded otherwise, more
+/// points than the limit): the full path judges.
+#[inline(always)]
+fn points(series: &[u8], mut i: usize, opts: &Options) -> Option<(ChunkCounts, i64)> {
+    let mut counts = ChunkCounts {
+        series: 1,
+        ..ChunkCounts::default()
+    };
+    let mut min_ts = i64::MAX;
+    while i < series.len() {
+        let tag = series[i];
+        i += 1;
+        let data = len_at(series, &mut i)?;
+        match tag {
+            0x12 => {
+                min_ts = min_ts.min(fast_sample_ts(data)?);
+                counts.samples += 1;
+            }
+            0x1a => {
+                if !point_ok(TS_EXEMPLARS, data) {
+                    return None;
+                }
+                counts.exemplars += 1;
+            }
+            0x22 => {
+                if !point_ok(TS_HISTOGRAMS, data) {
+                    return None;
+                }
+                min_ts = min_ts.min(timestamp_of(data, 15).unwrap_or(0));
+                counts.histograms += 1;
+            }
+            _ => return None,
+        }
+    }
+    (counts.points() <= opts.limits.max_samples_per_series).then_some((counts, min_ts))
+}
+
+/// The scan of a series whose label section (up to `labels_end`) the series cache knows
+/// valid, with shard key `key`: only its points are walked, and with `cluster` set, its label
+/// names compared with `cluster` to find where the label goes.
+pub(super) fn known_scan(
+    series: &[u8],
+    labels_end: usize,
+    key: u64,
+    opts: &Options,
+) -> Option<Scan> {
+    let (counts, min_ts) = points(series, labels_end, opts)?;
+    let cluster_at = match opts.cluster {
+        Some(_) => cluster_position(&series[..labels_end])?,
+        None => None,
+    };
+    Some(Scan {
+        key,
+        counts,
+        min_ts,
+        cluster_at,
+        labels_end,
+    })
+}
+
+/// Where a `cluster` label goes in a valid labels section (sorted, each label as the scan
+/// accepts it): before the first name after `cluster`, or at the end; `Some(None)` when the
+/// series has its own. `None` if a label does not parse (never for a section the scan
+/// accepted).
+fn cluster_position(section: &[u8]) -> Option<Option<usize>> {
+    let mut i = 0;
+    while i < section.len() {
+        let at = i;
+        i += 1;
+        let data = len_at(section, &mut i)?;
+        let (_, n, _) = fast_label(data)?;
+        match n.cmp(&b"cluster"[..]) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return Some(None),
+            std::cmp::Ordering::Greater => return Some(Some(at)),
+        }
+    }
+    Some(Some(section.len()))
 }
 
 /// The short label names found valid at each position of the previous series: series of one

@@ -256,3 +256,118 @@ fn the_name_cache_property_sees_accepted_and_refused_series() {
         "job and Job differ only in case"
     );
 }
+
+/// The options the series cache property decodes under, all sharing one cache: an answer
+/// found under one must never be reused under another.
+fn cache_options(i: usize, cache: Option<std::sync::Arc<crate::SeriesCache>>) -> Options {
+    let mut o = Options {
+        series_cache: cache,
+        ..Options::default()
+    };
+    match i {
+        1 => o.cluster = Some("c1".into()),
+        2 => o.limits.max_labels = 3,
+        3 => {
+            o.limits.max_labels = 3;
+            o.limits.drop_over_limit = true;
+        }
+        4 => o.limits.max_samples_per_series = 2,
+        5 => o.cluster = Some("a".into()),
+        _ => {}
+    }
+    o
+}
+
+/// A series of [`encode_series`]'s labels with points of kind `points`: one sample, three,
+/// a sample with an unknown field (valid, the full path takes it) or a sample whose value
+/// has the wrong wire type (refused).
+fn series_with_points(metric: &str, labels: &[(usize, u8)], points: u8) -> Vec<u8> {
+    let mut s = encode_series(metric, labels);
+    let one = s.len() - 4;
+    s.truncate(one);
+    let sample: &[u8] = match points {
+        1 => &[0x10, 0x02],
+        2 => &[0x10, 0x03, 0x18, 0x01],
+        3 => &[0x0d, 0, 0, 0, 0],
+        _ => &[0x10, 0x01],
+    };
+    for _ in 0..if points == 1 { 3 } else { 1 } {
+        wire::put_len_field(&mut s, TS_SAMPLES, sample);
+    }
+    s
+}
+
+proptest::proptest! {
+    /// The series cache never changes an answer: every request of a sequence decoded with one
+    /// shared cache (a tiny one, so entries are replaced all the time, or one they all fit),
+    /// drawing its series from a small pool of label sets under options that change between
+    /// requests, gets exactly what it gets without a cache: the same series,
+    /// keys, bytes and counts, or the same refusal.
+    #[test]
+    fn the_series_cache_never_changes_an_answer(
+        pool in proptest::collection::vec(
+            (0usize..15, proptest::collection::vec((0usize..NAMES.len(), 0u8..3), 0..5)),
+            1..8,
+        ),
+        requests in proptest::collection::vec(
+            (0usize..6, proptest::collection::vec((0usize..8, 0u8..4), 1..12)),
+            1..30,
+        ),
+        bytes in proptest::prop_oneof![proptest::strategy::Just(300usize), proptest::strategy::Just(1usize << 16)],
+    ) {
+        let metrics = metric_names();
+        let cache = std::sync::Arc::new(crate::SeriesCache::new(bytes).expect("cache"));
+        for (o, series) in &requests {
+            let mut raw = Vec::new();
+            for (p, points) in series {
+                let (m, labels) = &pool[*p % pool.len()];
+                let s = series_with_points(&metrics[*m % metrics.len()], labels, *points);
+                wire::put_len_field(&mut raw, FIELD_TIMESERIES, &s);
+            }
+            let body = snap::raw::Encoder::new().compress_vec(&raw).expect("compress");
+            let decode = |cache| {
+                format!("{:?}", crate::decode(crate::Protocol::V1, &body, &cache_options(*o, cache)))
+            };
+            proptest::prop_assert_eq!(decode(Some(cache.clone())), decode(None));
+        }
+    }
+}
+
+/// The property above sees hits and answers of every kind.
+#[test]
+fn the_series_cache_property_sees_hits_and_every_answer() {
+    let cache = std::sync::Arc::new(crate::SeriesCache::new(1 << 16).expect("cache"));
+    let decode = |o: usize, points: u8, labels: &[(usize, u8)]| {
+        let mut raw = Vec::new();
+        let s = series_with_points("up", labels, points);
+        wire::put_len_field(&mut raw, FIELD_TIMESERIES, &s);
+        let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        crate::decode(
+            crate::Protocol::V1,
+            &body,
+            &cache_options(o, Some(cache.clone())),
+        )
+        .map(|d| (d.entries.len(), d.dropped_series))
+    };
+    let four = [(1, 0), (3, 1), (7, 2)];
+    assert_eq!(decode(0, 0, &four).unwrap(), (1, 0));
+    assert_eq!(decode(0, 1, &four).unwrap(), (1, 0), "a hit, other samples");
+    assert_eq!(cache.stats().hits, 1);
+    assert_eq!(
+        decode(0, 2, &four).unwrap(),
+        (1, 0),
+        "the full path's sample"
+    );
+    assert!(decode(0, 3, &four).is_err(), "a bad sample after a hit");
+    assert!(
+        decode(2, 0, &four).is_err(),
+        "over max_labels: not the cached answer"
+    );
+    assert_eq!(
+        decode(3, 0, &four).unwrap(),
+        (0, 1),
+        "dropped over max_labels"
+    );
+    assert!(decode(4, 1, &four).is_err(), "over max_samples_per_series");
+    assert!(decode(0, 0, &[(1, 0), (2, 0)]).is_err(), "job and Job");
+}
