@@ -53,6 +53,8 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 pub const MAX_DECODED_BYTES: usize = 64 << 20;
 /// Smallest `series_cache_bytes` but 0 (off).
 pub const MIN_SERIES_CACHE_BYTES: usize = 64 << 10;
+/// Largest `series_cache_bytes`.
+pub const MAX_SERIES_CACHE_BYTES: usize = 1 << 30;
 /// `max_inflight_decode_bytes`.
 pub const MAX_INFLIGHT_DECODE_BYTES: usize = 128 << 20;
 /// `Retry-After` seconds sent with a retryable refusal (not a key).

@@ -138,13 +138,14 @@ fn series_cache(
     if bytes == 0 {
         return None;
     }
-    if bytes < defaults::MIN_SERIES_CACHE_BYTES {
+    if !(defaults::MIN_SERIES_CACHE_BYTES..=defaults::MAX_SERIES_CACHE_BYTES).contains(&bytes) {
         p.bad(
             "series_cache_bytes",
             bytes.to_string(),
             format!(
-                "must be 0 (no cache) or at least {}",
-                defaults::MIN_SERIES_CACHE_BYTES
+                "must be 0 (no cache) or from {} to {} (1 GiB holds 30 million series)",
+                defaults::MIN_SERIES_CACHE_BYTES,
+                defaults::MAX_SERIES_CACHE_BYTES
             ),
         );
         return None;

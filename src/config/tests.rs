@@ -534,7 +534,18 @@ fn series_cache_bytes_bounds_the_cache_and_zero_turns_it_off() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("series_cache_bytes") && e.contains("1000") && e.contains("at least 65536"),
+        e.contains("series_cache_bytes") && e.contains("1000") && e.contains("from 65536"),
+        "{e}"
+    );
+    let e = Settings {
+        series_cache_bytes: Some(16 << 30),
+        ..base()
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("series_cache_bytes") && e.contains("to 1073741824"),
         "{e}"
     );
 }

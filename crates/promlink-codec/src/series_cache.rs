@@ -13,20 +13,28 @@
 //!   of the low half are kept in the slot. Only valid label sections are stored, and equal
 //!   bytes always give the same answer, so a hit can never let an invalid series through
 //!   (`v1::tests` checks this on generated input).
-//! - **Slots.** Two words: the kept hash bits mixed with the shard key, and the shard key. A
-//!   set is [`WAYS`] slots in two adjacent cache lines, fetched together, so a lookup waits
-//!   for memory once. Readers take no lock: a slot rewritten while it is read mixes two
-//!   entries' words, which fails the mix and reads as a miss.
+//! - **Slots.** Two words: the kept hash bits mixed with the shard key (through a random
+//!   multiplier), and the shard key. A set is [`WAYS`] slots in two adjacent cache lines,
+//!   fetched together, so a lookup waits for memory once. Readers take no lock on the table
+//!   (a request takes a read lock once, to find the current table): a slot rewritten while it
+//!   is read mixes two entries' words, which fails the mix and reads as a miss.
+//! - **What the hash does not resist.** xxh3 is not a keyed PRF: for crafted pairs of 32 to
+//!   240 bytes (two 8-byte words complemented) its seeded variants collide with about 2^-27
+//!   probability per pair over the seed (<https://github.com/Cyan4973/xxHash/issues/1127>). A
+//!   sender that sent on the order of 10^8 such pairs, one of each valid, could get one
+//!   invalid label set past the checks (Azure then refuses it). The relabel cache shares this.
+//!   A keyed universal hash would close it at a higher hashing cost.
 //! - **Eviction.** A slot read since it was last passed carries a mark. A miss on a full set
-//!   acts one time in [`ACT_EVERY`] (the newcomer's hash decides): it passes one slot (picked
-//!   by the hash too), which is spared if marked (the mark cleared, the newcomer turned away)
-//!   and replaced if not. Entries read again between two passes stay, so a cyclic scan over
+//!   acts for one series in [`ACT_EVERY`], chosen by its hash (the others are not stored while
+//!   that table lives): it passes one slot (picked by the hash too), which is spared if
+//!   marked (the mark cleared, the newcomer turned away) and replaced if not. Entries read again between two passes stay, so a cyclic scan over
 //!   more series than fit keeps hitting on the part that fits, where LRU would evict each
 //!   entry just before its series came back.
 //! - **Memory.** The table starts at [`START_BYTES`] and doubles when half its slots are
 //!   used, up to the configured bound (`series_cache_bytes`, 16 MiB by default: 1,048,576
 //!   slots, half a million series before entries are replaced). A new table starts empty (its
-//!   series miss once more).
+//!   series miss once more); until the requests that hold the old one end, both are in
+//!   memory (at most one and a half times the bound).
 //! - **Prefetch.** Between two scrapes of a series the request bytes streaming through the
 //!   CPU's cache push its set out. A [`Session`] hashes every series of a request first and
 //!   reads the sets of the next run of series together, so the memory is waited for once per
@@ -139,6 +147,11 @@ impl SeriesCache {
             if field.number != crate::message::FIELD_TIMESERIES || field.wire != WireType::Len {
                 continue;
             }
+            // The walk refuses a request with more series: hashing them all first would only
+            // let a small body of empty series take a large amount of memory.
+            if ends.len() > opts.limits.max_series {
+                break;
+            }
             let series = field.data;
             let end = labels_end(series);
             let hash = xxhash_rust::xxh3::xxh3_128_with_seed(&series[..end], seed);
@@ -159,14 +172,19 @@ impl SeriesCache {
         if full.used.load(Relaxed) * 2 < full.slots() || Table::sets_for(bytes) <= full.sets.len() {
             return;
         }
+        if !Arc::ptr_eq(&self.current(), full) {
+            return;
+        }
+        // Allocated before the lock is taken: requests keep reading the old table meanwhile.
+        let Some(bigger) = Table::new(bytes) else {
+            return;
+        };
         let mut current = self
             .table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if Arc::ptr_eq(&current, full) {
-            if let Some(t) = Table::new(bytes) {
-                *current = Arc::new(t);
-            }
+            *current = Arc::new(bigger);
         }
     }
 }
@@ -235,6 +253,13 @@ impl Session<'_> {
         }
     }
 
+    /// Counts the last hit as a miss: the series was scanned in full after all (its samples
+    /// are not encoded as the scan takes them).
+    pub(crate) fn scanned_anyway(&mut self) {
+        self.tally.hits -= 1;
+        self.tally.misses += 1;
+    }
+
     /// Remembers that the scan found the labels of the `index`th series valid (they end at
     /// `labels_end`), with their shard key.
     pub(crate) fn put(&mut self, index: usize, labels_end: usize, key: u64) {
@@ -287,6 +312,9 @@ struct Set([AtomicU64; 2 * WAYS]);
 /// A fixed-size table of sets.
 struct Table {
     seed: u64,
+    /// An odd multiplier drawn at random, mixing each slot's key into its first word: a
+    /// sender cannot aim two keys at one mix.
+    mix: u64,
     /// A power of two of them.
     sets: Box<[Set]>,
     /// Slots holding a series.
@@ -308,10 +336,14 @@ impl Table {
         if sets < 2 {
             return None;
         }
-        Some(Table {
-            seed: std::collections::hash_map::RandomState::new()
+        let random = || {
+            std::collections::hash_map::RandomState::new()
                 .build_hasher()
-                .finish(),
+                .finish()
+        };
+        Some(Table {
+            seed: random(),
+            mix: random() | 1,
             sets: (0..sets)
                 .map(|_| Set(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
@@ -341,14 +373,14 @@ impl Table {
 
     /// The slot of `set` holding `hash`, and its shard key.
     #[inline]
-    fn find(set: &Set, hash: u128) -> Option<(usize, u64)> {
+    fn find(&self, set: &Set, hash: u128) -> Option<(usize, u64)> {
         for w in 0..WAYS {
             let head = set.0[2 * w].load(Relaxed);
             if head == 0 {
                 continue;
             }
             let key = set.0[2 * w + 1].load(Relaxed);
-            if head & !MARK == head_word(hash, key) {
+            if head & !MARK == head_word(hash, key, self.mix) {
                 return Some((w, key));
             }
         }
@@ -357,7 +389,7 @@ impl Table {
 
     fn get(&self, hash: u128) -> Option<u64> {
         let set = self.set(hash);
-        let (way, key) = Self::find(set, hash)?;
+        let (way, key) = self.find(set, hash)?;
         let head = &set.0[2 * way];
         if head.load(Relaxed) & MARK == 0 {
             head.fetch_or(MARK, Relaxed);
@@ -367,7 +399,7 @@ impl Table {
 
     fn put(&self, hash: u128, key: u64) -> Put {
         let set = self.set(hash);
-        if Self::find(set, hash).is_some() {
+        if self.find(set, hash).is_some() {
             return Put::Present;
         }
         let way = match (0..WAYS).find(|&w| set.0[2 * w].load(Relaxed) == 0) {
@@ -396,16 +428,16 @@ impl Table {
         set.0[2 * way].store(0, Relaxed);
         set.0[2 * way + 1].store(key, Relaxed);
         // A newcomer is marked: it is spared the first time it is passed.
-        set.0[2 * way].store(head_word(hash, key) | MARK, Relaxed);
+        set.0[2 * way].store(head_word(hash, key, self.mix) | MARK, Relaxed);
         Put::Stored
     }
 }
 
 /// A slot's first word without its mark: 62 bits of the hash's low half mixed with the shard
-/// key, and [`FULL`].
+/// key (times the table's random odd `mix`), and [`FULL`].
 #[inline]
-fn head_word(hash: u128, key: u64) -> u64 {
-    ((hash as u64) ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)) & !MARK | FULL
+fn head_word(hash: u128, key: u64, mix: u64) -> u64 {
+    ((hash as u64) ^ key.wrapping_mul(mix).rotate_left(31)) & !MARK | FULL
 }
 
 #[cfg(test)]

@@ -261,6 +261,10 @@ impl<'r> Ahead<'r> {
             {
                 continue;
             }
+            // The walk refuses a request with more series (see `SeriesCache::session`).
+            if ahead.keys.len() > opts.limits.max_series {
+                break;
+            }
             let series = field.data;
             let mut i = 0;
             let mut end = 0;

@@ -34,7 +34,7 @@ fn a_slot_whose_words_do_not_belong_together_reads_as_a_miss() {
     let t = table(4);
     let h = hash(&t, 9);
     t.put(h, key_of(h));
-    let (way, _) = Table::find(t.set(h), h).expect("stored");
+    let (way, _) = t.find(t.set(h), h).expect("stored");
     // A writer halfway through another entry: its key written, not yet its first word.
     t.set(h).0[2 * way + 1].store(12345, Relaxed);
     assert_eq!(t.get(h), None);
@@ -149,4 +149,21 @@ fn concurrent_readers_never_see_another_series_answer() {
         .collect();
     let hits: usize = threads.into_iter().map(|h| h.join().expect("thread")).sum();
     assert!(hits > 0);
+}
+
+/// A request of more series than `max_series` is refused by the walk; hashing its series first
+/// stops there too, so a small body of many empty series cannot take much memory.
+#[test]
+fn a_session_hashes_no_more_series_than_a_request_may_hold() {
+    let cache = SeriesCache::new(START_BYTES).expect("cache");
+    let opts = Options {
+        limits: crate::Limits {
+            max_series: 10,
+            ..crate::Limits::default()
+        },
+        ..Options::default()
+    };
+    let raw = [0x0a, 0x00].repeat(1000);
+    assert_eq!(cache.session(&opts, &raw).ends.len(), 11);
+    assert_eq!(cache.session(&Options::default(), &raw).ends.len(), 1000);
 }

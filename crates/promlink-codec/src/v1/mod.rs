@@ -83,10 +83,14 @@ pub(super) fn walk(
                 // what is wrong (or accepts an unusual but valid encoding).
                 // A label section the cache knows skips the per-label checks; one it does
                 // not is scanned in full, and remembered when valid.
-                let cached = known
-                    .as_mut()
-                    .and_then(|k| k.get(index - 1))
-                    .and_then(|(end, key)| known_scan(series, end, key, opts));
+                let cached = known.as_mut().and_then(|k| {
+                    let (end, key) = k.get(index - 1)?;
+                    let scan = known_scan(series, end, key, opts);
+                    if scan.is_none() {
+                        k.scanned_anyway();
+                    }
+                    scan
+                });
                 let scanned = cached.or_else(|| {
                     let scan = fast_scan(
                         series,
