@@ -70,11 +70,6 @@ pub struct SeriesCacheStats {
     pub hits: u64,
     /// Series looked up and not found.
     pub misses: u64,
-    /// Label sections stored (new or in place of another).
-    pub stored: u64,
-    /// Label sections not stored: their set was full and the slot passed was spared (or the
-    /// miss did not act).
-    pub turned_away: u64,
     /// The current table's size, bytes.
     pub bytes: usize,
 }
@@ -85,8 +80,6 @@ pub struct SeriesCache {
     table: RwLock<Arc<Table>>,
     hits: AtomicU64,
     misses: AtomicU64,
-    stored: AtomicU64,
-    turned_away: AtomicU64,
 }
 
 impl std::fmt::Debug for SeriesCache {
@@ -107,8 +100,6 @@ impl SeriesCache {
             table: RwLock::new(Arc::new(table)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            stored: AtomicU64::new(0),
-            turned_away: AtomicU64::new(0),
         })
     }
 
@@ -122,8 +113,6 @@ impl SeriesCache {
         SeriesCacheStats {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
-            stored: self.stored.load(Relaxed),
-            turned_away: self.turned_away.load(Relaxed),
             bytes: self.current().bytes(),
         }
     }
@@ -163,6 +152,7 @@ impl SeriesCache {
             ends,
             warmed: 0,
             tally: SeriesCacheStats::default(),
+            stored: false,
         }
     }
 
@@ -226,7 +216,10 @@ pub(crate) struct Session<'c> {
     ends: Vec<(usize, u128)>,
     /// Series before this one are warmed.
     warmed: usize,
+    /// Lookups, added to the cache's totals at the end.
     tally: SeriesCacheStats,
+    /// Whether a series was stored: only then may the table have filled up.
+    stored: bool,
 }
 
 impl Session<'_> {
@@ -256,7 +249,7 @@ impl Session<'_> {
     /// Counts the last hit as a miss: the series was scanned in full after all (its samples
     /// are not encoded as the scan takes them).
     pub(crate) fn scanned_anyway(&mut self) {
-        self.tally.hits -= 1;
+        self.tally.hits = self.tally.hits.saturating_sub(1);
         self.tally.misses += 1;
     }
 
@@ -269,28 +262,19 @@ impl Session<'_> {
         if end != labels_end {
             return;
         }
-        match self.table.put(hash, key) {
-            Put::Stored => self.tally.stored += 1,
-            Put::TurnedAway => self.tally.turned_away += 1,
-            Put::Present => {}
-        }
+        self.stored |= self.table.put(hash, key) == Put::Stored;
     }
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         let t = &self.tally;
-        for (total, n) in [
-            (&self.cache.hits, t.hits),
-            (&self.cache.misses, t.misses),
-            (&self.cache.stored, t.stored),
-            (&self.cache.turned_away, t.turned_away),
-        ] {
+        for (total, n) in [(&self.cache.hits, t.hits), (&self.cache.misses, t.misses)] {
             if n > 0 {
                 total.fetch_add(n, Relaxed);
             }
         }
-        if t.stored > 0 {
+        if self.stored {
             self.cache.grow(&self.table);
         }
     }
