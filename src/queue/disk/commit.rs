@@ -4,7 +4,8 @@
 //! the log, fsyncs it once for the whole group (under [`FsyncPolicy::Always`]), then publishes
 //! the new records (straight into the window when it is caught up and has room) and answers
 //! the pushes. In the same cycle it writes the read position that finished batches moved and
-//! deletes segments it has left behind. Doing this on one thread keeps file I/O off the async
+//! deletes segments it has left behind; a finished batch wakes it for that only when it would
+//! otherwise sleep longer than [`ACK_LATENCY`]. Doing this on one thread keeps file I/O off the async
 //! reactor and makes group commit fall out of the queueing: the longer an fsync takes, the
 //! more pushes share the next.
 
@@ -24,6 +25,12 @@ use crate::codec::Chunk;
 /// Under [`FsyncPolicy::Always`], how often a moved read position is fsynced: losing the last
 /// second of positions to a power cut only sends finished batches again.
 const POSITION_SYNC: Duration = Duration::from_secs(1);
+
+/// How long a moved read position may wait for the committer: a finished batch wakes it only
+/// when it would otherwise sleep longer than this. Until then the position is written by the
+/// next group commit or tick (at the paced relay load, one wake in three was an ack's).
+/// Losing it to a crash only sends finished batches again.
+pub(super) const ACK_LATENCY: Duration = POSITION_SYNC;
 
 /// A push waiting for the committer.
 pub(super) struct PendingPush {
@@ -46,9 +53,20 @@ pub(super) struct CommitQueue {
     pub(super) shutdown: bool,
     /// Stop at once (tests: simulates a crash).
     pub(super) crash: bool,
+    /// When the committer wakes by itself: `Some(now)` while it works, `None` while it
+    /// sleeps until notified.
+    pub(super) awake_by: Option<Instant>,
 }
 
 impl CommitQueue {
+    /// Notes that the read position moved; returns whether the committer must be woken for
+    /// it (it sleeps longer than [`ACK_LATENCY`]).
+    pub(super) fn ack(&mut self) -> bool {
+        self.acks = true;
+        self.awake_by
+            .is_none_or(|t| t.saturating_duration_since(Instant::now()) > ACK_LATENCY)
+    }
+
     fn has_work(&self) -> bool {
         !self.pushes.is_empty() || self.acks || !self.syncs.is_empty() || self.shutdown
     }
@@ -184,6 +202,7 @@ impl Committer {
                     if q.has_work() {
                         break false;
                     }
+                    q.awake_by = due;
                     q = match due {
                         Some(d) => {
                             self.inner
@@ -194,6 +213,7 @@ impl Committer {
                         }
                         None => self.inner.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
                     };
+                    q.awake_by = Some(Instant::now());
                 };
                 if !tick && self.wait_for_more(&q) {
                     drop(q);
@@ -203,7 +223,9 @@ impl Committer {
                         return;
                     }
                 }
-                (std::mem::take(&mut *q), tick)
+                let work = std::mem::take(&mut *q);
+                q.awake_by = work.awake_by;
+                (work, tick)
             };
             let pushed = !work.pushes.is_empty();
             let everything = tick || !work.syncs.is_empty() || work.shutdown;

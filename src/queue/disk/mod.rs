@@ -653,7 +653,9 @@ impl DiskQueue {
         };
         sub(&self.inner.used, released);
         self.inner.notify.notify_one();
-        self.inner.wake_committer(|q| q.acks = true);
+        if lock(&self.inner.commit).ack() {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Stops waiting: `pop_batch` then returns what may go without waiting for the flush

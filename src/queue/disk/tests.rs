@@ -285,6 +285,52 @@ async fn finished_and_synced_data_is_not_replayed_after_a_crash() {
 }
 
 #[tokio::test]
+async fn a_finished_batch_moves_the_read_position_without_another_push() {
+    for fsync in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval(Duration::from_secs(3600)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.fsync = fsync;
+        let (q, _) = open(&cfg);
+        q.push((0..4).map(|i| entry(i, i, 1, 30)).collect())
+            .await
+            .unwrap();
+        let pos = dir.path().join("log").join("read.pos");
+        let before = std::fs::read(&pos).unwrap_or_default();
+        let b = q.pop_batch(&limits(2, Duration::ZERO)).await.unwrap();
+        q.done(b);
+        // The committer sleeps until the next push (or the hour's tick): the ack must wake it.
+        let deadline = std::time::Instant::now() + commit::ACK_LATENCY + Duration::from_secs(2);
+        while std::fs::read(&pos).unwrap_or_default() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{fsync:?}: the read position was not written"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        q.crash();
+        let (_, report) = open(&cfg);
+        assert_eq!(report.replayed_chunks, 2, "{fsync:?}");
+    }
+}
+
+#[test]
+fn an_ack_wakes_the_committer_only_when_it_would_sleep_too_long() {
+    use std::time::Instant;
+    let mut q = commit::CommitQueue::default();
+    assert!(q.ack(), "asleep until notified");
+    assert!(q.acks);
+    q.awake_by = Some(Instant::now());
+    assert!(!q.ack(), "at work: it takes the ack in its next cycle");
+    q.awake_by = Some(Instant::now() + commit::ACK_LATENCY / 2);
+    assert!(!q.ack(), "its own tick comes soon enough");
+    q.awake_by = Some(Instant::now() + commit::ACK_LATENCY + Duration::from_secs(60));
+    assert!(q.ack(), "its tick is too far away");
+}
+
+#[tokio::test]
 async fn interval_policy_survives_a_process_crash_without_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
