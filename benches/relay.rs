@@ -575,8 +575,9 @@ impl Outcome {
     }
 }
 
-async fn run_all(p: &Params) -> Result<bool, String> {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+/// The CPU's model as `/proc/cpuinfo` names it: figures from different machines differ.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
             s.lines().find_map(|l| {
@@ -584,7 +585,11 @@ async fn run_all(p: &Params) -> Result<bool, String> {
                     .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
             })
         })
-        .unwrap_or_else(|| "?".to_owned());
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+async fn run_all(p: &Params) -> Result<bool, String> {
+    let cpu_model = cpu_model();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "relay bench: {} samples = {} series x {} rounds, {} samples/request, {} sender shards; {} CPUs ({}), CLK_TCK {}, load {}",
@@ -1205,6 +1210,7 @@ fn append_json(path: &Path, p: &Params, o: &Outcome) -> Result<(), String> {
         "order_ok": o.order_ok(),
         "order_required": o.expect_order,
         "complete": o.complete(),
+        "cpu_model": cpu_model(),
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -5,9 +5,9 @@
 //! the new records (straight into the window when it is caught up and has room) and answers
 //! the pushes. In the same cycle it writes the read position that finished batches moved and
 //! deletes segments it has left behind; a finished batch wakes it for that only when it would
-//! otherwise sleep longer than [`ACK_LATENCY`]. Doing this on one thread keeps file I/O off the async
-//! reactor and makes group commit fall out of the queueing: the longer an fsync takes, the
-//! more pushes share the next.
+//! otherwise sleep longer than [`ACK_LATENCY`]. Doing this on one thread keeps file I/O off the
+//! async reactor and makes group commit fall out of the queueing: the longer an fsync takes,
+//! the more pushes share the next.
 
 use std::io;
 use std::path::{Path, PathBuf};
