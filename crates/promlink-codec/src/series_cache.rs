@@ -27,9 +27,10 @@
 //! - **Eviction.** A slot read since it was last passed carries a mark. A miss on a full set
 //!   acts for one series in [`ACT_EVERY`], chosen by its hash (the others are not stored while
 //!   that table lives): it passes one slot (picked by the hash too), which is spared if
-//!   marked (the mark cleared, the newcomer turned away) and replaced if not. Entries read again between two passes stay, so a cyclic scan over
-//!   more series than fit keeps hitting on the part that fits, where LRU would evict each
-//!   entry just before its series came back.
+//!   marked (the mark cleared, the newcomer turned away) and replaced if not. Entries read
+//!   again between two passes stay, so a cyclic scan over more series than fit keeps hitting
+//!   on the part that fits, where LRU would evict each entry just before its series came
+//!   back.
 //! - **Memory.** The table starts at [`START_BYTES`] and doubles when half its slots are
 //!   used, up to the configured bound (`series_cache_bytes`, 16 MiB by default: 1,048,576
 //!   slots, half a million series before entries are replaced). A new table starts empty (its
