@@ -148,6 +148,8 @@ impl Relay {
 }
 
 struct Params {
+    /// The CPU's model as `/proc/cpuinfo` names it, printed and written with each run.
+    cpu_model: String,
     series: usize,
     rounds: usize,
     shards: usize,
@@ -240,6 +242,7 @@ impl Params {
             None => paced.then_some(DEFAULT_PACED_RATE),
         };
         Ok(Self {
+            cpu_model: cpu_model(),
             series: env_num("RELAY_BENCH_SERIES", if quick { 10_000 } else { 100_000 })?,
             rounds: env_num("RELAY_BENCH_ROUNDS", 20)?,
             shards: env_num("RELAY_BENCH_SHARDS", 8)?,
@@ -589,7 +592,6 @@ fn cpu_model() -> String {
 }
 
 async fn run_all(p: &Params) -> Result<bool, String> {
-    let cpu_model = cpu_model();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "relay bench: {} samples = {} series x {} rounds, {} samples/request, {} sender shards; {} CPUs ({}), CLK_TCK {}, load {}",
@@ -599,7 +601,7 @@ async fn run_all(p: &Params) -> Result<bool, String> {
         p.samples_per_request,
         p.shards,
         cpus,
-        cpu_model,
+        p.cpu_model,
         p.clk_tck,
         loadavg()
     );
@@ -1210,7 +1212,7 @@ fn append_json(path: &Path, p: &Params, o: &Outcome) -> Result<(), String> {
         "order_ok": o.order_ok(),
         "order_required": o.expect_order,
         "complete": o.complete(),
-        "cpu_model": cpu_model(),
+        "cpu_model": p.cpu_model,
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -265,9 +265,11 @@ impl Inner {
         lock(&self.failed).clone()
     }
 
-    fn wake_committer(&self, f: impl FnOnce(&mut CommitQueue)) {
-        f(&mut lock(&self.commit));
-        self.wake.notify_one();
+    /// Hands the committer work: `f` adds it and says whether the committer must be woken.
+    fn wake_committer(&self, f: impl FnOnce(&mut CommitQueue) -> bool) {
+        if f(&mut lock(&self.commit)) {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -653,9 +655,7 @@ impl DiskQueue {
         };
         sub(&self.inner.used, released);
         self.inner.notify.notify_one();
-        if lock(&self.inner.commit).ack() {
-            self.inner.wake.notify_one();
-        }
+        self.inner.wake_committer(CommitQueue::ack);
     }
 
     /// Stops waiting: `pop_batch` then returns what may go without waiting for the flush
@@ -736,7 +736,10 @@ impl DiskQueue {
     /// leaves behind (written data stays in the page cache, as after `kill -9`).
     #[cfg(test)]
     fn crash(mut self) {
-        self.inner.wake_committer(|q| q.crash = true);
+        self.inner.wake_committer(|q| {
+            q.crash = true;
+            true
+        });
         if let Some(h) = self.committer.take() {
             let _ = h.join();
         }
@@ -747,7 +750,10 @@ impl Drop for DiskQueue {
     /// Syncs data and position and stops the committer (blocks for that final commit).
     fn drop(&mut self) {
         if let Some(h) = self.committer.take() {
-            self.inner.wake_committer(|q| q.shutdown = true);
+            self.inner.wake_committer(|q| {
+                q.shutdown = true;
+                true
+            });
             let _ = h.join();
         }
     }
