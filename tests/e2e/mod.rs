@@ -16,11 +16,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A free TCP port on 127.0.0.1: bound, read and released. Another process could take it
-/// before the caller binds it; on a test machine that race has not been seen to matter.
+/// Ports [`free_port`] picks from: below Linux's ephemeral range (32768-60999 by default),
+/// which the kernel hands out for `bind(0)` and for every outgoing connection.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a process the test starts: one that binds and is
+/// released again. It comes from [`FREE_PORTS`], walked from a start that differs per test
+/// process, so that between the check and the child's own bind neither the kernel (an
+/// emulator's `bind(0)`, a client's outgoing connection) nor, most likely, another test
+/// hands it out. A port from `bind(0)` was seen taken in that window under a full parallel
+/// run ("Address already in use").
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(FREE_PORTS.end - FREE_PORTS.start);
+    let start = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    for _ in 0..span {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = FREE_PORTS.start + n as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {FREE_PORTS:?}");
 }
 
 /// `n` distinct free ports, ascending.
