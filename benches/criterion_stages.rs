@@ -267,6 +267,7 @@ fn stages(c: &mut Criterion) {
         segment_bytes: 16 << 20,
         fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
         commit_delay: Duration::ZERO,
+        recent_commit: promlink::queue::disk::RECENT_COMMIT,
         window_bytes: 8 << 20,
     })
     .expect("disk queue");

@@ -69,6 +69,7 @@ pub async fn open(cfg: &QueueConfig) -> Result<Queue, DiskQueueError> {
         segment_bytes: disk::SEGMENT_BYTES,
         fsync: disk.fsync,
         commit_delay: disk.commit_delay,
+        recent_commit: disk::RECENT_COMMIT,
         // What the workers see of a backlog; the rest stays on disk.
         window_bytes: disk.memory_bytes.min(cfg.max_bytes),
     };

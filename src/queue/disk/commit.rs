@@ -139,6 +139,8 @@ pub(super) struct Committer {
     policy: FsyncPolicy,
     /// See [`super::DiskQueueConfig::commit_delay`].
     commit_delay: Duration,
+    /// See [`super::DiskQueueConfig::recent_commit`].
+    recent_commit: Duration,
     /// When the last group commit with pushes ended.
     last_commit: Option<Instant>,
     segment_bytes: u64,
@@ -153,6 +155,7 @@ impl Committer {
         pos_file: segment::PosFile,
         policy: FsyncPolicy,
         commit_delay: Duration,
+        recent_commit: Duration,
         segment_bytes: u64,
     ) -> Self {
         Self {
@@ -161,6 +164,7 @@ impl Committer {
             pos_file,
             policy,
             commit_delay,
+            recent_commit,
             last_commit: None,
             segment_bytes,
             last_sync: Instant::now(),
@@ -262,7 +266,7 @@ impl Committer {
             && !q.crash
             && self
                 .last_commit
-                .is_some_and(|t| t.elapsed() < super::config::RECENT_COMMIT)
+                .is_some_and(|t| t.elapsed() < self.recent_commit)
     }
 
     /// Appends the pushes, fsyncs when `durable` (also with no pushes: an interval tick, a

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A group commit that ended less than this ago makes the next wait `commit_delay`: pushes
-/// are arriving back to back, and waiting lets more of them share one fsync.
+/// The default [`DiskQueueConfig::recent_commit`]: a group commit that ended less than this
+/// ago makes the next wait `commit_delay`, since pushes are arriving back to back and waiting
+/// lets more of them share one fsync.
 pub const RECENT_COMMIT: Duration = Duration::from_millis(2);
 
 /// Size at which a new segment file is started.
@@ -22,9 +23,12 @@ pub struct DiskQueueConfig {
     /// When a push counts as durable.
     pub fsync: FsyncPolicy,
     /// Under [`FsyncPolicy::Always`]: when the previous group commit ended less than
-    /// [`RECENT_COMMIT`] ago, how long the committer waits before taking the next group, so
+    /// `recent_commit` ago, how long the committer waits before taking the next group, so
     /// that more pushes share its fsync. Zero never waits.
     pub commit_delay: Duration,
+    /// How recent the previous group commit must be for `commit_delay` to apply
+    /// ([`RECENT_COMMIT`] unless a test needs a window it can hit on a loaded machine).
+    pub recent_commit: Duration,
     /// Most chunk data held in memory for the upstream workers (the rest waits on disk).
     pub window_bytes: usize,
 }

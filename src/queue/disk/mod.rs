@@ -131,7 +131,7 @@ use commit::{CommitQueue, Committer, PendingPush};
 use log::{Clock, Log};
 use segment::Pos;
 
-pub use config::{DiskQueueConfig, FsyncPolicy, SEGMENT_BYTES};
+pub use config::{DiskQueueConfig, FsyncPolicy, RECENT_COMMIT, SEGMENT_BYTES};
 pub(crate) use error::Published;
 pub use error::{DiskQueueError, PushError};
 
@@ -362,6 +362,7 @@ impl DiskQueue {
             pos_file,
             cfg.fsync,
             cfg.commit_delay,
+            cfg.recent_commit,
             cfg.segment_bytes,
         );
         let supervised = inner.clone();

@@ -328,6 +328,7 @@ proptest! {
             fsync: if always { FsyncPolicy::Always } else { FsyncPolicy::Interval(Duration::from_secs(3600)) },
             // Under `always`, commits right after another wait a little (`commit_delay`).
             commit_delay: if always { Duration::from_micros(200) } else { Duration::ZERO },
+            recent_commit: super::RECENT_COMMIT,
             window_bytes: if small_window { 200 } else { 1 << 20 },
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
