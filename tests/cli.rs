@@ -1,11 +1,13 @@
 //! The `promlink` binary: configuration errors, the Azure sidecar's environment, SIGTERM, demo.
 
 mod common;
+mod e2e;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::fixture;
+use e2e::free_port;
 use promlink::emulator::dce::{DceConfig, DceEmulator, DceTls};
 use promlink::emulator::entra::{EntraConfig, EntraEmulator, ManagedIdentity};
 use promlink::emulator::tls::TestCa;
@@ -28,14 +30,6 @@ fn promlink(args: &[&str]) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A DCE emulator over plain HTTP, and a directory holding a token file for `token-file`.
