@@ -9,7 +9,9 @@
 //!   label to add, where every series changes and the request is compressed once; and with
 //!   the relay bench's relabel rules (`benches/relabel-rules.yaml`: every kept series changes),
 //!   the cache warm (the same series again, as every scrape sends them) and without a cache
-//!   (every series runs the rules);
+//!   (every series runs the rules); and with the relabel oracle's rule set aimed at the load
+//!   (`benches/relabel-oracle-rules.yaml`) without a cache: what a series seen for the first
+//!   time costs;
 //! - `receive: 100,000 series in turn`: the relay load's series in 50 requests walked in
 //!   turn, with the series cache warm (label sets found valid before skip their checks) and
 //!   without one, forwarded as sent and with `cluster` added;
@@ -78,14 +80,14 @@ fn body_with(first: usize, n: usize, keep: impl Fn(&str) -> bool) -> Bytes {
     }))
 }
 
-/// The relay bench's rule set.
-fn relabel_rules() -> promlink::codec::relabel_rules::Rules {
+/// A rule set of the relay bench, from `benches/<file>`.
+fn relabel_rules(file: &str) -> promlink::codec::relabel_rules::Rules {
     #[derive(serde::Deserialize)]
     struct File {
         write_relabel_configs: Vec<promlink::codec::relabel_rules::RelabelConfig>,
     }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/relabel-rules.yaml");
-    let text = std::fs::read_to_string(path).expect("benches/relabel-rules.yaml");
+    let path = format!("{}/benches/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let file: File = serde_saphyr::from_str(&text).expect("rules YAML");
     promlink::codec::relabel_rules::Rules::compile(&file.write_relabel_configs)
         .expect("valid rules")
@@ -110,14 +112,18 @@ fn stages(c: &mut Criterion) {
         ..options()
     };
 
-    let rules = relabel_rules();
-    let relabel = |cache_bytes: usize| Options {
+    let relabel = |file: &str, cache_bytes: usize| Options {
         relabel: Some(std::sync::Arc::new(
-            promlink::codec::Relabel::with_cache_bytes(rules.clone(), cache_bytes),
+            promlink::codec::Relabel::with_cache_bytes(relabel_rules(file), cache_bytes),
         )),
         ..options()
     };
-    let (warm, uncached) = (relabel(promlink::codec::DEFAULT_CACHE_BYTES), relabel(0));
+    let worst = "relabel-rules.yaml";
+    let (warm, uncached) = (
+        relabel(worst, promlink::codec::DEFAULT_CACHE_BYTES),
+        relabel(worst, 0),
+    );
+    let oracle_uncached = relabel("relabel-oracle-rules.yaml", 0);
 
     let mut group = c.benchmark_group("stages");
     group.throughput(Throughput::Elements(SAMPLES_PER_REQUEST as u64));
@@ -152,6 +158,20 @@ fn stages(c: &mut Criterion) {
             b.iter(|| {
                 decode_chunks(Protocol::V1, black_box(&request), &uncached, &limits())
                     .expect("decodes")
+            })
+        },
+    );
+    group.bench_function(
+        "receive: 2000-sample request, the oracle's relabel rules, no cache",
+        |b| {
+            b.iter(|| {
+                decode_chunks(
+                    Protocol::V1,
+                    black_box(&request),
+                    &oracle_uncached,
+                    &limits(),
+                )
+                .expect("decodes")
             })
         },
     );
