@@ -44,7 +44,8 @@ struct Set<'s, 'a> {
 
 impl<'a> Set<'_, 'a> {
     fn find(&self, name: &str) -> Result<usize, usize> {
-        self.labels.binary_search_by(|l| l.name.as_ref().cmp(name))
+        self.labels
+            .binary_search_by(|l| cmp_names(l.name.as_bytes(), name.as_bytes()))
     }
 
     fn get(&self, name: &str) -> &str {
@@ -81,6 +82,18 @@ impl<'a> Set<'_, 'a> {
             self.changed = true;
         }
     }
+}
+
+/// Byte order of two label names, as `str`'s `Ord`. Names are a few bytes long: a loop over
+/// them costs less than a call to `memcmp`, which the rules' lookups made a tenth of their time.
+#[inline]
+pub(crate) fn cmp_names(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 impl Rules {
@@ -141,7 +154,7 @@ impl Rule {
             Action::KeepEqual => set.get(&self.target_label) == self.value(set),
             Action::Replace => {
                 let val = self.value(set).into_owned();
-                let Some(caps) = self.regex.captures(&val) else {
+                let Some(caps) = self.regex.regex().captures(&val) else {
                     return true;
                 };
                 let mut target = String::new();
@@ -180,11 +193,19 @@ impl Rule {
                 true
             }
             Action::LabelMap => {
-                // Over the labels as they were before this rule, in name order.
-                let before = set.labels.clone();
+                // Over the labels as they were before this rule, in name order (most series
+                // have no matching name, and need no copy).
+                let Some(first) = set.labels.iter().position(|l| self.regex.is_match(&l.name))
+                else {
+                    return true;
+                };
+                let before = set.labels[first..].to_vec();
                 for l in &before {
                     if self.regex.is_match(&l.name) {
-                        let name = self.regex.replace_all(&l.name, self.replacement.as_str());
+                        let name = self
+                            .regex
+                            .regex()
+                            .replace_all(&l.name, self.replacement.as_str());
                         set.set(&name, l.value.clone());
                     }
                 }

@@ -106,7 +106,7 @@ pub struct Rule {
     pub(crate) action: Action,
     pub(crate) source_labels: Vec<String>,
     pub(crate) separator: String,
-    pub(crate) regex: regex::Regex,
+    pub(crate) regex: crate::regex::Pattern,
     pub(crate) modulus: u64,
     pub(crate) target_label: String,
     pub(crate) replacement: String,
@@ -209,7 +209,7 @@ impl Rule {
             }
         }
         let regex_text = c.regex.as_deref().unwrap_or(DEFAULT_REGEX);
-        let regex = crate::regex::compile(regex_text).map_err(|why| {
+        let regex = crate::regex::Pattern::new(regex_text).map_err(|why| {
             (
                 "regex".into(),
                 regex_text.to_string(),

@@ -30,7 +30,7 @@ pub struct Matcher {
     pub op: MatchOp,
     /// The value as written (unescaped).
     pub value: String,
-    regex: Option<regex::Regex>,
+    regex: Option<crate::regex::Pattern>,
 }
 
 impl Matcher {
@@ -206,7 +206,7 @@ impl Parser<'_> {
         let value = self.string()?;
         let regex = match op {
             MatchOp::Regex | MatchOp::NotRegex => {
-                Some(crate::regex::compile(&value).map_err(|why| {
+                Some(crate::regex::Pattern::new(&value).map_err(|why| {
                     SelectorError(format!("regex {value:?} of label {name}: {why}"))
                 })?)
             }

@@ -277,6 +277,111 @@ fn go_regex_classes_are_ascii() {
     .is_some());
 }
 
+mod fixed_patterns {
+    use crate::regex::Pattern;
+    use proptest::prelude::*;
+
+    /// Patterns that match only a few fixed strings are answered by comparing; the others by
+    /// the regex.
+    #[test]
+    fn only_patterns_of_a_few_fixed_strings_skip_the_regex() {
+        for fixed in [
+            "device|mountpoint",
+            "3",
+            "(device|mountpoint|fstype)",
+            "job_(upper|lower)",
+            "(?i)ab",
+            "a|",
+            r"\d",
+            r"\Qa.b\E",
+            "",
+            "[a-z]",
+        ] {
+            assert!(Pattern::new(fixed).unwrap().is_fixed(), "{fixed:?}");
+        }
+        for searched in [
+            "(.*)",
+            "a.*",
+            "[^s].*|s[^h].*|s",
+            r"\bfoo",
+            "a+",
+            "a?",
+            // More than 32 strings.
+            "[a-z0-9]",
+            "(a|b|c|d|e|f)(a|b|c|d|e|f)",
+        ] {
+            assert!(!Pattern::new(searched).unwrap().is_fixed(), "{searched:?}");
+        }
+    }
+
+    #[test]
+    fn fixed_strings_answer_as_the_anchored_regex() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "device|mountpoint",
+                &["device", "mountpoint"],
+                &[
+                    "",
+                    "devic",
+                    "devicemountpoint",
+                    "device|mountpoint",
+                    "Device",
+                ],
+            ),
+            (
+                "job_(upper|lower)",
+                &["job_upper", "job_lower"],
+                &["job_", "upper", "job_upperlower"],
+            ),
+            ("(?i)ab", &["ab", "AB", "aB", "Ab"], &["a", "abab"]),
+            ("a|", &["a", ""], &["aa"]),
+            (r"\d", &["0", "9"], &["٣", "00", ""]),
+            ("é|ü", &["é", "ü"], &["e", "u"]),
+        ];
+        for (pattern, yes, no) in cases {
+            let p = Pattern::new(pattern).unwrap();
+            assert!(p.is_fixed(), "{pattern:?}");
+            for s in *yes {
+                assert!(p.is_match(s), "{pattern:?} must match {s:?}");
+                assert!(p.regex().is_match(s), "{pattern:?} regex on {s:?}");
+            }
+            for s in *no {
+                assert!(!p.is_match(s), "{pattern:?} must not match {s:?}");
+                assert!(!p.regex().is_match(s), "{pattern:?} regex on {s:?}");
+            }
+        }
+    }
+
+    fn token() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a", "b", "A", "é", "|", "(", ")", "(?:", "(?i)", "[ab]", "[^a]", ".", "*", "?", "+",
+            r"\d", "{2}", "", "_",
+        ])
+    }
+
+    proptest! {
+        /// Label lookups order names as `str` does.
+        #[test]
+        fn names_compare_as_str(a in "[a-c_é]{0,6}", b in "[a-c_é]{0,6}") {
+            prop_assert_eq!(crate::apply::cmp_names(a.as_bytes(), b.as_bytes()), a.cmp(&b));
+        }
+
+        /// On any pattern built of these pieces and any string, the pattern answers as the
+        /// regex it compiles to.
+        #[test]
+        fn a_pattern_answers_as_its_regex(
+            tokens in prop::collection::vec(token(), 0..8),
+            inputs in prop::collection::vec("[abAé_0-9|]{0,4}", 1..16),
+        ) {
+            let text: String = tokens.concat();
+            let Ok(p) = Pattern::new(&text) else { return Ok(()) };
+            for s in &inputs {
+                prop_assert_eq!(p.is_match(s), p.regex().is_match(s), "{:?} on {:?}", text, s);
+            }
+        }
+    }
+}
+
 #[test]
 fn each_refusal_names_its_key_and_prometheus_reason() {
     let cases: &[(&str, &str, &str)] = &[

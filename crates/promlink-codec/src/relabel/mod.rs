@@ -8,6 +8,7 @@
 
 mod cache;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use promlink_relabel::{Label, Rules, Verdict};
@@ -386,11 +387,16 @@ fn run_rules(
     pairs: &[LabelPair<'_>],
     series: &[&[u8]],
 ) -> Result<(Relabeled, Option<Vec<u8>>), DecodeError> {
+    // Validated, so UTF-8: `from_utf8` checks that at word speed (the lossy reading goes byte
+    // by byte), and the lossy reading only stands behind it.
+    fn text(b: &[u8]) -> Cow<'_, str> {
+        std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b), Cow::Borrowed)
+    }
     let mut labels: Vec<Label<'_>> = pairs
         .iter()
         .map(|(n, v)| Label {
-            name: String::from_utf8_lossy(n),
-            value: String::from_utf8_lossy(v),
+            name: text(n),
+            value: text(v),
         })
         .collect();
     let mut verdict = rules.apply(&mut labels);
