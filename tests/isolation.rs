@@ -212,12 +212,16 @@ async fn healthy_requests_behind_the_failing_one_in_its_batch_go_first() {
     rig.dce.refuse_containing(Some((POISON, 503)));
     let url = rig.write_url();
     let http = reqwest::Client::new();
-    // Back to back, well within a tenth of the flush interval: one batch, poison first.
+    // Back to back, well within a tenth of the flush interval: one batch, poison first. The
+    // bodies are made first, so that only the requests themselves stand between the posts.
     let ts = now_ms();
-    assert!(post(&http, &url, body("poison_metric", "poison", 0..1, ts)).await);
+    let mut bodies = vec![body("poison_metric", "poison", 0..1, ts)];
     for h in 0..3 {
         let ids = h * 100..h * 100 + 100;
-        assert!(post(&http, &url, body("behind_metric", "behind", ids, ts)).await);
+        bodies.push(body("behind_metric", "behind", ids, ts));
+    }
+    for b in bodies {
+        assert!(post(&http, &url, b).await);
     }
     // Other series keep flowing through the other worker.
     let started = Instant::now();

@@ -73,6 +73,26 @@ async fn metrics(http: &reqwest::Client, rig: &Rig) -> String {
         .unwrap()
 }
 
+/// `promlink_receive_reloads_total` for `what` and `result`.
+async fn reloads(http: &reqwest::Client, rig: &Rig, what: &str, result: &str) -> f64 {
+    let series = format!("promlink_receive_reloads_total{{what=\"{what}\",result=\"{result}\"}}");
+    value(&metrics(http, rig).await, &series)
+}
+
+/// Waits (5 s at most) until promlink has counted more reloads of `what` with `result` than
+/// `before`. Its watcher looks at the files every 100 ms, but on a loaded machine a fixed
+/// pause may end before it has.
+async fn reloaded(http: &reqwest::Client, rig: &Rig, what: &str, result: &str, before: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reloads(http, rig, what, result).await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload of {what} with result {result} was counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
@@ -154,17 +174,20 @@ async fn tls_with_rotating_bearer_tokens_and_certificates() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 
     // Rotation: both tokens for a while, then only the new one.
+    let ok = reloads(&http, &rig, "bearer_tokens", "ok").await;
     replace(&tokens, "token-one-3f9a\ntoken-two-77c1\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    reloaded(&http, &rig, "bearer_tokens", "ok", ok).await;
     assert_eq!(post(&http, &url, Some("token-two-77c1")).await.0, 204);
     assert_eq!(post(&http, &url, Some("token-one-3f9a")).await.0, 204);
+    let ok = reloads(&http, &rig, "bearer_tokens", "ok").await;
     replace(&tokens, "token-two-77c1\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    reloaded(&http, &rig, "bearer_tokens", "ok", ok).await;
     assert_eq!(post(&http, &url, Some("token-one-3f9a")).await.0, 401);
     assert_eq!(post(&http, &url, Some("token-two-77c1")).await.0, 204);
     // A token file emptied by mistake keeps the last good tokens.
+    let failed = reloads(&http, &rig, "bearer_tokens", "error").await;
     replace(&tokens, "\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    reloaded(&http, &rig, "bearer_tokens", "error", failed).await;
     assert_eq!(post(&http, &url, Some("token-two-77c1")).await.0, 204);
 
     // Certificate rotation: new connections get the new certificate.
@@ -184,11 +207,12 @@ async fn tls_with_rotating_bearer_tokens_and_certificates() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A broken key keeps the previous certificate serving.
+    let failed = reloads(&http, &rig, "tls", "error").await;
     replace(
         &key,
         "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    reloaded(&http, &rig, "tls", "error", failed).await;
     let fresh = client(&ca, None);
     assert_eq!(post(&fresh, &url, Some("token-two-77c1")).await.0, 204);
 

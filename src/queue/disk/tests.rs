@@ -351,7 +351,9 @@ async fn interval_policy_survives_a_process_crash_without_fsync() {
 async fn interval_policy_fsyncs_on_the_tick_and_on_sync_without_new_pushes() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.fsync = FsyncPolicy::Interval(Duration::from_millis(100));
+    // Long enough that the push and the check below come before the first tick even on a
+    // loaded machine; the wait for the tick after them allows 5 s.
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(1));
     let (q, _) = open(&cfg);
     q.push(vec![entry(0, 0, 1, 30)]).await.unwrap();
     assert_eq!(q.stats().fsyncs, 0, "no fsync at the push");
@@ -519,7 +521,8 @@ async fn concurrent_pushes_share_fsyncs() {
 /// window is short next to the pause.
 #[tokio::test]
 async fn commit_delay_makes_a_push_right_after_a_commit_wait_for_company() {
-    let delay = Duration::from_millis(300);
+    // Long next to one commit's write and fsync, even on a disk other tests keep busy.
+    let delay = Duration::from_secs(1);
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = open(&DiskQueueConfig {
         commit_delay: delay,
@@ -883,14 +886,25 @@ fn published(e: &PushError) -> bool {
 /// each one's result.
 async fn push_group(
     q: &Arc<DiskQueue>,
+    faults: &files::faults::Faulty,
     first: u64,
     ids: std::ops::Range<u64>,
 ) -> (Result<(), PushError>, Vec<Result<(), PushError>>) {
+    use files::faults::Op;
+    let syncs = faults.calls(Op::SyncData);
     let lead = {
         let q = q.clone();
         tokio::spawn(async move { q.push(vec![entry(first, first, 1, 100)]).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The group is pushed once the committer is inside the lead's stalled fsync.
+    let deadline = std::time::Instant::now() + STALL;
+    while faults.calls(Op::SyncData) == syncs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lead's fsync never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let group: Vec<_> = ids
         .map(|i| {
             let q = q.clone();
@@ -919,7 +933,7 @@ async fn a_failed_write_fails_every_push_of_its_group() {
     // The lead's append is the first; the group's second append fails.
     faults.stall(Op::SyncData, 0, STALL);
     faults.fail(Op::Append, 2, io::ErrorKind::Other, 1);
-    let (lead, group) = push_group(&q, 0, 1..5).await;
+    let (lead, group) = push_group(&q, &faults, 0, 1..5).await;
     lead.expect("the push before the group is durable");
     assert_eq!(faults.injected(), vec![Op::Append]);
     assert!(group.iter().all(Result::is_err), "{group:?}");
@@ -964,7 +978,7 @@ async fn a_failed_fsync_fails_the_group_and_starts_a_new_segment() {
     // The lead's fsync stalls; the group's fsync fails.
     faults.stall(Op::SyncData, 0, STALL);
     faults.fail(Op::SyncData, 0, io::ErrorKind::Other, 1);
-    let (lead, group) = push_group(&q, 1, 2..6).await;
+    let (lead, group) = push_group(&q, &faults, 1, 2..6).await;
     lead.expect("the push before the group is durable");
     assert_eq!(faults.injected(), vec![Op::SyncData]);
     assert!(
