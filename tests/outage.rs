@@ -161,8 +161,11 @@ async fn two_minute_outage_keeps_ready_queues_reports_and_alerts() {
     );
     let (fired_after, alert) =
         saw_alert.expect("PromlinkUpstreamUnavailable never reached Alertmanager");
+    // promlink counts the window from the DCE's last answer, which came a little before
+    // `outage_started` (the emulator's shutdown and the poll in between): up to a second or
+    // two on a loaded machine.
     assert!(
-        fired_after >= READY_WINDOW,
+        fired_after + Duration::from_secs(2) >= READY_WINDOW,
         "fired {fired_after:?} into the outage, before ready_window"
     );
     assert_eq!(alert["labels"]["severity"], "critical", "{alert}");

@@ -221,8 +221,10 @@ async fn endless_writes_stop_being_accepted_at_the_drain_reserve() {
     }
     let (last_accepted, refused_at) = (last_accepted.unwrap(), refused_at.unwrap());
     let until = grace - grace / 3;
+    // Writes go every 100 ms; a second of slack covers a request stalled on a loaded machine
+    // (that the reserve starts at `until` is shown by the refusal below).
     assert!(
-        last_accepted >= until - Duration::from_millis(300),
+        last_accepted >= until - Duration::from_secs(1),
         "accepted only until {last_accepted:?}"
     );
     assert!(
