@@ -112,7 +112,7 @@ impl Harness {
     }
 
     fn reopen(&mut self, torn: bool) -> Result<(), TestCaseError> {
-        let (q, report) = DiskQueue::open(self.cfg.clone()).expect("reopen");
+        let (q, report) = open_again(&self.cfg);
         self.queue = Some(q);
         let must = self.log.iter().filter(|e| e.2 == State::Waiting).count();
         let may = self.log.iter().filter(|e| e.2 == State::Maybe).count();
@@ -293,6 +293,24 @@ impl Harness {
 }
 
 /// Cuts `cut` bytes off the end of the newest segment.
+/// Opens the queue the harness just closed. Under `cargo test`, other tests of this process
+/// run in threads, and one that starts a program (`mount`, in the disk-full test) gives the
+/// child a copy of every open descriptor until it execs: the closed queue's lock can stay held
+/// for those moments, and the open is refused as "in use". That only is retried, for a second.
+fn open_again(cfg: &DiskQueueConfig) -> (DiskQueue, super::RecoveryReport) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match DiskQueue::open(cfg.clone()) {
+            Err(DiskQueueError::Config(why))
+                if why.contains("in use") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.expect("reopen"),
+        }
+    }
+}
+
 fn tear_last_segment(dir: &Path, cut: u64) {
     let last = std::fs::read_dir(dir)
         .unwrap()
