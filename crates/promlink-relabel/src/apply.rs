@@ -1,9 +1,6 @@
 //! Running the rules over one series' labels.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use md5::{Digest, Md5};
 
@@ -129,100 +126,6 @@ impl Rules {
     }
 }
 
-/// What a `replace` rule makes of one source value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Replaced {
-    /// The regex does not match: nothing changes.
-    NoMatch,
-    /// The target expands to no valid name, or the replacement to nothing: the target label
-    /// as written is removed.
-    Delete,
-    /// The expanded target is set to the expanded replacement.
-    Set { target: Box<str>, value: Box<str> },
-}
-
-impl Rule {
-    /// [`Replaced`] for the joined source value `val`: a regex search with captures and two
-    /// expansions.
-    fn replace(&self, val: &str) -> Replaced {
-        let Some(caps) = self.regex.regex().captures(val) else {
-            return Replaced::NoMatch;
-        };
-        let mut target = String::new();
-        caps.expand(&self.target_label, &mut target);
-        if !valid_label_name(&target) {
-            return Replaced::Delete;
-        }
-        let mut value = String::new();
-        caps.expand(&self.replacement, &mut value);
-        if value.is_empty() {
-            return Replaced::Delete;
-        }
-        Replaced::Set {
-            target: target.into(),
-            value: value.into(),
-        }
-    }
-}
-
-/// A rule's key in the `replace` memo: unique per compiled rule (clones share it, having the
-/// same configuration), so a rule compiled later at the same address never reads another's
-/// entries. Prints as nothing, so that two compilations of the same rules print the same.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MemoKey(u64);
-
-impl MemoKey {
-    pub(crate) fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        MemoKey(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-impl std::fmt::Debug for MemoKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MemoKey")
-    }
-}
-
-/// Slots of the per-thread `replace` memo.
-const MEMO_SLOTS: usize = 256;
-/// Longest source value the memo keeps.
-const MEMO_MAX_VALUE: usize = 256;
-
-/// One memo slot: the rule, the source value and what the rule made of it.
-type MemoSlot = Option<(MemoKey, Box<str>, Replaced)>;
-
-thread_local! {
-    /// What `replace` rules made of recent source values, per thread (no lock), in slots
-    /// chosen by a hash of the rule and the value. Source values repeat from series to series
-    /// (`job` and `instance` are a target's, `__name__` a family's), and a regex search with
-    /// captures costs the most of any rule: the first sight of each series runs the rules.
-    static MEMO: RefCell<Vec<MemoSlot>> = RefCell::new(vec![None; MEMO_SLOTS]);
-}
-
-/// [`Rule::replace`], from the memo when this thread saw the rule and value recently.
-fn remembered(rule: &Rule, val: &str) -> Replaced {
-    if val.len() > MEMO_MAX_VALUE {
-        return rule.replace(val);
-    }
-    let slot = {
-        let mut h = DefaultHasher::new();
-        rule.memo.0.hash(&mut h);
-        val.hash(&mut h);
-        h.finish() as usize % MEMO_SLOTS
-    };
-    MEMO.with_borrow_mut(|memo| {
-        if let Some((key, v, r)) = &memo[slot] {
-            if *key == rule.memo && **v == *val {
-                return r.clone();
-            }
-        }
-        let r = rule.replace(val);
-        memo[slot] = Some((rule.memo, val.into(), r.clone()));
-        r
-    })
-}
-
 impl Rule {
     /// The source labels' values joined by the separator.
     fn value<'v>(&self, set: &'v Set<'_, '_>) -> Cow<'v, str> {
@@ -250,16 +153,25 @@ impl Rule {
             Action::DropEqual => set.get(&self.target_label) != self.value(set),
             Action::KeepEqual => set.get(&self.target_label) == self.value(set),
             Action::Replace => {
-                let replaced = {
-                    let val = self.value(set);
-                    remembered(self, &val)
+                let val = self.value(set).into_owned();
+                let Some(caps) = self.regex.regex().captures(&val) else {
+                    return true;
                 };
-                match replaced {
-                    Replaced::NoMatch => {}
+                let mut target = String::new();
+                caps.expand(&self.target_label, &mut target);
+                if !valid_label_name(&target) {
                     // Prometheus 2.42 removes the label named as written (unexpanded).
-                    Replaced::Delete => set.del(&self.target_label),
-                    Replaced::Set { target, value } => set.set(&target, Cow::Owned(value.into())),
+                    set.del(&self.target_label);
+                    return true;
                 }
+                let mut res = String::new();
+                caps.expand(&self.replacement, &mut res);
+                if res.is_empty() {
+                    // Here too: the unexpanded name.
+                    set.del(&self.target_label);
+                    return true;
+                }
+                set.set(&target, Cow::Owned(res));
                 true
             }
             Action::Lowercase => {

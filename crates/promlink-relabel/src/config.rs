@@ -110,8 +110,6 @@ pub struct Rule {
     pub(crate) modulus: u64,
     pub(crate) target_label: String,
     pub(crate) replacement: String,
-    /// Names this rule (and its clones) in the `replace` memo.
-    pub(crate) memo: crate::apply::MemoKey,
 }
 
 /// Checked rules, applied in order by [`Rules::apply`](crate::Rules::apply).
@@ -313,7 +311,6 @@ impl Rule {
             modulus,
             target_label,
             replacement,
-            memo: crate::apply::MemoKey::new(),
         })
     }
 }

@@ -277,57 +277,6 @@ fn go_regex_classes_are_ascii() {
     .is_some());
 }
 
-/// `replace` answers from a per-thread memo of recent source values: the memo's answer is the
-/// rule's, on hits and misses, and rules compiled apart never read each other's entries.
-#[test]
-fn replace_answers_from_its_memo_as_without_it() {
-    let yaml = r#"
-- {source_labels: [job, instance], separator: "@", regex: "(.+)@(.+):(\\d+)", target_label: "origin_${1}", replacement: "$2-$3"}
-- {source_labels: [job], regex: "(a.*)", target_label: "first", replacement: "$1!"}
-- {source_labels: [job], regex: "(b.*)", target_label: "${1}", replacement: "x"}
-- {source_labels: [job], regex: "c(.*)", target_label: "gone", replacement: "$1"}
-"#;
-    let shared = rules(yaml);
-    let mut inputs = Vec::new();
-    for round in 0..3 {
-        for job in ["api", "b-1", "bb", "c", "cx", "d"] {
-            for port in ["80", "x"] {
-                let instance = format!("10.0.0.{round}:{port}");
-                inputs.push((job, instance));
-            }
-        }
-    }
-    for (job, instance) in &inputs {
-        let input = [
-            Label::borrowed("gone", "old"),
-            Label::borrowed("instance", instance),
-            Label::borrowed("job", job),
-        ];
-        let mut with_memo = input.to_vec();
-        let mut fresh = input.to_vec();
-        let v1 = shared.apply(&mut with_memo);
-        // Compiled anew: a new memo key, so every value is a miss.
-        let v2 = rules(yaml).apply(&mut fresh);
-        assert_eq!((v1, &with_memo), (v2, &fresh), "{job} {instance}");
-    }
-    // More rules than the memo has slots, alike but for their replacement, each on the same
-    // value in turn: some share a slot, and none may take another's answer.
-    let many: Vec<Rules> = (0..300)
-        .map(|i| {
-            rules(&format!(
-                "- {{source_labels: [job], target_label: t, replacement: \"{i}-$1\"}}"
-            ))
-        })
-        .collect();
-    for _ in 0..2 {
-        for (i, r) in many.iter().enumerate() {
-            let mut ls = labels(&[("job", "api")]);
-            r.apply(&mut ls);
-            assert_eq!(ls[1].value, format!("{i}-api"));
-        }
-    }
-}
-
 mod fixed_patterns {
     use crate::regex::Pattern;
     use proptest::prelude::*;
