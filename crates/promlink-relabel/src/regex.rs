@@ -10,6 +10,9 @@
 //! - `(?<name>...)` is refused, as by the Go release Prometheus 2.42 was built with (Go added it
 //!   in 1.22), and a repeat count above 1000 is refused as Go refuses it.
 
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::Input;
+
 /// Compiles `pattern` anchored at both ends, as Prometheus does.
 ///
 /// # Errors
@@ -29,13 +32,20 @@ fn anchored(translated: &str) -> Result<regex::Regex, String> {
 /// A compiled pattern that answers "does the whole string match" without running the regex
 /// engine when the pattern only matches a few fixed strings (`device|mountpoint`, `3`,
 /// `(a|b)`): relabel rules test every label name against such patterns, and a comparison
-/// costs a fraction of a regex search.
+/// costs a fraction of a regex search. Other patterns are answered by a fully built DFA when
+/// one fits in [`DFA_BYTES`] (no cache to fetch per search, as the regex engine's lazy DFA
+/// needs), else by the regex.
 #[derive(Clone, Debug)]
 pub struct Pattern {
     regex: regex::Regex,
     /// Every string the pattern matches, when there are at most [`MAX_LITERALS`].
     literals: Option<Box<[Box<str>]>>,
+    /// The anchored pattern as a dense DFA, when it is not fixed strings and fits.
+    dfa: Option<dense::DFA<Vec<u32>>>,
 }
+
+/// Largest dense DFA a pattern may build (and memory while building it).
+const DFA_BYTES: usize = 256 << 10;
 
 /// Most strings a pattern may match for [`Pattern`] to compare instead of searching.
 const MAX_LITERALS: usize = 32;
@@ -48,20 +58,45 @@ impl Pattern {
     pub fn new(pattern: &str) -> Result<Pattern, String> {
         let translated = translate(pattern)?;
         let regex = anchored(&translated)?;
-        let literals = regex_syntax::parse(&translated)
+        let literals: Option<Box<[Box<str>]>> = regex_syntax::parse(&translated)
             .ok()
             .and_then(|hir| fixed_strings(&hir))
             .map(|set| set.into_iter().map(String::into_boxed_str).collect());
-        Ok(Pattern { regex, literals })
+        let dfa = if literals.is_some() {
+            None
+        } else {
+            dense::Builder::new()
+                .configure(
+                    dense::Config::new()
+                        // Searched as the regex searches: a pattern may close the anchoring
+                        // group (`a)|(b`, as in Prometheus) and match away from the start.
+                        .start_kind(StartKind::Unanchored)
+                        .dfa_size_limit(Some(DFA_BYTES))
+                        .determinize_size_limit(Some(DFA_BYTES)),
+                )
+                .build(&format!("^(?:{translated})$"))
+                .ok()
+        };
+        Ok(Pattern {
+            regex,
+            literals,
+            dfa,
+        })
     }
 
     /// Whether all of `s` matches.
     #[inline]
     pub fn is_match(&self, s: &str) -> bool {
-        match &self.literals {
-            Some(set) => set.iter().any(|l| l.len() == s.len() && **l == *s),
-            None => self.regex.is_match(s),
+        if let Some(set) = &self.literals {
+            return set.iter().any(|l| l.len() == s.len() && **l == *s);
         }
+        if let Some(dfa) = &self.dfa {
+            let input = Input::new(s).earliest(true);
+            if let Ok(found) = dfa.try_search_fwd(&input) {
+                return found.is_some();
+            }
+        }
+        self.regex.is_match(s)
     }
 
     /// The anchored regex, for captures and replacements.
@@ -72,6 +107,11 @@ impl Pattern {
     /// Whether [`Pattern::is_match`] compares fixed strings instead of searching.
     pub fn is_fixed(&self) -> bool {
         self.literals.is_some()
+    }
+
+    /// Whether [`Pattern::is_match`] searches with its own dense DFA.
+    pub fn has_dfa(&self) -> bool {
+        self.dfa.is_some()
     }
 }
 

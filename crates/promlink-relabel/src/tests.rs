@@ -310,7 +310,9 @@ mod fixed_patterns {
             "[a-z0-9]",
             "(a|b|c|d|e|f)(a|b|c|d|e|f)",
         ] {
-            assert!(!Pattern::new(searched).unwrap().is_fixed(), "{searched:?}");
+            let p = Pattern::new(searched).unwrap();
+            assert!(!p.is_fixed(), "{searched:?}");
+            assert!(p.has_dfa(), "{searched:?} searches with its own DFA");
         }
     }
 
@@ -352,10 +354,22 @@ mod fixed_patterns {
         }
     }
 
+    /// A pattern that closes the anchoring group, as Prometheus' string concatenation allows:
+    /// `^(?:)(?i)a|()$` matches any string at its end, and so does its DFA.
+    #[test]
+    fn a_pattern_that_breaks_out_of_its_anchors_answers_as_its_regex() {
+        let p = Pattern::new(")(?i)a|(").unwrap();
+        assert!(p.has_dfa());
+        for s in ["é", "", "a", "xyz"] {
+            assert!(p.regex().is_match(s), "{s:?}");
+            assert!(p.is_match(s), "{s:?}");
+        }
+    }
+
     fn token() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
             "a", "b", "A", "é", "|", "(", ")", "(?:", "(?i)", "[ab]", "[^a]", ".", "*", "?", "+",
-            r"\d", "{2}", "", "_",
+            r"\d", "{2}", "", "_", r"\b", "$", "^",
         ])
     }
 
