@@ -40,7 +40,8 @@ pub struct Pattern {
     regex: regex::Regex,
     /// Every string the pattern matches, when there are at most [`MAX_LITERALS`].
     literals: Option<Box<[Box<str>]>>,
-    /// The anchored pattern as a dense DFA, when it is not fixed strings and fits.
+    /// The anchored pattern as a dense DFA, when it is not fixed strings and fits in
+    /// [`DFA_BYTES`] (the usual `prefix_.*` or class patterns take a few KiB).
     dfa: Option<dense::DFA<Vec<u32>>>,
 }
 
@@ -51,7 +52,8 @@ const DFA_BYTES: usize = 256 << 10;
 const MAX_LITERALS: usize = 32;
 
 impl Pattern {
-    /// [`compile`], with the fixed strings found when that is all the pattern matches.
+    /// [`compile`], with the fixed strings found when that is all the pattern matches, or
+    /// else a dense DFA of the anchored pattern when one fits in [`DFA_BYTES`].
     ///
     /// # Errors
     /// As [`compile`].
