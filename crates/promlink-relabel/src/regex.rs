@@ -13,15 +13,8 @@
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::Input;
 
-/// Compiles `pattern` anchored at both ends, as Prometheus does.
-///
-/// # Errors
-/// Why the pattern is not a valid RE2 regex (in Go's reading).
-pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
-    let translated = translate(pattern)?;
-    anchored(&translated)
-}
-
+/// The translated pattern compiled anchored at both ends, as Prometheus does; the error says
+/// why it is not a valid RE2 regex (in Go's reading).
 fn anchored(translated: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(&format!("^(?:{translated})$")).map_err(|e| match e {
         regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_string(),
@@ -33,7 +26,7 @@ fn anchored(translated: &str) -> Result<regex::Regex, String> {
 /// engine when the pattern only matches a few fixed strings (`device|mountpoint`, `3`,
 /// `(a|b)`): relabel rules test every label name against such patterns, and a comparison
 /// costs a fraction of a regex search. Other patterns are answered by a fully built DFA when
-/// one fits in [`DFA_BYTES`] (no cache to fetch per search, as the regex engine's lazy DFA
+/// one fits in 256 KiB (no cache to fetch per search, as the regex engine's lazy DFA
 /// needs), else by the regex.
 #[derive(Clone, Debug)]
 pub struct Pattern {
@@ -52,11 +45,12 @@ const DFA_BYTES: usize = 256 << 10;
 const MAX_LITERALS: usize = 32;
 
 impl Pattern {
-    /// [`compile`], with the fixed strings found when that is all the pattern matches, or
-    /// else a dense DFA of the anchored pattern when one fits in [`DFA_BYTES`].
+    /// Compiles `pattern` anchored at both ends, as Prometheus does, with the fixed strings
+    /// found when that is all the pattern matches, or else a dense DFA of the anchored pattern
+    /// when one fits in 256 KiB.
     ///
     /// # Errors
-    /// As [`compile`].
+    /// Why the pattern is not a valid RE2 regex (in Go's reading).
     pub fn new(pattern: &str) -> Result<Pattern, String> {
         let translated = translate(pattern)?;
         let regex = anchored(&translated)?;
@@ -90,7 +84,7 @@ impl Pattern {
     #[inline]
     pub fn is_match(&self, s: &str) -> bool {
         if let Some(set) = &self.literals {
-            return set.iter().any(|l| l.len() == s.len() && **l == *s);
+            return set.iter().any(|l| **l == *s);
         }
         if let Some(dfa) = &self.dfa {
             let input = Input::new(s).earliest(true);
@@ -107,12 +101,14 @@ impl Pattern {
     }
 
     /// Whether [`Pattern::is_match`] compares fixed strings instead of searching.
-    pub fn is_fixed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_fixed(&self) -> bool {
         self.literals.is_some()
     }
 
     /// Whether [`Pattern::is_match`] searches with its own dense DFA.
-    pub fn has_dfa(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_dfa(&self) -> bool {
         self.dfa.is_some()
     }
 }
